@@ -1,0 +1,540 @@
+//! INT wire formats.
+//!
+//! The FlatBuffers schemas under `fbs/` define everything that crosses a wire
+//! or is signed; `generated/` holds the Rust code `flatc` 25.12.19 makes from
+//! them (regenerate with `schemas/generate.sh`, a test checks it is fresh).
+//! This module adds thin typed helpers: verified decoding with size limits
+//! (inputs are hostile: every decoder returns an error, never panics) and
+//! builders for the messages the node and devices produce.
+
+#[allow(
+    clippy::all,
+    unused_imports,
+    dead_code,
+    non_camel_case_types,
+    non_snake_case,
+    unsafe_op_in_unsafe_fn,
+    mismatched_lifetime_syntaxes,
+    missing_docs
+)]
+#[rustfmt::skip]
+mod generated;
+
+pub use generated::int::wire;
+
+use flatbuffers::{FlatBufferBuilder, InvalidFlatbuffer, Verifiable, VerifierOptions};
+use wire::{
+    Block, BlockHeader, BlockReceipts, BlockTx, BlsPublicKey, BlsSignature, Bytes32, DeviceKind,
+    Payload, Receipt, RegisterDevice, Token, Transfer, TxBody, TxEnvelope, TxStatus, U128,
+};
+
+/// A 32-byte identifier: account ids, hashes, roots.
+pub type Hash32 = [u8; 32];
+/// An account id: `blake3(domain || public key)`, see `int_engine::crypto`.
+pub type AccountId = [u8; 32];
+/// A compressed min_sig BLS public key (G2).
+pub type PublicKeyBytes = [u8; 96];
+/// A compressed min_sig BLS signature (G1).
+pub type SignatureBytes = [u8; 48];
+
+/// Largest transaction envelope accepted from a wire, in bytes. A transfer is
+/// about 200 bytes and a registration about 300; the margin leaves room for
+/// the payloads of later issues without letting a client make us allocate.
+pub const TX_BYTES_MAX: usize = 4 * 1024;
+/// Largest block accepted, in bytes.
+pub const BLOCK_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Most transactions a block may carry.
+pub const BLOCK_TXS_MAX: usize = 1 << 20;
+
+/// Why bytes from a wire or a file were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The buffer is larger than the message kind allows.
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Bytes received.
+        len: usize,
+        /// Bytes allowed.
+        max: usize,
+    },
+    /// The FlatBuffers verifier rejected the buffer.
+    #[error("malformed flatbuffer: {0}")]
+    Malformed(#[from] InvalidFlatbuffer),
+    /// The payload union holds a type this node does not know.
+    #[error("unknown payload type {0}")]
+    UnknownPayload(u8),
+    /// A block carries more transactions than allowed.
+    #[error("block carries {0} transactions, more than the limit")]
+    TooManyTxs(usize),
+    /// The header's transaction count disagrees with the block's list.
+    #[error("header says {header} transactions, block holds {actual}")]
+    TxCountMismatch {
+        /// Count in the header.
+        header: u32,
+        /// Count in the block.
+        actual: usize,
+    },
+}
+
+fn opts(max_bytes: usize) -> VerifierOptions {
+    VerifierOptions {
+        max_depth: 16,
+        max_tables: BLOCK_TXS_MAX * 4 + 64,
+        max_apparent_size: max_bytes.saturating_mul(2),
+        ignore_missing_null_terminator: false,
+    }
+}
+
+fn root<'a, T>(bytes: &'a [u8], max: usize) -> Result<T::Inner, DecodeError>
+where
+    T: flatbuffers::Follow<'a> + Verifiable + 'a,
+{
+    if bytes.len() > max {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    Ok(flatbuffers::root_with_opts::<T>(&opts(max), bytes)?)
+}
+
+/// Converts a wire amount to `u128`.
+pub fn amount(x: &U128) -> u128 {
+    (x.hi() as u128) << 64 | x.lo() as u128
+}
+
+/// Converts a `u128` to its wire form.
+pub fn wire_amount(x: u128) -> U128 {
+    U128::new(x as u64, (x >> 64) as u64)
+}
+
+/// A decoded, verified transaction: the envelope, its body, and the exact
+/// body bytes that were signed.
+#[derive(Clone, Copy)]
+pub struct TxRef<'a> {
+    /// The envelope as received.
+    pub envelope: TxEnvelope<'a>,
+    /// The body, verified as a FlatBuffer of its own.
+    pub body: TxBody<'a>,
+    /// The body bytes, exactly as signed.
+    pub body_bytes: &'a [u8],
+}
+
+impl<'a> TxRef<'a> {
+    /// The sender's signature.
+    pub fn signature(&self) -> &'a SignatureBytes {
+        &self.envelope.signature().0
+    }
+}
+
+/// Verifies and decodes a transaction envelope from hostile bytes.
+pub fn decode_tx(bytes: &[u8]) -> Result<TxRef<'_>, DecodeError> {
+    let envelope = root::<TxEnvelope>(bytes, TX_BYTES_MAX)?;
+    let body_bytes = envelope.body().bytes();
+    let body = decode_body(body_bytes)?;
+    Ok(TxRef {
+        envelope,
+        body,
+        body_bytes,
+    })
+}
+
+/// Verifies and decodes a transaction body, checking its payload is known.
+pub fn decode_body(bytes: &[u8]) -> Result<TxBody<'_>, DecodeError> {
+    let body = root::<TxBody>(bytes, TX_BYTES_MAX)?;
+    let known = match body.payload_type() {
+        Payload::RegisterDevice => body.payload_as_register_device().is_some(),
+        Payload::Transfer => body.payload_as_transfer().is_some(),
+        _ => false,
+    };
+    if !known {
+        return Err(DecodeError::UnknownPayload(body.payload_type().0));
+    }
+    Ok(body)
+}
+
+/// A decoded, verified block: the block, its header, and each body.
+pub struct BlockRef<'a> {
+    /// The block as stored or received.
+    pub block: Block<'a>,
+    /// The header, verified as a FlatBuffer of its own.
+    pub header: BlockHeader<'a>,
+    /// The header bytes (the block hash is their BLAKE3 hash).
+    pub header_bytes: &'a [u8],
+    /// Each transaction body, verified, in block order.
+    pub bodies: Vec<(TxBody<'a>, &'a [u8])>,
+}
+
+/// Verifies and decodes a whole block, headers and bodies included.
+pub fn decode_block(bytes: &[u8]) -> Result<BlockRef<'_>, DecodeError> {
+    let block = root::<Block>(bytes, BLOCK_BYTES_MAX)?;
+    let header_bytes = block.header().bytes();
+    let header = decode_header(header_bytes)?;
+    let txs = block.txs();
+    if txs.len() > BLOCK_TXS_MAX {
+        return Err(DecodeError::TooManyTxs(txs.len()));
+    }
+    if header.tx_count() as usize != txs.len() {
+        return Err(DecodeError::TxCountMismatch {
+            header: header.tx_count(),
+            actual: txs.len(),
+        });
+    }
+    let mut bodies = Vec::with_capacity(txs.len());
+    for tx in txs.iter() {
+        let b = tx.body().bytes();
+        bodies.push((decode_body(b)?, b));
+    }
+    Ok(BlockRef {
+        block,
+        header,
+        header_bytes,
+        bodies,
+    })
+}
+
+/// Verifies and decodes a block header.
+pub fn decode_header(bytes: &[u8]) -> Result<BlockHeader<'_>, DecodeError> {
+    root::<BlockHeader>(bytes, 4 * 1024)
+}
+
+/// Verifies and decodes the receipts of a block.
+pub fn decode_receipts(bytes: &[u8]) -> Result<BlockReceipts<'_>, DecodeError> {
+    root::<BlockReceipts>(bytes, BLOCK_BYTES_MAX)
+}
+
+/// The payload of a transaction to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadSpec {
+    /// Register the sender's key.
+    RegisterDevice {
+        /// The device's public key.
+        public_key: PublicKeyBytes,
+        /// Proof of possession of that key.
+        pop: SignatureBytes,
+        /// What the device is.
+        kind: DeviceKind,
+        /// Hash of off-chain metadata.
+        metadata_hash: Hash32,
+    },
+    /// Move tokens.
+    Transfer {
+        /// Receiver.
+        to: AccountId,
+        /// Amount in the token's base unit.
+        amount: u128,
+        /// Which token.
+        token: Token,
+    },
+}
+
+/// The fields of a transaction body to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxBodySpec {
+    /// Chain the transaction is meant for.
+    pub chain_id: u32,
+    /// Sending account.
+    pub sender: AccountId,
+    /// The sender's next nonce.
+    pub nonce: u64,
+    /// Fee in GAS.
+    pub fee: u128,
+    /// What to do.
+    pub payload: PayloadSpec,
+}
+
+/// Builds the bytes of a transaction body (the bytes that get signed).
+pub fn build_tx_body(spec: &TxBodySpec) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(320);
+    let (payload_type, payload) = match &spec.payload {
+        PayloadSpec::RegisterDevice {
+            public_key,
+            pop,
+            kind,
+            metadata_hash,
+        } => {
+            let pk = BlsPublicKey(*public_key);
+            let pop = BlsSignature(*pop);
+            let meta = Bytes32(*metadata_hash);
+            let p = RegisterDevice::create(
+                &mut fbb,
+                &wire::RegisterDeviceArgs {
+                    public_key: Some(&pk),
+                    pop: Some(&pop),
+                    kind: *kind,
+                    metadata_hash: Some(&meta),
+                },
+            );
+            (Payload::RegisterDevice, p.as_union_value())
+        }
+        PayloadSpec::Transfer { to, amount, token } => {
+            let to = Bytes32(*to);
+            let amount = wire_amount(*amount);
+            let p = Transfer::create(
+                &mut fbb,
+                &wire::TransferArgs {
+                    to: Some(&to),
+                    amount: Some(&amount),
+                    token: *token,
+                },
+            );
+            (Payload::Transfer, p.as_union_value())
+        }
+    };
+    let sender = Bytes32(spec.sender);
+    let fee = wire_amount(spec.fee);
+    let body = TxBody::create(
+        &mut fbb,
+        &wire::TxBodyArgs {
+            chain_id: spec.chain_id,
+            sender: Some(&sender),
+            nonce: spec.nonce,
+            fee: Some(&fee),
+            payload_type,
+            payload: Some(payload),
+        },
+    );
+    fbb.finish_minimal(body);
+    fbb.finished_data().to_vec()
+}
+
+/// Wraps signed body bytes and their signature into an envelope.
+pub fn build_envelope(body: &[u8], signature: &SignatureBytes) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(body.len() + 96);
+    let body = fbb.create_vector(body);
+    let sig = BlsSignature(*signature);
+    let env = TxEnvelope::create(
+        &mut fbb,
+        &wire::TxEnvelopeArgs {
+            body: Some(body),
+            signature: Some(&sig),
+        },
+    );
+    fbb.finish_minimal(env);
+    fbb.finished_data().to_vec()
+}
+
+/// The fields of a block header.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderFields {
+    /// Chain the block belongs to.
+    pub chain_id: u32,
+    /// Height; genesis is 0.
+    pub height: u64,
+    /// Hash of the parent header.
+    pub parent_hash: Hash32,
+    /// State root after the block.
+    pub state_root: Hash32,
+    /// Merkle root of the transaction body hashes.
+    pub tx_root: Hash32,
+    /// Merkle root of the receipt hashes.
+    pub receipts_root: Hash32,
+    /// Proposer's clock, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Proposer's account id.
+    pub proposer: AccountId,
+    /// Number of transactions.
+    pub tx_count: u32,
+}
+
+impl HeaderFields {
+    /// Reads the fields of a decoded header.
+    pub fn from_wire(h: &BlockHeader<'_>) -> Self {
+        Self {
+            chain_id: h.chain_id(),
+            height: h.height(),
+            parent_hash: h.parent_hash().0,
+            state_root: h.state_root().0,
+            tx_root: h.tx_root().0,
+            receipts_root: h.receipts_root().0,
+            time_ms: h.time_ms(),
+            proposer: h.proposer().0,
+            tx_count: h.tx_count(),
+        }
+    }
+}
+
+/// Builds the bytes of a block header.
+pub fn build_header(h: &HeaderFields) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let (parent, state, tx, receipts, proposer) = (
+        Bytes32(h.parent_hash),
+        Bytes32(h.state_root),
+        Bytes32(h.tx_root),
+        Bytes32(h.receipts_root),
+        Bytes32(h.proposer),
+    );
+    let hdr = BlockHeader::create(
+        &mut fbb,
+        &wire::BlockHeaderArgs {
+            chain_id: h.chain_id,
+            height: h.height,
+            parent_hash: Some(&parent),
+            state_root: Some(&state),
+            tx_root: Some(&tx),
+            receipts_root: Some(&receipts),
+            time_ms: h.time_ms,
+            proposer: Some(&proposer),
+            tx_count: h.tx_count,
+        },
+    );
+    fbb.finish_minimal(hdr);
+    fbb.finished_data().to_vec()
+}
+
+/// Builds a sealed block from header bytes, transaction bodies in order,
+/// the aggregate transaction signature and the proposer's signature.
+pub fn build_block<'b>(
+    header: &[u8],
+    bodies: impl ExactSizeIterator<Item = &'b [u8]>,
+    tx_signature: &SignatureBytes,
+    proposer_signature: &SignatureBytes,
+) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(header.len() + bodies.len() * 200 + 256);
+    let mut txs = Vec::with_capacity(bodies.len());
+    for b in bodies {
+        let v = fbb.create_vector(b);
+        txs.push(BlockTx::create(&mut fbb, &wire::BlockTxArgs { body: Some(v) }));
+    }
+    let txs = fbb.create_vector(&txs);
+    let header = fbb.create_vector(header);
+    let (tx_sig, prop_sig) = (BlsSignature(*tx_signature), BlsSignature(*proposer_signature));
+    let block = Block::create(
+        &mut fbb,
+        &wire::BlockArgs {
+            header: Some(header),
+            txs: Some(txs),
+            tx_signature: Some(&tx_sig),
+            proposer_signature: Some(&prop_sig),
+        },
+    );
+    fbb.finish_minimal(block);
+    fbb.finished_data().to_vec()
+}
+
+/// The fields of one receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptFields {
+    /// BLAKE3 hash of the transaction body.
+    pub tx_hash: Hash32,
+    /// Height of the block holding it.
+    pub height: u64,
+    /// Position in the block.
+    pub index: u32,
+    /// Outcome.
+    pub status: TxStatus,
+    /// GAS taken as fee.
+    pub fee_charged: u128,
+}
+
+impl ReceiptFields {
+    /// Reads the fields of a decoded receipt.
+    pub fn from_wire(r: &Receipt<'_>) -> Self {
+        Self {
+            tx_hash: r.tx_hash().0,
+            height: r.height(),
+            index: r.index(),
+            status: r.status(),
+            fee_charged: amount(r.fee_charged()),
+        }
+    }
+}
+
+/// Builds the receipts of one block.
+pub fn build_receipts(height: u64, receipts: &[ReceiptFields]) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(64 + receipts.len() * 96);
+    let mut offs = Vec::with_capacity(receipts.len());
+    for r in receipts {
+        let (h, fee) = (Bytes32(r.tx_hash), wire_amount(r.fee_charged));
+        offs.push(Receipt::create(
+            &mut fbb,
+            &wire::ReceiptArgs {
+                tx_hash: Some(&h),
+                height: r.height,
+                index: r.index,
+                status: r.status,
+                fee_charged: Some(&fee),
+            },
+        ));
+    }
+    let v = fbb.create_vector(&offs);
+    let br = BlockReceipts::create(
+        &mut fbb,
+        &wire::BlockReceiptsArgs {
+            height,
+            receipts: Some(v),
+        },
+    );
+    fbb.finish_minimal(br);
+    fbb.finished_data().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer() -> TxBodySpec {
+        TxBodySpec {
+            chain_id: 7,
+            sender: [1; 32],
+            nonce: 3,
+            fee: 10,
+            payload: PayloadSpec::Transfer {
+                to: [2; 32],
+                amount: u128::MAX - 5,
+                token: Token::Int,
+            },
+        }
+    }
+
+    #[test]
+    fn transfer_round_trips() {
+        let body = build_tx_body(&transfer());
+        let env = build_envelope(&body, &[9; 48]);
+        let tx = decode_tx(&env).unwrap();
+        assert_eq!(tx.body_bytes, &body[..]);
+        assert_eq!(tx.body.chain_id(), 7);
+        assert_eq!(tx.body.nonce(), 3);
+        assert_eq!(amount(tx.body.fee()), 10);
+        let t = tx.body.payload_as_transfer().unwrap();
+        assert_eq!(amount(t.amount()), u128::MAX - 5);
+        assert_eq!(t.to().0, [2; 32]);
+        assert_eq!(tx.signature(), &[9; 48]);
+    }
+
+    #[test]
+    fn oversized_envelope_is_refused() {
+        let big = vec![0u8; TX_BYTES_MAX + 1];
+        assert!(matches!(decode_tx(&big), Err(DecodeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn block_round_trips() {
+        let body = build_tx_body(&transfer());
+        let h = HeaderFields {
+            chain_id: 7,
+            height: 5,
+            tx_count: 2,
+            ..Default::default()
+        };
+        let hb = build_header(&h);
+        let block = build_block(&hb, [&body[..], &body[..]].into_iter(), &[1; 48], &[2; 48]);
+        let b = decode_block(&block).unwrap();
+        assert_eq!(HeaderFields::from_wire(&b.header), h);
+        assert_eq!(b.bodies.len(), 2);
+        assert_eq!(b.bodies[1].1, &body[..]);
+    }
+
+    #[test]
+    fn block_with_wrong_count_is_refused() {
+        let hb = build_header(&HeaderFields {
+            tx_count: 3,
+            ..Default::default()
+        });
+        let block = build_block(&hb, std::iter::empty(), &[1; 48], &[2; 48]);
+        assert!(matches!(
+            decode_block(&block),
+            Err(DecodeError::TxCountMismatch { .. })
+        ));
+    }
+}
