@@ -1,1 +1,8 @@
-//! placeholder
+//! The INT engine: the ECS world of one chain, the block pipeline and its
+//! stages, LMDB storage, the state commitment, the mempool and the crypto
+//! verification front (batched BLS).
+//!
+//! Nothing here does I/O other than storage; the node drives it.
+
+pub mod crypto;
+pub mod state;

@@ -1,0 +1,1 @@
+//! BLS min_sig (see mod.rs).

@@ -1,0 +1,3 @@
+//! The state commitment: a sparse Merkle tree over account ids.
+
+pub mod smt;
