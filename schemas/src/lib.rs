@@ -394,11 +394,17 @@ pub fn build_block<'b>(
     let mut txs = Vec::with_capacity(bodies.len());
     for b in bodies {
         let v = fbb.create_vector(b);
-        txs.push(BlockTx::create(&mut fbb, &wire::BlockTxArgs { body: Some(v) }));
+        txs.push(BlockTx::create(
+            &mut fbb,
+            &wire::BlockTxArgs { body: Some(v) },
+        ));
     }
     let txs = fbb.create_vector(&txs);
     let header = fbb.create_vector(header);
-    let (tx_sig, prop_sig) = (BlsSignature(*tx_signature), BlsSignature(*proposer_signature));
+    let (tx_sig, prop_sig) = (
+        BlsSignature(*tx_signature),
+        BlsSignature(*proposer_signature),
+    );
     let block = Block::create(
         &mut fbb,
         &wire::BlockArgs {
