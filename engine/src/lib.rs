@@ -6,3 +6,8 @@
 
 pub mod crypto;
 pub mod state;
+pub mod chain;
+pub mod ingress;
+pub mod mempool;
+pub mod storage;
+pub mod world;

@@ -1,0 +1,351 @@
+//! Ingress: what happens to transaction bytes before they reach the
+//! mempool (DESIGN, data flow steps 1–2).
+//!
+//! Every envelope is verified as a FlatBuffer and kept as received. The
+//! stateless checks (chain id, fee floor, payload shape, key encodings) run
+//! in parallel; then all signatures of the batch are checked in one
+//! random-scalar batch verification, and all proofs of possession in
+//! another. A failing batch is bisected so only the bad transactions are
+//! dropped, each with its own error.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::RwLock;
+
+use int_schemas::wire::{DeviceKind, Payload, Token};
+use int_schemas::{AccountId, DecodeError, Hash32, PublicKeyBytes, amount, decode_tx};
+use rayon::prelude::*;
+
+use crate::crypto::bls::{
+    self, BatchItem, DST_POP, DST_SIG, PublicKey, Signature, batch_verify_bisect, tx_message,
+};
+use crate::storage::Store;
+
+/// Why a transaction was refused at ingress. Each one is refused alone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngressError {
+    /// The bytes are not a valid envelope.
+    #[error("decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// The transaction names another chain.
+    #[error("wrong chain id {got}, this chain is {expected}")]
+    WrongChain {
+        /// This node's chain.
+        expected: u32,
+        /// The transaction's.
+        got: u32,
+    },
+    /// The fee is under this node's floor.
+    #[error("fee {got} below the minimum {min}")]
+    FeeTooLow {
+        /// Floor.
+        min: u128,
+        /// Offered.
+        got: u128,
+    },
+    /// No public key is known for the sender (not registered).
+    #[error("sender is not registered")]
+    UnknownSender,
+    /// A registration whose sender is not the account of its key.
+    #[error("sender is not the account of the registered key")]
+    SenderKeyMismatch,
+    /// The public key does not decode or fails validation.
+    #[error("invalid public key")]
+    BadPublicKey,
+    /// A signature does not decode.
+    #[error("malformed signature")]
+    MalformedSignature,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// The proof of possession does not verify.
+    #[error("bad proof of possession")]
+    BadPop,
+}
+
+/// What a verified transaction asks for, extracted once at ingress so later
+/// stages need not decode again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadSummary {
+    /// Register the sender's key.
+    Register {
+        /// The key.
+        public_key: PublicKeyBytes,
+        /// Device kind.
+        kind: DeviceKind,
+        /// Metadata hash.
+        metadata_hash: Hash32,
+    },
+    /// Move tokens.
+    Transfer {
+        /// Receiver.
+        to: AccountId,
+        /// Amount.
+        amount: u128,
+        /// Token.
+        token: Token,
+    },
+}
+
+/// A transaction that passed ingress: its envelope bytes as received and
+/// the fields execution needs.
+#[derive(Debug, Clone)]
+pub struct VerifiedTx {
+    bytes: Vec<u8>,
+    body: Range<usize>,
+    /// BLAKE3 hash of the body bytes (the transaction hash).
+    pub hash: Hash32,
+    /// Sending account.
+    pub sender: AccountId,
+    /// Claimed nonce.
+    pub nonce: u64,
+    /// Fee in GAS.
+    pub fee: u128,
+    /// What it does.
+    pub payload: PayloadSummary,
+    /// The verified signature (kept for the block's aggregate).
+    pub signature: Signature,
+}
+
+impl VerifiedTx {
+    /// The envelope bytes as received.
+    pub fn envelope(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The body bytes (what was signed).
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[self.body.clone()]
+    }
+}
+
+/// Where ingress finds the public keys of registered senders.
+pub trait KeySource: Sync {
+    /// The registered key of `id`, if any.
+    fn public_key(&self, id: &AccountId) -> Option<PublicKey>;
+}
+
+/// Ingress parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct IngressConfig {
+    /// This chain's id.
+    pub chain_id: u32,
+    /// Lowest fee admitted.
+    pub min_fee: u128,
+}
+
+/// The result of checking one batch.
+#[derive(Debug, Default)]
+pub struct CheckedBatch {
+    /// Transactions that passed, in input order.
+    pub accepted: Vec<VerifiedTx>,
+    /// Index in the input and reason, for each refused one.
+    pub rejected: Vec<(usize, IngressError)>,
+}
+
+struct Pending {
+    tx: VerifiedTx,
+    pop: Option<(PublicKey, Signature)>,
+}
+
+fn stateless(cfg: &IngressConfig, bytes: Vec<u8>) -> Result<Pending, IngressError> {
+    let tx = decode_tx(&bytes)?;
+    let body = tx.body;
+    if body.chain_id() != cfg.chain_id {
+        return Err(IngressError::WrongChain {
+            expected: cfg.chain_id,
+            got: body.chain_id(),
+        });
+    }
+    let fee = amount(body.fee());
+    if fee < cfg.min_fee {
+        return Err(IngressError::FeeTooLow {
+            min: cfg.min_fee,
+            got: fee,
+        });
+    }
+    let signature =
+        Signature::from_bytes(tx.signature()).map_err(|_| IngressError::MalformedSignature)?;
+    let sender = body.sender().0;
+    let mut pop = None;
+    let payload = match body.payload_type() {
+        Payload::RegisterDevice => {
+            let Some(r) = body.payload_as_register_device() else {
+                return Err(DecodeError::UnknownPayload(body.payload_type().0).into());
+            };
+            let pk_bytes = r.public_key().0;
+            let pk = PublicKey::from_bytes(&pk_bytes).map_err(|_| IngressError::BadPublicKey)?;
+            if pk.account_id() != sender {
+                return Err(IngressError::SenderKeyMismatch);
+            }
+            let p = Signature::from_bytes(&r.pop().0).map_err(|_| IngressError::BadPop)?;
+            pop = Some((pk, p));
+            PayloadSummary::Register {
+                public_key: pk_bytes,
+                kind: r.kind(),
+                metadata_hash: r.metadata_hash().0,
+            }
+        }
+        Payload::Transfer => {
+            let Some(t) = body.payload_as_transfer() else {
+                return Err(DecodeError::UnknownPayload(body.payload_type().0).into());
+            };
+            PayloadSummary::Transfer {
+                to: t.to().0,
+                amount: amount(t.amount()),
+                token: t.token(),
+            }
+        }
+        other => return Err(DecodeError::UnknownPayload(other.0).into()),
+    };
+    let start = tx.body_bytes.as_ptr() as usize - bytes.as_ptr() as usize;
+    let body_range = start..start + tx.body_bytes.len();
+    let hash = *blake3::hash(tx.body_bytes).as_bytes();
+    let nonce = body.nonce();
+    Ok(Pending {
+        tx: VerifiedTx {
+            bytes,
+            body: body_range,
+            hash,
+            sender,
+            nonce,
+            fee,
+            payload,
+            signature,
+        },
+        pop,
+    })
+}
+
+/// Checks a batch of envelopes: decoding and stateless checks in parallel,
+/// then one batched signature verification and one batched proof-of-
+/// possession verification, bisected on failure.
+pub fn check_batch(cfg: &IngressConfig, keys: &dyn KeySource, batch: Vec<Vec<u8>>) -> CheckedBatch {
+    let n = batch.len();
+    let decoded: Vec<Result<Pending, IngressError>> =
+        batch.into_par_iter().map(|b| stateless(cfg, b)).collect();
+
+    // Keys registered within this batch sign their own later transactions.
+    let mut batch_keys: HashMap<AccountId, PublicKey> = HashMap::new();
+    for p in decoded.iter().flatten() {
+        if let Some((pk, _)) = &p.pop {
+            batch_keys.entry(p.tx.sender).or_insert(*pk);
+        }
+    }
+
+    let mut rejected = Vec::new();
+    let mut live: Vec<(usize, Pending, PublicKey)> = Vec::with_capacity(n);
+    for (i, r) in decoded.into_iter().enumerate() {
+        match r {
+            Err(e) => rejected.push((i, e)),
+            Ok(p) => {
+                let pk = match &p.pop {
+                    Some((pk, _)) => Some(*pk),
+                    None => batch_keys
+                        .get(&p.tx.sender)
+                        .copied()
+                        .or_else(|| keys.public_key(&p.tx.sender)),
+                };
+                match pk {
+                    Some(pk) => live.push((i, p, pk)),
+                    None => rejected.push((i, IngressError::UnknownSender)),
+                }
+            }
+        }
+    }
+
+    let msgs: Vec<Vec<u8>> = live
+        .par_iter()
+        .map(|(_, p, _)| tx_message(cfg.chain_id, p.tx.body()))
+        .collect();
+    let items: Vec<BatchItem<'_>> = live
+        .iter()
+        .zip(&msgs)
+        .map(|((_, p, pk), m)| BatchItem {
+            pk,
+            msg: m,
+            sig: &p.tx.signature,
+        })
+        .collect();
+    let mut bad = vec![None; live.len()];
+    for i in batch_verify_bisect(&items, DST_SIG) {
+        bad[i] = Some(IngressError::BadSignature);
+    }
+
+    let pop_idx: Vec<usize> = (0..live.len()).filter(|&i| live[i].1.pop.is_some()).collect();
+    let pop_msgs: Vec<PublicKeyBytes> = pop_idx.iter().map(|&i| live[i].2.to_bytes()).collect();
+    let pop_items: Vec<BatchItem<'_>> = pop_idx
+        .iter()
+        .zip(&pop_msgs)
+        .filter_map(|(&i, m)| {
+            live[i].1.pop.as_ref().map(|(pk, sig)| BatchItem { pk, msg: m, sig })
+        })
+        .collect();
+    for j in batch_verify_bisect(&pop_items, DST_POP) {
+        let i = pop_idx[j];
+        if bad[i].is_none() {
+            bad[i] = Some(IngressError::BadPop);
+        }
+    }
+    drop(items);
+    drop(pop_items);
+
+    let mut accepted = Vec::with_capacity(live.len());
+    for ((i, p, _), b) in live.into_iter().zip(bad) {
+        match b {
+            Some(e) => rejected.push((i, e)),
+            None => accepted.push(p.tx),
+        }
+    }
+    rejected.sort_by_key(|(i, _)| *i);
+    CheckedBatch { accepted, rejected }
+}
+
+/// A bounded cache of registered keys in front of the committed state.
+/// Parsing and validating a G2 key costs about as much as a verification,
+/// so each key is validated once and kept.
+pub struct KeyCache<'s> {
+    store: &'s Store,
+    chain_id: u32,
+    capacity: usize,
+    keys: RwLock<HashMap<AccountId, PublicKey>>,
+}
+
+impl<'s> KeyCache<'s> {
+    /// A cache of at most `capacity` keys over `store`.
+    pub fn new(store: &'s Store, chain_id: u32, capacity: usize) -> Self {
+        assert!(capacity > 0);
+        Self {
+            store,
+            chain_id,
+            capacity,
+            keys: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Adds a key known to be valid (a registration just admitted).
+    pub fn insert(&self, id: AccountId, pk: PublicKey) {
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if keys.len() >= self.capacity {
+            keys.clear();
+        }
+        keys.insert(id, pk);
+    }
+}
+
+impl KeySource for KeyCache<'_> {
+    fn public_key(&self, id: &AccountId) -> Option<PublicKey> {
+        if let Some(pk) = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
+            return Some(*pk);
+        }
+        let rec = self.store.account(self.chain_id, id).ok()??;
+        let pk = bls::PublicKey::from_bytes(&rec.public_key?).ok()?;
+        self.insert(*id, pk);
+        Some(pk)
+    }
+}

@@ -1,0 +1,485 @@
+//! Storage: LMDB tables of one or more chains, and the typed access to them.
+//!
+//! Layout (every key starts with the chain id, 4 bytes big-endian, so the
+//! relay chain and later parallel chains share one environment):
+//!
+//! | table      | key                         | value                              |
+//! |------------|-----------------------------|------------------------------------|
+//! | `accounts` | chain ‖ account id          | [`AccountRecord`] (fixed layout)   |
+//! | `smt`      | chain ‖ depth ‖ prefix      | sparse Merkle tree node            |
+//! | `blocks`   | chain ‖ height (u64 BE)     | sealed block (FlatBuffers)         |
+//! | `receipts` | chain ‖ height (u64 BE)     | block receipts (FlatBuffers)       |
+//! | `meta`     | chain ‖ name                | head, chain parameters             |
+//!
+//! A block is committed in one write transaction holding the dirty
+//! accounts, the tree nodes, the block, its receipts and the new head: after
+//! a crash the store holds either the whole block or none of it (LMDB's
+//! copy-on-write B-tree with a synced meta page).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use lmdb::{Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags};
+
+use crate::state::smt::{self, Node, NodeBatch, NodeKey, NodeReader, SmtError};
+use int_schemas::{AccountId, Hash32, PublicKeyBytes};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// LMDB reported an error.
+    #[error("lmdb: {0}")]
+    Lmdb(#[from] lmdb::Error),
+    /// A stored value does not decode: the store is corrupt or foreign.
+    #[error("corrupt {table} record: {what}")]
+    Corrupt {
+        /// Table holding the record.
+        table: &'static str,
+        /// What is wrong.
+        what: String,
+    },
+    /// The state tree failed.
+    #[error("state tree: {0}")]
+    Smt(#[from] SmtError),
+    /// Creating the data directory failed.
+    #[error("data dir: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Virtual size of the memory map. LMDB files are sparse: this reserves
+/// address space, not disk. 1 TiB covers about 2·10⁹ accounts.
+pub const MAP_SIZE_BYTES: usize = 1 << 40;
+
+/// The encoded size of an [`AccountRecord`].
+pub const ACCOUNT_RECORD_BYTES: usize = 1 + 8 + 16 + 16 + 1 + 1 + 96 + 32;
+
+/// One account as stored: consensus-critical, since the state tree commits
+/// to `blake3` of these bytes. Fixed little-endian layout, version first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountRecord {
+    /// Next expected nonce.
+    pub nonce: u64,
+    /// INT balance.
+    pub int: u128,
+    /// GAS balance.
+    pub gas: u128,
+    /// Registered public key (compressed), if any.
+    pub public_key: Option<PublicKeyBytes>,
+    /// Device kind (the wire enum's value).
+    pub device_kind: u8,
+    /// Hash of the device's off-chain metadata.
+    pub metadata_hash: Hash32,
+}
+
+const ACCOUNT_RECORD_VERSION: u8 = 1;
+
+impl AccountRecord {
+    /// Encodes the record.
+    pub fn encode(&self) -> [u8; ACCOUNT_RECORD_BYTES] {
+        let mut out = [0u8; ACCOUNT_RECORD_BYTES];
+        out[0] = ACCOUNT_RECORD_VERSION;
+        out[1..9].copy_from_slice(&self.nonce.to_le_bytes());
+        out[9..25].copy_from_slice(&self.int.to_le_bytes());
+        out[25..41].copy_from_slice(&self.gas.to_le_bytes());
+        out[41] = self.public_key.is_some() as u8;
+        out[42] = self.device_kind;
+        if let Some(pk) = &self.public_key {
+            out[43..139].copy_from_slice(pk);
+        }
+        out[139..171].copy_from_slice(&self.metadata_hash);
+        out
+    }
+
+    /// Decodes a record; an error when the bytes are not one.
+    pub fn decode(b: &[u8]) -> Result<Self, StorageError> {
+        let corrupt = |what: &str| StorageError::Corrupt {
+            table: "accounts",
+            what: what.to_string(),
+        };
+        if b.len() != ACCOUNT_RECORD_BYTES {
+            return Err(corrupt("wrong length"));
+        }
+        if b[0] != ACCOUNT_RECORD_VERSION {
+            return Err(corrupt("unknown version"));
+        }
+        let arr = |r: std::ops::Range<usize>| -> [u8; 16] {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&b[r]);
+            a
+        };
+        let mut nonce = [0u8; 8];
+        nonce.copy_from_slice(&b[1..9]);
+        let public_key = match b[41] {
+            0 => None,
+            1 => {
+                let mut pk = [0u8; 96];
+                pk.copy_from_slice(&b[43..139]);
+                Some(pk)
+            }
+            _ => return Err(corrupt("bad key flag")),
+        };
+        let mut metadata_hash = [0u8; 32];
+        metadata_hash.copy_from_slice(&b[139..171]);
+        Ok(Self {
+            nonce: u64::from_le_bytes(nonce),
+            int: u128::from_le_bytes(arr(9..25)),
+            gas: u128::from_le_bytes(arr(25..41)),
+            public_key,
+            device_kind: b[42],
+            metadata_hash,
+        })
+    }
+
+    /// The value the state tree commits to for this account.
+    pub fn hash(&self) -> Hash32 {
+        *blake3::hash(&self.encode()).as_bytes()
+    }
+}
+
+/// The head of a chain: the last committed block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Head {
+    /// Height of the last committed block.
+    pub height: u64,
+    /// Hash of its header.
+    pub hash: Hash32,
+    /// State root after it.
+    pub state_root: Hash32,
+    /// Number of accounts in the state.
+    pub accounts: u64,
+}
+
+impl Head {
+    fn encode(&self) -> [u8; 80] {
+        let mut out = [0u8; 80];
+        out[0..8].copy_from_slice(&self.height.to_le_bytes());
+        out[8..40].copy_from_slice(&self.hash);
+        out[40..72].copy_from_slice(&self.state_root);
+        out[72..80].copy_from_slice(&self.accounts.to_le_bytes());
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, StorageError> {
+        if b.len() != 80 {
+            return Err(StorageError::Corrupt {
+                table: "meta",
+                what: "head has the wrong length".into(),
+            });
+        }
+        let mut h = Self::default();
+        let mut u = [0u8; 8];
+        u.copy_from_slice(&b[0..8]);
+        h.height = u64::from_le_bytes(u);
+        h.hash.copy_from_slice(&b[8..40]);
+        h.state_root.copy_from_slice(&b[40..72]);
+        u.copy_from_slice(&b[72..80]);
+        h.accounts = u64::from_le_bytes(u);
+        Ok(h)
+    }
+}
+
+/// The LMDB environment and its tables.
+pub struct Store {
+    env: Environment,
+    accounts: Database,
+    smt: Database,
+    blocks: Database,
+    receipts: Database,
+    meta: Database,
+}
+
+/// Everything one block writes, applied in a single write transaction.
+pub struct BlockWrite<'a> {
+    /// Chain the block belongs to.
+    pub chain_id: u32,
+    /// Dirty accounts with their new records.
+    pub accounts: &'a [(AccountId, AccountRecord)],
+    /// Tree nodes to write and delete.
+    pub nodes: &'a NodeBatch,
+    /// Height of the block.
+    pub height: u64,
+    /// The sealed block.
+    pub block: &'a [u8],
+    /// Its receipts.
+    pub receipts: &'a [u8],
+    /// The new head.
+    pub head: Head,
+}
+
+fn chain_key<const N: usize>(chain_id: u32, rest: &[u8]) -> [u8; N] {
+    assert_eq!(N, 4 + rest.len());
+    let mut k = [0u8; N];
+    k[..4].copy_from_slice(&chain_id.to_be_bytes());
+    k[4..].copy_from_slice(rest);
+    k
+}
+
+fn account_key(chain_id: u32, id: &AccountId) -> [u8; 36] {
+    chain_key(chain_id, id)
+}
+
+fn node_key(chain_id: u32, key: &NodeKey) -> [u8; 37] {
+    chain_key(chain_id, &key.to_bytes())
+}
+
+fn height_key(chain_id: u32, height: u64) -> [u8; 12] {
+    chain_key(chain_id, &height.to_be_bytes())
+}
+
+fn head_key(chain_id: u32) -> [u8; 8] {
+    chain_key(chain_id, b"head")
+}
+
+fn get_opt<'t, T: Transaction>(
+    txn: &'t T,
+    db: Database,
+    key: &[u8],
+) -> Result<Option<&'t [u8]>, StorageError> {
+    match txn.get(db, &key) {
+        Ok(v) => Ok(Some(v)),
+        Err(lmdb::Error::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        // NO_TLS: read transactions are not bound to the thread that began
+        // them, so the state tree's parallel readers can keep one each.
+        let env = Environment::new()
+            .set_max_dbs(8)
+            .set_map_size(MAP_SIZE_BYTES)
+            .set_max_readers(256)
+            .set_flags(EnvironmentFlags::NO_TLS)
+            .open(dir)?;
+        let open = |name| env.create_db(Some(name), DatabaseFlags::empty());
+        Ok(Self {
+            accounts: open("accounts")?,
+            smt: open("smt")?,
+            blocks: open("blocks")?,
+            receipts: open("receipts")?,
+            meta: open("meta")?,
+            env,
+        })
+    }
+
+    /// The committed head of a chain, or `None` before genesis.
+    pub fn head(&self, chain_id: u32) -> Result<Option<Head>, StorageError> {
+        let txn = self.env.begin_ro_txn()?;
+        get_opt(&txn, self.meta, &head_key(chain_id))?
+            .map(Head::decode)
+            .transpose()
+    }
+
+    /// Reads one account from the committed state.
+    pub fn account(
+        &self,
+        chain_id: u32,
+        id: &AccountId,
+    ) -> Result<Option<AccountRecord>, StorageError> {
+        let txn = self.env.begin_ro_txn()?;
+        get_opt(&txn, self.accounts, &account_key(chain_id, id))?
+            .map(AccountRecord::decode)
+            .transpose()
+    }
+
+    /// Reads many accounts from the committed state, in parallel over all
+    /// cores; the result is in the order of `ids`.
+    pub fn accounts(
+        &self,
+        chain_id: u32,
+        ids: &[AccountId],
+    ) -> Result<Vec<Option<AccountRecord>>, StorageError> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 4096;
+        let parts: Result<Vec<Vec<Option<AccountRecord>>>, StorageError> = ids
+            .par_chunks(CHUNK)
+            .map(|chunk| {
+                let txn = self.env.begin_ro_txn()?;
+                chunk
+                    .iter()
+                    .map(|id| {
+                        get_opt(&txn, self.accounts, &account_key(chain_id, id))?
+                            .map(AccountRecord::decode)
+                            .transpose()
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(parts?.into_iter().flatten().collect())
+    }
+
+    /// Reads a stored block.
+    pub fn block(&self, chain_id: u32, height: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let txn = self.env.begin_ro_txn()?;
+        Ok(get_opt(&txn, self.blocks, &height_key(chain_id, height))?.map(<[u8]>::to_vec))
+    }
+
+    /// Reads the receipts of a stored block.
+    pub fn receipts(&self, chain_id: u32, height: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let txn = self.env.begin_ro_txn()?;
+        Ok(get_opt(&txn, self.receipts, &height_key(chain_id, height))?.map(<[u8]>::to_vec))
+    }
+
+    /// Calls `f` for every stored account of a chain, in key order.
+    pub fn for_each_account(
+        &self,
+        chain_id: u32,
+        mut f: impl FnMut(AccountId, AccountRecord),
+    ) -> Result<(), StorageError> {
+        let txn = self.env.begin_ro_txn()?;
+        let mut cur = txn.open_ro_cursor(self.accounts)?;
+        let prefix = chain_id.to_be_bytes();
+        for item in cur.iter_from(prefix) {
+            let (k, v) = item?;
+            if k.len() != 36 || k[..4] != prefix {
+                break;
+            }
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[4..]);
+            f(id, AccountRecord::decode(v)?);
+        }
+        Ok(())
+    }
+
+    /// A reader of the committed state tree of a chain, for
+    /// [`smt::update`] and [`smt::prove`].
+    pub fn node_reader(&self, chain_id: u32) -> Result<LmdbNodeReader<'_>, StorageError> {
+        LmdbNodeReader::new(self, chain_id)
+    }
+
+    /// Commits one block: accounts, tree nodes, block, receipts and head in
+    /// one write transaction. Either all of it is durable or none.
+    pub fn commit_block(&self, w: &BlockWrite<'_>) -> Result<(), StorageError> {
+        let mut txn = self.env.begin_rw_txn()?;
+        for (id, rec) in w.accounts {
+            txn.put(
+                self.accounts,
+                &account_key(w.chain_id, id),
+                &rec.encode(),
+                WriteFlags::empty(),
+            )?;
+        }
+        for (k, n) in &w.nodes.puts {
+            txn.put(
+                self.smt,
+                &node_key(w.chain_id, k),
+                &n.encode(),
+                WriteFlags::empty(),
+            )?;
+        }
+        for k in &w.nodes.deletes {
+            match txn.del(self.smt, &node_key(w.chain_id, k), None) {
+                Ok(()) | Err(lmdb::Error::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let hk = height_key(w.chain_id, w.height);
+        txn.put(self.blocks, &hk, &w.block, WriteFlags::empty())?;
+        txn.put(self.receipts, &hk, &w.receipts, WriteFlags::empty())?;
+        txn.put(
+            self.meta,
+            &head_key(w.chain_id),
+            &w.head.encode(),
+            WriteFlags::empty(),
+        )?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Flushes the data to disk (LMDB syncs on commit; this is for callers
+    /// that opened with relaxed durability in the future).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        Ok(self.env.sync(true)?)
+    }
+}
+
+/// A read transaction that may move between threads. Sound because the
+/// environment is opened with `MDB_NOTLS`, which unbinds read transactions
+/// from their thread; a `Mutex` still keeps each one to one user at a time.
+struct SendRo<'e>(lmdb::RoTransaction<'e>);
+// SAFETY: see the type's comment: MDB_NOTLS and exclusive use via Mutex.
+unsafe impl Send for SendRo<'_> {}
+
+/// Reads state-tree nodes from the committed state, one read transaction
+/// per rayon worker (plus one for other threads), so parallel updates read
+/// without contention.
+pub struct LmdbNodeReader<'s> {
+    chain_id: u32,
+    db: Database,
+    txns: Vec<Mutex<SendRo<'s>>>,
+}
+
+impl<'s> LmdbNodeReader<'s> {
+    fn new(store: &'s Store, chain_id: u32) -> Result<Self, StorageError> {
+        let n = rayon::current_num_threads() + 1;
+        let txns = (0..n)
+            .map(|_| Ok(Mutex::new(SendRo(store.env.begin_ro_txn()?))))
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        Ok(Self {
+            chain_id,
+            db: store.smt,
+            txns,
+        })
+    }
+}
+
+impl NodeReader for LmdbNodeReader<'_> {
+    fn get(&self, key: &NodeKey) -> Result<Option<Node>, SmtError> {
+        let slot = rayon::current_thread_index()
+            .map(|i| i + 1)
+            .unwrap_or(0)
+            .min(self.txns.len() - 1);
+        let guard = self.txns[slot]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match guard.0.get(self.db, &node_key(self.chain_id, key)) {
+            Ok(v) => Node::decode(v).map(Some),
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(e) => Err(SmtError::Store(e.to_string())),
+        }
+    }
+}
+
+/// Recomputes the state root from every stored account, from scratch: the
+/// audit behind `int state`'s `root_ok`.
+pub fn recompute_root(store: &Store, chain_id: u32) -> Result<(Hash32, u64), StorageError> {
+    let mut leaves = Vec::new();
+    store.for_each_account(chain_id, |id, rec| leaves.push((id, rec.hash())))?;
+    let n = leaves.len() as u64;
+    Ok((smt::root_of(&mut leaves), n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_record_round_trips() {
+        let r = AccountRecord {
+            nonce: 7,
+            int: u128::MAX,
+            gas: 12,
+            public_key: Some([3; 96]),
+            device_kind: 4,
+            metadata_hash: [9; 32],
+        };
+        assert_eq!(AccountRecord::decode(&r.encode()).unwrap(), r);
+        let empty = AccountRecord::default();
+        assert_eq!(AccountRecord::decode(&empty.encode()).unwrap(), empty);
+    }
+
+    #[test]
+    fn corrupt_records_are_errors() {
+        assert!(AccountRecord::decode(&[]).is_err());
+        let mut b = AccountRecord::default().encode();
+        b[0] = 9;
+        assert!(AccountRecord::decode(&b).is_err());
+        let mut b = AccountRecord::default().encode();
+        b[41] = 2;
+        assert!(AccountRecord::decode(&b).is_err());
+        assert!(Head::decode(&[1, 2, 3]).is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! The ECS world of one chain: accounts as entities, the per-block inputs
+//! and outputs as resources, and the stages systems run in.
+//!
+//! Only the hot set lives in the world: the accounts the current block
+//! touches and those touched recently. Everything else stays in LMDB, so
+//! memory is bounded by [`HotSet::capacity`], not by the number of accounts.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use bevy_ecs::prelude::*;
+use bevy_ecs::schedule::{MultiThreadedExecutor, ScheduleLabel, SingleThreadedExecutor};
+use int_schemas::wire::{DeviceKind, Token, TxStatus};
+use int_schemas::{AccountId, Hash32, PublicKeyBytes};
+
+use crate::storage::AccountRecord;
+
+/// The account id of an entity; never changes while it lives.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountKey(pub AccountId);
+
+/// Balances of both token tiers.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Balances {
+    /// INT, the transferable tier.
+    pub int: u128,
+    /// GAS, the tier resources and fees are paid in.
+    pub gas: u128,
+}
+
+/// The next nonce the account must use.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Nonce(pub u64);
+
+/// What a registered device declared.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceProfile {
+    /// The registered public key, if any.
+    pub public_key: Option<PublicKeyBytes>,
+    /// Device kind (wire enum value).
+    pub kind: u8,
+    /// Hash of off-chain metadata.
+    pub metadata_hash: Hash32,
+}
+
+/// Bookkeeping of the hot set: whether the entity changed in the current
+/// block, and when it was last used (for eviction).
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HotMeta {
+    /// Changed since the last commit.
+    pub dirty: bool,
+    /// Present in storage (false for an account this block creates).
+    pub stored: bool,
+    /// Height of the last block that touched it.
+    pub last_touched: u64,
+}
+
+/// Indices (into [`BlockTxs`]) of the current block's transactions sent by
+/// this account, in block order. Filled at load, cleared at commit.
+#[derive(Component, Debug, Clone, Default)]
+pub struct Outbox(pub Vec<u32>);
+
+/// Indices of the current block's transactions that may credit this
+/// account. Filled at load, cleared at commit.
+#[derive(Component, Debug, Clone, Default)]
+pub struct Inbox(pub Vec<u32>);
+
+impl AccountRecord {
+    /// Builds the components of an entity from a stored record.
+    pub fn components(&self) -> (Balances, Nonce, DeviceProfile) {
+        (
+            Balances {
+                int: self.int,
+                gas: self.gas,
+            },
+            Nonce(self.nonce),
+            DeviceProfile {
+                public_key: self.public_key,
+                kind: self.device_kind,
+                metadata_hash: self.metadata_hash,
+            },
+        )
+    }
+
+    /// Builds a record from an entity's components.
+    pub fn from_components(b: &Balances, n: &Nonce, d: &DeviceProfile) -> Self {
+        Self {
+            nonce: n.0,
+            int: b.int,
+            gas: b.gas,
+            public_key: d.public_key,
+            device_kind: d.kind,
+            metadata_hash: d.metadata_hash,
+        }
+    }
+}
+
+/// What a transaction asks for, extracted from its verified FlatBuffer with
+/// accounts resolved to entities. The bytes themselves stay with the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// Register the sender's key (proof of possession already verified).
+    Register {
+        /// The key; the sender id was checked to be its account id.
+        public_key: PublicKeyBytes,
+        /// Device kind.
+        kind: DeviceKind,
+        /// Metadata hash.
+        metadata_hash: Hash32,
+    },
+    /// Move tokens to another account.
+    Transfer {
+        /// Receiving entity.
+        to: Entity,
+        /// Amount.
+        amount: u128,
+        /// Token.
+        token: Token,
+    },
+}
+
+/// One transaction of the block being executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxCall {
+    /// Sending entity.
+    pub sender: Entity,
+    /// Nonce the transaction claims.
+    pub nonce: u64,
+    /// Fee offered, in GAS.
+    pub fee: u128,
+    /// The payload.
+    pub call: Call,
+}
+
+/// The outcome of one transaction, written by the stage that decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Status code, as in the receipt.
+    pub status: TxStatus,
+    /// GAS taken as fee.
+    pub fee_charged: u128,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Self {
+            status: TxStatus::Ok,
+            fee_charged: 0,
+        }
+    }
+}
+
+/// The current block's transactions, in block order.
+#[derive(Resource, Debug, Default)]
+pub struct BlockTxs(pub Vec<TxCall>);
+
+/// The outcome of each transaction of the current block, by index. Each
+/// slot is set exactly once, by the task that owns the transaction's sender,
+/// so parallel stages write without locks; empty until decided.
+#[derive(Resource, Debug, Default)]
+pub struct Outcomes(pub Vec<OnceLock<Outcome>>);
+
+impl Outcomes {
+    /// Empty slots for `n` transactions.
+    pub fn new(n: usize) -> Self {
+        Self((0..n).map(|_| OnceLock::new()).collect())
+    }
+
+    /// Records the outcome of transaction `i`. Each transaction is decided
+    /// once; deciding it twice is a bug in a stage.
+    pub fn set(&self, i: u32, o: Outcome) {
+        let r = self.0[i as usize].set(o);
+        assert!(r.is_ok(), "transaction {i} decided twice");
+    }
+
+    /// The outcome of transaction `i`, if decided.
+    pub fn get(&self, i: u32) -> Option<&Outcome> {
+        self.0.get(i as usize).and_then(OnceLock::get)
+    }
+}
+
+/// Facts about the block being executed.
+#[derive(Resource, Debug, Clone, Copy)]
+pub struct BlockContext {
+    /// Chain id.
+    pub chain_id: u32,
+    /// Height of the block.
+    pub height: u64,
+    /// Entity of the proposer, who receives the fees.
+    pub proposer: Entity,
+}
+
+/// How systems run: in parallel over all cores, or one after another on
+/// one thread (the reference the parallel run must equal bit for bit).
+#[derive(Resource, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecConfig {
+    /// Run queries with `par_iter` and the multi-threaded executor.
+    pub parallel: bool,
+}
+
+/// Which entity holds which account, for the accounts in the world.
+#[derive(Resource, Debug, Default)]
+pub struct HotSet {
+    /// Account id → entity.
+    pub index: HashMap<AccountId, Entity>,
+    /// Most accounts kept between blocks; the least recently touched are
+    /// evicted above it (they are already on disk).
+    pub capacity: usize,
+}
+
+/// The stages of block execution, run in this order.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Checks and debits, per sender in block order (senders in parallel).
+    Debit,
+    /// Credits, summed per receiver (receivers in parallel).
+    Credit,
+    /// Anything that reads the block's final effects.
+    Finalize,
+}
+
+/// The schedule that executes one block.
+#[derive(ScheduleLabel, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExecuteBlock;
+
+/// A group of systems, in the manner of bevy's plugins.
+pub trait Plugin {
+    /// Adds the plugin's systems and resources.
+    fn build(&self, world: &mut World, schedule: &mut Schedule);
+}
+
+/// Builds the block schedule with its stages chained, in serial or
+/// parallel executor mode.
+pub fn block_schedule(parallel: bool) -> Schedule {
+    let mut s = Schedule::new(ExecuteBlock);
+    s.configure_sets((Stage::Debit, Stage::Credit, Stage::Finalize).chain());
+    if parallel {
+        s.set_executor(MultiThreadedExecutor::new());
+    } else {
+        s.set_executor(SingleThreadedExecutor::new());
+    }
+    s
+}
+
+/// Makes sure bevy's compute pool exists (parallel queries use it).
+pub fn init_task_pools() {
+    bevy_tasks::ComputeTaskPool::get_or_init(bevy_tasks::TaskPool::default);
+}
