@@ -1,1 +1,146 @@
-fn main() {}
+//! `int`: the INT node's daemon and command line.
+//!
+//! The binary's edge: argument parsing, logging, and turning library errors
+//! into messages (`anyhow`). The work is in the library crates.
+
+mod devnet;
+mod state;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// INT: a ledger and market for machines.
+#[derive(Parser)]
+#[command(name = "int", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a single-validator devnet with simulated devices.
+    Devnet(DevnetArgs),
+    /// Show and audit the state in a data directory.
+    State(StateArgs),
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Args)]
+struct DevnetArgs {
+    /// Data directory (LMDB and the devnet's key file).
+    #[arg(long, default_value = "int-data")]
+    data_dir: PathBuf,
+    /// Number of simulated devices (at genesis).
+    #[arg(long, default_value_t = 10_000)]
+    devices: usize,
+    /// Block interval in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    block_ms: u64,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Most transactions per block.
+    #[arg(long, default_value_t = 50_000)]
+    block_txs_max: usize,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Write a pprof flamegraph of the run to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    flamegraph: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct StateArgs {
+    /// Data directory.
+    #[arg(long, default_value = "int-data", global = true)]
+    data_dir: PathBuf,
+    /// Chain id (1 is the relay chain).
+    #[arg(long, default_value_t = 1, global = true)]
+    chain_id: u32,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Option<StateCmd>,
+}
+
+#[derive(Subcommand)]
+enum StateCmd {
+    /// One account by id (64 hex digits).
+    Account {
+        /// Account id.
+        id: String,
+        /// Add a Merkle proof against the head's state root.
+        #[arg(long)]
+        proof: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Throughput: raw BLS bound, signed transfers end to end, and
+    /// execution + commit over many accounts.
+    Tps(int_bench::tps::TpsArgs),
+}
+
+fn print(v: &serde_json::Value, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(v)?);
+    } else if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            match val {
+                serde_json::Value::String(s) => println!("{k:<18} {s}"),
+                other => println!("{k:<18} {other}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Devnet(a) => {
+            let s = devnet::run(&devnet::DevnetOpts {
+                data_dir: a.data_dir,
+                devices: a.devices,
+                block_ms: a.block_ms,
+                duration_s: a.duration,
+                block_txs_max: a.block_txs_max,
+                flamegraph: a.flamegraph,
+            })?;
+            print(&serde_json::to_value(&s)?, a.json)?;
+        }
+        Cmd::State(a) => {
+            let v = match a.cmd {
+                None => state::summary(&a.data_dir, a.chain_id)?,
+                Some(StateCmd::Account { id, proof }) => {
+                    state::account(&a.data_dir, a.chain_id, &id, proof)?
+                }
+            };
+            print(&v, a.json)?;
+        }
+        Cmd::Bench { cmd } => match cmd {
+            BenchCmd::Tps(args) => {
+                let report = int_bench::tps::run(&args)?;
+                print(&serde_json::to_value(&report)?, args.json)?;
+            }
+        },
+    }
+    Ok(())
+}

@@ -1,0 +1,519 @@
+//! `int devnet`: one validator producing blocks, with simulated devices that
+//! register and then send signed transfers at full speed, all in one
+//! process over an embedded LMDB.
+//!
+//! Three threads: the devices sign transactions (each device keeps one in
+//! flight, so nonces stay right); ingress verifies them in batches and admits
+//! them to the mempool; the producer (this thread) seals a block every
+//! `block_ms`. Signing and verification share rayon's pool over all cores.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use int_bench::devices::Fleet;
+use int_engine::chain::{Chain, ChainConfig};
+use int_engine::crypto::bls::SecretKey;
+use int_engine::ingress::{IngressConfig, KeyCache, check_batch};
+use int_engine::mempool::Mempool;
+use int_engine::storage::{AccountRecord, Store};
+use int_schemas::AccountId;
+use int_schemas::wire::TxStatus;
+use int_systems::LedgerPlugin;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Options of `int devnet`.
+#[derive(Debug, Clone)]
+pub struct DevnetOpts {
+    /// Where LMDB and the devnet's key file live.
+    pub data_dir: PathBuf,
+    /// Simulated devices (used at genesis; a restart keeps the stored count).
+    pub devices: usize,
+    /// Block interval.
+    pub block_ms: u64,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    pub duration_s: Option<u64>,
+    /// Most transactions per block.
+    pub block_txs_max: usize,
+    /// Write a flamegraph of the run here.
+    pub flamegraph: Option<PathBuf>,
+}
+
+/// The devnet's persistent parameters, in `DATA_DIR/devnet.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DevnetFile {
+    chain_id: u32,
+    devices: usize,
+    /// Seed of the simulated devices' keys (hex). Devnet only.
+    fleet_seed: String,
+    /// Seed of the validator's key (hex). Devnet only: a production
+    /// validator keeps its key in a keystore.
+    validator_seed: String,
+}
+
+/// What a run did; printed at the end, as JSON with `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Chain id.
+    pub chain_id: u32,
+    /// Head height at the end.
+    pub height: u64,
+    /// Height at the start of this run.
+    pub start_height: u64,
+    /// Blocks produced by this run.
+    pub blocks: u64,
+    /// Transactions included by this run.
+    pub txs: u64,
+    /// Of which succeeded.
+    pub txs_ok: u64,
+    /// Included transactions per second of this run.
+    pub tps: f64,
+    /// State root at the head, hex.
+    pub state_root: String,
+    /// Accounts in the state.
+    pub accounts: u64,
+    /// Simulated devices.
+    pub devices: usize,
+    /// Transactions refused at ingress or by the mempool.
+    pub rejected: u64,
+    /// Share of wall time the ingress thread spent in signature checks.
+    pub sig_check_share: f64,
+    /// Seconds this run lasted.
+    pub duration_s: f64,
+    /// Data directory.
+    pub data_dir: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn seed_from_hex(s: &str) -> Result<[u8; 32]> {
+    let v = hex::decode(s).context("seed is not hex")?;
+    v.try_into()
+        .map_err(|_| anyhow::anyhow!("seed must be 32 bytes"))
+}
+
+fn load_or_create(path: &Path, devices: usize) -> Result<DevnetFile> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {path:?}"))?;
+        return serde_json::from_str(&text).with_context(|| format!("parsing {path:?}"));
+    }
+    let mut rng = rand::thread_rng();
+    let f = DevnetFile {
+        chain_id: 1,
+        devices,
+        fleet_seed: hex::encode(rng.r#gen::<[u8; 32]>()),
+        validator_seed: hex::encode(rng.r#gen::<[u8; 32]>()),
+    };
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&f)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(f)
+}
+
+/// Counters shared by the threads.
+#[derive(Default)]
+struct Stats {
+    verify_ns: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// What the devices learn about their transactions.
+enum Feedback {
+    /// Sender's transaction left the pipeline: included with a status, or
+    /// refused (`None`).
+    Done(AccountId, Option<TxStatus>),
+    /// A block was committed at this height.
+    Head(u64),
+}
+
+const DEVICE_BATCH: usize = 512;
+const RESYNC_AFTER_BLOCKS: u64 = 20;
+
+struct Device {
+    nonce: u64,
+    registered: bool,
+    in_flight: Option<u64>,
+}
+
+fn device_loop(
+    fleet: &Fleet,
+    store: &Store,
+    chain_id: u32,
+    feedback: Receiver<Feedback>,
+    out: SyncSender<Vec<Vec<u8>>>,
+    stop: &AtomicBool,
+) {
+    let index: HashMap<AccountId, usize> = fleet
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i))
+        .collect();
+    let read = |i: usize| -> Device {
+        let rec = store
+            .account(chain_id, &fleet.ids[i])
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        Device {
+            nonce: rec.nonce,
+            registered: rec.public_key.is_some(),
+            in_flight: None,
+        }
+    };
+    let mut devs: Vec<Device> = (0..fleet.len()).map(read).collect();
+    let apply = |m: Feedback, devs: &mut Vec<Device>, height: &mut u64| match m {
+        Feedback::Head(h) => *height = h,
+        Feedback::Done(id, status) => {
+            let Some(&i) = index.get(&id) else { return };
+            // Statuses that leave the nonce unused, and refusals, send the
+            // device back to the committed state.
+            let consumed = matches!(
+                status,
+                Some(s) if !matches!(s, TxStatus::BadNonce | TxStatus::InsufficientFee | TxStatus::UnknownSender)
+            );
+            if consumed {
+                devs[i].in_flight = None;
+                devs[i].registered |=
+                    matches!(status, Some(TxStatus::Ok | TxStatus::AlreadyRegistered));
+            } else {
+                devs[i] = read(i);
+            }
+        }
+    };
+    let mut rng = rand::thread_rng();
+    let mut cursor = 0usize;
+    let mut height = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // Learn what happened to the transactions in flight.
+        loop {
+            match feedback.try_recv() {
+                Ok(m) => apply(m, &mut devs, &mut height),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        // Pick idle devices, round robin.
+        let mut picked = Vec::with_capacity(DEVICE_BATCH);
+        let n = devs.len();
+        for _ in 0..n {
+            if picked.len() == DEVICE_BATCH {
+                break;
+            }
+            let i = cursor;
+            cursor = (cursor + 1) % n;
+            match devs[i].in_flight {
+                None => picked.push(i),
+                Some(h) if height > h + RESYNC_AFTER_BLOCKS => {
+                    // Lost (e.g. evicted by a full mempool): start over
+                    // from the committed state.
+                    devs[i] = read(i);
+                    picked.push(i);
+                }
+                Some(_) => {}
+            }
+        }
+        if picked.is_empty() {
+            match feedback.recv_timeout(Duration::from_millis(20)) {
+                Ok(m) => apply(m, &mut devs, &mut height),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            continue;
+        }
+        let plans: Vec<(usize, u64, bool, usize, u128)> = picked
+            .iter()
+            .map(|&i| {
+                let mut to = rng.gen_range(0..n);
+                if to == i && n > 1 {
+                    to = (to + 1) % n;
+                }
+                (
+                    i,
+                    devs[i].nonce,
+                    devs[i].registered,
+                    to,
+                    rng.gen_range(1..=100),
+                )
+            })
+            .collect();
+        use rayon::prelude::*;
+        let batch: Vec<Vec<u8>> = plans
+            .par_iter()
+            .map(|&(i, nonce, registered, to, amount)| {
+                if registered {
+                    fleet.transfer_tx(chain_id, i, nonce, fleet.ids[to], amount)
+                } else {
+                    fleet.register_tx(chain_id, i, nonce)
+                }
+            })
+            .collect();
+        for &(i, ..) in &plans {
+            devs[i].nonce += 1;
+            devs[i].in_flight = Some(height);
+        }
+        if out.send(batch).is_err() {
+            return;
+        }
+    }
+}
+
+fn ingress_loop(
+    store: &Store,
+    chain_id: u32,
+    input: Receiver<Vec<Vec<u8>>>,
+    mempool: &Mutex<Mempool>,
+    feedback: &SyncSender<Feedback>,
+    stats: &Stats,
+    stop: &AtomicBool,
+) {
+    let keys = KeyCache::new(store, chain_id, 1 << 20);
+    let cfg = IngressConfig {
+        chain_id,
+        min_fee: 1,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let batch = match input.recv_timeout(Duration::from_millis(50)) {
+            Ok(b) => b,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let senders: Vec<Option<AccountId>> = batch
+            .iter()
+            .map(|b| int_schemas::decode_tx(b).ok().map(|t| t.body.sender().0))
+            .collect();
+        let t = Instant::now();
+        let checked = check_batch(&cfg, &keys, batch);
+        stats
+            .verify_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        for (i, err) in &checked.rejected {
+            tracing::debug!(%err, "ingress refused a transaction");
+            stats.rejected.fetch_add(1, Ordering::Relaxed);
+            if let Some(Some(id)) = senders.get(*i) {
+                let _ = feedback.try_send(Feedback::Done(*id, None));
+            }
+        }
+        let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
+        for tx in checked.accepted {
+            let sender = tx.sender;
+            let committed = store
+                .account(chain_id, &sender)
+                .ok()
+                .flatten()
+                .map(|r: AccountRecord| r.nonce);
+            if let Err(err) = pool.admit(tx, committed) {
+                tracing::debug!(%err, "mempool refused a transaction");
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
+                let _ = feedback.try_send(Feedback::Done(sender, None));
+            }
+        }
+    }
+}
+
+/// Runs the devnet until Ctrl-C or the duration; returns its summary.
+pub fn run(opts: &DevnetOpts) -> Result<Summary> {
+    if opts.devices == 0 {
+        bail!("--devices must be at least 1");
+    }
+    if opts.block_ms == 0 {
+        bail!("--block-ms must be at least 1");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let profiler = match &opts.flamegraph {
+        Some(_) => Some(
+            pprof::ProfilerGuardBuilder::default()
+                .frequency(499)
+                .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+                .build()
+                .context("starting the profiler")?,
+        ),
+        None => None,
+    };
+
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating {:?}", opts.data_dir))?;
+    let file = load_or_create(&opts.data_dir.join("devnet.json"), opts.devices)?;
+    if file.devices != opts.devices {
+        tracing::warn!(
+            stored = file.devices,
+            asked = opts.devices,
+            "this data dir was created with another device count; keeping the stored one"
+        );
+    }
+    let chain_id = file.chain_id;
+    let store = Arc::new(Store::open(&opts.data_dir.join("lmdb"))?);
+    let t = Instant::now();
+    let fleet = Fleet::derive(file.devices, &seed_from_hex(&file.fleet_seed)?);
+    tracing::info!(
+        devices = fleet.len(),
+        ms = t.elapsed().as_millis() as u64,
+        "device keys derived"
+    );
+    let validator = SecretKey::from_seed(&seed_from_hex(&file.validator_seed)?);
+    let mut chain = Chain::open(
+        store.clone(),
+        ChainConfig {
+            chain_id,
+            hot_capacity: 200_000.max(fleet.len() * 2),
+            parallel: true,
+        },
+        &[&LedgerPlugin],
+    )?;
+    if chain.head().is_none() {
+        let mut alloc = fleet.genesis_alloc();
+        let vpk = validator.public_key();
+        alloc.push((
+            vpk.account_id(),
+            AccountRecord {
+                public_key: Some(vpk.to_bytes()),
+                ..Default::default()
+            },
+        ));
+        let head = chain.genesis(&alloc, now_ms(), &validator)?;
+        tracing::info!(accounts = head.accounts, root = %hex::encode(head.state_root), "genesis written");
+    }
+    let start = chain.head().context("no head after genesis")?;
+    eprintln!(
+        "int devnet: chain {chain_id}, {} devices, block every {} ms, data in {}, starting at height {}",
+        fleet.len(),
+        opts.block_ms,
+        opts.data_dir.display(),
+        start.height
+    );
+
+    let stats = Stats::default();
+    let mempool = Mutex::new(Mempool::new(1 << 20));
+    let (fb_tx, fb_rx) = sync_channel::<Feedback>(1 << 20);
+    let (in_tx, in_rx) = sync_channel::<Vec<Vec<u8>>>(4);
+    let began = Instant::now();
+    let deadline = opts.duration_s.map(|s| began + Duration::from_secs(s));
+    let tty = std::io::stderr().is_terminal();
+    let mut txs_total = 0u64;
+    let mut txs_ok = 0u64;
+    let mut blocks = 0u64;
+
+    let result: Result<()> = std::thread::scope(|s| {
+        let stop_ref: &AtomicBool = &stop;
+        let (store_ref, fleet_ref, stats_ref, pool_ref) = (&*store, &fleet, &stats, &mempool);
+        let fb_ingress = fb_tx.clone();
+        s.spawn(move || device_loop(fleet_ref, store_ref, chain_id, fb_rx, in_tx, stop_ref));
+        s.spawn(move || {
+            ingress_loop(
+                store_ref,
+                chain_id,
+                in_rx,
+                pool_ref,
+                &fb_ingress,
+                stats_ref,
+                stop_ref,
+            )
+        });
+
+        let mut next_block = Instant::now() + Duration::from_millis(opts.block_ms);
+        let mut last_status = Instant::now();
+        let mut window = (Instant::now(), 0u64, 0u64); // (since, txs, verify_ns)
+        let out = (|| -> Result<()> {
+            loop {
+                if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                if now < next_block {
+                    std::thread::sleep((next_block - now).min(Duration::from_millis(50)));
+                    continue;
+                }
+                next_block += Duration::from_millis(opts.block_ms);
+                if next_block < Instant::now() {
+                    next_block = Instant::now() + Duration::from_millis(opts.block_ms);
+                }
+                let txs = mempool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(opts.block_txs_max);
+                let res = chain.execute_block(&txs, now_ms(), &validator)?;
+                blocks += 1;
+                txs_total += txs.len() as u64;
+                window.1 += txs.len() as u64;
+                for (tx, st) in txs.iter().zip(&res.statuses) {
+                    if *st == TxStatus::Ok {
+                        txs_ok += 1;
+                    }
+                    let _ = fb_tx.try_send(Feedback::Done(tx.sender, Some(*st)));
+                }
+                let _ = fb_tx.try_send(Feedback::Head(res.head.height));
+                tracing::debug!(height = res.head.height, txs = txs.len(), timings = ?res.timings, "block committed");
+                if last_status.elapsed() >= Duration::from_secs(1) {
+                    let secs = window.0.elapsed().as_secs_f64();
+                    let vns = stats.verify_ns.load(Ordering::Relaxed);
+                    let share = (vns - window.2) as f64 / 1e9 / secs;
+                    let pool_len = mempool.lock().map(|p| p.len()).unwrap_or(0);
+                    let line = format!(
+                        "height={} txs={} tps={:.0} mempool={} sigcheck={:.0}% accounts={}",
+                        res.head.height,
+                        txs_total,
+                        window.1 as f64 / secs,
+                        pool_len,
+                        share * 100.0,
+                        res.head.accounts
+                    );
+                    if tty {
+                        eprint!("\r{line}   ");
+                    } else {
+                        eprintln!("{line}");
+                    }
+                    window = (Instant::now(), 0, vns);
+                    last_status = Instant::now();
+                }
+            }
+        })();
+        stop.store(true, Ordering::SeqCst);
+        out
+    });
+    if tty {
+        eprintln!();
+    }
+    result?;
+
+    if let (Some(guard), Some(path)) = (profiler, &opts.flamegraph) {
+        let report = guard.report().build().context("building the profile")?;
+        let f = std::fs::File::create(path).with_context(|| format!("creating {path:?}"))?;
+        report.flamegraph(f).context("writing the flamegraph")?;
+        eprintln!("flamegraph written to {}", path.display());
+    }
+
+    let head = chain.head().context("no head")?;
+    let secs = began.elapsed().as_secs_f64();
+    Ok(Summary {
+        chain_id,
+        height: head.height,
+        start_height: start.height,
+        blocks,
+        txs: txs_total,
+        txs_ok,
+        tps: txs_total as f64 / secs,
+        state_root: hex::encode(head.state_root),
+        accounts: head.accounts,
+        devices: fleet.len(),
+        rejected: stats.rejected.load(Ordering::Relaxed),
+        sig_check_share: stats.verify_ns.load(Ordering::Relaxed) as f64 / 1e9 / secs,
+        duration_s: secs,
+        data_dir: opts.data_dir.display().to_string(),
+    })
+}
