@@ -20,7 +20,7 @@ use int_schemas::{
 use crate::crypto::bls::{self, PublicKey, SecretKey, Signature, header_message, tx_message};
 use crate::ingress::{PayloadSummary, VerifiedTx};
 use crate::state::smt::{self, SmtError};
-use crate::storage::{AccountRecord, BlockWrite, Head, Store, StorageError};
+use crate::storage::{AccountRecord, BlockWrite, Head, StorageError, Store};
 use crate::world::*;
 
 /// Errors of the block pipeline.
@@ -211,7 +211,16 @@ impl Chain {
         accounts.sort_by(|a, b| a.0.cmp(&b.0));
         accounts.dedup_by(|a, b| a.0 == b.0);
         let empty = Head::default();
-        let (head, _) = self.seal_and_commit(&empty, 0, &accounts, accounts.len() as u64, &[], &[], time_ms, proposer)?;
+        let (head, _) = self.seal_and_commit(
+            &empty,
+            0,
+            &accounts,
+            accounts.len() as u64,
+            &[],
+            &[],
+            time_ms,
+            proposer,
+        )?;
         self.head = Some(head);
         Ok(head)
     }
@@ -338,10 +347,7 @@ impl Chain {
         let (index_of, touched) = {
             let hot = self.world.resource::<HotSet>();
             let touched: Vec<Entity> = ids.iter().map(|id| hot.index[id]).collect();
-            (
-                |hot: &HotSet, id: &AccountId| hot.index[id],
-                touched,
-            )
+            (|hot: &HotSet, id: &AccountId| hot.index[id], touched)
         };
         let calls: Vec<TxCall> = {
             let hot = self.world.resource::<HotSet>();
@@ -397,7 +403,11 @@ impl Chain {
 
     /// Reads the dirty accounts among `touched`, clears the per-block
     /// components, and counts accounts new to storage.
-    fn take_dirty(&mut self, touched: &[Entity], height: u64) -> (Vec<(AccountId, AccountRecord)>, u64) {
+    fn take_dirty(
+        &mut self,
+        touched: &[Entity],
+        height: u64,
+    ) -> (Vec<(AccountId, AccountRecord)>, u64) {
         let mut dirty = Vec::new();
         let mut new_accounts = 0u64;
         for &e in touched {
@@ -576,7 +586,9 @@ impl Chain {
         let msg_refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
         let pk_refs: Vec<&PublicKey> = pks.iter().collect();
         if !bls::aggregate_verify(&agg, &msg_refs, &pk_refs) {
-            return Err(invalid("aggregate transaction signature does not verify".into()));
+            return Err(invalid(
+                "aggregate transaction signature does not verify".into(),
+            ));
         }
         let proposer = key_of(&b.header.proposer().0)?;
         let psig = Signature::from_bytes(&b.block.proposer_signature().0)

@@ -4,10 +4,10 @@
 //!
 //! Nothing here does I/O other than storage; the node drives it.
 
-pub mod crypto;
-pub mod state;
 pub mod chain;
+pub mod crypto;
 pub mod ingress;
 pub mod mempool;
+pub mod state;
 pub mod storage;
 pub mod world;

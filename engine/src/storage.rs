@@ -19,7 +19,9 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use lmdb::{Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags};
+use lmdb::{
+    Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags,
+};
 
 use crate::state::smt::{self, Node, NodeBatch, NodeKey, NodeReader, SmtError};
 use int_schemas::{AccountId, Hash32, PublicKeyBytes};
