@@ -38,6 +38,9 @@ pub enum ChainError {
     /// Genesis was asked for on a chain that has one.
     #[error("chain {0} already has a genesis")]
     GenesisExists(u32),
+    /// An account appears twice in the genesis allocation.
+    #[error("account {0} appears twice in the genesis allocation")]
+    DuplicateGenesisAccount(String),
     /// Genesis balances add up to more than a u128.
     #[error("genesis supply overflows u128")]
     SupplyOverflow,
@@ -208,8 +211,10 @@ impl Chain {
             gas = gas.checked_add(r.gas).ok_or(ChainError::SupplyOverflow)?;
         }
         let mut accounts = alloc.to_vec();
-        accounts.sort_by(|a, b| a.0.cmp(&b.0));
-        accounts.dedup_by(|a, b| a.0 == b.0);
+        accounts.sort_by_key(|a| a.0);
+        if let Some(w) = accounts.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(ChainError::DuplicateGenesisAccount(hex_id(&w[0].0)));
+        }
         let empty = Head::default();
         let (head, _) = self.seal_and_commit(
             &empty,
@@ -446,7 +451,7 @@ impl Chain {
                 };
             }
         }
-        dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        dirty.sort_unstable_by_key(|a| a.0);
         (dirty, new_accounts)
     }
 

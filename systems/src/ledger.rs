@@ -49,6 +49,16 @@ type DebitItem<'a> = (
     &'a mut HotMeta,
 );
 
+/// One row of the debit query, as the closure receives it.
+type DebitRow<'a> = (
+    &'a AccountKey,
+    &'a Outbox,
+    Mut<'a, Balances>,
+    Mut<'a, Nonce>,
+    Mut<'a, DeviceProfile>,
+    Mut<'a, HotMeta>,
+);
+
 /// Decides one transaction of a sender against the sender's state.
 fn debit_one(
     tx: &TxCall,
@@ -120,25 +130,20 @@ fn debit(
     outcomes: Res<Outcomes>,
     mut q: Query<DebitItem<'static>>,
 ) {
-    let run = |(key, outbox, mut bal, mut nonce, mut dev, mut meta): (
-        &AccountKey,
-        &Outbox,
-        Mut<Balances>,
-        Mut<Nonce>,
-        Mut<DeviceProfile>,
-        Mut<HotMeta>,
-    )| {
+    let run = |(key, outbox, mut bal, mut nonce, mut dev, mut meta): DebitRow<'_>| {
         if outbox.0.is_empty() {
             return;
         }
-        let mut changed = false;
+        // Every change a debit makes comes with a nonce advance (a fee of
+        // zero still moves the nonce and may debit INT or set the key), so
+        // the account is dirty exactly when its nonce moved.
+        let first_nonce = nonce.0;
         for &i in &outbox.0 {
             let tx = &txs.0[i as usize];
             let o = debit_one(tx, key, &mut bal, &mut nonce, &mut dev);
-            changed |= o.fee_charged > 0;
             outcomes.set(i, o);
         }
-        if changed {
+        if nonce.0 != first_nonce {
             meta.dirty = true;
         }
     };
