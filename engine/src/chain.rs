@@ -80,7 +80,8 @@ pub struct Timings {
 pub struct BlockResult {
     /// The new head.
     pub head: Head,
-    /// Each transaction's status, in block order.
+    /// Each given transaction's status, in the order given. Those with
+    /// `UnknownSender` changed nothing and are left out of the sealed block.
     pub statuses: Vec<TxStatus>,
     /// Where the time went.
     pub timings: Timings,
@@ -258,37 +259,57 @@ impl Chain {
             .iter()
             .map(|o| o.get().map_or(TxStatus::UnsupportedPayload, |o| o.status))
             .collect();
-        let receipts: Vec<ReceiptFields> = txs
+        // A transaction whose sender has no key when it executes changed
+        // nothing, and no one else could check its signature against the
+        // chain's state: it stays out of the block (its status still goes
+        // back to the caller).
+        let included: Vec<(&VerifiedTx, Outcome)> = txs
             .iter()
             .zip(&outcomes)
-            .enumerate()
-            .map(|(i, (tx, o))| {
+            .map(|(tx, o)| {
                 let o = o.get().copied().unwrap_or(Outcome {
                     status: TxStatus::UnsupportedPayload,
                     fee_charged: 0,
                 });
-                ReceiptFields {
-                    tx_hash: tx.hash,
-                    height,
-                    index: i as u32,
-                    status: o.status,
-                    fee_charged: o.fee_charged,
-                }
+                (tx, o)
+            })
+            .filter(|(_, o)| o.status != TxStatus::UnknownSender)
+            .collect();
+        let receipts: Vec<ReceiptFields> = included
+            .iter()
+            .enumerate()
+            .map(|(i, (tx, o))| ReceiptFields {
+                tx_hash: tx.hash,
+                height,
+                index: i as u32,
+                status: o.status,
+                fee_charged: o.fee_charged,
             })
             .collect();
+        let block_txs: Vec<&VerifiedTx> = included.iter().map(|(tx, _)| *tx).collect();
 
         // 5. Collect dirty state and commit.
         let (dirty, new_accounts) = self.take_dirty(&touched, height);
-        let (head, mut t2) = self.seal_and_commit(
+        let committed = self.seal_and_commit(
             &parent,
             height,
             &dirty,
             new_accounts,
-            txs,
+            &block_txs,
             &receipts,
             time_ms,
             proposer,
-        )?;
+        );
+        let (head, mut t2) = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                // The world holds this block's effects (already marked
+                // clean) but storage does not: forget the hot set so the
+                // next block reloads the committed state.
+                self.drop_hot_set();
+                return Err(e);
+            }
+        };
         t2.load_us = timings.load_us;
         t2.execute_us = timings.execute_us;
         self.head = Some(head);
@@ -462,7 +483,7 @@ impl Chain {
         height: u64,
         dirty: &[(AccountId, AccountRecord)],
         new_accounts: u64,
-        txs: &[VerifiedTx],
+        txs: &[&VerifiedTx],
         receipts: &[ReceiptFields],
         time_ms: u64,
         proposer: &SecretKey,
@@ -498,7 +519,7 @@ impl Chain {
         let proposer_sig = proposer.sign(&header_message(chain_id, &header));
         let block = build_block(
             &header,
-            txs.iter().map(VerifiedTx::body),
+            txs.iter().map(|t| t.body()),
             &agg.to_bytes(),
             &proposer_sig.to_bytes(),
         );
@@ -523,6 +544,21 @@ impl Chain {
         })?;
         timings.commit_us = us(t);
         Ok((head, timings))
+    }
+
+    /// Drops every account from the world (they are reloaded from storage
+    /// when next touched).
+    fn drop_hot_set(&mut self) {
+        let entities: Vec<Entity> = self
+            .world
+            .resource_mut::<HotSet>()
+            .index
+            .drain()
+            .map(|(_, e)| e)
+            .collect();
+        for e in entities {
+            self.world.despawn(e);
+        }
     }
 
     /// Drops the least recently touched accounts from the world when it
@@ -575,13 +611,36 @@ impl Chain {
                 .ok_or_else(|| invalid(format!("unregistered sender {}", hex_id(id))))?;
             PublicKey::from_bytes(&pk).map_err(|e| invalid(format!("stored key: {e}")))
         };
+        // A registration's own key signs it; as at ingress, a key
+        // registered anywhere in the block also signs its account's other
+        // transactions of the block (they passed ingress in one batch, and
+        // one may have failed on chain, leaving the store without the key).
+        let mut reg_keys: Vec<Option<PublicKey>> = Vec::with_capacity(b.bodies.len());
+        let mut block_keys: std::collections::HashMap<AccountId, PublicKey> =
+            std::collections::HashMap::new();
+        for (body, _) in &b.bodies {
+            let pk = match body.payload_as_register_device() {
+                Some(r) => {
+                    let pk = PublicKey::from_bytes(&r.public_key().0)
+                        .map_err(|e| invalid(format!("registered key: {e}")))?;
+                    if pk.account_id() == body.sender().0 {
+                        block_keys.entry(body.sender().0).or_insert(pk);
+                    }
+                    Some(pk)
+                }
+                None => None,
+            };
+            reg_keys.push(pk);
+        }
         let mut pks = Vec::with_capacity(b.bodies.len());
         let mut msgs = Vec::with_capacity(b.bodies.len());
-        for (body, bytes) in &b.bodies {
-            let pk = match body.payload_as_register_device() {
-                Some(r) => PublicKey::from_bytes(&r.public_key().0)
-                    .map_err(|e| invalid(format!("registered key: {e}")))?,
-                None => key_of(&body.sender().0)?,
+        for ((body, bytes), reg) in b.bodies.iter().zip(reg_keys) {
+            let pk = match reg {
+                Some(pk) => pk,
+                None => match block_keys.get(&body.sender().0) {
+                    Some(pk) => *pk,
+                    None => key_of(&body.sender().0)?,
+                },
             };
             pks.push(pk);
             msgs.push(tx_message(chain_id, bytes));

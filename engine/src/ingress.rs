@@ -8,7 +8,7 @@
 //! another. A failing batch is bisected so only the bad transactions are
 //! dropped, each with its own error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::RwLock;
 
@@ -244,19 +244,25 @@ pub fn check_batch(cfg: &IngressConfig, keys: &dyn KeySource, batch: Vec<Vec<u8>
 
     let mut rejected = Vec::new();
     let mut live: Vec<(usize, Pending, PublicKey)> = Vec::with_capacity(n);
+    // Whether the key of `live[i]` came from a registration of this batch
+    // (it then counts only if such a registration passes its checks).
+    let mut via_batch: Vec<bool> = Vec::with_capacity(n);
     for (i, r) in decoded.into_iter().enumerate() {
         match r {
             Err(e) => rejected.push((i, e)),
             Ok(p) => {
-                let pk = match &p.pop {
-                    Some((pk, _)) => Some(*pk),
-                    None => batch_keys
-                        .get(&p.tx.sender)
-                        .copied()
-                        .or_else(|| keys.public_key(&p.tx.sender)),
+                let (pk, from_batch) = match &p.pop {
+                    Some((pk, _)) => (Some(*pk), false),
+                    None => match batch_keys.get(&p.tx.sender) {
+                        Some(pk) => (Some(*pk), true),
+                        None => (keys.public_key(&p.tx.sender), false),
+                    },
                 };
                 match pk {
-                    Some(pk) => live.push((i, p, pk)),
+                    Some(pk) => {
+                        live.push((i, p, pk));
+                        via_batch.push(from_batch);
+                    }
                     None => rejected.push((i, IngressError::UnknownSender)),
                 }
             }
@@ -304,6 +310,27 @@ pub fn check_batch(cfg: &IngressConfig, keys: &dyn KeySource, batch: Vec<Vec<u8>
     }
     drop(items);
     drop(pop_items);
+
+    // A key taken from a registration of this batch signs for its account
+    // only if one of those registrations passed (signature and proof of
+    // possession), or if the key is registered already: an unproven key
+    // must not sign anything, and a block holding a transaction whose key
+    // is nowhere would not re-verify.
+    let proven: HashSet<AccountId> = live
+        .iter()
+        .zip(&bad)
+        .filter(|((_, p, _), b)| p.pop.is_some() && b.is_none())
+        .map(|((_, p, _), _)| p.tx.sender)
+        .collect();
+    for (((_, p, pk), b), from_batch) in live.iter().zip(bad.iter_mut()).zip(&via_batch) {
+        if *from_batch
+            && b.is_none()
+            && !proven.contains(&p.tx.sender)
+            && keys.public_key(&p.tx.sender) != Some(*pk)
+        {
+            *b = Some(IngressError::UnknownSender);
+        }
+    }
 
     let mut accepted = Vec::with_capacity(live.len());
     for ((i, p, _), b) in live.into_iter().zip(bad) {
