@@ -1,0 +1,398 @@
+//! The `int` command line as a new user meets it: help, errors on an empty
+//! data dir and on bad input, account lookups with Merkle proofs after a
+//! short devnet run, and the flamegraph option.
+//!
+//! Runs the real binary. `RUST_BACKTRACE` is removed from its environment,
+//! as a user would not have it set.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use int_bench::devices::Fleet;
+use int_engine::crypto::bls::SecretKey;
+
+const BIN: &str = env!("CARGO_BIN_EXE_int");
+
+fn int(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running int")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `int ARGS`, expects success, returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = int(args);
+    let err = text(&out.stderr);
+    assert!(
+        out.status.success(),
+        "`int {}` failed ({}):\n{err}",
+        args.join(" "),
+        out.status
+    );
+    assert!(
+        !err.contains("panicked"),
+        "`int {}` panicked:\n{err}",
+        args.join(" ")
+    );
+    text(&out.stdout)
+}
+
+/// Runs `int ARGS`, expects a clean failure (non-zero exit, no panic, an
+/// `Error:` line); returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = int(args);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "`int {}` should fail; stdout:\n{}",
+        args.join(" "),
+        text(&out.stdout)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "`int {}` should exit with 1 (not a signal or panic code):\n{err}",
+        args.join(" ")
+    );
+    assert!(
+        !err.contains("panicked"),
+        "`int {}` panicked:\n{err}",
+        args.join(" ")
+    );
+    assert!(
+        err.contains("Error: "),
+        "`int {}`: no error message:\n{err}",
+        args.join(" ")
+    );
+    assert!(
+        !err.contains("Stack backtrace"),
+        "`int {}`: a backtrace without RUST_BACKTRACE:\n{err}",
+        args.join(" ")
+    );
+    err
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+fn seed(file: &serde_json::Value, key: &str) -> [u8; 32] {
+    let s = file[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("devnet.json has no {key}: {file}"));
+    hex::decode(s)
+        .expect("hex seed")
+        .try_into()
+        .expect("32-byte seed")
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = ok(&["--help"]);
+    for cmd in ["devnet", "state", "bench"] {
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "`int --help` does not list `{cmd}`:\n{out}"
+        );
+    }
+    // Each subcommand has its own help.
+    assert!(ok(&["devnet", "--help"]).contains("--data-dir"));
+    assert!(ok(&["state", "--help"]).contains("account"));
+    assert!(ok(&["bench", "--help"]).contains("tps"));
+    // No command: usage on stderr, exit 2 (clap), no panic.
+    let out = int(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("Usage"), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn state_on_an_empty_dir_says_to_run_devnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = p(dir.path());
+    let err = fails(&["state", "--data-dir", d]);
+    assert!(
+        err.contains("int devnet"),
+        "no hint to run `int devnet`:\n{err}"
+    );
+    let err = fails(&["state", "--data-dir", d, "--json"]);
+    assert!(err.contains("int devnet"), "{err}");
+    let id = "00".repeat(32);
+    let err = fails(&["state", "--data-dir", d, "account", &id]);
+    assert!(err.contains("int devnet"), "{err}");
+    // A data dir that does not exist at all: same message, and nothing
+    // gets created.
+    let missing = dir.path().join("nope");
+    let err = fails(&["state", "--data-dir", p(&missing)]);
+    assert!(err.contains("int devnet"), "{err}");
+    assert!(!missing.exists(), "`int state` created {missing:?}");
+}
+
+/// A short devnet run, then the accounts it holds, with proofs, and bad
+/// account ids.
+#[test]
+fn devnet_then_account_proofs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = p(dir.path());
+    let out = ok(&[
+        "devnet",
+        "--data-dir",
+        d,
+        "--devices",
+        "50",
+        "--duration",
+        "2",
+        "--block-ms",
+        "100",
+        "--json",
+    ]);
+    let sum = json(&out);
+    assert_eq!(sum["devices"], 50, "{sum}");
+    assert_eq!(sum["accounts"], 51, "50 devices + the validator: {sum}");
+    let root = sum["state_root"].as_str().expect("state_root").to_string();
+
+    // The CLI prints no account id anywhere (summary, `int state`), so the
+    // ids are derived from the seeds in devnet.json, as the devnet does.
+    let file = json(&std::fs::read_to_string(dir.path().join("devnet.json")).unwrap());
+    let fleet = Fleet::derive(2, &seed(&file, "fleet_seed"));
+    let validator = SecretKey::from_seed(&seed(&file, "validator_seed"))
+        .public_key()
+        .account_id();
+    let ids = [fleet.ids[0], fleet.ids[1], validator];
+
+    for id in ids {
+        let h = hex::encode(id);
+        let v = json(&ok(&[
+            "state",
+            "--data-dir",
+            d,
+            "account",
+            &h,
+            "--proof",
+            "--json",
+        ]));
+        assert_eq!(v["exists"], true, "{v}");
+        assert_eq!(v["proof_ok"], true, "inclusion proof: {v}");
+        assert_eq!(v["id"], h.as_str(), "{v}");
+        assert_eq!(v["state_root"], root.as_str(), "{v}");
+        assert_eq!(v["height"], sum["height"], "{v}");
+        assert!(v["proof"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+        // `0x` prefix and upper case are accepted too.
+        let v2 = json(&ok(&[
+            "state",
+            "--data-dir",
+            d,
+            "--json",
+            "account",
+            &format!("0x{}", h.to_uppercase()),
+            "--proof",
+        ]));
+        assert_eq!(v2, v, "the same account, spelled differently");
+    }
+    // The devices sent transfers and registered: device 0 has a key and
+    // a nonce by now (it is picked first).
+    let v = json(&ok(&[
+        "state",
+        "--data-dir",
+        d,
+        "account",
+        &hex::encode(ids[0]),
+        "--json",
+    ]));
+    assert!(
+        v["nonce"].as_u64().unwrap() > 0,
+        "device 0 sent nothing: {v}"
+    );
+    assert!(
+        v["public_key"].is_string(),
+        "device 0 is not registered: {v}"
+    );
+    assert!(v.get("proof").is_none(), "a proof without --proof: {v}");
+
+    // Absent accounts: an exclusion proof.
+    let mut lcg = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..3 {
+        let mut id = [0u8; 32];
+        for b in &mut id {
+            lcg = lcg
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *b = (lcg >> 56) as u8;
+        }
+        assert!(!ids.contains(&id) && !fleet.ids.contains(&id));
+        let h = hex::encode(id);
+        let v = json(&ok(&[
+            "state",
+            "--data-dir",
+            d,
+            "account",
+            &h,
+            "--proof",
+            "--json",
+        ]));
+        assert_eq!(v["exists"], false, "{v}");
+        assert_eq!(v["proof_ok"], true, "exclusion proof: {v}");
+        assert!(v.get("nonce").is_none(), "{v}");
+    }
+    for id in ["00".repeat(32), "ff".repeat(32)] {
+        let v = json(&ok(&[
+            "state",
+            "--data-dir",
+            d,
+            "account",
+            &id,
+            "--proof",
+            "--json",
+        ]));
+        assert_eq!(v["exists"], false, "{v}");
+        assert_eq!(v["proof_ok"], true, "exclusion proof for {id}: {v}");
+    }
+
+    // Plain output: one `key value` line each.
+    let out = ok(&[
+        "state",
+        "--data-dir",
+        d,
+        "account",
+        &hex::encode(validator),
+        "--proof",
+    ]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("exists") && l.ends_with("true")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("proof_ok") && l.ends_with("true")),
+        "{out}"
+    );
+
+    // Bad ids fail with a message about the id, not a panic.
+    let long = "ab".repeat(33);
+    let short = "ab".repeat(31);
+    let odd = "a".repeat(63);
+    let nonascii = "é".repeat(32);
+    for bad in [
+        "zz", "", "0x", "xyz", &long, &short, &odd, &nonascii, "0x0x00",
+    ] {
+        let err = fails(&["state", "--data-dir", d, "account", bad]);
+        assert!(err.contains("account id"), "`{bad}`: {err}");
+        let err = fails(&[
+            "state",
+            "--data-dir",
+            d,
+            "account",
+            bad,
+            "--proof",
+            "--json",
+        ]);
+        assert!(err.contains("account id"), "`{bad}`: {err}");
+    }
+
+    // The audit of the same dir.
+    let st = json(&ok(&["state", "--data-dir", d, "--json"]));
+    for k in ["root_ok", "accounts_ok", "head_block_ok"] {
+        assert_eq!(st[k], true, "{k}: {st}");
+    }
+    assert_eq!(st["state_root"], root.as_str(), "{st}");
+    // Another chain id has no blocks: a clear error.
+    let err = fails(&["state", "--data-dir", d, "--chain-id", "7"]);
+    assert!(err.contains("no blocks"), "{err}");
+}
+
+#[test]
+fn devnet_writes_a_flamegraph() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("f.svg");
+    let out = int(&[
+        "devnet",
+        "--data-dir",
+        p(&dir.path().join("data")),
+        "--flamegraph",
+        p(&svg),
+        "--devices",
+        "50",
+        "--duration",
+        "2",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "devnet --flamegraph failed:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let body = std::fs::read_to_string(&svg).unwrap_or_else(|e| panic!("no {svg:?} ({e}):\n{err}"));
+    assert!(!body.is_empty(), "empty flamegraph");
+    assert!(
+        body.contains("<svg"),
+        "not an SVG: {}",
+        &body[..body.len().min(200)]
+    );
+    assert!(body.trim_end().ends_with("</svg>"), "truncated SVG");
+    assert!(err.contains("flamegraph written"), "{err}");
+}
+
+#[test]
+fn devnet_rejects_bad_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = p(dir.path());
+    let err = fails(&[
+        "devnet",
+        "--data-dir",
+        d,
+        "--devices",
+        "0",
+        "--duration",
+        "1",
+    ]);
+    assert!(err.contains("--devices"), "{err}");
+    let err = fails(&[
+        "devnet",
+        "--data-dir",
+        d,
+        "--block-ms",
+        "0",
+        "--duration",
+        "1",
+    ]);
+    assert!(err.contains("--block-ms"), "{err}");
+    // A broken devnet.json: an error naming the file, no panic.
+    std::fs::write(dir.path().join("devnet.json"), "{ not json").unwrap();
+    let err = fails(&[
+        "devnet",
+        "--data-dir",
+        d,
+        "--devices",
+        "5",
+        "--duration",
+        "1",
+    ]);
+    assert!(err.contains("devnet.json"), "{err}");
+    // A devnet.json with a bad seed.
+    std::fs::write(
+        dir.path().join("devnet.json"),
+        r#"{"chain_id":1,"devices":5,"fleet_seed":"zz","validator_seed":"00"}"#,
+    )
+    .unwrap();
+    let err = fails(&[
+        "devnet",
+        "--data-dir",
+        d,
+        "--devices",
+        "5",
+        "--duration",
+        "1",
+    ]);
+    assert!(err.contains("seed"), "{err}");
+}
