@@ -88,6 +88,10 @@ pub struct Summary {
     pub duration_s: f64,
     /// Data directory.
     pub data_dir: String,
+    /// The validator's account id, hex (try `int state account ID --proof`).
+    pub validator: String,
+    /// The account id of simulated device 0, hex.
+    pub device0: String,
 }
 
 fn now_ms() -> u64 {
@@ -357,16 +361,24 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
             "this data dir was created with another device count; keeping the stored one"
         );
     }
+    if file.devices == 0 {
+        bail!("devnet.json: `devices` must be at least 1");
+    }
     let chain_id = file.chain_id;
     let store = Arc::new(Store::open(&opts.data_dir.join("lmdb"))?);
     let t = Instant::now();
-    let fleet = Fleet::derive(file.devices, &seed_from_hex(&file.fleet_seed)?);
+    let fleet = Fleet::derive(
+        file.devices,
+        &seed_from_hex(&file.fleet_seed).context("fleet_seed in devnet.json")?,
+    );
     tracing::info!(
         devices = fleet.len(),
         ms = t.elapsed().as_millis() as u64,
         "device keys derived"
     );
-    let validator = SecretKey::from_seed(&seed_from_hex(&file.validator_seed)?);
+    let validator = SecretKey::from_seed(
+        &seed_from_hex(&file.validator_seed).context("validator_seed in devnet.json")?,
+    );
     let mut chain = Chain::open(
         store.clone(),
         ChainConfig {
@@ -396,6 +408,11 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         opts.block_ms,
         opts.data_dir.display(),
         start.height
+    );
+    eprintln!(
+        "validator {}, device 0 {} (see `int state account ID --proof`)",
+        hex::encode(validator.public_key().account_id()),
+        hex::encode(fleet.ids[0])
     );
 
     let stats = Stats::default();
@@ -515,5 +532,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         sig_check_share: stats.verify_ns.load(Ordering::Relaxed) as f64 / 1e9 / secs,
         duration_s: secs,
         data_dir: opts.data_dir.display().to_string(),
+        validator: hex::encode(validator.public_key().account_id()),
+        device0: hex::encode(fleet.ids[0]),
     })
 }

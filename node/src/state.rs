@@ -19,19 +19,39 @@ fn open(data_dir: &Path) -> Result<Store> {
     Store::open(&dir).with_context(|| format!("opening {}", dir.display()))
 }
 
+/// Tries a read of the store that must see one head throughout: a node may
+/// commit blocks while we read, so the answer counts only if the head did
+/// not move from before to after; otherwise read again.
+fn consistent<T>(store: &Store, chain_id: u32, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+    const TRIES_MAX: usize = 20;
+    for _ in 0..TRIES_MAX {
+        let before = store.head(chain_id)?;
+        let v = read();
+        // A read that failed while the head moved (the tree changed under
+        // a proof, say) is retried too.
+        if store.head(chain_id)? == before {
+            return v;
+        }
+    }
+    bail!("the chain kept moving while it was read ({TRIES_MAX} tries); try again")
+}
+
 /// The head, the state root, and the audit: the root recomputed from every
 /// stored account must equal the stored one (`root_ok`), the count must
 /// match (`accounts_ok`), and the head block must re-verify
 /// (`head_block_ok`: aggregate signature and proposer signature).
 pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
     let store = std::sync::Arc::new(open(data_dir)?);
-    let head = store
-        .head(chain_id)?
-        .with_context(|| format!("chain {chain_id} has no blocks"))?;
-    let (root, count) = recompute_root(&store, chain_id)?;
-    let block = store
-        .block(chain_id, head.height)?
-        .context("head block missing")?;
+    let (head, root, count, block) = consistent(&store, chain_id, || {
+        let head = store
+            .head(chain_id)?
+            .with_context(|| format!("chain {chain_id} has no blocks"))?;
+        let (root, count) = recompute_root(&store, chain_id)?;
+        let block = store
+            .block(chain_id, head.height)?
+            .context("head block missing")?;
+        Ok((head, root, count, block))
+    })?;
     let chain = Chain::open(
         store.clone(),
         ChainConfig {
@@ -59,15 +79,21 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
 /// One account, with an inclusion (or exclusion) proof against the head's
 /// state root when asked.
 pub fn account(data_dir: &Path, chain_id: u32, id_hex: &str, proof: bool) -> Result<Value> {
-    let id: [u8; 32] = hex::decode(id_hex.trim_start_matches("0x"))
+    let id: [u8; 32] = hex::decode(id_hex.strip_prefix("0x").unwrap_or(id_hex))
         .context("account id is not hex")?
         .try_into()
         .map_err(|_| anyhow::anyhow!("account id must be 32 bytes (64 hex digits)"))?;
     let store = open(data_dir)?;
+    consistent(&store, chain_id, || {
+        account_at_head(&store, chain_id, &id, proof)
+    })
+}
+
+fn account_at_head(store: &Store, chain_id: u32, id: &[u8; 32], proof: bool) -> Result<Value> {
     let head = store
         .head(chain_id)?
         .with_context(|| format!("chain {chain_id} has no blocks"))?;
-    let rec = store.account(chain_id, &id)?;
+    let rec = store.account(chain_id, id)?;
     let mut v = json!({
         "id": hex::encode(id),
         "height": head.height,
@@ -85,10 +111,10 @@ pub fn account(data_dir: &Path, chain_id: u32, id_hex: &str, proof: bool) -> Res
     }
     if proof {
         let reader = store.node_reader(chain_id)?;
-        let p = smt::prove(&reader, &head.state_root, &id)?;
+        let p = smt::prove(&reader, &head.state_root, id)?;
         let value = rec.map(|r| r.hash());
         v["proof"] = json!(hex::encode(p.to_bytes()));
-        v["proof_ok"] = json!(p.verify(&head.state_root, &id, value.as_ref()));
+        v["proof_ok"] = json!(p.verify(&head.state_root, id, value.as_ref()));
     }
     Ok(v)
 }
