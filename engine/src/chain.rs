@@ -514,7 +514,8 @@ impl Chain {
             tx_count: txs.len() as u32,
         });
         let sigs: Vec<Signature> = txs.iter().map(|t| t.signature).collect();
-        let agg = bls::aggregate(&sigs)
+        // Verified at ingress (subgroup-checked there): no second check.
+        let agg = bls::aggregate_verified(&sigs)
             .map_err(|e| ChainError::InvalidBlock(format!("aggregate: {e}")))?;
         let proposer_sig = proposer.sign(&header_message(chain_id, &header));
         let block = build_block(

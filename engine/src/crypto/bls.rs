@@ -371,6 +371,22 @@ pub fn aggregate(sigs: &[Signature]) -> Result<Signature, CryptoError> {
         .map_err(|_| CryptoError::BadSignature)
 }
 
+/// Aggregates signatures that have already passed verification, such as
+/// those of the transactions a block seals: they were subgroup-checked when
+/// verified, so checking each again (what [`aggregate`] does, about a fifth
+/// of the cost of verifying it) would be wasted. The aggregate of no
+/// signatures is the identity. Given an unverified signature outside G1, the
+/// aggregate is outside G1 too and never verifies: garbage in, rejection out.
+pub fn aggregate_verified(sigs: &[Signature]) -> Result<Signature, CryptoError> {
+    if sigs.is_empty() {
+        return Ok(Signature::identity());
+    }
+    let refs: Vec<&bls::Signature> = sigs.iter().map(|s| &s.0).collect();
+    bls::AggregateSignature::aggregate(&refs, false)
+        .map(|a| Signature(a.to_signature()))
+        .map_err(|_| CryptoError::BadSignature)
+}
+
 /// Verifies an aggregate signature over `msgs[i]` signed by `pks[i]` under
 /// [`DST_SIG`] (blst `aggregate_verify`, one multi-pairing over all cores),
 /// as used to re-verify a stored block.
@@ -750,6 +766,22 @@ mod tests {
         let mut p2 = p.clone();
         p2.swap(0, 1);
         assert!(!aggregate_verify(&agg, &m, &p2));
+    }
+
+    #[test]
+    fn aggregate_verified_equals_checked_aggregate() {
+        let sks: Vec<SecretKey> = (0..8u8)
+            .map(|i| SecretKey::from_seed(&[i + 1; 32]))
+            .collect();
+        let msgs: Vec<Vec<u8>> = (0..8u8).map(|i| tx_message(1, &[i; 5])).collect();
+        let sigs: Vec<Signature> = sks.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
+        let checked = aggregate(&sigs).unwrap();
+        assert_eq!(aggregate_verified(&sigs).unwrap(), checked);
+        assert_eq!(aggregate_verified(&[]).unwrap(), Signature::identity());
+        let pks: Vec<PublicKey> = sks.iter().map(SecretKey::public_key).collect();
+        let m: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        let p: Vec<&PublicKey> = pks.iter().collect();
+        assert!(aggregate_verify(&checked, &m, &p));
     }
 
     #[test]
