@@ -1,6 +1,73 @@
-//! The throughput harness behind `int bench tps` (being written).
+//! The throughput harness behind `int bench tps`.
+//!
+//! One run measures, in this order:
+//!
+//! 1. **Raw bound.** `S` signed transfers are made by a [`Fleet`] of
+//!    devices before any timing. Their signatures are checked over all cores
+//!    with [`bls::aggregate_verify`] (one aggregate over `S` distinct
+//!    messages: the cheapest way blst has to check them) and with
+//!    [`bls::batch_verify`] (random-scalar batch, what ingress uses), both in
+//!    signatures per second. `batch_verify` is also timed at the smaller
+//!    sizes of `--sizes`, for the plot.
+//! 2. **End to end.** The same `S` envelopes go through the real pipeline
+//!    of a node, as the devnet runs it: an ingress thread checks them in
+//!    batches of `--ingress-batch` with [`ingress::check_batch`] (keys from
+//!    a warm [`KeyCache`]) and admits them to the [`Mempool`]; the producer
+//!    thread takes blocks of up to `--block-txs` (sealing when a block is
+//!    full, `--block-ms` after the last one, or when ingress is done) and
+//!    runs [`Chain::execute_block`] with the [`LedgerPlugin`], committing to
+//!    LMDB in a temporary directory. Ingress of the next batch overlaps the
+//!    execution of the current block. The senders are registered at genesis
+//!    (their key in the genesis record), so no registration transactions
+//!    are needed. The figure is included-and-succeeded transactions over the
+//!    wall time from the first ingress batch to the last commit, and its
+//!    ratio to the raw bound.
+//! 3. **Execution + commit.** A genesis of `--accounts` accounts (each with
+//!    a key, so each can send) through [`Chain::genesis`], timed on its own;
+//!    then `--blocks` blocks of `--block-txs` random transfers (random sender
+//!    to random receiver, nonces tracked per sender) built without signing
+//!    and admitted with [`ingress::assume_verified`] (one real signature
+//!    reused in every envelope: sealing aggregates the signatures, so they
+//!    must be valid points). Transactions per second over the blocks, and
+//!    where the time went ([`BlockResult::timings`] summed). Then the same
+//!    at each size of `--sizes`, for the plot.
+//!
+//! The report goes to `OUT/tps.json`, the plot of throughput against batch
+//! and block size to `OUT/tps.svg` (`OUT` is `--out`, default `bench-out`).
+//! Progress goes to stderr.
+//!
+//! [`BlockResult::timings`]: int_engine::chain::BlockResult
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use int_engine::chain::{Chain, ChainConfig, ChainError, Timings};
+use int_engine::crypto::bls::{
+    self, BatchItem, CryptoError, DST_SIG, PublicKey, SecretKey, Signature, tx_message,
+};
+use int_engine::ingress::{self, IngressConfig, IngressError, KeyCache, KeySource, VerifiedTx};
+use int_engine::mempool::Mempool;
+use int_engine::storage::{AccountRecord, StorageError, Store};
+use int_schemas::wire::{Token, TxStatus};
+use int_schemas::{
+    AccountId, DecodeError, PayloadSpec, TxBodySpec, build_envelope, build_tx_body, decode_tx,
+};
+use int_systems::LedgerPlugin;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::devices::{DEVICE_FEE, Fleet};
+
+mod plot;
+
+/// Chain id of the chains the harness builds.
+const CHAIN_ID: u32 = 1;
+/// INT and GAS of every account of the execution phase.
+const EXEC_BALANCE: u128 = 1_000_000_000_000_000;
 
 /// Options of `int bench tps`.
 #[derive(Debug, Clone, clap::Args)]
@@ -11,24 +78,958 @@ pub struct TpsArgs {
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Directory for the report (JSON) and the plot (SVG).
+    /// Directory for the report (JSON) and the plot (SVG) [default: bench-out].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Signed transfers for the raw bound and the end-to-end run.
+    #[arg(long, default_value_t = 65_536)]
+    pub sigs: usize,
+    /// Simulated devices sending the signed transfers.
+    #[arg(long, default_value_t = 1024)]
+    pub devices: usize,
+    /// Transactions per ingress batch (end to end).
+    #[arg(long, default_value_t = 1024)]
+    pub ingress_batch: usize,
+    /// Most transactions per block (end to end, and the block size of the
+    /// execution + commit measurement).
+    #[arg(long, default_value_t = 10_000)]
+    pub block_txs: usize,
+    /// Blocks of the execution + commit measurement.
+    #[arg(long, default_value_t = 10)]
+    pub blocks: usize,
+    /// End to end: seal a non-full block this long after the last one.
+    #[arg(long, default_value_t = 500)]
+    pub block_ms: u64,
+    /// Accounts kept in the ECS world between blocks.
+    #[arg(long, default_value_t = 200_000)]
+    pub hot_capacity: usize,
+    /// Batch and block sizes of the plot (comma separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [256, 1024, 4096, 16384, 65536])]
+    pub sizes: Vec<usize>,
 }
 
 /// Errors of the harness.
 #[derive(Debug, thiserror::Error)]
 pub enum TpsError {
-    /// Not built yet.
-    #[error("int bench tps is not built yet")]
-    NotBuilt,
+    /// The block pipeline failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A file or directory could not be written or created.
+    #[error("{path}: {source}")]
+    Io {
+        /// What was being written.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A transaction the harness built does not decode.
+    #[error("decoding a built transaction: {0}")]
+    Decode(#[from] DecodeError),
+    /// A transaction the harness built was refused.
+    #[error("a built transaction was refused: {0}")]
+    Ingress(#[from] IngressError),
+    /// A key or signature failed.
+    #[error("crypto: {0}")]
+    Crypto(#[from] CryptoError),
+    /// Encoding the report failed.
+    #[error("report: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Drawing the plot failed.
+    #[error("plot: {0}")]
+    Plot(String),
+    /// An argument is out of range.
+    #[error("bad argument: {0}")]
+    BadArgs(String),
+    /// A measurement went wrong (a signature did not verify, a transaction
+    /// failed, a thread panicked).
+    #[error("measurement failed: {0}")]
+    Failed(String),
 }
 
-/// The report.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TpsReport {}
+/// The machine the run was on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Logical cores available to the process.
+    pub cores: usize,
+    /// CPU model, when the OS tells.
+    pub cpu: Option<String>,
+    /// rayon worker threads.
+    pub rayon_threads: usize,
+}
+
+/// Microseconds per stage of the block pipeline, summed over blocks.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageUs {
+    /// Loading the touched accounts from LMDB into the world.
+    pub load: u64,
+    /// Running the execution systems.
+    pub execute: u64,
+    /// Updating the state root (sparse Merkle tree).
+    pub root: u64,
+    /// Building and signing the block (includes aggregating the
+    /// transactions' signatures).
+    pub seal: u64,
+    /// The LMDB write transaction.
+    pub commit: u64,
+    /// The rest of `execute_block` (receipts, collecting dirty accounts,
+    /// evicting cold ones): wall time minus the stages above.
+    pub other: u64,
+}
+
+impl StageUs {
+    fn add(&mut self, t: &Timings) {
+        self.load += t.load_us;
+        self.execute += t.execute_us;
+        self.root += t.root_us;
+        self.seal += t.seal_us;
+        self.commit += t.commit_us;
+    }
+
+    fn with_wall(mut self, wall: Duration) -> Self {
+        let staged = self.load + self.execute + self.root + self.seal + self.commit;
+        self.other = (wall.as_micros() as u64).saturating_sub(staged);
+        self
+    }
+}
+
+/// The end-to-end run in detail.
+#[derive(Debug, Clone, Serialize)]
+pub struct E2eReport {
+    /// Signed transfers sent.
+    pub txs: usize,
+    /// Of which included in a block with status `Ok`.
+    pub ok: u64,
+    /// Refused at ingress or by the mempool.
+    pub rejected: u64,
+    /// Included with another status.
+    pub failed: u64,
+    /// Blocks produced.
+    pub blocks: u64,
+    /// Devices sending.
+    pub devices: usize,
+    /// Transactions per ingress batch.
+    pub ingress_batch: usize,
+    /// Most transactions per block.
+    pub block_txs_max: usize,
+    /// Wall time from the first ingress batch to the last commit.
+    pub seconds: f64,
+    /// Time the ingress thread spent in `check_batch`.
+    pub check_batch_s: f64,
+    /// Time the producer thread spent in `execute_block`.
+    pub execute_block_s: f64,
+    /// Where `execute_block`'s time went.
+    pub stage_us: StageUs,
+    /// Time to warm the key cache with every sender's key (not timed).
+    pub key_cache_warm_s: f64,
+}
+
+/// The execution + commit run in detail.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecReport {
+    /// Transactions per block.
+    pub block_txs: usize,
+    /// Blocks measured.
+    pub blocks: usize,
+    /// Transactions executed.
+    pub txs: usize,
+    /// Of which with status `Ok`.
+    pub ok: u64,
+    /// Wall time of the measured blocks.
+    pub seconds: f64,
+    /// Accounts in the state after the run.
+    pub accounts_after: u64,
+    /// Accounts held in the world between blocks.
+    pub hot_capacity: usize,
+    /// Time to build the blocks' transactions (not timed).
+    pub build_s: f64,
+    /// Bytes the process wrote to storage per block (`/proc/self/io`
+    /// `write_bytes`, Linux), MiB: LMDB copies on write every page a block
+    /// touches.
+    pub written_mib_per_block: Option<f64>,
+}
+
+/// One point of the plot.
+#[derive(Debug, Clone, Serialize)]
+pub struct SizePoint {
+    /// Batch (verification) and block (execution) size.
+    pub size: usize,
+    /// `batch_verify` signatures per second at this batch size (sizes up to
+    /// `--sigs` only).
+    pub batch_verify_sigs_per_s: Option<f64>,
+    /// Execution + commit transactions per second at this block size.
+    pub exec_commit_tx_per_s: Option<f64>,
+    /// Blocks run at this size.
+    pub exec_blocks: usize,
+}
+
+/// The report of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TpsReport {
+    /// The machine.
+    pub machine: Machine,
+    /// Signatures (signed transfers) of the raw and end-to-end phases.
+    pub sigs: usize,
+    /// Raw bound: `aggregate_verify` of `sigs` signatures, per second.
+    pub raw_verify_sigs_per_s: f64,
+    /// `batch_verify` (random scalars) of the same signatures, per second.
+    pub batch_verify_sigs_per_s: f64,
+    /// Signing, per second over all cores (the fleet's cost, for scale).
+    pub sign_sigs_per_s: f64,
+    /// Aggregating the signatures into one as sealing does
+    /// (`aggregate_verified`, no subgroup checks), per second, one core.
+    pub aggregate_sigs_per_s: f64,
+    /// Signed transfers through ingress, mempool, execution and commit.
+    pub e2e_tx_per_s: f64,
+    /// `e2e_tx_per_s / raw_verify_sigs_per_s` (target ≥ 0.8).
+    pub e2e_ratio: f64,
+    /// `e2e_tx_per_s / batch_verify_sigs_per_s`: how close the pipeline
+    /// gets to the verification it cannot avoid.
+    pub e2e_vs_batch_verify: f64,
+    /// The end-to-end run in detail.
+    pub e2e: E2eReport,
+    /// Accounts in the state of the execution phase.
+    pub accounts: usize,
+    /// Time of the genesis of `accounts` accounts (`Chain::genesis`).
+    pub genesis_s: f64,
+    /// Peak resident memory during genesis, MiB (Linux).
+    pub genesis_peak_rss_mib: Option<f64>,
+    /// LMDB size on disk after genesis, MiB.
+    pub genesis_db_mib: f64,
+    /// Execution + commit of verified transfers, per second.
+    pub exec_commit_tx_per_s: f64,
+    /// Where execution + commit's time went, summed over the measured blocks.
+    pub stage_us: StageUs,
+    /// The execution + commit run in detail.
+    pub exec: ExecReport,
+    /// Throughput against batch and block size (the plot's data).
+    pub sizes: Vec<SizePoint>,
+    /// Peak resident memory of the run, MiB (Linux).
+    pub peak_rss_mib: Option<f64>,
+    /// Wall time of the whole run.
+    pub total_s: f64,
+    /// Where the JSON report was written.
+    pub report_json: String,
+    /// Where the plot was written.
+    pub plot_svg: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn per_s(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// A line of `/proc/self/status` in kB, as MiB (Linux only).
+fn proc_status_mib(field: &str) -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Bytes this process caused to be written to storage (Linux).
+fn io_write_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/io").ok()?;
+    let line = text.lines().find(|l| l.starts_with("write_bytes:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resets the peak RSS counter (Linux ≥ 4.0); best effort.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
+
+/// Bytes a directory's files use on disk (sparse files count what they use).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.blocks() * 512)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn temp_dir(what: &str) -> Result<tempfile::TempDir, TpsError> {
+    tempfile::Builder::new()
+        .prefix(&format!("int-bench-{what}-"))
+        .tempdir()
+        .map_err(|source| TpsError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })
+}
+
+fn validator() -> SecretKey {
+    SecretKey::from_seed(&[0x5e; 32])
+}
 
 /// Runs the harness.
-pub fn run(_args: &TpsArgs) -> Result<TpsReport, TpsError> {
-    Err(TpsError::NotBuilt)
+pub fn run(args: &TpsArgs) -> Result<TpsReport, TpsError> {
+    if args.sigs == 0 || args.devices == 0 || args.ingress_batch == 0 {
+        return Err(TpsError::BadArgs(
+            "--sigs, --devices and --ingress-batch must be at least 1".into(),
+        ));
+    }
+    if args.block_txs == 0 || args.blocks == 0 || args.hot_capacity == 0 {
+        return Err(TpsError::BadArgs(
+            "--block-txs, --blocks and --hot-capacity must be at least 1".into(),
+        ));
+    }
+    if args.accounts < 2 {
+        return Err(TpsError::BadArgs("--accounts must be at least 2".into()));
+    }
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("bench-out"));
+    std::fs::create_dir_all(&out_dir).map_err(|source| TpsError::Io {
+        path: out_dir.clone(),
+        source,
+    })?;
+    let began = Instant::now();
+    let machine = Machine {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu: cpu_model(),
+        rayon_threads: rayon::current_num_threads(),
+    };
+    let mut sizes: Vec<usize> = args.sizes.iter().copied().filter(|&s| s > 0).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    eprintln!(
+        "int bench tps: {} cores, {} signed transfers, {} accounts, blocks of {}",
+        machine.cores, args.sigs, args.accounts, args.block_txs
+    );
+
+    // 1. Raw bound.
+    let signed = sign_transfers(args)?;
+    let raw = raw_bound(&signed, &sizes)?;
+
+    // 2. End to end, with the same envelopes.
+    let e2e = end_to_end(args, signed)?;
+    let e2e_tx_per_s = per_s(e2e.ok as usize, Duration::from_secs_f64(e2e.seconds));
+    let e2e_ratio = e2e_tx_per_s / raw.aggregate_verify_per_s;
+    eprintln!(
+        "  end to end: {e2e_tx_per_s:.0} tx/s = {:.2} of the raw bound ({:.0} sigs/s), {:.2} of batch_verify ({:.0} sigs/s)",
+        e2e_ratio,
+        raw.aggregate_verify_per_s,
+        e2e_tx_per_s / raw.batch_verify_per_s,
+        raw.batch_verify_per_s
+    );
+
+    // 3. Execution + commit over many accounts.
+    let exec = exec_commit(args, &sizes)?;
+
+    let points: Vec<SizePoint> = sizes
+        .iter()
+        .map(|&size| {
+            let exec_pt = exec.sweep.iter().find(|p| p.0 == size);
+            SizePoint {
+                size,
+                batch_verify_sigs_per_s: raw.sweep.iter().find(|p| p.0 == size).map(|p| p.1),
+                exec_commit_tx_per_s: exec_pt.map(|p| p.1),
+                exec_blocks: exec_pt.map_or(0, |p| p.2),
+            }
+        })
+        .collect();
+
+    let json_path = out_dir.join("tps.json");
+    let svg_path = out_dir.join("tps.svg");
+    let report = TpsReport {
+        machine,
+        sigs: args.sigs,
+        raw_verify_sigs_per_s: raw.aggregate_verify_per_s,
+        batch_verify_sigs_per_s: raw.batch_verify_per_s,
+        sign_sigs_per_s: raw.sign_per_s,
+        aggregate_sigs_per_s: raw.aggregate_per_s,
+        e2e_tx_per_s,
+        e2e_ratio,
+        e2e_vs_batch_verify: e2e_tx_per_s / raw.batch_verify_per_s,
+        e2e,
+        accounts: args.accounts,
+        genesis_s: exec.genesis_s,
+        genesis_peak_rss_mib: exec.genesis_peak_rss_mib,
+        genesis_db_mib: exec.genesis_db_mib,
+        exec_commit_tx_per_s: per_s(exec.report.ok as usize, exec_wall(&exec.report)),
+        stage_us: exec.stage_us,
+        exec: exec.report,
+        sizes: points,
+        peak_rss_mib: proc_status_mib("VmHWM:"),
+        total_s: began.elapsed().as_secs_f64(),
+        report_json: json_path.display().to_string(),
+        plot_svg: svg_path.display().to_string(),
+    };
+
+    plot::draw(&svg_path, &report).map_err(TpsError::Plot)?;
+    let json = serde_json::to_vec_pretty(&report)?;
+    std::fs::write(&json_path, json).map_err(|source| TpsError::Io {
+        path: json_path.clone(),
+        source,
+    })?;
+    eprintln!(
+        "int bench tps: report in {}, plot in {} ({:.1} s in all)",
+        json_path.display(),
+        svg_path.display(),
+        report.total_s
+    );
+    Ok(report)
+}
+
+fn exec_wall(r: &ExecReport) -> Duration {
+    Duration::from_secs_f64(r.seconds)
+}
+
+/// The signed transfers of phases 1 and 2 and what verifying them needs.
+struct Signed {
+    fleet: Fleet,
+    pks: Vec<PublicKey>,
+    /// Envelopes, in the order devices send them.
+    envelopes: Vec<Vec<u8>>,
+    /// Device index of each envelope.
+    senders: Vec<usize>,
+    /// Signing time over all cores.
+    sign_time: Duration,
+}
+
+/// Derives the fleet and signs `--sigs` transfers: envelope `k` is sent by
+/// device `k mod D` with nonce `k div D`, to a random other device.
+fn sign_transfers(args: &TpsArgs) -> Result<Signed, TpsError> {
+    let d = args.devices.min(args.sigs).max(1);
+    let t = Instant::now();
+    let fleet = Fleet::derive(d, &[0xb7; 32]);
+    let pks: Vec<PublicKey> = fleet.keys.par_iter().map(|k| k.public_key()).collect();
+    eprintln!(
+        "  fleet: {d} device keys in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let mut rng = StdRng::seed_from_u64(7);
+    let plans: Vec<(usize, u64, usize, u128)> = (0..args.sigs)
+        .map(|k| {
+            let from = k % d;
+            let mut to = rng.gen_range(0..d);
+            if to == from && d > 1 {
+                to = (to + 1) % d;
+            }
+            (from, (k / d) as u64, to, rng.gen_range(1..=100))
+        })
+        .collect();
+    let t = Instant::now();
+    let envelopes: Vec<Vec<u8>> = plans
+        .par_iter()
+        .map(|&(from, nonce, to, amount)| {
+            fleet.transfer_tx(CHAIN_ID, from, nonce, fleet.ids[to], amount)
+        })
+        .collect();
+    let sign_time = t.elapsed();
+    eprintln!(
+        "  signed {} transfers in {:.2} s ({:.0}/s)",
+        envelopes.len(),
+        sign_time.as_secs_f64(),
+        per_s(envelopes.len(), sign_time)
+    );
+    Ok(Signed {
+        senders: plans.iter().map(|p| p.0).collect(),
+        fleet,
+        pks,
+        envelopes,
+        sign_time,
+    })
+}
+
+struct RawResult {
+    aggregate_verify_per_s: f64,
+    batch_verify_per_s: f64,
+    sign_per_s: f64,
+    aggregate_per_s: f64,
+    /// (batch size, batch_verify sigs/s).
+    sweep: Vec<(usize, f64)>,
+}
+
+fn raw_bound(s: &Signed, sizes: &[usize]) -> Result<RawResult, TpsError> {
+    let n = s.envelopes.len();
+    let decoded: Vec<(Vec<u8>, Signature)> = s
+        .envelopes
+        .par_iter()
+        .map(|e| -> Result<_, TpsError> {
+            let tx = decode_tx(e)?;
+            Ok((
+                tx_message(CHAIN_ID, tx.body_bytes),
+                Signature::from_bytes(tx.signature())?,
+            ))
+        })
+        .collect::<Result<_, _>>()?;
+    let msgs: Vec<&[u8]> = decoded.iter().map(|d| d.0.as_slice()).collect();
+    let sigs: Vec<Signature> = decoded.iter().map(|d| d.1).collect();
+    let pks: Vec<&PublicKey> = s.senders.iter().map(|&i| &s.pks[i]).collect();
+
+    let t = Instant::now();
+    let agg = bls::aggregate_verified(&sigs)?;
+    let agg_time = t.elapsed();
+
+    eprintln!("  raw bound: aggregate_verify of {n} signatures ...");
+    let t = Instant::now();
+    let ok = bls::aggregate_verify(&agg, &msgs, &pks);
+    let av_time = t.elapsed();
+    if !ok {
+        return Err(TpsError::Failed(
+            "aggregate_verify rejected good signatures".into(),
+        ));
+    }
+    let aggregate_verify_per_s = per_s(n, av_time);
+    eprintln!(
+        "    {:.2} s, {aggregate_verify_per_s:.0} sigs/s",
+        av_time.as_secs_f64()
+    );
+
+    let items: Vec<BatchItem<'_>> = (0..n)
+        .map(|i| BatchItem {
+            pk: pks[i],
+            msg: msgs[i],
+            sig: &sigs[i],
+        })
+        .collect();
+    eprintln!("  batch_verify of {n} signatures ...");
+    let t = Instant::now();
+    let ok = bls::batch_verify(&items, DST_SIG);
+    let bv_time = t.elapsed();
+    if !ok {
+        return Err(TpsError::Failed(
+            "batch_verify rejected good signatures".into(),
+        ));
+    }
+    let batch_verify_per_s = per_s(n, bv_time);
+    eprintln!(
+        "    {:.2} s, {batch_verify_per_s:.0} sigs/s",
+        bv_time.as_secs_f64()
+    );
+
+    let mut sweep = Vec::new();
+    for &size in sizes.iter().filter(|&&z| z <= n) {
+        if size == n {
+            sweep.push((size, batch_verify_per_s));
+            continue;
+        }
+        // Small batches are repeated (over different signatures where there
+        // are enough) so that each size runs on at least 2048 signatures.
+        let reps = (2048 / size).max(1);
+        let t = Instant::now();
+        for r in 0..reps {
+            let start = (r * size) % (n - size + 1);
+            if !bls::batch_verify(&items[start..start + size], DST_SIG) {
+                return Err(TpsError::Failed(
+                    "batch_verify rejected good signatures".into(),
+                ));
+            }
+        }
+        let rate = per_s(size * reps, t.elapsed());
+        eprintln!("    batch_verify at {size}: {rate:.0} sigs/s");
+        sweep.push((size, rate));
+    }
+    Ok(RawResult {
+        aggregate_verify_per_s,
+        batch_verify_per_s,
+        sign_per_s: per_s(n, s.sign_time),
+        aggregate_per_s: per_s(n, agg_time),
+        sweep,
+    })
+}
+
+/// The end-to-end pipeline: an ingress thread and the producer (this one).
+fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
+    let dir = temp_dir("e2e")?;
+    let store = std::sync::Arc::new(Store::open(dir.path())?);
+    let validator = validator();
+    let mut chain = Chain::open(
+        store.clone(),
+        ChainConfig {
+            chain_id: CHAIN_ID,
+            hot_capacity: args.hot_capacity.max(2 * s.fleet.len()),
+            parallel: true,
+        },
+        &[&LedgerPlugin],
+    )?;
+    let mut alloc = s.fleet.genesis_alloc();
+    for ((_, rec), pk) in alloc.iter_mut().zip(&s.pks) {
+        rec.public_key = Some(pk.to_bytes());
+    }
+    let vpk = validator.public_key();
+    alloc.push((
+        vpk.account_id(),
+        AccountRecord {
+            public_key: Some(vpk.to_bytes()),
+            ..Default::default()
+        },
+    ));
+    chain.genesis(&alloc, now_ms(), &validator)?;
+
+    // A running node has its senders' keys cached; warm the cache so that
+    // the measurement is the steady state, not first contact.
+    let keys = KeyCache::new(&store, CHAIN_ID, 1 << 20);
+    let t = Instant::now();
+    let known = s
+        .fleet
+        .ids
+        .par_iter()
+        .filter(|id| keys.public_key(id).is_some())
+        .count();
+    let key_cache_warm_s = t.elapsed().as_secs_f64();
+    if known != s.fleet.len() {
+        return Err(TpsError::Failed(format!(
+            "{} of {} genesis keys not found",
+            s.fleet.len() - known,
+            s.fleet.len()
+        )));
+    }
+
+    let n = s.envelopes.len();
+    let mut batches: Vec<Vec<Vec<u8>>> = Vec::with_capacity(n.div_ceil(args.ingress_batch));
+    let mut it = s.envelopes.into_iter().peekable();
+    while it.peek().is_some() {
+        batches.push(it.by_ref().take(args.ingress_batch).collect());
+    }
+    let icfg = IngressConfig {
+        chain_id: CHAIN_ID,
+        min_fee: DEVICE_FEE,
+    };
+    let mempool = Mutex::new(Mempool::new(n.max(1)));
+    let done = AtomicBool::new(false);
+    let check_ns = AtomicU64::new(0);
+    let rejected = AtomicU64::new(0);
+    let block_ms = Duration::from_millis(args.block_ms);
+
+    eprintln!(
+        "  end to end: {n} transfers from {} devices, ingress batches of {}, blocks of up to {} ...",
+        s.fleet.len(),
+        args.ingress_batch,
+        args.block_txs
+    );
+    let began = Instant::now();
+    let (ingress_res, producer_res) = std::thread::scope(|scope| {
+        let ingress = scope.spawn(|| -> Result<(), TpsError> {
+            let out = (|| {
+                for batch in batches {
+                    let t = Instant::now();
+                    let checked = ingress::check_batch(&icfg, &keys, batch);
+                    check_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    rejected.fetch_add(checked.rejected.len() as u64, Ordering::Relaxed);
+                    let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
+                    for tx in checked.accepted {
+                        let committed = store.account(CHAIN_ID, &tx.sender)?.map(|r| r.nonce);
+                        if pool.admit(tx, committed).is_err() {
+                            rejected.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            done.store(true, Ordering::Release);
+            out
+        });
+
+        let producer = (|| -> Result<(u64, u64, u64, Duration, StageUs), TpsError> {
+            let (mut ok, mut failed, mut blocks) = (0u64, 0u64, 0u64);
+            let mut exec_time = Duration::ZERO;
+            let mut stages = StageUs::default();
+            let mut last_seal = Instant::now();
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let txs = {
+                    let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
+                    let ready = pool.len() >= args.block_txs
+                        || finished
+                        || (!pool.is_empty() && last_seal.elapsed() >= block_ms);
+                    if ready {
+                        pool.take(args.block_txs)
+                    } else {
+                        Vec::new()
+                    }
+                };
+                if txs.is_empty() {
+                    if finished {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                let t = Instant::now();
+                let res = chain.execute_block(&txs, now_ms(), &validator)?;
+                exec_time += t.elapsed();
+                last_seal = Instant::now();
+                stages.add(&res.timings);
+                blocks += 1;
+                for st in &res.statuses {
+                    if *st == TxStatus::Ok {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+            }
+            Ok((ok, failed, blocks, exec_time, stages))
+        })();
+        let ingress_res = ingress
+            .join()
+            .unwrap_or_else(|_| Err(TpsError::Failed("the ingress thread panicked".into())));
+        (ingress_res, producer)
+    });
+    let seconds = began.elapsed();
+    ingress_res?;
+    let (ok, failed, blocks, exec_time, stages) = producer_res?;
+    let report = E2eReport {
+        txs: n,
+        ok,
+        rejected: rejected.load(Ordering::Relaxed),
+        failed,
+        blocks,
+        devices: s.fleet.len(),
+        ingress_batch: args.ingress_batch,
+        block_txs_max: args.block_txs,
+        seconds: seconds.as_secs_f64(),
+        check_batch_s: check_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        execute_block_s: exec_time.as_secs_f64(),
+        stage_us: stages.with_wall(exec_time),
+        key_cache_warm_s,
+    };
+    eprintln!(
+        "    {:.2} s: {ok} ok, {failed} failed, {} rejected, {blocks} blocks; check_batch {:.2} s, execute_block {:.2} s",
+        report.seconds, report.rejected, report.check_batch_s, report.execute_block_s
+    );
+    if ok as usize != n {
+        eprintln!(
+            "    warning: {} of {n} transfers did not succeed",
+            n - ok as usize
+        );
+    }
+    Ok(report)
+}
+
+struct ExecResult {
+    genesis_s: f64,
+    genesis_peak_rss_mib: Option<f64>,
+    genesis_db_mib: f64,
+    report: ExecReport,
+    stage_us: StageUs,
+    /// (block size, tx/s, blocks).
+    sweep: Vec<(usize, f64, usize)>,
+}
+
+/// The accounts of the execution phase: ids and the next nonce of each.
+struct Accounts {
+    ids: Vec<AccountId>,
+    nonces: Vec<u64>,
+}
+
+fn exec_account_id(i: usize) -> AccountId {
+    let mut h = blake3::Hasher::new();
+    h.update(b"INT/bench/account");
+    h.update(&(i as u64).to_le_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// Builds `blocks` blocks of `size` random transfers as verified
+/// transactions (no signing: one signature reused).
+fn build_blocks(
+    rng: &mut StdRng,
+    accts: &mut Accounts,
+    blocks: usize,
+    size: usize,
+    sig: &[u8; 48],
+) -> Result<Vec<Vec<VerifiedTx>>, TpsError> {
+    let n = accts.ids.len();
+    let icfg = IngressConfig {
+        chain_id: CHAIN_ID,
+        min_fee: DEVICE_FEE,
+    };
+    (0..blocks)
+        .map(|_| {
+            let plans: Vec<(usize, u64, usize, u128)> = (0..size)
+                .map(|_| {
+                    let from = rng.gen_range(0..n);
+                    let mut to = rng.gen_range(0..n);
+                    if to == from {
+                        to = (to + 1) % n;
+                    }
+                    let nonce = accts.nonces[from];
+                    accts.nonces[from] += 1;
+                    (from, nonce, to, rng.gen_range(1..=100))
+                })
+                .collect();
+            plans
+                .par_iter()
+                .map(|&(from, nonce, to, amount)| {
+                    let body = build_tx_body(&TxBodySpec {
+                        chain_id: CHAIN_ID,
+                        sender: accts.ids[from],
+                        nonce,
+                        fee: DEVICE_FEE,
+                        payload: PayloadSpec::Transfer {
+                            to: accts.ids[to],
+                            amount,
+                            token: Token::Int,
+                        },
+                    });
+                    Ok(ingress::assume_verified(&icfg, build_envelope(&body, sig))?)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs `blocks` through the chain; returns (wall time, ok count, stages).
+fn run_blocks(
+    chain: &mut Chain,
+    validator: &SecretKey,
+    blocks: &[Vec<VerifiedTx>],
+) -> Result<(Duration, u64, StageUs), TpsError> {
+    let mut ok = 0u64;
+    let mut stages = StageUs::default();
+    let t = Instant::now();
+    for txs in blocks {
+        let res = chain.execute_block(txs, now_ms(), validator)?;
+        stages.add(&res.timings);
+        ok += res.statuses.iter().filter(|s| **s == TxStatus::Ok).count() as u64;
+    }
+    let wall = t.elapsed();
+    Ok((wall, ok, stages.with_wall(wall)))
+}
+
+fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> {
+    let n = args.accounts;
+    let dir = temp_dir("exec")?;
+    let store = std::sync::Arc::new(Store::open(dir.path())?);
+    let validator = validator();
+    let mut chain = Chain::open(
+        store,
+        ChainConfig {
+            chain_id: CHAIN_ID,
+            hot_capacity: args.hot_capacity,
+            parallel: true,
+        },
+        &[&LedgerPlugin],
+    )?;
+    let sig = validator.sign(b"INT/bench/reused-signature").to_bytes();
+
+    eprintln!("  execution + commit: genesis of {n} accounts ...");
+    let t = Instant::now();
+    let ids: Vec<AccountId> = (0..n).into_par_iter().map(exec_account_id).collect();
+    let record = AccountRecord {
+        nonce: 0,
+        int: EXEC_BALANCE,
+        gas: EXEC_BALANCE,
+        // Execution only checks that a sender has a key.
+        public_key: Some([0x11; 96]),
+        device_kind: 0,
+        metadata_hash: [0; 32],
+    };
+    let mut alloc: Vec<(AccountId, AccountRecord)> = ids.iter().map(|id| (*id, record)).collect();
+    let vpk = validator.public_key();
+    alloc.push((
+        vpk.account_id(),
+        AccountRecord {
+            public_key: Some(vpk.to_bytes()),
+            ..Default::default()
+        },
+    ));
+    let alloc_s = t.elapsed().as_secs_f64();
+    reset_peak_rss();
+    let t = Instant::now();
+    let head = chain.genesis(&alloc, now_ms(), &validator)?;
+    let genesis = t.elapsed();
+    let genesis_peak_rss_mib = proc_status_mib("VmHWM:");
+    drop(alloc);
+    let genesis_db_mib = disk_usage(dir.path()) as f64 / (1024.0 * 1024.0);
+    eprintln!(
+        "    genesis: {} accounts in {:.2} s (building the list {:.2} s), peak RSS {}, LMDB {:.0} MiB",
+        head.accounts,
+        genesis.as_secs_f64(),
+        alloc_s,
+        genesis_peak_rss_mib.map_or("?".into(), |m| format!("{m:.0} MiB")),
+        genesis_db_mib
+    );
+
+    let mut accts = Accounts {
+        ids,
+        nonces: vec![0; n],
+    };
+    let mut rng = StdRng::seed_from_u64(11);
+    let t = Instant::now();
+    let blocks = build_blocks(&mut rng, &mut accts, args.blocks, args.block_txs, &sig)?;
+    let build_s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "    {} blocks of {} transfers built in {build_s:.2} s; executing ...",
+        args.blocks, args.block_txs
+    );
+    let written_before = io_write_bytes();
+    let (wall, ok, stage_us) = run_blocks(&mut chain, &validator, &blocks)?;
+    let written_mib_per_block = written_before
+        .zip(io_write_bytes())
+        .map(|(a, b)| b.saturating_sub(a) as f64 / (1024.0 * 1024.0) / args.blocks as f64);
+    drop(blocks);
+    let txs = args.blocks * args.block_txs;
+    let rate = per_s(ok as usize, wall);
+    eprintln!(
+        "    {:.2} s: {rate:.0} tx/s ({ok} of {txs} ok); load {} ms, execute {} ms, root {} ms, seal {} ms, commit {} ms, other {} ms",
+        wall.as_secs_f64(),
+        stage_us.load / 1000,
+        stage_us.execute / 1000,
+        stage_us.root / 1000,
+        stage_us.seal / 1000,
+        stage_us.commit / 1000,
+        stage_us.other / 1000,
+    );
+    if let Some(w) = written_mib_per_block {
+        eprintln!("    {w:.0} MiB written to storage per block");
+    }
+    if ok as usize != txs {
+        eprintln!(
+            "    warning: {} of {txs} transfers did not succeed",
+            txs - ok as usize
+        );
+    }
+
+    let mut sweep = Vec::new();
+    for &size in sizes {
+        let nblocks = 32_768usize.div_ceil(size).clamp(2, 32);
+        let blocks = build_blocks(&mut rng, &mut accts, nblocks, size, &sig)?;
+        let (w, k, _) = run_blocks(&mut chain, &validator, &blocks)?;
+        let rate = per_s(k as usize, w);
+        eprintln!("    blocks of {size}: {rate:.0} tx/s over {nblocks} blocks");
+        sweep.push((size, rate, nblocks));
+    }
+    let accounts_after = chain.head().map_or(0, |h| h.accounts);
+    Ok(ExecResult {
+        genesis_s: genesis.as_secs_f64(),
+        genesis_peak_rss_mib,
+        genesis_db_mib,
+        report: ExecReport {
+            block_txs: args.block_txs,
+            blocks: args.blocks,
+            txs,
+            ok,
+            seconds: wall.as_secs_f64(),
+            accounts_after,
+            hot_capacity: args.hot_capacity,
+            build_s,
+            written_mib_per_block,
+        },
+        stage_us,
+        sweep,
+    })
 }

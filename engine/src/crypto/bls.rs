@@ -265,15 +265,95 @@ pub struct BatchItem<'a> {
 }
 
 /// Random-scalar batch verification of distinct signatures: checks
-/// `e(Σ rᵢ·σᵢ, g2) = Π e(H(mᵢ), rᵢ·pkᵢ)` with one multi-pairing and one final
-/// exponentiation, spread over all cores by blst's own thread pool.
+/// `e(Σ rᵢ·σᵢ, g2) = Π e(rᵢ·H(mᵢ), pkᵢ)` with one final exponentiation.
 ///
 /// `dst` is [`DST_SIG`] or [`DST_POP`]. The scalars `rᵢ` are non-zero 64-bit
 /// values from `rand::thread_rng` (a CSPRNG), so a batch with any bad
 /// signature passes with probability about 2⁻⁶⁴; a batch of good signatures
 /// always passes. Each signature is subgroup-checked. An empty batch is
 /// `true`.
+///
+/// Cost, against plain aggregate verification of the same signatures: the
+/// per-item subgroup check and one 64-bit G1 multiplication `rᵢ·H(mᵢ)`
+/// (each `H(mᵢ)` meets its own key in its own Miller loop, so it cannot be
+/// shared). The other side, `Σ rᵢ·σᵢ`, is one Pippenger multi-scalar
+/// multiplication rather than a 64-bit multiplication per signature, which
+/// is what blst's `verify_multiple_aggregate_signatures` does; that saves
+/// about a tenth of the batch's time. Hashing, the subgroup checks and the
+/// Miller loops are spread over all cores with rayon, one pairing
+/// accumulator per core, merged at the end; the MSM uses blst's pool.
 pub fn batch_verify(items: &[BatchItem<'_>], dst: &[u8]) -> bool {
+    use blst::MultiPoint;
+    use rayon::prelude::*;
+    if items.is_empty() {
+        return true;
+    }
+    let mut rng = rand::thread_rng();
+    let scalars: Vec<u8> = items
+        .iter()
+        .flat_map(|_| {
+            let r = match rng.next_u64() {
+                0 => 1,
+                r => r,
+            };
+            // blst scalars are little-endian byte strings.
+            r.to_le_bytes()
+        })
+        .collect();
+    const SCALAR_BYTES: usize = RAND_BITS / 8;
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = items.len().div_ceil(threads);
+    let (sig_sum, parts) = rayon::join(
+        || {
+            let sigs: Vec<bls::Signature> = items.iter().map(|it| it.sig.0).collect();
+            let sum: blst::blst_p1_affine = sigs.mult(&scalars, RAND_BITS).to_signature().into();
+            sum
+        },
+        || -> Option<Vec<blst::Pairing<'_>>> {
+            items
+                .par_chunks(chunk)
+                .zip(scalars.par_chunks(chunk * SCALAR_BYTES))
+                .map(|(its, rs)| {
+                    let mut acc = blst::Pairing::new(true, dst);
+                    for (it, r) in its.iter().zip(rs.chunks_exact(SCALAR_BYTES)) {
+                        if !it.sig.0.subgroup_check() {
+                            return None;
+                        }
+                        let pk: &blst::blst_p2_affine = (&it.pk.0).into();
+                        // No signature here (`&()` is not a point): the
+                        // signatures are summed by the MSM above.
+                        let e =
+                            acc.mul_n_aggregate(pk, false, &(), false, r, RAND_BITS, it.msg, &[]);
+                        if e != BLST_ERROR::BLST_SUCCESS {
+                            return None;
+                        }
+                    }
+                    acc.commit();
+                    Some(acc)
+                })
+                .collect()
+        },
+    );
+    let Some(mut parts) = parts else {
+        return false;
+    };
+    let Some(mut acc) = parts.pop() else {
+        return false;
+    };
+    for p in &parts {
+        if acc.merge(p) != BLST_ERROR::BLST_SUCCESS {
+            return false;
+        }
+    }
+    let mut gt = blst::blst_fp12::default();
+    blst::Pairing::aggregated(&mut gt, &sig_sum);
+    acc.finalverify(Some(&gt))
+}
+
+/// The same check through blst's own `verify_multiple_aggregate_signatures`
+/// (one 64-bit multiplication per signature on each side): the reference
+/// [`batch_verify`] is tested against, and the baseline its bench compares.
+pub fn batch_verify_blst(items: &[BatchItem<'_>], dst: &[u8]) -> bool {
     if items.is_empty() {
         return true;
     }
@@ -286,7 +366,6 @@ pub fn batch_verify(items: &[BatchItem<'_>], dst: &[u8]) -> bool {
                 r => r,
             };
             let mut b = [0u8; 32];
-            // blst scalars are little-endian byte strings.
             b[..8].copy_from_slice(&r.to_le_bytes());
             blst::blst_scalar { b }
         })
@@ -684,6 +763,34 @@ mod tests {
                     let _ = aggregate(&[s]);
                 }
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// The MSM batch verifier agrees with blst's own batch verification
+        /// and with verifying each signature alone, on batches of 1 to 40
+        /// with up to 3 corrupted items (a wrong message, another signer's
+        /// signature, or a point outside the subgroup).
+        #[test]
+        fn batch_verify_agrees_with_blst_and_singles(
+            n in 1usize..40,
+            bad in proptest::collection::vec((0usize..40, 0u8..3), 0..4),
+        ) {
+            let (pks, mut msgs, mut sigs) = signed(n);
+            let off = Signature::from_bytes(&g1_off_subgroup()).unwrap();
+            for (i, kind) in bad {
+                let i = i % n;
+                match kind {
+                    0 => msgs[i].push(0xee),
+                    1 => sigs[i] = key(99).sign(&msgs[i]),
+                    _ => sigs[i] = off,
+                }
+            }
+            let it = items(&pks, &msgs, &sigs);
+            let singles = it.iter().all(|x| x.sig.verify(x.pk, x.msg));
+            prop_assert_eq!(batch_verify(&it, DST_SIG), singles);
+            prop_assert_eq!(batch_verify_blst(&it, DST_SIG), singles);
         }
     }
 
