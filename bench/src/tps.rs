@@ -250,6 +250,12 @@ pub struct ExecReport {
     /// `write_bytes`, Linux), MiB: LMDB copies on write every page a block
     /// touches.
     pub written_mib_per_block: Option<f64>,
+    /// LMDB pages per table after the measured blocks: `[name, entries,
+    /// leaf pages, branch pages, overflow pages]`, and the file's
+    /// high-water mark in pages.
+    pub storage_tables: Vec<(String, u64, u64, u64, u64)>,
+    /// Highest page in use after the measured blocks.
+    pub storage_last_page: u64,
 }
 
 /// One point of the plot.
@@ -982,6 +988,17 @@ fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> 
         .zip(io_write_bytes())
         .map(|(a, b)| b.saturating_sub(a) as f64 / (1024.0 * 1024.0) / args.blocks as f64);
     drop(blocks);
+    let stats = chain.store().stats()?;
+    for t in &stats.tables {
+        eprintln!(
+            "    lmdb {:<9} {:>9} entries, {:>7} leaf + {:>5} branch + {:>6} overflow pages",
+            t.name, t.entries, t.leaf_pages, t.branch_pages, t.overflow_pages
+        );
+    }
+    eprintln!(
+        "    lmdb file high-water mark: {} pages of {} bytes",
+        stats.last_page, stats.page_size
+    );
     let txs = args.blocks * args.block_txs;
     let rate = per_s(ok as usize, wall);
     eprintln!(
@@ -1028,6 +1045,20 @@ fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> 
             hot_capacity: args.hot_capacity,
             build_s,
             written_mib_per_block,
+            storage_tables: stats
+                .tables
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.to_string(),
+                        t.entries,
+                        t.leaf_pages,
+                        t.branch_pages,
+                        t.overflow_pages,
+                    )
+                })
+                .collect(),
+            storage_last_page: stats.last_page,
         },
         stage_us,
         sweep,

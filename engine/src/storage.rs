@@ -389,7 +389,7 @@ impl Store {
                     .map(|k| (node_key(w.chain_id, k), None)),
             )
             .collect();
-        nodes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        nodes.sort_unstable_by_key(|a| a.0);
         for (k, v) in &nodes {
             match v {
                 Some(v) => txn.put(self.smt, k, v, WriteFlags::empty())?,
@@ -412,11 +412,70 @@ impl Store {
         Ok(())
     }
 
+    /// Page counts per table and the file's high-water mark.
+    pub fn stats(&self) -> Result<StoreStats, StorageError> {
+        let txn = self.env.begin_ro_txn()?;
+        let tables = [
+            ("accounts", self.accounts),
+            ("smt", self.smt),
+            ("blocks", self.blocks),
+            ("receipts", self.receipts),
+            ("meta", self.meta),
+        ]
+        .into_iter()
+        .map(|(name, db)| {
+            let st = txn.stat(db)?;
+            Ok(TableStats {
+                name,
+                entries: st.entries() as u64,
+                depth: st.depth(),
+                branch_pages: st.branch_pages() as u64,
+                leaf_pages: st.leaf_pages() as u64,
+                overflow_pages: st.overflow_pages() as u64,
+            })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+        let info = self.env.info()?;
+        Ok(StoreStats {
+            page_size: self.env.stat()?.page_size(),
+            last_page: info.last_pgno() as u64,
+            tables,
+        })
+    }
+
     /// Flushes the data to disk (LMDB syncs on commit; this is for callers
     /// that opened with relaxed durability in the future).
     pub fn sync(&self) -> Result<(), StorageError> {
         Ok(self.env.sync(true)?)
     }
+}
+
+/// Page counts of one LMDB table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableStats {
+    /// Table name.
+    pub name: &'static str,
+    /// Entries.
+    pub entries: u64,
+    /// B-tree depth.
+    pub depth: u32,
+    /// Branch pages.
+    pub branch_pages: u64,
+    /// Leaf pages.
+    pub leaf_pages: u64,
+    /// Overflow pages (values larger than a page).
+    pub overflow_pages: u64,
+}
+
+/// What the store occupies, for operators and benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Page size in bytes.
+    pub page_size: u32,
+    /// Highest page in use: the data file's high-water mark, in pages.
+    pub last_page: u64,
+    /// Per table.
+    pub tables: Vec<TableStats>,
 }
 
 /// A read transaction that may move between threads. Sound because the

@@ -62,6 +62,23 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
         &[],
     )?;
     let verified = chain.verify_block(&block);
+    let stats = store.stats()?;
+    let tables: serde_json::Map<String, Value> = stats
+        .tables
+        .iter()
+        .map(|t| {
+            (
+                t.name.to_string(),
+                json!({
+                    "entries": t.entries,
+                    "depth": t.depth,
+                    "leaf_pages": t.leaf_pages,
+                    "branch_pages": t.branch_pages,
+                    "overflow_pages": t.overflow_pages,
+                }),
+            )
+        })
+        .collect();
     Ok(json!({
         "chain_id": chain_id,
         "height": head.height,
@@ -73,6 +90,11 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
         "accounts_ok": count == head.accounts,
         "head_block_ok": verified.is_ok(),
         "head_block_error": verified.err().map(|e| e.to_string()),
+        "storage": {
+            "page_size": stats.page_size,
+            "last_page": stats.last_page,
+            "tables": tables,
+        },
     }))
 }
 

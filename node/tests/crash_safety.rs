@@ -56,17 +56,16 @@ enum Event {
 }
 
 fn parse(line: &str) -> Event {
-    if let Some(rest) = line.strip_prefix("height=") {
-        if let Some(h) = rest.split_whitespace().next().and_then(|h| h.parse().ok()) {
-            return Event::Status(h);
-        }
+    if let Some(rest) = line.strip_prefix("height=")
+        && let Some(h) = rest.split_whitespace().next().and_then(|h| h.parse().ok())
+    {
+        return Event::Status(h);
     }
-    if line.starts_with("int devnet:") {
-        if let Some((_, n)) = line.rsplit_once("starting at height ") {
-            if let Ok(n) = n.trim().parse() {
-                return Event::Start(n);
-            }
-        }
+    if line.starts_with("int devnet:")
+        && let Some((_, n)) = line.rsplit_once("starting at height ")
+        && let Ok(n) = n.trim().parse()
+    {
+        return Event::Start(n);
     }
     Event::Other(line.to_string())
 }
