@@ -554,6 +554,53 @@ mod tests {
     }
 
     #[test]
+    fn commit_is_visible_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.head(3).unwrap(), None);
+        let accounts = [(
+            [1u8; 32],
+            AccountRecord {
+                int: 5,
+                ..Default::default()
+            },
+        )];
+        let updates = [(accounts[0].0, Some(accounts[0].1.hash()))];
+        let reader = store.node_reader(3).unwrap();
+        let (root, nodes) = smt::update(&reader, &smt::EMPTY, &updates).unwrap();
+        drop(reader);
+        let head = Head {
+            height: 0,
+            hash: [7; 32],
+            state_root: root,
+            accounts: 1,
+        };
+        store
+            .commit_block(&BlockWrite {
+                chain_id: 3,
+                accounts: &accounts,
+                nodes: &nodes,
+                height: 0,
+                block: b"block",
+                receipts: b"receipts",
+                head,
+            })
+            .unwrap();
+        assert_eq!(store.head(3).unwrap(), Some(head));
+        // Another chain in the same store sees nothing.
+        assert_eq!(store.head(4).unwrap(), None);
+        assert_eq!(store.account(4, &[1; 32]).unwrap(), None);
+        assert_eq!(store.account(3, &[1; 32]).unwrap(), Some(accounts[0].1));
+        assert_eq!(recompute_root(&store, 3).unwrap(), (root, 1));
+        let stats = store.stats().unwrap();
+        let entries = |n: &str| stats.tables.iter().find(|t| t.name == n).unwrap().entries;
+        assert_eq!(entries("accounts"), 1);
+        assert_eq!(entries("blocks"), 1);
+        assert_eq!(entries("meta"), 1);
+        assert!(stats.last_page > 0);
+    }
+
+    #[test]
     fn corrupt_records_are_errors() {
         assert!(AccountRecord::decode(&[]).is_err());
         let mut b = AccountRecord::default().encode();
