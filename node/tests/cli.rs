@@ -396,3 +396,59 @@ fn devnet_rejects_bad_options() {
     ]);
     assert!(err.contains("seed"), "{err}");
 }
+
+/// `int bench tps` at toy sizes: it runs all three measurements, prints one
+/// JSON report, and writes the report and the plot where asked.
+#[test]
+fn bench_tps_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let stdout = ok(&[
+        "bench",
+        "tps",
+        "--accounts",
+        "2000",
+        "--sigs",
+        "128",
+        "--devices",
+        "32",
+        "--ingress-batch",
+        "64",
+        "--block-txs",
+        "100",
+        "--blocks",
+        "2",
+        "--sizes",
+        "64",
+        "--json",
+        "--out",
+        p(&out),
+    ]);
+    let r = json(&stdout);
+    for key in [
+        "raw_verify_sigs_per_s",
+        "raw_checked_verify_sigs_per_s",
+        "batch_verify_sigs_per_s",
+        "batch_verify_blst_sigs_per_s",
+        "e2e_tx_per_s",
+        "exec_commit_tx_per_s",
+    ] {
+        let v = r[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing in {r}"));
+        assert!(v > 0.0, "{key} = {v}");
+    }
+    assert_eq!(r["e2e"]["ok"], 128, "every signed transfer succeeds: {r}");
+    assert_eq!(
+        r["exec"]["ok"], 200,
+        "every verified transfer succeeds: {r}"
+    );
+    let svg = std::fs::read_to_string(out.join("tps.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") || svg.contains("<svg"),
+        "plot is an SVG"
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tps.json")).unwrap()).unwrap();
+    assert_eq!(written["sigs"], 128);
+}
