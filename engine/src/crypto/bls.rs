@@ -289,16 +289,10 @@ pub fn batch_verify(items: &[BatchItem<'_>], dst: &[u8]) -> bool {
         return true;
     }
     let mut rng = rand::thread_rng();
+    // blst scalars are little-endian byte strings.
     let scalars: Vec<u8> = items
         .iter()
-        .flat_map(|_| {
-            let r = match rng.next_u64() {
-                0 => 1,
-                r => r,
-            };
-            // blst scalars are little-endian byte strings.
-            r.to_le_bytes()
-        })
+        .flat_map(|_| random_scalar(&mut rng).to_le_bytes())
         .collect();
     const SCALAR_BYTES: usize = RAND_BITS / 8;
     let threads = rayon::current_num_threads().max(1);
@@ -350,6 +344,14 @@ pub fn batch_verify(items: &[BatchItem<'_>], dst: &[u8]) -> bool {
     acc.finalverify(Some(&gt))
 }
 
+/// A non-zero 64-bit batch scalar from a CSPRNG.
+fn random_scalar(rng: &mut impl RngCore) -> u64 {
+    match rng.next_u64() {
+        0 => 1,
+        r => r,
+    }
+}
+
 /// The same check through blst's own `verify_multiple_aggregate_signatures`
 /// (one 64-bit multiplication per signature on each side): the reference
 /// [`batch_verify`] is tested against, and the baseline its bench compares.
@@ -361,12 +363,8 @@ pub fn batch_verify_blst(items: &[BatchItem<'_>], dst: &[u8]) -> bool {
     let rands: Vec<blst::blst_scalar> = items
         .iter()
         .map(|_| {
-            let r = match rng.next_u64() {
-                0 => 1,
-                r => r,
-            };
             let mut b = [0u8; 32];
-            b[..8].copy_from_slice(&r.to_le_bytes());
+            b[..8].copy_from_slice(&random_scalar(&mut rng).to_le_bytes());
             blst::blst_scalar { b }
         })
         .collect();
