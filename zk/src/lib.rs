@@ -2,8 +2,8 @@
 //!
 //! Per the design (`zk/` → `int-zk`), this crate owns everything the BPK
 //! (Behavior Private Key) private-intent proofs need: Poseidon, the identity
-//! tree, and — in later steps — the BPK circuit, trusted setup, prover,
-//! verifier, batch verifier and the behaviour-cluster trainer. `engine` and
+//! tree, the BPK circuit, its setup, prover and verifier, and — in later
+//! steps — the batch verifier and the behaviour-cluster trainer. `engine` and
 //! `systems` use it through small interfaces; it depends on no other INT crate.
 //!
 //! Proofs are Groth16 over BN254 (arkworks), so every value lives in
@@ -15,7 +15,12 @@
 //! * [`tree`]: the incremental, append-only, depth-32 binary identity tree
 //!   with Poseidon(left, right) nodes, a bounded history of recent roots, and
 //!   the in-circuit membership-path check.
+//! * [`circuit`]: the BPK circuit (membership, nullifier, nearest behaviour
+//!   cluster, scope binding) and the native functions it mirrors.
+//! * [`groth`]: Groth16 over BN254 for that circuit: setup, prover, verifier.
 
+pub mod circuit;
+pub mod groth;
 pub mod poseidon;
 pub mod tree;
 
@@ -51,4 +56,33 @@ pub enum ZkError {
     /// The root history must keep at least one root.
     #[error("root history size must be at least 1")]
     EmptyRootHistory,
+    /// D or K outside `1..=12` (one Poseidon hashes a vector, and one the
+    /// K centroid hashes).
+    #[error("BPK parameters need 1 <= D, K <= 12, got D = {dim}, K = {clusters}")]
+    InvalidParams {
+        /// D, the dimension.
+        dim: usize,
+        /// K, the number of clusters.
+        clusters: usize,
+    },
+    /// A vector or list of the wrong length.
+    #[error("expected length {expected}, got {got}")]
+    DimensionMismatch {
+        /// The length the parameters require.
+        expected: usize,
+        /// The length given.
+        got: usize,
+    },
+    /// A fixed-point coordinate that is not below 2^16.
+    #[error("coordinate out of range (must be below 2^16)")]
+    CoordinateOutOfRange,
+    /// The witness does not satisfy the circuit for the given public inputs.
+    #[error("witness does not satisfy the BPK circuit")]
+    Unsatisfied,
+    /// A proving or verifying key made for other parameters (D, K).
+    #[error("key does not match the circuit: {0}")]
+    KeyMismatch(&'static str),
+    /// Constraint synthesis or Groth16 failed.
+    #[error("synthesis: {0}")]
+    Synthesis(#[from] ark_relations::gr1cs::SynthesisError),
 }
