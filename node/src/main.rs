@@ -5,8 +5,10 @@
 
 mod devnet;
 mod state;
+mod zk;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +32,12 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         cmd: BenchCmd,
+    },
+    /// Zero-knowledge BPK proofs: Groth16 setup, prove, verify, snarkjs
+    /// export (errors exit 2).
+    Zk {
+        #[command(subcommand)]
+        cmd: zk::ZkCmd,
     },
 }
 
@@ -106,11 +114,17 @@ fn print(v: &serde_json::Value, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
+    // arkworks opens a tracing span (targets `gr1cs`, `r1cs`) per allocated
+    // variable and records the span stack with every constraint; under the fmt
+    // subscriber a Groth16 setup of the BPK circuit then grows to tens of GB.
+    // Those targets stay off whatever RUST_LOG says.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive("gr1cs=off".parse().expect("static directive"))
+        .add_directive("r1cs=off".parse().expect("static directive"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -142,6 +156,7 @@ fn main() -> Result<()> {
                 print(&serde_json::to_value(&report)?, args.json)?;
             }
         },
+        Cmd::Zk { cmd } => return Ok(zk::run(cmd)),
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -19,7 +19,9 @@
 //!   cluster, scope binding) and the native functions it mirrors.
 //! * [`groth`]: Groth16 over BN254 for that circuit: setup, prover, verifier.
 
+pub mod batch;
 pub mod circuit;
+pub mod export;
 pub mod groth;
 pub mod poseidon;
 pub mod tree;
@@ -82,6 +84,25 @@ pub enum ZkError {
     /// A proving or verifying key made for other parameters (D, K).
     #[error("key does not match the circuit: {0}")]
     KeyMismatch(&'static str),
+    /// A batch item whose number of public inputs is not the key's.
+    #[error("batch item {index}: expected {expected} public inputs, got {got}")]
+    BatchInputCount {
+        /// Position of the item in the batch.
+        index: usize,
+        /// The key's number of public inputs.
+        expected: usize,
+        /// The item's number of public inputs.
+        got: usize,
+    },
+    /// A key, proof, public-signal list or number read from outside that
+    /// does not parse or validate (files are hostile input).
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What was being read.
+        what: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
     /// Constraint synthesis or Groth16 failed.
     #[error("synthesis: {0}")]
     Synthesis(#[from] ark_relations::gr1cs::SynthesisError),
