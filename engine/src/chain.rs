@@ -13,12 +13,12 @@ use std::time::Instant;
 use bevy_ecs::prelude::*;
 use int_schemas::wire::TxStatus;
 use int_schemas::{
-    AccountId, Hash32, HeaderFields, ReceiptFields, build_block, build_header, build_receipts,
-    decode_block,
+    AccountId, Hash32, HeaderFields, PayloadSpec, ReceiptFields, build_block, build_header,
+    build_receipts, decode_block,
 };
 
 use crate::crypto::bls::{self, PublicKey, SecretKey, Signature, header_message, tx_message};
-use crate::ingress::{PayloadSummary, VerifiedTx};
+use crate::ingress::VerifiedTx;
 use crate::state::smt::{self, SmtError};
 use crate::storage::{AccountRecord, BlockWrite, Head, StorageError, Store};
 use crate::world::*;
@@ -333,7 +333,7 @@ impl Chain {
         ids.push(proposer);
         for tx in txs {
             ids.push(tx.sender);
-            if let PayloadSummary::Transfer { to, .. } = tx.payload {
+            if let PayloadSpec::Transfer { to, .. } = tx.payload {
                 ids.push(to);
             }
         }
@@ -383,16 +383,17 @@ impl Chain {
                     nonce: tx.nonce,
                     fee: tx.fee,
                     call: match tx.payload {
-                        PayloadSummary::Register {
+                        PayloadSpec::RegisterDevice {
                             public_key,
                             kind,
                             metadata_hash,
+                            ..
                         } => Call::Register {
                             public_key,
                             kind,
                             metadata_hash,
                         },
-                        PayloadSummary::Transfer { to, amount, token } => Call::Transfer {
+                        PayloadSpec::Transfer { to, amount, token } => Call::Transfer {
                             to: index_of(hot, &to),
                             amount,
                             token,

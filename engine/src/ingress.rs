@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::RwLock;
 
-use int_schemas::wire::{DeviceKind, Payload, Token};
-use int_schemas::{AccountId, DecodeError, Hash32, PublicKeyBytes, amount, decode_tx};
+use int_schemas::wire::Payload;
+use int_schemas::{AccountId, DecodeError, Hash32, PayloadSpec, PublicKeyBytes, amount, decode_tx};
 use rayon::prelude::*;
 
 use crate::crypto::bls::{
@@ -63,30 +63,6 @@ pub enum IngressError {
     BadPop,
 }
 
-/// What a verified transaction asks for, extracted once at ingress so later
-/// stages need not decode again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayloadSummary {
-    /// Register the sender's key.
-    Register {
-        /// The key.
-        public_key: PublicKeyBytes,
-        /// Device kind.
-        kind: DeviceKind,
-        /// Metadata hash.
-        metadata_hash: Hash32,
-    },
-    /// Move tokens.
-    Transfer {
-        /// Receiver.
-        to: AccountId,
-        /// Amount.
-        amount: u128,
-        /// Token.
-        token: Token,
-    },
-}
-
 /// A transaction that passed ingress: its envelope bytes as received and
 /// the fields execution needs.
 #[derive(Debug, Clone)]
@@ -102,7 +78,7 @@ pub struct VerifiedTx {
     /// Fee in GAS.
     pub fee: u128,
     /// What it does.
-    pub payload: PayloadSummary,
+    pub payload: PayloadSpec,
     /// The verified signature (kept for the block's aggregate).
     pub signature: Signature,
 }
@@ -180,8 +156,9 @@ fn stateless(cfg: &IngressConfig, bytes: Vec<u8>) -> Result<Pending, IngressErro
             }
             let p = Signature::from_bytes(&r.pop().0).map_err(|_| IngressError::BadPop)?;
             pop = Some((pk, p));
-            PayloadSummary::Register {
+            PayloadSpec::RegisterDevice {
                 public_key: pk_bytes,
+                pop: r.pop().0,
                 kind: r.kind(),
                 metadata_hash: r.metadata_hash().0,
             }
@@ -190,7 +167,7 @@ fn stateless(cfg: &IngressConfig, bytes: Vec<u8>) -> Result<Pending, IngressErro
             let Some(t) = body.payload_as_transfer() else {
                 return Err(DecodeError::UnknownPayload(body.payload_type().0).into());
             };
-            PayloadSummary::Transfer {
+            PayloadSpec::Transfer {
                 to: t.to().0,
                 amount: amount(t.amount()),
                 token: t.token(),

@@ -203,8 +203,9 @@ pub fn decode_receipts(bytes: &[u8]) -> Result<BlockReceipts<'_>, DecodeError> {
     root::<BlockReceipts>(bytes, BLOCK_BYTES_MAX)
 }
 
-/// The payload of a transaction to build.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The payload of a transaction: what a builder writes, and what ingress
+/// extracts once from a verified body so later stages need not decode again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadSpec {
     /// Register the sender's key.
     RegisterDevice {

@@ -10,9 +10,10 @@ use std::sync::OnceLock;
 
 use common::*;
 use int_engine::crypto::bls::{SecretKey, Signature, account_id};
-use int_engine::ingress::{IngressError, PayloadSummary, VerifiedTx};
+use int_engine::ingress::{IngressError, VerifiedTx};
 use int_engine::state::smt;
 use int_engine::storage::{self, AccountRecord};
+use int_schemas::PayloadSpec;
 use int_schemas::wire::{DeviceKind, Token, TxStatus};
 use int_schemas::{AccountId, Hash32};
 use proptest::prelude::*;
@@ -157,7 +158,7 @@ struct MTx {
     sender: AccountId,
     nonce: u64,
     fee: u128,
-    payload: PayloadSummary,
+    payload: PayloadSpec,
 }
 
 impl From<&VerifiedTx> for MTx {
@@ -184,7 +185,7 @@ fn model_debit(
     tx: &MTx,
 ) -> (TxStatus, u128, Option<(AccountId, u128)>) {
     let r = work.entry(tx.sender).or_default();
-    let registering = matches!(tx.payload, PayloadSummary::Register { .. });
+    let registering = matches!(tx.payload, PayloadSpec::RegisterDevice { .. });
     if r.public_key.is_none() && !registering {
         return (TxStatus::UnknownSender, 0, None);
     }
@@ -201,10 +202,11 @@ fn model_debit(
     r.gas -= tx.fee;
     let mut credit = None;
     let status = match tx.payload {
-        PayloadSummary::Register {
+        PayloadSpec::RegisterDevice {
             public_key,
             kind,
             metadata_hash,
+            ..
         } => {
             if r.public_key.is_some() {
                 TxStatus::AlreadyRegistered
@@ -217,7 +219,7 @@ fn model_debit(
                 TxStatus::Ok
             }
         }
-        PayloadSummary::Transfer { to, amount, token } => {
+        PayloadSpec::Transfer { to, amount, token } => {
             if token != Token::Int {
                 TxStatus::GasNotTransferable
             } else if r.int < amount {
@@ -322,15 +324,16 @@ fn build_block(model: &Model, gens: &[TxGen]) -> Vec<Vec<u8>> {
                 let token = if gas { Token::Gas } else { Token::Int };
                 (
                     transfer_tok(sk, nonce, fee, to, amount, token),
-                    PayloadSummary::Transfer { to, amount, token },
+                    PayloadSpec::Transfer { to, amount, token },
                 )
             }
             Op::Register { who } => {
                 let body = register_body(sender, nonce, fee, &sk.public_key(), &k.pops[who]);
                 (
                     seal(sk, CHAIN, &body),
-                    PayloadSummary::Register {
+                    PayloadSpec::RegisterDevice {
                         public_key: sk.public_key().to_bytes(),
+                        pop: k.pops[who].to_bytes(),
                         kind: DeviceKind::Meter,
                         metadata_hash: [0x5a; 32],
                     },
@@ -358,7 +361,7 @@ fn admit(net: &Net, model: &Model, batch: Vec<Vec<u8>>) -> Vec<VerifiedTx> {
     let registering: BTreeSet<AccountId> = c
         .accepted
         .iter()
-        .filter(|t| matches!(t.payload, PayloadSummary::Register { .. }))
+        .filter(|t| matches!(t.payload, PayloadSpec::RegisterDevice { .. }))
         .map(|t| t.sender)
         .collect();
     for (_, e) in &c.rejected {
