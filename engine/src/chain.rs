@@ -370,16 +370,15 @@ impl Chain {
                 hot.index.insert(*id, e);
             }
         }
-        let (index_of, touched) = {
+        // Every id of the block is in the index now (spawned just above).
+        let (touched, calls, proposer_entity) = {
             let hot = self.world.resource::<HotSet>();
-            let touched: Vec<Entity> = ids.iter().map(|id| hot.index[id]).collect();
-            (|hot: &HotSet, id: &AccountId| hot.index[id], touched)
-        };
-        let calls: Vec<TxCall> = {
-            let hot = self.world.resource::<HotSet>();
-            txs.iter()
+            let entity = |id: &AccountId| hot.index[id];
+            let touched: Vec<Entity> = ids.iter().map(entity).collect();
+            let calls: Vec<TxCall> = txs
+                .iter()
                 .map(|tx| TxCall {
-                    sender: index_of(hot, &tx.sender),
+                    sender: entity(&tx.sender),
                     nonce: tx.nonce,
                     fee: tx.fee,
                     call: match tx.payload {
@@ -394,13 +393,14 @@ impl Chain {
                             metadata_hash,
                         },
                         PayloadSpec::Transfer { to, amount, token } => Call::Transfer {
-                            to: index_of(hot, &to),
+                            to: entity(&to),
                             amount,
                             token,
                         },
                     },
                 })
-                .collect()
+                .collect();
+            (touched, calls, entity(&proposer))
         };
         for &e in &touched {
             if let Some(mut m) = self.world.get_mut::<HotMeta>(e) {
@@ -417,7 +417,6 @@ impl Chain {
                 inbox.0.push(i as u32);
             }
         }
-        let proposer_entity = index_of(self.world.resource::<HotSet>(), &proposer);
         self.world.insert_resource(BlockContext {
             chain_id: self.cfg.chain_id,
             height,
