@@ -770,9 +770,9 @@ fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
                     let checked = ingress::check_batch(&icfg, &keys, batch);
                     check_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     rejected.fetch_add(checked.rejected.len() as u64, Ordering::Relaxed);
+                    let nonces = ingress::committed_nonces(&store, CHAIN_ID, &checked.accepted)?;
                     let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
-                    for tx in checked.accepted {
-                        let committed = store.account(CHAIN_ID, &tx.sender)?.map(|r| r.nonce);
+                    for (tx, committed) in checked.accepted.into_iter().zip(nonces) {
                         if pool.admit(tx, committed).is_err() {
                             rejected.fetch_add(1, Ordering::Relaxed);
                         }

@@ -320,6 +320,22 @@ pub fn check_batch(cfg: &IngressConfig, keys: &dyn KeySource, batch: Vec<Vec<u8>
     CheckedBatch { accepted, rejected }
 }
 
+/// The committed next nonce of each transaction's sender (`None` for an
+/// account not in storage), read in one parallel batch: what
+/// [`crate::mempool::Mempool::admit`] needs to refuse replays.
+pub fn committed_nonces(
+    store: &Store,
+    chain_id: u32,
+    txs: &[VerifiedTx],
+) -> Result<Vec<Option<u64>>, crate::storage::StorageError> {
+    let ids: Vec<AccountId> = txs.iter().map(|t| t.sender).collect();
+    Ok(store
+        .accounts(chain_id, &ids)?
+        .into_iter()
+        .map(|r| r.map(|r| r.nonce))
+        .collect())
+}
+
 /// A bounded cache of registered keys in front of the committed state.
 /// Parsing and validating a G2 key costs about as much as a verification,
 /// so each key is validated once and kept.

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use int_bench::devices::Fleet;
 use int_engine::chain::{Chain, ChainConfig};
 use int_engine::crypto::bls::SecretKey;
-use int_engine::ingress::{IngressConfig, KeyCache, check_batch};
+use int_engine::ingress::{IngressConfig, KeyCache, check_batch, committed_nonces};
 use int_engine::mempool::Mempool;
 use int_engine::storage::{AccountRecord, Store};
 use int_schemas::AccountId;
@@ -155,7 +155,7 @@ fn device_loop(
     store: &Store,
     chain_id: u32,
     feedback: Receiver<Feedback>,
-    out: SyncSender<Vec<Vec<u8>>>,
+    out: SyncSender<Vec<(AccountId, Vec<u8>)>>,
     stop: &AtomicBool,
 ) {
     let index: HashMap<AccountId, usize> = fleet
@@ -253,14 +253,15 @@ fn device_loop(
             })
             .collect();
         use rayon::prelude::*;
-        let batch: Vec<Vec<u8>> = plans
+        let batch: Vec<(AccountId, Vec<u8>)> = plans
             .par_iter()
             .map(|&(i, nonce, registered, to, amount)| {
-                if registered {
+                let tx = if registered {
                     fleet.transfer_tx(chain_id, i, nonce, fleet.ids[to], amount)
                 } else {
                     fleet.register_tx(chain_id, i, nonce)
-                }
+                };
+                (fleet.ids[i], tx)
             })
             .collect();
         for &(i, ..) in &plans {
@@ -276,7 +277,7 @@ fn device_loop(
 fn ingress_loop(
     store: &Store,
     chain_id: u32,
-    input: Receiver<Vec<Vec<u8>>>,
+    input: Receiver<Vec<(AccountId, Vec<u8>)>>,
     mempool: &Mutex<Mempool>,
     feedback: &SyncSender<Feedback>,
     stats: &Stats,
@@ -293,10 +294,8 @@ fn ingress_loop(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        let senders: Vec<Option<AccountId>> = batch
-            .iter()
-            .map(|b| int_schemas::decode_tx(b).ok().map(|t| t.body.sender().0))
-            .collect();
+        // The devices say who they are: no decoding just to learn the sender.
+        let (senders, batch): (Vec<AccountId>, Vec<Vec<u8>>) = batch.into_iter().unzip();
         let t = Instant::now();
         let checked = check_batch(&cfg, &keys, batch);
         stats
@@ -305,18 +304,20 @@ fn ingress_loop(
         for (i, err) in &checked.rejected {
             tracing::debug!(%err, "ingress refused a transaction");
             stats.rejected.fetch_add(1, Ordering::Relaxed);
-            if let Some(Some(id)) = senders.get(*i) {
+            if let Some(id) = senders.get(*i) {
                 let _ = feedback.try_send(Feedback::Done(*id, None));
             }
         }
+        // Replays are refused against the committed nonces; if they cannot
+        // be read, admission goes on without that check (execution still
+        // rejects a stale nonce).
+        let nonces = committed_nonces(store, chain_id, &checked.accepted).unwrap_or_else(|err| {
+            tracing::warn!(%err, "reading committed nonces");
+            vec![None; checked.accepted.len()]
+        });
         let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
-        for tx in checked.accepted {
+        for (tx, committed) in checked.accepted.into_iter().zip(nonces) {
             let sender = tx.sender;
-            let committed = store
-                .account(chain_id, &sender)
-                .ok()
-                .flatten()
-                .map(|r: AccountRecord| r.nonce);
             if let Err(err) = pool.admit(tx, committed) {
                 tracing::debug!(%err, "mempool refused a transaction");
                 stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -418,7 +419,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     let stats = Stats::default();
     let mempool = Mutex::new(Mempool::new(1 << 20));
     let (fb_tx, fb_rx) = sync_channel::<Feedback>(1 << 20);
-    let (in_tx, in_rx) = sync_channel::<Vec<Vec<u8>>>(4);
+    let (in_tx, in_rx) = sync_channel::<Vec<(AccountId, Vec<u8>)>>(4);
     let began = Instant::now();
     let deadline = opts.duration_s.map(|s| began + Duration::from_secs(s));
     let tty = std::io::stderr().is_terminal();
