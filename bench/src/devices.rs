@@ -14,6 +14,28 @@ pub const DEVICE_GAS: u128 = 1_000_000_000_000;
 /// The fee each simulated transaction offers.
 pub const DEVICE_FEE: u128 = 1;
 
+/// Milliseconds since the Unix epoch: the time the devnet and the harness
+/// stamp their blocks with (0 for a clock set before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The genesis account of a validator: registered with its key, so its
+/// header signatures verify, and with no balance (it earns the fees).
+pub fn validator_account(sk: &SecretKey) -> (AccountId, AccountRecord) {
+    let pk = sk.public_key();
+    (
+        pk.account_id(),
+        AccountRecord {
+            public_key: Some(pk.to_bytes()),
+            ..Default::default()
+        },
+    )
+}
+
 /// A fleet of simulated devices with keys derived from a seed.
 pub struct Fleet {
     /// Secret keys, by device index.

@@ -41,7 +41,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use int_engine::chain::{Chain, ChainConfig, ChainError, Timings};
 use int_engine::crypto::bls::{
@@ -60,7 +60,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::devices::{DEVICE_FEE, Fleet};
+use crate::devices::{DEVICE_FEE, Fleet, now_ms, validator_account};
 
 mod plot;
 
@@ -330,13 +330,6 @@ pub struct TpsReport {
     pub report_json: String,
     /// Where the plot was written.
     pub plot_svg: String,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn per_s(n: usize, d: Duration) -> f64 {
@@ -710,14 +703,7 @@ fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
     for ((_, rec), pk) in alloc.iter_mut().zip(&s.pks) {
         rec.public_key = Some(pk.to_bytes());
     }
-    let vpk = validator.public_key();
-    alloc.push((
-        vpk.account_id(),
-        AccountRecord {
-            public_key: Some(vpk.to_bytes()),
-            ..Default::default()
-        },
-    ));
+    alloc.push(validator_account(&validator));
     chain.genesis(&alloc, now_ms(), &validator)?;
 
     // A running node has its senders' keys cached; warm the cache so that
@@ -980,14 +966,7 @@ fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> 
         metadata_hash: [0; 32],
     };
     let mut alloc: Vec<(AccountId, AccountRecord)> = ids.iter().map(|id| (*id, record)).collect();
-    let vpk = validator.public_key();
-    alloc.push((
-        vpk.account_id(),
-        AccountRecord {
-            public_key: Some(vpk.to_bytes()),
-            ..Default::default()
-        },
-    ));
+    alloc.push(validator_account(&validator));
     let alloc_s = t.elapsed().as_secs_f64();
     reset_peak_rss();
     let t = Instant::now();

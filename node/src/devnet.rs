@@ -13,15 +13,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use int_bench::devices::Fleet;
+use int_bench::devices::{Fleet, now_ms, validator_account};
 use int_engine::chain::{Chain, ChainConfig};
 use int_engine::crypto::bls::SecretKey;
 use int_engine::ingress::{IngressConfig, KeyCache, check_batch, committed_nonces};
 use int_engine::mempool::Mempool;
-use int_engine::storage::{AccountRecord, Store};
+use int_engine::storage::Store;
 use int_schemas::AccountId;
 use int_schemas::wire::TxStatus;
 use int_systems::LedgerPlugin;
@@ -94,13 +94,6 @@ pub struct Summary {
     pub device0: String,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn seed_from_hex(s: &str) -> Result<[u8; 32]> {
     let v = hex::decode(s).context("seed is not hex")?;
     v.try_into()
@@ -142,6 +135,10 @@ enum Feedback {
 }
 
 const DEVICE_BATCH: usize = 512;
+/// Most simulated devices: each costs a key derivation at start (about
+/// 0.1 ms of a core) and a few hundred bytes, so 10 million is minutes and
+/// gigabytes; a larger count in a hand-edited devnet.json is refused.
+const DEVICES_MAX: usize = 10_000_000;
 const RESYNC_AFTER_BLOCKS: u64 = 20;
 
 struct Device {
@@ -329,8 +326,8 @@ fn ingress_loop(
 
 /// Runs the devnet until Ctrl-C or the duration; returns its summary.
 pub fn run(opts: &DevnetOpts) -> Result<Summary> {
-    if opts.devices == 0 {
-        bail!("--devices must be at least 1");
+    if !(1..=DEVICES_MAX).contains(&opts.devices) {
+        bail!("--devices must be between 1 and {DEVICES_MAX}");
     }
     if opts.block_ms == 0 {
         bail!("--block-ms must be at least 1");
@@ -362,8 +359,11 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
             "this data dir was created with another device count; keeping the stored one"
         );
     }
-    if file.devices == 0 {
-        bail!("devnet.json: `devices` must be at least 1");
+    if !(1..=DEVICES_MAX).contains(&file.devices) {
+        bail!(
+            "devnet.json: `devices` is {}, it must be between 1 and {DEVICES_MAX}",
+            file.devices
+        );
     }
     let chain_id = file.chain_id;
     let store = Arc::new(Store::open(&opts.data_dir.join("lmdb"))?);
@@ -391,14 +391,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     )?;
     if chain.head().is_none() {
         let mut alloc = fleet.genesis_alloc();
-        let vpk = validator.public_key();
-        alloc.push((
-            vpk.account_id(),
-            AccountRecord {
-                public_key: Some(vpk.to_bytes()),
-                ..Default::default()
-            },
-        ));
+        alloc.push(validator_account(&validator));
         let head = chain.genesis(&alloc, now_ms(), &validator)?;
         tracing::info!(accounts = head.accounts, root = %hex::encode(head.state_root), "genesis written");
     }

@@ -395,6 +395,25 @@ fn devnet_rejects_bad_options() {
         "1",
     ]);
     assert!(err.contains("seed"), "{err}");
+    // A devnet.json asking for more devices than the bound: an error, not
+    // an attempt to derive a trillion keys.
+    std::fs::write(
+        dir.path().join("devnet.json"),
+        r#"{"chain_id":1,"devices":1000000000000,"fleet_seed":"00","validator_seed":"00"}"#,
+    )
+    .unwrap();
+    let err = fails(&["devnet", "--data-dir", d, "--duration", "1"]);
+    assert!(err.contains("devices"), "{err}");
+    let err = fails(&[
+        "devnet",
+        "--data-dir",
+        d,
+        "--devices",
+        "10000001",
+        "--duration",
+        "1",
+    ]);
+    assert!(err.contains("--devices"), "{err}");
 }
 
 /// `int bench tps` at toy sizes: it runs all three measurements, prints one
