@@ -5,28 +5,12 @@
 //! Runs the real binary. `RUST_BACKTRACE` is removed from its environment,
 //! as a user would not have it set.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::{int, p, text};
 
 use int_bench::devices::Fleet;
 use int_engine::crypto::bls::SecretKey;
-
-const BIN: &str = env!("CARGO_BIN_EXE_int");
-
-fn int(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running int")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Runs `int ARGS`, expects success, returns stdout.
 fn ok(args: &[&str]) -> String {
@@ -83,10 +67,6 @@ fn fails(args: &[&str]) -> String {
 
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
 }
 
 fn seed(file: &serde_json::Value, key: &str) -> [u8; 32] {

@@ -9,32 +9,15 @@
 //! `node_modules/.bin/snarkjs`) or `snarkjs` on `PATH`; without it the
 //! snarkjs test prints a SKIPPED line and passes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{int, p as path_arg, text};
 
 use int_zk::Fr;
 use int_zk::circuit::identity_leaf;
-
-const BIN: &str = env!("CARGO_BIN_EXE_int");
-
-fn int(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running int")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
 
 /// Runs `int ARGS`, expects exit code `code`, returns (stdout, stderr).
 fn run(args: &[&str], code: i32) -> (String, String) {
@@ -85,7 +68,7 @@ impl Fixture {
                 "zk",
                 "setup",
                 "--out",
-                s(&keys),
+                path_arg(&keys),
                 "--dims",
                 "2",
                 "--clusters",
@@ -122,11 +105,11 @@ impl Fixture {
                 "zk",
                 "prove",
                 "--pk",
-                s(&keys.join("proving.key")),
+                path_arg(&keys.join("proving.key")),
                 "--input",
-                s(&root.join("input.json")),
+                path_arg(&root.join("input.json")),
                 "--out",
-                s(&proofs),
+                path_arg(&proofs),
             ],
             0,
         );
@@ -140,11 +123,11 @@ impl Fixture {
     }
 
     fn key(&self, f: &str) -> String {
-        s(&self.keys.join(f)).to_owned()
+        path_arg(&self.keys.join(f)).to_owned()
     }
 
     fn proof(&self, f: &str) -> String {
-        s(&self.proofs.join(f)).to_owned()
+        path_arg(&self.proofs.join(f)).to_owned()
     }
 
     /// `int zk verify` with these files; returns stdout.
@@ -162,7 +145,7 @@ impl Fixture {
     fn file(&self, name: &str, bytes: impl AsRef<[u8]>) -> String {
         let p = self.root.join(name);
         std::fs::write(&p, bytes).unwrap();
-        s(&p).to_owned()
+        path_arg(&p).to_owned()
     }
 }
 
@@ -216,7 +199,7 @@ fn setup_prove_verify_ok_and_tampered_is_invalid() {
             "--format",
             "snarkjs",
             "--out",
-            s(&out),
+            path_arg(&out),
         ],
         0,
     );
@@ -231,7 +214,7 @@ fn setup_prove_verify_ok_and_tampered_is_invalid() {
             "zk",
             "setup",
             "--out",
-            s(&f.keys),
+            path_arg(&f.keys),
             "--dims",
             "2",
             "--clusters",
@@ -293,8 +276,8 @@ fn hostile_files_are_clear_errors() {
     );
     let pk_bytes = std::fs::read(f.key("proving.key")).unwrap();
     let short_pk = f.file("short_pk.key", &pk_bytes[..pk_bytes.len() - 1]);
-    let input = s(&f.root.join("input.json")).to_owned();
-    let out = s(&f.root.join("out")).to_owned();
+    let input = path_arg(&f.root.join("input.json")).to_owned();
+    let out = path_arg(&f.root.join("out")).to_owned();
     fails(
         &[
             "zk", "prove", "--pk", &short_pk, "--input", &input, "--out", &out,
@@ -417,7 +400,7 @@ fn setup_without_seed_has_no_devnet_warning() {
             "zk",
             "setup",
             "--out",
-            s(dir.path()),
+            path_arg(dir.path()),
             "--dims",
             "1",
             "--clusters",

@@ -1,0 +1,32 @@
+//! What the end-to-end tests of the `int` binary share: running it as a user
+//! would (no backtrace variables, no colour, no stdin) and reading its output.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_int");
+
+/// Runs `int ARGS` to completion.
+pub fn int(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running int")
+}
+
+/// Output bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A temp path as an argument.
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
