@@ -15,16 +15,14 @@
 use std::hint::black_box;
 
 use ark_bn254::Bn254;
-use ark_ff::{Field, UniformRand};
+use ark_ff::UniformRand;
 use ark_groth16::{Groth16, PreparedVerifyingKey, Proof};
-use ark_r1cs_std::fields::fp::FpVar;
-use ark_r1cs_std::prelude::*;
-use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystemRef, SynthesisError};
 use ark_snark::SNARK;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use int_zk::Fr;
 use int_zk::batch::{BatchItem, CpuMsm, batch_verify, batch_verify_bisect, bpk_inputs};
 use int_zk::circuit::{BpkWitness, identity_leaf};
+use int_zk::fixture::PowKeys;
 use int_zk::groth::{prepare_verifying_key, prove, setup};
 use int_zk::tree::IdentityTree;
 use rand::SeedableRng;
@@ -32,30 +30,6 @@ use rand_chacha::ChaCha20Rng;
 
 /// Proofs in a batch.
 const BATCH: usize = 64;
-/// Multiplications in the small circuit.
-const N: usize = 300;
-
-/// `z = a·y^N` with public `a`, `z` and witness `y`.
-#[derive(Clone, Copy)]
-struct PowCircuit {
-    a: Option<Fr>,
-    y: Option<Fr>,
-    z: Option<Fr>,
-}
-
-impl ConstraintSynthesizer<Fr> for PowCircuit {
-    fn generate_constraints(self, cs: ConstraintSystemRef<Fr>) -> Result<(), SynthesisError> {
-        let missing = || SynthesisError::AssignmentMissing;
-        let a = FpVar::new_input(cs.clone(), || self.a.ok_or_else(missing))?;
-        let z = FpVar::new_input(cs.clone(), || self.z.ok_or_else(missing))?;
-        let y = FpVar::new_witness(cs, || self.y.ok_or_else(missing))?;
-        let mut v = a;
-        for _ in 0..N {
-            v = &v * &y;
-        }
-        v.enforce_equal(&z)
-    }
-}
 
 /// A prepared key and `BATCH` proofs with their public inputs.
 struct Set {
@@ -76,27 +50,10 @@ impl Set {
 
 fn small_set() -> Set {
     let mut rng = ChaCha20Rng::seed_from_u64(0x6207);
-    let empty = PowCircuit {
-        a: None,
-        y: None,
-        z: None,
-    };
-    let (pk, vk) = Groth16::<Bn254>::circuit_specific_setup(empty, &mut rng).unwrap();
-    let mut inputs = Vec::new();
-    let mut proofs = Vec::new();
-    for _ in 0..BATCH {
-        let (a, y) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
-        let z = a * y.pow([N as u64]);
-        let circuit = PowCircuit {
-            a: Some(a),
-            y: Some(y),
-            z: Some(z),
-        };
-        proofs.push(Groth16::<Bn254>::prove(&pk, circuit, &mut rng).unwrap());
-        inputs.push(vec![a, z]);
-    }
+    let keys = PowKeys::setup(&mut rng).unwrap();
+    let (inputs, proofs) = (0..BATCH).map(|_| keys.prove(&mut rng).unwrap()).unzip();
     Set {
-        pvk: prepare_verifying_key(&vk),
+        pvk: keys.pvk,
         inputs,
         proofs,
     }

@@ -22,6 +22,7 @@
 pub mod batch;
 pub mod circuit;
 pub mod export;
+pub mod fixture;
 pub mod groth;
 pub mod poseidon;
 pub mod tree;

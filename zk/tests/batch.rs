@@ -9,52 +9,23 @@
 use std::sync::OnceLock;
 
 use ark_bn254::Bn254;
-use ark_ff::{Field, UniformRand};
-use ark_groth16::{Groth16, PreparedVerifyingKey, Proof, ProvingKey};
-use ark_r1cs_std::fields::fp::FpVar;
-use ark_r1cs_std::prelude::*;
-use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystemRef, SynthesisError};
+use ark_ff::UniformRand;
+use ark_groth16::{Groth16, PreparedVerifyingKey, Proof};
 use ark_snark::SNARK;
 use int_zk::batch::{BatchItem, CpuMsm, G1Msm, batch_verify, batch_verify_bisect, bpk_inputs};
 use int_zk::circuit::{BpkWitness, identity_leaf};
+use int_zk::fixture::PowKeys;
 use int_zk::groth::{prepare_verifying_key, prove, setup, verify_prepared};
 use int_zk::tree::IdentityTree;
 use int_zk::{Fr, ZkError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-/// Multiplications in the small circuit.
-const N: usize = 300;
 /// Proofs in the small fixture.
 const PROOFS: usize = 64;
 
 fn rng(seed: u64) -> ChaCha20Rng {
     ChaCha20Rng::seed_from_u64(seed)
-}
-
-/// `z = a·y^N` with public `a`, `z` and witness `y`.
-#[derive(Clone, Copy)]
-struct PowCircuit {
-    a: Option<Fr>,
-    y: Option<Fr>,
-    z: Option<Fr>,
-}
-
-impl ConstraintSynthesizer<Fr> for PowCircuit {
-    fn generate_constraints(self, cs: ConstraintSystemRef<Fr>) -> Result<(), SynthesisError> {
-        let a = FpVar::new_input(cs.clone(), || {
-            self.a.ok_or(SynthesisError::AssignmentMissing)
-        })?;
-        let z = FpVar::new_input(cs.clone(), || {
-            self.z.ok_or(SynthesisError::AssignmentMissing)
-        })?;
-        let y = FpVar::new_witness(cs, || self.y.ok_or(SynthesisError::AssignmentMissing))?;
-        let mut v = a;
-        for _ in 0..N {
-            v = &v * &y;
-        }
-        v.enforce_equal(&z)
-    }
 }
 
 struct Small {
@@ -68,32 +39,14 @@ fn small() -> &'static Small {
     static SMALL: OnceLock<Small> = OnceLock::new();
     SMALL.get_or_init(|| {
         let mut rng = rng(0xba7c4);
-        let empty = PowCircuit {
-            a: None,
-            y: None,
-            z: None,
-        };
-        let (pk, vk) = Groth16::<Bn254>::circuit_specific_setup(empty, &mut rng).unwrap();
-        let pvk = prepare_verifying_key(&vk);
-        let (inputs, proofs) = (0..PROOFS).map(|_| small_proof(&pk, &mut rng)).unzip();
+        let keys = PowKeys::setup(&mut rng).unwrap();
+        let (inputs, proofs) = (0..PROOFS).map(|_| keys.prove(&mut rng).unwrap()).unzip();
         Small {
-            pvk,
+            pvk: keys.pvk,
             inputs,
             proofs,
         }
     })
-}
-
-fn small_proof(pk: &ProvingKey<Bn254>, rng: &mut ChaCha20Rng) -> (Vec<Fr>, Proof<Bn254>) {
-    let (a, y) = (Fr::rand(rng), Fr::rand(rng));
-    let z = a * y.pow([N as u64]);
-    let circuit = PowCircuit {
-        a: Some(a),
-        y: Some(y),
-        z: Some(z),
-    };
-    let proof = Groth16::<Bn254>::prove(pk, circuit, rng).unwrap();
-    (vec![a, z], proof)
 }
 
 fn items<'a>(inputs: &'a [Vec<Fr>], proofs: &'a [Proof<Bn254>]) -> Vec<BatchItem<'a>> {
