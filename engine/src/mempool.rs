@@ -122,3 +122,83 @@ impl Mempool {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::bls::SecretKey;
+    use crate::ingress::{IngressConfig, assume_verified};
+    use int_schemas::wire::Token;
+    use int_schemas::{PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
+
+    const CFG: IngressConfig = IngressConfig {
+        chain_id: 1,
+        min_fee: 0,
+    };
+
+    /// A transfer from `sender` with `nonce` (the signature is a real point
+    /// but not checked: the pool never verifies).
+    fn tx(sender: u8, nonce: u64) -> VerifiedTx {
+        let body = build_tx_body(&TxBodySpec {
+            chain_id: 1,
+            sender: [sender; 32],
+            nonce,
+            fee: 1,
+            payload: PayloadSpec::Transfer {
+                to: [0xee; 32],
+                amount: 1,
+                token: Token::Int,
+            },
+        });
+        let sig = SecretKey::from_seed(&[7; 32]).sign(b"any").to_bytes();
+        assume_verified(&CFG, build_envelope(&body, &sig)).unwrap()
+    }
+
+    fn order(txs: &[VerifiedTx]) -> Vec<(u8, u64)> {
+        txs.iter().map(|t| (t.sender[0], t.nonce)).collect()
+    }
+
+    #[test]
+    fn take_is_round_robin_in_nonce_order_and_bounded() {
+        let mut pool = Mempool::new(100);
+        for (s, n) in [(1, 1), (1, 0), (2, 5), (1, 2), (3, 0)] {
+            pool.admit(tx(s, n), None).unwrap();
+        }
+        assert_eq!(pool.len(), 5);
+        // Sender 1 arrived first: its run 0, 1, 2; then 2, then 3.
+        let got = pool.take(4);
+        assert_eq!(order(&got), vec![(1, 0), (1, 1), (1, 2), (2, 5)]);
+        assert_eq!(pool.len(), 1);
+        assert_eq!(order(&pool.take(10)), vec![(3, 0)]);
+        assert!(pool.is_empty());
+        assert!(pool.take(10).is_empty());
+    }
+
+    #[test]
+    fn a_gap_ends_a_senders_run() {
+        let mut pool = Mempool::new(100);
+        for n in [0, 1, 3] {
+            pool.admit(tx(1, n), None).unwrap();
+        }
+        assert_eq!(order(&pool.take(10)), vec![(1, 0), (1, 1)]);
+        // Nonce 3 is not in this block's run. The pool does not know the
+        // committed nonces when it takes, so the next block gets it, and
+        // execution judges it (`BadNonce` unless 2 came in between).
+        assert_eq!(pool.len(), 1);
+        assert_eq!(order(&pool.take(10)), vec![(1, 3)]);
+    }
+
+    #[test]
+    fn full_duplicate_and_stale_are_refused() {
+        let mut pool = Mempool::new(2);
+        pool.admit(tx(1, 4), Some(4)).unwrap();
+        assert_eq!(pool.admit(tx(1, 4), None), Err(MempoolError::Duplicate(4)));
+        assert_eq!(
+            pool.admit(tx(2, 1), Some(2)),
+            Err(MempoolError::StaleNonce { next: 2, got: 1 })
+        );
+        pool.admit(tx(2, 2), Some(2)).unwrap();
+        assert_eq!(pool.admit(tx(3, 0), None), Err(MempoolError::Full(2)));
+        assert_eq!(pool.len(), 2);
+    }
+}
