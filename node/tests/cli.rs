@@ -444,8 +444,8 @@ fn bench_tps_smoke() {
     );
     let svg = std::fs::read_to_string(out.join("tps.svg")).unwrap();
     assert!(
-        svg.starts_with("<svg") || svg.contains("<svg"),
-        "plot is an SVG"
+        svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+        "plot is a whole SVG document"
     );
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("tps.json")).unwrap()).unwrap();
