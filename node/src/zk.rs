@@ -1,5 +1,7 @@
 //! `int zk`: Groth16 setup, prover, verifier and snarkjs export for BPK
-//! proofs (the work is in `int_zk`; this is the file and terminal edge).
+//! proofs, and the behaviour-cluster trainer (`clusters`, with `synth` for a
+//! synthetic data set). The work is in `int_zk`; this is the file and
+//! terminal edge.
 //!
 //! Exit codes: 0 success (`verify`: the proof is valid), 1 `verify`: the
 //! proof is INVALID, 2 any error (unreadable or malformed file, key for
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, Subcommand, ValueEnum};
 use int_zk::circuit::{BpkWitness, DEFAULT_CLUSTERS, DEFAULT_DIM, identity_leaf};
+use int_zk::clusters::{self, MAX_CSV_BYTES};
 use int_zk::export::{
     self, BpkProof, BpkProvingKey, BpkVerifyingKey, PROOF_FILE, PROVING_KEY_FILE,
     SNARKJS_PROOF_FILE, SNARKJS_PUBLIC_FILE, SNARKJS_VK_FILE, SnarkjsProof, SnarkjsVerifyingKey,
@@ -67,6 +70,73 @@ pub enum ZkCmd {
     Verify(VerifyArgs),
     /// Convert a binary verifying key or proof to snarkjs JSON.
     Export(ExportArgs),
+    /// Train the behaviour clusters (k-means) on a CSV data set, quantise
+    /// the centroids to the circuit's fixed point and write them with their
+    /// commitment to a JSON file; the last line printed is
+    /// `commitment: 0x...`.
+    #[command(after_long_help = CLUSTERS_HELP)]
+    Clusters(ClustersArgs),
+    /// Write a synthetic behaviour data set (Gaussian blobs) as CSV, for
+    /// devnets and tests.
+    Synth(SynthArgs),
+}
+
+const CLUSTERS_HELP: &str = r#"DATA (CSV, --data):
+  One behaviour vector per line, D comma-separated numbers (1 <= D <= 12),
+  every line as wide; an optional header line (no field a number); blank
+  lines skipped. At most 256 MiB and 1,000,000 rows.
+
+QUANTISATION:
+  Each dimension's range [min, max] in the data is scaled to 0..=65535 (a
+  constant dimension maps to 0); k-means runs in that scaled space. Users'
+  behaviour vectors must be quantised with the same ranges, so they are saved
+  in the output ("quantiser").
+
+OUTPUT (JSON, --out):
+  { "dims": D, "clusters": K, "commitment": "0x...", "centroids": [[..], ..],
+    "sizes": [..], "quantiser": {"min": [..], "max": [..]}, "inertia": x,
+    "seed": S }
+  Centroids are sorted; the commitment is Poseidon over the centroid hashes,
+  public input 5 of a BPK proof (public.json gives it in decimal)."#;
+
+/// `int zk clusters`.
+#[derive(Args)]
+pub struct ClustersArgs {
+    /// Training data (CSV; format below, in --help).
+    #[arg(long, value_name = "FILE.csv")]
+    data: PathBuf,
+    /// K, the number of clusters (1..=12).
+    #[arg(long, value_name = "K")]
+    k: usize,
+    /// Output JSON file (written atomically; overwritten if present).
+    #[arg(long, value_name = "FILE.json")]
+    out: PathBuf,
+    /// k-means seed: the same data, K, seed and --max-iter give the same file.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// Most k-means iterations per run (at least 1).
+    #[arg(long, value_name = "N", default_value_t = clusters::DEFAULT_MAX_ITER)]
+    max_iter: u64,
+}
+
+/// `int zk synth`.
+#[derive(Args)]
+pub struct SynthArgs {
+    /// Output CSV file (written atomically; overwritten if present).
+    #[arg(long, value_name = "FILE.csv")]
+    out: PathBuf,
+    /// Rows (1..=1000000).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    n: usize,
+    /// D, values per row (1..=12).
+    #[arg(long, value_name = "D", default_value_t = DEFAULT_DIM)]
+    dims: usize,
+    /// Number of Gaussian blobs (1..=12).
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_CLUSTERS)]
+    k: usize,
+    /// The data set is a function of N, D, K and this seed.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
 }
 
 /// `int zk setup`.
@@ -152,6 +222,8 @@ pub fn run(cmd: ZkCmd) -> ExitCode {
         ZkCmd::Prove(a) => prove(&a).map(|()| ExitCode::SUCCESS),
         ZkCmd::Verify(a) => verify(&a),
         ZkCmd::Export(a) => export_cmd(&a).map(|()| ExitCode::SUCCESS),
+        ZkCmd::Clusters(a) => clusters_cmd(&a).map(|()| ExitCode::SUCCESS),
+        ZkCmd::Synth(a) => synth(&a).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
@@ -423,4 +495,51 @@ fn export_cmd(a: &ExportArgs) -> Result<()> {
         Some(path) => write_atomic(path, &json),
         None => Ok(std::io::stdout().write_all(&json)?),
     }
+}
+
+fn clusters_cmd(a: &ClustersArgs) -> Result<()> {
+    // Before reading what may be a large file.
+    ensure!(
+        (1..=int_zk::circuit::MAX_CLUSTERS).contains(&a.k),
+        "--k {}: the circuit takes 1..={} clusters",
+        a.k,
+        int_zk::circuit::MAX_CLUSTERS
+    );
+    let bytes = read_limited(&a.data, MAX_CSV_BYTES as u64)?;
+    let data = clusters::parse_csv(&bytes).with_context(|| a.data.display().to_string())?;
+    let trained = clusters::train(&data, a.k, a.seed, a.max_iter)
+        .with_context(|| format!("training on {}", a.data.display()))?;
+    write_atomic(&a.out, &trained.to_json())?;
+    for (i, j) in trained.coinciding() {
+        eprintln!(
+            "note: centroids {i} and {j} quantise to the same vector; the circuit puts \
+             every user nearest to it in cluster {i}"
+        );
+    }
+    let sizes: Vec<String> = trained.sizes().iter().map(u64::to_string).collect();
+    println!("rows: {}", data.len());
+    println!("dims: {}", trained.dims());
+    println!("k: {}", trained.k());
+    println!("sizes: {}", sizes.join(" "));
+    println!("inertia: {:e}", trained.inertia());
+    println!("out: {}", a.out.display());
+    println!("commitment_decimal: {}", trained.commitment());
+    println!("commitment: {}", trained.commitment_hex());
+    Ok(())
+}
+
+fn synth(a: &SynthArgs) -> Result<()> {
+    let rows = clusters::synthetic(a.n, a.dims, a.k, a.seed)?;
+    let mut csv = Vec::new();
+    clusters::write_csv(&mut csv, &rows)?;
+    write_atomic(&a.out, &csv)?;
+    println!(
+        "{}: {} rows, {} dims, {} blobs, seed {}",
+        a.out.display(),
+        a.n,
+        a.dims,
+        a.k,
+        a.seed
+    );
+    Ok(())
 }

@@ -468,3 +468,125 @@ fn snarkjs_verifies_our_proofs() {
         "snarkjs accepted a tampered input:\n{log}"
     );
 }
+
+/// The last line of `int zk clusters`: `commitment: 0x...`.
+fn printed_commitment(stdout: &str) -> String {
+    let last = stdout.lines().last().unwrap_or_default();
+    last.strip_prefix("commitment: ")
+        .unwrap_or_else(|| panic!("last line is not `commitment: ...`:\n{stdout}"))
+        .to_owned()
+}
+
+#[test]
+fn synth_then_clusters_writes_a_file_that_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.csv");
+    let out = dir.path().join("centroids.json");
+    let (stdout, _) = run(
+        &[
+            "zk",
+            "synth",
+            "--out",
+            path_arg(&data),
+            "--n",
+            "1500",
+            "--dims",
+            "3",
+            "--k",
+            "4",
+            "--seed",
+            "5",
+        ],
+        0,
+    );
+    assert!(stdout.contains("1500 rows"), "{stdout}");
+    let rows = int_zk::clusters::parse_csv(&std::fs::read(&data).unwrap()).unwrap();
+    assert_eq!(rows, int_zk::clusters::synthetic(1500, 3, 4, 5).unwrap());
+
+    let clusters = |out: &std::path::Path| {
+        run(
+            &[
+                "zk",
+                "clusters",
+                "--data",
+                path_arg(&data),
+                "--k",
+                "4",
+                "--out",
+                path_arg(out),
+                "--seed",
+                "9",
+                "--max-iter",
+                "100",
+            ],
+            0,
+        )
+        .0
+    };
+    let stdout = clusters(&out);
+    let commitment = printed_commitment(&stdout);
+    assert!(
+        commitment.starts_with("0x") && commitment.len() == 66,
+        "{stdout}"
+    );
+    for line in ["rows: 1500", "dims: 3", "k: 4", "sizes: ", "inertia: "] {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
+
+    let bytes = std::fs::read(&out).unwrap();
+    let loaded = int_zk::clusters::Clusters::from_json(&bytes).unwrap();
+    assert_eq!(loaded.commitment_hex(), commitment);
+    assert!(stdout.contains(&format!("commitment_decimal: {}", loaded.commitment())));
+    assert_eq!((loaded.dims(), loaded.k(), loaded.seed()), (3, 4, 9));
+    assert_eq!(loaded.sizes().iter().sum::<u64>(), 1500);
+    let sizes: Vec<String> = loaded.sizes().iter().map(u64::to_string).collect();
+    assert!(
+        stdout.contains(&format!("sizes: {}", sizes.join(" "))),
+        "{stdout}"
+    );
+
+    // Deterministic: the same run writes the same bytes.
+    let again = dir.path().join("again.json");
+    assert_eq!(printed_commitment(&clusters(&again)), commitment);
+    assert_eq!(std::fs::read(&again).unwrap(), bytes);
+}
+
+#[test]
+fn clusters_rejects_bad_input_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        path_arg(&p).to_owned()
+    };
+    let out = path_arg(&dir.path().join("c.json")).to_owned();
+    let clusters = |data: &str, k: &str, needle: &str| {
+        fails(
+            &["zk", "clusters", "--data", data, "--k", k, "--out", &out],
+            needle,
+        );
+    };
+    let words = file("words.csv", b"a,b\n1,2\n3,x\n");
+    clusters(
+        &words,
+        "1",
+        "words.csv: CSV line 3: column 2: \"x\" is not a number",
+    );
+    let ragged = file("ragged.csv", b"1,2\n3,4\n5\n");
+    clusters(&ragged, "1", "CSV line 3: 1 columns, but line 1 has 2");
+    let empty = file("empty.csv", b"");
+    clusters(&empty, "1", "no data rows");
+    let nan = file("nan.csv", b"1,2\nnan,3\n");
+    clusters(&nan, "1", "not a finite number");
+    let wide = file("wide.csv", "1,".repeat(13).trim_end_matches(',').as_bytes());
+    clusters(&wide, "1", "more than 12 columns");
+    let two = file("two.csv", b"1,2\n3,4\n");
+    clusters(&two, "3", "2 rows, fewer than K = 3");
+    clusters(&two, "0", "--k 0");
+    clusters(&two, "13", "--k 13");
+    clusters("/nonexistent/data.csv", "1", "/nonexistent/data.csv");
+    assert!(!dir.path().join("c.json").exists());
+
+    fails(&["zk", "synth", "--out", &out, "--dims", "13"], "D = 13");
+    fails(&["zk", "synth", "--out", &out, "--n", "0"], "not 0");
+}

@@ -2,9 +2,9 @@
 //!
 //! Per the design (`zk/` → `int-zk`), this crate owns everything the BPK
 //! (Behavior Private Key) private-intent proofs need: Poseidon, the identity
-//! tree, the BPK circuit, its setup, prover and verifier, and — in later
-//! steps — the batch verifier and the behaviour-cluster trainer. `engine` and
-//! `systems` use it through small interfaces; it depends on no other INT crate.
+//! tree, the BPK circuit, its setup, prover and verifier, the batch verifier
+//! and the behaviour-cluster trainer. `engine` and `systems` use it through
+//! small interfaces; it depends on no other INT crate.
 //!
 //! Proofs are Groth16 over BN254 (arkworks), so every value lives in
 //! [`Fr`], the BN254 scalar field.
@@ -18,9 +18,13 @@
 //! * [`circuit`]: the BPK circuit (membership, nullifier, nearest behaviour
 //!   cluster, scope binding) and the native functions it mirrors.
 //! * [`groth`]: Groth16 over BN254 for that circuit: setup, prover, verifier.
+//! * [`clusters`]: the behaviour-cluster trainer: k-means (linfa) on behaviour
+//!   vectors, quantisation to the circuit's 16-bit fixed point, the centroid
+//!   commitment and its JSON file, CSV input and a synthetic data set.
 
 pub mod batch;
 pub mod circuit;
+pub mod clusters;
 pub mod export;
 pub mod fixture;
 pub mod groth;
@@ -107,4 +111,33 @@ pub enum ZkError {
     /// Constraint synthesis or Groth16 failed.
     #[error("synthesis: {0}")]
     Synthesis(#[from] ark_relations::gr1cs::SynthesisError),
+    /// A real number that is NaN or infinite where a finite one is needed
+    /// (behaviour vectors, training data, quantiser ranges).
+    #[error("{what} is not a finite number")]
+    NotFinite {
+        /// Which value, e.g. `row 3, column 1 (NaN)`.
+        what: String,
+    },
+    /// Training data or a training parameter that k-means cannot work with.
+    #[error("training data: {0}")]
+    TrainingData(String),
+    /// A line of a CSV file that does not parse.
+    #[error("CSV line {line}: {reason}")]
+    Csv {
+        /// The line, counted from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A centroids file whose stated commitment is not that of its centroids.
+    #[error("commitment {stated} does not match the centroids, which commit to {computed}")]
+    CommitmentMismatch {
+        /// The commitment the file states (hex).
+        stated: String,
+        /// The commitment of its centroids (hex).
+        computed: String,
+    },
+    /// k-means itself failed.
+    #[error("k-means: {0}")]
+    KMeans(String),
 }
