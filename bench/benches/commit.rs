@@ -112,6 +112,7 @@ fn commit(c: &mut Criterion) {
             block,
             receipts,
             head,
+            objects: &[],
         }
     }
     let no_nodes = NodeBatch::default();

@@ -18,9 +18,11 @@ use int_schemas::{
 };
 
 use crate::crypto::bls::{self, PublicKey, SecretKey, Signature, header_message, tx_message};
-use crate::ingress::VerifiedTx;
+use crate::ingress::{ProofVerifier, VerifiedTx};
 use crate::state::smt::{self, SmtError};
-use crate::storage::{AccountRecord, BlockWrite, Head, StorageError, Store};
+use crate::storage::{
+    AccountRecord, BlockWrite, Head, ObjectTable, ObjectWrite, StorageError, Store, object_leaf,
+};
 use crate::world::*;
 
 /// Errors of the block pipeline.
@@ -47,6 +49,9 @@ pub enum ChainError {
     /// A block failed verification.
     #[error("invalid block: {0}")]
     InvalidBlock(String),
+    /// A system could not execute the block (nothing was committed).
+    #[error("block execution failed: {0}")]
+    Exec(String),
 }
 
 /// Parameters of a chain's pipeline.
@@ -94,6 +99,7 @@ pub struct Chain {
     world: World,
     schedule: Schedule,
     head: Option<Head>,
+    proofs: Option<Arc<dyn ProofVerifier + Send>>,
 }
 
 fn us(t: Instant) -> u64 {
@@ -157,6 +163,11 @@ impl Chain {
         });
         world.insert_resource(BlockTxs::default());
         world.insert_resource(Outcomes::default());
+        world.insert_resource(DeferredPayloads::default());
+        world.insert_resource(PayloadVerdicts::default());
+        world.insert_resource(ObjectWrites::default());
+        world.insert_resource(ExecFault::default());
+        world.insert_resource(StoreHandle(store.clone()));
         let mut schedule = block_schedule(cfg.parallel);
         for p in plugins {
             p.build(&mut world, &mut schedule);
@@ -168,7 +179,15 @@ impl Chain {
             world,
             schedule,
             head,
+            proofs: None,
         })
+    }
+
+    /// Sets the verifier of anonymous-intent proofs that
+    /// [`Chain::verify_block`] uses (without one, a block carrying intents
+    /// does not verify).
+    pub fn set_proof_verifier(&mut self, proofs: Arc<dyn ProofVerifier + Send>) {
+        self.proofs = Some(proofs);
     }
 
     /// The last committed block, or `None` before genesis.
@@ -203,6 +222,18 @@ impl Chain {
         time_ms: u64,
         proposer: &SecretKey,
     ) -> Result<Head, ChainError> {
+        self.genesis_with_objects(alloc, &[], time_ms, proposer)
+    }
+
+    /// Writes block 0 with the given accounts and plugin objects (a
+    /// plugin's genesis parameters, such as the BPK verifying key).
+    pub fn genesis_with_objects(
+        &mut self,
+        alloc: &[(AccountId, AccountRecord)],
+        objects: &[ObjectWrite],
+        time_ms: u64,
+        proposer: &SecretKey,
+    ) -> Result<Head, ChainError> {
         if self.head.is_some() {
             return Err(ChainError::GenesisExists(self.cfg.chain_id));
         }
@@ -224,6 +255,7 @@ impl Chain {
             accounts.len() as u64,
             &[],
             &[],
+            objects,
             time_ms,
             proposer,
         )?;
@@ -253,8 +285,26 @@ impl Chain {
         let t = Instant::now();
         self.schedule.run(&mut self.world);
         timings.execute_us = us(t);
+        let objects = std::mem::take(&mut self.world.resource_mut::<ObjectWrites>().0);
+        if let Some(fault) = self.world.resource_mut::<ExecFault>().0.take() {
+            // The world holds half a block: forget it, commit nothing.
+            self.drop_hot_set();
+            return Err(ChainError::Exec(fault));
+        }
 
-        let outcomes = std::mem::take(&mut self.world.resource_mut::<Outcomes>().0);
+        let mut outcomes = std::mem::take(&mut self.world.resource_mut::<Outcomes>().0);
+        let verdicts = std::mem::take(&mut *self.world.resource_mut::<PayloadVerdicts>());
+        // A deferred payload's own status replaces its envelope's `Ok`; one
+        // that no plugin decided is not executable here (its fee is taken,
+        // as for any payload that fails).
+        let deferred = std::mem::take(&mut self.world.resource_mut::<DeferredPayloads>().0);
+        for (i, _) in &deferred {
+            if let Some(out) = outcomes[*i as usize].get_mut()
+                && out.status == TxStatus::Ok
+            {
+                out.status = verdicts.get(*i).unwrap_or(TxStatus::UnsupportedPayload);
+            }
+        }
         let statuses: Vec<TxStatus> = outcomes
             .iter()
             .map(|o| o.get().map_or(TxStatus::UnsupportedPayload, |o| o.status))
@@ -297,6 +347,7 @@ impl Chain {
             new_accounts,
             &block_txs,
             &receipts,
+            &objects,
             time_ms,
             proposer,
         );
@@ -333,8 +384,8 @@ impl Chain {
         ids.push(proposer);
         for tx in txs {
             ids.push(tx.sender);
-            if let PayloadSpec::Transfer { to, .. } = tx.payload {
-                ids.push(to);
+            if let PayloadSpec::Transfer { to, .. } = &tx.payload {
+                ids.push(*to);
             }
         }
         ids.sort_unstable();
@@ -371,32 +422,38 @@ impl Chain {
             }
         }
         // Every id of the block is in the index now (spawned just above).
+        let mut deferred = Vec::new();
         let (touched, calls, proposer_entity) = {
             let hot = self.world.resource::<HotSet>();
             let entity = |id: &AccountId| hot.index[id];
             let touched: Vec<Entity> = ids.iter().map(entity).collect();
             let calls: Vec<TxCall> = txs
                 .iter()
-                .map(|tx| TxCall {
+                .enumerate()
+                .map(|(i, tx)| TxCall {
                     sender: entity(&tx.sender),
                     nonce: tx.nonce,
                     fee: tx.fee,
-                    call: match tx.payload {
+                    call: match &tx.payload {
                         PayloadSpec::RegisterDevice {
                             public_key,
                             kind,
                             metadata_hash,
                             ..
                         } => Call::Register {
-                            public_key,
-                            kind,
-                            metadata_hash,
+                            public_key: *public_key,
+                            kind: *kind,
+                            metadata_hash: *metadata_hash,
                         },
                         PayloadSpec::Transfer { to, amount, token } => Call::Transfer {
-                            to: entity(&to),
-                            amount,
-                            token,
+                            to: entity(to),
+                            amount: *amount,
+                            token: *token,
                         },
+                        other => {
+                            deferred.push((i as u32, other.clone()));
+                            Call::Deferred
+                        }
                     },
                 })
                 .collect();
@@ -423,6 +480,11 @@ impl Chain {
             proposer: proposer_entity,
         });
         self.world.insert_resource(Outcomes::new(calls.len()));
+        self.world
+            .insert_resource(PayloadVerdicts::new(calls.len()));
+        self.world.insert_resource(DeferredPayloads(deferred));
+        self.world.resource_mut::<ObjectWrites>().0.clear();
+        self.world.resource_mut::<ExecFault>().0 = None;
         self.world.resource_mut::<BlockTxs>().0 = calls;
         Ok(touched)
     }
@@ -485,6 +547,7 @@ impl Chain {
         new_accounts: u64,
         txs: &[&VerifiedTx],
         receipts: &[ReceiptFields],
+        objects: &[ObjectWrite],
         time_ms: u64,
         proposer: &SecretKey,
     ) -> Result<(Head, Timings), ChainError> {
@@ -492,8 +555,21 @@ impl Chain {
         let mut timings = Timings::default();
 
         let t = Instant::now();
-        let updates: Vec<(Hash32, Option<Hash32>)> =
-            dirty.iter().map(|(id, r)| (*id, Some(r.hash()))).collect();
+        let updates: Vec<(Hash32, Option<Hash32>)> = dirty
+            .iter()
+            .map(|(id, r)| (*id, Some(r.hash())))
+            .chain(
+                objects
+                    .iter()
+                    .filter(|o| o.table == ObjectTable::State)
+                    .map(|o| {
+                        (
+                            object_leaf(&o.key),
+                            o.value.as_ref().map(|v| *blake3::hash(v).as_bytes()),
+                        )
+                    }),
+            )
+            .collect();
         let reader = self.store.node_reader(chain_id)?;
         let (state_root, nodes) = smt::update(&reader, &parent.state_root, &updates)?;
         drop(reader);
@@ -542,6 +618,7 @@ impl Chain {
             block: &block,
             receipts: &receipts_bytes,
             head,
+            objects,
         })?;
         timings.commit_us = us(t);
         Ok((head, timings))
@@ -654,6 +731,28 @@ impl Chain {
             return Err(invalid(
                 "aggregate transaction signature does not verify".into(),
             ));
+        }
+        // The intents' proofs, in one batch.
+        let mut intents = Vec::new();
+        for (body, _) in &b.bodies {
+            if let PayloadSpec::AnonIntent(a) =
+                int_schemas::payload_spec(body).map_err(|e| invalid(e.to_string()))?
+            {
+                intents.push(a);
+            }
+        }
+        if !intents.is_empty() {
+            let proofs = self.proofs.as_ref().ok_or_else(|| {
+                invalid("block carries intents and no proof verifier is set".into())
+            })?;
+            let items: Vec<&int_schemas::AnonIntentSpec> = intents.iter().map(|a| &**a).collect();
+            if let Some(i) = proofs
+                .verify_intents(chain_id, &items)
+                .iter()
+                .position(Result::is_err)
+            {
+                return Err(invalid(format!("intent proof {i} does not verify")));
+            }
         }
         let proposer = key_of(&b.header.proposer().0)?;
         let psig = Signature::from_bytes(&b.block.proposer_signature().0)

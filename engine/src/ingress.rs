@@ -5,15 +5,19 @@
 //! stateless checks (chain id, fee floor, payload shape, key encodings) run
 //! in parallel; then all signatures of the batch are checked in one
 //! random-scalar batch verification, and all proofs of possession in
-//! another. A failing batch is bisected so only the bad transactions are
-//! dropped, each with its own error.
+//! another; the zero-knowledge proofs of anonymous intents, whose senders'
+//! signatures passed, go to a [`ProofVerifier`] in one more batch. A
+//! failing batch is bisected so only the bad transactions are dropped, each
+//! with its own error.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::RwLock;
 
-use int_schemas::wire::Payload;
-use int_schemas::{AccountId, DecodeError, Hash32, PayloadSpec, PublicKeyBytes, amount, decode_tx};
+use int_schemas::{
+    AccountId, AnonIntentSpec, DecodeError, Hash32, PayloadSpec, PublicKeyBytes, amount, decode_tx,
+    payload_spec,
+};
 use rayon::prelude::*;
 
 use crate::crypto::bls::{
@@ -61,6 +65,40 @@ pub enum IngressError {
     /// The proof of possession does not verify.
     #[error("bad proof of possession")]
     BadPop,
+    /// An anonymous intent on a node that verifies no intent proofs.
+    #[error("anonymous intents are not enabled on this chain")]
+    IntentsDisabled,
+    /// The intent's proof does not decode (points off the curve or
+    /// outside the subgroup).
+    #[error("malformed proof: {0}")]
+    MalformedProof(String),
+    /// The intent's proof does not verify for its public inputs.
+    #[error("proof does not verify")]
+    BadProof,
+}
+
+/// Why a [`ProofVerifier`] refused one proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProofRejection {
+    /// The proof bytes do not decode to valid points.
+    Malformed(String),
+    /// The proof does not verify.
+    Invalid,
+}
+
+/// Verifies the zero-knowledge proofs of anonymous intents, in batches:
+/// the engine's view of the zk crate (DESIGN: `zk` is a leaf the engine
+/// uses through small traits). Stateless: the chain checks the root,
+/// epoch, centroids and nullifier when it executes the intent.
+pub trait ProofVerifier: Sync {
+    /// One answer per item, in order. Implementations batch the whole
+    /// slice and bisect on failure, so one bad proof costs its own
+    /// rejection, not the batch's.
+    fn verify_intents(
+        &self,
+        chain_id: u32,
+        items: &[&AnonIntentSpec],
+    ) -> Vec<Result<(), ProofRejection>>;
 }
 
 /// A transaction that passed ingress: its envelope bytes as received and
@@ -144,37 +182,18 @@ fn stateless(cfg: &IngressConfig, bytes: Vec<u8>) -> Result<Pending, IngressErro
         Signature::from_bytes(tx.signature()).map_err(|_| IngressError::MalformedSignature)?;
     let sender = body.sender().0;
     let mut pop = None;
-    let payload = match body.payload_type() {
-        Payload::RegisterDevice => {
-            let Some(r) = body.payload_as_register_device() else {
-                return Err(DecodeError::UnknownPayload(body.payload_type().0).into());
-            };
-            let pk_bytes = r.public_key().0;
-            let pk = PublicKey::from_bytes(&pk_bytes).map_err(|_| IngressError::BadPublicKey)?;
-            if pk.account_id() != sender {
-                return Err(IngressError::SenderKeyMismatch);
-            }
-            let p = Signature::from_bytes(&r.pop().0).map_err(|_| IngressError::BadPop)?;
-            pop = Some((pk, p));
-            PayloadSpec::RegisterDevice {
-                public_key: pk_bytes,
-                pop: r.pop().0,
-                kind: r.kind(),
-                metadata_hash: r.metadata_hash().0,
-            }
+    let payload = payload_spec(&body)?;
+    if let PayloadSpec::RegisterDevice {
+        public_key, pop: p, ..
+    } = &payload
+    {
+        let pk = PublicKey::from_bytes(public_key).map_err(|_| IngressError::BadPublicKey)?;
+        if pk.account_id() != sender {
+            return Err(IngressError::SenderKeyMismatch);
         }
-        Payload::Transfer => {
-            let Some(t) = body.payload_as_transfer() else {
-                return Err(DecodeError::UnknownPayload(body.payload_type().0).into());
-            };
-            PayloadSpec::Transfer {
-                to: t.to().0,
-                amount: amount(t.amount()),
-                token: t.token(),
-            }
-        }
-        other => return Err(DecodeError::UnknownPayload(other.0).into()),
-    };
+        let p = Signature::from_bytes(p).map_err(|_| IngressError::BadPop)?;
+        pop = Some((pk, p));
+    }
     let start = tx.body_bytes.as_ptr() as usize - bytes.as_ptr() as usize;
     let body_range = start..start + tx.body_bytes.len();
     let hash = *blake3::hash(tx.body_bytes).as_bytes();
@@ -205,8 +224,22 @@ pub fn assume_verified(cfg: &IngressConfig, bytes: Vec<u8>) -> Result<VerifiedTx
 
 /// Checks a batch of envelopes: decoding and stateless checks in parallel,
 /// then one batched signature verification and one batched proof-of-
-/// possession verification, bisected on failure.
+/// possession verification, bisected on failure. Anonymous intents are
+/// refused ([`IngressError::IntentsDisabled`]); [`check_batch_with`] takes
+/// a proof verifier.
 pub fn check_batch(cfg: &IngressConfig, keys: &dyn KeySource, batch: Vec<Vec<u8>>) -> CheckedBatch {
+    check_batch_with(cfg, keys, None, batch)
+}
+
+/// [`check_batch`], and the proofs of the anonymous intents whose
+/// signatures passed verified by `proofs` in one batch (`None`: intents
+/// are refused).
+pub fn check_batch_with(
+    cfg: &IngressConfig,
+    keys: &dyn KeySource,
+    proofs: Option<&dyn ProofVerifier>,
+    batch: Vec<Vec<u8>>,
+) -> CheckedBatch {
     let n = batch.len();
     let decoded: Vec<Result<Pending, IngressError>> =
         batch.into_par_iter().map(|b| stateless(cfg, b)).collect();
@@ -306,6 +339,38 @@ pub fn check_batch(cfg: &IngressConfig, keys: &dyn KeySource, batch: Vec<Vec<u8>
             && keys.public_key(&p.tx.sender) != Some(*pk)
         {
             *b = Some(IngressError::UnknownSender);
+        }
+    }
+
+    // Proofs last: only for intents whose fee payer signed them.
+    let intent_idx: Vec<usize> = (0..live.len())
+        .filter(|&i| bad[i].is_none() && matches!(live[i].1.tx.payload, PayloadSpec::AnonIntent(_)))
+        .collect();
+    if !intent_idx.is_empty() {
+        match proofs {
+            None => {
+                for &i in &intent_idx {
+                    bad[i] = Some(IngressError::IntentsDisabled);
+                }
+            }
+            Some(v) => {
+                let items: Vec<&AnonIntentSpec> = intent_idx
+                    .iter()
+                    .filter_map(|&i| match &live[i].1.tx.payload {
+                        PayloadSpec::AnonIntent(a) => Some(&**a),
+                        _ => None,
+                    })
+                    .collect();
+                let verdicts = v.verify_intents(cfg.chain_id, &items);
+                assert_eq!(verdicts.len(), items.len(), "one verdict per proof");
+                for (&i, r) in intent_idx.iter().zip(verdicts) {
+                    bad[i] = match r {
+                        Ok(()) => None,
+                        Err(ProofRejection::Invalid) => Some(IngressError::BadProof),
+                        Err(ProofRejection::Malformed(m)) => Some(IngressError::MalformedProof(m)),
+                    };
+                }
+            }
         }
     }
 

@@ -10,6 +10,15 @@
 //! | `blocks`   | chain ‖ height (u64 BE)     | sealed block (FlatBuffers)         |
 //! | `receipts` | chain ‖ height (u64 BE)     | block receipts (FlatBuffers)       |
 //! | `meta`     | chain ‖ name                | head, chain parameters             |
+//! | `objects`  | chain ‖ plugin key          | plugin state the state root covers |
+//! | `derived`  | chain ‖ plugin key          | plugin data recomputable from state|
+//!
+//! Plugins (the BPK identity tree, nullifiers, centroids; later SKUs and
+//! orders) keep their state in `objects`, each under its own key prefix:
+//! the state tree commits to every object at leaf [`object_leaf`]`(key)`
+//! with value `blake3(value)`, beside the accounts. `derived` holds what
+//! follows from committed state and is kept only to serve it fast (the
+//! identity tree's inner nodes, whose root is committed in `objects`).
 //!
 //! A block is committed in one write transaction holding the dirty
 //! accounts, the tree nodes, the block, its receipts and the new head: after
@@ -188,6 +197,44 @@ pub struct Store {
     blocks: Database,
     receipts: Database,
     meta: Database,
+    objects: Database,
+    derived: Database,
+}
+
+/// Which plugin table a write goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectTable {
+    /// `objects`: consensus state, covered by the state root.
+    State,
+    /// `derived`: recomputable data, not covered by the state root.
+    Derived,
+}
+
+/// A key and its value, as read from a plugin table.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Longest plugin key (LMDB allows 511 bytes with the chain prefix).
+pub const OBJECT_KEY_BYTES_MAX: usize = 128;
+
+/// One plugin write: `value` `None` deletes the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectWrite {
+    /// Table.
+    pub table: ObjectTable,
+    /// Key, starting with the plugin's prefix; at most
+    /// [`OBJECT_KEY_BYTES_MAX`] bytes.
+    pub key: Vec<u8>,
+    /// New value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// The state-tree key of an object: `blake3("INT/obj/v1" ‖ key)`, so
+/// objects and accounts (whose keys are account ids) never collide.
+pub fn object_leaf(key: &[u8]) -> Hash32 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"INT/obj/v1");
+    h.update(key);
+    *h.finalize().as_bytes()
 }
 
 /// Everything one block writes, applied in a single write transaction.
@@ -206,6 +253,17 @@ pub struct BlockWrite<'a> {
     pub receipts: &'a [u8],
     /// The new head.
     pub head: Head,
+    /// Plugin objects to write or delete (their state-tree leaves are in
+    /// `nodes` already).
+    pub objects: &'a [ObjectWrite],
+}
+
+fn object_key(chain_id: u32, key: &[u8]) -> Vec<u8> {
+    assert!(key.len() <= OBJECT_KEY_BYTES_MAX, "object key too long");
+    let mut k = Vec::with_capacity(4 + key.len());
+    k.extend_from_slice(&chain_id.to_be_bytes());
+    k.extend_from_slice(key);
+    k
 }
 
 fn chain_key<const N: usize>(chain_id: u32, rest: &[u8]) -> [u8; N] {
@@ -275,6 +333,8 @@ impl Store {
             blocks: open("blocks")?,
             receipts: open("receipts")?,
             meta: open("meta")?,
+            objects: open("objects")?,
+            derived: open("derived")?,
             env,
         })
     }
@@ -323,6 +383,69 @@ impl Store {
             })
             .collect();
         Ok(parts?.into_iter().flatten().collect())
+    }
+
+    fn table(&self, t: ObjectTable) -> Database {
+        match t {
+            ObjectTable::State => self.objects,
+            ObjectTable::Derived => self.derived,
+        }
+    }
+
+    /// Reads one committed plugin object.
+    pub fn object(
+        &self,
+        chain_id: u32,
+        table: ObjectTable,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let txn = self.env.begin_ro_txn()?;
+        Ok(get_opt(&txn, self.table(table), &object_key(chain_id, key))?.map(<[u8]>::to_vec))
+    }
+
+    /// The first committed object whose key is `>= from` and starts with
+    /// `prefix` (`from` must start with `prefix`): one B-tree seek. With
+    /// keys that encode a number inverted, this finds the entry in force at
+    /// a height or epoch.
+    pub fn object_at_or_after(
+        &self,
+        chain_id: u32,
+        table: ObjectTable,
+        prefix: &[u8],
+        from: &[u8],
+    ) -> Result<Option<KeyValue>, StorageError> {
+        assert!(from.starts_with(prefix));
+        let txn = self.env.begin_ro_txn()?;
+        let mut cur = txn.open_ro_cursor(self.table(table))?;
+        let full_prefix = object_key(chain_id, prefix);
+        if let Some(item) = cur.iter_from(object_key(chain_id, from)).next() {
+            let (k, v) = item?;
+            if k.starts_with(&full_prefix) {
+                return Ok(Some((k[4..].to_vec(), v.to_vec())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Calls `f` for every committed object of a chain in `table`, in key
+    /// order.
+    pub fn for_each_object(
+        &self,
+        chain_id: u32,
+        table: ObjectTable,
+        mut f: impl FnMut(&[u8], &[u8]),
+    ) -> Result<(), StorageError> {
+        let txn = self.env.begin_ro_txn()?;
+        let mut cur = txn.open_ro_cursor(self.table(table))?;
+        let prefix = chain_id.to_be_bytes();
+        for item in cur.iter_from(prefix) {
+            let (k, v) = item?;
+            if k[..4.min(k.len())] != prefix {
+                break;
+            }
+            f(&k[4..], v);
+        }
+        Ok(())
     }
 
     /// Reads a stored block.
@@ -399,6 +522,28 @@ impl Store {
                 },
             }
         }
+        type Put<'v> = (Database, Vec<u8>, Option<&'v Vec<u8>>);
+        let mut objects: Vec<Put<'_>> = w
+            .objects
+            .iter()
+            .map(|o| {
+                (
+                    self.table(o.table),
+                    object_key(w.chain_id, &o.key),
+                    o.value.as_ref(),
+                )
+            })
+            .collect();
+        objects.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+        for (db, k, v) in &objects {
+            match v {
+                Some(v) => txn.put(*db, k, v, WriteFlags::empty())?,
+                None => match txn.del(*db, k, None) {
+                    Ok(()) | Err(lmdb::Error::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        }
         let hk = height_key(w.chain_id, w.height);
         txn.put(self.blocks, &hk, &w.block, WriteFlags::empty())?;
         txn.put(self.receipts, &hk, &w.receipts, WriteFlags::empty())?;
@@ -421,6 +566,8 @@ impl Store {
             ("blocks", self.blocks),
             ("receipts", self.receipts),
             ("meta", self.meta),
+            ("objects", self.objects),
+            ("derived", self.derived),
         ]
         .into_iter()
         .map(|(name, db)| {
@@ -525,12 +672,16 @@ impl NodeReader for LmdbNodeReader<'_> {
     }
 }
 
-/// Recomputes the state root from every stored account, from scratch: the
-/// audit behind `int state`'s `root_ok`.
+/// Recomputes the state root from every stored account and state object,
+/// from scratch: the audit behind `int state`'s `root_ok`. Returns the root
+/// and the number of accounts.
 pub fn recompute_root(store: &Store, chain_id: u32) -> Result<(Hash32, u64), StorageError> {
     let mut leaves = Vec::new();
     store.for_each_account(chain_id, |id, rec| leaves.push((id, rec.hash())))?;
     let n = leaves.len() as u64;
+    store.for_each_object(chain_id, ObjectTable::State, |k, v| {
+        leaves.push((object_leaf(k), *blake3::hash(v).as_bytes()))
+    })?;
     Ok((smt::root_of(&mut leaves), n))
 }
 
@@ -584,6 +735,7 @@ mod tests {
                 block: b"block",
                 receipts: b"receipts",
                 head,
+                objects: &[],
             })
             .unwrap();
         assert_eq!(store.head(3).unwrap(), Some(head));
@@ -610,5 +762,97 @@ mod tests {
         b[41] = 2;
         assert!(AccountRecord::decode(&b).is_err());
         assert!(Head::decode(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn objects_commit_read_seek_and_enter_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = |table, key: &[u8], value: Option<&[u8]>| ObjectWrite {
+            table,
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        };
+        let objects = vec![
+            w(ObjectTable::State, b"p/\x00\x05", Some(b"five")),
+            w(ObjectTable::State, b"p/\x00\x09", Some(b"nine")),
+            w(ObjectTable::State, b"q/1", Some(b"other")),
+            w(ObjectTable::Derived, b"p/\x00\x05", Some(b"derived")),
+        ];
+        let leaves: Vec<(Hash32, Option<Hash32>)> = objects
+            .iter()
+            .filter(|o| o.table == ObjectTable::State)
+            .map(|o| {
+                let v = o.value.as_deref().unwrap();
+                (object_leaf(&o.key), Some(*blake3::hash(v).as_bytes()))
+            })
+            .collect();
+        let reader = store.node_reader(2).unwrap();
+        let (root, nodes) = smt::update(&reader, &smt::EMPTY, &leaves).unwrap();
+        drop(reader);
+        let head = Head {
+            height: 0,
+            hash: [1; 32],
+            state_root: root,
+            accounts: 0,
+        };
+        store
+            .commit_block(&BlockWrite {
+                chain_id: 2,
+                accounts: &[],
+                nodes: &nodes,
+                height: 0,
+                block: b"b",
+                receipts: b"r",
+                head,
+                objects: &objects,
+            })
+            .unwrap();
+        let get = |t, k: &[u8]| store.object(2, t, k).unwrap();
+        assert_eq!(
+            get(ObjectTable::State, b"p/\x00\x05").as_deref(),
+            Some(&b"five"[..])
+        );
+        assert_eq!(
+            get(ObjectTable::Derived, b"p/\x00\x05").as_deref(),
+            Some(&b"derived"[..])
+        );
+        assert_eq!(get(ObjectTable::Derived, b"p/\x00\x09"), None);
+        assert_eq!(store.object(3, ObjectTable::State, b"q/1").unwrap(), None);
+        let seek = |from: &[u8]| {
+            store
+                .object_at_or_after(2, ObjectTable::State, b"p/", from)
+                .unwrap()
+                .map(|(k, _)| k)
+        };
+        assert_eq!(seek(b"p/\x00\x06").as_deref(), Some(&b"p/\x00\x09"[..]));
+        assert_eq!(seek(b"p/\x00\x05").as_deref(), Some(&b"p/\x00\x05"[..]));
+        // Past the last key of the prefix: the next prefix is not returned.
+        assert_eq!(seek(b"p/\x00\x0a"), None);
+        // The audit covers the state objects, not the derived ones.
+        assert_eq!(recompute_root(&store, 2).unwrap(), (root, 0));
+        // Deleting an object takes it out.
+        let del = [w(ObjectTable::State, b"q/1", None)];
+        let reader = store.node_reader(2).unwrap();
+        let (root2, nodes2) = smt::update(&reader, &root, &[(object_leaf(b"q/1"), None)]).unwrap();
+        drop(reader);
+        store
+            .commit_block(&BlockWrite {
+                chain_id: 2,
+                accounts: &[],
+                nodes: &nodes2,
+                height: 1,
+                block: b"b",
+                receipts: b"r",
+                head: Head {
+                    height: 1,
+                    state_root: root2,
+                    ..head
+                },
+                objects: &del,
+            })
+            .unwrap();
+        assert_eq!(get(ObjectTable::State, b"q/1"), None);
+        assert_eq!(recompute_root(&store, 2).unwrap(), (root2, 0));
     }
 }

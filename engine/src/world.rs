@@ -6,14 +6,14 @@
 //! memory is bounded by [`HotSet::capacity`], not by the number of accounts.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::{MultiThreadedExecutor, ScheduleLabel, SingleThreadedExecutor};
 use int_schemas::wire::{DeviceKind, Token, TxStatus};
-use int_schemas::{AccountId, Hash32, PublicKeyBytes};
+use int_schemas::{AccountId, Hash32, PayloadSpec, PublicKeyBytes};
 
-use crate::storage::AccountRecord;
+use crate::storage::{AccountRecord, ObjectWrite, Store};
 
 /// The account id of an entity; never changes while it lives.
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +117,11 @@ pub enum Call {
         /// Token.
         token: Token,
     },
+    /// A payload another plugin decides (its fields are in [`DeferredPayloads`]):
+    /// the ledger only takes the envelope's nonce and fee, and the owning
+    /// plugin sets the payload's status in [`PayloadVerdicts`] during
+    /// [`Stage::Apply`].
+    Deferred,
 }
 
 /// One transaction of the block being executed.
@@ -179,6 +184,53 @@ impl Outcomes {
     }
 }
 
+/// The payloads of the block's [`Call::Deferred`] transactions, with their
+/// index in [`BlockTxs`], in block order.
+#[derive(Resource, Debug, Default)]
+pub struct DeferredPayloads(pub Vec<(u32, PayloadSpec)>);
+
+/// The status a plugin gave a deferred payload whose envelope the ledger
+/// accepted (outcome `Ok`, fee taken). The receipt shows it instead of the
+/// envelope's `Ok`; the fee stays taken, as for a failed transfer. Set at
+/// most once per transaction.
+#[derive(Resource, Debug, Default)]
+pub struct PayloadVerdicts(pub Vec<OnceLock<TxStatus>>);
+
+impl PayloadVerdicts {
+    /// Empty slots for `n` transactions.
+    pub fn new(n: usize) -> Self {
+        Self((0..n).map(|_| OnceLock::new()).collect())
+    }
+
+    /// Records the payload status of transaction `i`.
+    pub fn set(&self, i: u32, status: TxStatus) {
+        let r = self.0[i as usize].set(status);
+        assert!(r.is_ok(), "payload of transaction {i} decided twice");
+    }
+
+    /// The payload status of transaction `i`, if a plugin set one.
+    pub fn get(&self, i: u32) -> Option<TxStatus> {
+        self.0.get(i as usize).and_then(OnceLock::get).copied()
+    }
+}
+
+/// Plugin object writes of the current block, committed with it in one
+/// write transaction (state objects also enter the state root).
+#[derive(Resource, Debug, Default)]
+pub struct ObjectWrites(pub Vec<ObjectWrite>);
+
+/// The committed store, for plugins that read their objects while a block
+/// executes (DESIGN step 3: objects come from LMDB, the block's own writes
+/// stay in the plugin until commit).
+#[derive(Resource, Clone)]
+pub struct StoreHandle(pub Arc<Store>);
+
+/// Set by a system that could not execute the block (a storage read
+/// failed): the chain then abandons the block, commits nothing, and reloads
+/// its state from storage before the next one.
+#[derive(Resource, Debug, Default)]
+pub struct ExecFault(pub Option<String>);
+
 /// Facts about the block being executed.
 #[derive(Resource, Debug, Clone, Copy)]
 pub struct BlockContext {
@@ -213,6 +265,9 @@ pub struct HotSet {
 pub enum Stage {
     /// Checks and debits, per sender in block order (senders in parallel).
     Debit,
+    /// Deferred payloads, decided by the plugins that own them (after the
+    /// ledger has taken the fees, before the credits).
+    Apply,
     /// Credits, summed per receiver (receivers in parallel).
     Credit,
     /// Anything that reads the block's final effects.
@@ -233,7 +288,7 @@ pub trait Plugin {
 /// parallel executor mode.
 pub fn block_schedule(parallel: bool) -> Schedule {
     let mut s = Schedule::new(ExecuteBlock);
-    s.configure_sets((Stage::Debit, Stage::Credit, Stage::Finalize).chain());
+    s.configure_sets((Stage::Debit, Stage::Apply, Stage::Credit, Stage::Finalize).chain());
     if parallel {
         s.set_executor(MultiThreadedExecutor::new());
     } else {

@@ -24,8 +24,9 @@ pub use generated::int::wire;
 
 use flatbuffers::{FlatBufferBuilder, InvalidFlatbuffer, Verifiable, VerifierOptions};
 use wire::{
-    Block, BlockHeader, BlockReceipts, BlockTx, BlsPublicKey, BlsSignature, Bytes32, DeviceKind,
-    Payload, Receipt, RegisterDevice, Token, Transfer, TxBody, TxEnvelope, TxStatus, U128,
+    AnonIntent, Block, BlockHeader, BlockReceipts, BlockTx, BlsPublicKey, BlsSignature, Bytes32,
+    DeviceKind, FieldElement, Groth16Proof, Payload, Receipt, RegisterDevice, RegisterIdentity,
+    SetCentroids, Token, Transfer, TxBody, TxEnvelope, TxStatus, U128,
 };
 
 /// A 32-byte identifier: account ids, hashes, roots.
@@ -36,6 +37,39 @@ pub type AccountId = [u8; 32];
 pub type PublicKeyBytes = [u8; 96];
 /// A compressed min_sig BLS signature (G1).
 pub type SignatureBytes = [u8; 48];
+/// A BN254 scalar-field element, 32 bytes big-endian (must be below the
+/// modulus; the zk side checks that).
+pub type FieldBytes = [u8; 32];
+/// A Groth16 proof over BN254, arkworks' compressed form.
+pub type ProofBytes = [u8; 128];
+
+/// The BN254 scalar-field modulus r, big-endian: field elements on the
+/// wire must be below it, so each value has exactly one encoding.
+pub const BN254_MODULUS_BE: FieldBytes = [
+    0x30, 0x64, 0x4e, 0x72, 0xe1, 0x31, 0xa0, 0x29, 0xb8, 0x50, 0x45, 0xb6, 0x81, 0x81, 0x58, 0x5d,
+    0x28, 0x33, 0xe8, 0x48, 0x79, 0xb9, 0x70, 0x91, 0x43, 0xe1, 0xf5, 0x93, 0xf0, 0x00, 0x00, 0x01,
+];
+
+/// Whether `x` is a canonical BN254 scalar-field element (below r).
+pub fn is_canonical_field(x: &FieldBytes) -> bool {
+    x < &BN254_MODULUS_BE
+}
+
+fn field(x: &FieldElement) -> Result<FieldBytes, DecodeError> {
+    if is_canonical_field(&x.0) {
+        Ok(x.0)
+    } else {
+        Err(DecodeError::InvalidPayload(
+            "field element not below the BN254 modulus",
+        ))
+    }
+}
+
+/// Largest `payload` of an anonymous intent, in bytes: an intent names a
+/// SKU or a command, not a file.
+pub const INTENT_PAYLOAD_BYTES_MAX: usize = 1024;
+/// Most coordinates a `SetCentroids` carries (K, D ≤ 12 in the circuit).
+pub const CENTROID_COORDS_MAX: usize = 12 * 12;
 
 /// Largest transaction envelope accepted from a wire, in bytes. A transfer is
 /// about 200 bytes and a registration about 300; the margin leaves room for
@@ -66,6 +100,9 @@ pub enum DecodeError {
     /// A block carries more transactions than allowed.
     #[error("block carries {0} transactions, more than the limit")]
     TooManyTxs(usize),
+    /// A payload whose fields are inconsistent (see the message).
+    #[error("invalid payload: {0}")]
+    InvalidPayload(&'static str),
     /// The header's transaction count disagrees with the block's list.
     #[error("header says {header} transactions, block holds {actual}")]
     TxCountMismatch {
@@ -142,15 +179,78 @@ pub fn decode_tx(bytes: &[u8]) -> Result<TxRef<'_>, DecodeError> {
 /// Verifies and decodes a transaction body, checking its payload is known.
 pub fn decode_body(bytes: &[u8]) -> Result<TxBody<'_>, DecodeError> {
     let body = root::<TxBody>(bytes, TX_BYTES_MAX)?;
-    let known = match body.payload_type() {
-        Payload::RegisterDevice => body.payload_as_register_device().is_some(),
-        Payload::Transfer => body.payload_as_transfer().is_some(),
-        _ => false,
-    };
-    if !known {
-        return Err(DecodeError::UnknownPayload(body.payload_type().0));
-    }
+    payload_spec(&body)?;
     Ok(body)
+}
+
+/// The payload of a verified body as a [`PayloadSpec`], with the limits
+/// every node applies: an unknown union member, a `SetCentroids` whose
+/// coordinate count is not `dims × clusters` (or above
+/// [`CENTROID_COORDS_MAX`]), an intent payload above
+/// [`INTENT_PAYLOAD_BYTES_MAX`] are errors.
+pub fn payload_spec(body: &TxBody<'_>) -> Result<PayloadSpec, DecodeError> {
+    let unknown = || DecodeError::UnknownPayload(body.payload_type().0);
+    Ok(match body.payload_type() {
+        Payload::RegisterDevice => {
+            let r = body.payload_as_register_device().ok_or_else(unknown)?;
+            PayloadSpec::RegisterDevice {
+                public_key: r.public_key().0,
+                pop: r.pop().0,
+                kind: r.kind(),
+                metadata_hash: r.metadata_hash().0,
+            }
+        }
+        Payload::Transfer => {
+            let t = body.payload_as_transfer().ok_or_else(unknown)?;
+            PayloadSpec::Transfer {
+                to: t.to().0,
+                amount: amount(t.amount()),
+                token: t.token(),
+            }
+        }
+        Payload::RegisterIdentity => {
+            let r = body.payload_as_register_identity().ok_or_else(unknown)?;
+            PayloadSpec::RegisterIdentity {
+                commitment: field(r.commitment())?,
+            }
+        }
+        Payload::SetCentroids => {
+            let c = body.payload_as_set_centroids().ok_or_else(unknown)?;
+            let coords = c.coords();
+            if coords.len() > CENTROID_COORDS_MAX {
+                return Err(DecodeError::InvalidPayload("too many centroid coordinates"));
+            }
+            if coords.len() != c.dims() as usize * c.clusters() as usize {
+                return Err(DecodeError::InvalidPayload(
+                    "centroid coordinates are not dims x clusters",
+                ));
+            }
+            PayloadSpec::SetCentroids {
+                epoch: c.epoch(),
+                dims: c.dims(),
+                clusters: c.clusters(),
+                coords: coords.iter().collect(),
+            }
+        }
+        Payload::AnonIntent => {
+            let a = body.payload_as_anon_intent().ok_or_else(unknown)?;
+            let payload = a.payload();
+            if payload.len() > INTENT_PAYLOAD_BYTES_MAX {
+                return Err(DecodeError::InvalidPayload("intent payload too large"));
+            }
+            PayloadSpec::AnonIntent(Box::new(AnonIntentSpec {
+                proof: a.proof().0,
+                root: field(a.root())?,
+                epoch: a.epoch(),
+                nullifier: field(a.nullifier())?,
+                cluster: a.cluster(),
+                centroid_commitment: field(a.centroid_commitment())?,
+                target: a.target().0,
+                payload: payload.bytes().to_vec(),
+            }))
+        }
+        _ => return Err(unknown()),
+    })
 }
 
 /// A decoded, verified block: the block, its header, and each body.
@@ -203,9 +303,30 @@ pub fn decode_receipts(bytes: &[u8]) -> Result<BlockReceipts<'_>, DecodeError> {
     root::<BlockReceipts>(bytes, BLOCK_BYTES_MAX)
 }
 
+/// The fields of an anonymous intent (see `AnonIntent` in `int.fbs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnonIntentSpec {
+    /// The Groth16 proof, compressed.
+    pub proof: ProofBytes,
+    /// The identity-tree root the proof was made against.
+    pub root: FieldBytes,
+    /// The epoch the proof is for.
+    pub epoch: u64,
+    /// `Poseidon(secret, epoch, scope)`.
+    pub nullifier: FieldBytes,
+    /// The behaviour cluster the sender proves to belong to.
+    pub cluster: u32,
+    /// Commitment to the epoch's centroids.
+    pub centroid_commitment: FieldBytes,
+    /// The device (or SKU owner) the intent is for.
+    pub target: AccountId,
+    /// What the user wants, opaque to the chain.
+    pub payload: Vec<u8>,
+}
+
 /// The payload of a transaction: what a builder writes, and what ingress
 /// extracts once from a verified body so later stages need not decode again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PayloadSpec {
     /// Register the sender's key.
     RegisterDevice {
@@ -227,6 +348,24 @@ pub enum PayloadSpec {
         /// Which token.
         token: Token,
     },
+    /// Append an identity commitment to the identity tree.
+    RegisterIdentity {
+        /// The leaf.
+        commitment: FieldBytes,
+    },
+    /// Fix the centroids from `epoch` on (governance).
+    SetCentroids {
+        /// First epoch they apply to.
+        epoch: u64,
+        /// D.
+        dims: u8,
+        /// K.
+        clusters: u8,
+        /// K rows of D coordinates.
+        coords: Vec<u16>,
+    },
+    /// An anonymous intent (boxed: it is much larger than the others).
+    AnonIntent(Box<AnonIntentSpec>),
 }
 
 /// The fields of a transaction body to build.
@@ -280,6 +419,58 @@ pub fn build_tx_body(spec: &TxBodySpec) -> Vec<u8> {
                 },
             );
             (Payload::Transfer, p.as_union_value())
+        }
+        PayloadSpec::RegisterIdentity { commitment } => {
+            let c = FieldElement(*commitment);
+            let p = RegisterIdentity::create(
+                &mut fbb,
+                &wire::RegisterIdentityArgs {
+                    commitment: Some(&c),
+                },
+            );
+            (Payload::RegisterIdentity, p.as_union_value())
+        }
+        PayloadSpec::SetCentroids {
+            epoch,
+            dims,
+            clusters,
+            coords,
+        } => {
+            let coords = fbb.create_vector(coords);
+            let p = SetCentroids::create(
+                &mut fbb,
+                &wire::SetCentroidsArgs {
+                    epoch: *epoch,
+                    dims: *dims,
+                    clusters: *clusters,
+                    coords: Some(coords),
+                },
+            );
+            (Payload::SetCentroids, p.as_union_value())
+        }
+        PayloadSpec::AnonIntent(a) => {
+            let payload = fbb.create_vector(&a.payload);
+            let (proof, root, nullifier, cc, target) = (
+                Groth16Proof(a.proof),
+                FieldElement(a.root),
+                FieldElement(a.nullifier),
+                FieldElement(a.centroid_commitment),
+                Bytes32(a.target),
+            );
+            let p = AnonIntent::create(
+                &mut fbb,
+                &wire::AnonIntentArgs {
+                    proof: Some(&proof),
+                    root: Some(&root),
+                    epoch: a.epoch,
+                    nullifier: Some(&nullifier),
+                    cluster: a.cluster,
+                    centroid_commitment: Some(&cc),
+                    target: Some(&target),
+                    payload: Some(payload),
+                },
+            );
+            (Payload::AnonIntent, p.as_union_value())
         }
     };
     let sender = Bytes32(spec.sender);
@@ -507,6 +698,93 @@ mod tests {
         assert_eq!(amount(t.amount()), u128::MAX - 5);
         assert_eq!(t.to().0, [2; 32]);
         assert_eq!(tx.signature(), &[9; 48]);
+    }
+
+    fn round_trip(payload: PayloadSpec) {
+        let spec = TxBodySpec {
+            payload,
+            ..transfer()
+        };
+        let body = build_tx_body(&spec);
+        let decoded = decode_body(&body).unwrap();
+        assert_eq!(payload_spec(&decoded).unwrap(), spec.payload);
+    }
+
+    #[test]
+    fn bpk_payloads_round_trip() {
+        round_trip(PayloadSpec::RegisterIdentity {
+            commitment: [5; 32],
+        });
+        round_trip(PayloadSpec::SetCentroids {
+            epoch: 9,
+            dims: 2,
+            clusters: 3,
+            coords: vec![1, 2, 3, 4, 5, u16::MAX],
+        });
+        round_trip(PayloadSpec::AnonIntent(Box::new(AnonIntentSpec {
+            proof: [7; 128],
+            root: [1; 32],
+            epoch: u64::MAX,
+            nullifier: [2; 32],
+            cluster: 3,
+            centroid_commitment: [4; 32],
+            target: [6; 32],
+            payload: b"power 5 kWh".to_vec(),
+        })));
+    }
+
+    #[test]
+    fn field_elements_must_be_canonical() {
+        let mut below = BN254_MODULUS_BE;
+        below[31] -= 1;
+        assert!(is_canonical_field(&below));
+        assert!(is_canonical_field(&[0; 32]));
+        assert!(!is_canonical_field(&BN254_MODULUS_BE));
+        assert!(!is_canonical_field(&[0xff; 32]));
+        let body = build_tx_body(&TxBodySpec {
+            payload: PayloadSpec::RegisterIdentity {
+                commitment: BN254_MODULUS_BE,
+            },
+            ..transfer()
+        });
+        assert!(matches!(
+            decode_body(&body),
+            Err(DecodeError::InvalidPayload(_))
+        ));
+    }
+
+    #[test]
+    fn inconsistent_bpk_payloads_are_refused() {
+        let centroids = build_tx_body(&TxBodySpec {
+            payload: PayloadSpec::SetCentroids {
+                epoch: 1,
+                dims: 2,
+                clusters: 3,
+                coords: vec![1; 5],
+            },
+            ..transfer()
+        });
+        assert!(matches!(
+            decode_body(&centroids),
+            Err(DecodeError::InvalidPayload(_))
+        ));
+        let big = build_tx_body(&TxBodySpec {
+            payload: PayloadSpec::AnonIntent(Box::new(AnonIntentSpec {
+                proof: [0; 128],
+                root: [0; 32],
+                epoch: 0,
+                nullifier: [0; 32],
+                cluster: 0,
+                centroid_commitment: [0; 32],
+                target: [0; 32],
+                payload: vec![0; INTENT_PAYLOAD_BYTES_MAX + 1],
+            })),
+            ..transfer()
+        });
+        assert!(matches!(
+            decode_body(&big),
+            Err(DecodeError::InvalidPayload(_))
+        ));
     }
 
     #[test]

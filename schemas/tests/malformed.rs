@@ -7,9 +7,10 @@ use int_schemas::wire::{
     TxEnvelope, TxStatus, U128,
 };
 use int_schemas::{
-    BlockRef, DecodeError, HeaderFields, PayloadSpec, ReceiptFields, TxBodySpec, TxRef, amount,
-    build_block, build_envelope, build_header, build_receipts, build_tx_body, decode_block,
-    decode_body, decode_header, decode_receipts, decode_tx,
+    AnonIntentSpec, BlockRef, CENTROID_COORDS_MAX, DecodeError, HeaderFields,
+    INTENT_PAYLOAD_BYTES_MAX, PayloadSpec, ReceiptFields, TxBodySpec, TxRef, amount, build_block,
+    build_envelope, build_header, build_receipts, build_tx_body, decode_block, decode_body,
+    decode_header, decode_receipts, decode_tx, payload_spec,
 };
 use proptest::prelude::*;
 
@@ -50,8 +51,30 @@ fn touch_body(b: &TxBody<'_>) {
         touch_bytes32(r.metadata_hash());
         let _ = format!("{r:?}");
     }
+    if let Some(r) = b.payload_as_register_identity() {
+        known += 1;
+        let _ = r.commitment().v().iter().count();
+        let _ = format!("{r:?}");
+    }
+    if let Some(c) = b.payload_as_set_centroids() {
+        known += 1;
+        let _ = (c.epoch(), c.dims(), c.clusters());
+        assert!(c.coords().len() <= CENTROID_COORDS_MAX);
+        let _ = c.coords().iter().map(u32::from).sum::<u32>();
+        let _ = format!("{c:?}");
+    }
+    if let Some(a) = b.payload_as_anon_intent() {
+        known += 1;
+        let _ = a.proof().v().iter().count();
+        let _ = (a.root().0, a.nullifier().0, a.centroid_commitment().0);
+        touch_bytes32(a.target());
+        let _ = (a.epoch(), a.cluster());
+        assert!(a.payload().len() <= INTENT_PAYLOAD_BYTES_MAX);
+        let _ = format!("{a:?}");
+    }
     // decode_body only lets known payloads through.
     assert_eq!(known, 1, "decoded body carries no known payload");
+    payload_spec(b).expect("a decoded body's payload is valid");
     let _ = format!("{b:?}");
 }
 
@@ -152,6 +175,14 @@ fn u128_edge() -> impl Strategy<Value = u128> {
     ]
 }
 
+/// A canonical BN254 field element (below the modulus, whose top byte is 0x30).
+fn field() -> impl Strategy<Value = [u8; 32]> {
+    any::<[u8; 32]>().prop_map(|mut x| {
+        x[0] &= 0x2f;
+        x
+    })
+}
+
 fn payload() -> impl Strategy<Value = PayloadSpec> {
     prop_oneof![
         (any::<[u8; 32]>(), u128_edge(), token())
@@ -178,6 +209,37 @@ fn payload() -> impl Strategy<Value = PayloadSpec> {
                     kind,
                     metadata_hash,
                 }
+            }),
+        field().prop_map(|commitment| PayloadSpec::RegisterIdentity { commitment }),
+        (any::<u64>(), 0u8..=12, 0u8..=12, any::<u16>()).prop_map(|(epoch, dims, clusters, c)| {
+            PayloadSpec::SetCentroids {
+                epoch,
+                dims,
+                clusters,
+                coords: vec![c; dims as usize * clusters as usize],
+            }
+        }),
+        (
+            field(),
+            field(),
+            any::<u64>(),
+            any::<u32>(),
+            prop::collection::vec(any::<u8>(), 0..=INTENT_PAYLOAD_BYTES_MAX),
+        )
+            .prop_map(|(a, b, epoch, cluster, payload)| {
+                let mut proof = [0u8; 128];
+                proof[..32].copy_from_slice(&a);
+                proof[96..].copy_from_slice(&b);
+                PayloadSpec::AnonIntent(Box::new(AnonIntentSpec {
+                    proof,
+                    root: a,
+                    epoch,
+                    nullifier: b,
+                    cluster,
+                    centroid_commitment: a,
+                    target: b,
+                    payload,
+                }))
             }),
     ]
 }
@@ -368,7 +430,7 @@ proptest! {
     }
 
     #[test]
-    fn unknown_payload_tags_are_refused(tag in 3u8..=255, payload_of in 0u8..2, spec in body_spec()) {
+    fn unknown_payload_tags_are_refused(tag in Payload::ENUM_MAX + 1..=255, payload_of in 0u8..2, spec in body_spec()) {
         // A body whose union tag is unknown, pointing at a real table.
         let mut fbb = flatbuffers::FlatBufferBuilder::new();
         let to = Bytes32([1; 32]);
@@ -428,21 +490,7 @@ proptest! {
         prop_assert_eq!(b.sender().0, spec.sender);
         prop_assert_eq!(b.nonce(), spec.nonce);
         prop_assert_eq!(amount(b.fee()), spec.fee);
-        let got = match (b.payload_as_transfer(), b.payload_as_register_device()) {
-            (Some(t), None) => PayloadSpec::Transfer {
-                to: t.to().0,
-                amount: amount(t.amount()),
-                token: t.token(),
-            },
-            (None, Some(r)) => PayloadSpec::RegisterDevice {
-                public_key: r.public_key().0,
-                pop: r.pop().0,
-                kind: r.kind(),
-                metadata_hash: r.metadata_hash().0,
-            },
-            _ => panic!("exactly one payload must decode"),
-        };
-        prop_assert_eq!(got, spec.payload);
+        prop_assert_eq!(payload_spec(&b).expect("a built payload is valid"), spec.payload);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //!    the nonce advances and the fee is taken, whatever the payload then
 //!    does: a registration sets the key (`AlreadyRegistered`,
 //!    `SenderKeyMismatch`), a transfer debits INT (`InsufficientBalance`,
-//!    `GasNotTransferable`). Debits see only the balance the account had
+//!    `GasNotTransferable`), and any other payload is left to the plugin
+//!    that owns it ([`Call::Deferred`], decided in the Apply stage; the fee
+//!    is taken whatever it decides). Debits see only the balance the account had
 //!    before the block, minus its own earlier debits: credits of the same
 //!    block are not spendable until the next one.
 //! 2. **Credit stage**, per receiver, receivers in parallel: the amounts of
@@ -115,6 +117,8 @@ fn debit_one(
                 TxStatus::Ok
             }
         }
+        // The envelope is accepted; the owning plugin decides the payload.
+        Call::Deferred => TxStatus::Ok,
     };
     Outcome {
         status,

@@ -153,7 +153,7 @@ fn blocks() -> impl Strategy<Value = Vec<Vec<TxGen>>> {
 // The reference model: the ledger semantics, sequential, over a BTreeMap.
 
 /// A transaction as the model sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct MTx {
     sender: AccountId,
     nonce: u64,
@@ -167,7 +167,7 @@ impl From<&VerifiedTx> for MTx {
             sender: t.sender,
             nonce: t.nonce,
             fee: t.fee,
-            payload: t.payload,
+            payload: t.payload.clone(),
         }
     }
 }
@@ -201,7 +201,7 @@ fn model_debit(
     r.nonce += 1;
     r.gas -= tx.fee;
     let mut credit = None;
-    let status = match tx.payload {
+    let status = match tx.payload.clone() {
         PayloadSpec::RegisterDevice {
             public_key,
             kind,
@@ -230,6 +230,9 @@ fn model_debit(
                 TxStatus::Ok
             }
         }
+        // With the ledger alone, every other payload is not executable
+        // (its fee is taken).
+        _ => TxStatus::UnsupportedPayload,
     };
     (status, tx.fee, credit)
 }

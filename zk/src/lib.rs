@@ -108,6 +108,9 @@ pub enum ZkError {
         /// Why it was rejected.
         reason: String,
     },
+    /// A persistent [`tree::TreeStore`] failed to read.
+    #[error("tree store: {0}")]
+    Store(String),
     /// Constraint synthesis or Groth16 failed.
     #[error("synthesis: {0}")]
     Synthesis(#[from] ark_relations::gr1cs::SynthesisError),

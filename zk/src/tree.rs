@@ -53,11 +53,13 @@ pub fn zero_hashes() -> &'static [Fr; DEPTH + 1] {
 
 /// Where the tree's non-empty nodes live. Level 0 holds the leaves, level
 /// [`DEPTH`] the root; `index` is the node's position within its level.
-/// Persistence through the engine implements this later.
+/// [`MemTreeStore`] keeps them in memory; the chain keeps them in LMDB
+/// (`int_systems::bpk`), with writes buffered until the block commits.
 pub trait TreeStore {
     /// The node at `(level, index)`, or `None` if it was never written
-    /// (an empty subtree).
-    fn get(&self, level: u8, index: u64) -> Option<Fr>;
+    /// (an empty subtree); [`ZkError::Store`] if the store failed (a
+    /// persistent store must never answer `None` for a node it lost).
+    fn get(&self, level: u8, index: u64) -> Result<Option<Fr>, ZkError>;
     /// Writes the node at `(level, index)`.
     fn put(&mut self, level: u8, index: u64, value: Fr);
 }
@@ -86,8 +88,8 @@ impl MemTreeStore {
 }
 
 impl TreeStore for MemTreeStore {
-    fn get(&self, level: u8, index: u64) -> Option<Fr> {
-        self.nodes.get(&(level, index)).copied()
+    fn get(&self, level: u8, index: u64) -> Result<Option<Fr>, ZkError> {
+        Ok(self.nodes.get(&(level, index)).copied())
     }
 
     fn put(&mut self, level: u8, index: u64, value: Fr) {
@@ -140,13 +142,19 @@ impl IdentityTree<MemTreeStore> {
     pub fn new(root_history: usize) -> Result<Self, ZkError> {
         Self::with_store(MemTreeStore::new(), root_history)
     }
+
+    /// The leaf at `index`, if it was appended (an in-memory store cannot
+    /// fail; see [`IdentityTree::try_leaf`] for others).
+    pub fn leaf(&self, index: u64) -> Option<Fr> {
+        self.try_leaf(index).ok().flatten()
+    }
 }
 
 impl<S: TreeStore> IdentityTree<S> {
-    /// An empty tree over `store`, which must hold no nodes (reopening a
-    /// persisted tree comes with engine persistence). It remembers the last
-    /// `root_history` roots, the current one included; the empty tree's root
-    /// is the first of them.
+    /// An empty tree over `store`, which must hold no nodes (reopen a
+    /// persisted tree with [`IdentityTree::from_parts`]). It remembers the
+    /// last `root_history` roots, the current one included; the empty
+    /// tree's root is the first of them.
     pub fn with_store(store: S, root_history: usize) -> Result<Self, ZkError> {
         if root_history == 0 {
             return Err(ZkError::EmptyRootHistory);
@@ -161,6 +169,56 @@ impl<S: TreeStore> IdentityTree<S> {
             history,
             history_size: root_history,
         })
+    }
+
+    /// Reopens a persisted tree: `store` holds the nodes of `len` leaves and
+    /// `history` the remembered roots, oldest first, the current root last
+    /// (at most `root_history` of them). The nodes are not re-hashed (that
+    /// would cost `len` hashes); the current root is read from the store
+    /// and must equal the last of `history`, so a store that does not match
+    /// its metadata is caught.
+    pub fn from_parts(
+        store: S,
+        len: u64,
+        history: Vec<Fr>,
+        root_history: usize,
+    ) -> Result<Self, ZkError> {
+        if root_history == 0 {
+            return Err(ZkError::EmptyRootHistory);
+        }
+        let corrupt = |reason: &str| ZkError::Malformed {
+            what: "identity tree",
+            reason: reason.to_string(),
+        };
+        if len > CAPACITY {
+            return Err(corrupt("more leaves than the tree holds"));
+        }
+        if history.is_empty() || history.len() > root_history {
+            return Err(corrupt("root history of the wrong length"));
+        }
+        let root = *history.last().unwrap_or(&zero_hashes()[DEPTH]);
+        let stored_root = if len == 0 {
+            zero_hashes()[DEPTH]
+        } else {
+            store
+                .get(DEPTH as u8, 0)?
+                .ok_or_else(|| corrupt("root node missing"))?
+        };
+        if stored_root != root {
+            return Err(corrupt("stored root differs from the root history"));
+        }
+        Ok(Self {
+            store,
+            len,
+            root,
+            history: history.into(),
+            history_size: root_history,
+        })
+    }
+
+    /// Consumes the tree, giving back its store (to commit buffered writes).
+    pub fn into_store(self) -> S {
+        self.store
     }
 
     /// Appends `leaf` and returns its index. `DEPTH` hashes and `DEPTH + 1`
@@ -180,7 +238,7 @@ impl<S: TreeStore> IdentityTree<S> {
                 hash2(node, *zero)
             } else {
                 // Right child: the left sibling was appended before.
-                hash2(self.node(level, index - 1), node)
+                hash2(self.node(level, index - 1)?, node)
             };
             index >>= 1;
             self.store.put(level as u8 + 1, index, node);
@@ -219,9 +277,14 @@ impl<S: TreeStore> IdentityTree<S> {
         self.history.iter().rev().any(|r| r == root)
     }
 
-    /// The leaf at `index`, if it was appended.
-    pub fn leaf(&self, index: u64) -> Option<Fr> {
-        (index < self.len).then(|| self.node(0, index))
+    /// The leaf at `index`, if it was appended; an error if the store
+    /// failed.
+    pub fn try_leaf(&self, index: u64) -> Result<Option<Fr>, ZkError> {
+        if index < self.len {
+            self.node(0, index).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// The membership path of leaf `index` against the current root.
@@ -236,7 +299,7 @@ impl<S: TreeStore> IdentityTree<S> {
         let mut index_bits = [false; DEPTH];
         for level in 0..DEPTH {
             let position = index >> level;
-            siblings[level] = self.node(level, position ^ 1);
+            siblings[level] = self.node(level, position ^ 1)?;
             index_bits[level] = position & 1 == 1;
         }
         Ok(MerklePath {
@@ -252,10 +315,11 @@ impl<S: TreeStore> IdentityTree<S> {
     }
 
     /// The node at `(level, index)`, or the empty subtree's value.
-    fn node(&self, level: usize, index: u64) -> Fr {
-        self.store
-            .get(level as u8, index)
-            .unwrap_or(zero_hashes()[level])
+    fn node(&self, level: usize, index: u64) -> Result<Fr, ZkError> {
+        Ok(self
+            .store
+            .get(level as u8, index)?
+            .unwrap_or(zero_hashes()[level]))
     }
 }
 
@@ -316,6 +380,29 @@ mod tests {
             level = level.chunks(2).map(|p| hash2(p[0], p[1])).collect();
         }
         level.first().copied().unwrap_or(zeros[DEPTH])
+    }
+
+    #[test]
+    fn from_parts_reopens_and_checks_the_root() {
+        let mut tree = IdentityTree::new(3).unwrap();
+        for i in 1..=5u64 {
+            tree.append(Fr::from(i)).unwrap();
+        }
+        let history: Vec<Fr> = tree.root_history().copied().collect();
+        let reopened =
+            IdentityTree::from_parts(tree.store().clone(), 5, history.clone(), 3).unwrap();
+        assert_eq!(reopened.root(), tree.root());
+        assert_eq!(reopened.path(3).unwrap(), tree.path(3).unwrap());
+        let mut appended = reopened.clone();
+        appended.append(Fr::from(6u64)).unwrap();
+        tree.append(Fr::from(6u64)).unwrap();
+        assert_eq!(appended.root(), tree.root());
+        // Metadata that does not match the nodes is refused.
+        let mut wrong = history.clone();
+        wrong.push(Fr::from(9u64));
+        assert!(IdentityTree::from_parts(tree.store().clone(), 6, wrong, 5).is_err());
+        assert!(IdentityTree::from_parts(MemTreeStore::new(), 0, vec![], 3).is_err());
+        assert!(IdentityTree::from_parts(tree.store().clone(), 6, history, 2).is_err());
     }
 
     #[test]
@@ -444,7 +531,7 @@ mod tests {
     }
 
     impl TreeStore for CountingStore {
-        fn get(&self, level: u8, index: u64) -> Option<Fr> {
+        fn get(&self, level: u8, index: u64) -> Result<Option<Fr>, ZkError> {
             self.gets.set(self.gets.get() + 1);
             self.inner.get(level, index)
         }

@@ -24,6 +24,16 @@ pub mod int {
     pub use self::register_device_generated::*;
     mod transfer_generated;
     pub use self::transfer_generated::*;
+    mod field_element_generated;
+    pub use self::field_element_generated::*;
+    mod groth_16_proof_generated;
+    pub use self::groth_16_proof_generated::*;
+    mod register_identity_generated;
+    pub use self::register_identity_generated::*;
+    mod set_centroids_generated;
+    pub use self::set_centroids_generated::*;
+    mod anon_intent_generated;
+    pub use self::anon_intent_generated::*;
     mod tx_body_generated;
     pub use self::tx_body_generated::*;
     mod tx_envelope_generated;

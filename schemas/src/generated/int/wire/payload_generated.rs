@@ -5,13 +5,16 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_PAYLOAD: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_PAYLOAD: u8 = 2;
+pub const ENUM_MAX_PAYLOAD: u8 = 5;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_PAYLOAD: [Payload; 3] = [
+pub const ENUM_VALUES_PAYLOAD: [Payload; 6] = [
   Payload::NONE,
   Payload::RegisterDevice,
   Payload::Transfer,
+  Payload::RegisterIdentity,
+  Payload::SetCentroids,
+  Payload::AnonIntent,
 ];
 
 /// Every payload a transaction can carry. Append only.
@@ -23,13 +26,19 @@ impl Payload {
   pub const NONE: Self = Self(0);
   pub const RegisterDevice: Self = Self(1);
   pub const Transfer: Self = Self(2);
+  pub const RegisterIdentity: Self = Self(3);
+  pub const SetCentroids: Self = Self(4);
+  pub const AnonIntent: Self = Self(5);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_MAX: u8 = 5;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RegisterDevice,
     Self::Transfer,
+    Self::RegisterIdentity,
+    Self::SetCentroids,
+    Self::AnonIntent,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -37,6 +46,9 @@ impl Payload {
       Self::NONE => Some("NONE"),
       Self::RegisterDevice => Some("RegisterDevice"),
       Self::Transfer => Some("Transfer"),
+      Self::RegisterIdentity => Some("RegisterIdentity"),
+      Self::SetCentroids => Some("SetCentroids"),
+      Self::AnonIntent => Some("AnonIntent"),
       _ => None,
     }
   }

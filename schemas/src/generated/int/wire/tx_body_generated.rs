@@ -117,6 +117,48 @@ impl<'a> TxBody<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_register_identity(&self) -> Option<RegisterIdentity<'a>> {
+    if self.payload_type() == Payload::RegisterIdentity {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RegisterIdentity::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_set_centroids(&self) -> Option<SetCentroids<'a>> {
+    if self.payload_type() == Payload::SetCentroids {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetCentroids::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_anon_intent(&self) -> Option<AnonIntent<'a>> {
+    if self.payload_type() == Payload::AnonIntent {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { AnonIntent::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for TxBody<'_> {
@@ -133,6 +175,9 @@ impl ::flatbuffers::Verifiable for TxBody<'_> {
         match key {
           Payload::RegisterDevice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterDevice>>("Payload::RegisterDevice", pos),
           Payload::Transfer => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Transfer>>("Payload::Transfer", pos),
+          Payload::RegisterIdentity => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterIdentity>>("Payload::RegisterIdentity", pos),
+          Payload::SetCentroids => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetCentroids>>("Payload::SetCentroids", pos),
+          Payload::AnonIntent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AnonIntent>>("Payload::AnonIntent", pos),
           _ => Ok(()),
         }
      })?
@@ -227,6 +272,27 @@ impl ::core::fmt::Debug for TxBody<'_> {
         },
         Payload::Transfer => {
           if let Some(x) = self.payload_as_transfer() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::RegisterIdentity => {
+          if let Some(x) = self.payload_as_register_identity() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::SetCentroids => {
+          if let Some(x) = self.payload_as_set_centroids() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::AnonIntent => {
+          if let Some(x) = self.payload_as_anon_intent() {
             ds.field("payload", &x)
           } else {
             ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_TX_STATUS: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_TX_STATUS: u16 = 10;
+pub const ENUM_MAX_TX_STATUS: u16 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_TX_STATUS: [TxStatus; 11] = [
+pub const ENUM_VALUES_TX_STATUS: [TxStatus; 20] = [
   TxStatus::Ok,
   TxStatus::BadNonce,
   TxStatus::InsufficientFee,
@@ -20,6 +20,15 @@ pub const ENUM_VALUES_TX_STATUS: [TxStatus; 11] = [
   TxStatus::GasNotTransferable,
   TxStatus::Overflow,
   TxStatus::UnsupportedPayload,
+  TxStatus::IdentityTreeFull,
+  TxStatus::UnknownRoot,
+  TxStatus::WrongEpoch,
+  TxStatus::WrongCentroids,
+  TxStatus::NullifierUsed,
+  TxStatus::NotGovernance,
+  TxStatus::CentroidsFixed,
+  TxStatus::CentroidShape,
+  TxStatus::BpkDisabled,
 ];
 
 /// The outcome of a transaction. Append only; the numeric values are
@@ -50,9 +59,27 @@ impl TxStatus {
   pub const Overflow: Self = Self(9);
   /// The payload type is not executable on this chain.
   pub const UnsupportedPayload: Self = Self(10);
+  /// The identity tree holds 2^32 leaves already.
+  pub const IdentityTreeFull: Self = Self(11);
+  /// The proof's identity root is not one of the chain's recent roots.
+  pub const UnknownRoot: Self = Self(12);
+  /// The intent's epoch is not the epoch of the block.
+  pub const WrongEpoch: Self = Self(13);
+  /// The centroid commitment is not the one in force for the epoch.
+  pub const WrongCentroids: Self = Self(14);
+  /// The nullifier was used before (one intent per scope per epoch).
+  pub const NullifierUsed: Self = Self(15);
+  /// Only the chain's governance account may do this.
+  pub const NotGovernance: Self = Self(16);
+  /// Centroids for that epoch are fixed already, or the epoch has begun.
+  pub const CentroidsFixed: Self = Self(17);
+  /// Centroids whose shape is not the chain's (D, K).
+  pub const CentroidShape: Self = Self(18);
+  /// The chain has no BPK verifying key: anonymous intents are off.
+  pub const BpkDisabled: Self = Self(19);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 10;
+  pub const ENUM_MAX: u16 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::BadNonce,
@@ -65,6 +92,15 @@ impl TxStatus {
     Self::GasNotTransferable,
     Self::Overflow,
     Self::UnsupportedPayload,
+    Self::IdentityTreeFull,
+    Self::UnknownRoot,
+    Self::WrongEpoch,
+    Self::WrongCentroids,
+    Self::NullifierUsed,
+    Self::NotGovernance,
+    Self::CentroidsFixed,
+    Self::CentroidShape,
+    Self::BpkDisabled,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -80,6 +116,15 @@ impl TxStatus {
       Self::GasNotTransferable => Some("GasNotTransferable"),
       Self::Overflow => Some("Overflow"),
       Self::UnsupportedPayload => Some("UnsupportedPayload"),
+      Self::IdentityTreeFull => Some("IdentityTreeFull"),
+      Self::UnknownRoot => Some("UnknownRoot"),
+      Self::WrongEpoch => Some("WrongEpoch"),
+      Self::WrongCentroids => Some("WrongCentroids"),
+      Self::NullifierUsed => Some("NullifierUsed"),
+      Self::NotGovernance => Some("NotGovernance"),
+      Self::CentroidsFixed => Some("CentroidsFixed"),
+      Self::CentroidShape => Some("CentroidShape"),
+      Self::BpkDisabled => Some("BpkDisabled"),
       _ => None,
     }
   }
