@@ -2,10 +2,15 @@
 //! register and then send signed transfers at full speed, all in one
 //! process over an embedded LMDB.
 //!
-//! Three threads: the devices sign transactions (each device keeps one in
-//! flight, so nonces stay right); ingress verifies them in batches and admits
-//! them to the mempool; the producer (this thread) seals a block every
-//! `block_ms`. Signing and verification share rayon's pool over all cores.
+//! Four threads: the devices sign transactions (each device keeps one in
+//! flight, so nonces stay right); the simulated BPK users ([`bpk_sim`])
+//! register identities and send anonymous intents with Groth16 proofs,
+//! relayed by the validator; ingress verifies everything in batches
+//! (signatures, then proofs) and admits it to the mempool; the producer
+//! (this thread) seals a block every `block_ms`. Signing, proving and
+//! verification share rayon's pool over all cores.
+//!
+//! [`bpk_sim`]: crate::bpk_sim
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -19,12 +24,17 @@ use anyhow::{Context, Result, bail};
 use int_bench::devices::{Fleet, now_ms, validator_account};
 use int_engine::chain::{Chain, ChainConfig};
 use int_engine::crypto::bls::SecretKey;
-use int_engine::ingress::{IngressConfig, KeyCache, check_batch, committed_nonces};
+use int_engine::ingress::{
+    IngressConfig, IngressError, KeyCache, ProofVerifier, check_batch_with, committed_nonces,
+};
 use int_engine::mempool::Mempool;
 use int_engine::storage::Store;
-use int_schemas::AccountId;
 use int_schemas::wire::TxStatus;
-use int_systems::LedgerPlugin;
+use int_schemas::{AccountId, PayloadSpec};
+use int_systems::bpk::{self, Groth16Intents};
+use int_systems::{BpkPlugin, LedgerPlugin};
+
+use crate::bpk_sim::{self, Sim, SimStats};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +53,11 @@ pub struct DevnetOpts {
     pub block_txs_max: usize,
     /// Write a flamegraph of the run here.
     pub flamegraph: Option<PathBuf>,
+    /// Simulated BPK users sending anonymous intents (0: none; used at
+    /// genesis, a restart keeps the stored count).
+    pub users: usize,
+    /// Pause between two intents.
+    pub intent_ms: u64,
 }
 
 /// The devnet's persistent parameters, in `DATA_DIR/devnet.json`.
@@ -55,6 +70,13 @@ struct DevnetFile {
     /// Seed of the validator's key (hex). Devnet only: a production
     /// validator keeps its key in a keystore.
     validator_seed: String,
+    /// Simulated BPK users (0 or absent: intents off).
+    #[serde(default)]
+    users: usize,
+    /// Seed of the BPK users, centroids and Groth16 keys (hex). Devnet
+    /// only: production keys come from a multi-party ceremony.
+    #[serde(default)]
+    bpk_seed: Option<String>,
 }
 
 /// What a run did; printed at the end, as JSON with `--json`.
@@ -92,6 +114,18 @@ pub struct Summary {
     pub validator: String,
     /// The account id of simulated device 0, hex.
     pub device0: String,
+    /// Simulated BPK users (0: intents off).
+    pub users: usize,
+    /// Identities in the chain's identity tree at the end.
+    pub identities: u64,
+    /// Anonymous intents included by this run.
+    pub intents: u64,
+    /// Of which accepted (proof, root, epoch, centroids, nullifier).
+    pub intents_ok: u64,
+    /// Intents refused at ingress (proof did not verify or decode).
+    pub intents_refused: u64,
+    /// Mean time to prove one intent, milliseconds.
+    pub prove_ms_mean: f64,
 }
 
 fn seed_from_hex(s: &str) -> Result<[u8; 32]> {
@@ -100,7 +134,7 @@ fn seed_from_hex(s: &str) -> Result<[u8; 32]> {
         .map_err(|_| anyhow::anyhow!("seed must be 32 bytes"))
 }
 
-fn load_or_create(path: &Path, devices: usize) -> Result<DevnetFile> {
+fn load_or_create(path: &Path, devices: usize, users: usize) -> Result<DevnetFile> {
     if path.exists() {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {path:?}"))?;
         return serde_json::from_str(&text).with_context(|| format!("parsing {path:?}"));
@@ -111,6 +145,8 @@ fn load_or_create(path: &Path, devices: usize) -> Result<DevnetFile> {
         devices,
         fleet_seed: hex::encode(rng.r#gen::<[u8; 32]>()),
         validator_seed: hex::encode(rng.r#gen::<[u8; 32]>()),
+        users,
+        bpk_seed: (users > 0).then(|| hex::encode(rng.r#gen::<[u8; 32]>())),
     };
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&f)?)?;
@@ -123,6 +159,7 @@ fn load_or_create(path: &Path, devices: usize) -> Result<DevnetFile> {
 struct Stats {
     verify_ns: AtomicU64,
     rejected: AtomicU64,
+    intents_refused: AtomicU64,
 }
 
 /// What the devices learn about their transactions.
@@ -271,9 +308,11 @@ fn device_loop(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn ingress_loop(
     store: &Store,
     chain_id: u32,
+    proofs: Option<&dyn ProofVerifier>,
     input: Receiver<Vec<(AccountId, Vec<u8>)>>,
     mempool: &Mutex<Mempool>,
     feedback: &SyncSender<Feedback>,
@@ -294,13 +333,21 @@ fn ingress_loop(
         // The devices say who they are: no decoding just to learn the sender.
         let (senders, batch): (Vec<AccountId>, Vec<Vec<u8>>) = batch.into_iter().unzip();
         let t = Instant::now();
-        let checked = check_batch(&cfg, &keys, batch);
+        let checked = check_batch_with(&cfg, &keys, proofs, batch);
         stats
             .verify_ns
             .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         for (i, err) in &checked.rejected {
             tracing::debug!(%err, "ingress refused a transaction");
             stats.rejected.fetch_add(1, Ordering::Relaxed);
+            if matches!(
+                err,
+                IngressError::BadProof
+                    | IngressError::MalformedProof(_)
+                    | IngressError::IntentsDisabled
+            ) {
+                stats.intents_refused.fetch_add(1, Ordering::Relaxed);
+            }
             if let Some(id) = senders.get(*i) {
                 let _ = feedback.try_send(Feedback::Done(*id, None));
             }
@@ -351,7 +398,10 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
 
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating {:?}", opts.data_dir))?;
-    let file = load_or_create(&opts.data_dir.join("devnet.json"), opts.devices)?;
+    if opts.users > bpk_sim::USERS_MAX {
+        bail!("--users must be at most {}", bpk_sim::USERS_MAX);
+    }
+    let file = load_or_create(&opts.data_dir.join("devnet.json"), opts.devices, opts.users)?;
     if file.devices != opts.devices {
         tracing::warn!(
             stored = file.devices,
@@ -380,6 +430,22 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     let validator = SecretKey::from_seed(
         &seed_from_hex(&file.validator_seed).context("validator_seed in devnet.json")?,
     );
+    let sim = match (&file.bpk_seed, file.users) {
+        (Some(seed), users) if users > 0 => {
+            let t = Instant::now();
+            let sim = Sim::derive(
+                users,
+                &seed_from_hex(seed).context("bpk_seed in devnet.json")?,
+            )?;
+            tracing::info!(
+                users,
+                ms = t.elapsed().as_millis() as u64,
+                "BPK users, clusters and devnet Groth16 keys derived (devnet keys: production keys need a multi-party ceremony)"
+            );
+            Some(sim)
+        }
+        _ => None,
+    };
     let mut chain = Chain::open(
         store.clone(),
         ChainConfig {
@@ -387,14 +453,36 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
             hot_capacity: 200_000.max(fleet.len() * 2),
             parallel: true,
         },
-        &[&LedgerPlugin],
+        &[&LedgerPlugin, &BpkPlugin],
     )?;
     if chain.head().is_none() {
         let mut alloc = fleet.genesis_alloc();
-        alloc.push(validator_account(&validator));
-        let head = chain.genesis(&alloc, now_ms(), &validator)?;
+        let (vid, mut vrec) = validator_account(&validator);
+        // The validator relays the simulated users' BPK transactions and
+        // pays their fees from the first block on.
+        if sim.is_some() {
+            vrec.gas = 1 << 40;
+        }
+        alloc.push((vid, vrec));
+        let objects = match &sim {
+            Some(sim) => bpk::genesis_objects(&sim.genesis(vid))?,
+            None => Vec::new(),
+        };
+        let head = chain.genesis_with_objects(&alloc, &objects, now_ms(), &validator)?;
         tracing::info!(accounts = head.accounts, root = %hex::encode(head.state_root), "genesis written");
     }
+    let proofs = Groth16Intents::from_store(&store, chain_id)?.map(Arc::new);
+    if let Some(p) = &proofs {
+        chain.set_proof_verifier(p.clone());
+    }
+    let sim = match (sim, bpk::load_config(&store, chain_id)?) {
+        (Some(sim), Some(cfg)) if sim.matches(&cfg.verifying_key) => Some(sim),
+        (Some(_), _) => {
+            tracing::warn!("this chain's genesis has other BPK keys or none; no simulated intents");
+            None
+        }
+        (None, _) => None,
+    };
     let start = chain.head().context("no head after genesis")?;
     eprintln!(
         "int devnet: chain {chain_id}, {} devices, block every {} ms, data in {}, starting at height {}",
@@ -410,6 +498,8 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     );
 
     let stats = Stats::default();
+    let sim_stats = SimStats::default();
+    let (mut intents, mut intents_ok) = (0u64, 0u64);
     let mempool = Mutex::new(Mempool::new(1 << 20));
     let (fb_tx, fb_rx) = sync_channel::<Feedback>(1 << 20);
     let (in_tx, in_rx) = sync_channel::<Vec<(AccountId, Vec<u8>)>>(4);
@@ -424,11 +514,31 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         let stop_ref: &AtomicBool = &stop;
         let (store_ref, fleet_ref, stats_ref, pool_ref) = (&*store, &fleet, &stats, &mempool);
         let fb_ingress = fb_tx.clone();
+        if let Some(sim) = &sim {
+            let users_out = in_tx.clone();
+            let ctx = bpk_sim::Ctx {
+                sim,
+                store: store_ref,
+                chain_id,
+                relayer: &validator,
+                targets: &fleet.ids,
+                interval: Duration::from_millis(opts.intent_ms),
+                stats: &sim_stats,
+                stop: stop_ref,
+            };
+            s.spawn(move || {
+                if let Err(err) = bpk_sim::run(&ctx, &users_out) {
+                    tracing::warn!(%err, "simulated BPK users stopped");
+                }
+            });
+        }
         s.spawn(move || device_loop(fleet_ref, store_ref, chain_id, fb_rx, in_tx, stop_ref));
+        let proofs_ref = proofs.as_deref().map(|p| p as &dyn ProofVerifier);
         s.spawn(move || {
             ingress_loop(
                 store_ref,
                 chain_id,
+                proofs_ref,
                 in_rx,
                 pool_ref,
                 &fb_ingress,
@@ -466,6 +576,11 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
                     if *st == TxStatus::Ok {
                         txs_ok += 1;
                     }
+                    if let PayloadSpec::AnonIntent(a) = &tx.payload {
+                        intents += 1;
+                        intents_ok += u64::from(*st == TxStatus::Ok);
+                        tracing::debug!(status = ?st, cluster = a.cluster, target = %hex::encode(a.target), "anonymous intent");
+                    }
                     let _ = fb_tx.try_send(Feedback::Done(tx.sender, Some(*st)));
                 }
                 let _ = fb_tx.try_send(Feedback::Head(res.head.height));
@@ -478,13 +593,14 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
                     let share = vns as f64 / 1e9 / began.elapsed().as_secs_f64();
                     let pool_len = mempool.lock().map(|p| p.len()).unwrap_or(0);
                     let line = format!(
-                        "height={} txs={} tps={:.0} mempool={} sigcheck={:.0}% accounts={}",
+                        "height={} txs={} tps={:.0} mempool={} sigcheck={:.0}% accounts={} intents={}",
                         res.head.height,
                         txs_total,
                         window.1 as f64 / secs,
                         pool_len,
                         share * 100.0,
-                        res.head.accounts
+                        res.head.accounts,
+                        intents_ok
                     );
                     if tty {
                         eprint!("\r{line}   ");
@@ -513,6 +629,11 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
 
     let head = chain.head().context("no head")?;
     let secs = began.elapsed().as_secs_f64();
+    let identities = match bpk::identity_tree(&store, chain_id) {
+        Ok(t) => t.len(),
+        Err(_) => 0,
+    };
+    let proofs_made = sim_stats.proofs.load(Ordering::Relaxed);
     Ok(Summary {
         chain_id,
         height: head.height,
@@ -530,5 +651,15 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         data_dir: opts.data_dir.display().to_string(),
         validator: hex::encode(validator.public_key().account_id()),
         device0: hex::encode(fleet.ids[0]),
+        users: sim.as_ref().map_or(0, Sim::len),
+        identities,
+        intents,
+        intents_ok,
+        intents_refused: stats.intents_refused.load(Ordering::Relaxed),
+        prove_ms_mean: if proofs_made == 0 {
+            0.0
+        } else {
+            sim_stats.prove_us.load(Ordering::Relaxed) as f64 / 1e3 / proofs_made as f64
+        },
     })
 }

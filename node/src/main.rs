@@ -3,6 +3,7 @@
 //! The binary's edge: argument parsing, logging, and turning library errors
 //! into messages (`anyhow`). The work is in the library crates.
 
+mod bpk_sim;
 mod devnet;
 mod state;
 mod zk;
@@ -64,6 +65,13 @@ struct DevnetArgs {
     /// Write a pprof flamegraph of the run to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     flamegraph: Option<PathBuf>,
+    /// Simulated BPK users sending anonymous intents (at genesis; 0 turns
+    /// intents off).
+    #[arg(long, default_value_t = 8)]
+    users: usize,
+    /// Milliseconds between two anonymous intents.
+    #[arg(long, default_value_t = 1000)]
+    intent_ms: u64,
 }
 
 #[derive(Args)]
@@ -138,6 +146,8 @@ fn main() -> Result<ExitCode> {
                 duration_s: a.duration,
                 block_txs_max: a.block_txs_max,
                 flamegraph: a.flamegraph,
+                users: a.users,
+                intent_ms: a.intent_ms,
             })?;
             print(&serde_json::to_value(&s)?, a.json)?;
         }

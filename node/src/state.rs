@@ -61,7 +61,12 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
         },
         &[],
     )?;
+    let mut chain = chain;
+    if let Some(v) = int_systems::bpk::Groth16Intents::from_store(&store, chain_id)? {
+        chain.set_proof_verifier(std::sync::Arc::new(v));
+    }
     let verified = chain.verify_block(&block);
+    let bpk = bpk_summary(&store, chain_id, head.height)?;
     let stats = store.stats()?;
     let tables: serde_json::Map<String, Value> = stats
         .tables
@@ -90,11 +95,35 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
         "accounts_ok": count == head.accounts,
         "head_block_ok": verified.is_ok(),
         "head_block_error": verified.err().map(|e| e.to_string()),
+        "bpk": bpk,
         "storage": {
             "page_size": stats.page_size,
             "last_page": stats.last_page,
             "tables": tables,
         },
+    }))
+}
+
+/// The chain's BPK state: epoch, identities, centroid commitment in force
+/// (`null` when the chain has no BPK configuration).
+fn bpk_summary(store: &Store, chain_id: u32, height: u64) -> Result<Value> {
+    use int_systems::bpk;
+    let Some(cfg) = bpk::load_config(store, chain_id)? else {
+        return Ok(Value::Null);
+    };
+    let epoch = cfg.epoch_of(height);
+    let tree = bpk::identity_tree(store, chain_id)?;
+    let centroids = bpk::centroids_at(store, chain_id, epoch)?;
+    Ok(json!({
+        "epoch": epoch,
+        "epoch_blocks": cfg.epoch_blocks,
+        "dims": cfg.dims,
+        "clusters": cfg.clusters,
+        "identities": tree.len(),
+        "identity_root": hex::encode(bpk::fr_to_bytes(&tree.root())),
+        "root_history": cfg.root_history,
+        "centroids_from_epoch": centroids.as_ref().map(|c| c.epoch),
+        "centroid_commitment": centroids.map(|c| hex::encode(c.commitment)),
     }))
 }
 

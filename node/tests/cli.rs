@@ -121,6 +121,60 @@ fn state_on_an_empty_dir_says_to_run_devnet() {
     assert!(!missing.exists(), "`int state` created {missing:?}");
 }
 
+/// The devnet's simulated users register identities and send anonymous
+/// intents; `int state` reports the identity tree and the head block (its
+/// intent proofs included) re-verifies; a restart does not register the
+/// users twice.
+#[test]
+fn devnet_sends_anonymous_intents() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = p(dir.path());
+    let run = |secs: &str| {
+        json(&ok(&[
+            "devnet",
+            "--data-dir",
+            d,
+            "--devices",
+            "20",
+            "--users",
+            "4",
+            "--intent-ms",
+            "0",
+            "--duration",
+            secs,
+            "--block-ms",
+            "100",
+            "--json",
+        ]))
+    };
+    let sum = run("10");
+    assert_eq!(sum["users"], 4, "{sum}");
+    assert_eq!(sum["identities"], 4, "{sum}");
+    assert!(
+        sum["intents_ok"].as_u64().unwrap() >= 1,
+        "no intent got through: {sum}"
+    );
+    assert_eq!(
+        sum["intents"], sum["intents_ok"],
+        "an intent failed on chain: {sum}"
+    );
+    assert_eq!(sum["intents_refused"], 0, "{sum}");
+    assert!(sum["prove_ms_mean"].as_f64().unwrap() > 0.0, "{sum}");
+
+    let st = json(&ok(&["state", "--data-dir", d, "--json"]));
+    assert_eq!(st["root_ok"], true, "{st}");
+    assert_eq!(st["head_block_ok"], true, "{st}");
+    assert_eq!(st["bpk"]["identities"], 4, "{st}");
+    assert_eq!(st["bpk"]["dims"], 8, "{st}");
+    assert_eq!(st["bpk"]["clusters"], 8, "{st}");
+    assert!(st["bpk"]["centroid_commitment"].is_string(), "{st}");
+
+    let again = run("3");
+    assert!(again["start_height"].as_u64().unwrap() > 0, "{again}");
+    assert_eq!(again["identities"], 4, "users registered twice: {again}");
+    assert_eq!(again["intents_refused"], 0, "{again}");
+}
+
 /// A short devnet run, then the accounts it holds, with proofs, and bad
 /// account ids.
 #[test]

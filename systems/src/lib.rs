@@ -4,7 +4,13 @@
 //!
 //! - [`ledger::LedgerPlugin`]: device registration, transfers, nonces and
 //!   fees (charged in GAS, paid to the block's proposer).
+//! - [`bpk::BpkPlugin`]: BPK intents — identity registrations, epoch
+//!   centroids, anonymous intents checked against roots, epochs, centroid
+//!   commitments and the nullifier set; [`bpk::Groth16Intents`] verifies
+//!   their proofs in batches at ingress.
 
+pub mod bpk;
 pub mod ledger;
 
+pub use bpk::BpkPlugin;
 pub use ledger::LedgerPlugin;

@@ -1,0 +1,919 @@
+//! BPK intents on chain (whitepaper 2.4): the identity tree, the epochs'
+//! behaviour-cluster centroids, the nullifier set, and anonymous intents.
+//!
+//! A user registers an identity commitment (`RegisterIdentity`, a leaf of
+//! the Poseidon identity tree of `int_zk::tree`). Governance fixes the
+//! centroids of future epochs (`SetCentroids`; genesis fixes epoch 0's).
+//! An `AnonIntent` carries a Groth16 proof (`int_zk::circuit`) that some
+//! registered user whose behaviour lies in cluster `k` wants `payload` from
+//! `target`; the target sees the cluster and the intent, never the user.
+//!
+//! Checks, split by what they need:
+//!
+//! * **Ingress, stateless, batched** ([`Groth16Intents`], behind the
+//!   engine's `ProofVerifier`): the proof against the chain's verifying key
+//!   and the public inputs `[root, epoch, scope, nullifier, cluster,
+//!   centroid_commitment]`, where `scope` = [`intent_scope`]`(chain,
+//!   target, payload)` is derived here, so the proof binds the intent. The
+//!   block's proofs are verified in one random-linear-combination batch
+//!   (one multi-Miller loop, one final exponentiation), bisected on failure.
+//! * **Execution, in block order** (the [`BpkPlugin`]'s system, in the
+//!   engine's Apply stage, after the ledger took the fee): the epoch must
+//!   be the block's (`height / epoch_blocks`, else `WrongEpoch`); the root
+//!   one of the last `root_history` roots of the identity tree
+//!   (`UnknownRoot`); the centroid commitment the one in force for the
+//!   epoch, i.e. of the latest `SetCentroids` whose epoch is at most it
+//!   (`WrongCentroids`); the nullifier never seen (`NullifierUsed`; one
+//!   intent per scope per epoch). Registrations and intents run in block
+//!   order, so an intent may use a root that a registration earlier in the
+//!   same block produced.
+//!
+//! State, all in the engine's plugin tables under the prefix `bpk/`, so
+//! the state root covers it and a block commits it atomically:
+//!
+//! | key | table | value |
+//! |---|---|---|
+//! | `bpk/config` | state | version, epoch length, root history, governance, D, K, verifying key |
+//! | `bpk/tree` | state | leaf count, last roots (oldest first) |
+//! | `bpk/cent/` ‖ !epoch (u64 BE, inverted) | state | epoch, D, K, commitment, coordinates |
+//! | `bpk/null/` ‖ nullifier | state | height of first use |
+//! | `bpk/node/` ‖ level ‖ index (u64 BE) | derived | tree node |
+//!
+//! The centroid key stores the epoch inverted, so the entry in force at
+//! epoch `e` is the first key at or after `!e`: one B-tree seek. Tree nodes
+//! are derived data (the committed `bpk/tree` root covers them); they are
+//! stored so provers can read their Merkle paths ([`identity_tree`]).
+//!
+//! Costs: a registration is 32 Poseidon hashes, about 16 node reads and 33
+//! node writes; an intent is three point reads (centroids once per block);
+//! a block without BPK payloads pays nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ark_bn254::{Bn254, Fr};
+use ark_ff::{BigInteger, PrimeField};
+use ark_groth16::{PreparedVerifyingKey, VerifyingKey};
+use bevy_ecs::prelude::*;
+use int_engine::ingress::{ProofRejection, ProofVerifier};
+use int_engine::storage::{ObjectTable, ObjectWrite, StorageError, Store};
+use int_engine::world::{
+    AccountKey, BlockContext, BlockTxs, DeferredPayloads, ExecFault, ObjectWrites, Outcomes,
+    PayloadVerdicts, Plugin, Stage, StoreHandle,
+};
+use int_schemas::wire::TxStatus;
+use int_schemas::{AccountId, AnonIntentSpec, FieldBytes, PayloadSpec, ProofBytes};
+use int_zk::batch::{self, CpuMsm};
+use int_zk::circuit::{self, BpkParams, BpkWitness, NUM_PUBLIC_INPUTS, PublicInputs};
+use int_zk::tree::{DEPTH, IdentityTree, MerklePath, TreeStore};
+use int_zk::{ZkError, export, groth};
+
+/// Longest root history a chain may keep (each root is 32 bytes of state).
+pub const ROOT_HISTORY_MAX: u32 = 1024;
+
+const CONFIG_KEY: &[u8] = b"bpk/config";
+const TREE_KEY: &[u8] = b"bpk/tree";
+const CENT_PREFIX: &[u8] = b"bpk/cent/";
+const NULL_PREFIX: &[u8] = b"bpk/null/";
+const NODE_PREFIX: &[u8] = b"bpk/node/";
+const CONFIG_VERSION: u8 = 1;
+
+/// Errors of the BPK plugin's storage and setup (payload failures are
+/// receipt statuses, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum BpkError {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The zk side refused something (a key, a tree, a witness).
+    #[error(transparent)]
+    Zk(#[from] ZkError),
+    /// A stored BPK object does not decode: the store is corrupt.
+    #[error("corrupt BPK object {key}: {what}")]
+    Corrupt {
+        /// Which object.
+        key: &'static str,
+        /// What is wrong.
+        what: String,
+    },
+    /// Genesis parameters that cannot work.
+    #[error("invalid BPK genesis: {0}")]
+    Genesis(String),
+    /// The chain has no BPK configuration.
+    #[error("the chain has no BPK configuration (no verifying key at genesis)")]
+    Disabled,
+}
+
+fn corrupt(key: &'static str, what: impl ToString) -> BpkError {
+    BpkError::Corrupt {
+        key,
+        what: what.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Field elements and the scope.
+// ---------------------------------------------------------------------------
+
+/// A field element from its wire form (32 bytes big-endian). The wire
+/// decoder has checked it is canonical, so this is exact.
+pub fn fr_from_bytes(b: &FieldBytes) -> Fr {
+    Fr::from_be_bytes_mod_order(b)
+}
+
+/// The wire form of a field element (32 bytes big-endian, canonical).
+pub fn fr_to_bytes(x: &Fr) -> FieldBytes {
+    let v = x.into_bigint().to_bytes_be();
+    let mut out = [0u8; 32];
+    out[32 - v.len()..].copy_from_slice(&v);
+    out
+}
+
+/// The scope of an intent: `blake3("INT/bpk/scope/v1" ‖ chain id ‖ target ‖
+/// payload length ‖ payload)` reduced into the field. The proof's scope
+/// input must equal it, so a proof cannot be moved to another target,
+/// payload or chain; the nullifier `Poseidon(secret, epoch, scope)` then
+/// allows one intent per user, scope and epoch.
+pub fn intent_scope(chain_id: u32, target: &AccountId, payload: &[u8]) -> Fr {
+    let mut h = blake3::Hasher::new();
+    h.update(b"INT/bpk/scope/v1");
+    h.update(&chain_id.to_be_bytes());
+    h.update(target);
+    h.update(&(payload.len() as u64).to_be_bytes());
+    h.update(payload);
+    Fr::from_be_bytes_mod_order(h.finalize().as_bytes())
+}
+
+/// The public inputs an intent claims, with its scope derived.
+pub fn intent_public_inputs(chain_id: u32, a: &AnonIntentSpec) -> PublicInputs {
+    PublicInputs {
+        root: fr_from_bytes(&a.root),
+        epoch: a.epoch,
+        scope: intent_scope(chain_id, &a.target, &a.payload),
+        nullifier: fr_from_bytes(&a.nullifier),
+        cluster: a.cluster,
+        centroid_commitment: fr_from_bytes(&a.centroid_commitment),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Configuration.
+// ---------------------------------------------------------------------------
+
+/// The chain's BPK parameters, fixed at genesis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BpkConfig {
+    /// Blocks per epoch (an intent's epoch is `height / epoch_blocks`).
+    pub epoch_blocks: u64,
+    /// Roots of the identity tree a proof may be made against (R).
+    pub root_history: u32,
+    /// The account allowed to send `SetCentroids`.
+    pub governance: AccountId,
+    /// D, coordinates per behaviour vector.
+    pub dims: u8,
+    /// K, clusters.
+    pub clusters: u8,
+    /// The Groth16 verifying key (arkworks compressed).
+    pub verifying_key: Vec<u8>,
+}
+
+impl BpkConfig {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(47 + self.verifying_key.len());
+        v.push(CONFIG_VERSION);
+        v.extend_from_slice(&self.epoch_blocks.to_le_bytes());
+        v.extend_from_slice(&self.root_history.to_le_bytes());
+        v.extend_from_slice(&self.governance);
+        v.push(self.dims);
+        v.push(self.clusters);
+        v.extend_from_slice(&self.verifying_key);
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, BpkError> {
+        const KEY: &str = "bpk/config";
+        if b.len() < 47 {
+            return Err(corrupt(KEY, "too short"));
+        }
+        if b[0] != CONFIG_VERSION {
+            return Err(corrupt(KEY, "unknown version"));
+        }
+        let mut u8x8 = [0u8; 8];
+        u8x8.copy_from_slice(&b[1..9]);
+        let mut u8x4 = [0u8; 4];
+        u8x4.copy_from_slice(&b[9..13]);
+        let mut governance = [0u8; 32];
+        governance.copy_from_slice(&b[13..45]);
+        let cfg = Self {
+            epoch_blocks: u64::from_le_bytes(u8x8),
+            root_history: u32::from_le_bytes(u8x4),
+            governance,
+            dims: b[45],
+            clusters: b[46],
+            verifying_key: b[47..].to_vec(),
+        };
+        if cfg.epoch_blocks == 0 || cfg.root_history == 0 || cfg.root_history > ROOT_HISTORY_MAX {
+            return Err(corrupt(KEY, "parameters out of range"));
+        }
+        Ok(cfg)
+    }
+
+    /// D and K as the circuit's parameters.
+    pub fn params(&self) -> Result<BpkParams, BpkError> {
+        Ok(BpkParams::new(self.dims as usize, self.clusters as usize)?)
+    }
+
+    /// The epoch a block at `height` belongs to.
+    pub fn epoch_of(&self, height: u64) -> u64 {
+        height / self.epoch_blocks
+    }
+}
+
+/// What a chain's genesis fixes for BPK intents.
+#[derive(Debug, Clone)]
+pub struct BpkGenesis {
+    /// Blocks per epoch, at least 1.
+    pub epoch_blocks: u64,
+    /// Roots a proof may be made against, `1..=ROOT_HISTORY_MAX`.
+    pub root_history: u32,
+    /// The account allowed to set future epochs' centroids.
+    pub governance: AccountId,
+    /// The verifying key of the BPK circuit for (D, K).
+    pub verifying_key: VerifyingKey<Bn254>,
+    /// Epoch 0's centroids: K vectors of D fixed-point coordinates.
+    pub centroids: Vec<Vec<u16>>,
+}
+
+/// The plugin objects a genesis with BPK intents writes: the configuration,
+/// the empty identity tree, and epoch 0's centroids. Pass them to
+/// `Chain::genesis_with_objects`.
+pub fn genesis_objects(g: &BpkGenesis) -> Result<Vec<ObjectWrite>, BpkError> {
+    let bad = |s: &str| BpkError::Genesis(s.to_string());
+    if g.epoch_blocks == 0 {
+        return Err(bad("epoch length must be at least 1 block"));
+    }
+    if g.root_history == 0 || g.root_history > ROOT_HISTORY_MAX {
+        return Err(bad("root history must be 1..=1024"));
+    }
+    if g.verifying_key.gamma_abc_g1.len() != NUM_PUBLIC_INPUTS + 1 {
+        return Err(bad("verifying key is not for the BPK circuit"));
+    }
+    let clusters = g.centroids.len();
+    let dims = g.centroids.first().map_or(0, Vec::len);
+    BpkParams::new(dims, clusters)?;
+    if g.centroids.iter().any(|c| c.len() != dims) {
+        return Err(bad("centroids of different lengths"));
+    }
+    let cfg = BpkConfig {
+        epoch_blocks: g.epoch_blocks,
+        root_history: g.root_history,
+        governance: g.governance,
+        dims: dims as u8,
+        clusters: clusters as u8,
+        verifying_key: export::verifying_key_to_bytes(&g.verifying_key),
+    };
+    let coords: Vec<u16> = g.centroids.iter().flatten().copied().collect();
+    let commitment = fr_to_bytes(&circuit::centroid_commitment(&g.centroids)?);
+    Ok(vec![
+        state_write(CONFIG_KEY.to_vec(), cfg.encode()),
+        state_write(
+            TREE_KEY.to_vec(),
+            TreeMeta {
+                len: 0,
+                history: vec![int_zk::tree::zero_hashes()[DEPTH]],
+            }
+            .encode(),
+        ),
+        state_write(
+            centroid_key(0),
+            CentroidSet {
+                epoch: 0,
+                dims: dims as u8,
+                clusters: clusters as u8,
+                commitment,
+                coords,
+            }
+            .encode(),
+        ),
+    ])
+}
+
+fn state_write(key: Vec<u8>, value: Vec<u8>) -> ObjectWrite {
+    ObjectWrite {
+        table: ObjectTable::State,
+        key,
+        value: Some(value),
+    }
+}
+
+/// The chain's BPK configuration, or `None` if its genesis enabled no
+/// intents.
+pub fn load_config(store: &Store, chain_id: u32) -> Result<Option<BpkConfig>, BpkError> {
+    store
+        .object(chain_id, ObjectTable::State, CONFIG_KEY)?
+        .map(|b| BpkConfig::decode(&b))
+        .transpose()
+}
+
+// ---------------------------------------------------------------------------
+// The identity tree in storage.
+// ---------------------------------------------------------------------------
+
+/// The identity tree's metadata: leaf count and the last roots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TreeMeta {
+    len: u64,
+    history: Vec<Fr>,
+}
+
+impl TreeMeta {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(8 + 32 * self.history.len());
+        v.extend_from_slice(&self.len.to_le_bytes());
+        for r in &self.history {
+            v.extend_from_slice(&fr_to_bytes(r));
+        }
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, BpkError> {
+        const KEY: &str = "bpk/tree";
+        if b.len() < 8 + 32 || !(b.len() - 8).is_multiple_of(32) {
+            return Err(corrupt(KEY, "wrong length"));
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&b[..8]);
+        let history = b[8..]
+            .chunks_exact(32)
+            .map(|c| {
+                let mut x = [0u8; 32];
+                x.copy_from_slice(c);
+                canonical(KEY, &x)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            len: u64::from_le_bytes(len),
+            history,
+        })
+    }
+}
+
+fn canonical(key: &'static str, x: &FieldBytes) -> Result<Fr, BpkError> {
+    if int_schemas::is_canonical_field(x) {
+        Ok(fr_from_bytes(x))
+    } else {
+        Err(corrupt(key, "field element not canonical"))
+    }
+}
+
+fn node_key(level: u8, index: u64) -> Vec<u8> {
+    let mut k = NODE_PREFIX.to_vec();
+    k.push(level);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// A [`TreeStore`] over the chain's committed tree nodes, with the writes
+/// of the block being executed buffered in memory until it commits.
+pub struct ChainTreeStore<'s> {
+    store: &'s Store,
+    chain_id: u32,
+    pending: BTreeMap<(u8, u64), Fr>,
+}
+
+impl<'s> ChainTreeStore<'s> {
+    /// A view of `chain_id`'s committed nodes.
+    pub fn new(store: &'s Store, chain_id: u32) -> Self {
+        Self {
+            store,
+            chain_id,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// The buffered writes, as objects for the block's commit.
+    fn take_writes(&mut self) -> Vec<ObjectWrite> {
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|((level, index), v)| ObjectWrite {
+                table: ObjectTable::Derived,
+                key: node_key(level, index),
+                value: Some(fr_to_bytes(&v).to_vec()),
+            })
+            .collect()
+    }
+}
+
+impl TreeStore for ChainTreeStore<'_> {
+    fn get(&self, level: u8, index: u64) -> Result<Option<Fr>, ZkError> {
+        if let Some(v) = self.pending.get(&(level, index)) {
+            return Ok(Some(*v));
+        }
+        let Some(b) = self
+            .store
+            .object(self.chain_id, ObjectTable::Derived, &node_key(level, index))
+            .map_err(|e| ZkError::Store(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let x: FieldBytes = b
+            .as_slice()
+            .try_into()
+            .map_err(|_| ZkError::Store("tree node of the wrong length".into()))?;
+        if !int_schemas::is_canonical_field(&x) {
+            return Err(ZkError::Store("tree node not canonical".into()));
+        }
+        Ok(Some(fr_from_bytes(&x)))
+    }
+
+    fn put(&mut self, level: u8, index: u64, value: Fr) {
+        self.pending.insert((level, index), value);
+    }
+}
+
+/// The committed identity tree of a chain, for provers: its root, its
+/// recent roots and any leaf's Merkle path, read from storage.
+pub fn identity_tree(
+    store: &Store,
+    chain_id: u32,
+) -> Result<IdentityTree<ChainTreeStore<'_>>, BpkError> {
+    let cfg = load_config(store, chain_id)?.ok_or(BpkError::Disabled)?;
+    open_tree(store, chain_id, &cfg)
+}
+
+fn open_tree<'s>(
+    store: &'s Store,
+    chain_id: u32,
+    cfg: &BpkConfig,
+) -> Result<IdentityTree<ChainTreeStore<'s>>, BpkError> {
+    let meta = store
+        .object(chain_id, ObjectTable::State, TREE_KEY)?
+        .ok_or_else(|| corrupt("bpk/tree", "missing"))?;
+    let meta = TreeMeta::decode(&meta)?;
+    Ok(IdentityTree::from_parts(
+        ChainTreeStore::new(store, chain_id),
+        meta.len,
+        meta.history,
+        cfg.root_history as usize,
+    )?)
+}
+
+// ---------------------------------------------------------------------------
+// Centroids and nullifiers.
+// ---------------------------------------------------------------------------
+
+/// The centroids fixed from `epoch` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CentroidSet {
+    /// First epoch they apply to.
+    pub epoch: u64,
+    /// D.
+    pub dims: u8,
+    /// K.
+    pub clusters: u8,
+    /// `circuit::centroid_commitment` of them.
+    pub commitment: FieldBytes,
+    /// K rows of D coordinates.
+    pub coords: Vec<u16>,
+}
+
+impl CentroidSet {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(42 + 2 * self.coords.len());
+        v.extend_from_slice(&self.epoch.to_le_bytes());
+        v.push(self.dims);
+        v.push(self.clusters);
+        v.extend_from_slice(&self.commitment);
+        for c in &self.coords {
+            v.extend_from_slice(&c.to_le_bytes());
+        }
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, BpkError> {
+        const KEY: &str = "bpk/cent";
+        if b.len() < 42 || !(b.len() - 42).is_multiple_of(2) {
+            return Err(corrupt(KEY, "wrong length"));
+        }
+        let mut epoch = [0u8; 8];
+        epoch.copy_from_slice(&b[..8]);
+        let mut commitment = [0u8; 32];
+        commitment.copy_from_slice(&b[10..42]);
+        let coords: Vec<u16> = b[42..]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        let set = Self {
+            epoch: u64::from_le_bytes(epoch),
+            dims: b[8],
+            clusters: b[9],
+            commitment,
+            coords,
+        };
+        if set.coords.len() != set.dims as usize * set.clusters as usize {
+            return Err(corrupt(KEY, "coordinates are not dims x clusters"));
+        }
+        Ok(set)
+    }
+
+    /// The centroids as K vectors of D coordinates.
+    pub fn rows(&self) -> Vec<Vec<u16>> {
+        self.coords
+            .chunks(self.dims.max(1) as usize)
+            .map(<[u16]>::to_vec)
+            .collect()
+    }
+}
+
+fn centroid_key(epoch: u64) -> Vec<u8> {
+    let mut k = CENT_PREFIX.to_vec();
+    k.extend_from_slice(&(!epoch).to_be_bytes());
+    k
+}
+
+/// The centroids in force at `epoch` (the latest set at most `epoch`).
+pub fn centroids_at(
+    store: &Store,
+    chain_id: u32,
+    epoch: u64,
+) -> Result<Option<CentroidSet>, BpkError> {
+    store
+        .object_at_or_after(
+            chain_id,
+            ObjectTable::State,
+            CENT_PREFIX,
+            &centroid_key(epoch),
+        )?
+        .map(|(_, v)| CentroidSet::decode(&v))
+        .transpose()
+}
+
+fn nullifier_key(n: &FieldBytes) -> Vec<u8> {
+    let mut k = NULL_PREFIX.to_vec();
+    k.extend_from_slice(n);
+    k
+}
+
+/// The height at which `nullifier` was used, if it was.
+pub fn nullifier_used(
+    store: &Store,
+    chain_id: u32,
+    nullifier: &FieldBytes,
+) -> Result<Option<u64>, BpkError> {
+    store
+        .object(chain_id, ObjectTable::State, &nullifier_key(nullifier))?
+        .map(|v| {
+            let b: [u8; 8] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("bpk/null", "wrong length"))?;
+            Ok(u64::from_le_bytes(b))
+        })
+        .transpose()
+}
+
+// ---------------------------------------------------------------------------
+// Proof verification at ingress.
+// ---------------------------------------------------------------------------
+
+/// The ingress-side verifier of intent proofs: Groth16 batch verification
+/// against the chain's verifying key, bisected on failure.
+pub struct Groth16Intents {
+    pvk: PreparedVerifyingKey<Bn254>,
+}
+
+impl Groth16Intents {
+    /// A verifier for `vk`.
+    pub fn new(vk: &VerifyingKey<Bn254>) -> Self {
+        Self {
+            pvk: groth::prepare_verifying_key(vk),
+        }
+    }
+
+    /// The verifier of `chain_id`'s intents, from its genesis configuration;
+    /// `None` if the chain has none.
+    pub fn from_store(store: &Store, chain_id: u32) -> Result<Option<Self>, BpkError> {
+        let Some(cfg) = load_config(store, chain_id)? else {
+            return Ok(None);
+        };
+        let vk = export::verifying_key_from_bytes(&cfg.verifying_key)?;
+        Ok(Some(Self::new(&vk)))
+    }
+}
+
+impl ProofVerifier for Groth16Intents {
+    fn verify_intents(
+        &self,
+        chain_id: u32,
+        items: &[&AnonIntentSpec],
+    ) -> Vec<Result<(), ProofRejection>> {
+        use rayon::prelude::*;
+        // Decoding validates every point (on the curve, in the subgroup),
+        // which the batch equation needs.
+        type Decoded = Result<(Vec<Fr>, ark_groth16::Proof<Bn254>), ProofRejection>;
+        let decoded: Vec<Decoded> = items
+            .par_iter()
+            .map(|a| {
+                let proof = export::proof_from_bytes(&a.proof)
+                    .map_err(|e| ProofRejection::Malformed(e.to_string()))?;
+                Ok((intent_public_inputs(chain_id, a).to_field_elements(), proof))
+            })
+            .collect();
+        let good: Vec<usize> = (0..items.len()).filter(|&i| decoded[i].is_ok()).collect();
+        let batch_items: Vec<batch::BatchItem<'_>> = decoded
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|(x, p)| (x.as_slice(), p))
+            .collect();
+        let mut out: Vec<Result<(), ProofRejection>> = decoded
+            .iter()
+            .map(|r| r.as_ref().map(|_| ()).map_err(Clone::clone))
+            .collect();
+        match batch::batch_verify_bisect(&self.pvk, &batch_items, &CpuMsm, &mut rand::thread_rng())
+        {
+            Ok(bad) => {
+                for j in bad {
+                    out[good[j]] = Err(ProofRejection::Invalid);
+                }
+            }
+            Err(e) => {
+                // Only a key of the wrong shape gets here: nothing verifies.
+                for &i in &good {
+                    out[i] = Err(ProofRejection::Malformed(e.to_string()));
+                }
+            }
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Proving (clients, the devnet's simulated users, tests).
+// ---------------------------------------------------------------------------
+
+/// What a user knows to make an intent.
+#[derive(Debug, Clone)]
+pub struct IntentRequest<'a> {
+    /// The chain.
+    pub chain_id: u32,
+    /// The user's secret.
+    pub secret: Fr,
+    /// The user's behaviour vector (D fixed-point coordinates).
+    pub behaviour: &'a [u16],
+    /// The epoch's centroids.
+    pub centroids: &'a [Vec<u16>],
+    /// The Merkle path of the user's leaf in a recent tree.
+    pub path: MerklePath,
+    /// The block epoch the intent is for.
+    pub epoch: u64,
+    /// The device the intent is for.
+    pub target: AccountId,
+    /// The intent.
+    pub payload: &'a [u8],
+}
+
+/// Proves an intent and returns its payload, ready to be signed and sent by
+/// any account (a relayer). The cluster is the nearest centroid.
+pub fn prove_intent<R: ark_std::rand::RngCore + ark_std::rand::CryptoRng>(
+    pk: &ark_groth16::ProvingKey<Bn254>,
+    req: &IntentRequest<'_>,
+    rng: &mut R,
+) -> Result<AnonIntentSpec, BpkError> {
+    let witness = BpkWitness::new(req.secret, req.behaviour, req.centroids, req.path.clone());
+    let scope = intent_scope(req.chain_id, &req.target, req.payload);
+    let public = witness.public_inputs(req.epoch, scope)?;
+    let proof = groth::prove(pk, &public, &witness, rng)?;
+    let bytes = export::proof_to_bytes(&proof);
+    let proof: ProofBytes = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt("proof", "not 128 bytes"))?;
+    Ok(AnonIntentSpec {
+        proof,
+        root: fr_to_bytes(&public.root),
+        epoch: public.epoch,
+        nullifier: fr_to_bytes(&public.nullifier),
+        cluster: public.cluster,
+        centroid_commitment: fr_to_bytes(&public.centroid_commitment),
+        target: req.target,
+        payload: req.payload.to_vec(),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Execution.
+// ---------------------------------------------------------------------------
+
+/// Registers the system that executes BPK payloads (Apply stage).
+pub struct BpkPlugin;
+
+impl Plugin for BpkPlugin {
+    fn build(&self, _world: &mut World, schedule: &mut Schedule) {
+        schedule.add_systems(apply_bpk.in_set(Stage::Apply));
+    }
+}
+
+fn is_bpk(p: &PayloadSpec) -> bool {
+    matches!(
+        p,
+        PayloadSpec::RegisterIdentity { .. }
+            | PayloadSpec::SetCentroids { .. }
+            | PayloadSpec::AnonIntent(_)
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_bpk(
+    ctx: Res<BlockContext>,
+    store: Res<StoreHandle>,
+    deferred: Res<DeferredPayloads>,
+    txs: Res<BlockTxs>,
+    outcomes: Res<Outcomes>,
+    verdicts: Res<PayloadVerdicts>,
+    senders: Query<&AccountKey>,
+    mut writes: ResMut<ObjectWrites>,
+    mut fault: ResMut<ExecFault>,
+) {
+    let mine: Vec<(u32, &PayloadSpec, AccountId)> = deferred
+        .0
+        .iter()
+        .filter(|(i, p)| is_bpk(p) && outcomes.get(*i).is_some_and(|o| o.status == TxStatus::Ok))
+        .filter_map(|(i, p)| {
+            let sender = senders.get(txs.0[*i as usize].sender).ok()?;
+            Some((*i, p, sender.0))
+        })
+        .collect();
+    if mine.is_empty() {
+        return;
+    }
+    match execute(&store.0, ctx.chain_id, ctx.height, &mine, &verdicts) {
+        Ok(w) => writes.0.extend(w),
+        Err(e) => fault.0 = Some(format!("bpk: {e}")),
+    }
+}
+
+/// Decides the block's BPK payloads in block order; returns the writes.
+fn execute(
+    store: &Store,
+    chain_id: u32,
+    height: u64,
+    txs: &[(u32, &PayloadSpec, AccountId)],
+    verdicts: &PayloadVerdicts,
+) -> Result<Vec<ObjectWrite>, BpkError> {
+    let Some(cfg) = load_config(store, chain_id)? else {
+        for (i, _, _) in txs {
+            verdicts.set(*i, TxStatus::BpkDisabled);
+        }
+        return Ok(Vec::new());
+    };
+    let epoch = cfg.epoch_of(height);
+    let mut tree = open_tree(store, chain_id, &cfg)?;
+    let tree_len = tree.len();
+    let mut nullifiers: BTreeSet<FieldBytes> = BTreeSet::new();
+    let mut new_centroids: BTreeMap<u64, CentroidSet> = BTreeMap::new();
+    // The commitment in force this epoch, read once.
+    let current = centroids_at(store, chain_id, epoch)?.map(|c| c.commitment);
+    let mut writes = Vec::new();
+
+    for (i, payload, sender) in txs {
+        let status = match payload {
+            PayloadSpec::RegisterIdentity { commitment } => {
+                match tree.append(fr_from_bytes(commitment)) {
+                    Ok(_) => TxStatus::Ok,
+                    Err(ZkError::TreeFull { .. }) => TxStatus::IdentityTreeFull,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            PayloadSpec::SetCentroids {
+                epoch: from,
+                dims,
+                clusters,
+                coords,
+            } => {
+                if *sender != cfg.governance {
+                    TxStatus::NotGovernance
+                } else if (*dims, *clusters) != (cfg.dims, cfg.clusters) {
+                    TxStatus::CentroidShape
+                } else if *from <= epoch
+                    || new_centroids.contains_key(from)
+                    || store
+                        .object(chain_id, ObjectTable::State, &centroid_key(*from))?
+                        .is_some()
+                {
+                    TxStatus::CentroidsFixed
+                } else {
+                    let set = CentroidSet {
+                        epoch: *from,
+                        dims: *dims,
+                        clusters: *clusters,
+                        commitment: [0; 32],
+                        coords: coords.clone(),
+                    };
+                    let commitment = fr_to_bytes(&circuit::centroid_commitment(&set.rows())?);
+                    new_centroids.insert(*from, CentroidSet { commitment, ..set });
+                    TxStatus::Ok
+                }
+            }
+            PayloadSpec::AnonIntent(a) => {
+                if a.epoch != epoch {
+                    TxStatus::WrongEpoch
+                } else if !tree.is_known_root(&fr_from_bytes(&a.root)) {
+                    TxStatus::UnknownRoot
+                } else if current != Some(a.centroid_commitment) || a.cluster >= cfg.clusters as u32
+                {
+                    TxStatus::WrongCentroids
+                } else if nullifiers.contains(&a.nullifier)
+                    || nullifier_used(store, chain_id, &a.nullifier)?.is_some()
+                {
+                    TxStatus::NullifierUsed
+                } else {
+                    nullifiers.insert(a.nullifier);
+                    TxStatus::Ok
+                }
+            }
+            _ => unreachable!("only BPK payloads are passed"),
+        };
+        verdicts.set(*i, status);
+    }
+
+    if tree.len() != tree_len {
+        let meta = TreeMeta {
+            len: tree.len(),
+            history: tree.root_history().copied().collect(),
+        };
+        writes.push(state_write(TREE_KEY.to_vec(), meta.encode()));
+        writes.extend(tree.into_store().take_writes());
+    }
+    for n in nullifiers {
+        writes.push(state_write(
+            nullifier_key(&n),
+            height.to_le_bytes().to_vec(),
+        ));
+    }
+    for (from, set) in new_centroids {
+        writes.push(state_write(centroid_key(from), set.encode()));
+    }
+    Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_bytes_round_trip() {
+        for x in [Fr::from(0u64), Fr::from(1u64), -Fr::from(1u64)] {
+            let b = fr_to_bytes(&x);
+            assert!(int_schemas::is_canonical_field(&b));
+            assert_eq!(fr_from_bytes(&b), x);
+        }
+    }
+
+    #[test]
+    fn scope_binds_chain_target_and_payload() {
+        let s = intent_scope(1, &[2; 32], b"abc");
+        assert_ne!(s, intent_scope(2, &[2; 32], b"abc"));
+        assert_ne!(s, intent_scope(1, &[3; 32], b"abc"));
+        assert_ne!(s, intent_scope(1, &[2; 32], b"abd"));
+        assert_eq!(s, intent_scope(1, &[2; 32], b"abc"));
+    }
+
+    #[test]
+    fn records_round_trip_and_reject_garbage() {
+        let cfg = BpkConfig {
+            epoch_blocks: 10,
+            root_history: 8,
+            governance: [4; 32],
+            dims: 2,
+            clusters: 3,
+            verifying_key: vec![1, 2, 3],
+        };
+        assert_eq!(BpkConfig::decode(&cfg.encode()).unwrap(), cfg);
+        assert!(BpkConfig::decode(&cfg.encode()[..40]).is_err());
+        let mut v = cfg.encode();
+        v[0] = 9;
+        assert!(BpkConfig::decode(&v).is_err());
+        let set = CentroidSet {
+            epoch: 7,
+            dims: 2,
+            clusters: 3,
+            commitment: [1; 32],
+            coords: vec![1, 2, 3, 4, 5, 6],
+        };
+        assert_eq!(CentroidSet::decode(&set.encode()).unwrap(), set);
+        assert_eq!(set.rows(), vec![vec![1, 2], vec![3, 4], vec![5, 6]]);
+        assert!(CentroidSet::decode(&set.encode()[..44]).is_err());
+        let meta = TreeMeta {
+            len: 3,
+            history: vec![Fr::from(1u64), Fr::from(2u64)],
+        };
+        assert_eq!(TreeMeta::decode(&meta.encode()).unwrap(), meta);
+        assert!(TreeMeta::decode(&[0; 8]).is_err());
+        assert!(TreeMeta::decode(&[0xff; 40]).is_err());
+    }
+
+    #[test]
+    fn centroid_keys_sort_latest_first() {
+        assert!(centroid_key(5) < centroid_key(4));
+        assert!(centroid_key(u64::MAX) < centroid_key(0));
+    }
+}

@@ -1,0 +1,565 @@
+//! BPK intents on chain: identity registration and persistence, epochs'
+//! centroids, anonymous intents through ingress (batched proofs) and
+//! execution (root, epoch, centroids, nullifier), against the real LMDB
+//! store and Groth16 proofs of a small circuit (D = K = 2).
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use ark_bn254::{Bn254, Fr};
+use ark_groth16::{ProvingKey, VerifyingKey};
+use common::*;
+use int_engine::chain::{Chain, ChainConfig};
+use int_engine::crypto::bls::SecretKey;
+use int_engine::ingress::{CheckedBatch, IngressError, KeyCache, check_batch_with};
+use int_engine::storage::{Store, recompute_root};
+use int_schemas::wire::TxStatus;
+use int_schemas::{AccountId, AnonIntentSpec, PayloadSpec, TxBodySpec, build_tx_body};
+use int_systems::bpk::{
+    self, BpkGenesis, Groth16Intents, IntentRequest, centroids_at, fr_to_bytes, identity_tree,
+    nullifier_used,
+};
+use int_systems::{BpkPlugin, LedgerPlugin};
+use int_zk::circuit::{centroid_commitment, identity_leaf};
+use int_zk::tree::IdentityTree;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+const EPOCH_BLOCKS: u64 = 6;
+const ROOT_HISTORY: u32 = 3;
+const FEE: u128 = 5;
+
+fn keys() -> &'static (ProvingKey<Bn254>, VerifyingKey<Bn254>) {
+    static KEYS: OnceLock<(ProvingKey<Bn254>, VerifyingKey<Bn254>)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        int_zk::groth::setup(2, 2, &mut ChaCha20Rng::seed_from_u64(1)).expect("setup")
+    })
+}
+
+fn centroids0() -> Vec<Vec<u16>> {
+    vec![vec![100, 100], vec![60_000, 60_000]]
+}
+
+/// A simulated user: secret and behaviour.
+#[derive(Clone)]
+struct User {
+    secret: Fr,
+    behaviour: Vec<u16>,
+}
+
+impl User {
+    fn new(i: u64, behaviour: [u16; 2]) -> Self {
+        Self {
+            secret: Fr::from(1_000 + i),
+            behaviour: behaviour.to_vec(),
+        }
+    }
+
+    fn leaf(&self) -> Fr {
+        identity_leaf(self.secret, &self.behaviour).unwrap()
+    }
+}
+
+fn governance() -> SecretKey {
+    key(0)
+}
+
+fn relayer() -> SecretKey {
+    key(1)
+}
+
+fn target() -> AccountId {
+    fresh_id(77)
+}
+
+struct BpkNet {
+    chain: Chain,
+    store: Arc<Store>,
+    proposer: SecretKey,
+    time_ms: u64,
+    nonces: std::collections::HashMap<AccountId, u64>,
+    verifier: Option<Groth16Intents>,
+    _dir: tempfile::TempDir,
+}
+
+impl BpkNet {
+    /// A chain with the ledger and BPK plugins; with `bpk`, a genesis that
+    /// enables intents.
+    fn new(bpk: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let proposer = proposer_key();
+        let alloc = vec![
+            (id(&proposer), registered(&proposer, 0, 0)),
+            (id(&governance()), registered(&governance(), 0, 1_000)),
+            (id(&relayer()), registered(&relayer(), 0, 1_000)),
+        ];
+        let cfg = ChainConfig {
+            chain_id: CHAIN,
+            hot_capacity: 1024,
+            parallel: true,
+        };
+        let mut chain = Chain::open(store.clone(), cfg, &[&LedgerPlugin, &BpkPlugin]).unwrap();
+        let objects = if bpk {
+            bpk::genesis_objects(&BpkGenesis {
+                epoch_blocks: EPOCH_BLOCKS,
+                root_history: ROOT_HISTORY,
+                governance: id(&governance()),
+                verifying_key: keys().1.clone(),
+                centroids: centroids0(),
+            })
+            .unwrap()
+        } else {
+            Vec::new()
+        };
+        chain
+            .genesis_with_objects(&alloc, &objects, T0, &proposer)
+            .unwrap();
+        let verifier = Groth16Intents::from_store(&store, CHAIN).unwrap();
+        assert_eq!(verifier.is_some(), bpk);
+        Self {
+            chain,
+            store,
+            proposer,
+            time_ms: T0,
+            nonces: Default::default(),
+            verifier,
+            _dir: dir,
+        }
+    }
+
+    fn height(&self) -> u64 {
+        self.chain.head().unwrap().height
+    }
+
+    /// The epoch the next block belongs to.
+    fn next_epoch(&self) -> u64 {
+        (self.height() + 1) / EPOCH_BLOCKS
+    }
+
+    fn signed(&mut self, sk: &SecretKey, payload: PayloadSpec) -> Vec<u8> {
+        let nonce = self.nonces.entry(id(sk)).or_default();
+        let body = build_tx_body(&TxBodySpec {
+            chain_id: CHAIN,
+            sender: id(sk),
+            nonce: *nonce,
+            fee: FEE,
+            payload,
+        });
+        *nonce += 1;
+        seal(sk, CHAIN, &body)
+    }
+
+    fn ingress(&self, batch: Vec<Vec<u8>>) -> CheckedBatch {
+        let keys = KeyCache::new(&self.store, CHAIN, 1024);
+        let v = self
+            .verifier
+            .as_ref()
+            .map(|v| v as &dyn int_engine::ingress::ProofVerifier);
+        check_batch_with(&ingress_cfg(), &keys, v, batch)
+    }
+
+    /// Ingress, then one block of what passed; the statuses of the block.
+    fn block(&mut self, batch: Vec<Vec<u8>>) -> (CheckedBatch, Vec<TxStatus>) {
+        let checked = self.ingress(batch);
+        self.time_ms += 1000;
+        let r = self
+            .chain
+            .execute_block(&checked.accepted, self.time_ms, &self.proposer)
+            .unwrap();
+        (checked, r.statuses)
+    }
+
+    fn block_ok(&mut self, batch: Vec<Vec<u8>>) -> Vec<TxStatus> {
+        let (checked, statuses) = self.block(batch);
+        assert!(checked.rejected.is_empty(), "{:?}", checked.rejected);
+        statuses
+    }
+
+    fn register(&mut self, users: &[User]) -> Vec<TxStatus> {
+        let relayer = relayer();
+        let batch = users
+            .iter()
+            .map(|u| {
+                self.signed(
+                    &relayer,
+                    PayloadSpec::RegisterIdentity {
+                        commitment: fr_to_bytes(&u.leaf()),
+                    },
+                )
+            })
+            .collect();
+        self.block_ok(batch)
+    }
+
+    /// Empty blocks until the next block is in `epoch`.
+    fn advance_to_epoch(&mut self, epoch: u64) {
+        while self.next_epoch() < epoch {
+            self.block_ok(Vec::new());
+        }
+    }
+
+    /// An intent by user `leaf_index` (whose data is `u`) made against the
+    /// committed tree, for `epoch` and `centroids`.
+    fn intent(
+        &self,
+        u: &User,
+        leaf_index: u64,
+        epoch: u64,
+        centroids: &[Vec<u16>],
+        payload: &[u8],
+    ) -> AnonIntentSpec {
+        let tree = identity_tree(&self.store, CHAIN).unwrap();
+        let req = IntentRequest {
+            chain_id: CHAIN,
+            secret: u.secret,
+            behaviour: &u.behaviour,
+            centroids,
+            path: tree.path(leaf_index).unwrap(),
+            epoch,
+            target: target(),
+            payload,
+        };
+        bpk::prove_intent(&keys().0, &req, &mut ChaCha20Rng::seed_from_u64(leaf_index)).unwrap()
+    }
+
+    fn send_intent(&mut self, a: AnonIntentSpec) -> Vec<u8> {
+        self.signed(&relayer(), PayloadSpec::AnonIntent(Box::new(a)))
+    }
+
+    fn audit(&self) {
+        let head = self.chain.head().unwrap();
+        let (root, _) = recompute_root(&self.store, CHAIN).unwrap();
+        assert_eq!(root, head.state_root, "state root covers the BPK objects");
+    }
+}
+
+fn users() -> Vec<User> {
+    vec![
+        User::new(0, [90, 120]),
+        User::new(1, [59_000, 61_000]),
+        User::new(2, [200, 50]),
+    ]
+}
+
+#[test]
+fn registered_user_sends_an_anonymous_intent_once_per_scope_and_epoch() {
+    let mut net = BpkNet::new(true);
+    let us = users();
+    assert_eq!(net.register(&us), vec![TxStatus::Ok; 3]);
+
+    // The tree in storage is the tree of those leaves.
+    let mut mem = IdentityTree::new(ROOT_HISTORY as usize).unwrap();
+    for u in &us {
+        mem.append(u.leaf()).unwrap();
+    }
+    let stored = identity_tree(&net.store, CHAIN).unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored.root(), mem.root());
+    assert_eq!(stored.path(1).unwrap(), mem.path(1).unwrap());
+
+    let epoch = net.next_epoch();
+    let a = net.intent(&us[1], 1, epoch, &centroids0(), b"network 10 MB");
+    assert_eq!(a.cluster, 1, "user 1 lies in the second cluster");
+    let nullifier = a.nullifier;
+    let tx = net.send_intent(a);
+    assert_eq!(net.block_ok(vec![tx]), vec![TxStatus::Ok]);
+    assert!(
+        nullifier_used(&net.store, CHAIN, &nullifier)
+            .unwrap()
+            .is_some()
+    );
+    // The stored block re-verifies, its intent proof included; a chain
+    // with no proof verifier cannot vouch for it.
+    let block = net.store.block(CHAIN, net.height()).unwrap().unwrap();
+    assert!(net.chain.verify_block(&block).is_err());
+    let v = Groth16Intents::from_store(&net.store, CHAIN)
+        .unwrap()
+        .unwrap();
+    net.chain.set_proof_verifier(Arc::new(v));
+    net.chain.verify_block(&block).unwrap();
+
+    // The same user, scope and epoch again (a fresh proof): refused on
+    // chain, fee taken.
+    let gas_before = net
+        .store
+        .account(CHAIN, &id(&relayer()))
+        .unwrap()
+        .unwrap()
+        .gas;
+    let again = net.intent(&us[1], 1, epoch, &centroids0(), b"network 10 MB");
+    assert_ne!(again.proof, [0; 128]);
+    let tx = net.send_intent(again);
+    assert_eq!(net.block_ok(vec![tx]), vec![TxStatus::NullifierUsed]);
+    let gas_after = net
+        .store
+        .account(CHAIN, &id(&relayer()))
+        .unwrap()
+        .unwrap()
+        .gas;
+    assert_eq!(gas_before - gas_after, FEE);
+
+    // Another scope is another nullifier: accepted.
+    let other = net.intent(&us[1], 1, epoch, &centroids0(), b"power 1 kWh");
+    let tx = net.send_intent(other);
+    assert_eq!(net.block_ok(vec![tx]), vec![TxStatus::Ok]);
+    net.audit();
+}
+
+#[test]
+fn two_identical_intents_in_one_block_only_the_first_counts() {
+    let mut net = BpkNet::new(true);
+    let us = users();
+    net.register(&us);
+    let epoch = net.next_epoch();
+    let a = net.intent(&us[0], 0, epoch, &centroids0(), b"x");
+    let b = net.intent(&us[0], 0, epoch, &centroids0(), b"x");
+    let batch = vec![net.send_intent(a), net.send_intent(b)];
+    assert_eq!(
+        net.block_ok(batch),
+        vec![TxStatus::Ok, TxStatus::NullifierUsed]
+    );
+}
+
+#[test]
+fn wrong_epoch_unknown_root_and_wrong_centroids_are_refused_on_chain() {
+    let mut net = BpkNet::new(true);
+    let us = users();
+    net.register(&us);
+    let epoch = net.next_epoch();
+
+    // A valid proof for another epoch.
+    let later = net.intent(&us[0], 0, epoch + 1, &centroids0(), b"a");
+    // A valid proof against a tree the chain never had.
+    let mut foreign = IdentityTree::new(4).unwrap();
+    foreign.append(User::new(50, [7, 7]).leaf()).unwrap();
+    foreign.append(us[0].leaf()).unwrap();
+    let req = IntentRequest {
+        chain_id: CHAIN,
+        secret: us[0].secret,
+        behaviour: &us[0].behaviour,
+        centroids: &centroids0(),
+        path: foreign.path(1).unwrap(),
+        epoch,
+        target: target(),
+        payload: b"b",
+    };
+    let foreign_root =
+        bpk::prove_intent(&keys().0, &req, &mut ChaCha20Rng::seed_from_u64(9)).unwrap();
+    // A valid proof over centroids the chain did not fix.
+    let other_centroids = vec![vec![1, 1], vec![2, 2]];
+    let wrong_c = net.intent(&us[0], 0, epoch, &other_centroids, b"c");
+
+    let batch = vec![
+        net.send_intent(later),
+        net.send_intent(foreign_root),
+        net.send_intent(wrong_c),
+    ];
+    assert_eq!(
+        net.block_ok(batch),
+        vec![
+            TxStatus::WrongEpoch,
+            TxStatus::UnknownRoot,
+            TxStatus::WrongCentroids
+        ]
+    );
+    net.audit();
+}
+
+#[test]
+fn bad_proofs_are_dropped_at_ingress_alone() {
+    let mut net = BpkNet::new(true);
+    let us = users();
+    net.register(&us);
+    let epoch = net.next_epoch();
+    let good: Vec<AnonIntentSpec> = (0..5)
+        .map(|i| net.intent(&us[0], 0, epoch, &centroids0(), format!("p{i}").as_bytes()))
+        .collect();
+    // The payload changed after proving: the scope no longer matches.
+    let mut tampered_payload = good[1].clone();
+    tampered_payload.payload = b"something else".to_vec();
+    // Another cluster claimed.
+    let mut tampered_cluster = good[2].clone();
+    tampered_cluster.cluster = 1;
+    // A proof element changed: C := A (a valid point, a wrong proof).
+    let mut tampered_proof = good[3].clone();
+    let a_point: [u8; 32] = tampered_proof.proof[..32].try_into().unwrap();
+    tampered_proof.proof[96..].copy_from_slice(&a_point);
+    // Bytes that are no point at all.
+    let mut garbage = good[4].clone();
+    garbage.proof = [0xff; 128];
+
+    let batch = vec![
+        net.send_intent(good[0].clone()),
+        net.send_intent(tampered_payload),
+        net.send_intent(tampered_cluster),
+        net.send_intent(tampered_proof),
+        net.send_intent(garbage),
+    ];
+    let checked = net.ingress(batch);
+    assert_eq!(checked.accepted.len(), 1);
+    let rejected: Vec<(usize, bool)> = checked
+        .rejected
+        .iter()
+        .map(|(i, e)| (*i, matches!(e, IngressError::BadProof)))
+        .collect();
+    assert_eq!(rejected, vec![(1, true), (2, true), (3, true), (4, false)]);
+    assert!(matches!(
+        checked.rejected[3].1,
+        IngressError::MalformedProof(_)
+    ));
+}
+
+#[test]
+fn old_roots_expire_after_the_history() {
+    let mut net = BpkNet::new(true);
+    let us = users();
+    net.register(&us[..1]);
+    let epoch = net.next_epoch();
+    // Both proven against the tree of one leaf.
+    let stale = net.intent(&us[0], 0, epoch, &centroids0(), b"late");
+    let recent = net.intent(&us[0], 0, epoch, &centroids0(), b"early");
+    // An intent before a registration in the same block sees the old root.
+    let batch = vec![
+        net.send_intent(recent),
+        net.signed(
+            &relayer(),
+            PayloadSpec::RegisterIdentity {
+                commitment: fr_to_bytes(&us[1].leaf()),
+            },
+        ),
+    ];
+    assert_eq!(net.block_ok(batch), vec![TxStatus::Ok, TxStatus::Ok]);
+    // Two more roots: with a history of 3, the one-leaf root is gone.
+    net.register(&[us[2].clone(), User::new(9, [1, 1])]);
+    assert_eq!(net.next_epoch(), epoch, "still the same epoch");
+    let tx = net.send_intent(stale);
+    assert_eq!(net.block_ok(vec![tx]), vec![TxStatus::UnknownRoot]);
+}
+
+#[test]
+fn governance_sets_future_centroids_and_intents_follow_them() {
+    let mut net = BpkNet::new(true);
+    let us = users();
+    net.register(&us);
+    let now = net.next_epoch();
+    let new_c = vec![vec![30_000, 30_000], vec![65_000, 0]];
+    let set = |epoch, dims, clusters, coords: Vec<u16>| PayloadSpec::SetCentroids {
+        epoch,
+        dims,
+        clusters,
+        coords,
+    };
+    let flat: Vec<u16> = new_c.iter().flatten().copied().collect();
+    let batch = vec![
+        net.signed(&relayer(), set(now + 1, 2, 2, flat.clone())),
+        net.signed(&governance(), set(now, 2, 2, flat.clone())),
+        net.signed(&governance(), set(now + 1, 1, 4, flat.clone())),
+        net.signed(&governance(), set(now + 1, 2, 2, flat.clone())),
+        net.signed(&governance(), set(now + 1, 2, 2, flat.clone())),
+    ];
+    assert_eq!(
+        net.block_ok(batch),
+        vec![
+            TxStatus::NotGovernance,
+            TxStatus::CentroidsFixed,
+            TxStatus::CentroidShape,
+            TxStatus::Ok,
+            TxStatus::CentroidsFixed,
+        ]
+    );
+    let commitment = fr_to_bytes(&centroid_commitment(&new_c).unwrap());
+    let c = centroids_at(&net.store, CHAIN, now + 1).unwrap().unwrap();
+    assert_eq!((c.epoch, c.commitment), (now + 1, commitment));
+    assert_eq!(c.rows(), new_c);
+    // Epochs after it keep it; the current one keeps the old set.
+    assert_eq!(
+        centroids_at(&net.store, CHAIN, now + 5)
+            .unwrap()
+            .unwrap()
+            .epoch,
+        now + 1
+    );
+    assert_eq!(
+        centroids_at(&net.store, CHAIN, now).unwrap().unwrap().epoch,
+        0
+    );
+
+    net.advance_to_epoch(now + 1);
+    let old = net.intent(&us[0], 0, now + 1, &centroids0(), b"q");
+    let new = net.intent(&us[0], 0, now + 1, &new_c, b"r");
+    assert_eq!(new.cluster, 0);
+    let batch = vec![net.send_intent(old), net.send_intent(new)];
+    assert_eq!(
+        net.block_ok(batch),
+        vec![TxStatus::WrongCentroids, TxStatus::Ok]
+    );
+    net.audit();
+}
+
+#[test]
+fn the_tree_survives_a_restart() {
+    let mut net = BpkNet::new(true);
+    let us = users();
+    net.register(&us[..2]);
+    let root_before = identity_tree(&net.store, CHAIN).unwrap().root();
+    // Reopen the pipeline over the same store.
+    let cfg = *net.chain.config();
+    net.chain = Chain::open(net.store.clone(), cfg, &[&LedgerPlugin, &BpkPlugin]).unwrap();
+    assert_eq!(
+        identity_tree(&net.store, CHAIN).unwrap().root(),
+        root_before
+    );
+    net.register(&us[2..]);
+    let mut mem = IdentityTree::new(ROOT_HISTORY as usize).unwrap();
+    for u in &us {
+        mem.append(u.leaf()).unwrap();
+    }
+    let tree = identity_tree(&net.store, CHAIN).unwrap();
+    assert_eq!(tree.root(), mem.root());
+    assert!(tree.is_known_root(&root_before));
+    net.audit();
+}
+
+#[test]
+fn chains_without_bpk_refuse_its_payloads() {
+    let mut net = BpkNet::new(false);
+    let us = users();
+    assert_eq!(net.register(&us[..1]), vec![TxStatus::BpkDisabled]);
+    // Ingress refuses intents when it has no verifier.
+    let a = AnonIntentSpec {
+        proof: [0; 128],
+        root: [0; 32],
+        epoch: 0,
+        nullifier: [0; 32],
+        cluster: 0,
+        centroid_commitment: [0; 32],
+        target: target(),
+        payload: vec![],
+    };
+    let tx = net.send_intent(a);
+    let (checked, _) = net.block(vec![tx]);
+    assert!(matches!(
+        checked.rejected[..],
+        [(0, IngressError::IntentsDisabled)]
+    ));
+    assert!(matches!(
+        identity_tree(&net.store, CHAIN),
+        Err(bpk::BpkError::Disabled)
+    ));
+
+    // A chain with the ledger alone: BPK payloads are not executable.
+    let mut plain = Net::new(&[(id(&relayer()), registered(&relayer(), 0, 100))]);
+    let body = build_tx_body(&TxBodySpec {
+        chain_id: CHAIN,
+        sender: id(&relayer()),
+        nonce: 0,
+        fee: FEE,
+        payload: PayloadSpec::RegisterIdentity {
+            commitment: [1; 32],
+        },
+    });
+    let tx = seal(&relayer(), CHAIN, &body);
+    assert_eq!(plain.block_ok(vec![tx]), vec![TxStatus::UnsupportedPayload]);
+}
