@@ -87,6 +87,11 @@ impl BpkNet {
     /// A chain with the ledger and BPK plugins; with `bpk`, a genesis that
     /// enables intents.
     fn new(bpk: bool) -> Self {
+        Self::with(bpk, true)
+    }
+
+    /// As [`BpkNet::new`], executing in parallel or sequentially.
+    fn with(bpk: bool, parallel: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let proposer = proposer_key();
@@ -98,7 +103,7 @@ impl BpkNet {
         let cfg = ChainConfig {
             chain_id: CHAIN,
             hot_capacity: 1024,
-            parallel: true,
+            parallel,
         };
         let mut chain = Chain::open(store.clone(), cfg, &[&LedgerPlugin, &BpkPlugin]).unwrap();
         let objects = if bpk {
@@ -562,4 +567,39 @@ fn chains_without_bpk_refuse_its_payloads() {
     });
     let tx = seal(&relayer(), CHAIN, &body);
     assert_eq!(plain.block_ok(vec![tx]), vec![TxStatus::UnsupportedPayload]);
+}
+
+/// The same BPK blocks give the same statuses and state roots whether the
+/// schedule runs in parallel or sequentially.
+#[test]
+fn parallel_and_sequential_execution_agree() {
+    let run = |parallel: bool| {
+        let mut net = BpkNet::with(true, parallel);
+        let us = users();
+        let mut statuses = net.register(&us);
+        let epoch = net.next_epoch();
+        let a = net.intent(&us[2], 2, epoch, &centroids0(), b"s");
+        let b = net.intent(&us[2], 2, epoch, &centroids0(), b"s");
+        let batch = vec![
+            net.send_intent(a),
+            net.send_intent(b),
+            transfer(
+                &relayer(),
+                net.nonces[&id(&relayer())],
+                FEE,
+                id(&governance()),
+                0,
+            ),
+        ];
+        *net.nonces.get_mut(&id(&relayer())).unwrap() += 1;
+        statuses.extend(net.block_ok(batch));
+        net.audit();
+        (statuses, net.chain.head().unwrap().state_root)
+    };
+    let (par, seq) = (run(true), run(false));
+    assert_eq!(
+        par.0[3..],
+        [TxStatus::Ok, TxStatus::NullifierUsed, TxStatus::Ok]
+    );
+    assert_eq!(par, seq);
 }
