@@ -55,9 +55,9 @@ pub fn is_canonical_field(x: &FieldBytes) -> bool {
     x < &BN254_MODULUS_BE
 }
 
-fn field(x: &FieldElement) -> Result<FieldBytes, DecodeError> {
+fn field(x: &FieldElement) -> Result<(), DecodeError> {
     if is_canonical_field(&x.0) {
-        Ok(x.0)
+        Ok(())
     } else {
         Err(DecodeError::InvalidPayload(
             "field element not below the BN254 modulus",
@@ -176,19 +176,62 @@ pub fn decode_tx(bytes: &[u8]) -> Result<TxRef<'_>, DecodeError> {
     })
 }
 
-/// Verifies and decodes a transaction body, checking its payload is known.
+/// Verifies and decodes a transaction body and checks its payload ([`check_payload`]).
 pub fn decode_body(bytes: &[u8]) -> Result<TxBody<'_>, DecodeError> {
     let body = root::<TxBody>(bytes, TX_BYTES_MAX)?;
-    payload_spec(&body)?;
+    check_payload(&body)?;
     Ok(body)
 }
 
-/// The payload of a verified body as a [`PayloadSpec`], with the limits
-/// every node applies: an unknown union member, a `SetCentroids` whose
-/// coordinate count is not `dims × clusters` (or above
-/// [`CENTROID_COORDS_MAX`]), an intent payload above
-/// [`INTENT_PAYLOAD_BYTES_MAX`] are errors.
+/// The limits every node applies to a verified body's payload, checked
+/// without copying anything: an unknown union member, a field element not
+/// below the BN254 modulus, a `SetCentroids` whose coordinate count is not
+/// `dims × clusters` (or above [`CENTROID_COORDS_MAX`]), an intent payload
+/// above [`INTENT_PAYLOAD_BYTES_MAX`] are errors. [`decode_body`] (and so
+/// [`decode_tx`] and [`decode_block`]) runs it on every body.
+pub fn check_payload(body: &TxBody<'_>) -> Result<(), DecodeError> {
+    let unknown = || DecodeError::UnknownPayload(body.payload_type().0);
+    match body.payload_type() {
+        Payload::RegisterDevice => {
+            body.payload_as_register_device().ok_or_else(unknown)?;
+        }
+        Payload::Transfer => {
+            body.payload_as_transfer().ok_or_else(unknown)?;
+        }
+        Payload::RegisterIdentity => {
+            let r = body.payload_as_register_identity().ok_or_else(unknown)?;
+            field(r.commitment())?;
+        }
+        Payload::SetCentroids => {
+            let c = body.payload_as_set_centroids().ok_or_else(unknown)?;
+            let n = c.coords().len();
+            if n > CENTROID_COORDS_MAX {
+                return Err(DecodeError::InvalidPayload("too many centroid coordinates"));
+            }
+            if n != c.dims() as usize * c.clusters() as usize {
+                return Err(DecodeError::InvalidPayload(
+                    "centroid coordinates are not dims x clusters",
+                ));
+            }
+        }
+        Payload::AnonIntent => {
+            let a = body.payload_as_anon_intent().ok_or_else(unknown)?;
+            if a.payload().len() > INTENT_PAYLOAD_BYTES_MAX {
+                return Err(DecodeError::InvalidPayload("intent payload too large"));
+            }
+            field(a.root())?;
+            field(a.nullifier())?;
+            field(a.centroid_commitment())?;
+        }
+        _ => return Err(unknown()),
+    }
+    Ok(())
+}
+
+/// The payload of a verified body as a [`PayloadSpec`] (owned: an intent's
+/// payload bytes are copied), after [`check_payload`]'s limits.
 pub fn payload_spec(body: &TxBody<'_>) -> Result<PayloadSpec, DecodeError> {
+    check_payload(body)?;
     let unknown = || DecodeError::UnknownPayload(body.payload_type().0);
     Ok(match body.payload_type() {
         Payload::RegisterDevice => {
@@ -211,42 +254,29 @@ pub fn payload_spec(body: &TxBody<'_>) -> Result<PayloadSpec, DecodeError> {
         Payload::RegisterIdentity => {
             let r = body.payload_as_register_identity().ok_or_else(unknown)?;
             PayloadSpec::RegisterIdentity {
-                commitment: field(r.commitment())?,
+                commitment: r.commitment().0,
             }
         }
         Payload::SetCentroids => {
             let c = body.payload_as_set_centroids().ok_or_else(unknown)?;
-            let coords = c.coords();
-            if coords.len() > CENTROID_COORDS_MAX {
-                return Err(DecodeError::InvalidPayload("too many centroid coordinates"));
-            }
-            if coords.len() != c.dims() as usize * c.clusters() as usize {
-                return Err(DecodeError::InvalidPayload(
-                    "centroid coordinates are not dims x clusters",
-                ));
-            }
             PayloadSpec::SetCentroids {
                 epoch: c.epoch(),
                 dims: c.dims(),
                 clusters: c.clusters(),
-                coords: coords.iter().collect(),
+                coords: c.coords().iter().collect(),
             }
         }
         Payload::AnonIntent => {
             let a = body.payload_as_anon_intent().ok_or_else(unknown)?;
-            let payload = a.payload();
-            if payload.len() > INTENT_PAYLOAD_BYTES_MAX {
-                return Err(DecodeError::InvalidPayload("intent payload too large"));
-            }
             PayloadSpec::AnonIntent(Box::new(AnonIntentSpec {
                 proof: a.proof().0,
-                root: field(a.root())?,
+                root: a.root().0,
                 epoch: a.epoch(),
-                nullifier: field(a.nullifier())?,
+                nullifier: a.nullifier().0,
                 cluster: a.cluster(),
-                centroid_commitment: field(a.centroid_commitment())?,
+                centroid_commitment: a.centroid_commitment().0,
                 target: a.target().0,
-                payload: payload.bytes().to_vec(),
+                payload: a.payload().bytes().to_vec(),
             }))
         }
         _ => return Err(unknown()),
