@@ -302,7 +302,10 @@ impl Chain {
             if let Some(out) = outcomes[*i as usize].get_mut()
                 && out.status == TxStatus::Ok
             {
-                out.status = verdicts.get(*i).unwrap_or(TxStatus::UnsupportedPayload);
+                out.status = verdicts
+                    .get(*i)
+                    .copied()
+                    .unwrap_or(TxStatus::UnsupportedPayload);
             }
         }
         let statuses: Vec<TxStatus> = outcomes

@@ -159,30 +159,40 @@ impl Default for Outcome {
 #[derive(Resource, Debug, Default)]
 pub struct BlockTxs(pub Vec<TxCall>);
 
-/// The outcome of each transaction of the current block, by index. Each
-/// slot is set exactly once, by the task that owns the transaction's sender,
-/// so parallel stages write without locks; empty until decided.
-#[derive(Resource, Debug, Default)]
-pub struct Outcomes(pub Vec<OnceLock<Outcome>>);
+/// One write-once slot per transaction of the current block, by index.
+/// Each slot is set at most once, by the task that owns the transaction, so
+/// parallel stages write without locks; empty until decided.
+#[derive(Resource, Debug)]
+pub struct TxSlots<T: Send + Sync + 'static>(pub Vec<OnceLock<T>>);
 
-impl Outcomes {
+impl<T: Send + Sync + 'static> Default for TxSlots<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T: Send + Sync + 'static> TxSlots<T> {
     /// Empty slots for `n` transactions.
     pub fn new(n: usize) -> Self {
         Self((0..n).map(|_| OnceLock::new()).collect())
     }
 
-    /// Records the outcome of transaction `i`. Each transaction is decided
+    /// Records the value of transaction `i`. Each transaction is decided
     /// once; deciding it twice is a bug in a stage.
-    pub fn set(&self, i: u32, o: Outcome) {
-        let r = self.0[i as usize].set(o);
+    pub fn set(&self, i: u32, v: T) {
+        let r = self.0[i as usize].set(v);
         assert!(r.is_ok(), "transaction {i} decided twice");
     }
 
-    /// The outcome of transaction `i`, if decided.
-    pub fn get(&self, i: u32) -> Option<&Outcome> {
+    /// The value of transaction `i`, if decided.
+    pub fn get(&self, i: u32) -> Option<&T> {
         self.0.get(i as usize).and_then(OnceLock::get)
     }
 }
+
+/// The outcome of each transaction of the current block (the ledger's
+/// Debit stage decides every one).
+pub type Outcomes = TxSlots<Outcome>;
 
 /// The payloads of the block's [`Call::Deferred`] transactions, with their
 /// index in [`BlockTxs`], in block order.
@@ -191,28 +201,8 @@ pub struct DeferredPayloads(pub Vec<(u32, PayloadSpec)>);
 
 /// The status a plugin gave a deferred payload whose envelope the ledger
 /// accepted (outcome `Ok`, fee taken). The receipt shows it instead of the
-/// envelope's `Ok`; the fee stays taken, as for a failed transfer. Set at
-/// most once per transaction.
-#[derive(Resource, Debug, Default)]
-pub struct PayloadVerdicts(pub Vec<OnceLock<TxStatus>>);
-
-impl PayloadVerdicts {
-    /// Empty slots for `n` transactions.
-    pub fn new(n: usize) -> Self {
-        Self((0..n).map(|_| OnceLock::new()).collect())
-    }
-
-    /// Records the payload status of transaction `i`.
-    pub fn set(&self, i: u32, status: TxStatus) {
-        let r = self.0[i as usize].set(status);
-        assert!(r.is_ok(), "payload of transaction {i} decided twice");
-    }
-
-    /// The payload status of transaction `i`, if a plugin set one.
-    pub fn get(&self, i: u32) -> Option<TxStatus> {
-        self.0.get(i as usize).and_then(OnceLock::get).copied()
-    }
-}
+/// envelope's `Ok`; the fee stays taken, as for a failed transfer.
+pub type PayloadVerdicts = TxSlots<TxStatus>;
 
 /// Plugin object writes of the current block, committed with it in one
 /// write transaction (state objects also enter the state root).
