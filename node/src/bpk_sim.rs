@@ -28,7 +28,7 @@ use ark_groth16::{ProvingKey, VerifyingKey};
 use int_engine::crypto::bls::{SecretKey, tx_message};
 use int_engine::storage::Store;
 use int_schemas::{AccountId, PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
-use int_systems::bpk::{self, BpkGenesis, IntentRequest, fr_to_bytes};
+use int_systems::bpk::{self, BpkGenesis, IntentRequest};
 use int_zk::Fr;
 use int_zk::circuit::{DEFAULT_CLUSTERS, DEFAULT_DIM, identity_leaf};
 use int_zk::clusters;
@@ -217,7 +217,7 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
                 Ok(ctx.signed(
                     first + j as u64,
                     PayloadSpec::RegisterIdentity {
-                        commitment: fr_to_bytes(&leaf),
+                        commitment: int_zk::export::fr_to_be_bytes(&leaf),
                     },
                 ))
             })

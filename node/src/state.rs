@@ -120,10 +120,10 @@ fn bpk_summary(store: &Store, chain_id: u32, height: u64) -> Result<Value> {
         "dims": cfg.dims,
         "clusters": cfg.clusters,
         "identities": tree.len(),
-        "identity_root": hex::encode(bpk::fr_to_bytes(&tree.root())),
+        "identity_root": int_zk::export::fr_to_hex(tree.root()),
         "root_history": cfg.root_history,
         "centroids_from_epoch": centroids.as_ref().map(|c| c.epoch),
-        "centroid_commitment": centroids.map(|c| hex::encode(c.commitment)),
+        "centroid_commitment": centroids.map(|c| format!("0x{}", hex::encode(c.commitment))),
     }))
 }
 

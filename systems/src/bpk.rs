@@ -51,7 +51,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ark_bn254::{Bn254, Fr};
-use ark_ff::{BigInteger, PrimeField};
+use ark_ff::PrimeField;
 use ark_groth16::{PreparedVerifyingKey, VerifyingKey};
 use bevy_ecs::prelude::*;
 use int_engine::ingress::{ProofRejection, ProofVerifier};
@@ -64,6 +64,7 @@ use int_schemas::wire::TxStatus;
 use int_schemas::{AccountId, AnonIntentSpec, FieldBytes, PayloadSpec, ProofBytes};
 use int_zk::batch::{self, CpuMsm};
 use int_zk::circuit::{self, BpkParams, BpkWitness, NUM_PUBLIC_INPUTS, PublicInputs};
+use int_zk::export::fr_to_be_bytes;
 use int_zk::tree::{DEPTH, IdentityTree, MerklePath, TreeStore};
 use int_zk::{ZkError, export, groth};
 
@@ -115,17 +116,11 @@ fn corrupt(key: &'static str, what: impl ToString) -> BpkError {
 // ---------------------------------------------------------------------------
 
 /// A field element from its wire form (32 bytes big-endian). The wire
-/// decoder has checked it is canonical, so this is exact.
+/// decoder (`int_schemas::check_payload`) has checked it is canonical, so
+/// this is exact; bytes from anywhere else go through
+/// [`export::fr_from_be_bytes`].
 pub fn fr_from_bytes(b: &FieldBytes) -> Fr {
     Fr::from_be_bytes_mod_order(b)
-}
-
-/// The wire form of a field element (32 bytes big-endian, canonical).
-pub fn fr_to_bytes(x: &Fr) -> FieldBytes {
-    let v = x.into_bigint().to_bytes_be();
-    let mut out = [0u8; 32];
-    out[32 - v.len()..].copy_from_slice(&v);
-    out
 }
 
 /// The scope of an intent: `blake3("INT/bpk/scope/v1" ‖ chain id ‖ target ‖
@@ -272,7 +267,7 @@ pub fn genesis_objects(g: &BpkGenesis) -> Result<Vec<ObjectWrite>, BpkError> {
         verifying_key: export::verifying_key_to_bytes(&g.verifying_key),
     };
     let coords: Vec<u16> = g.centroids.iter().flatten().copied().collect();
-    let commitment = fr_to_bytes(&circuit::centroid_commitment(&g.centroids)?);
+    let commitment = fr_to_be_bytes(&circuit::centroid_commitment(&g.centroids)?);
     Ok(vec![
         state_write(CONFIG_KEY.to_vec(), cfg.encode()),
         state_write(
@@ -330,7 +325,7 @@ impl TreeMeta {
         let mut v = Vec::with_capacity(8 + 32 * self.history.len());
         v.extend_from_slice(&self.len.to_le_bytes());
         for r in &self.history {
-            v.extend_from_slice(&fr_to_bytes(r));
+            v.extend_from_slice(&fr_to_be_bytes(r));
         }
         v
     }
@@ -358,11 +353,7 @@ impl TreeMeta {
 }
 
 fn canonical(key: &'static str, x: &FieldBytes) -> Result<Fr, BpkError> {
-    if int_schemas::is_canonical_field(x) {
-        Ok(fr_from_bytes(x))
-    } else {
-        Err(corrupt(key, "field element not canonical"))
-    }
+    export::fr_from_be_bytes(x).ok_or_else(|| corrupt(key, "field element not canonical"))
 }
 
 fn node_key(level: u8, index: u64) -> Vec<u8> {
@@ -397,7 +388,7 @@ impl<'s> ChainTreeStore<'s> {
             .map(|((level, index), v)| ObjectWrite {
                 table: ObjectTable::Derived,
                 key: node_key(level, index),
-                value: Some(fr_to_bytes(&v).to_vec()),
+                value: Some(fr_to_be_bytes(&v).to_vec()),
             })
             .collect()
     }
@@ -419,10 +410,9 @@ impl TreeStore for ChainTreeStore<'_> {
             .as_slice()
             .try_into()
             .map_err(|_| ZkError::Store("tree node of the wrong length".into()))?;
-        if !int_schemas::is_canonical_field(&x) {
-            return Err(ZkError::Store("tree node not canonical".into()));
-        }
-        Ok(Some(fr_from_bytes(&x)))
+        export::fr_from_be_bytes(&x)
+            .map(Some)
+            .ok_or_else(|| ZkError::Store("tree node not canonical".into()))
     }
 
     fn put(&mut self, level: u8, index: u64, value: Fr) {
@@ -689,11 +679,11 @@ pub fn prove_intent<R: ark_std::rand::RngCore + ark_std::rand::CryptoRng>(
         .map_err(|_| corrupt("proof", "not 128 bytes"))?;
     Ok(AnonIntentSpec {
         proof,
-        root: fr_to_bytes(&public.root),
+        root: fr_to_be_bytes(&public.root),
         epoch: public.epoch,
-        nullifier: fr_to_bytes(&public.nullifier),
+        nullifier: fr_to_be_bytes(&public.nullifier),
         cluster: public.cluster,
-        centroid_commitment: fr_to_bytes(&public.centroid_commitment),
+        centroid_commitment: fr_to_be_bytes(&public.centroid_commitment),
         target: req.target,
         payload: req.payload.to_vec(),
     })
@@ -808,7 +798,7 @@ fn execute(
                         commitment: [0; 32],
                         coords: coords.clone(),
                     };
-                    let commitment = fr_to_bytes(&circuit::centroid_commitment(&set.rows())?);
+                    let commitment = fr_to_be_bytes(&circuit::centroid_commitment(&set.rows())?);
                     new_centroids.insert(*from, CentroidSet { commitment, ..set });
                     TxStatus::Ok
                 }
@@ -858,15 +848,6 @@ fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn field_bytes_round_trip() {
-        for x in [Fr::from(0u64), Fr::from(1u64), -Fr::from(1u64)] {
-            let b = fr_to_bytes(&x);
-            assert!(int_schemas::is_canonical_field(&b));
-            assert_eq!(fr_from_bytes(&b), x);
-        }
-    }
 
     #[test]
     fn scope_binds_chain_target_and_payload() {

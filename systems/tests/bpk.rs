@@ -17,11 +17,11 @@ use int_engine::storage::{Store, recompute_root};
 use int_schemas::wire::TxStatus;
 use int_schemas::{AccountId, AnonIntentSpec, PayloadSpec, TxBodySpec, build_tx_body};
 use int_systems::bpk::{
-    self, BpkGenesis, Groth16Intents, IntentRequest, centroids_at, fr_to_bytes, identity_tree,
-    nullifier_used,
+    self, BpkGenesis, Groth16Intents, IntentRequest, centroids_at, identity_tree, nullifier_used,
 };
 use int_systems::{BpkPlugin, LedgerPlugin};
 use int_zk::circuit::{centroid_commitment, identity_leaf};
+use int_zk::export::fr_to_be_bytes;
 use int_zk::tree::IdentityTree;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -190,7 +190,7 @@ impl BpkNet {
                 self.signed(
                     &relayer,
                     PayloadSpec::RegisterIdentity {
-                        commitment: fr_to_bytes(&u.leaf()),
+                        commitment: fr_to_be_bytes(&u.leaf()),
                     },
                 )
             })
@@ -431,7 +431,7 @@ fn old_roots_expire_after_the_history() {
         net.signed(
             &relayer(),
             PayloadSpec::RegisterIdentity {
-                commitment: fr_to_bytes(&us[1].leaf()),
+                commitment: fr_to_be_bytes(&us[1].leaf()),
             },
         ),
     ];
@@ -474,7 +474,7 @@ fn governance_sets_future_centroids_and_intents_follow_them() {
             TxStatus::CentroidsFixed,
         ]
     );
-    let commitment = fr_to_bytes(&centroid_commitment(&new_c).unwrap());
+    let commitment = fr_to_be_bytes(&centroid_commitment(&new_c).unwrap());
     let c = centroids_at(&net.store, CHAIN, now + 1).unwrap().unwrap();
     assert_eq!((c.epoch, c.commitment), (now + 1, commitment));
     assert_eq!(c.rows(), new_c);

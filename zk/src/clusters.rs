@@ -41,7 +41,6 @@
 
 use std::io::{Read, Write};
 
-use ark_ff::{BigInteger, PrimeField};
 use linfa::DatasetBase;
 use linfa::traits::Fit;
 use linfa_clustering::KMeans;
@@ -54,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use crate::circuit::{
     BpkParams, COORD_BITS, MAX_CLUSTERS, MAX_DIM, centroid_commitment, nearest_centroid,
 };
+use crate::export::fr_to_hex;
 use crate::{Fr, ZkError};
 
 /// The largest coordinate: `2^16 − 1`.
@@ -553,18 +553,6 @@ pub struct CentroidsFile {
     pub inertia: f64,
     /// The k-means seed.
     pub seed: u64,
-}
-
-/// A field element as `0x` and 64 lower-case hex digits, big-endian (what
-/// [`crate::export::parse_fr`] reads back).
-pub fn fr_to_hex(x: Fr) -> String {
-    let bytes = x.into_bigint().to_bytes_be();
-    let mut s = String::with_capacity(2 + 2 * bytes.len());
-    s.push_str("0x");
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@
 use ark_bn254::{Bn254, Fq, Fq2, Fq12, G1Affine, G2Affine};
 use ark_ec::AffineRepr;
 use ark_ec::pairing::Pairing;
-use ark_ff::{BigInt, PrimeField, Zero};
+use ark_ff::{BigInt, BigInteger, PrimeField, Zero};
 use ark_groth16::{Proof, ProvingKey, VerifyingKey};
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use serde::{Deserialize, Serialize};
@@ -161,6 +161,33 @@ fn field_from_hex<F: PrimeField<BigInt = BigInt<4>>>(hex: &str) -> Option<F> {
         limbs[i / 16] |= nibble << (4 * (i % 16));
     }
     F::from_bigint(BigInt::new(limbs))
+}
+
+/// A field element as 32 bytes, big-endian: its form on the wire and in
+/// the chain's state.
+pub fn fr_to_be_bytes(x: &Fr) -> [u8; 32] {
+    let v = x.into_bigint().to_bytes_be();
+    let mut out = [0u8; 32];
+    out[32 - v.len()..].copy_from_slice(&v);
+    out
+}
+
+/// The field element of 32 big-endian bytes, or `None` if they are not
+/// below the modulus (every element has exactly one encoding).
+pub fn fr_from_be_bytes(b: &[u8; 32]) -> Option<Fr> {
+    let x = Fr::from_be_bytes_mod_order(b);
+    (fr_to_be_bytes(&x) == *b).then_some(x)
+}
+
+/// A field element as `0x` and 64 lower-case hex digits, big-endian (what
+/// [`parse_fr`] reads back).
+pub fn fr_to_hex(x: Fr) -> String {
+    let mut s = String::with_capacity(66);
+    s.push_str("0x");
+    for b in fr_to_be_bytes(&x) {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
 }
 
 /// An element of [`Fr`] from a decimal string or `0x`-prefixed hex, canonical
@@ -615,6 +642,19 @@ mod tests {
         assert_eq!(g2_from_json("t", &g2_to_json(&inf)).unwrap(), inf);
         let g = (G1Affine::generator() * Fr::from(3u64)).into_affine();
         assert_eq!(g1_from_json("t", &g1_to_json(&g)).unwrap(), g);
+    }
+
+    #[test]
+    fn field_bytes_are_canonical_and_round_trip() {
+        for x in [Fr::from(0u64), Fr::from(1u64), -Fr::from(1u64)] {
+            assert_eq!(fr_from_be_bytes(&fr_to_be_bytes(&x)), Some(x));
+        }
+        // r - 1 is the largest element; r itself and above have no element.
+        let mut r_minus_1 = fr_to_be_bytes(&-Fr::from(1u64));
+        assert!(fr_from_be_bytes(&r_minus_1).is_some());
+        r_minus_1[31] += 1;
+        assert_eq!(fr_from_be_bytes(&r_minus_1), None);
+        assert_eq!(fr_from_be_bytes(&[0xff; 32]), None);
     }
 
     #[test]
