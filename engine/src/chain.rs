@@ -486,8 +486,9 @@ impl Chain {
         self.world
             .insert_resource(PayloadVerdicts::new(calls.len()));
         self.world.insert_resource(DeferredPayloads(deferred));
-        self.world.resource_mut::<ObjectWrites>().0.clear();
-        self.world.resource_mut::<ExecFault>().0 = None;
+        // execute_block takes both after every schedule run.
+        debug_assert!(self.world.resource::<ObjectWrites>().0.is_empty());
+        debug_assert!(self.world.resource::<ExecFault>().0.is_none());
         self.world.resource_mut::<BlockTxs>().0 = calls;
         Ok(touched)
     }

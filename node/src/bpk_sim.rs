@@ -43,7 +43,7 @@ pub const ROOT_HISTORY: u32 = 64;
 pub const USERS_MAX: usize = 4096;
 /// Fee the relayer pays per BPK transaction.
 const FEE: u128 = 1;
-/// Blocks to wait for a relayed transaction before reading the nonce again.
+/// How long to wait for a relayed transaction before reading the nonce again.
 const RESYNC_AFTER: Duration = Duration::from_secs(20);
 
 /// One simulated user.

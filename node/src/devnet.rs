@@ -631,7 +631,8 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     let secs = began.elapsed().as_secs_f64();
     let identities = match bpk::identity_tree(&store, chain_id) {
         Ok(t) => t.len(),
-        Err(_) => 0,
+        Err(bpk::BpkError::Disabled) => 0,
+        Err(e) => return Err(e).context("reading the identity tree"),
     };
     let proofs_made = sim_stats.proofs.load(Ordering::Relaxed);
     Ok(Summary {

@@ -52,7 +52,7 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
             .context("head block missing")?;
         Ok((head, root, count, block))
     })?;
-    let chain = Chain::open(
+    let mut chain = Chain::open(
         store.clone(),
         ChainConfig {
             chain_id,
@@ -61,7 +61,6 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
         },
         &[],
     )?;
-    let mut chain = chain;
     if let Some(v) = int_systems::bpk::Groth16Intents::from_store(&store, chain_id)? {
         chain.set_proof_verifier(std::sync::Arc::new(v));
     }

@@ -35,7 +35,7 @@
 //! |---|---|---|
 //! | `bpk/config` | state | version, epoch length, root history, governance, D, K, verifying key |
 //! | `bpk/tree` | state | leaf count, last roots (oldest first) |
-//! | `bpk/cent/` ‖ !epoch (u64 BE, inverted) | state | epoch, D, K, commitment, coordinates |
+//! | `bpk/cent/` ‖ !epoch (u64 BE, inverted) | state | D, K, commitment, coordinates |
 //! | `bpk/null/` ‖ nullifier | state | height of first use |
 //! | `bpk/node/` ‖ level ‖ index (u64 BE) | derived | tree node |
 //!
@@ -467,9 +467,9 @@ pub struct CentroidSet {
 }
 
 impl CentroidSet {
+    /// The stored value; the epoch is in the key ([`centroid_key`]).
     fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(42 + 2 * self.coords.len());
-        v.extend_from_slice(&self.epoch.to_le_bytes());
+        let mut v = Vec::with_capacity(34 + 2 * self.coords.len());
         v.push(self.dims);
         v.push(self.clusters);
         v.extend_from_slice(&self.commitment);
@@ -479,23 +479,26 @@ impl CentroidSet {
         v
     }
 
-    fn decode(b: &[u8]) -> Result<Self, BpkError> {
+    /// A set from its stored key and value.
+    fn decode(key: &[u8], b: &[u8]) -> Result<Self, BpkError> {
         const KEY: &str = "bpk/cent";
-        if b.len() < 42 || !(b.len() - 42).is_multiple_of(2) {
+        let inverted: [u8; 8] = key
+            .strip_prefix(CENT_PREFIX)
+            .and_then(|e| e.try_into().ok())
+            .ok_or_else(|| corrupt(KEY, "bad key"))?;
+        if b.len() < 34 || !(b.len() - 34).is_multiple_of(2) {
             return Err(corrupt(KEY, "wrong length"));
         }
-        let mut epoch = [0u8; 8];
-        epoch.copy_from_slice(&b[..8]);
         let mut commitment = [0u8; 32];
-        commitment.copy_from_slice(&b[10..42]);
-        let coords: Vec<u16> = b[42..]
+        commitment.copy_from_slice(&b[2..34]);
+        let coords: Vec<u16> = b[34..]
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect();
         let set = Self {
-            epoch: u64::from_le_bytes(epoch),
-            dims: b[8],
-            clusters: b[9],
+            epoch: !u64::from_be_bytes(inverted),
+            dims: b[0],
+            clusters: b[1],
             commitment,
             coords,
         };
@@ -533,7 +536,7 @@ pub fn centroids_at(
             CENT_PREFIX,
             &centroid_key(epoch),
         )?
-        .map(|(_, v)| CentroidSet::decode(&v))
+        .map(|(k, v)| CentroidSet::decode(&k, &v))
         .transpose()
 }
 
@@ -880,9 +883,11 @@ mod tests {
             commitment: [1; 32],
             coords: vec![1, 2, 3, 4, 5, 6],
         };
-        assert_eq!(CentroidSet::decode(&set.encode()).unwrap(), set);
+        let key = centroid_key(7);
+        assert_eq!(CentroidSet::decode(&key, &set.encode()).unwrap(), set);
+        assert!(CentroidSet::decode(&key[..key.len() - 1], &set.encode()).is_err());
         assert_eq!(set.rows(), vec![vec![1, 2], vec![3, 4], vec![5, 6]]);
-        assert!(CentroidSet::decode(&set.encode()[..44]).is_err());
+        assert!(CentroidSet::decode(&key, &set.encode()[..36]).is_err());
         let meta = TreeMeta {
             len: 3,
             history: vec![Fr::from(1u64), Fr::from(2u64)],
