@@ -7,51 +7,20 @@
 
 mod common;
 
-use common::{int, p, text};
+use common::{int, p, run, text};
 
 use int_bench::devices::Fleet;
 use int_engine::crypto::bls::SecretKey;
 
 /// Runs `int ARGS`, expects success, returns stdout.
 fn ok(args: &[&str]) -> String {
-    let out = int(args);
-    let err = text(&out.stderr);
-    assert!(
-        out.status.success(),
-        "`int {}` failed ({}):\n{err}",
-        args.join(" "),
-        out.status
-    );
-    assert!(
-        !err.contains("panicked"),
-        "`int {}` panicked:\n{err}",
-        args.join(" ")
-    );
-    text(&out.stdout)
+    run(args, 0).0
 }
 
-/// Runs `int ARGS`, expects a clean failure (non-zero exit, no panic, an
-/// `Error:` line); returns stderr.
+/// Runs `int ARGS`, expects a clean failure (exit 1, no panic, an `Error:`
+/// line, no backtrace); returns stderr.
 fn fails(args: &[&str]) -> String {
-    let out = int(args);
-    let err = text(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "`int {}` should fail; stdout:\n{}",
-        args.join(" "),
-        text(&out.stdout)
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "`int {}` should exit with 1 (not a signal or panic code):\n{err}",
-        args.join(" ")
-    );
-    assert!(
-        !err.contains("panicked"),
-        "`int {}` panicked:\n{err}",
-        args.join(" ")
-    );
+    let (_, err) = run(args, 1);
     assert!(
         err.contains("Error: "),
         "`int {}`: no error message:\n{err}",
@@ -405,43 +374,38 @@ fn devnet_rejects_bad_options() {
         "1",
     ]);
     assert!(err.contains("--block-ms"), "{err}");
-    // A broken devnet.json: an error naming the file, no panic.
-    std::fs::write(dir.path().join("devnet.json"), "{ not json").unwrap();
-    let err = fails(&[
-        "devnet",
-        "--data-dir",
-        d,
-        "--devices",
-        "5",
-        "--duration",
-        "1",
-    ]);
-    assert!(err.contains("devnet.json"), "{err}");
-    // A devnet.json with a bad seed.
-    std::fs::write(
-        dir.path().join("devnet.json"),
-        r#"{"chain_id":1,"devices":5,"fleet_seed":"zz","validator_seed":"00"}"#,
-    )
-    .unwrap();
-    let err = fails(&[
-        "devnet",
-        "--data-dir",
-        d,
-        "--devices",
-        "5",
-        "--duration",
-        "1",
-    ]);
-    assert!(err.contains("seed"), "{err}");
-    // A devnet.json asking for more devices than the bound: an error, not
-    // an attempt to derive a trillion keys.
-    std::fs::write(
-        dir.path().join("devnet.json"),
-        r#"{"chain_id":1,"devices":1000000000000,"fleet_seed":"00","validator_seed":"00"}"#,
-    )
-    .unwrap();
-    let err = fails(&["devnet", "--data-dir", d, "--duration", "1"]);
-    assert!(err.contains("devices"), "{err}");
+    // Hostile devnet.json files: each an error that names what is wrong,
+    // no panic, and no attempt to derive a trillion keys.
+    let good_seed = "00".repeat(32);
+    let cases = [
+        ("{ not json".to_string(), "devnet.json"),
+        (
+            r#"{"chain_id":1,"devices":5,"fleet_seed":"zz","validator_seed":"00"}"#.to_string(),
+            "seed",
+        ),
+        (
+            r#"{"chain_id":1,"devices":1000000000000,"fleet_seed":"00","validator_seed":"00"}"#
+                .to_string(),
+            "devices",
+        ),
+        (
+            format!(
+                r#"{{"chain_id":1,"devices":5,"fleet_seed":"{good_seed}","validator_seed":"{good_seed}","users":4,"bpk_seed":"zz"}}"#
+            ),
+            "bpk_seed",
+        ),
+        (
+            format!(
+                r#"{{"chain_id":1,"devices":5,"fleet_seed":"{good_seed}","validator_seed":"{good_seed}","users":1000000000,"bpk_seed":"{good_seed}"}}"#
+            ),
+            "users",
+        ),
+    ];
+    for (file, needle) in &cases {
+        std::fs::write(dir.path().join("devnet.json"), file).unwrap();
+        let err = fails(&["devnet", "--data-dir", d, "--duration", "1"]);
+        assert!(err.contains(needle), "{file}: {err}");
+    }
     let err = fails(&[
         "devnet",
         "--data-dir",

@@ -14,28 +14,10 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{int, p as path_arg, text};
+use common::{p as path_arg, run, text};
 
 use int_zk::Fr;
 use int_zk::circuit::identity_leaf;
-
-/// Runs `int ARGS`, expects exit code `code`, returns (stdout, stderr).
-fn run(args: &[&str], code: i32) -> (String, String) {
-    let out = int(args);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "`int {}`:\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        args.join(" ")
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "panic in `int {}`: {stderr}",
-        args.join(" ")
-    );
-    (stdout, stderr)
-}
 
 /// Runs `int ARGS`, expects exit 2 with an `error:` line that mentions
 /// `needle`.
@@ -231,49 +213,33 @@ fn hostile_files_are_clear_errors() {
     let vk_json = f.key("verification_key.json");
     let proof = f.proof("proof.json");
     let public = f.proof("public.json");
+    // `int zk verify` with these files must exit 2 naming `needle`.
+    let verify_fails = |vk: &str, proof: &str, public: &str, needle: &str| {
+        fails(
+            &[
+                "zk", "verify", "--vk", vk, "--proof", proof, "--public", public,
+            ],
+            needle,
+        )
+    };
 
     // Malformed proof.json: not JSON, wrong shape, point off the curve.
     let bad = f.file("bad.json", "{\"pi_a\": [");
-    fails(
-        &[
-            "zk", "verify", "--vk", &vk, "--proof", &bad, "--public", &public,
-        ],
-        "bad.json",
-    );
+    verify_fails(&vk, &bad, &public, "bad.json");
     let bad = f.file("shape.json", "{\"pi_a\": 5}");
-    fails(
-        &[
-            "zk", "verify", "--vk", &vk, "--proof", &bad, "--public", &public,
-        ],
-        "shape.json",
-    );
+    verify_fails(&vk, &bad, &public, "shape.json");
     let mut p: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&proof).unwrap()).unwrap();
     p["pi_a"][1] = "5".into();
     let bad = f.file("off_curve.json", p.to_string());
-    fails(
-        &[
-            "zk", "verify", "--vk", &vk, "--proof", &bad, "--public", &public,
-        ],
-        "not on the curve",
-    );
+    verify_fails(&vk, &bad, &public, "not on the curve");
 
     // Truncated and garbage binary keys and proofs.
     let vk_bytes = std::fs::read(&vk).unwrap();
     let short = f.file("short.key", &vk_bytes[..vk_bytes.len() / 2]);
-    fails(
-        &[
-            "zk", "verify", "--vk", &short, "--proof", &proof, "--public", &public,
-        ],
-        "short.key",
-    );
+    verify_fails(&short, &proof, &public, "short.key");
     let empty = f.file("empty.key", b"");
-    fails(
-        &[
-            "zk", "verify", "--vk", &empty, "--proof", &proof, "--public", &public,
-        ],
-        "empty.key",
-    );
+    verify_fails(&empty, &proof, &public, "empty.key");
     let pk_bytes = std::fs::read(f.key("proving.key")).unwrap();
     let short_pk = f.file("short_pk.key", &pk_bytes[..pk_bytes.len() - 1]);
     let input = path_arg(&f.root.join("input.json")).to_owned();
@@ -285,39 +251,19 @@ fn hostile_files_are_clear_errors() {
         "proving key",
     );
     let garbage = f.file("garbage.bin", [0xffu8; 128]);
-    fails(
-        &[
-            "zk", "verify", "--vk", &vk, "--proof", &garbage, "--public", &public,
-        ],
-        "garbage.bin",
-    );
+    verify_fails(&vk, &garbage, &public, "garbage.bin");
 
     // Public signals: wrong count, not numbers, above the modulus.
     let bad = f.file("five.json", "[\"1\", \"2\", \"3\", \"4\", \"5\"]");
-    fails(
-        &[
-            "zk", "verify", "--vk", &vk, "--proof", &proof, "--public", &bad,
-        ],
-        "6 signals",
-    );
+    verify_fails(&vk, &proof, &bad, "6 signals");
     let bad = f.file("words.json", "[\"a\", \"2\", \"3\", \"4\", \"5\", \"6\"]");
-    fails(
-        &[
-            "zk", "verify", "--vk", &vk, "--proof", &proof, "--public", &bad,
-        ],
-        "field element",
-    );
+    verify_fails(&vk, &proof, &bad, "field element");
     let modulus = "21888242871839275222246405745257275088548364400416034343698204186575808495617";
     let bad = f.file(
         "big.json",
         format!("[\"{modulus}\", \"2\", \"3\", \"4\", \"5\", \"6\"]"),
     );
-    fails(
-        &[
-            "zk", "verify", "--vk", &vk, "--proof", &proof, "--public", &bad,
-        ],
-        "modulus",
-    );
+    verify_fails(&vk, &proof, &bad, "modulus");
 
     // A snarkjs key for another number of public inputs.
     let mut k: serde_json::Value =
@@ -325,12 +271,7 @@ fn hostile_files_are_clear_errors() {
     k["IC"].as_array_mut().unwrap().pop();
     k["nPublic"] = 5.into();
     let bad = f.file("vk5.json", k.to_string());
-    fails(
-        &[
-            "zk", "verify", "--vk", &bad, "--proof", &proof, "--public", &public,
-        ],
-        "public inputs",
-    );
+    verify_fails(&bad, &proof, &public, "public inputs");
 
     // Missing files.
     fails(

@@ -21,6 +21,25 @@ pub fn int(args: &[&str]) -> Output {
         .expect("running int")
 }
 
+/// Runs `int ARGS`, expects exit code `code` and no panic; returns
+/// (stdout, stderr).
+pub fn run(args: &[&str], code: i32) -> (String, String) {
+    let out = int(args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "`int {}` should exit with {code} (not a signal or panic code):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        args.join(" ")
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "`int {}` panicked:\n{stderr}",
+        args.join(" ")
+    );
+    (stdout, stderr)
+}
+
 /// Output bytes as text.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
