@@ -3,26 +3,12 @@
 //! message must be readable.
 #![no_main]
 
-use int_schemas::wire::{BlockHeader, TxBody};
-use int_schemas::{
-    HeaderFields, ReceiptFields, amount, decode_block, decode_header, decode_receipts, payload_spec,
-};
-use libfuzzer_sys::fuzz_target;
+mod common;
 
-fn touch_body(b: &TxBody<'_>) {
-    let _ = (b.chain_id(), b.sender().0, b.nonce(), amount(b.fee()));
-    // Every accessor of the payload, through the one decoder the node
-    // uses; an accepted body's payload always decodes.
-    let spec = payload_spec(b).expect("an accepted body carries a valid payload");
-    let _ = format!("{spec:?}");
-    if let Some(a) = b.payload_as_anon_intent() {
-        let _ = (a.proof().0, a.root().0, a.nullifier().0, a.target().0);
-        let _ = (a.epoch(), a.cluster(), a.payload().len());
-    }
-    if let Some(c) = b.payload_as_set_centroids() {
-        let _ = c.coords().iter().map(u32::from).sum::<u32>();
-    }
-}
+use common::touch_body;
+use int_schemas::wire::BlockHeader;
+use int_schemas::{HeaderFields, ReceiptFields, decode_block, decode_header, decode_receipts};
+use libfuzzer_sys::fuzz_target;
 
 fn touch_header(h: &BlockHeader<'_>) {
     let f = HeaderFields::from_wire(h);

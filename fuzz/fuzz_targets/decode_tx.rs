@@ -3,26 +3,11 @@
 //! readable.
 #![no_main]
 
-use int_schemas::wire::TxBody;
-use int_schemas::{amount, decode_body, decode_tx, payload_spec};
-use libfuzzer_sys::fuzz_target;
+mod common;
 
-fn touch_body(b: &TxBody<'_>) {
-    let _ = (b.chain_id(), b.sender().0, b.nonce(), amount(b.fee()));
-    let _ = b.payload_type().variant_name();
-    // Every accessor of the payload, through the one decoder the node
-    // uses; an accepted body's payload always decodes.
-    let spec = payload_spec(b).expect("an accepted body carries a valid payload");
-    let _ = format!("{spec:?}");
-    if let Some(a) = b.payload_as_anon_intent() {
-        let _ = (a.proof().0, a.root().0, a.nullifier().0, a.target().0);
-        let _ = (a.epoch(), a.cluster(), a.payload().len());
-    }
-    if let Some(c) = b.payload_as_set_centroids() {
-        let _ = c.coords().iter().map(u32::from).sum::<u32>();
-    }
-    let _ = format!("{b:?}");
-}
+use common::touch_body;
+use int_schemas::{decode_body, decode_tx};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(tx) = decode_tx(data) {
