@@ -343,34 +343,37 @@ pub fn check_batch_with(
     }
 
     // Proofs last: only for intents whose fee payer signed them.
-    let intent_idx: Vec<usize> = (0..live.len())
-        .filter(|&i| bad[i].is_none() && matches!(live[i].1.tx.payload, PayloadSpec::AnonIntent(_)))
+    let intents: Vec<(usize, &AnonIntentSpec)> = live
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bad[*i].is_none())
+        .filter_map(|(i, (_, p, _))| match &p.tx.payload {
+            PayloadSpec::AnonIntent(a) => Some((i, &**a)),
+            _ => None,
+        })
         .collect();
-    if !intent_idx.is_empty() {
-        match proofs {
-            None => {
-                for &i in &intent_idx {
-                    bad[i] = Some(IngressError::IntentsDisabled);
-                }
-            }
+    if !intents.is_empty() {
+        let errors: Vec<Option<IngressError>> = match proofs {
+            None => intents
+                .iter()
+                .map(|_| Some(IngressError::IntentsDisabled))
+                .collect(),
             Some(v) => {
-                let items: Vec<&AnonIntentSpec> = intent_idx
-                    .iter()
-                    .filter_map(|&i| match &live[i].1.tx.payload {
-                        PayloadSpec::AnonIntent(a) => Some(&**a),
-                        _ => None,
-                    })
-                    .collect();
+                let items: Vec<&AnonIntentSpec> = intents.iter().map(|(_, a)| *a).collect();
                 let verdicts = v.verify_intents(cfg.chain_id, &items);
                 assert_eq!(verdicts.len(), items.len(), "one verdict per proof");
-                for (&i, r) in intent_idx.iter().zip(verdicts) {
-                    bad[i] = match r {
+                verdicts
+                    .into_iter()
+                    .map(|r| match r {
                         Ok(()) => None,
                         Err(ProofRejection::Invalid) => Some(IngressError::BadProof),
                         Err(ProofRejection::Malformed(m)) => Some(IngressError::MalformedProof(m)),
-                    };
-                }
+                    })
+                    .collect()
             }
+        };
+        for ((i, _), e) in intents.iter().zip(errors) {
+            bad[*i] = e;
         }
     }
 
