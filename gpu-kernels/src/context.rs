@@ -1,0 +1,354 @@
+//! The GPU context: one adapter and device, the features and limits that
+//! shape the kernels, compiled pipelines cached by name, and the one way
+//! kernels are launched (upload, dispatch, read back).
+//!
+//! Everything here blocks the calling thread (wgpu's futures are driven
+//! with `pollster`); the node calls it from its verification workers, never
+//! from an async runtime.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use crate::GpuError;
+
+/// Threads per workgroup of every kernel in this crate (a multiple of the
+/// warp/wavefront size of current GPUs: 32 on NVIDIA, 64 on AMD).
+pub const WORKGROUP_SIZE: u32 = 64;
+
+/// Which wgpu backends to try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// Vulkan, Metal or DX12: the native compute APIs (lavapipe counts as
+    /// Vulkan).
+    #[default]
+    Native,
+    /// OpenGL (ES) only: on a CPU-only machine this is Mesa's llvmpipe,
+    /// which has no 64-bit integers, so it runs the portable kernels.
+    Gl,
+}
+
+/// How to open a [`GpuContext`].
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// The backends to look at.
+    pub backend: BackendChoice,
+    /// Ignore `SHADER_INT64` even where the adapter has it, so the portable
+    /// `u32`-only kernels run (for tests and for comparing the two).
+    pub portable_only: bool,
+}
+
+/// What the chosen adapter is and can do, as `int gpu info` prints it.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    /// The adapter's name (e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`).
+    pub name: String,
+    /// Vulkan, Metal, Dx12 or Gl.
+    pub backend: String,
+    /// DiscreteGpu, IntegratedGpu, Cpu, …
+    pub device_type: String,
+    /// Driver name and version as the driver reports them.
+    pub driver: String,
+    /// PCI vendor id.
+    pub vendor: u32,
+    /// Whether the kernels use 64-bit integer multiply-accumulate.
+    pub shader_int64: bool,
+    /// `max_storage_buffer_binding_size`, bytes: the largest buffer one
+    /// kernel argument may be; inputs are chunked below it.
+    pub max_storage_binding_bytes: u64,
+    /// `max_buffer_size`, bytes.
+    pub max_buffer_bytes: u64,
+    /// `max_compute_workgroups_per_dimension`.
+    pub max_workgroups_per_dim: u32,
+    /// `max_compute_invocations_per_workgroup`.
+    pub max_invocations_per_workgroup: u32,
+    /// `max_storage_buffers_per_shader_stage`.
+    pub max_storage_buffers_per_stage: u32,
+}
+
+/// One input of a launch: a read-only storage buffer of `u32` words.
+pub type Words<'a> = &'a [u32];
+
+/// An open GPU: device, queue and the pipeline cache. Cheap to share
+/// (`Arc`); pipelines are compiled on first use and kept.
+pub struct GpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    summary: AdapterSummary,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.summary.name)
+            .field("backend", &self.summary.backend)
+            .finish()
+    }
+}
+
+impl GpuContext {
+    /// Opens the best adapter of the chosen backends (high-performance
+    /// preference: a discrete GPU over an integrated one over a software
+    /// rasteriser). `Err(GpuError::NoAdapter)` when there is none.
+    pub fn new(opts: &GpuOptions) -> Result<Self, GpuError> {
+        let backends = match opts.backend {
+            BackendChoice::Native => {
+                wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12
+            }
+            BackendChoice::Gl => wgpu::Backends::GL,
+        };
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let features = adapter.features();
+        let limits = adapter.limits();
+        let int64 = features.contains(wgpu::Features::SHADER_INT64) && !opts.portable_only;
+        let required_features = if int64 {
+            wgpu::Features::SHADER_INT64
+        } else {
+            wgpu::Features::empty()
+        };
+        // Ask for the adapter's own limits: the defaults cap storage
+        // bindings at 128 MiB and buffers at 256 MiB even on cards with more.
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("int-gpu"),
+            required_features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::Device(e.to_string()))?;
+        let summary = AdapterSummary {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
+            vendor: info.vendor,
+            shader_int64: int64,
+            max_storage_binding_bytes: limits.max_storage_buffer_binding_size,
+            max_buffer_bytes: limits.max_buffer_size,
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+            max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+        };
+        tracing::info!(
+            adapter = %summary.name,
+            backend = %summary.backend,
+            shader_int64 = summary.shader_int64,
+            "GPU adapter opened"
+        );
+        Ok(Self {
+            device,
+            queue,
+            summary,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The adapter, its backend, features and limits.
+    pub fn summary(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    /// Whether kernels use 64-bit integers (`SHADER_INT64`).
+    pub fn int64(&self) -> bool {
+        self.summary.shader_int64
+    }
+
+    /// Largest number of `u32` words one buffer binding may hold.
+    pub fn max_binding_words(&self) -> usize {
+        let bytes = self
+            .summary
+            .max_storage_binding_bytes
+            .min(self.summary.max_buffer_bytes);
+        usize::try_from(bytes / 4).unwrap_or(usize::MAX)
+    }
+
+    /// The pipeline cached under `key`, compiling `source()`'s WGSL (entry
+    /// point `main`) on first use. A WGSL error is a bug in this crate, but
+    /// it is reported as [`GpuError::Shader`] rather than a panic.
+    pub fn pipeline(
+        &self,
+        key: &str,
+        source: impl FnOnce() -> String,
+    ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        let mut cache = self
+            .pipelines
+            .lock()
+            .map_err(|_| GpuError::Device("pipeline cache poisoned".into()))?;
+        if let Some(p) = cache.get(key) {
+            return Ok(p.clone());
+        }
+        let wgsl = source();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(key),
+                source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Shader {
+                kernel: key.to_string(),
+                message: err.to_string(),
+            });
+        }
+        let p = Arc::new(pipeline);
+        cache.insert(key.to_string(), p.clone());
+        Ok(p)
+    }
+
+    /// Runs `pipeline` over `threads` invocations and returns its output.
+    ///
+    /// Bindings of group 0, in order: `inputs` as read-only storage
+    /// buffers (`@binding(0)` …), then the output, a read-write storage
+    /// buffer of `output_words` words, zeroed (`@binding(inputs.len())`).
+    /// Workgroups are laid out in two dimensions when `threads` needs more
+    /// than the per-dimension limit; kernels compute their index as
+    /// `gid.x + gid.y * num_workgroups.x * WORKGROUP_SIZE` and return when
+    /// it is past their element count.
+    pub fn launch(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        inputs: &[Words<'_>],
+        output_words: usize,
+        threads: u32,
+    ) -> Result<Vec<u32>, GpuError> {
+        let max_words = self.max_binding_words();
+        for (i, w) in inputs.iter().enumerate() {
+            if w.len() > max_words {
+                return Err(GpuError::TooLarge {
+                    what: format!("input {i}"),
+                    words: w.len(),
+                    max_words,
+                });
+            }
+        }
+        if output_words > max_words {
+            return Err(GpuError::TooLarge {
+                what: "output".into(),
+                words: output_words,
+                max_words,
+            });
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        // wgpu refuses zero-sized bindings; an empty input becomes one word.
+        let pad = [0u32; 1];
+        let buffers: Vec<wgpu::Buffer> = inputs
+            .iter()
+            .map(|w| {
+                let data: &[u32] = if w.is_empty() { &pad } else { w };
+                self.device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("int-gpu input"),
+                        contents: bytemuck::cast_slice(data),
+                        usage: wgpu::BufferUsages::STORAGE,
+                    })
+            })
+            .collect();
+        let out_bytes = (output_words.max(1) * 4) as u64;
+        let output = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("int-gpu output"),
+            size: out_bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("int-gpu readback"),
+            size: out_bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let layout = pipeline.get_bind_group_layout(0);
+        let mut entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: inputs.len() as u32,
+            resource: output.as_entire_binding(),
+        });
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("int-gpu bind"),
+            layout: &layout,
+            entries: &entries,
+        });
+        let groups = threads.div_ceil(WORKGROUP_SIZE).max(1);
+        let per_dim = self.summary.max_workgroups_per_dim.max(1);
+        let (gx, gy) = if groups <= per_dim {
+            (groups, 1)
+        } else {
+            (per_dim, groups.div_ceil(per_dim))
+        };
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("int-gpu"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("int-gpu"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        enc.copy_buffer_to_buffer(&output, 0, &staging, 0, out_bytes);
+        self.queue.submit([enc.finish()]);
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Device(err.to_string()));
+        }
+        self.read_back(&staging, output_words)
+    }
+
+    /// Maps `staging` and copies its first `words` words out.
+    fn read_back(&self, staging: &wgpu::Buffer, words: usize) -> Result<Vec<u32>, GpuError> {
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            // The receiver lives until recv below returns.
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        rx.recv()
+            .map_err(|_| GpuError::Device("readback callback dropped".into()))?
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        let out = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| GpuError::Device(e.to_string()))?;
+            let all: &[u32] = bytemuck::cast_slice(&view);
+            all[..words].to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,147 @@
+//! INT's GPU layer: WGSL compute kernels for the verifiers' heavy
+//! arithmetic (field and curve arithmetic, multi-scalar multiplication,
+//! batch hashing) and the wgpu host code that runs them, each kernel with
+//! the CPU reference it is tested against.
+//!
+//! The crate is a leaf: the engine and the zk crate call it through their
+//! own small traits (the node wires it in), so nothing consensus-critical
+//! depends on a GPU being present. Every GPU result must equal the CPU's
+//! bit for bit; the differential tests in `tests/` check that on random
+//! and edge-case inputs, on lavapipe (Vulkan) and llvmpipe (GL).
+//!
+//! [`Accel`] is the switch: `Auto` uses the GPU when an adapter exists and
+//! a batch is large enough to pay for the transfer, `Cpu` never opens one,
+//! `Gpu` insists (and is an error without an adapter).
+
+pub mod context;
+pub mod field;
+
+pub use context::{AdapterSummary, BackendChoice, GpuContext, GpuOptions, WORKGROUP_SIZE};
+pub use field::{FieldOp, FieldSpec, GpuField, MulPath};
+
+use std::str::FromStr;
+
+/// Errors of the GPU layer. None of them is fatal to the node: a caller in
+/// `Accel::Auto` falls back to the CPU.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// No adapter of the requested backends (no driver, no device).
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    /// The device could not be opened, or lost, or a launch failed.
+    #[error("GPU device error: {0}")]
+    Device(String),
+    /// A kernel's WGSL did not compile (a bug in this crate).
+    #[error("kernel {kernel} did not compile: {message}")]
+    Shader {
+        /// The pipeline's cache key.
+        kernel: String,
+        /// The compiler's message.
+        message: String,
+    },
+    /// A buffer would exceed the adapter's binding limit even after
+    /// chunking.
+    #[error("{what} needs {words} words, the adapter binds at most {max_words}")]
+    TooLarge {
+        /// Which buffer.
+        what: String,
+        /// Words needed.
+        words: usize,
+        /// Words allowed.
+        max_words: usize,
+    },
+    /// A kernel returned words that are not a field element (a bug in this
+    /// crate, caught rather than passed on).
+    #[error("kernel {0} returned a value outside its field")]
+    BadOutput(&'static str),
+    /// Inputs of different lengths where equal lengths are needed.
+    #[error("input lengths differ: {0} and {1}")]
+    LengthMismatch(usize, usize),
+    /// An unknown `--accel` / `INT_ACCEL` value.
+    #[error("unknown accelerator {0:?} (expected auto, cpu or gpu)")]
+    BadAccel(String),
+}
+
+/// Where batch arithmetic runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Accel {
+    /// The GPU when an adapter exists and the batch is above the
+    /// kernel's measured threshold; the CPU (all cores) otherwise.
+    #[default]
+    Auto,
+    /// Always the CPU (arkworks / blst on every core).
+    Cpu,
+    /// Always the GPU; opening fails without an adapter.
+    Gpu,
+}
+
+impl FromStr for Accel {
+    type Err = GpuError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Accel::Auto),
+            "cpu" => Ok(Accel::Cpu),
+            "gpu" => Ok(Accel::Gpu),
+            _ => Err(GpuError::BadAccel(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Accel::Auto => "auto",
+            Accel::Cpu => "cpu",
+            Accel::Gpu => "gpu",
+        })
+    }
+}
+
+/// The environment variable that selects the accelerator when no flag
+/// does (`auto`, `cpu`, `gpu`).
+pub const ACCEL_ENV: &str = "INT_ACCEL";
+
+impl Accel {
+    /// `INT_ACCEL` when set, else `Auto`.
+    pub fn from_env() -> Result<Self, GpuError> {
+        match std::env::var(ACCEL_ENV) {
+            Ok(v) => v.parse(),
+            Err(_) => Ok(Accel::Auto),
+        }
+    }
+}
+
+impl GpuContext {
+    /// Element-wise `op` over `a` and `b` (equal lengths; `b` is ignored by
+    /// the unary ops but must still match in length), chunked under the
+    /// adapter's binding limit.
+    pub fn field_op<F: GpuField>(&self, op: FieldOp, a: &[F], b: &[F]) -> Result<Vec<F>, GpuError> {
+        if a.len() != b.len() {
+            return Err(GpuError::LengthMismatch(a.len(), b.len()));
+        }
+        let spec = F::spec();
+        let path = if self.int64() {
+            MulPath::Int64
+        } else {
+            MulPath::Portable
+        };
+        let key = format!("field_ops/{}/{}", spec.prefix, path.tag());
+        let pipeline = self.pipeline(&key, || field::field_ops_kernel(&spec, path))?;
+        let l = F::LIMBS;
+        let chunk = (self.max_binding_words() / l).clamp(1, 1 << 22);
+        let mut out = Vec::with_capacity(a.len());
+        for (ca, cb) in a.chunks(chunk).zip(b.chunks(chunk)) {
+            let mut wa = Vec::with_capacity(ca.len() * l);
+            let mut wb = Vec::with_capacity(cb.len() * l);
+            ca.iter().for_each(|x| x.push_words(&mut wa));
+            cb.iter().for_each(|x| x.push_words(&mut wb));
+            let n = ca.len() as u32;
+            let params = [n, op as u32];
+            let words = self.launch(&pipeline, &[&wa, &wb, &params], ca.len() * l, n)?;
+            for w in words.chunks_exact(l) {
+                out.push(F::from_words(w).ok_or(GpuError::BadOutput("field_ops"))?);
+            }
+        }
+        Ok(out)
+    }
+}

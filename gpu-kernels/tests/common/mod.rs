@@ -1,0 +1,88 @@
+//! Opening the GPU for the differential tests.
+//!
+//! Without an adapter a test prints a loud SKIPPED line and passes, unless
+//! `INT_REQUIRE_GPU=1` (set in CI), where a missing adapter fails the test:
+//! a green CI run then means the kernels really ran.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use int_gpu::{BackendChoice, GpuContext, GpuOptions};
+
+fn require_gpu() -> bool {
+    std::env::var("INT_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+fn open(opts: GpuOptions, what: &str) -> Option<&'static GpuContext> {
+    match GpuContext::new(&opts) {
+        Ok(ctx) => {
+            let s = ctx.summary();
+            eprintln!(
+                "GPU tests on {} ({}, shader_int64: {})",
+                s.name, s.backend, s.shader_int64
+            );
+            Some(Box::leak(Box::new(ctx)))
+        }
+        Err(e) => {
+            if require_gpu() {
+                panic!("INT_REQUIRE_GPU=1 but no {what} adapter: {e}");
+            }
+            eprintln!(
+                "\n*** SKIPPED: no {what} adapter ({e}); install mesa-vulkan-drivers (scripts/test does) ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// The native adapter (Vulkan/Metal/DX12; lavapipe here), with 64-bit
+/// integers when it has them. `None` (test skipped) without one.
+pub fn native() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<&'static GpuContext>> = OnceLock::new();
+    *CTX.get_or_init(|| open(GpuOptions::default(), "Vulkan/Metal/DX12"))
+}
+
+/// The native adapter forced onto the portable `u32`-only kernels.
+pub fn portable() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<&'static GpuContext>> = OnceLock::new();
+    *CTX.get_or_init(|| {
+        open(
+            GpuOptions {
+                portable_only: true,
+                ..Default::default()
+            },
+            "Vulkan/Metal/DX12",
+        )
+    })
+}
+
+/// The GL adapter (llvmpipe here; no 64-bit integers).
+pub fn gl() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<&'static GpuContext>> = OnceLock::new();
+    *CTX.get_or_init(|| {
+        open(
+            GpuOptions {
+                backend: BackendChoice::Gl,
+                ..Default::default()
+            },
+            "GL",
+        )
+    })
+}
+
+/// Every context the suite runs the kernels on: native (int64 where
+/// available), native portable, GL.
+pub fn all() -> Vec<(&'static str, &'static GpuContext)> {
+    let mut v = Vec::new();
+    if let Some(c) = native() {
+        v.push(("native", c));
+    }
+    if let Some(c) = portable() {
+        v.push(("portable", c));
+    }
+    if let Some(c) = gl() {
+        v.push(("gl", c));
+    }
+    v
+}
