@@ -5,6 +5,7 @@
 
 mod bpk_sim;
 mod devnet;
+mod gpu;
 mod state;
 mod zk;
 
@@ -39,6 +40,11 @@ enum Cmd {
     Zk {
         #[command(subcommand)]
         cmd: zk::ZkCmd,
+    },
+    /// The GPU layer: adapter, backend, features and limits.
+    Gpu {
+        #[command(subcommand)]
+        cmd: gpu::GpuCmd,
     },
 }
 
@@ -167,6 +173,7 @@ fn main() -> Result<ExitCode> {
             }
         },
         Cmd::Zk { cmd } => return Ok(zk::run(cmd)),
+        Cmd::Gpu { cmd } => return gpu::run(cmd),
     }
     Ok(ExitCode::SUCCESS)
 }
