@@ -21,7 +21,8 @@ use int_schemas::{
 use rayon::prelude::*;
 
 use crate::crypto::bls::{
-    self, BatchItem, DST_POP, DST_SIG, PublicKey, Signature, batch_verify_bisect, tx_message,
+    self, BatchItem, BlsG1Backend, CpuG1, DST_POP, DST_SIG, PublicKey, Signature,
+    batch_verify_bisect_with, tx_message,
 };
 use crate::storage::Store;
 
@@ -240,6 +241,19 @@ pub fn check_batch_with(
     proofs: Option<&dyn ProofVerifier>,
     batch: Vec<Vec<u8>>,
 ) -> CheckedBatch {
+    check_batch_on(cfg, keys, proofs, &CpuG1, batch)
+}
+
+/// [`check_batch_with`], with the G1 work of the signature batches (hashing
+/// to G1, scaling, the signatures' MSM) offered to `g1`, e.g. the GPU
+/// kernels; the verdicts are the same whichever side computes.
+pub fn check_batch_on(
+    cfg: &IngressConfig,
+    keys: &dyn KeySource,
+    proofs: Option<&dyn ProofVerifier>,
+    g1: &dyn BlsG1Backend,
+    batch: Vec<Vec<u8>>,
+) -> CheckedBatch {
     let n = batch.len();
     let decoded: Vec<Result<Pending, IngressError>> =
         batch.into_par_iter().map(|b| stateless(cfg, b)).collect();
@@ -293,7 +307,7 @@ pub fn check_batch_with(
         })
         .collect();
     let mut bad = vec![None; live.len()];
-    for i in batch_verify_bisect(&items, DST_SIG) {
+    for i in batch_verify_bisect_with(&items, DST_SIG, g1) {
         bad[i] = Some(IngressError::BadSignature);
     }
 
@@ -312,7 +326,7 @@ pub fn check_batch_with(
                 .map(|(pk, sig)| BatchItem { pk, msg: m, sig })
         })
         .collect();
-    for j in batch_verify_bisect(&pop_items, DST_POP) {
+    for j in batch_verify_bisect_with(&pop_items, DST_POP, g1) {
         let i = pop_idx[j];
         if bad[i].is_none() {
             bad[i] = Some(IngressError::BadPop);

@@ -49,6 +49,7 @@
 //! a block without BPK payloads pays nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use ark_bn254::{Bn254, Fr};
 use ark_ff::PrimeField;
@@ -62,7 +63,7 @@ use int_engine::world::{
 };
 use int_schemas::wire::TxStatus;
 use int_schemas::{AccountId, AnonIntentSpec, FieldBytes, PayloadSpec, ProofBytes};
-use int_zk::batch::{self, CpuMsm};
+use int_zk::batch::{self, CpuMsm, G1Msm};
 use int_zk::circuit::{self, BpkParams, BpkWitness, NUM_PUBLIC_INPUTS, PublicInputs};
 use int_zk::export::fr_to_be_bytes;
 use int_zk::tree::{DEPTH, IdentityTree, MerklePath, TreeStore};
@@ -569,17 +570,28 @@ pub fn nullifier_used(
 // ---------------------------------------------------------------------------
 
 /// The ingress-side verifier of intent proofs: Groth16 batch verification
-/// against the chain's verifying key, bisected on failure.
+/// against the chain's verifying key, bisected on failure. Its G1 MSMs go
+/// to a [`G1Msm`] backend: arkworks on all cores ([`CpuMsm`]) unless the
+/// node hands it the GPU's ([`Groth16Intents::with_msm`]).
 pub struct Groth16Intents {
     pvk: PreparedVerifyingKey<Bn254>,
+    msm: Arc<dyn G1Msm + Send + Sync>,
 }
 
 impl Groth16Intents {
-    /// A verifier for `vk`.
+    /// A verifier for `vk`, its MSMs on the CPU.
     pub fn new(vk: &VerifyingKey<Bn254>) -> Self {
         Self {
             pvk: groth::prepare_verifying_key(vk),
+            msm: Arc::new(CpuMsm),
         }
+    }
+
+    /// The same verifier with its MSMs (`Σ rᵢ·Cᵢ`, `Σ rᵢ·vk_xᵢ`, `rᵢ·Aᵢ`)
+    /// on `msm`; verdicts do not depend on it.
+    pub fn with_msm(mut self, msm: Arc<dyn G1Msm + Send + Sync>) -> Self {
+        self.msm = msm;
+        self
     }
 
     /// The verifier of `chain_id`'s intents, from its genesis configuration;
@@ -621,8 +633,12 @@ impl ProofVerifier for Groth16Intents {
             .iter()
             .map(|r| r.as_ref().map(|_| ()).map_err(Clone::clone))
             .collect();
-        match batch::batch_verify_bisect(&self.pvk, &batch_items, &CpuMsm, &mut rand::thread_rng())
-        {
+        match batch::batch_verify_bisect(
+            &self.pvk,
+            &batch_items,
+            self.msm.as_ref(),
+            &mut rand::thread_rng(),
+        ) {
             Ok(bad) => {
                 for j in bad {
                     out[good[j]] = Err(ProofRejection::Invalid);

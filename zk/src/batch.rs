@@ -127,7 +127,7 @@ fn random_scalar<R: RngCore + ?Sized>(rng: &mut R) -> Fr {
 
 /// The random-linear-combination check of `items`, whose shape has been
 /// checked. `true` for an empty slice.
-fn check_batch<M: G1Msm, R: RngCore + ?Sized>(
+fn check_batch<M: G1Msm + ?Sized, R: RngCore + ?Sized>(
     pvk: &PreparedVerifyingKey<Bn254>,
     items: &[BatchItem<'_>],
     msm: &M,
@@ -265,7 +265,7 @@ fn miller_loop_chunk(pairs: &[(&G1Affine, &[EllCoeff<BnParams>])]) -> Fq12 {
 /// proofs. [`ZkError::BatchInputCount`] if an item does not have exactly the
 /// key's number of public inputs, [`ZkError::KeyMismatch`] for a key with no
 /// IC points. Proof points must be valid subgroup points (module docs).
-pub fn batch_verify<M: G1Msm, R: RngCore + ?Sized>(
+pub fn batch_verify<M: G1Msm + ?Sized, R: RngCore + ?Sized>(
     pvk: &PreparedVerifyingKey<Bn254>,
     items: &[BatchItem<'_>],
     msm: &M,
@@ -280,7 +280,7 @@ pub fn batch_verify<M: G1Msm, R: RngCore + ?Sized>(
 /// the failing ranges, checking ranges of at most [`SINGLE_THRESHOLD`] proofs
 /// singly with the ordinary verifier. Only proofs that fail the ordinary
 /// verifier are reported. Errors as [`batch_verify`].
-pub fn batch_verify_bisect<M: G1Msm, R: RngCore + ?Sized>(
+pub fn batch_verify_bisect<M: G1Msm + ?Sized, R: RngCore + ?Sized>(
     pvk: &PreparedVerifyingKey<Bn254>,
     items: &[BatchItem<'_>],
     msm: &M,
@@ -296,7 +296,7 @@ pub fn batch_verify_bisect<M: G1Msm, R: RngCore + ?Sized>(
 /// `items`. `known_failing`: the range is already known to fail (its sibling
 /// passed while their parent failed), so the batch check is skipped.
 /// Recursion depth is at most `log₂(len)`; indices come out in order.
-fn bisect<M: G1Msm, R: RngCore + ?Sized>(
+fn bisect<M: G1Msm + ?Sized, R: RngCore + ?Sized>(
     pvk: &PreparedVerifyingKey<Bn254>,
     items: &[BatchItem<'_>],
     base: usize,

@@ -283,43 +283,117 @@ pub struct BatchItem<'a> {
 /// Miller loops are spread over all cores with rayon, one pairing
 /// accumulator per core, merged at the end; the MSM uses blst's pool.
 pub fn batch_verify(items: &[BatchItem<'_>], dst: &[u8]) -> bool {
+    batch_verify_with(items, dst, &CpuG1)
+}
+
+/// The G1 side of a BLS batch that another backend (the GPU kernels) can
+/// take over: hashing the messages to G1 and scaling them by the batch
+/// scalars, and the multi-scalar multiplication of the signatures. The
+/// Miller loops and the final exponentiation stay on the CPU.
+///
+/// Each method returns `None` to leave its work to blst on the CPU (batch
+/// below the backend's threshold, no device, a device error). An answer
+/// must be exactly what the CPU computes; the batch's verdict does not
+/// depend on which side did the work.
+pub trait BlsG1Backend: Sync {
+    /// `[rᵢ·H(msgᵢ)]` under `dst` (RFC 9380 hash to G1), one affine point
+    /// per message, in order; `msgs` and `scalars` have equal lengths.
+    fn hash_scaled(
+        &self,
+        msgs: &[&[u8]],
+        dst: &[u8],
+        scalars: &[u64],
+    ) -> Option<Vec<blst::blst_p1_affine>>;
+
+    /// `Σ rᵢ·σᵢ` (affine) for equal-length slices.
+    fn sig_sum(
+        &self,
+        sigs: &[blst::blst_p1_affine],
+        scalars: &[u64],
+    ) -> Option<blst::blst_p1_affine>;
+}
+
+/// The CPU backend: declines everything, so blst does all the work.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuG1;
+
+impl BlsG1Backend for CpuG1 {
+    fn hash_scaled(&self, _: &[&[u8]], _: &[u8], _: &[u64]) -> Option<Vec<blst::blst_p1_affine>> {
+        None
+    }
+    fn sig_sum(&self, _: &[blst::blst_p1_affine], _: &[u64]) -> Option<blst::blst_p1_affine> {
+        None
+    }
+}
+
+/// [`batch_verify`] with the G1 work offered to `g1` first (see
+/// [`BlsG1Backend`]); what `g1` declines runs on blst as in
+/// [`batch_verify`]. The random scalars, the checks and the verdict are the
+/// same either way.
+pub fn batch_verify_with(items: &[BatchItem<'_>], dst: &[u8], g1: &dyn BlsG1Backend) -> bool {
     use blst::MultiPoint;
     use rayon::prelude::*;
     if items.is_empty() {
         return true;
     }
     let mut rng = rand::thread_rng();
+    let rands: Vec<u64> = items.iter().map(|_| random_scalar(&mut rng)).collect();
     // blst scalars are little-endian byte strings.
-    let scalars: Vec<u8> = items
-        .iter()
-        .flat_map(|_| random_scalar(&mut rng).to_le_bytes())
-        .collect();
+    let scalars: Vec<u8> = rands.iter().flat_map(|r| r.to_le_bytes()).collect();
     const SCALAR_BYTES: usize = RAND_BITS / 8;
     let threads = rayon::current_num_threads().max(1);
     let chunk = items.len().div_ceil(threads);
+    // The backend's hashes, when it takes them: the Miller loops then pair
+    // each key with its ready point instead of hashing and scaling here.
+    let hashed: Option<Vec<blst::blst_p1_affine>> = {
+        let msgs: Vec<&[u8]> = items.iter().map(|it| it.msg).collect();
+        g1.hash_scaled(&msgs, dst, &rands)
+            .filter(|h| h.len() == items.len())
+    };
     let (sig_sum, parts) = rayon::join(
         || {
             let sigs: Vec<bls::Signature> = items.iter().map(|it| it.sig.0).collect();
-            let sum: blst::blst_p1_affine = sigs.mult(&scalars, RAND_BITS).to_signature().into();
-            sum
+            let affine: Vec<blst::blst_p1_affine> = sigs.iter().map(|s| (*s).into()).collect();
+            match g1.sig_sum(&affine, &rands) {
+                Some(sum) => sum,
+                None => {
+                    let sum: blst::blst_p1_affine =
+                        sigs.mult(&scalars, RAND_BITS).to_signature().into();
+                    sum
+                }
+            }
         },
         || -> Option<Vec<blst::Pairing<'_>>> {
             items
                 .par_chunks(chunk)
                 .zip(scalars.par_chunks(chunk * SCALAR_BYTES))
-                .map(|(its, rs)| {
+                .enumerate()
+                .map(|(c, (its, rs))| {
                     let mut acc = blst::Pairing::new(true, dst);
-                    for (it, r) in its.iter().zip(rs.chunks_exact(SCALAR_BYTES)) {
+                    for (k, (it, r)) in its.iter().zip(rs.chunks_exact(SCALAR_BYTES)).enumerate() {
                         if !it.sig.0.subgroup_check() {
                             return None;
                         }
                         let pk: &blst::blst_p2_affine = (&it.pk.0).into();
-                        // No signature here (`&()` is not a point): the
-                        // signatures are summed by the MSM above.
-                        let e =
-                            acc.mul_n_aggregate(pk, false, &(), false, r, RAND_BITS, it.msg, &[]);
-                        if e != BLST_ERROR::BLST_SUCCESS {
-                            return None;
+                        match &hashed {
+                            Some(h) => acc.raw_aggregate(pk, &h[c * chunk + k]),
+                            None => {
+                                // No signature here (`&()` is not a point):
+                                // the signatures are summed above.
+                                let e = acc.mul_n_aggregate(
+                                    pk,
+                                    false,
+                                    &(),
+                                    false,
+                                    r,
+                                    RAND_BITS,
+                                    it.msg,
+                                    &[],
+                                );
+                                if e != BLST_ERROR::BLST_SUCCESS {
+                                    return None;
+                                }
+                            }
                         }
                     }
                     acc.commit();
@@ -392,12 +466,22 @@ pub fn batch_verify_blst(items: &[BatchItem<'_>], dst: &[u8]) -> bool {
 /// verifications. `k` bad items cost roughly `k` times that. The work list is
 /// explicit (no recursion); its depth is bounded by `log2 n`.
 pub fn batch_verify_bisect(items: &[BatchItem<'_>], dst: &[u8]) -> Vec<usize> {
+    batch_verify_bisect_with(items, dst, &CpuG1)
+}
+
+/// [`batch_verify_bisect`] with the G1 work of every batch check offered to
+/// `g1` ([`batch_verify_with`]).
+pub fn batch_verify_bisect_with(
+    items: &[BatchItem<'_>],
+    dst: &[u8],
+    g1: &dyn BlsG1Backend,
+) -> Vec<usize> {
     let mut bad = Vec::new();
     if items.len() <= BISECT_LEAF {
         check_singly(items, 0, dst, &mut bad);
         return bad;
     }
-    if batch_verify(items, dst) {
+    if batch_verify_with(items, dst, g1) {
         return bad;
     }
     // Ranges [start, end) known (with probability 1 - 2^-64) to contain a bad
@@ -410,11 +494,11 @@ pub fn batch_verify_bisect(items: &[BatchItem<'_>], dst: &[u8]) -> Vec<usize> {
             continue;
         }
         let mid = start + range.len() / 2;
-        if batch_verify(&items[start..mid], dst) {
+        if batch_verify_with(&items[start..mid], dst, g1) {
             failing.push((mid, end));
         } else {
             failing.push((start, mid));
-            if !batch_verify(&items[mid..end], dst) {
+            if !batch_verify_with(&items[mid..end], dst, g1) {
                 failing.push((mid, end));
             }
         }
@@ -789,6 +873,77 @@ mod tests {
             let singles = it.iter().all(|x| x.sig.verify(x.pk, x.msg));
             prop_assert_eq!(batch_verify(&it, DST_SIG), singles);
             prop_assert_eq!(batch_verify_blst(&it, DST_SIG), singles);
+            prop_assert_eq!(batch_verify_with(&it, DST_SIG, &TakesAll), singles);
+            let bad: Vec<usize> = (0..n).filter(|&i| !it[i].sig.verify(it[i].pk, it[i].msg)).collect();
+            prop_assert_eq!(batch_verify_bisect_with(&it, DST_SIG, &TakesAll), bad);
+        }
+    }
+
+    /// A backend that takes all the G1 work and does it with blst's
+    /// primitives one point at a time (hash, multiply, add): the path the
+    /// GPU backend's answers travel in `batch_verify_with`.
+    struct TakesAll;
+
+    fn mul_u64(p: &blst::blst_p1, r: u64) -> blst::blst_p1 {
+        let mut out = blst::blst_p1::default();
+        let b = r.to_le_bytes();
+        // SAFETY: blst reads 64 bits of `b` and writes `out`.
+        unsafe { blst::blst_p1_mult(&mut out, p, b.as_ptr(), 64) };
+        out
+    }
+
+    impl BlsG1Backend for TakesAll {
+        fn hash_scaled(
+            &self,
+            msgs: &[&[u8]],
+            dst: &[u8],
+            rs: &[u64],
+        ) -> Option<Vec<blst::blst_p1_affine>> {
+            let out = msgs
+                .iter()
+                .zip(rs)
+                .map(|(m, r)| {
+                    let mut h = blst::blst_p1::default();
+                    // SAFETY: valid pointers and lengths of live slices.
+                    unsafe {
+                        blst::blst_hash_to_g1(
+                            &mut h,
+                            m.as_ptr(),
+                            m.len(),
+                            dst.as_ptr(),
+                            dst.len(),
+                            std::ptr::null(),
+                            0,
+                        )
+                    };
+                    let mut a = blst::blst_p1_affine::default();
+                    // SAFETY: plain conversion of a valid point.
+                    unsafe { blst::blst_p1_to_affine(&mut a, &mul_u64(&h, *r)) };
+                    a
+                })
+                .collect();
+            Some(out)
+        }
+
+        fn sig_sum(
+            &self,
+            sigs: &[blst::blst_p1_affine],
+            rs: &[u64],
+        ) -> Option<blst::blst_p1_affine> {
+            let mut acc = blst::blst_p1::default();
+            for (s, r) in sigs.iter().zip(rs) {
+                let mut p = blst::blst_p1::default();
+                // SAFETY: plain conversions and additions of valid points.
+                unsafe {
+                    blst::blst_p1_from_affine(&mut p, s);
+                    let t = mul_u64(&p, *r);
+                    blst::blst_p1_add_or_double(&mut acc, &acc, &t);
+                }
+            }
+            let mut a = blst::blst_p1_affine::default();
+            // SAFETY: plain conversion.
+            unsafe { blst::blst_p1_to_affine(&mut a, &acc) };
+            Some(a)
         }
     }
 
