@@ -13,9 +13,11 @@
 //! a batch is large enough to pay for the transfer, `Cpu` never opens one,
 //! `Gpu` insists (and is an error without an adapter).
 
+pub mod accel;
 pub mod context;
 pub mod field;
 
+pub use accel::{Accelerator, MIN_BATCH_ENV, Thresholds, Work};
 pub use context::{AdapterSummary, BackendChoice, GpuContext, GpuOptions, WORKGROUP_SIZE};
 pub use field::{FieldOp, FieldSpec, GpuField, MulPath};
 
