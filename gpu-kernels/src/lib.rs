@@ -15,10 +15,12 @@
 
 pub mod accel;
 pub mod context;
+pub mod curve;
 pub mod field;
 
 pub use accel::{Accelerator, MIN_BATCH_ENV, Thresholds, Work};
 pub use context::{AdapterSummary, BackendChoice, GpuContext, GpuOptions, WORKGROUP_SIZE};
+pub use curve::{CurveOp, GpuCurve, scale_each_cpu};
 pub use field::{FieldOp, FieldSpec, GpuField, MulPath};
 
 use std::str::FromStr;

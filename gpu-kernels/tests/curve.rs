@@ -1,0 +1,160 @@
+//! Curve kernels (complete RCB formulas, scalar multiplication) against
+//! arkworks, on every adapter the machine has.
+
+mod common;
+
+use ark_ec::short_weierstrass::{Affine, Projective};
+use ark_ec::{AdditiveGroup, AffineRepr, CurveGroup, PrimeGroup};
+use ark_ff::{BigInteger, One, PrimeField, UniformRand, Zero};
+use int_gpu::{CurveOp, GpuContext, GpuCurve, scale_each_cpu};
+use rand::SeedableRng;
+use std::sync::Mutex;
+
+/// Runs `f` on every context. GL work is serialised across this binary's
+/// test threads: wgpu's GL backend shares one context and gives up on its
+/// lock after six seconds, less than llvmpipe takes to compile a curve
+/// kernel.
+fn on_all(mut f: impl FnMut(&'static str, &'static GpuContext)) {
+    static GL: Mutex<()> = Mutex::new(());
+    for (label, ctx) in common::all() {
+        let _guard = (label == "gl").then(|| GL.lock().unwrap_or_else(|e| e.into_inner()));
+        f(label, ctx);
+    }
+}
+
+fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Pairs `(a, b)`: the edge cases first (identity on either side and both,
+/// `P + P`, `P + (−P)`, the generator with itself), then random points.
+fn pairs<C: GpuCurve>(n: usize, seed: u64) -> (Vec<Projective<C>>, Vec<Projective<C>>) {
+    let mut r = rng(seed);
+    let o = Projective::<C>::zero();
+    let g = Projective::<C>::generator();
+    let p = Projective::<C>::rand(&mut r);
+    // The same point in another Jacobian representative (Z ≠ 1).
+    let p2 = (p.double() - p).into_affine().into();
+    let mut a = vec![o, o, p, p, p, p, g, p, -p];
+    let mut b = vec![o, p, o, p, -p, p2, g, p.double(), p];
+    while a.len() < n {
+        a.push(Projective::rand(&mut r));
+        b.push(Projective::rand(&mut r));
+    }
+    (a, b)
+}
+
+/// A CPU reference of one element-wise op.
+type CpuOp<C> = fn(&Projective<C>, &Projective<C>) -> Projective<C>;
+
+fn check_ops<C: GpuCurve>(ctx: &GpuContext, label: &str) {
+    let (a, b) = pairs::<C>(40, 7);
+    let cpu: [(CurveOp, CpuOp<C>); 4] = [
+        (CurveOp::Add, |x, y| *x + y),
+        (CurveOp::MixedAdd, |x, y| *x + y),
+        (CurveOp::Double, |x, _| x.double()),
+        (CurveOp::Neg, |x, _| -*x),
+    ];
+    for (op, f) in cpu {
+        let got = ctx
+            .curve_op(op, &a, &b)
+            .unwrap_or_else(|e| panic!("{label} {} {op:?}: {e}", C::PREFIX));
+        assert_eq!(got.len(), a.len());
+        for (i, g) in got.iter().enumerate() {
+            let want = f(&a[i], &b[i]);
+            assert_eq!(*g, want, "{label} {} {op:?} at {i}", C::PREFIX);
+            assert!(g.into_affine().is_on_curve());
+        }
+    }
+}
+
+#[test]
+fn bn254_curve_ops_match_arkworks() {
+    on_all(|label, ctx| check_ops::<ark_bn254::g1::Config>(ctx, label));
+}
+
+#[test]
+fn bls12_381_curve_ops_match_arkworks() {
+    on_all(|label, ctx| check_ops::<ark_bls12_381::g1::Config>(ctx, label));
+}
+
+/// Scalars for the scalar-multiplication tests: 0, 1, 2, r − 1, r − 2,
+/// the largest powers of two below r and patterns with the top bits set,
+/// then random ones.
+fn edge_scalars<F: PrimeField>(n: usize, seed: u64) -> Vec<F> {
+    let mut r = rng(seed);
+    let bits = F::MODULUS_BIT_SIZE;
+    let top = F::from(2u64).pow([u64::from(bits - 1)]);
+    let mut high = F::MODULUS;
+    high.div2();
+    let mut v = vec![
+        F::zero(),
+        F::one(),
+        F::from(2u64),
+        -F::one(),
+        -F::from(2u64),
+        top,
+        top - F::one(),
+        F::from_bigint(high).unwrap_or_default(),
+        F::from(u64::MAX),
+    ];
+    while v.len() < n {
+        v.push(F::rand(&mut r));
+    }
+    v.truncate(n);
+    v
+}
+
+fn check_scale<C: GpuCurve>(ctx: &GpuContext, label: &str) {
+    let n = 24;
+    let mut r = rng(11);
+    let mut pts: Vec<Affine<C>> = (0..n).map(|_| Affine::rand(&mut r)).collect();
+    pts[3] = Affine::identity();
+    pts[1] = Affine::generator();
+    let mut ks = edge_scalars::<C::ScalarField>(n, 12);
+    ks[5] = -C::ScalarField::one(); // r − 1 on a random point too
+    let got = ctx
+        .scale_each(&pts, &ks)
+        .unwrap_or_else(|e| panic!("{label} {} scale_each: {e}", C::PREFIX));
+    let want = scale_each_cpu(&pts, &ks).unwrap_or_default();
+    assert_eq!(got.len(), n);
+    for i in 0..n {
+        assert_eq!(got[i], want[i], "{label} {} scale at {i}", C::PREFIX);
+    }
+}
+
+#[test]
+fn bn254_scale_each_matches_arkworks() {
+    on_all(|label, ctx| check_scale::<ark_bn254::g1::Config>(ctx, label));
+}
+
+#[test]
+fn bls12_381_scale_each_matches_arkworks() {
+    on_all(|label, ctx| check_scale::<ark_bls12_381::g1::Config>(ctx, label));
+}
+
+#[test]
+fn empty_and_mismatched_inputs() {
+    type C = ark_bn254::g1::Config;
+    if let Some(ctx) = common::native() {
+        let none: Vec<Projective<C>> = ctx.curve_op(CurveOp::Add, &[], &[]).unwrap_or_default();
+        assert!(none.is_empty());
+        let one = [Projective::<C>::generator()];
+        assert!(ctx.curve_op(CurveOp::Add, &one, &[]).is_err());
+        let none = ctx
+            .scale_each::<C>(&[], &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(none.is_empty());
+        let g = [Affine::<C>::generator()];
+        assert!(ctx.scale_each::<C>(&g, &[]).is_err());
+        assert!(scale_each_cpu::<C>(&g, &[]).is_err());
+    }
+}
+
+#[test]
+fn edge_scalars_are_what_they_say() {
+    let v = edge_scalars::<ark_bn254::Fr>(12, 1);
+    assert_eq!(v.len(), 12);
+    assert!(v[3].into_bigint().num_bits() == ark_bn254::Fr::MODULUS_BIT_SIZE);
+    assert!(v[5].into_bigint().get_bit(253));
+}
