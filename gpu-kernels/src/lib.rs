@@ -17,6 +17,7 @@ pub mod accel;
 pub mod context;
 pub mod curve;
 pub mod field;
+pub mod poseidon;
 
 pub use accel::{Accelerator, MIN_BATCH_ENV, Thresholds, Work};
 pub use context::{AdapterSummary, BackendChoice, GpuContext, GpuOptions, WORKGROUP_SIZE};
@@ -61,6 +62,10 @@ pub enum GpuError {
     /// Inputs of different lengths where equal lengths are needed.
     #[error("input lengths differ: {0} and {1}")]
     LengthMismatch(usize, usize),
+    /// A caller's input the kernel cannot take (an unsupported arity, a
+    /// length that is not a whole number of items); nothing was launched.
+    #[error("bad input: {0}")]
+    BadInput(String),
     /// An unknown `--accel` / `INT_ACCEL` value.
     #[error("unknown accelerator {0:?} (expected auto, cpu or gpu)")]
     BadAccel(String),
