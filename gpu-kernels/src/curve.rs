@@ -18,11 +18,17 @@
 //! [`curve_wgsl`] writes, for a curve with prefix `G` over a field with
 //! prefix `F` (both from [`GpuCurve`]): `G_pt` (struct of three `F_el`),
 //! `G_identity`, `G_is_identity`, `G_add` (12M), `G_madd` (11M), `G_dbl`
-//! (6M + 2S), `G_neg`, `G_scale` (projective point by a full-width scalar)
-//! and `G_scale_affine` (affine point by a scalar, mixed additions).
+//! (6M + 2S), `G_neg`, `G_from_affine`, and `G_begin` (see [`Loops`]).
 //! Multiplication by the small constant `b3` is an addition chain (9 for
 //! BN254, 12 for BLS12-381: four field additions instead of a
 //! multiplication).
+//!
+//! The host functions here ([`GpuContext::curve_op`],
+//! [`GpuContext::scale_each`]) and the MSM (`crate::msm`) run two kernels
+//! per curve, one holding algorithm 7 and one holding algorithms 8 and 9,
+//! each formula inlined once inside a loop of steps whose mode comes from
+//! the launch; compile time on software adapters and GL grows faster than
+//! the number of formulas a kernel inlines.
 //!
 //! Host encodings, `u32` words in the field's Montgomery form (see
 //! [`crate::field`]): an affine point is `x ‖ y` (`2·L` words), the
@@ -158,16 +164,58 @@ fn mul_small_wgsl(f: &str, name: &str, k: u64) -> String {
     format!("fn {name}(a: {f}_el) -> {f}_el {{\n{body}    return r;\n}}\n")
 }
 
-/// The curve functions of the module doc. Needs, once in the module,
-/// [`field::mac_wgsl`] and [`field::field_wgsl`] of the base field.
+/// How the formulas' small loops (two rounds of four to six independent
+/// multiplications) reach the driver's compiler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loops {
+    /// Constant trip counts: drivers unroll them and keep the operands in
+    /// registers. For hardware GPUs.
+    Unrolled,
+    /// Trip counts plus a zero that only the running kernel knows (set by
+    /// `G_begin(x)` from a buffer word), so no compiler unrolls them and
+    /// each formula holds one inlined multiplication. For software
+    /// adapters (lavapipe, llvmpipe), whose LLVM JIT otherwise spends
+    /// seconds per kernel on unrolled Montgomery multiplications; they are
+    /// never used for speed (see [`crate::Accelerator`]), only for tests.
+    Rolled,
+}
+
+impl Loops {
+    /// `Rolled` on a software (CPU) adapter, `Unrolled` otherwise.
+    pub fn for_context(ctx: &GpuContext) -> Self {
+        if ctx.summary().device_type == "Cpu" {
+            Loops::Rolled
+        } else {
+            Loops::Unrolled
+        }
+    }
+
+    /// A short tag for pipeline cache keys.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Loops::Unrolled => "unrolled",
+            Loops::Rolled => "rolled",
+        }
+    }
+}
+
+/// The curve functions of the module doc with [`Loops::Unrolled`] (see
+/// [`curve_wgsl_with`]).
 pub fn curve_wgsl<C: GpuCurve>() -> String {
+    curve_wgsl_with::<C>(Loops::Unrolled)
+}
+
+/// The curve functions of the module doc, and `G_begin(x: u32)`, which a
+/// kernel calls first with a buffer word that is never `0xffffffff` (its
+/// element count, say): a no-op unless `loops` is [`Loops::Rolled`], and
+/// forgetting it only lets the compiler unroll. Needs, once in the
+/// module, [`field::mac_wgsl`] and [`field::field_wgsl`] of the base
+/// field.
+pub fn curve_wgsl_with<C: GpuCurve>(loops: Loops) -> String {
     let f = C::base_spec().prefix;
     let g = C::PREFIX;
-    let sw = C::scalar_words();
     let template = r#"
 struct $g_pt { x: $f_el, y: $f_el, z: $f_el }
-const $g_SCALAR_WORDS: u32 = $swu;
-alias $g_scalar = array<u32, $sw>;
 
 fn $g_identity() -> $g_pt { return $g_pt($f_zero(), $f_one(), $f_zero()); }
 fn $g_is_identity(p: $g_pt) -> bool { return $f_is_zero(p.z); }
@@ -176,10 +224,10 @@ fn $g_from_affine(x: $f_el, y: $f_el) -> $g_pt { return $g_pt(x, y, $f_one()); }
 
 // Each formula is two rounds of independent multiplications, and both
 // rounds run through one loop over small arrays of operands, so the field
-// multiplication appears once per formula. Drivers that unroll the loops
-// get straight-line code; compilers that inline every call site (Mesa's
-// GLSL front end for the GL backend takes about a second per inlined
-// Montgomery multiplication on llvmpipe) see one.
+// multiplication appears once per formula. With `Loops::Unrolled` the trip
+// counts are constants and drivers unroll them into straight-line code;
+// with `Loops::Rolled` a runtime zero ($g_guard) hides them, and the code
+// stays small.
 
 // RCB 2015, algorithm 7 (a = 0): complete addition, 12M + 2·b3 + 19A.
 fn $g_add(p: $g_pt, q: $g_pt) -> $g_pt {
@@ -187,8 +235,8 @@ fn $g_add(p: $g_pt, q: $g_pt) -> $g_pt {
     var l = array<$f_el, 6>(p.x, p.y, p.z, $f_add(p.x, p.y), $f_add(p.y, p.z), $f_add(p.x, p.z));
     var r = array<$f_el, 6>(q.x, q.y, q.z, $f_add(q.x, q.y), $f_add(q.y, q.z), $f_add(q.x, q.z));
     var m: array<$f_el, 6>;
-    for (var round = 0u; round < 2u; round = round + 1u) {
-        for (var i = 0u; i < 6u; i = i + 1u) { m[i] = $f_mul(l[i], r[i]); }
+    for (var round = 0u; round < 2u + $g_guard; round = round + 1u) {
+        for (var i = 0u; i < 6u + $g_guard; i = i + 1u) { m[i] = $f_mul(l[i], r[i]); }
         if (round == 0u) {
             let t3 = $f_sub(m[3], $f_add(m[0], m[1]));
             let t4 = $f_sub(m[4], $f_add(m[1], m[2]));
@@ -212,8 +260,8 @@ fn $g_madd(p: $g_pt, qx: $f_el, qy: $f_el) -> $g_pt {
     var l = array<$f_el, 6>(p.x, p.y, $f_add(qx, qy), qy, qx, qx);
     var r = array<$f_el, 6>(qx, qy, $f_add(p.x, p.y), p.z, p.z, qx);
     var m: array<$f_el, 6>;
-    for (var round = 0u; round < 2u; round = round + 1u) {
-        let count = select(6u, 5u, round == 0u);
+    for (var round = 0u; round < 2u + $g_guard; round = round + 1u) {
+        let count = select(6u, 5u, round == 0u) + $g_guard;
         for (var i = 0u; i < count; i = i + 1u) { m[i] = $f_mul(l[i], r[i]); }
         if (round == 0u) {
             let t3 = $f_sub(m[2], $f_add(m[0], m[1]));
@@ -237,8 +285,8 @@ fn $g_dbl(p: $g_pt) -> $g_pt {
     var l = array<$f_el, 4>(p.y, p.y, p.z, p.x);
     var r = array<$f_el, 4>(p.y, p.z, p.z, p.y);
     var m: array<$f_el, 4>;
-    for (var round = 0u; round < 2u; round = round + 1u) {
-        for (var i = 0u; i < 4u; i = i + 1u) { m[i] = $f_mul(l[i], r[i]); }
+    for (var round = 0u; round < 2u + $g_guard; round = round + 1u) {
+        for (var i = 0u; i < 4u + $g_guard; i = i + 1u) { m[i] = $f_mul(l[i], r[i]); }
         if (round == 0u) {
             var z3 = $f_add(m[0], m[0]);
             z3 = $f_add(z3, z3);
@@ -254,108 +302,30 @@ fn $g_dbl(p: $g_pt) -> $g_pt {
     return $g_pt($f_add(m[3], m[3]), $f_add(m[0], m[2]), m[1]);
 }
 
-// k·p, double-and-add from the top bit of k (public scalars: the branch
-// on a bit is not a secret).
-fn $g_scale(p: $g_pt, k: $g_scalar) -> $g_pt {
-    var kk = k;
-    var r = $g_identity();
-    for (var w = i32($g_SCALAR_WORDS) - 1i; w >= 0i; w = w - 1i) {
-        let word = kk[w];
-        for (var bit = 31i; bit >= 0i; bit = bit - 1i) {
-            r = $g_dbl(r);
-            if (((word >> u32(bit)) & 1u) == 1u) { r = $g_add(r, p); }
-        }
-    }
-    return r;
-}
-
-// k·(qx, qy) for an affine point that is not the identity.
-fn $g_scale_affine(qx: $f_el, qy: $f_el, k: $g_scalar) -> $g_pt {
-    var kk = k;
-    var r = $g_identity();
-    for (var w = i32($g_SCALAR_WORDS) - 1i; w >= 0i; w = w - 1i) {
-        let word = kk[w];
-        for (var bit = 31i; bit >= 0i; bit = bit - 1i) {
-            r = $g_dbl(r);
-            if (((word >> u32(bit)) & 1u) == 1u) { r = $g_madd(r, qx, qy); }
-        }
-    }
-    return r;
-}
 "#;
     let mut s = mul_small_wgsl(f, &format!("{g}_mul_b3"), C::b3());
-    s.push_str(
-        &template
-            .replace("$sw", &sw.to_string())
-            .replace("$g", g)
-            .replace("$f", f),
-    );
-    s
-}
-
-/// WGSL helpers to move points between storage buffers of `u32` words and
-/// registers: `G_load_affine_<buf>(i)` → `vec` of x, y and
-/// `G_load_pt_<buf>(i)`, `G_store_pt_<buf>(i, p)`, for the named buffers.
-pub(crate) fn io_wgsl<C: GpuCurve>(
-    affine_bufs: &[&str],
-    pt_in: &[&str],
-    pt_out: &[&str],
-) -> String {
-    let f = C::base_spec().prefix;
-    let g = C::PREFIX;
-    let l = C::BaseField::LIMBS;
-    let mut s = String::new();
-    for b in affine_bufs {
-        s.push_str(&format!(
-            "fn {g}_load_x_{b}(i: u32) -> {f}_el {{ var r: {f}_el; for (var k = 0u; k < {l}u; k = k + 1u) {{ r[k] = {b}[i * {l2}u + k]; }} return r; }}
-fn {g}_load_y_{b}(i: u32) -> {f}_el {{ var r: {f}_el; for (var k = 0u; k < {l}u; k = k + 1u) {{ r[k] = {b}[i * {l2}u + {l}u + k]; }} return r; }}
-",
-            l2 = 2 * l
-        ));
-    }
-    for b in pt_in {
-        s.push_str(&format!(
-            "fn {g}_load_pt_{b}(i: u32) -> {g}_pt {{
-    var x: {f}_el; var y: {f}_el; var z: {f}_el;
-    for (var k = 0u; k < {l}u; k = k + 1u) {{
-        x[k] = {b}[i * {l3}u + k];
-        y[k] = {b}[i * {l3}u + {l}u + k];
-        z[k] = {b}[i * {l3}u + {l2}u + k];
-    }}
-    return {g}_pt(x, y, z);
-}}
-",
-            l2 = 2 * l,
-            l3 = 3 * l
-        ));
-    }
-    for b in pt_out {
-        s.push_str(&format!(
-            "fn {g}_store_pt_{b}(i: u32, p: {g}_pt) {{
-    for (var k = 0u; k < {l}u; k = k + 1u) {{
-        {b}[i * {l3}u + k] = p.x[k];
-        {b}[i * {l3}u + {l}u + k] = p.y[k];
-        {b}[i * {l3}u + {l2}u + k] = p.z[k];
-    }}
-}}
-",
-            l2 = 2 * l,
-            l3 = 3 * l
-        ));
-    }
+    s.push_str(&match loops {
+        Loops::Unrolled => format!("const {g}_guard: u32 = 0u;\nfn {g}_begin(x: u32) {{}}\n"),
+        // x is an element count, never 2³² − 1: the guard is zero, but no
+        // compiler can prove it.
+        Loops::Rolled => format!(
+            "var<private> {g}_guard: u32;\nfn {g}_begin(x: u32) {{ {g}_guard = u32(x == 0xffffffffu); }}\n"
+        ),
+    });
+    s.push_str(&template.replace("$g", g).replace("$f", f));
     s
 }
 
 /// The shared head of a curve kernel: multiply-accumulate, base field,
 /// thread index and curve functions (everything a kernel over `C`'s points
 /// needs above its bindings).
-pub fn prelude<C: GpuCurve>(path: MulPath) -> String {
+pub fn prelude<C: GpuCurve>(path: MulPath, loops: Loops) -> String {
     format!(
         "{}\n{}\n{}\n{}\n",
         field::mac_wgsl(path),
         field::field_wgsl(&C::base_spec()),
         field::index_wgsl(),
-        curve_wgsl::<C>()
+        curve_wgsl_with::<C>(loops)
     )
 }
 
@@ -366,7 +336,7 @@ pub enum CurveOp {
     /// `a + b` (algorithm 7).
     Add = 0,
     /// `a + b` with `b` normalised to affine on the host (algorithm 8;
-    /// the kernel selects `a` when `b` is the identity).
+    /// the kernel keeps `a` when `b` is the identity).
     MixedAdd = 1,
     /// `2·a` (algorithm 9).
     Double = 2,
@@ -374,74 +344,199 @@ pub enum CurveOp {
     Neg = 3,
 }
 
-/// WGSL of the element-wise kernel of `op` (one pipeline per op: GL
-/// compilers inline every formula a kernel mentions, so a kernel holds
-/// only the one it runs): `a` and `b` projective words (for
-/// [`CurveOp::MixedAdd`], `b` holds affine `x ‖ y` in a projective-sized
-/// slot, `(0, 0)` for the identity), params `[n]`, output projective.
-fn curve_ops_kernel<C: GpuCurve>(op: CurveOp, path: MulPath) -> String {
-    let f = C::base_spec().prefix;
-    let g = C::PREFIX;
-    let body = match op {
-        CurveOp::Add => format!("c = {g}_add(a, b);"),
-        CurveOp::MixedAdd => format!(
-            "if ({f}_is_zero(b.x) && {f}_is_zero(b.y)) {{ c = a; }} else {{ c = {g}_madd(a, b.x, b.y); }}"
-        ),
-        CurveOp::Double => format!("c = {g}_dbl(a);"),
-        CurveOp::Neg => format!("c = {g}_neg(a);"),
-    };
-    format!(
-        "{prelude}
-@group(0) @binding(0) var<storage, read> a_in: array<u32>;
-@group(0) @binding(1) var<storage, read> b_in: array<u32>;
-@group(0) @binding(2) var<storage, read> params: array<u32>;
-@group(0) @binding(3) var<storage, read_write> c_out: array<u32>;
-{io}
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{
-    let i = thread_index(gid, nwg);
-    if (i >= params[0]) {{ return; }}
-    let a = {g}_load_pt_a_in(i);
-    let b = {g}_load_pt_b_in(i);
-    var c: {g}_pt;
-    {body}
-    {g}_store_pt_c_out(i, c);
-}}
-",
-        prelude = prelude::<C>(path),
-        io = io_wgsl::<C>(&[], &["a_in", "b_in"], &["c_out"]),
-    )
+/// What one launch of a G1 kernel computes (its `params[1]`); every mode
+/// is a loop of steps, each step one formula on one of two accumulators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Mode {
+    /// `A[i] + B[i]`, both projective.
+    Add = 0,
+    /// `A[i] + B[i]`, `B` affine (stride `2·L`), kept `A[i]` for `(0, 0)`.
+    MixedAdd = 1,
+    /// `2·A[i]`.
+    Double = 2,
+    /// `−A[i]`.
+    Neg = 3,
+    /// `B[i]·A[i]`: `A` affine, `B` scalars (`SW` words each).
+    Scale = 4,
+    /// MSM bucket segments: thread `t` sums the affine bases
+    /// `A[v & 0x7fffffff]` (negated when `v`'s top bit is set) for the
+    /// entries `v = B[e]`, `e ∈ [I[t], I[t+1])`.
+    Segments = 5,
+    /// Thread `t` sums the projective points `A[e]`, `e ∈ [I[t], I[t+1])`.
+    Groups = 6,
+    /// Bucket reduction: `A` is the dense buckets of windows (`M =
+    /// params[2]` each, bucket `k` at `k − 1`); thread `t` takes window
+    /// `t / R`, range `t % R` (`R = params[4]`) of `Lr = params[3]` buckets
+    /// `[lo, hi)`, and writes `S = Σ B_k` and `T = Σ (k − lo)·B_k` over it
+    /// (two points).
+    Ranges = 7,
 }
 
-/// WGSL of `scale_each`: affine points (`2·L` words each, zeros for the
-/// identity), scalars, params `[n]`, output projective.
-fn scale_kernel<C: GpuCurve>(path: MulPath) -> String {
-    let f = C::base_spec().prefix;
-    let g = C::PREFIX;
-    let sw = C::scalar_words();
-    format!(
-        "{prelude}
-@group(0) @binding(0) var<storage, read> pts: array<u32>;
-@group(0) @binding(1) var<storage, read> scalars: array<u32>;
-@group(0) @binding(2) var<storage, read> params: array<u32>;
-@group(0) @binding(3) var<storage, read_write> c_out: array<u32>;
-{io}
+/// The two G1 kernels of a curve, by the formulas they contain: a kernel
+/// holds each of its formulas once, in a loop, because compile time on
+/// software adapters and GL grows faster than linearly with the number of
+/// inlined formulas (one kernel with all three takes twice as long as
+/// three kernels with one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// Algorithm 7 only: `Add`, `Neg`, `Groups`, `Ranges`.
+    Add,
+    /// Algorithms 8 and 9: `MixedAdd`, `Double`, `Scale`, `Segments`.
+    DblMadd,
+}
+
+impl Mode {
+    fn kernel(self) -> Kernel {
+        match self {
+            Mode::Add | Mode::Neg | Mode::Groups | Mode::Ranges => Kernel::Add,
+            Mode::MixedAdd | Mode::Double | Mode::Scale | Mode::Segments => Kernel::DblMadd,
+        }
+    }
+}
+
+/// WGSL of a G1 kernel. Bindings: `pa`, `pb`, `ix` (read-only words),
+/// `params` (`[n, mode, …]`), `out` (projective points; two per thread
+/// for `Ranges`).
+fn g1_kernel<C: GpuCurve>(kernel: Kernel, path: MulPath, loops: Loops) -> String {
+    let (setup, step, apply) = match kernel {
+        Kernel::Add => (
+            r#"
+        case 0u: { acc0 = pt_a(t); q = pt_b(t); steps = 1u; }
+        case 3u: { acc0 = $g_neg(pt_a(t)); }
+        case 6u: { base = ix[t]; steps = ix[t + 1u] - base; }
+        default: {
+            let m = params[2];
+            let lr = params[3];
+            let w = t / params[4];
+            let lo = min((t % params[4]) * lr, m);
+            hi = min(lo + lr, m);
+            base = w * m;
+            steps = 2u * (hi - lo);
+        }"#,
+            r#"
+            case 6u: { q = pt_a(base + s); }
+            case 7u: {
+                // S = S + B_k (k from the top), then T = T + S.
+                if ((s & 1u) == 0u) { q = pt_a(base + hi - 1u - s / 2u); } else { q = acc0; into1 = true; }
+            }
+            default: {}"#,
+            "r = $g_add(lhs, q);",
+        ),
+        Kernel::DblMadd => (
+            r#"
+        case 1u: {
+            acc0 = pt_a(t);
+            qx = load_b(2u * L * t);
+            qy = load_b(2u * L * t + L);
+            steps = select(1u, 0u, $f_is_zero(qx) && $f_is_zero(qy));
+        }
+        case 2u: { acc0 = pt_a(t); steps = 1u; }
+        case 4u: {
+            qx = load_a(2u * L * t);
+            qy = load_a(2u * L * t + L);
+            steps = select(64u * SW, 0u, $f_is_zero(qx) && $f_is_zero(qy));
+        }
+        default: { base = ix[t]; steps = ix[t + 1u] - base; }"#,
+            r#"
+            case 1u: { formula = 1u; }
+            case 4u: {
+                // Double-and-add from the top bit: even steps double, odd
+                // steps add when the bit is set.
+                if ((s & 1u) == 1u) {
+                    let bit = 32u * SW - 1u - s / 2u;
+                    if (((pb[SW * t + bit / 32u] >> (bit % 32u)) & 1u) == 0u) { continue; }
+                    formula = 1u;
+                }
+            }
+            case 5u: {
+                let v = pb[base + s];
+                let i = v & 0x7fffffffu;
+                qx = load_a(2u * L * i);
+                qy = load_a(2u * L * i + L);
+                if ((v >> 31u) == 1u) { qy = $f_neg(qy); }
+                formula = 1u;
+            }
+            default: {}"#,
+            "if (formula == 1u) { r = $g_madd(lhs, qx, qy); } else { r = $g_dbl(lhs); }",
+        ),
+    };
+    let template = r#"
+@group(0) @binding(0) var<storage, read> pa: array<u32>;
+@group(0) @binding(1) var<storage, read> pb: array<u32>;
+@group(0) @binding(2) var<storage, read> ix: array<u32>;
+@group(0) @binding(3) var<storage, read> params: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<u32>;
+
+const L: u32 = $lu;
+const SW: u32 = $swu;
+
+fn load_a(w: u32) -> $f_el { var r: $f_el; for (var k = 0u; k < L; k = k + 1u) { r[k] = pa[w + k]; } return r; }
+fn load_b(w: u32) -> $f_el { var r: $f_el; for (var k = 0u; k < L; k = k + 1u) { r[k] = pb[w + k]; } return r; }
+fn pt_a(i: u32) -> $g_pt { return $g_pt(load_a(3u * L * i), load_a(3u * L * i + L), load_a(3u * L * i + 2u * L)); }
+fn pt_b(i: u32) -> $g_pt { return $g_pt(load_b(3u * L * i), load_b(3u * L * i + L), load_b(3u * L * i + 2u * L)); }
+fn store(i: u32, p: $g_pt) {
+    for (var k = 0u; k < L; k = k + 1u) {
+        out[3u * L * i + k] = p.x[k];
+        out[3u * L * i + L + k] = p.y[k];
+        out[3u * L * i + 2u * L + k] = p.z[k];
+    }
+}
+
 @compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{
-    let i = thread_index(gid, nwg);
-    if (i >= params[0]) {{ return; }}
-    let x = {g}_load_x_pts(i);
-    let y = {g}_load_y_pts(i);
-    var k: {g}_scalar;
-    for (var w = 0u; w < {sw}u; w = w + 1u) {{ k[w] = scalars[i * {sw}u + w]; }}
-    var c = {g}_identity();
-    if (!({f}_is_zero(x) && {f}_is_zero(y))) {{ c = {g}_scale_affine(x, y, k); }}
-    {g}_store_pt_c_out(i, c);
-}}
-",
-        prelude = prelude::<C>(path),
-        io = io_wgsl::<C>(&["pts"], &[], &["c_out"]),
-    )
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = thread_index(gid, nwg);
+    let n = params[0];
+    if (t >= n) { return; }
+    $g_begin(n);
+    let mode = params[1];
+    var acc0 = $g_identity();
+    var acc1 = $g_identity();
+    var steps = 0u;
+    var base = 0u;
+    var hi = 0u;
+    var q = $g_identity();
+    var qx = $f_zero();
+    var qy = $f_zero();
+    switch mode {$setup
+    }
+    for (var s = 0u; s < steps; s = s + 1u) {
+        // 0: acc + q, 1: acc + (qx, qy), 2: 2·acc.
+        var formula = select(2u, 0u, $add_kernel);
+        var into1 = false;
+        switch mode {$step
+        }
+        var lhs = acc0;
+        if (into1) { lhs = acc1; }
+        var r: $g_pt;
+        $apply
+        if (into1) { acc1 = r; } else { acc0 = r; }
+    }
+    if (mode == 7u) {
+        store(2u * t, acc0);
+        store(2u * t + 1u, acc1);
+    } else {
+        store(t, acc0);
+    }
+}
+"#;
+    let body = template
+        .replace("$setup", setup)
+        .replace("$step", step)
+        .replace("$apply", apply)
+        .replace(
+            "$add_kernel",
+            if kernel == Kernel::Add {
+                "true"
+            } else {
+                "false"
+            },
+        )
+        .replace("$l", &C::BaseField::LIMBS.to_string())
+        .replace("$sw", &C::scalar_words().to_string())
+        .replace("$g", C::PREFIX)
+        .replace("$f", C::base_spec().prefix);
+    format!("{}\n{body}", prelude::<C>(path, loops))
 }
 
 /// The multiply path of `ctx`'s adapter.
@@ -478,6 +573,34 @@ pub fn scale_each_cpu<C: GpuCurve>(
 }
 
 impl GpuContext {
+    /// One launch of `C`'s G1 kernel for `mode` over `threads` threads;
+    /// `extra` follows `[threads, mode]` in the params. Returns the output
+    /// words (`3·L` per point, one point per thread, two for `Ranges`).
+    pub(crate) fn g1_launch<C: GpuCurve>(
+        &self,
+        mode: Mode,
+        inputs: [&[u32]; 3],
+        extra: &[u32],
+        threads: usize,
+    ) -> Result<Vec<u32>, GpuError> {
+        let path = mul_path(self);
+        let loops = Loops::for_context(self);
+        let kernel = mode.kernel();
+        let key = format!("g1/{kernel:?}/{}/{}/{}", C::PREFIX, path.tag(), loops.tag());
+        let pipeline = self.pipeline(&key, || g1_kernel::<C>(kernel, path, loops))?;
+        let n = u32::try_from(threads).map_err(|_| GpuError::TooLarge {
+            what: "g1 threads".into(),
+            words: threads,
+            max_words: u32::MAX as usize,
+        })?;
+        let mut params = vec![n, mode as u32];
+        params.extend_from_slice(extra);
+        let per_thread = if mode == Mode::Ranges { 2 } else { 1 };
+        let out_words = threads * per_thread * 3 * C::BaseField::LIMBS;
+        let [a, b, i] = inputs;
+        self.launch(&pipeline, &[a, b, i, &params], out_words, n)
+    }
+
     /// Element-wise `op` over `a` and `b` (equal lengths; `b` is ignored by
     /// the unary ops but must still match in length), chunked under the
     /// adapter's binding limit. The test and bench entry of the curve
@@ -491,9 +614,12 @@ impl GpuContext {
         if a.len() != b.len() {
             return Err(GpuError::LengthMismatch(a.len(), b.len()));
         }
-        let path = mul_path(self);
-        let key = format!("curve_ops/{}/{op:?}/{}", C::PREFIX, path.tag());
-        let pipeline = self.pipeline(&key, || curve_ops_kernel::<C>(op, path))?;
+        let mode = match op {
+            CurveOp::Add => Mode::Add,
+            CurveOp::MixedAdd => Mode::MixedAdd,
+            CurveOp::Double => Mode::Double,
+            CurveOp::Neg => Mode::Neg,
+        };
         let l = C::BaseField::LIMBS;
         let chunk = (self.max_binding_words() / (3 * l)).clamp(1, 1 << 20);
         let mut out = Vec::with_capacity(a.len());
@@ -504,15 +630,12 @@ impl GpuContext {
             if op == CurveOp::MixedAdd {
                 for p in Projective::normalize_batch(cb) {
                     C::push_affine(&p, &mut wb);
-                    wb.extend(std::iter::repeat_n(0u32, l));
                 }
             } else {
                 cb.iter().for_each(|p| C::push_projective(p, &mut wb));
             }
-            let n = ca.len() as u32;
-            let params = [n];
-            let words = self.launch(&pipeline, &[&wa, &wb, &params], ca.len() * 3 * l, n)?;
-            points_from_words(&words, "curve_ops", &mut out)?;
+            let words = self.g1_launch::<C>(mode, [&wa, &wb, &[]], &[], ca.len())?;
+            points_from_words(&words, "g1", &mut out)?;
         }
         Ok(out)
     }
@@ -529,9 +652,6 @@ impl GpuContext {
         if points.len() != scalars.len() {
             return Err(GpuError::LengthMismatch(points.len(), scalars.len()));
         }
-        let path = mul_path(self);
-        let key = format!("curve_scale/{}/{}", C::PREFIX, path.tag());
-        let pipeline = self.pipeline(&key, || scale_kernel::<C>(path))?;
         let l = C::BaseField::LIMBS;
         let sw = C::scalar_words();
         // Keep one launch's work moderate: a thread does ~256 doublings.
@@ -542,9 +662,8 @@ impl GpuContext {
             let mut wk = Vec::with_capacity(ck.len() * sw);
             cp.iter().for_each(|p| C::push_affine(p, &mut wp));
             ck.iter().for_each(|k| C::push_scalar(k, &mut wk));
-            let n = cp.len() as u32;
-            let words = self.launch(&pipeline, &[&wp, &wk, &[n]], cp.len() * 3 * l, n)?;
-            points_from_words(&words, "curve_scale", &mut out)?;
+            let words = self.g1_launch::<C>(Mode::Scale, [&wp, &wk, &[]], &[], cp.len())?;
+            points_from_words(&words, "g1", &mut out)?;
         }
         Ok(out)
     }

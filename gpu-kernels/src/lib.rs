@@ -17,12 +17,14 @@ pub mod accel;
 pub mod context;
 pub mod curve;
 pub mod field;
+pub mod msm;
 pub mod poseidon;
 
 pub use accel::{Accelerator, MIN_BATCH_ENV, Thresholds, Work};
 pub use context::{AdapterSummary, BackendChoice, GpuContext, GpuOptions, WORKGROUP_SIZE};
 pub use curve::{CurveOp, GpuCurve, scale_each_cpu};
 pub use field::{FieldOp, FieldSpec, GpuField, MulPath};
+pub use msm::{MsmConfig, msm_cpu};
 
 use std::str::FromStr;
 

@@ -1,0 +1,201 @@
+//! The GPU MSM against arkworks' `msm_unchecked`, on every adapter the
+//! machine has: sizes 0 to a few thousand, identity bases, cancelling
+//! points, scalars 0, 1, r − 1 and high bits, all-equal scalars (one bucket
+//! per window, split into many segments), forced windows from 1 to 12 bits
+//! and inputs cut into several chunks.
+//!
+//! One test per curve and context, so each stays well under 30 s on
+//! lavapipe (compiling the two G1 kernels is most of it).
+
+mod common;
+
+use ark_ec::short_weierstrass::{Affine, Projective};
+use ark_ec::{AffineRepr, CurveGroup};
+use ark_ff::{BigInteger, One, PrimeField, UniformRand, Zero};
+use int_gpu::{GpuContext, GpuCurve, MsmConfig, msm_cpu};
+use rand::SeedableRng;
+use std::sync::Mutex;
+
+fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// The context called `label` in `common::all()`, with this binary's GL
+/// lock held when it is GL (wgpu's GL backend shares one context and gives
+/// up on its lock after six seconds, less than llvmpipe takes to compile a
+/// curve kernel). `None` when the machine has no such adapter.
+fn with_ctx(label: &str, f: impl FnOnce(&'static GpuContext)) {
+    static GL: Mutex<()> = Mutex::new(());
+    if let Some((_, ctx)) = common::all().into_iter().find(|(l, _)| *l == label) {
+        let _guard = (label == "gl").then(|| GL.lock().unwrap_or_else(|e| e.into_inner()));
+        f(ctx);
+    }
+}
+
+/// Scalars 0, 1, 2, r − 1, r − 2, 2^(b−1), 2^(b−1) − 1, ⌊r/2⌋, 2⁶⁴ − 1,
+/// then random.
+fn edge_scalars<F: PrimeField>(n: usize, seed: u64) -> Vec<F> {
+    let mut r = rng(seed);
+    let top = F::from(2u64).pow([u64::from(F::MODULUS_BIT_SIZE - 1)]);
+    let mut half = F::MODULUS;
+    half.div2();
+    let mut v = vec![
+        F::zero(),
+        F::one(),
+        F::from(2u64),
+        -F::one(),
+        -F::from(2u64),
+        top,
+        top - F::one(),
+        F::from_bigint(half).unwrap_or_default(),
+        F::from(u64::MAX),
+    ];
+    while v.len() < n {
+        v.push(F::rand(&mut r));
+    }
+    v.truncate(n);
+    v
+}
+
+fn random_bases<C: GpuCurve>(n: usize, seed: u64) -> Vec<Affine<C>> {
+    let mut r = rng(seed);
+    let p: Vec<Projective<C>> = (0..n).map(|_| Projective::rand(&mut r)).collect();
+    Projective::normalize_batch(&p)
+}
+
+fn same<C: GpuCurve>(
+    ctx: &GpuContext,
+    what: &str,
+    bases: &[Affine<C>],
+    scalars: &[C::ScalarField],
+    cfg: Option<MsmConfig>,
+) {
+    let got = match cfg {
+        Some(cfg) => ctx.msm_with(bases, scalars, &cfg),
+        None => ctx.msm(bases, scalars),
+    }
+    .unwrap_or_else(|e| panic!("{} {what}: {e}", C::PREFIX));
+    let want = msm_cpu(bases, scalars).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got, want, "{} {what} (n = {})", C::PREFIX, bases.len());
+}
+
+fn check<C: GpuCurve>(ctx: &GpuContext) {
+    let bits = C::ScalarField::MODULUS_BIT_SIZE;
+    // Small sizes, edge scalars first.
+    for (i, n) in [0usize, 1, 2, 3, 9, 40].into_iter().enumerate() {
+        let bases = random_bases::<C>(n, 10 + i as u64);
+        same(ctx, "small", &bases, &edge_scalars(n, 20 + i as u64), None);
+    }
+    // Each edge scalar alone, on the generator.
+    for k in edge_scalars::<C::ScalarField>(9, 0) {
+        same::<C>(ctx, "one edge scalar", &[Affine::generator()], &[k], None);
+    }
+    // Identity bases, P + P, P + (−P), and a sum that cancels.
+    let mut bases = random_bases::<C>(12, 30);
+    bases[1] = Affine::identity();
+    bases[4] = bases[3];
+    bases[6] = -bases[5];
+    bases[11] = Affine::identity();
+    let mut ks = edge_scalars::<C::ScalarField>(12, 31);
+    ks[5] = ks[6];
+    same(ctx, "identity and ±P", &bases, &ks, None);
+    let p = bases[0];
+    same(ctx, "cancelling", &[p, -p], &[ks[7], ks[7]], None);
+    same::<C>(
+        ctx,
+        "all identity",
+        &[Affine::identity(); 3],
+        &ks[..3],
+        None,
+    );
+    let zeros = vec![C::ScalarField::zero(); 20];
+    same(
+        ctx,
+        "all zero scalars",
+        &random_bases::<C>(20, 32),
+        &zeros,
+        None,
+    );
+    // Equal scalars: every point in one bucket per window, split into
+    // segments of 8 and merged over two levels.
+    let bases = random_bases::<C>(600, 40);
+    let k = C::ScalarField::rand(&mut rng(41));
+    let mut cfg = MsmConfig::for_size(600, bits);
+    cfg.segment = 8;
+    same(ctx, "equal scalars", &bases, &[k; 600], Some(cfg));
+    let r1 = vec![-C::ScalarField::one(); 600];
+    same(ctx, "all r − 1", &bases, &r1, Some(cfg));
+    same(ctx, "all r − 1, default", &bases, &r1, None);
+    // Forced windows, narrow to wide, with small ranges.
+    let ks = edge_scalars::<C::ScalarField>(300, 50);
+    for (window, range) in [(1, 1), (2, 1), (5, 3), (8, 7), (12, 64)] {
+        let cfg = MsmConfig {
+            window,
+            segment: 16,
+            range,
+            chunk: 0,
+        };
+        same(
+            ctx,
+            &format!("window {window}"),
+            &bases[..300],
+            &ks,
+            Some(cfg),
+        );
+    }
+    // A few thousand points, default configuration, then cut into chunks
+    // whose segment sums meet in the merge.
+    let n = 3000;
+    let bases = random_bases::<C>(n, 60);
+    let ks = edge_scalars::<C::ScalarField>(n, 61);
+    same(ctx, "3000 points", &bases, &ks, None);
+    let mut cfg = MsmConfig::for_size(n, bits);
+    cfg.chunk = 700;
+    same(ctx, "3000 points in chunks of 700", &bases, &ks, Some(cfg));
+    // Lengths must match.
+    assert!(ctx.msm(&bases[..2], &ks[..1]).is_err());
+    assert!(msm_cpu(&bases[..2], &ks[..1]).is_err());
+}
+
+#[test]
+fn bn254_msm_native() {
+    with_ctx("native", check::<ark_bn254::g1::Config>);
+}
+
+#[test]
+fn bn254_msm_portable() {
+    with_ctx("portable", check::<ark_bn254::g1::Config>);
+}
+
+#[test]
+fn bn254_msm_gl() {
+    with_ctx("gl", check::<ark_bn254::g1::Config>);
+}
+
+#[test]
+fn bls12_381_msm_native() {
+    with_ctx("native", check::<ark_bls12_381::g1::Config>);
+}
+
+#[test]
+fn bls12_381_msm_portable() {
+    with_ctx("portable", check::<ark_bls12_381::g1::Config>);
+}
+
+#[test]
+fn bls12_381_msm_gl() {
+    with_ctx("gl", check::<ark_bls12_381::g1::Config>);
+}
+
+/// 2¹⁸ points (the size the chunking is for); minutes on lavapipe, so
+/// run by hand: `cargo test -p int-gpu --test msm -- --ignored`.
+#[test]
+#[ignore]
+fn bn254_msm_2_pow_18() {
+    with_ctx("native", |ctx| {
+        let n = 1 << 18;
+        let bases = random_bases::<ark_bn254::g1::Config>(n, 70);
+        let ks = edge_scalars::<ark_bn254::Fr>(n, 71);
+        same(ctx, "2^18", &bases, &ks, None);
+    });
+}
