@@ -46,6 +46,9 @@ pub const MAX_WINDOW: u32 = 16;
 /// Default bound on the points one GPU thread sums (step 2).
 pub const DEFAULT_SEGMENT: u32 = 64;
 
+/// The largest segment [`MsmConfig`] accepts.
+pub const MAX_SEGMENT: u32 = 1 << 16;
+
 /// Field multiplications of a mixed addition (RCB algorithm 8).
 const MADD_MULS: u64 = 11;
 /// Field multiplications of a projective addition (RCB algorithm 7).
@@ -58,7 +61,7 @@ pub struct MsmConfig {
     /// Window width `c` in bits (1 ..= [`MAX_WINDOW`]).
     pub window: u32,
     /// Most points one thread sums; also the most segment sums one thread
-    /// adds when a bucket has several (≥ 1).
+    /// adds when a bucket has several (1 ..= [`MAX_SEGMENT`]).
     pub segment: u32,
     /// Buckets per thread in the window reduction (≥ 1).
     pub range: u32,
@@ -99,7 +102,7 @@ impl MsmConfig {
         let window = self.window.clamp(1, MAX_WINDOW);
         MsmConfig {
             window,
-            segment: self.segment.max(1),
+            segment: self.segment.clamp(1, MAX_SEGMENT),
             range: self.range.clamp(1, 1 << (window - 1)),
             chunk: self.chunk,
         }
