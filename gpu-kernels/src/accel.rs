@@ -170,7 +170,10 @@ impl Accelerator {
             None => format!("{}: cpu", self.accel),
             Some(c) => {
                 let s = c.summary();
-                format!("{}: {} ({}, {})", self.accel, s.name, s.backend, s.device_type)
+                format!(
+                    "{}: {} ({}, {})",
+                    self.accel, s.name, s.backend, s.device_type
+                )
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod accel;
 pub mod context;
 pub mod curve;
 pub mod field;
+pub mod hash_to_g1;
 pub mod msm;
 pub mod poseidon;
 

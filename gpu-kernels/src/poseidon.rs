@@ -93,7 +93,7 @@ fn constant_words(arity: usize) -> Result<&'static [u32], GpuError> {
 const MAX_WIDTH: usize = POSEIDON_MAX_ARITY + 1;
 
 /// WGSL of the Poseidon kernel, one module for every width. Bindings:
-/// `inputs` (`n·(t−1)` elements), `consts` (see [`constant_words`]),
+/// `inputs` (`n·(t−1)` elements), `consts` (round constants, then MDS rows),
 /// `params = [n, t, full/2, partial]`, output (`n` elements).
 ///
 /// The width and round counts are run-time values on purpose: with

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use int_bench::devices::{Fleet, now_ms, validator_account};
 use int_engine::chain::{Chain, ChainConfig};
-use int_engine::crypto::bls::SecretKey;
+use int_engine::crypto::bls::{BlsG1Backend, SecretKey};
 use int_engine::ingress::{
-    IngressConfig, IngressError, KeyCache, ProofVerifier, check_batch_with, committed_nonces,
+    IngressConfig, IngressError, KeyCache, ProofVerifier, check_batch_on, committed_nonces,
 };
 use int_engine::mempool::Mempool;
 use int_engine::storage::Store;
@@ -34,6 +34,9 @@ use int_schemas::{AccountId, PayloadSpec};
 use int_systems::bpk::{self, Groth16Intents};
 use int_systems::{BpkPlugin, LedgerPlugin};
 
+use int_gpu::{Accelerator, Thresholds};
+
+use crate::accel::{GpuBls, GpuGroth};
 use crate::bpk_sim::{self, Sim, SimStats};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -58,6 +61,8 @@ pub struct DevnetOpts {
     pub users: usize,
     /// Pause between two intents.
     pub intent_ms: u64,
+    /// Where batch verification's curve arithmetic runs.
+    pub accel: int_gpu::Accel,
 }
 
 /// The devnet's persistent parameters, in `DATA_DIR/devnet.json`.
@@ -126,6 +131,9 @@ pub struct Summary {
     pub intents_refused: u64,
     /// Mean time to prove one intent, milliseconds.
     pub prove_ms_mean: f64,
+    /// Where batch verification's curve arithmetic ran: the `--accel`
+    /// choice and the adapter (`auto: cpu` without one).
+    pub accel: String,
 }
 
 fn seed_from_hex(s: &str) -> Result<[u8; 32]> {
@@ -313,6 +321,7 @@ fn ingress_loop(
     store: &Store,
     chain_id: u32,
     proofs: Option<&dyn ProofVerifier>,
+    g1: &dyn BlsG1Backend,
     input: Receiver<Vec<(AccountId, Vec<u8>)>>,
     mempool: &Mutex<Mempool>,
     feedback: &SyncSender<Feedback>,
@@ -333,7 +342,7 @@ fn ingress_loop(
         // The devices say who they are: no decoding just to learn the sender.
         let (senders, batch): (Vec<AccountId>, Vec<Vec<u8>>) = batch.into_iter().unzip();
         let t = Instant::now();
-        let checked = check_batch_with(&cfg, &keys, proofs, batch);
+        let checked = check_batch_on(&cfg, &keys, proofs, g1, batch);
         stats
             .verify_ns
             .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -471,7 +480,11 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         let head = chain.genesis_with_objects(&alloc, &objects, now_ms(), &validator)?;
         tracing::info!(accounts = head.accounts, root = %hex::encode(head.state_root), "genesis written");
     }
-    let proofs = Groth16Intents::from_store(&store, chain_id)?.map(Arc::new);
+    let acc = Accelerator::open(opts.accel, Thresholds::from_env()?)?;
+    tracing::info!(accel = %acc.describe(), "batch verification");
+    let bls_g1 = GpuBls::new(acc.clone());
+    let proofs = Groth16Intents::from_store(&store, chain_id)?
+        .map(|v| Arc::new(v.with_msm(Arc::new(GpuGroth::new(acc.clone())))));
     if let Some(p) = &proofs {
         chain.set_proof_verifier(p.clone());
     }
@@ -539,6 +552,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
                 store_ref,
                 chain_id,
                 proofs_ref,
+                &bls_g1,
                 in_rx,
                 pool_ref,
                 &fb_ingress,
@@ -662,5 +676,6 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         } else {
             sim_stats.prove_us.load(Ordering::Relaxed) as f64 / 1e3 / proofs_made as f64
         },
+        accel: acc.describe(),
     })
 }

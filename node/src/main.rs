@@ -3,6 +3,7 @@
 //! The binary's edge: argument parsing, logging, and turning library errors
 //! into messages (`anyhow`). The work is in the library crates.
 
+mod accel;
 mod bpk_sim;
 mod devnet;
 mod gpu;
@@ -78,6 +79,11 @@ struct DevnetArgs {
     /// Milliseconds between two anonymous intents.
     #[arg(long, default_value_t = 1000)]
     intent_ms: u64,
+    /// Where batch verification's curve arithmetic runs: auto (a hardware
+    /// GPU for large batches, else all CPU cores), cpu, or gpu (any
+    /// adapter, error without one). Default: $INT_ACCEL, else auto.
+    #[arg(long, value_name = "auto|cpu|gpu")]
+    accel: Option<String>,
 }
 
 #[derive(Args)]
@@ -112,6 +118,10 @@ enum BenchCmd {
     /// Throughput: raw BLS bound, signed transfers end to end, and
     /// execution + commit over many accounts.
     Tps(int_bench::tps::TpsArgs),
+    /// GPU kernels beside their CPU references (field, scalar
+    /// multiplications and MSM on both curves, hash to G1, Poseidon),
+    /// naming the adapter.
+    Gpu(int_bench::gpu::GpuArgs),
 }
 
 fn print(v: &serde_json::Value, json: bool) -> Result<()> {
@@ -154,6 +164,10 @@ fn main() -> Result<ExitCode> {
                 flamegraph: a.flamegraph,
                 users: a.users,
                 intent_ms: a.intent_ms,
+                accel: match &a.accel {
+                    Some(v) => v.parse()?,
+                    None => int_gpu::Accel::from_env()?,
+                },
             })?;
             print(&serde_json::to_value(&s)?, a.json)?;
         }
@@ -170,6 +184,31 @@ fn main() -> Result<ExitCode> {
             BenchCmd::Tps(args) => {
                 let report = int_bench::tps::run(&args)?;
                 print(&serde_json::to_value(&report)?, args.json)?;
+            }
+            BenchCmd::Gpu(args) => {
+                let report = int_bench::gpu::run(&args)?;
+                if args.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!(
+                        "adapter {} ({}, {}), shader_int64 {}, cpu threads {}",
+                        report.adapter,
+                        report.backend,
+                        report.device_type,
+                        report.shader_int64,
+                        report.cpu_threads
+                    );
+                    println!(
+                        "{:<26} {:>8} {:>12} {:>12} {:>8}",
+                        "kernel", "n", "gpu_ms", "cpu_ms", "cpu/gpu"
+                    );
+                    for r in &report.rows {
+                        println!(
+                            "{:<26} {:>8} {:>12.3} {:>12.3} {:>8.3}",
+                            r.kernel, r.n, r.gpu_ms, r.cpu_ms, r.speedup
+                        );
+                    }
+                }
             }
         },
         Cmd::Zk { cmd } => return Ok(zk::run(cmd)),

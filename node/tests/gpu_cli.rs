@@ -61,3 +61,109 @@ fn gpu_info_reports_the_adapter() {
         }
     }
 }
+
+/// Whether `int gpu info` finds an adapter (skips loudly when not, fails
+/// when `INT_REQUIRE_GPU=1`).
+fn have_gpu() -> bool {
+    let ok = int(&["gpu", "info"]).status.success();
+    assert!(ok || !require_gpu(), "INT_REQUIRE_GPU=1 but no adapter");
+    if !ok {
+        eprintln!("\n*** SKIPPED: no GPU adapter ***\n");
+    }
+    ok
+}
+
+#[test]
+fn bench_gpu_smoke() {
+    if !have_gpu() {
+        return;
+    }
+    let (stdout, _) = common::run(
+        &[
+            "bench",
+            "gpu",
+            "--min-log",
+            "3",
+            "--max-log",
+            "4",
+            "--reps",
+            "1",
+            "--json",
+        ],
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON report");
+    assert!(v["adapter"].as_str().is_some_and(|s| !s.is_empty()));
+    let rows = v["rows"].as_array().expect("rows");
+    for kernel in [
+        "scale_each_bn254_g1",
+        "scale_each_bls12_381_g1",
+        "msm_bn254_g1",
+        "msm_bls12_381_g1",
+        "hash_to_g1_bls12_381",
+        "poseidon_t3",
+    ] {
+        let sizes: Vec<u64> = rows
+            .iter()
+            .filter(|r| r["kernel"] == kernel)
+            .filter_map(|r| r["n"].as_u64())
+            .collect();
+        assert_eq!(sizes, vec![8, 16], "{kernel}: {v}");
+    }
+    assert!(
+        rows.iter()
+            .all(|r| r["equal"] == true && r["gpu_ms"].as_f64().is_some())
+    );
+    // Bad options are a clear error, not a panic.
+    common::run(&["bench", "gpu", "--min-log", "5", "--max-log", "4"], 1);
+}
+
+#[test]
+fn devnet_verifies_on_the_gpu() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = common::p(dir.path()).to_string();
+    let (_, stderr) = common::run(
+        &[
+            "devnet",
+            "--data-dir",
+            &data,
+            "--devices",
+            "20",
+            "--duration",
+            "2",
+            "--users",
+            "0",
+            "--accel",
+            "tpu",
+        ],
+        1,
+    );
+    assert!(stderr.contains("unknown accelerator"), "{stderr}");
+    if !have_gpu() {
+        return;
+    }
+    let (stdout, _) = common::run(
+        &[
+            "devnet",
+            "--data-dir",
+            &data,
+            "--devices",
+            "20",
+            "--duration",
+            "4",
+            "--users",
+            "0",
+            "--accel",
+            "gpu",
+            "--json",
+        ],
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON summary");
+    assert!(
+        v["accel"].as_str().is_some_and(|s| s.starts_with("gpu: ")),
+        "{v}"
+    );
+    assert!(v["txs_ok"].as_u64().is_some_and(|n| n > 0), "{v}");
+    assert_eq!(v["rejected"], 0, "{v}");
+}

@@ -1,0 +1,267 @@
+//! The node's wiring of the GPU kernels into the verifiers: the engine's
+//! [`BlsG1Backend`] (BLS batch verification) and the zk crate's [`G1Msm`]
+//! (Groth16 batch verification), both backed by an [`Accelerator`]: the
+//! GPU takes hashing to G1, the independent scalar multiplications
+//! (`rᵢ·H(mᵢ)`, `rᵢ·Aᵢ`) and the MSMs (`Σ rᵢ·σᵢ`, `Σ rᵢ·Cᵢ`, `Σ rᵢ·vk_xᵢ`).
+//!
+//! Each call asks the accelerator whether this batch goes to the GPU
+//! (`--accel`, `INT_ACCEL`, the batch size); when it does not, or when the
+//! device fails, the work runs on the CPU exactly as without a GPU (a
+//! failure is logged, never fatal). The pairings stay on the CPU.
+//!
+//! blst and arkworks keep BLS12-381 base-field elements in the same
+//! Montgomery form (six 64-bit limbs, `R = 2³⁸⁴`), so points cross between
+//! them by copying limbs.
+
+use ark_bls12_381::{Fq, G1Affine as BlsAffine};
+use ark_bn254::{Fr as BnFr, G1Affine as BnAffine, G1Projective as BnProjective};
+use ark_ec::{AffineRepr, CurveGroup};
+use ark_ff::BigInt;
+use int_engine::crypto::bls::BlsG1Backend;
+use int_gpu::{Accelerator, Work};
+use int_zk::batch::{CpuMsm, G1Msm};
+
+/// A blst affine point as arkworks' (the identity is blst's all-zero
+/// encoding).
+pub fn bls_from_blst(p: &blst::blst_p1_affine) -> BlsAffine {
+    let zero = blst::blst_fp::default();
+    if p.x == zero && p.y == zero {
+        return BlsAffine::identity();
+    }
+    BlsAffine::new_unchecked(
+        Fq::new_unchecked(BigInt(p.x.l)),
+        Fq::new_unchecked(BigInt(p.y.l)),
+    )
+}
+
+/// An arkworks affine point as blst's.
+pub fn bls_to_blst(p: &BlsAffine) -> blst::blst_p1_affine {
+    match p.xy() {
+        None => blst::blst_p1_affine::default(),
+        Some((x, y)) => blst::blst_p1_affine {
+            x: blst::blst_fp { l: x.0.0 },
+            y: blst::blst_fp { l: y.0.0 },
+        },
+    }
+}
+
+/// The GPU side of BLS batch verification.
+#[derive(Clone, Debug)]
+pub struct GpuBls {
+    acc: Accelerator,
+}
+
+impl GpuBls {
+    /// Backed by `acc`.
+    pub fn new(acc: Accelerator) -> Self {
+        Self { acc }
+    }
+}
+
+impl BlsG1Backend for GpuBls {
+    fn hash_scaled(
+        &self,
+        msgs: &[&[u8]],
+        dst: &[u8],
+        scalars: &[u64],
+    ) -> Option<Vec<blst::blst_p1_affine>> {
+        let ctx = self.acc.gpu_for(Work::HashToG1, msgs.len())?;
+        let run = || -> Result<Vec<blst::blst_p1_affine>, int_gpu::GpuError> {
+            let hashed = ctx.hash_to_g1(msgs, dst)?;
+            let rs: Vec<ark_bls12_381::Fr> = scalars
+                .iter()
+                .map(|r| ark_bls12_381::Fr::from(*r))
+                .collect();
+            let scaled = ctx.scale_each::<ark_bls12_381::g1::Config>(&hashed, &rs)?;
+            Ok(ark_bls12_381::G1Projective::normalize_batch(&scaled)
+                .iter()
+                .map(bls_to_blst)
+                .collect())
+        };
+        run()
+            .inspect_err(|e| tracing::warn!(error = %e, "GPU hash-to-G1 failed; using the CPU"))
+            .ok()
+    }
+
+    fn sig_sum(
+        &self,
+        sigs: &[blst::blst_p1_affine],
+        scalars: &[u64],
+    ) -> Option<blst::blst_p1_affine> {
+        let ctx = self.acc.gpu_for(Work::Msm, sigs.len())?;
+        let pts: Vec<BlsAffine> = sigs.iter().map(bls_from_blst).collect();
+        let rs: Vec<ark_bls12_381::Fr> = scalars
+            .iter()
+            .map(|r| ark_bls12_381::Fr::from(*r))
+            .collect();
+        ctx.msm::<ark_bls12_381::g1::Config>(&pts, &rs)
+            .inspect_err(|e| tracing::warn!(error = %e, "GPU MSM failed; using the CPU"))
+            .ok()
+            .map(|p| bls_to_blst(&p.into_affine()))
+    }
+}
+
+/// The GPU side of Groth16 batch verification (BN254 G1).
+#[derive(Clone, Debug)]
+pub struct GpuGroth {
+    acc: Accelerator,
+}
+
+impl GpuGroth {
+    /// Backed by `acc`.
+    pub fn new(acc: Accelerator) -> Self {
+        Self { acc }
+    }
+}
+
+impl G1Msm for GpuGroth {
+    fn msm(&self, bases: &[BnAffine], scalars: &[BnFr]) -> BnProjective {
+        if let Some(ctx) = self.acc.gpu_for(Work::Msm, bases.len()) {
+            match ctx.msm::<ark_bn254::g1::Config>(bases, scalars) {
+                Ok(p) => return p,
+                Err(e) => tracing::warn!(error = %e, "GPU MSM failed; using the CPU"),
+            }
+        }
+        CpuMsm.msm(bases, scalars)
+    }
+
+    fn scale_each(&self, bases: &[BnAffine], scalars: &[BnFr]) -> Vec<BnAffine> {
+        if let Some(ctx) = self.acc.gpu_for(Work::ScaleEach, bases.len()) {
+            match ctx.scale_each::<ark_bn254::g1::Config>(bases, scalars) {
+                Ok(p) => return BnProjective::normalize_batch(&p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "GPU scalar multiplications failed; using the CPU")
+                }
+            }
+        }
+        CpuMsm.scale_each(bases, scalars)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use ark_serialize::CanonicalSerialize;
+
+    /// blst and arkworks agree on the point after a limb copy: the same
+    /// compressed bytes, both ways, for random points and the identity.
+    #[test]
+    fn blst_and_arkworks_points_convert_by_limbs() {
+        for i in 0..16u8 {
+            let sk =
+                blst::min_sig::SecretKey::key_gen(&[i; 32], &[]).expect("32 bytes of key material");
+            let sig = sk.sign(b"convert", b"INT-TEST", &[]);
+            let aff: blst::blst_p1_affine = sig.into();
+            let ark = bls_from_blst(&aff);
+            let mut bytes = Vec::new();
+            ark.serialize_compressed(&mut bytes)
+                .expect("serialise to a Vec");
+            assert_eq!(bytes.as_slice(), sig.compress().as_slice());
+            assert_eq!(bls_to_blst(&ark), aff);
+        }
+        let id = bls_from_blst(&blst::blst_p1_affine::default());
+        assert!(id.is_zero());
+        assert_eq!(bls_to_blst(&id), blst::blst_p1_affine::default());
+    }
+
+    /// The GPU (any adapter, `Accel::Gpu`), or `None` with a loud skip —
+    /// unless `INT_REQUIRE_GPU=1`, where a missing adapter fails.
+    fn gpu() -> Option<Accelerator> {
+        match Accelerator::open(int_gpu::Accel::Gpu, int_gpu::Thresholds::default()) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                assert!(
+                    !std::env::var("INT_REQUIRE_GPU").is_ok_and(|v| v == "1"),
+                    "INT_REQUIRE_GPU=1 but no adapter: {e}"
+                );
+                eprintln!("\n*** SKIPPED: no GPU adapter ({e}) ***\n");
+                None
+            }
+        }
+    }
+
+    /// BLS batches verified with the GPU's hashes and scalings give the
+    /// CPU's verdicts and culprits: every good batch passes (so the GPU's
+    /// `rᵢ·H(mᵢ)` are right: one wrong point fails the batch) and bad items
+    /// are named.
+    #[test]
+    fn bls_batches_on_the_gpu_match_the_cpu() {
+        use int_engine::crypto::bls::{
+            BatchItem, DST_SIG, SecretKey, batch_verify_bisect_with, batch_verify_with, tx_message,
+        };
+        let Some(acc) = gpu() else { return };
+        let g1 = GpuBls::new(acc);
+        let n = 24;
+        let keys: Vec<SecretKey> = (0..n as u8)
+            .map(|i| SecretKey::from_seed(&[i; 32]))
+            .collect();
+        let pks: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
+        let mut msgs: Vec<Vec<u8>> = (0..n)
+            .map(|i| tx_message(1, format!("gpu #{i}").as_bytes()))
+            .collect();
+        let sigs: Vec<_> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
+        let items = |msgs: &[Vec<u8>]| -> Vec<(usize, Vec<u8>)> {
+            msgs.iter().cloned().enumerate().collect()
+        };
+        let owned = items(&msgs);
+        let batch: Vec<BatchItem<'_>> = owned
+            .iter()
+            .map(|(i, m)| BatchItem {
+                pk: &pks[*i],
+                msg: m,
+                sig: &sigs[*i],
+            })
+            .collect();
+        assert!(batch_verify_with(&batch, DST_SIG, &g1));
+        assert!(batch_verify_bisect_with(&batch, DST_SIG, &g1).is_empty());
+        // Two tampered messages: the batch fails and bisection names them.
+        msgs[3].push(1);
+        msgs[17][0] ^= 1;
+        let owned = items(&msgs);
+        let batch: Vec<BatchItem<'_>> = owned
+            .iter()
+            .map(|(i, m)| BatchItem {
+                pk: &pks[*i],
+                msg: m,
+                sig: &sigs[*i],
+            })
+            .collect();
+        assert!(!batch_verify_with(&batch, DST_SIG, &g1));
+        assert_eq!(batch_verify_bisect_with(&batch, DST_SIG, &g1), vec![3, 17]);
+    }
+
+    /// Groth16 batches with the GPU's `rᵢ·Aᵢ` pass when good and fail when
+    /// one proof is for other inputs, exactly as with the CPU backend.
+    #[test]
+    fn groth16_batches_on_the_gpu_match_the_cpu() {
+        use int_zk::batch::{BatchItem, batch_verify, batch_verify_bisect};
+        use rand::SeedableRng;
+        let Some(acc) = gpu() else { return };
+        let msm = GpuGroth::new(acc);
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let keys = int_zk::fixture::PowKeys::setup(&mut rng).expect("setup");
+        let mut proofs: Vec<(Vec<BnFr>, ark_groth16::Proof<ark_bn254::Bn254>)> = (0..6)
+            .map(|_| keys.prove(&mut rng).expect("prove"))
+            .collect();
+        let items: Vec<BatchItem<'_>> = proofs.iter().map(|(x, p)| (x.as_slice(), p)).collect();
+        assert_eq!(
+            batch_verify(&keys.pvk, &items, &msm, &mut rng).ok(),
+            Some(true)
+        );
+        assert_eq!(
+            batch_verify(&keys.pvk, &items, &CpuMsm, &mut rng).ok(),
+            Some(true)
+        );
+        proofs[4].0[0] += BnFr::from(1u64);
+        let items: Vec<BatchItem<'_>> = proofs.iter().map(|(x, p)| (x.as_slice(), p)).collect();
+        assert_eq!(
+            batch_verify(&keys.pvk, &items, &msm, &mut rng).ok(),
+            Some(false)
+        );
+        assert_eq!(
+            batch_verify_bisect(&keys.pvk, &items, &msm, &mut rng).ok(),
+            Some(vec![4])
+        );
+    }
+}
