@@ -251,39 +251,23 @@ pub fn field_wgsl(spec: &FieldSpec) -> String {
     s.push_str(&format!(
         "fn {p}_reduce_once(a: {p}_el, hi: u32) -> {p}_el {{\n    var d: {p}_el;\n    var borrow = 0u;\n"
     ));
-    for i in 0..n {
-        s.push_str(&format!(
-            "    {{ let x = a[{i}] - {p}_P[{i}]; let b1 = select(0u, 1u, a[{i}] < {p}_P[{i}]); d[{i}] = x - borrow; borrow = b1 | select(0u, 1u, x < borrow); }}\n"
-        ));
-    }
+    sub_limbs(&mut s, n, "d", "a", &format!("{p}_P"));
     s.push_str("    if (hi == 0u && borrow == 1u) { return a; }\n    return d;\n}\n");
 
     // add
     s.push_str(&format!(
         "fn {p}_add(a: {p}_el, b: {p}_el) -> {p}_el {{\n    var r: {p}_el;\n    var carry = 0u;\n"
     ));
-    for i in 0..n {
-        s.push_str(&format!(
-            "    {{ let x = a[{i}] + b[{i}]; let c1 = select(0u, 1u, x < a[{i}]); let y = x + carry; r[{i}] = y; carry = c1 | select(0u, 1u, y < x); }}\n"
-        ));
-    }
+    add_limbs(&mut s, n, "r", "a", "b");
     s.push_str(&format!("    return {p}_reduce_once(r, carry);\n}}\n"));
 
     // sub
     s.push_str(&format!(
         "fn {p}_sub(a: {p}_el, b: {p}_el) -> {p}_el {{\n    var r: {p}_el;\n    var borrow = 0u;\n"
     ));
-    for i in 0..n {
-        s.push_str(&format!(
-            "    {{ let x = a[{i}] - b[{i}]; let b1 = select(0u, 1u, a[{i}] < b[{i}]); r[{i}] = x - borrow; borrow = b1 | select(0u, 1u, x < borrow); }}\n"
-        ));
-    }
+    sub_limbs(&mut s, n, "r", "a", "b");
     s.push_str("    if (borrow == 0u) { return r; }\n    var carry = 0u;\n");
-    for i in 0..n {
-        s.push_str(&format!(
-            "    {{ let x = r[{i}] + {p}_P[{i}]; let c1 = select(0u, 1u, x < r[{i}]); let y = x + carry; r[{i}] = y; carry = c1 | select(0u, 1u, y < x); }}\n"
-        ));
-    }
+    add_limbs(&mut s, n, "r", "r", &format!("{p}_P"));
     s.push_str("    return r;\n}\n");
 
     // neg
@@ -340,6 +324,26 @@ pub fn field_wgsl(spec: &FieldSpec) -> String {
     );
     s.push_str(&pow_wgsl(spec, "inv", &spec.p_minus_2()));
     s
+}
+
+/// Emits `out = a + b` limb by limb, carrying through the WGSL variable
+/// `carry` (which must exist, `0u`); `out` may be `a`.
+fn add_limbs(s: &mut String, n: usize, out: &str, a: &str, b: &str) {
+    for i in 0..n {
+        s.push_str(&format!(
+            "    {{ let x = {a}[{i}] + {b}[{i}]; let c1 = select(0u, 1u, x < {a}[{i}]); let y = x + carry; {out}[{i}] = y; carry = c1 | select(0u, 1u, y < x); }}\n"
+        ));
+    }
+}
+
+/// Emits `out = a − b` limb by limb, borrowing through the WGSL variable
+/// `borrow` (which must exist, `0u`).
+fn sub_limbs(s: &mut String, n: usize, out: &str, a: &str, b: &str) {
+    for i in 0..n {
+        s.push_str(&format!(
+            "    {{ let x = {a}[{i}] - {b}[{i}]; let b1 = select(0u, 1u, {a}[{i}] < {b}[{i}]); {out}[{i}] = x - borrow; borrow = b1 | select(0u, 1u, x < borrow); }}\n"
+        ));
+    }
 }
 
 /// `P_pow_<name>(a)`: `a^e` for the fixed exponent `e` (little-endian
