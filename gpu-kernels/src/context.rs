@@ -77,6 +77,12 @@ pub struct GpuContext {
     queue: wgpu::Queue,
     summary: AdapterSummary,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Held around every compile and launch on the GL backend: wgpu's GL
+    /// backend shares one context between threads and panics when a thread
+    /// waits more than a few seconds for it, which is less than llvmpipe
+    /// takes to compile a curve kernel. Our callers wait here instead,
+    /// without a limit. `None` on the native backends (no such lock).
+    gl_serial: Option<Mutex<()>>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -153,7 +159,16 @@ impl GpuContext {
             queue,
             summary,
             pipelines: Mutex::new(HashMap::new()),
+            gl_serial: (opts.backend == BackendChoice::Gl).then(|| Mutex::new(())),
         })
+    }
+
+    /// The GL serialisation guard (see `gl_serial`); `None` elsewhere. A
+    /// poisoned lock is taken anyway: it guards no data.
+    fn exclusive(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        self.gl_serial
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The adapter, its backend, features and limits.
@@ -183,6 +198,7 @@ impl GpuContext {
         key: &str,
         source: impl FnOnce() -> String,
     ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        let _gl = self.exclusive();
         let mut cache = self
             .pipelines
             .lock()
@@ -235,6 +251,7 @@ impl GpuContext {
         output_words: usize,
         threads: u32,
     ) -> Result<Vec<u32>, GpuError> {
+        let _gl = self.exclusive();
         let max_words = self.max_binding_words();
         for (i, w) in inputs.iter().enumerate() {
             if w.len() > max_words {

@@ -3,28 +3,12 @@
 
 mod common;
 
+use common::{edge_scalars, rng, with_ctx};
+
 use ark_ec::short_weierstrass::{Affine, Projective};
 use ark_ec::{AdditiveGroup, AffineRepr, CurveGroup, PrimeGroup};
 use ark_ff::{BigInteger, One, PrimeField, UniformRand, Zero};
 use int_gpu::{CurveOp, GpuContext, GpuCurve, scale_each_cpu};
-use rand::SeedableRng;
-use std::sync::Mutex;
-
-/// The context called `label` in `common::all()`, with this binary's GL
-/// lock held when it is GL (wgpu's GL backend shares one context and gives
-/// up on its lock after six seconds, less than llvmpipe takes to compile a
-/// curve kernel). Nothing runs when the machine has no such adapter.
-fn with_ctx(label: &'static str, f: impl FnOnce(&'static str, &'static GpuContext)) {
-    static GL: Mutex<()> = Mutex::new(());
-    if let Some((_, ctx)) = common::all().into_iter().find(|(l, _)| *l == label) {
-        let _guard = (label == "gl").then(|| GL.lock().unwrap_or_else(|e| e.into_inner()));
-        f(label, ctx);
-    }
-}
-
-fn rng(seed: u64) -> rand::rngs::StdRng {
-    rand::rngs::StdRng::seed_from_u64(seed)
-}
 
 /// Pairs `(a, b)`: the edge cases first (identity on either side and both,
 /// `P + P`, `P + (−P)`, the generator with itself), then random points.
@@ -66,33 +50,6 @@ fn check_ops<C: GpuCurve>(ctx: &GpuContext, label: &str) {
             assert!(g.into_affine().is_on_curve());
         }
     }
-}
-
-/// Scalars for the scalar-multiplication tests: 0, 1, 2, r − 1, r − 2,
-/// the largest powers of two below r and patterns with the top bits set,
-/// then random ones.
-fn edge_scalars<F: PrimeField>(n: usize, seed: u64) -> Vec<F> {
-    let mut r = rng(seed);
-    let bits = F::MODULUS_BIT_SIZE;
-    let top = F::from(2u64).pow([u64::from(bits - 1)]);
-    let mut high = F::MODULUS;
-    high.div2();
-    let mut v = vec![
-        F::zero(),
-        F::one(),
-        F::from(2u64),
-        -F::one(),
-        -F::from(2u64),
-        top,
-        top - F::one(),
-        F::from_bigint(high).unwrap_or_default(),
-        F::from(u64::MAX),
-    ];
-    while v.len() < n {
-        v.push(F::rand(&mut r));
-    }
-    v.truncate(n);
-    v
 }
 
 fn check_scale<C: GpuCurve>(ctx: &GpuContext, label: &str) {
@@ -156,8 +113,8 @@ fn bls12_381_gl() {
 fn empty_and_mismatched_inputs() {
     type C = ark_bn254::g1::Config;
     if let Some(ctx) = common::native() {
-        let none: Vec<Projective<C>> = ctx.curve_op(CurveOp::Add, &[], &[]).unwrap_or_default();
-        assert!(none.is_empty());
+        let none = ctx.curve_op::<C>(CurveOp::Add, &[], &[]);
+        assert!(none.is_ok_and(|v| v.is_empty()));
         let one = [Projective::<C>::generator()];
         assert!(ctx.curve_op(CurveOp::Add, &one, &[]).is_err());
         let none = ctx

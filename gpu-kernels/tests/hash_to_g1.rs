@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::sync::Mutex;
-
 use ark_bls12_381::{Fq, G1Affine, g1};
 use ark_ec::CurveGroup;
 use ark_ec::hashing::curve_maps::wb::WBMap;
@@ -153,13 +151,9 @@ fn point(xy: &[&str; 2]) -> G1Affine {
     p
 }
 
-/// Runs `f` on every context; GL work is serialised across this binary's
-/// test threads (wgpu's GL backend shares one context and gives up on its
-/// lock after a few seconds, shorter than a GL shader compile here).
+/// Runs `f` on every context (GL work is serialised by `GpuContext`).
 fn on_all(f: impl Fn(&str, &GpuContext)) {
-    static GL: Mutex<()> = Mutex::new(());
     for (label, ctx) in common::all() {
-        let _guard = (label == "gl").then(|| GL.lock().unwrap_or_else(|e| e.into_inner()));
         f(label, ctx);
     }
 }

@@ -9,53 +9,12 @@
 
 mod common;
 
+use common::{edge_scalars, rng, with_ctx};
+
 use ark_ec::short_weierstrass::{Affine, Projective};
 use ark_ec::{AffineRepr, CurveGroup};
-use ark_ff::{BigInteger, One, PrimeField, UniformRand, Zero};
+use ark_ff::{One, PrimeField, UniformRand, Zero};
 use int_gpu::{GpuContext, GpuCurve, MsmConfig, msm_cpu};
-use rand::SeedableRng;
-use std::sync::Mutex;
-
-fn rng(seed: u64) -> rand::rngs::StdRng {
-    rand::rngs::StdRng::seed_from_u64(seed)
-}
-
-/// The context called `label` in `common::all()`, with this binary's GL
-/// lock held when it is GL (wgpu's GL backend shares one context and gives
-/// up on its lock after six seconds, less than llvmpipe takes to compile a
-/// curve kernel). `None` when the machine has no such adapter.
-fn with_ctx(label: &str, f: impl FnOnce(&'static GpuContext)) {
-    static GL: Mutex<()> = Mutex::new(());
-    if let Some((_, ctx)) = common::all().into_iter().find(|(l, _)| *l == label) {
-        let _guard = (label == "gl").then(|| GL.lock().unwrap_or_else(|e| e.into_inner()));
-        f(ctx);
-    }
-}
-
-/// Scalars 0, 1, 2, r − 1, r − 2, 2^(b−1), 2^(b−1) − 1, ⌊r/2⌋, 2⁶⁴ − 1,
-/// then random.
-fn edge_scalars<F: PrimeField>(n: usize, seed: u64) -> Vec<F> {
-    let mut r = rng(seed);
-    let top = F::from(2u64).pow([u64::from(F::MODULUS_BIT_SIZE - 1)]);
-    let mut half = F::MODULUS;
-    half.div2();
-    let mut v = vec![
-        F::zero(),
-        F::one(),
-        F::from(2u64),
-        -F::one(),
-        -F::from(2u64),
-        top,
-        top - F::one(),
-        F::from_bigint(half).unwrap_or_default(),
-        F::from(u64::MAX),
-    ];
-    while v.len() < n {
-        v.push(F::rand(&mut r));
-    }
-    v.truncate(n);
-    v
-}
 
 fn random_bases<C: GpuCurve>(n: usize, seed: u64) -> Vec<Affine<C>> {
     let mut r = rng(seed);
@@ -159,32 +118,32 @@ fn check<C: GpuCurve>(ctx: &GpuContext) {
 
 #[test]
 fn bn254_msm_native() {
-    with_ctx("native", check::<ark_bn254::g1::Config>);
+    with_ctx("native", |_, c| check::<ark_bn254::g1::Config>(c));
 }
 
 #[test]
 fn bn254_msm_portable() {
-    with_ctx("portable", check::<ark_bn254::g1::Config>);
+    with_ctx("portable", |_, c| check::<ark_bn254::g1::Config>(c));
 }
 
 #[test]
 fn bn254_msm_gl() {
-    with_ctx("gl", check::<ark_bn254::g1::Config>);
+    with_ctx("gl", |_, c| check::<ark_bn254::g1::Config>(c));
 }
 
 #[test]
 fn bls12_381_msm_native() {
-    with_ctx("native", check::<ark_bls12_381::g1::Config>);
+    with_ctx("native", |_, c| check::<ark_bls12_381::g1::Config>(c));
 }
 
 #[test]
 fn bls12_381_msm_portable() {
-    with_ctx("portable", check::<ark_bls12_381::g1::Config>);
+    with_ctx("portable", |_, c| check::<ark_bls12_381::g1::Config>(c));
 }
 
 #[test]
 fn bls12_381_msm_gl() {
-    with_ctx("gl", check::<ark_bls12_381::g1::Config>);
+    with_ctx("gl", |_, c| check::<ark_bls12_381::g1::Config>(c));
 }
 
 /// 2¹⁸ points (the size the chunking is for); minutes on lavapipe, so
@@ -192,7 +151,7 @@ fn bls12_381_msm_gl() {
 #[test]
 #[ignore]
 fn bn254_msm_2_pow_18() {
-    with_ctx("native", |ctx| {
+    with_ctx("native", |_, ctx| {
         let n = 1 << 18;
         let bases = random_bases::<ark_bn254::g1::Config>(n, 70);
         let ks = edge_scalars::<ark_bn254::Fr>(n, 71);

@@ -86,3 +86,43 @@ pub fn all() -> Vec<(&'static str, &'static GpuContext)> {
     }
     v
 }
+
+/// Runs `f` on the context called `label` in [`all`] (`native`,
+/// `portable`, `gl`); nothing when the machine has no such adapter.
+pub fn with_ctx(label: &'static str, f: impl FnOnce(&'static str, &'static GpuContext)) {
+    if let Some((l, ctx)) = all().into_iter().find(|(l, _)| *l == label) {
+        f(l, ctx);
+    }
+}
+
+/// A seeded RNG.
+pub fn rng(seed: u64) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// `n` scalars: 0, 1, 2, r − 1, r − 2, 2^(b−1), 2^(b−1) − 1, ⌊r/2⌋,
+/// 2⁶⁴ − 1, then random ones.
+pub fn edge_scalars<F: ark_ff::PrimeField>(n: usize, seed: u64) -> Vec<F> {
+    use ark_ff::BigInteger;
+    let mut r = rng(seed);
+    let top = F::from(2u64).pow([u64::from(F::MODULUS_BIT_SIZE - 1)]);
+    let mut half = F::MODULUS;
+    half.div2();
+    let mut v = vec![
+        F::zero(),
+        F::one(),
+        F::from(2u64),
+        -F::one(),
+        -F::from(2u64),
+        top,
+        top - F::one(),
+        F::from_bigint(half).unwrap_or_default(),
+        F::from(u64::MAX),
+    ];
+    while v.len() < n {
+        v.push(F::rand(&mut r));
+    }
+    v.truncate(n);
+    v
+}
