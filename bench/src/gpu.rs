@@ -288,7 +288,7 @@ pub fn run(args: &GpuArgs) -> Result<GpuReport, GpuBenchError> {
     })?;
     let s = ctx.summary().clone();
     eprintln!(
-        "int bench gpu on {} ({}, {}, shader_int64: {}), CPU side on {} threads",
+        "int bench gpu on {} ({}, {:?}, shader_int64: {}), CPU side on {} threads",
         s.name,
         s.backend,
         s.device_type,
@@ -327,7 +327,7 @@ pub fn run(args: &GpuArgs) -> Result<GpuReport, GpuBenchError> {
     Ok(GpuReport {
         adapter: s.name,
         backend: s.backend,
-        device_type: s.device_type,
+        device_type: format!("{:?}", s.device_type),
         shader_int64: s.shader_int64,
         cpu_threads: rayon::current_num_threads(),
         rows,

@@ -2,9 +2,9 @@
 //! chosen [`Accel`] and, when a GPU may be used, the open [`GpuContext`].
 //!
 //! `Auto` sends a batch to the GPU only when the adapter is a real GPU
-//! (not a software rasteriser such as lavapipe, which runs the same
-//! arithmetic on the same CPU cores, slower than native code) and the
-//! batch is at least the kernel's threshold ([`Thresholds`]); below it
+//! (a software rasteriser such as lavapipe, which runs the same arithmetic
+//! on the same CPU cores, slower than native code, is closed at once) and
+//! the batch is at least the kernel's threshold ([`Thresholds`]); below it
 //! the upload, launch and readback cost more than the CPU's all-core
 //! arkworks/blst code. `Gpu` always uses the adapter, software or not
 //! (that is how the kernels are exercised on machines without a GPU).
@@ -100,23 +100,22 @@ pub struct Accelerator {
 }
 
 impl Accelerator {
-    /// CPU only; never opens an adapter.
-    pub fn cpu() -> Self {
-        Self {
-            accel: Accel::Cpu,
-            ctx: None,
-            thresholds: Thresholds::default(),
-        }
-    }
-
-    /// Opens the accelerator `accel` asks for: `Cpu` opens nothing; `Auto`
-    /// opens the adapter if there is one and otherwise stays on the CPU;
-    /// `Gpu` without an adapter is [`GpuError::NoAdapter`].
+    /// Opens the accelerator `accel` asks for: `Cpu` opens nothing; `Gpu`
+    /// opens any adapter (a software one too) and without one is
+    /// [`GpuError::NoAdapter`]; `Auto` keeps a hardware adapter and
+    /// otherwise stays on the CPU (no adapter, or only a software one).
     pub fn open(accel: Accel, thresholds: Thresholds) -> Result<Self, GpuError> {
         let ctx = match accel {
             Accel::Cpu => None,
             Accel::Gpu => Some(Arc::new(GpuContext::new(&GpuOptions::default())?)),
             Accel::Auto => match GpuContext::new(&GpuOptions::default()) {
+                Ok(c) if c.summary().is_software() => {
+                    tracing::info!(
+                        adapter = %c.summary().name,
+                        "only a software GPU adapter; batch verification on the CPU"
+                    );
+                    None
+                }
                 Ok(c) => Some(Arc::new(c)),
                 Err(e) => {
                     tracing::info!(error = %e, "no GPU adapter; batch verification on the CPU");
@@ -131,36 +130,15 @@ impl Accelerator {
         })
     }
 
-    /// An accelerator around an already open context (tests, benches).
-    pub fn with_context(accel: Accel, ctx: Arc<GpuContext>, thresholds: Thresholds) -> Self {
-        let ctx = (accel != Accel::Cpu).then_some(ctx);
-        Self {
-            accel,
-            ctx,
-            thresholds,
-        }
-    }
-
-    /// The switch it was opened with.
-    pub fn accel(&self) -> Accel {
-        self.accel
-    }
-
-    /// The open context, if any.
-    pub fn context(&self) -> Option<&Arc<GpuContext>> {
-        self.ctx.as_ref()
-    }
-
-    /// The context to run `n` items of `work` on, or `None` for the CPU.
+    /// The context to run `n` items of `work` on, or `None` for the CPU:
+    /// always the context under `Gpu`, under `Auto` only from the work's
+    /// threshold on.
     pub fn gpu_for(&self, work: Work, n: usize) -> Option<&GpuContext> {
         let ctx = self.ctx.as_deref()?;
         match self.accel {
-            Accel::Cpu => None,
             Accel::Gpu => Some(ctx),
-            Accel::Auto => {
-                let hardware = ctx.summary().device_type != "Cpu";
-                (hardware && n >= self.thresholds.of(work)).then_some(ctx)
-            }
+            Accel::Auto => (n >= self.thresholds.of(work)).then_some(ctx),
+            Accel::Cpu => None,
         }
     }
 
@@ -171,7 +149,7 @@ impl Accelerator {
             Some(c) => {
                 let s = c.summary();
                 format!(
-                    "{}: {} ({}, {})",
+                    "{}: {} ({}, {:?})",
                     self.accel, s.name, s.backend, s.device_type
                 )
             }
@@ -185,11 +163,10 @@ mod tests {
 
     #[test]
     fn cpu_never_has_a_context() {
-        let a = Accelerator::cpu();
-        assert!(a.gpu_for(Work::Msm, usize::MAX).is_none());
-        assert_eq!(a.describe(), "cpu: cpu");
-        let b = Accelerator::open(Accel::Cpu, Thresholds::default());
-        assert!(b.is_ok_and(|b| b.context().is_none()));
+        let a = Accelerator::open(Accel::Cpu, Thresholds::default());
+        assert!(a.is_ok_and(
+            |a| a.gpu_for(Work::Msm, usize::MAX).is_none() && a.describe() == "cpu: cpu"
+        ));
     }
 
     #[test]

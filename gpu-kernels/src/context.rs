@@ -46,8 +46,8 @@ pub struct AdapterSummary {
     pub name: String,
     /// Vulkan, Metal, Dx12 or Gl.
     pub backend: String,
-    /// DiscreteGpu, IntegratedGpu, Cpu, …
-    pub device_type: String,
+    /// Discrete, integrated, virtual, or `Cpu` (a software rasteriser).
+    pub device_type: wgpu::DeviceType,
     /// Driver name and version as the driver reports them.
     pub driver: String,
     /// PCI vendor id.
@@ -65,6 +65,14 @@ pub struct AdapterSummary {
     pub max_invocations_per_workgroup: u32,
     /// `max_storage_buffers_per_shader_stage`.
     pub max_storage_buffers_per_stage: u32,
+}
+
+impl AdapterSummary {
+    /// Whether the adapter is a software rasteriser (lavapipe, llvmpipe):
+    /// the same CPU cores behind a GPU API.
+    pub fn is_software(&self) -> bool {
+        self.device_type == wgpu::DeviceType::Cpu
+    }
 }
 
 /// One input of a launch: a read-only storage buffer of `u32` words.
@@ -136,7 +144,7 @@ impl GpuContext {
         let summary = AdapterSummary {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),
-            device_type: format!("{:?}", info.device_type),
+            device_type: info.device_type,
             driver: format!("{} {}", info.driver, info.driver_info)
                 .trim()
                 .to_string(),

@@ -183,7 +183,7 @@ pub enum Loops {
 impl Loops {
     /// `Rolled` on a software (CPU) adapter, `Unrolled` otherwise.
     pub fn for_context(ctx: &GpuContext) -> Self {
-        if ctx.summary().device_type == "Cpu" {
+        if ctx.summary().is_software() {
             Loops::Rolled
         } else {
             Loops::Unrolled

@@ -29,7 +29,7 @@ pub fn summary_json(s: &AdapterSummary) -> Value {
     json!({
         "adapter": s.name,
         "backend": s.backend,
-        "device_type": s.device_type,
+        "device_type": format!("{:?}", s.device_type),
         "driver": s.driver,
         "vendor": format!("{:#06x}", s.vendor),
         "shader_int64": s.shader_int64,
