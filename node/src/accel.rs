@@ -17,7 +17,7 @@ use ark_bls12_381::{Fq, G1Affine as BlsAffine};
 use ark_bn254::{Fr as BnFr, G1Affine as BnAffine, G1Projective as BnProjective};
 use ark_ec::{AffineRepr, CurveGroup};
 use ark_ff::BigInt;
-use int_engine::crypto::bls::BlsG1Backend;
+use int_engine::crypto::bls::{BatchItem, BlsG1Backend};
 use int_gpu::{Accelerator, Work};
 use int_zk::batch::{CpuMsm, G1Msm};
 
@@ -61,18 +61,16 @@ impl GpuBls {
 impl BlsG1Backend for GpuBls {
     fn hash_scaled(
         &self,
-        msgs: &[&[u8]],
+        items: &[BatchItem<'_>],
         dst: &[u8],
         scalars: &[u64],
     ) -> Option<Vec<blst::blst_p1_affine>> {
-        let ctx = self.acc.gpu_for(Work::HashToG1, msgs.len())?;
+        let ctx = self.acc.gpu_for(Work::HashToG1, items.len())?;
         let run = || -> Result<Vec<blst::blst_p1_affine>, int_gpu::GpuError> {
-            let hashed = ctx.hash_to_g1(msgs, dst)?;
-            let rs: Vec<ark_bls12_381::Fr> = scalars
-                .iter()
-                .map(|r| ark_bls12_381::Fr::from(*r))
-                .collect();
-            let scaled = ctx.scale_each::<ark_bls12_381::g1::Config>(&hashed, &rs)?;
+            let msgs: Vec<&[u8]> = items.iter().map(|it| it.msg).collect();
+            let hashed = ctx.hash_to_g1(&msgs, dst)?;
+            let scaled =
+                ctx.scale_each::<ark_bls12_381::g1::Config>(&hashed, &bls_scalars(scalars))?;
             Ok(ark_bls12_381::G1Projective::normalize_batch(&scaled)
                 .iter()
                 .map(bls_to_blst)
@@ -83,22 +81,25 @@ impl BlsG1Backend for GpuBls {
             .ok()
     }
 
-    fn sig_sum(
-        &self,
-        sigs: &[blst::blst_p1_affine],
-        scalars: &[u64],
-    ) -> Option<blst::blst_p1_affine> {
-        let ctx = self.acc.gpu_for(Work::Msm, sigs.len())?;
-        let pts: Vec<BlsAffine> = sigs.iter().map(bls_from_blst).collect();
-        let rs: Vec<ark_bls12_381::Fr> = scalars
+    fn sig_sum(&self, items: &[BatchItem<'_>], scalars: &[u64]) -> Option<blst::blst_p1_affine> {
+        let ctx = self.acc.gpu_for(Work::Msm, items.len())?;
+        let pts: Vec<BlsAffine> = items
             .iter()
-            .map(|r| ark_bls12_381::Fr::from(*r))
+            .map(|it| bls_from_blst(&it.sig.to_affine()))
             .collect();
-        ctx.msm::<ark_bls12_381::g1::Config>(&pts, &rs)
+        ctx.msm::<ark_bls12_381::g1::Config>(&pts, &bls_scalars(scalars))
             .inspect_err(|e| tracing::warn!(error = %e, "GPU MSM failed; using the CPU"))
             .ok()
             .map(|p| bls_to_blst(&p.into_affine()))
     }
+}
+
+/// The 64-bit batch scalars as BLS12-381 scalar-field elements.
+fn bls_scalars(scalars: &[u64]) -> Vec<ark_bls12_381::Fr> {
+    scalars
+        .iter()
+        .map(|r| ark_bls12_381::Fr::from(*r))
+        .collect()
 }
 
 /// The GPU side of Groth16 batch verification (BN254 G1).
@@ -201,34 +202,28 @@ mod tests {
             .map(|i| tx_message(1, format!("gpu #{i}").as_bytes()))
             .collect();
         let sigs: Vec<_> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
-        let items = |msgs: &[Vec<u8>]| -> Vec<(usize, Vec<u8>)> {
-            msgs.iter().cloned().enumerate().collect()
+        // Checks the batch of all items over `msgs`: its verdict, and the
+        // items bisection names.
+        let check = |msgs: &[Vec<u8>]| {
+            let batch: Vec<BatchItem<'_>> = msgs
+                .iter()
+                .enumerate()
+                .map(|(i, m)| BatchItem {
+                    pk: &pks[i],
+                    msg: m,
+                    sig: &sigs[i],
+                })
+                .collect();
+            (
+                batch_verify_with(&batch, DST_SIG, &g1),
+                batch_verify_bisect_with(&batch, DST_SIG, &g1),
+            )
         };
-        let owned = items(&msgs);
-        let batch: Vec<BatchItem<'_>> = owned
-            .iter()
-            .map(|(i, m)| BatchItem {
-                pk: &pks[*i],
-                msg: m,
-                sig: &sigs[*i],
-            })
-            .collect();
-        assert!(batch_verify_with(&batch, DST_SIG, &g1));
-        assert!(batch_verify_bisect_with(&batch, DST_SIG, &g1).is_empty());
+        assert_eq!(check(&msgs), (true, vec![]));
         // Two tampered messages: the batch fails and bisection names them.
         msgs[3].push(1);
         msgs[17][0] ^= 1;
-        let owned = items(&msgs);
-        let batch: Vec<BatchItem<'_>> = owned
-            .iter()
-            .map(|(i, m)| BatchItem {
-                pk: &pks[*i],
-                msg: m,
-                sig: &sigs[*i],
-            })
-            .collect();
-        assert!(!batch_verify_with(&batch, DST_SIG, &g1));
-        assert_eq!(batch_verify_bisect_with(&batch, DST_SIG, &g1), vec![3, 17]);
+        assert_eq!(check(&msgs), (false, vec![3, 17]));
     }
 
     /// Groth16 batches with the GPU's `rᵢ·Aᵢ` pass when good and fail when

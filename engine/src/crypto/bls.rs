@@ -224,6 +224,12 @@ impl Signature {
         self.0.compress()
     }
 
+    /// The point as blst's affine coordinates (Montgomery limbs), for
+    /// backends that do G1 arithmetic elsewhere ([`BlsG1Backend`]).
+    pub fn to_affine(&self) -> blst::blst_p1_affine {
+        self.0.into()
+    }
+
     /// The G1 identity, which is the aggregate of no signatures.
     pub fn identity() -> Self {
         Signature(bls::Signature::from(blst::blst_p1_affine::default()))
@@ -296,21 +302,17 @@ pub fn batch_verify(items: &[BatchItem<'_>], dst: &[u8]) -> bool {
 /// must be exactly what the CPU computes; the batch's verdict does not
 /// depend on which side did the work.
 pub trait BlsG1Backend: Sync {
-    /// `[rᵢ·H(msgᵢ)]` under `dst` (RFC 9380 hash to G1), one affine point
-    /// per message, in order; `msgs` and `scalars` have equal lengths.
+    /// `[rᵢ·H(itemᵢ.msg)]` under `dst` (RFC 9380 hash to G1), one affine
+    /// point per item, in order; `scalars` has one entry per item.
     fn hash_scaled(
         &self,
-        msgs: &[&[u8]],
+        items: &[BatchItem<'_>],
         dst: &[u8],
         scalars: &[u64],
     ) -> Option<Vec<blst::blst_p1_affine>>;
 
-    /// `Σ rᵢ·σᵢ` (affine) for equal-length slices.
-    fn sig_sum(
-        &self,
-        sigs: &[blst::blst_p1_affine],
-        scalars: &[u64],
-    ) -> Option<blst::blst_p1_affine>;
+    /// `Σ rᵢ·itemᵢ.sig` (affine); `scalars` has one entry per item.
+    fn sig_sum(&self, items: &[BatchItem<'_>], scalars: &[u64]) -> Option<blst::blst_p1_affine>;
 }
 
 /// The CPU backend: declines everything, so blst does all the work.
@@ -318,10 +320,15 @@ pub trait BlsG1Backend: Sync {
 pub struct CpuG1;
 
 impl BlsG1Backend for CpuG1 {
-    fn hash_scaled(&self, _: &[&[u8]], _: &[u8], _: &[u64]) -> Option<Vec<blst::blst_p1_affine>> {
+    fn hash_scaled(
+        &self,
+        _: &[BatchItem<'_>],
+        _: &[u8],
+        _: &[u64],
+    ) -> Option<Vec<blst::blst_p1_affine>> {
         None
     }
-    fn sig_sum(&self, _: &[blst::blst_p1_affine], _: &[u64]) -> Option<blst::blst_p1_affine> {
+    fn sig_sum(&self, _: &[BatchItem<'_>], _: &[u64]) -> Option<blst::blst_p1_affine> {
         None
     }
 }
@@ -345,22 +352,17 @@ pub fn batch_verify_with(items: &[BatchItem<'_>], dst: &[u8], g1: &dyn BlsG1Back
     let chunk = items.len().div_ceil(threads);
     // The backend's hashes, when it takes them: the Miller loops then pair
     // each key with its ready point instead of hashing and scaling here.
-    let hashed: Option<Vec<blst::blst_p1_affine>> = {
-        let msgs: Vec<&[u8]> = items.iter().map(|it| it.msg).collect();
-        g1.hash_scaled(&msgs, dst, &rands)
-            .filter(|h| h.len() == items.len())
-    };
+    let hashed: Option<Vec<blst::blst_p1_affine>> = g1
+        .hash_scaled(items, dst, &rands)
+        .filter(|h| h.len() == items.len());
     let (sig_sum, parts) = rayon::join(
-        || {
-            let sigs: Vec<bls::Signature> = items.iter().map(|it| it.sig.0).collect();
-            let affine: Vec<blst::blst_p1_affine> = sigs.iter().map(|s| (*s).into()).collect();
-            match g1.sig_sum(&affine, &rands) {
-                Some(sum) => sum,
-                None => {
-                    let sum: blst::blst_p1_affine =
-                        sigs.mult(&scalars, RAND_BITS).to_signature().into();
-                    sum
-                }
+        || match g1.sig_sum(items, &rands) {
+            Some(sum) => sum,
+            None => {
+                let sigs: Vec<bls::Signature> = items.iter().map(|it| it.sig.0).collect();
+                let sum: blst::blst_p1_affine =
+                    sigs.mult(&scalars, RAND_BITS).to_signature().into();
+                sum
             }
         },
         || -> Option<Vec<blst::Pairing<'_>>> {
@@ -895,14 +897,15 @@ mod tests {
     impl BlsG1Backend for TakesAll {
         fn hash_scaled(
             &self,
-            msgs: &[&[u8]],
+            items: &[BatchItem<'_>],
             dst: &[u8],
             rs: &[u64],
         ) -> Option<Vec<blst::blst_p1_affine>> {
-            let out = msgs
+            let out = items
                 .iter()
                 .zip(rs)
-                .map(|(m, r)| {
+                .map(|(it, r)| {
+                    let m = it.msg;
                     let mut h = blst::blst_p1::default();
                     // SAFETY: valid pointers and lengths of live slices.
                     unsafe {
@@ -925,17 +928,13 @@ mod tests {
             Some(out)
         }
 
-        fn sig_sum(
-            &self,
-            sigs: &[blst::blst_p1_affine],
-            rs: &[u64],
-        ) -> Option<blst::blst_p1_affine> {
+        fn sig_sum(&self, items: &[BatchItem<'_>], rs: &[u64]) -> Option<blst::blst_p1_affine> {
             let mut acc = blst::blst_p1::default();
-            for (s, r) in sigs.iter().zip(rs) {
+            for (it, r) in items.iter().zip(rs) {
                 let mut p = blst::blst_p1::default();
                 // SAFETY: plain conversions and additions of valid points.
                 unsafe {
-                    blst::blst_p1_from_affine(&mut p, s);
+                    blst::blst_p1_from_affine(&mut p, &it.sig.to_affine());
                     let t = mul_u64(&p, *r);
                     blst::blst_p1_add_or_double(&mut acc, &acc, &t);
                 }
