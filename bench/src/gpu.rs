@@ -63,9 +63,6 @@ pub struct Row {
     pub cpu_ms: f64,
     /// `cpu_ms / gpu_ms`: above 1 the GPU is faster.
     pub speedup: f64,
-    /// Whether GPU and CPU gave the same result (always true, or the run
-    /// fails).
-    pub equal: bool,
 }
 
 /// The whole report.
@@ -140,7 +137,6 @@ fn row<T: PartialEq>(
         gpu_ms: gpu.0,
         cpu_ms: cpu.0,
         speedup: if gpu.0 > 0.0 { cpu.0 / gpu.0 } else { 0.0 },
-        equal: true,
     };
     eprintln!(
         "{:<22} n = {:>7}  gpu {:>10.3} ms  cpu {:>10.3} ms  cpu/gpu {:>6.3}",
@@ -149,15 +145,18 @@ fn row<T: PartialEq>(
     Ok(r)
 }
 
-/// `n` independent scalar multiplications `kᵢ·Pᵢ` by full-width scalars
-/// (the `rᵢ·Aᵢ` of a Groth16 batch), GPU beside arkworks on all cores.
-fn scale_rows<C: GpuCurve>(
+/// On `2^max_log` random points and scalars of curve `C` (named `curve`
+/// in the rows), at each size: `n` independent scalar multiplications
+/// `kᵢ·Pᵢ` by full-width scalars (the `rᵢ·Aᵢ` of a Groth16 batch) and one
+/// MSM, GPU beside arkworks on all cores.
+fn curve_rows<C: GpuCurve>(
     ctx: &GpuContext,
-    name: &str,
+    curve: &str,
     args: &GpuArgs,
     rng: &mut StdRng,
     rows: &mut Vec<Row>,
 ) -> Result<(), GpuBenchError> {
+    use rayon::prelude::*;
     let max = 1usize << args.max_log;
     // Random points as random multiples of the generator, normalised once.
     let g = Projective::<C>::from(C::GENERATOR);
@@ -172,29 +171,11 @@ fn scale_rows<C: GpuCurve>(
                 .map(|p| Projective::<C>::normalize_batch(&p))
         })?;
         let cpu = time(args.reps, || {
-            use rayon::prelude::*;
             let p: Vec<Projective<C>> = b.par_iter().zip(s).map(|(p, k)| *p * k).collect();
             Ok(Projective::<C>::normalize_batch(&p))
         })?;
-        rows.push(row(name, n, gpu, cpu)?);
+        rows.push(row(&format!("scale_each_{curve}"), n, gpu, cpu)?);
     }
-    Ok(())
-}
-
-/// MSMs of `n` random points, GPU beside arkworks' Pippenger on all
-/// cores.
-fn msm_rows<C: GpuCurve>(
-    ctx: &GpuContext,
-    name: &str,
-    args: &GpuArgs,
-    rng: &mut StdRng,
-    rows: &mut Vec<Row>,
-) -> Result<(), GpuBenchError> {
-    let max = 1usize << args.max_log;
-    let g = Projective::<C>::from(C::GENERATOR);
-    let proj: Vec<_> = (0..max).map(|_| g * C::ScalarField::rand(rng)).collect();
-    let bases: Vec<Affine<C>> = Projective::<C>::normalize_batch(&proj);
-    let scalars: Vec<C::ScalarField> = (0..max).map(|_| C::ScalarField::rand(rng)).collect();
     for log in args.min_log..=args.max_log {
         let n = 1usize << log;
         let (b, s) = (&bases[..n], &scalars[..n]);
@@ -202,7 +183,7 @@ fn msm_rows<C: GpuCurve>(
         let cpu = time(args.reps, || {
             int_gpu::msm_cpu::<C>(b, s).map(|p| p.into_affine())
         })?;
-        rows.push(row(name, n, gpu, cpu)?);
+        rows.push(row(&format!("msm_{curve}"), n, gpu, cpu)?);
     }
     Ok(())
 }
@@ -210,7 +191,7 @@ fn msm_rows<C: GpuCurve>(
 /// Hashing `n` distinct messages to BLS12-381 G1 under the node's
 /// signature DST, GPU (SSWU, isogeny, cofactor) beside the CPU.
 fn hash_rows(ctx: &GpuContext, args: &GpuArgs, rows: &mut Vec<Row>) -> Result<(), GpuBenchError> {
-    const DST: &[u8] = b"BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_POP_";
+    use int_engine::crypto::bls::DST_SIG as DST;
     let max = 1usize << args.max_log;
     let msgs: Vec<Vec<u8>> = (0..max)
         .map(|i| format!("transfer #{i}").into_bytes())
@@ -312,16 +293,8 @@ pub fn run(args: &GpuArgs) -> Result<GpuReport, GpuBenchError> {
         field_rows::<ark_bn254::Fq>(&portable, "bn254_fq", args, &mut rng, &mut rows)?;
         field_rows::<ark_bls12_381::Fq>(&portable, "bls12_381_fq", args, &mut rng, &mut rows)?;
     }
-    scale_rows::<ark_bn254::g1::Config>(&ctx, "scale_each_bn254_g1", args, &mut rng, &mut rows)?;
-    scale_rows::<ark_bls12_381::g1::Config>(
-        &ctx,
-        "scale_each_bls12_381_g1",
-        args,
-        &mut rng,
-        &mut rows,
-    )?;
-    msm_rows::<ark_bn254::g1::Config>(&ctx, "msm_bn254_g1", args, &mut rng, &mut rows)?;
-    msm_rows::<ark_bls12_381::g1::Config>(&ctx, "msm_bls12_381_g1", args, &mut rng, &mut rows)?;
+    curve_rows::<ark_bn254::g1::Config>(&ctx, "bn254_g1", args, &mut rng, &mut rows)?;
+    curve_rows::<ark_bls12_381::g1::Config>(&ctx, "bls12_381_g1", args, &mut rng, &mut rows)?;
     hash_rows(&ctx, args, &mut rows)?;
     poseidon_rows(&ctx, args, &mut rng, &mut rows)?;
     Ok(GpuReport {

@@ -107,7 +107,11 @@ impl Accelerator {
     pub fn open(accel: Accel, thresholds: Thresholds) -> Result<Self, GpuError> {
         let ctx = match accel {
             Accel::Cpu => None,
-            Accel::Gpu => Some(Arc::new(GpuContext::new(&GpuOptions::default())?)),
+            Accel::Gpu => {
+                let c = GpuContext::new(&GpuOptions::default())?;
+                warm_up(&c)?;
+                Some(Arc::new(c))
+            }
             Accel::Auto => match GpuContext::new(&GpuOptions::default()) {
                 Ok(c) if c.summary().is_software() => {
                     tracing::info!(
@@ -116,7 +120,13 @@ impl Accelerator {
                     );
                     None
                 }
-                Ok(c) => Some(Arc::new(c)),
+                Ok(c) => match warm_up(&c) {
+                    Ok(()) => Some(Arc::new(c)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "GPU failed its warm-up; batch verification on the CPU");
+                        None
+                    }
+                },
                 Err(e) => {
                     tracing::info!(error = %e, "no GPU adapter; batch verification on the CPU");
                     None
@@ -155,6 +165,35 @@ impl Accelerator {
             }
         }
     }
+}
+
+/// Compiles the kernels the verifiers use (hash to G1, the G1 kernels of
+/// both curves) by running each once on a tiny input whose answer is
+/// known, so that the first batch of a run does not wait for the shader
+/// compiler (seconds on a software adapter) and a device that computes
+/// wrong answers is refused at start ([`GpuError::BadOutput`]).
+fn warm_up(ctx: &GpuContext) -> Result<(), GpuError> {
+    tracing::info!(adapter = %ctx.summary().name, "compiling the GPU kernels");
+    let h = ctx.hash_to_g1(&[b"INT warm-up"], b"INT-GPU-WARM-UP")?;
+    let want = crate::hash_to_g1::hash_to_g1_cpu(&[b"INT warm-up"], b"INT-GPU-WARM-UP")?;
+    if h != want {
+        return Err(GpuError::BadOutput("hash_to_g1 (warm-up)"));
+    }
+    warm_up_curve::<ark_bn254::g1::Config>(ctx)?;
+    warm_up_curve::<ark_bls12_381::g1::Config>(ctx)
+}
+
+/// `1·G` by `scale_each` and `1·G + 2·G` by the MSM must give `G` and `3·G`.
+fn warm_up_curve<C: crate::GpuCurve>(ctx: &GpuContext) -> Result<(), GpuError> {
+    use ark_ec::AffineRepr;
+    let g = ark_ec::short_weierstrass::Affine::<C>::generator();
+    let (one, two) = (C::ScalarField::from(1u64), C::ScalarField::from(2u64));
+    let scaled = ctx.scale_each::<C>(&[g], &[one])?;
+    let sum = ctx.msm::<C>(&[g, g], &[one, two])?;
+    if scaled.as_slice() != [g.into_group()] || sum != g * C::ScalarField::from(3u64) {
+        return Err(GpuError::BadOutput("G1 kernels (warm-up)"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
