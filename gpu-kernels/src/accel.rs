@@ -70,7 +70,7 @@ impl Thresholds {
                 let n: usize = v
                     .trim()
                     .parse()
-                    .map_err(|_| GpuError::BadAccel(format!("{MIN_BATCH_ENV}={v}")))?;
+                    .map_err(|_| GpuError::BadMinBatch(v.clone()))?;
                 Ok(Self {
                     msm: n,
                     scale_each: n,

@@ -72,6 +72,9 @@ pub enum GpuError {
     /// An unknown `--accel` / `INT_ACCEL` value.
     #[error("unknown accelerator {0:?} (expected auto, cpu or gpu)")]
     BadAccel(String),
+    /// `INT_GPU_MIN_BATCH` is not a number of items.
+    #[error("INT_GPU_MIN_BATCH={0:?} is not a number of items")]
+    BadMinBatch(String),
 }
 
 /// Where batch arithmetic runs.

@@ -388,6 +388,10 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     if opts.block_ms == 0 {
         bail!("--block-ms must be at least 1");
     }
+    // Before anything is written: a bad INT_GPU_MIN_BATCH or `--accel gpu`
+    // without an adapter must not leave a fresh data directory behind.
+    let acc = Accelerator::open(opts.accel, Thresholds::from_env()?)?;
+    tracing::info!(accel = %acc.describe(), "batch verification");
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -480,8 +484,6 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         let head = chain.genesis_with_objects(&alloc, &objects, now_ms(), &validator)?;
         tracing::info!(accounts = head.accounts, root = %hex::encode(head.state_root), "genesis written");
     }
-    let acc = Accelerator::open(opts.accel, Thresholds::from_env()?)?;
-    tracing::info!(accel = %acc.describe(), "batch verification");
     let bls_g1 = GpuBls::new(acc.clone());
     let proofs = Groth16Intents::from_store(&store, chain_id)?
         .map(|v| Arc::new(v.with_msm(Arc::new(GpuGroth::new(acc.clone())))));
