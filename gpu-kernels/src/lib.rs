@@ -18,6 +18,7 @@ pub mod context;
 pub mod curve;
 pub mod field;
 pub mod hash_to_g1;
+pub mod limb13;
 pub mod msm;
 pub mod poseidon;
 
@@ -25,6 +26,7 @@ pub use accel::{Accelerator, MIN_BATCH_ENV, Thresholds, Work};
 pub use context::{AdapterSummary, BackendChoice, GpuContext, GpuOptions, WORKGROUP_SIZE};
 pub use curve::{CurveOp, GpuCurve, scale_each_cpu};
 pub use field::{FieldOp, FieldSpec, GpuField, MulPath};
+pub use limb13::{Layout13, mul_chain_cpu};
 pub use msm::{MsmConfig, msm_cpu};
 
 use std::str::FromStr;
