@@ -63,6 +63,12 @@ pub struct Row {
     pub cpu_ms: f64,
     /// `cpu_ms / gpu_ms`: above 1 the GPU is faster.
     pub speedup: f64,
+    /// `mul_chain_*` rows only: `gpu_ms` over the 32-bit baseline's on the
+    /// same `n` and `k` (the int64 path where the adapter has
+    /// `SHADER_INT64`, else the portable one); below 1 this limb layout is
+    /// faster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_32: Option<f64>,
 }
 
 /// The whole report.
@@ -137,6 +143,7 @@ fn row<T: PartialEq>(
         gpu_ms: gpu.0,
         cpu_ms: cpu.0,
         speedup: if gpu.0 > 0.0 { cpu.0 / gpu.0 } else { 0.0 },
+        vs_32: None,
     };
     eprintln!(
         "{:<22} n = {:>7}  gpu {:>10.3} ms  cpu {:>10.3} ms  cpu/gpu {:>6.3}",
@@ -249,7 +256,74 @@ fn field_rows<F: int_gpu::GpuField>(
     Ok(())
 }
 
-/// Runs the bench: field inversions on each multiply path, independent
+/// Multiplications per thread in the `mul_chain_*` rows: enough that the
+/// chain, not the upload and conversion, is most of the time.
+pub const CHAIN_K: u32 = 256;
+
+/// The limb-layout comparison: every thread computes `x ← x·y` `CHAIN_K`
+/// times, for `n = 2^min_log … 2^max_log`, in the 32-bit layout on the
+/// int64 path (when the adapter has it) and the portable path, and in the
+/// 13-bit layout (`int_gpu::limb13`), each checked equal to arkworks doing
+/// the same multiplications on all cores. `vs_32` is each layout's time
+/// over the first 32-bit row's.
+fn chain_rows<F: int_gpu::GpuField>(
+    ctx: &GpuContext,
+    name: &str,
+    args: &GpuArgs,
+    rng: &mut StdRng,
+    rows: &mut Vec<Row>,
+) -> Result<(), GpuBenchError> {
+    use int_gpu::MulPath;
+    let max = 1usize << args.max_log;
+    let x: Vec<F> = (0..max).map(|_| F::rand(rng)).collect();
+    let y: Vec<F> = (0..max).map(|_| F::rand(rng)).collect();
+    let k = CHAIN_K;
+    let mut layouts = Vec::new();
+    if ctx.int64() {
+        layouts.push(("int64-32", Some(MulPath::Int64)));
+    }
+    layouts.push(("portable-32", Some(MulPath::Portable)));
+    layouts.push(("13-bit", None));
+    for log in args.min_log..=args.max_log {
+        let n = 1usize << log;
+        let (x, y) = (&x[..n], &y[..n]);
+        let cpu = time(args.reps, || int_gpu::mul_chain_cpu(x, y, k))?;
+        let mut base = None;
+        for (layout, path) in &layouts {
+            let gpu = time(args.reps, || match path {
+                Some(path) => ctx.mul_chain_32(*path, x, y, k),
+                None => ctx.mul_chain_13(x, y, k),
+            })?;
+            let kernel = format!("mul_chain_{name}_{layout}");
+            if gpu.1 != cpu.1 {
+                return Err(GpuBenchError::Mismatch { kernel, n });
+            }
+            let base_ms = *base.get_or_insert(gpu.0);
+            let r = Row {
+                kernel,
+                n,
+                gpu_ms: gpu.0,
+                cpu_ms: cpu.0,
+                speedup: if gpu.0 > 0.0 { cpu.0 / gpu.0 } else { 0.0 },
+                vs_32: Some(if base_ms > 0.0 { gpu.0 / base_ms } else { 0.0 }),
+            };
+            eprintln!(
+                "{:<22} n = {:>7}  gpu {:>10.3} ms  cpu {:>10.3} ms  cpu/gpu {:>6.3}  vs 32-bit {:>6.3}  (k = {k})",
+                r.kernel,
+                r.n,
+                r.gpu_ms,
+                r.cpu_ms,
+                r.speedup,
+                r.vs_32.unwrap_or(0.0)
+            );
+            rows.push(r);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the bench: field inversions on each multiply path, the limb-layout
+/// comparison (`mul_chain_*`), independent
 /// scalar multiplications and MSMs on both curves, hashing to G1 and Poseidon
 /// (t = 3) at `2^min_log … 2^max_log`, GPU beside CPU.
 pub fn run(args: &GpuArgs) -> Result<GpuReport, GpuBenchError> {
@@ -293,6 +367,8 @@ pub fn run(args: &GpuArgs) -> Result<GpuReport, GpuBenchError> {
         field_rows::<ark_bn254::Fq>(&portable, "bn254_fq", args, &mut rng, &mut rows)?;
         field_rows::<ark_bls12_381::Fq>(&portable, "bls12_381_fq", args, &mut rng, &mut rows)?;
     }
+    chain_rows::<ark_bn254::Fq>(&ctx, "bn254_fq", args, &mut rng, &mut rows)?;
+    chain_rows::<ark_bls12_381::Fq>(&ctx, "bls12_381_fq", args, &mut rng, &mut rows)?;
     curve_rows::<ark_bn254::g1::Config>(&ctx, "bn254_g1", args, &mut rng, &mut rows)?;
     curve_rows::<ark_bls12_381::g1::Config>(&ctx, "bls12_381_g1", args, &mut rng, &mut rows)?;
     hash_rows(&ctx, args, &mut rows)?;

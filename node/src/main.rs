@@ -198,14 +198,22 @@ fn main() -> Result<ExitCode> {
                         report.shader_int64,
                         report.cpu_threads
                     );
+                    let w = report
+                        .rows
+                        .iter()
+                        .map(|r| r.kernel.len())
+                        .fold(26, usize::max);
                     println!(
-                        "{:<26} {:>8} {:>12} {:>12} {:>8}",
-                        "kernel", "n", "gpu_ms", "cpu_ms", "cpu/gpu"
+                        "{:<w$} {:>8} {:>12} {:>12} {:>8} {:>9}",
+                        "kernel", "n", "gpu_ms", "cpu_ms", "cpu/gpu", "vs 32-bit"
                     );
                     for r in &report.rows {
+                        // vs 32-bit: the mul_chain rows' time over the
+                        // 32-bit baseline layout's (blank elsewhere).
+                        let vs = r.vs_32.map(|v| format!("{v:.3}")).unwrap_or_default();
                         println!(
-                            "{:<26} {:>8} {:>12.3} {:>12.3} {:>8.3}",
-                            r.kernel, r.n, r.gpu_ms, r.cpu_ms, r.speedup
+                            "{:<w$} {:>8} {:>12.3} {:>12.3} {:>8.3} {:>9}",
+                            r.kernel, r.n, r.gpu_ms, r.cpu_ms, r.speedup, vs
                         );
                     }
                 }
