@@ -19,7 +19,11 @@
 //! - [`MulPath::Portable`]: four 16×16-bit partial products in `u32`, for
 //!   adapters without 64-bit integers (WebGPU, GL).
 //!
-//! See `gpu-kernels/README.md` for why 32-bit limbs and not 13-bit ones.
+//! The 13-bit layout of Derei and Koh (carry-free Montgomery, `u32` only)
+//! is in [`crate::limb13`], for measurement: `gpu-kernels/README.md` ("Limb
+//! layouts") has the figures and why the kernels use 32-bit limbs (int64
+//! where the adapter has it) and what moving the no-int64 case to 13-bit
+//! limbs would take.
 
 use ark_ff::{BigInt, Fp, MontBackend, MontConfig};
 
