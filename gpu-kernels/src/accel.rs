@@ -6,11 +6,14 @@
 //! on the same CPU cores, slower than native code, is closed at once) and
 //! the batch is at least the kernel's threshold ([`Thresholds`]); below it
 //! the upload, launch and readback cost more than the CPU's all-core
-//! arkworks/blst code. `Gpu` always uses the adapter, software or not
-//! (that is how the kernels are exercised on machines without a GPU).
+//! arkworks/blst code. The thresholds are measured when the GPU is opened
+//! ([`crate::calibrate`]) unless `INT_GPU_MIN_BATCH` or the caller sets
+//! them ([`ThresholdPolicy`]). `Gpu` always uses the adapter, software or
+//! not (that is how the kernels are exercised on machines without a GPU).
 
 use std::sync::Arc;
 
+use crate::calibrate::{self, CalibrateOptions, NEVER};
 use crate::{Accel, GpuContext, GpuError, GpuOptions};
 
 /// The kinds of batch work a verifier hands over.
@@ -26,14 +29,39 @@ pub enum Work {
     Poseidon,
 }
 
-/// Smallest batch `Auto` sends to a (hardware) GPU, per kind of work.
+impl Work {
+    /// Every kind, in the order reports list them.
+    pub const ALL: [Work; 4] = [Work::Msm, Work::ScaleEach, Work::HashToG1, Work::Poseidon];
+
+    /// The kind's name in reports and JSON (`msm`, `scale_each`,
+    /// `hash_to_g1`, `poseidon`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Work::Msm => "msm",
+            Work::ScaleEach => "scale_each",
+            Work::HashToG1 => "hash_to_g1",
+            Work::Poseidon => "poseidon",
+        }
+    }
+}
+
+impl std::fmt::Display for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Smallest batch `Auto` sends to a (hardware) GPU, per kind of work
+/// ([`calibrate::NEVER`]: no batch of that kind).
 ///
-/// These are estimates, not measurements: no GPU was available where the
-/// kernels were written. They come from the op-count model in
-/// `gpu-kernels/README.md` (a launch and its transfers cost tens of
-/// microseconds; the CPU does a BN254 mixed addition in about 0.2 µs per
-/// core), and `int bench gpu` on a machine with a GPU measures the real
-/// crossover. Override them with [`Thresholds::from_env`].
+/// `Accelerator::open` measures them on the adapter it opens
+/// ([`ThresholdPolicy::Measure`], [`crate::calibrate`]); `int gpu calibrate`
+/// prints the same measurement. [`Thresholds::default`] is the fallback
+/// for when no measurement runs (`INT_GPU_MIN_BATCH` unset and the
+/// calibration failed, or a caller that fixes them): those values are
+/// estimates from the op-count model in `gpu-kernels/README.md` (a launch
+/// and its transfers cost tens of microseconds; the CPU does a BN254 mixed
+/// addition in about 0.2 µs per core), not measurements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Thresholds {
     /// Points per MSM.
@@ -81,7 +109,8 @@ impl Thresholds {
         }
     }
 
-    fn of(&self, work: Work) -> usize {
+    /// The threshold of `work`.
+    pub fn of(&self, work: Work) -> usize {
         match work {
             Work::Msm => self.msm,
             Work::ScaleEach => self.scale_each,
@@ -91,12 +120,67 @@ impl Thresholds {
     }
 }
 
+/// Where [`Accelerator::open`] takes its thresholds from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThresholdPolicy {
+    /// Measure them when `Auto` opens a hardware adapter (after the
+    /// warm-up, [`CalibrateOptions::default`]); [`Thresholds::default`]
+    /// wherever no measurement runs.
+    Measure,
+    /// From `INT_GPU_MIN_BATCH` ([`ThresholdPolicy::from_env`]).
+    Env(Thresholds),
+    /// Fixed by the caller.
+    Given(Thresholds),
+}
+
+impl ThresholdPolicy {
+    /// `Env` with `INT_GPU_MIN_BATCH` for every kind when it is set,
+    /// `Measure` when it is not; an error for a value that is not a number.
+    pub fn from_env() -> Result<Self, GpuError> {
+        match std::env::var_os(MIN_BATCH_ENV) {
+            None => Ok(Self::Measure),
+            Some(_) => Thresholds::from_env().map(Self::Env),
+        }
+    }
+}
+
+impl From<Thresholds> for ThresholdPolicy {
+    fn from(t: Thresholds) -> Self {
+        Self::Given(t)
+    }
+}
+
+/// Where the thresholds in use came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThresholdSource {
+    /// Measured on this adapter when it was opened.
+    Measured,
+    /// `INT_GPU_MIN_BATCH`.
+    Env,
+    /// Given by the caller.
+    Given,
+    /// [`Thresholds::default`] (the estimates): nothing was measured.
+    Defaults,
+}
+
+impl std::fmt::Display for ThresholdSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ThresholdSource::Measured => "measured",
+            ThresholdSource::Env => "set by INT_GPU_MIN_BATCH",
+            ThresholdSource::Given => "set by the caller",
+            ThresholdSource::Defaults => "defaults (estimates, not measured)",
+        })
+    }
+}
+
 /// The accelerator choice of a node, with its GPU when it has one.
 #[derive(Clone, Debug)]
 pub struct Accelerator {
     accel: Accel,
     ctx: Option<Arc<GpuContext>>,
     thresholds: Thresholds,
+    source: ThresholdSource,
 }
 
 impl Accelerator {
@@ -104,7 +188,13 @@ impl Accelerator {
     /// opens any adapter (a software one too) and without one is
     /// [`GpuError::NoAdapter`]; `Auto` keeps a hardware adapter and
     /// otherwise stays on the CPU (no adapter, or only a software one).
-    pub fn open(accel: Accel, thresholds: Thresholds) -> Result<Self, GpuError> {
+    ///
+    /// `thresholds` is a [`ThresholdPolicy`] (or fixed [`Thresholds`]):
+    /// under `Measure`, `Auto` with a hardware adapter calibrates it once
+    /// here, after the warm-up (seconds), and logs what it found; a failed
+    /// calibration closes the GPU like a failed warm-up.
+    pub fn open(accel: Accel, thresholds: impl Into<ThresholdPolicy>) -> Result<Self, GpuError> {
+        let policy = thresholds.into();
         let ctx = match accel {
             Accel::Cpu => None,
             Accel::Gpu => {
@@ -133,11 +223,50 @@ impl Accelerator {
                 }
             },
         };
-        Ok(Self {
+        let (mut ctx, thresholds, source) = match policy {
+            ThresholdPolicy::Env(t) => (ctx, t, ThresholdSource::Env),
+            ThresholdPolicy::Given(t) => (ctx, t, ThresholdSource::Given),
+            ThresholdPolicy::Measure => (ctx, Thresholds::default(), ThresholdSource::Defaults),
+        };
+        let mut acc = Self {
             accel,
-            ctx,
+            ctx: None,
             thresholds,
-        })
+            source,
+        };
+        let measured = match (accel, policy, &ctx) {
+            (Accel::Auto, ThresholdPolicy::Measure, Some(c)) => {
+                Some(calibrate::calibrate_all(c, &CalibrateOptions::default()))
+            }
+            _ => None,
+        };
+        match measured {
+            None => {}
+            Some(Ok(cals)) => {
+                acc.thresholds = calibrate::thresholds(&cals);
+                acc.source = ThresholdSource::Measured;
+                for cal in &cals {
+                    tracing::info!(
+                        work = %cal.work,
+                        kernel = cal.kernel,
+                        threshold = %threshold_text(cal.threshold),
+                        sizes = cal.rows.len(),
+                        "GPU threshold measured"
+                    );
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "GPU calibration failed; batch verification on the CPU");
+                ctx = None;
+            }
+        }
+        acc.ctx = ctx;
+        Ok(acc)
+    }
+
+    /// The thresholds in use and where they came from.
+    pub fn thresholds(&self) -> (Thresholds, ThresholdSource) {
+        (self.thresholds, self.source)
     }
 
     /// The context to run `n` items of `work` on, or `None` for the CPU:
@@ -152,18 +281,38 @@ impl Accelerator {
         }
     }
 
-    /// One line for logs and reports: `cpu`, or the adapter and backend.
+    /// One line for logs and reports: `cpu`, or the adapter and backend;
+    /// under `Auto` with a GPU also the thresholds and whether they were
+    /// measured or set (by `INT_GPU_MIN_BATCH`, the caller, or the
+    /// defaults).
     pub fn describe(&self) -> String {
         match &self.ctx {
             None => format!("{}: cpu", self.accel),
             Some(c) => {
                 let s = c.summary();
-                format!(
+                let head = format!(
                     "{}: {} ({}, {:?})",
                     self.accel, s.name, s.backend, s.device_type
-                )
+                );
+                if self.accel != Accel::Auto {
+                    return head;
+                }
+                let t: Vec<String> = Work::ALL
+                    .iter()
+                    .map(|w| format!("{w} {}", threshold_text(self.thresholds.of(*w))))
+                    .collect();
+                format!("{head}, thresholds {}: {}", self.source, t.join(", "))
             }
         }
+    }
+}
+
+/// `≥ n`, or `never` for [`NEVER`].
+pub fn threshold_text(n: usize) -> String {
+    if n == NEVER {
+        "never".into()
+    } else {
+        format!("≥ {n}")
     }
 }
 
@@ -206,6 +355,19 @@ mod tests {
         assert!(a.is_ok_and(
             |a| a.gpu_for(Work::Msm, usize::MAX).is_none() && a.describe() == "cpu: cpu"
         ));
+    }
+
+    #[test]
+    fn policy_from_thresholds_is_given() {
+        let t = Thresholds::default();
+        assert_eq!(ThresholdPolicy::from(t), ThresholdPolicy::Given(t));
+        let a = Accelerator::open(Accel::Cpu, t);
+        assert!(a.is_ok_and(|a| a.thresholds() == (t, ThresholdSource::Given)));
+        // Nothing to measure without a GPU: the defaults, said so.
+        let a = Accelerator::open(Accel::Cpu, ThresholdPolicy::Measure);
+        assert!(a.is_ok_and(|a| a.thresholds() == (t, ThresholdSource::Defaults)));
+        assert_eq!(threshold_text(NEVER), "never");
+        assert_eq!(threshold_text(64), "≥ 64");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! `Gpu` insists (and is an error without an adapter).
 
 pub mod accel;
+pub mod calibrate;
 pub mod context;
 pub mod curve;
 pub mod field;
@@ -22,7 +23,8 @@ pub mod limb13;
 pub mod msm;
 pub mod poseidon;
 
-pub use accel::{Accelerator, MIN_BATCH_ENV, Thresholds, Work};
+pub use accel::{Accelerator, MIN_BATCH_ENV, ThresholdPolicy, ThresholdSource, Thresholds, Work};
+pub use calibrate::{CalRow, CalibrateOptions, Calibration, calibrate, calibrate_all, crossover};
 pub use context::{AdapterSummary, BackendChoice, GpuContext, GpuOptions, WORKGROUP_SIZE};
 pub use curve::{CurveOp, GpuCurve, scale_each_cpu};
 pub use field::{FieldOp, FieldSpec, GpuField, MulPath};
@@ -74,6 +76,15 @@ pub enum GpuError {
     /// An unknown `--accel` / `INT_ACCEL` value.
     #[error("unknown accelerator {0:?} (expected auto, cpu or gpu)")]
     BadAccel(String),
+    /// GPU and CPU computed different results for the same input (a
+    /// kernel or device fault, found while calibrating).
+    #[error("{what} at n = {n}: the GPU's result differs from the CPU's")]
+    Mismatch {
+        /// The kernel.
+        what: &'static str,
+        /// The batch size.
+        n: usize,
+    },
     /// `INT_GPU_MIN_BATCH` is not a number of items.
     #[error("INT_GPU_MIN_BATCH={0:?} is not a number of items")]
     BadMinBatch(String),

@@ -34,7 +34,7 @@ use int_schemas::{AccountId, PayloadSpec};
 use int_systems::bpk::{self, Groth16Intents};
 use int_systems::{BpkPlugin, LedgerPlugin};
 
-use int_gpu::{Accelerator, Thresholds};
+use int_gpu::{Accelerator, ThresholdPolicy};
 
 use crate::accel::{GpuBls, GpuGroth};
 use crate::bpk_sim::{self, Sim, SimStats};
@@ -390,7 +390,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     }
     // Before anything is written: a bad INT_GPU_MIN_BATCH or `--accel gpu`
     // without an adapter must not leave a fresh data directory behind.
-    let acc = Accelerator::open(opts.accel, Thresholds::from_env()?)?;
+    let acc = Accelerator::open(opts.accel, ThresholdPolicy::from_env()?)?;
     tracing::info!(accel = %acc.describe(), "batch verification");
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -151,3 +151,93 @@ fn devnet_verifies_on_the_gpu() {
     assert!(v["txs_ok"].as_u64().is_some_and(|n| n > 0), "{v}");
     assert_eq!(v["rejected"], 0, "{v}");
 }
+
+#[test]
+fn gpu_calibrate_reports_rows_and_thresholds() {
+    // Bad options are a clear error before any adapter is looked for.
+    let (_, stderr) = common::run(&["gpu", "calibrate", "--min-log", "5", "--max-log", "4"], 1);
+    assert!(stderr.contains("min-log ≤ max-log"), "{stderr}");
+    let args = [
+        "gpu",
+        "calibrate",
+        "--json",
+        "--min-log",
+        "3",
+        "--max-log",
+        "5",
+        "--reps",
+        "1",
+    ];
+    let out = int(&args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let v: serde_json::Value = match serde_json::from_str(stdout.trim()) {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "`int {}` printed no JSON ({e}):\n{stdout}\n{stderr}",
+            args.join(" ")
+        ),
+    };
+    match out.status.code() {
+        Some(0) => {}
+        Some(1) => {
+            assert!(v["adapter"].is_null(), "{v}");
+            assert!(stderr.contains("no GPU adapter"), "{stderr}");
+            assert!(!require_gpu(), "INT_REQUIRE_GPU=1 but no adapter: {stderr}");
+            eprintln!("\n*** SKIPPED: no adapter ***\n");
+            return;
+        }
+        other => panic!("`int {}` exited {other:?}:\n{stderr}", args.join(" ")),
+    }
+    assert!(v["adapter"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    assert!(v["software"].as_bool().is_some(), "{v}");
+    let kinds = v["kinds"].as_array().expect("kinds");
+    let works: Vec<&str> = kinds.iter().filter_map(|k| k["work"].as_str()).collect();
+    assert_eq!(
+        works,
+        ["msm", "scale_each", "hash_to_g1", "poseidon"],
+        "{v}"
+    );
+    for k in kinds {
+        // The default budget is far above these sizes: every one is measured.
+        let sizes: Vec<u64> = k["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .filter_map(|r| r["n"].as_u64())
+            .collect();
+        assert_eq!(sizes, [8, 16, 32], "{k}");
+        for r in k["rows"].as_array().expect("rows") {
+            let (g, c) = (r["gpu_ms"].as_f64(), r["cpu_ms"].as_f64());
+            assert!(
+                g.is_some_and(|g| g > 0.0) && c.is_some_and(|c| c > 0.0),
+                "{r}"
+            );
+            assert_eq!(
+                r["gpu_faster"].as_bool(),
+                g.zip(c).map(|(g, c)| g < c),
+                "{r}"
+            );
+        }
+        // The threshold is a measured size or null (never), and the same in
+        // the summary.
+        let t = &k["threshold"];
+        assert!(
+            t.is_null() || sizes.contains(&t.as_u64().unwrap_or(0)),
+            "{k}"
+        );
+        assert_eq!(
+            &v["thresholds"][k["work"].as_str().expect("work")],
+            t,
+            "{v}"
+        );
+        // A threshold means the GPU won there and at every larger size.
+        if let Some(t) = t.as_u64() {
+            for r in k["rows"].as_array().expect("rows") {
+                if r["n"].as_u64().is_some_and(|n| n >= t) {
+                    assert_eq!(r["gpu_faster"], true, "{k}");
+                }
+            }
+        }
+    }
+}
