@@ -1,12 +1,14 @@
 //! The GPU context: one adapter and device, the features and limits that
 //! shape the kernels, compiled pipelines cached by name, and the one way
-//! kernels are launched (upload, dispatch, read back).
+//! kernels are launched: upload, dispatch, read back, with outputs that
+//! may stay on the device as the next kernel's input ([`DeviceWords`]).
 //!
 //! Everything here blocks the calling thread (wgpu's futures are driven
 //! with `pollster`); the node calls it from its verification workers, never
 //! from an async runtime.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
@@ -78,6 +80,52 @@ impl AdapterSummary {
 /// One input of a launch: a read-only storage buffer of `u32` words.
 pub type Words<'a> = &'a [u32];
 
+/// `u32` words that live in a storage buffer on the device: an upload, or
+/// the output of a [`GpuContext::dispatch`]. Dropping it frees the buffer
+/// once the queue no longer needs it.
+#[derive(Debug)]
+pub struct DeviceWords {
+    buffer: wgpu::Buffer,
+    words: usize,
+}
+
+impl DeviceWords {
+    /// Number of `u32` words.
+    pub fn len(&self) -> usize {
+        self.words
+    }
+
+    /// Whether it holds no words.
+    pub fn is_empty(&self) -> bool {
+        self.words == 0
+    }
+}
+
+/// One input of a [`GpuContext::dispatch`]: words on the host (uploaded
+/// for this launch) or already on the device.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg<'a> {
+    /// Host words, copied to the device by the dispatch.
+    Host(&'a [u32]),
+    /// A buffer already on the device: no copy.
+    Device(&'a DeviceWords),
+}
+
+impl Arg<'_> {
+    /// Number of `u32` words.
+    pub fn len(&self) -> usize {
+        match self {
+            Arg::Host(w) => w.len(),
+            Arg::Device(d) => d.words,
+        }
+    }
+
+    /// Whether it holds no words.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// An open GPU: device, queue and the pipeline cache. Cheap to share
 /// (`Arc`); pipelines are compiled on first use and kept.
 pub struct GpuContext {
@@ -91,6 +139,37 @@ pub struct GpuContext {
     /// takes to compile a curve kernel. Our callers wait here instead,
     /// without a limit. `None` on the native backends (no such lock).
     gl_serial: Option<Mutex<()>>,
+    /// Running totals of what crossed the bus (see [`TransferStats`]).
+    uploaded_bytes: AtomicU64,
+    read_bytes: AtomicU64,
+    dispatches: AtomicU64,
+}
+
+/// What a [`GpuContext`] has moved and launched since it was opened:
+/// the host-to-device and device-to-host bytes and the kernel launches.
+/// On a discrete GPU every byte crosses PCIe (about 25 GB/s each way on
+/// PCIe 4.0 x16, so 1 MB costs about 40 µs), which is why the MSM keeps
+/// its intermediates on the device; take the difference of two snapshots
+/// to see what one call cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferStats {
+    /// Bytes uploaded (kernel inputs).
+    pub uploaded_bytes: u64,
+    /// Bytes read back (kernel outputs).
+    pub read_bytes: u64,
+    /// Kernel launches.
+    pub dispatches: u64,
+}
+
+impl std::ops::Sub for TransferStats {
+    type Output = TransferStats;
+    fn sub(self, earlier: TransferStats) -> TransferStats {
+        TransferStats {
+            uploaded_bytes: self.uploaded_bytes.saturating_sub(earlier.uploaded_bytes),
+            read_bytes: self.read_bytes.saturating_sub(earlier.read_bytes),
+            dispatches: self.dispatches.saturating_sub(earlier.dispatches),
+        }
+    }
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -168,6 +247,9 @@ impl GpuContext {
             summary,
             pipelines: Mutex::new(HashMap::new()),
             gl_serial: (opts.backend == BackendChoice::Gl).then(|| Mutex::new(())),
+            uploaded_bytes: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
+            dispatches: AtomicU64::new(0),
         })
     }
 
@@ -182,6 +264,15 @@ impl GpuContext {
     /// The adapter, its backend, features and limits.
     pub fn summary(&self) -> &AdapterSummary {
         &self.summary
+    }
+
+    /// Bytes moved and kernels launched so far (all threads together).
+    pub fn transfer_stats(&self) -> TransferStats {
+        TransferStats {
+            uploaded_bytes: self.uploaded_bytes.load(Ordering::Relaxed),
+            read_bytes: self.read_bytes.load(Ordering::Relaxed),
+            dispatches: self.dispatches.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether kernels use 64-bit integers (`SHADER_INT64`).
@@ -243,7 +334,8 @@ impl GpuContext {
         Ok(p)
     }
 
-    /// Runs `pipeline` over `threads` invocations and returns its output.
+    /// Runs `pipeline` over `threads` invocations and returns its output:
+    /// [`GpuContext::dispatch`] of host inputs, then [`GpuContext::read`].
     ///
     /// Bindings of group 0, in order: `inputs` as read-only storage
     /// buffers (`@binding(0)` …), then the output, a read-write storage
@@ -259,13 +351,64 @@ impl GpuContext {
         output_words: usize,
         threads: u32,
     ) -> Result<Vec<u32>, GpuError> {
-        let _gl = self.exclusive();
+        let args: Vec<Arg<'_>> = inputs.iter().map(|w| Arg::Host(w)).collect();
+        let out = self.dispatch(pipeline, &args, output_words, threads)?;
+        self.read(&out)
+    }
+
+    /// Copies `words` into a new storage buffer on the device, for kernels
+    /// that share an input or chain their outputs ([`Arg::Device`]).
+    pub fn upload(&self, words: &[u32]) -> Result<DeviceWords, GpuError> {
         let max_words = self.max_binding_words();
-        for (i, w) in inputs.iter().enumerate() {
-            if w.len() > max_words {
+        if words.len() > max_words {
+            return Err(GpuError::TooLarge {
+                what: "upload".into(),
+                words: words.len(),
+                max_words,
+            });
+        }
+        let _gl = self.exclusive();
+        Ok(self.upload_unlocked(words))
+    }
+
+    fn upload_unlocked(&self, words: &[u32]) -> DeviceWords {
+        // wgpu refuses zero-sized bindings; an empty input becomes one word.
+        let pad = [0u32; 1];
+        let data: &[u32] = if words.is_empty() { &pad } else { words };
+        self.uploaded_bytes
+            .fetch_add(4 * data.len() as u64, Ordering::Relaxed);
+        let buffer = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("int-gpu input"),
+                contents: bytemuck::cast_slice(data),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            });
+        DeviceWords {
+            buffer,
+            words: words.len(),
+        }
+    }
+
+    /// Submits `pipeline` over `threads` invocations and returns its
+    /// output buffer without waiting for it: the result stays on the
+    /// device, to be the input of the next kernel or [`GpuContext::read`]
+    /// back. The queue runs submissions in order, so a later dispatch that
+    /// takes this output sees it complete. Bindings as in
+    /// [`GpuContext::launch`]; host inputs are uploaded first.
+    pub fn dispatch(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        inputs: &[Arg<'_>],
+        output_words: usize,
+        threads: u32,
+    ) -> Result<DeviceWords, GpuError> {
+        let max_words = self.max_binding_words();
+        for (i, a) in inputs.iter().enumerate() {
+            if a.len() > max_words {
                 return Err(GpuError::TooLarge {
                     what: format!("input {i}"),
-                    words: w.len(),
+                    words: a.len(),
                     max_words,
                 });
             }
@@ -277,19 +420,14 @@ impl GpuContext {
                 max_words,
             });
         }
+        let _gl = self.exclusive();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        // wgpu refuses zero-sized bindings; an empty input becomes one word.
-        let pad = [0u32; 1];
-        let buffers: Vec<wgpu::Buffer> = inputs
+        // Host inputs are uploaded here; device ones are bound as they are.
+        let bound: Vec<std::borrow::Cow<'_, wgpu::Buffer>> = inputs
             .iter()
-            .map(|w| {
-                let data: &[u32] = if w.is_empty() { &pad } else { w };
-                self.device
-                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some("int-gpu input"),
-                        contents: bytemuck::cast_slice(data),
-                        usage: wgpu::BufferUsages::STORAGE,
-                    })
+            .map(|a| match a {
+                Arg::Host(w) => std::borrow::Cow::Owned(self.upload_unlocked(w).buffer),
+                Arg::Device(d) => std::borrow::Cow::Borrowed(&d.buffer),
             })
             .collect();
         let out_bytes = (output_words.max(1) * 4) as u64;
@@ -299,14 +437,8 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("int-gpu readback"),
-            size: out_bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         let layout = pipeline.get_bind_group_layout(0);
-        let mut entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+        let mut entries: Vec<wgpu::BindGroupEntry<'_>> = bound
             .iter()
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry {
@@ -344,12 +476,37 @@ impl GpuContext {
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(gx, gy, 1);
         }
-        enc.copy_buffer_to_buffer(&output, 0, &staging, 0, out_bytes);
         self.queue.submit([enc.finish()]);
+        self.dispatches.fetch_add(1, Ordering::Relaxed);
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Device(err.to_string()));
         }
-        self.read_back(&staging, output_words)
+        Ok(DeviceWords {
+            buffer: output,
+            words: output_words,
+        })
+    }
+
+    /// Waits for the work that writes `buf` and copies its words to the
+    /// host.
+    pub fn read(&self, buf: &DeviceWords) -> Result<Vec<u32>, GpuError> {
+        let _gl = self.exclusive();
+        let bytes = (buf.words.max(1) * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("int-gpu readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("int-gpu readback"),
+            });
+        enc.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, bytes);
+        self.read_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.queue.submit([enc.finish()]);
+        self.read_back(&staging, buf.words)
     }
 
     /// Maps `staging` and copies its first `words` words out.

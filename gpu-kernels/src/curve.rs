@@ -42,7 +42,7 @@ use ark_ec::{AffineRepr, CurveGroup};
 use ark_ff::{AdditiveGroup, BigInteger, Field, PrimeField, Zero};
 
 use crate::field::{self, FieldSpec, GpuField, MulPath};
-use crate::{GpuContext, GpuError};
+use crate::{Arg, DeviceWords, GpuContext, GpuError};
 
 /// A G1 group the kernels support: a short-Weierstrass curve with `a = 0`
 /// over a [`GpuField`], with a small integer `b`.
@@ -357,7 +357,8 @@ pub(crate) enum Mode {
     Double = 2,
     /// `−A[i]`.
     Neg = 3,
-    /// `B[i]·A[i]`: `A` affine, `B` scalars (`SW` words each).
+    /// `B[i]·A[i]`: `A` affine, `B` scalars (`SW` words each), over their
+    /// low `params[2]` bits.
     Scale = 4,
     /// MSM bucket segments: thread `t` sums the affine bases
     /// `A[v & 0x7fffffff]` (negated when `v`'s top bit is set) for the
@@ -435,7 +436,9 @@ fn g1_kernel<C: GpuCurve>(kernel: Kernel, path: MulPath, loops: Loops) -> String
         case 4u: {
             qx = load_a(2u * L * t);
             qy = load_a(2u * L * t + L);
-            steps = select(64u * SW, 0u, $f_is_zero(qx) && $f_is_zero(qy));
+            // Two steps per bit, from bit params[2] − 1 (the longest
+            // scalar of the launch) down.
+            steps = select(2u * min(params[2], 32u * SW), 0u, $f_is_zero(qx) && $f_is_zero(qy));
         }
         default: { base = ix[t]; steps = ix[t + 1u] - base; }"#,
             r#"
@@ -444,7 +447,7 @@ fn g1_kernel<C: GpuCurve>(kernel: Kernel, path: MulPath, loops: Loops) -> String
                 // Double-and-add from the top bit: even steps double, odd
                 // steps add when the bit is set.
                 if ((s & 1u) == 1u) {
-                    let bit = 32u * SW - 1u - s / 2u;
+                    let bit = min(params[2], 32u * SW) - 1u - s / 2u;
                     if (((pb[SW * t + bit / 32u] >> (bit % 32u)) & 1u) == 0u) { continue; }
                     formula = 1u;
                 }
@@ -583,6 +586,25 @@ impl GpuContext {
         extra: &[u32],
         threads: usize,
     ) -> Result<Vec<u32>, GpuError> {
+        let [a, b, i] = inputs;
+        let out = self.g1_dispatch::<C>(
+            mode,
+            [Arg::Host(a), Arg::Host(b), Arg::Host(i)],
+            extra,
+            threads,
+        )?;
+        self.read(&out)
+    }
+
+    /// [`GpuContext::g1_launch`] whose inputs may already be on the device
+    /// and whose output stays there (the MSM chains its steps this way).
+    pub(crate) fn g1_dispatch<C: GpuCurve>(
+        &self,
+        mode: Mode,
+        inputs: [Arg<'_>; 3],
+        extra: &[u32],
+        threads: usize,
+    ) -> Result<DeviceWords, GpuError> {
         let path = mul_path(self);
         let loops = Loops::for_context(self);
         let kernel = mode.kernel();
@@ -598,7 +620,7 @@ impl GpuContext {
         let per_thread = if mode == Mode::Ranges { 2 } else { 1 };
         let out_words = threads * per_thread * 3 * C::BaseField::LIMBS;
         let [a, b, i] = inputs;
-        self.launch(&pipeline, &[a, b, i, &params], out_words, n)
+        self.dispatch(&pipeline, &[a, b, i, Arg::Host(&params)], out_words, n)
     }
 
     /// Element-wise `op` over `a` and `b` (equal lengths; `b` is ignored by
@@ -640,8 +662,9 @@ impl GpuContext {
         Ok(out)
     }
 
-    /// `kᵢ·Pᵢ` for each pair: n independent scalar multiplications by
-    /// full-width scalars (double-and-add, one thread each), e.g. the
+    /// `kᵢ·Pᵢ` for each pair: n independent scalar multiplications
+    /// (double-and-add over as many bits as the launch's longest scalar
+    /// has, one thread each), e.g. the
     /// random multipliers `rᵢ·Aᵢ` of a Groth16 batch or `rᵢ·H(mᵢ)` of a BLS
     /// batch. Identity points give the identity.
     pub fn scale_each<C: GpuCurve>(
@@ -662,7 +685,15 @@ impl GpuContext {
             let mut wk = Vec::with_capacity(ck.len() * sw);
             cp.iter().for_each(|p| C::push_affine(p, &mut wp));
             ck.iter().for_each(|k| C::push_scalar(k, &mut wk));
-            let words = self.g1_launch::<C>(Mode::Scale, [&wp, &wk, &[]], &[], cp.len())?;
+            // Double-and-add over the longest scalar's bits only: the
+            // 64-bit multipliers of a BLS batch cost a quarter of a
+            // full-width scalar.
+            let bits = ck
+                .iter()
+                .map(|k| k.into_bigint().num_bits())
+                .max()
+                .unwrap_or(0);
+            let words = self.g1_launch::<C>(Mode::Scale, [&wp, &wk, &[]], &[bits], cp.len())?;
             points_from_words(&words, "g1", &mut out)?;
         }
         Ok(out)

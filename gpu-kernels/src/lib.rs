@@ -25,7 +25,10 @@ pub mod poseidon;
 
 pub use accel::{Accelerator, MIN_BATCH_ENV, ThresholdPolicy, ThresholdSource, Thresholds, Work};
 pub use calibrate::{CalRow, CalibrateOptions, Calibration, calibrate, calibrate_all, crossover};
-pub use context::{AdapterSummary, BackendChoice, GpuContext, GpuOptions, WORKGROUP_SIZE};
+pub use context::{
+    AdapterSummary, Arg, BackendChoice, DeviceWords, GpuContext, GpuOptions, TransferStats,
+    WORKGROUP_SIZE,
+};
 pub use curve::{CurveOp, GpuCurve, scale_each_cpu};
 pub use field::{FieldOp, FieldSpec, GpuField, MulPath};
 pub use limb13::{Layout13, mul_chain_cpu};

@@ -26,19 +26,30 @@
 //!    running sum, over the ranges) and combines windows by Horner's rule
 //!    with `c` doublings each.
 //!
-//! Points at infinity in the input are skipped, as are zero digits. Inputs
-//! larger than one buffer binding are cut into chunks of points whose
-//! segment sums meet again in step 4. Everything is integer arithmetic and
-//! deterministic: the same inputs give the same words.
+//! Steps 1 and 2 run on all cores (digits per point, then a counting sort
+//! per window). Steps 3–5 keep every intermediate on the device: each
+//! launch's output buffer is the next one's input, the last merge pass
+//! also scatters the sums into dense buckets (one thread per bucket), and
+//! only the range sums of step 5 are read back. Inputs larger than one
+//! buffer binding (or a forced [`MsmConfig::chunk`]) take the host path
+//! instead: chunks of points whose segment sums are read back, meet again
+//! in step 4 on the host's bucket order, and are uploaded again as dense
+//! buckets.
+//!
+//! Points at infinity in the input are skipped, as are zero digits.
+//! Everything is integer arithmetic and deterministic: the same inputs
+//! give the same words.
 
 use ark_ec::scalar_mul::variable_base::VariableBaseMSM;
 use ark_ec::short_weierstrass::{Affine, Projective};
 use ark_ec::{AdditiveGroup, AffineRepr};
 use ark_ff::{PrimeField, Zero};
 
+use rayon::prelude::*;
+
 use crate::curve::{GpuCurve, Mode};
 use crate::field::GpuField;
-use crate::{GpuContext, GpuError};
+use crate::{Arg, GpuContext, GpuError};
 
 /// The largest window: `2^15` buckets per window.
 pub const MAX_WINDOW: u32 = 16;
@@ -131,21 +142,178 @@ fn bits_at(k: &[u64], start: u32, c: u32) -> u32 {
 /// `k = Σ dⱼ·2^(c·j)`. Returns the carry out of the last window, which is
 /// zero whenever `k < 2^(c·windows − 1)`.
 pub fn signed_digits(k: &[u64], c: u32, windows: u32, out: &mut Vec<i32>) -> u32 {
+    let at = out.len();
+    out.resize(at + windows as usize, 0);
+    signed_digits_into(k, c, &mut out[at..])
+}
+
+/// [`signed_digits`] into `out`, one digit per element (`out.len()`
+/// windows).
+fn signed_digits_into(k: &[u64], c: u32, out: &mut [i32]) -> u32 {
     let c = c.clamp(1, MAX_WINDOW);
     let half = 1i64 << (c - 1);
     let full = 1i64 << c;
     let mut carry = 0i64;
-    for w in 0..windows {
-        let raw = i64::from(bits_at(k, w * c, c)) + carry;
+    for (w, d) in out.iter_mut().enumerate() {
+        let raw = i64::from(bits_at(k, w as u32 * c, c)) + carry;
         if raw > half {
-            out.push((raw - full) as i32);
+            *d = (raw - full) as i32;
             carry = 1;
         } else {
-            out.push(raw as i32);
+            *d = raw as i32;
             carry = 0;
         }
     }
     carry as u32
+}
+
+/// Steps 1 and 2 for a run of points: the entries (point index, sign in
+/// the top bit) sorted by bucket, and where each bucket starts.
+struct Sorted {
+    /// `point | negative << 31`, bucket by bucket.
+    entries: Vec<u32>,
+    /// `start[b]..start[b + 1]` are bucket `b`'s entries (`W·M + 1`
+    /// offsets; bucket `b = window·M + |d| − 1`).
+    start: Vec<u32>,
+}
+
+/// Digits of every point (all cores), then a counting sort per window
+/// (one window per task; windows' runs are contiguous, so the tasks
+/// write disjoint ranges). Points at infinity get no entries.
+fn sort_points<C: GpuCurve>(
+    pts: &[Affine<C>],
+    ks: &[C::ScalarField],
+    c: u32,
+    w: u32,
+) -> Result<Sorted, GpuError> {
+    // The sign takes the top bit of an entry.
+    if pts.len() >= 1 << 31 {
+        return Err(GpuError::TooLarge {
+            what: "msm points".into(),
+            words: pts.len(),
+            max_words: (1 << 31) - 1,
+        });
+    }
+    let wu = w as usize;
+    let m = 1usize << (c - 1);
+    let mut digits = vec![0i32; pts.len() * wu];
+    digits
+        .par_chunks_mut(wu.max(1))
+        .zip(pts.par_iter().zip(ks.par_iter()))
+        .try_for_each(|(d, (p, k))| {
+            // Zeros (no entries) for the identity.
+            if p.is_zero() || signed_digits_into(k.into_bigint().as_ref(), c, d) == 0 {
+                Ok(())
+            } else {
+                // Impossible for a field element below 2^bits.
+                Err(GpuError::BadOutput("msm digits"))
+            }
+        })?;
+    let per_window: Vec<(Vec<u32>, Vec<u32>)> = (0..wu)
+        .into_par_iter()
+        .map(|j| {
+            // count[|d|] then prefix sums: start of bucket |d| − 1.
+            let mut start = vec![0u32; m + 1];
+            for d in digits.iter().skip(j).step_by(wu) {
+                if *d != 0 {
+                    start[d.unsigned_abs() as usize] += 1;
+                }
+            }
+            for b in 1..=m {
+                start[b] += start[b - 1];
+            }
+            let mut next = start.clone();
+            let mut entries = vec![0u32; start[m] as usize];
+            for (i, d) in digits.iter().skip(j).step_by(wu).enumerate() {
+                if *d != 0 {
+                    let b = d.unsigned_abs() as usize - 1;
+                    // i < 2^31, checked above.
+                    entries[next[b] as usize] = i as u32 | (u32::from(*d < 0) << 31);
+                    next[b] += 1;
+                }
+            }
+            (start, entries)
+        })
+        .collect();
+    drop(digits);
+    let total: usize = per_window.iter().map(|(_, e)| e.len()).sum();
+    let mut entries = Vec::with_capacity(total);
+    let mut start = Vec::with_capacity(wu * m + 1);
+    for (s, e) in &per_window {
+        let base = to_u32(entries.len(), "msm entries")?;
+        start.extend(s[..m].iter().map(|x| base + x));
+        entries.extend_from_slice(e);
+    }
+    start.push(to_u32(total, "msm entries")?);
+    Ok(Sorted { entries, start })
+}
+
+/// Segments of at most `seg` entries within each bucket: their start
+/// offsets (and the end of the last) and their buckets.
+fn segments(start: &[u32], seg: usize) -> Result<(Vec<u32>, Vec<u32>), GpuError> {
+    let seg = seg.max(1);
+    let mut offs = Vec::new();
+    let mut seg_bucket = Vec::new();
+    for (b, run) in start.windows(2).enumerate() {
+        let (s, e) = (run[0] as usize, run[1] as usize);
+        let mut at = s;
+        while at < e {
+            offs.push(to_u32(at, "msm entries")?);
+            seg_bucket.push(to_u32(b, "msm buckets")?);
+            at = (at + seg).min(e);
+        }
+    }
+    offs.push(*start.last().unwrap_or(&0));
+    Ok((offs, seg_bucket))
+}
+
+/// Runs of equal buckets in `bucket` (sorted), cut every `seg`: the
+/// `(first, end)` of each group, and whether any bucket had more than
+/// `seg` sums.
+fn groups(bucket: &[u32], seg: usize) -> (Vec<(usize, usize)>, bool) {
+    let mut out = Vec::new();
+    let mut over = false;
+    let mut i = 0;
+    while i < bucket.len() {
+        let mut e = i + 1;
+        while e < bucket.len() && bucket[e] == bucket[i] {
+            e += 1;
+        }
+        over |= e - i > seg;
+        let mut at = i;
+        while at < e {
+            let end = (at + seg).min(e);
+            out.push((at, end));
+            at = end;
+        }
+        i = e;
+    }
+    (out, over)
+}
+
+/// The windows' `Σ_k k·B_k` from the `Ranges` output (`S_0, T_0, S_1,
+/// T_1, …`, `r` ranges of `range` buckets per window):
+/// `Σ k·B_k = Σ_j T_j + range·Σ_j j·S_j`, the second sum by the running-
+/// sum trick over the ranges.
+fn combine_ranges<C: GpuCurve>(
+    pts: &[Projective<C>],
+    r: usize,
+    range: usize,
+    sums: &mut Vec<Projective<C>>,
+) {
+    for win in pts.chunks_exact(2 * r) {
+        let mut t_sum = Projective::<C>::zero();
+        let mut running = Projective::<C>::zero();
+        let mut weighted = Projective::<C>::zero();
+        for j in (0..r).rev() {
+            t_sum += win[2 * j + 1];
+            if j > 0 {
+                running += win[2 * j];
+                weighted += running;
+            }
+        }
+        sums.push(t_sum + weighted * C::ScalarField::from(range as u64));
+    }
 }
 
 /// `Σ kᵢ·Pᵢ` on the CPU (arkworks' `msm_unchecked`): the reference of
@@ -214,29 +382,35 @@ impl GpuContext {
         } else {
             cfg.chunk.min(fit)
         };
-        let mut partials = Partials {
-            bucket: Vec::new(),
-            words: Vec::new(),
+        let window_sums = if bases.len() <= chunk
+            && let Some(sums) = self.msm_resident::<C>(bases, scalars, &cfg, w)?
+        {
+            sums
+        } else {
+            let mut partials = Partials {
+                bucket: Vec::new(),
+                words: Vec::new(),
+            };
+            for (pts, ks) in bases.chunks(chunk).zip(scalars.chunks(chunk)) {
+                self.msm_segments(pts, ks, &cfg, w, &mut partials)?;
+            }
+            if partials.bucket.is_empty() {
+                return Ok(Projective::zero());
+            }
+            let partials = self.msm_merge::<C>(partials, cfg.segment)?;
+            // Dense buckets, identity where empty: (0 : 1 : 0).
+            let mut identity = Vec::with_capacity(3 * l);
+            C::push_projective(&Projective::zero(), &mut identity);
+            let mut dense = Vec::with_capacity(w as usize * m * 3 * l);
+            for _ in 0..w as usize * m {
+                dense.extend_from_slice(&identity);
+            }
+            for (i, b) in partials.bucket.iter().enumerate() {
+                let at = *b as usize * 3 * l;
+                dense[at..at + 3 * l].copy_from_slice(&partials.words[i * 3 * l..(i + 1) * 3 * l]);
+            }
+            self.msm_windows::<C>(&dense, w as usize, m, cfg.range as usize)?
         };
-        for (pts, ks) in bases.chunks(chunk).zip(scalars.chunks(chunk)) {
-            self.msm_segments(pts, ks, &cfg, w, &mut partials)?;
-        }
-        if partials.bucket.is_empty() {
-            return Ok(Projective::zero());
-        }
-        let partials = self.msm_merge::<C>(partials, cfg.segment)?;
-        // Dense buckets, identity where empty: (0 : 1 : 0).
-        let mut identity = Vec::with_capacity(3 * l);
-        C::push_projective(&Projective::zero(), &mut identity);
-        let mut dense = Vec::with_capacity(w as usize * m * 3 * l);
-        for _ in 0..w as usize * m {
-            dense.extend_from_slice(&identity);
-        }
-        for (i, b) in partials.bucket.iter().enumerate() {
-            let at = *b as usize * 3 * l;
-            dense[at..at + 3 * l].copy_from_slice(&partials.words[i * 3 * l..(i + 1) * 3 * l]);
-        }
-        let window_sums = self.msm_windows::<C>(&dense, w as usize, m, cfg.range as usize)?;
         // Horner over windows, most significant first.
         let mut acc = Projective::<C>::zero();
         for s in window_sums.iter().rev() {
@@ -248,8 +422,130 @@ impl GpuContext {
         Ok(acc)
     }
 
-    /// Steps 1–3 for one chunk of points: digits, counting sort, segments,
-    /// and the segment sums (appended to `out`, sorted by bucket).
+    /// Steps 1–5 with every intermediate on the device: the bases, entries
+    /// and segment offsets go up once, each step's output is the next
+    /// step's input, and only the windows' range sums (`2·R` points per
+    /// window) come back. The last merge pass also lays the buckets out
+    /// densely (a thread per bucket of every window, summing at most
+    /// `segment` partials; an empty bucket sums nothing and is the
+    /// identity), so the host never sees a bucket.
+    ///
+    /// `Ok(None)` when some step's buffer would not fit one binding; the
+    /// caller then runs the chunked host path.
+    fn msm_resident<C: GpuCurve>(
+        &self,
+        bases: &[Affine<C>],
+        scalars: &[C::ScalarField],
+        cfg: &MsmConfig,
+        w: u32,
+    ) -> Result<Option<Vec<Projective<C>>>, GpuError> {
+        let c = cfg.window;
+        let m = 1usize << (c - 1);
+        let l3 = 3 * C::BaseField::LIMBS;
+        let wu = w as usize;
+        let range = cfg.range as usize;
+        let r = m.div_ceil(range);
+        let seg = cfg.segment as usize;
+        let sorted = sort_points(bases, scalars, c, w)?;
+        let (offs, mut bucket) = segments(&sorted.start, seg)?;
+        if bucket.is_empty() {
+            return Ok(Some(vec![Projective::zero(); wu]));
+        }
+        let max_words = self.max_binding_words();
+        let biggest = [
+            bases.len() * 2 * C::BaseField::LIMBS,
+            sorted.entries.len(),
+            offs.len(),
+            bucket.len() * l3,
+            wu * m * l3,
+            wu * m + 1,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        if biggest > max_words {
+            return Ok(None);
+        }
+        let mut words = Vec::with_capacity(bases.len() * 2 * C::BaseField::LIMBS);
+        bases.iter().for_each(|p| C::push_affine(p, &mut words));
+        let bases_dev = self.upload(&words)?;
+        drop(words);
+        let entries_dev = self.upload(&sorted.entries)?;
+        let mut sums = self.g1_dispatch::<C>(
+            Mode::Segments,
+            [
+                Arg::Device(&bases_dev),
+                Arg::Device(&entries_dev),
+                Arg::Host(&offs),
+            ],
+            &[],
+            bucket.len(),
+        )?;
+        drop((bases_dev, entries_dev));
+        // Step 4 while a bucket has more than `seg` sums; each pass
+        // divides the largest run by `seg` (≥ 2), so at most ⌈log₂ n⌉.
+        let seg2 = seg.max(2);
+        let mut passes = 0u32;
+        loop {
+            let (gs, over) = groups(&bucket, seg2);
+            if !over {
+                break;
+            }
+            passes += 1;
+            assert!(passes <= usize::BITS, "msm merge does not converge");
+            let mut go = Vec::with_capacity(gs.len() + 1);
+            for g in &gs {
+                go.push(to_u32(g.0, "msm groups")?);
+            }
+            go.push(to_u32(bucket.len(), "msm groups")?);
+            sums = self.g1_dispatch::<C>(
+                Mode::Groups,
+                [Arg::Device(&sums), Arg::Host(&[]), Arg::Host(&go)],
+                &[],
+                gs.len(),
+            )?;
+            bucket = gs.iter().map(|g| bucket[g.0]).collect();
+        }
+        // Dense pass: bucket t sums the partials [I[t], I[t + 1]).
+        let mut dense_offs = Vec::with_capacity(wu * m + 1);
+        let mut at = 0usize;
+        for t in 0..wu * m {
+            while at < bucket.len() && (bucket[at] as usize) < t {
+                at += 1;
+            }
+            dense_offs.push(to_u32(at, "msm buckets")?);
+        }
+        dense_offs.push(to_u32(bucket.len(), "msm buckets")?);
+        let dense = self.g1_dispatch::<C>(
+            Mode::Groups,
+            [Arg::Device(&sums), Arg::Host(&[]), Arg::Host(&dense_offs)],
+            &[],
+            wu * m,
+        )?;
+        drop(sums);
+        let params = [
+            to_u32(m, "msm buckets")?,
+            to_u32(range, "msm range")?,
+            to_u32(r, "msm ranges")?,
+        ];
+        let out = self.g1_dispatch::<C>(
+            Mode::Ranges,
+            [Arg::Device(&dense), Arg::Host(&[]), Arg::Host(&[])],
+            &params,
+            wu * r,
+        )?;
+        let words = self.read(&out)?;
+        let mut pts = Vec::with_capacity(2 * wu * r);
+        crate::curve::points_from_words::<C>(&words, "msm ranges", &mut pts)?;
+        let mut window_sums = Vec::with_capacity(wu);
+        combine_ranges(&pts, r, range, &mut window_sums);
+        assert_eq!(window_sums.len(), wu);
+        Ok(Some(window_sums))
+    }
+
+    /// Steps 1–3 for one chunk of points on the host path: digits,
+    /// counting sort, segments, and the segment sums read back (appended
+    /// to `out`, sorted by bucket).
     fn msm_segments<C: GpuCurve>(
         &self,
         pts: &[Affine<C>],
@@ -258,63 +554,12 @@ impl GpuContext {
         w: u32,
         out: &mut Partials,
     ) -> Result<(), GpuError> {
-        let c = cfg.window;
-        let m = 1usize << (c - 1);
         let l = C::BaseField::LIMBS;
-        let wu = w as usize;
-        // Digits of every point (zeros for the identity).
-        let mut digits = Vec::with_capacity(pts.len() * wu);
-        for (p, k) in pts.iter().zip(ks) {
-            if p.is_zero() {
-                digits.extend(std::iter::repeat_n(0, wu));
-                continue;
-            }
-            let big = k.into_bigint();
-            if signed_digits(big.as_ref(), c, w, &mut digits) != 0 {
-                // Impossible for a field element below 2^bits.
-                return Err(GpuError::BadOutput("msm digits"));
-            }
-        }
-        // Counting sort by bucket = window·M + |d| − 1.
-        let mut start = vec![0u32; wu * m + 1];
-        for (j, d) in digits.iter().enumerate() {
-            if *d != 0 {
-                start[(j % wu) * m + d.unsigned_abs() as usize] += 1;
-            }
-        }
-        for b in 1..start.len() {
-            start[b] += start[b - 1];
-        }
-        let total = start[wu * m] as usize;
-        if total == 0 {
+        let sorted = sort_points(pts, ks, cfg.window, w)?;
+        let (offs, seg_bucket) = segments(&sorted.start, cfg.segment as usize)?;
+        if seg_bucket.is_empty() {
             return Ok(());
         }
-        // start[b] is now the end of bucket b − 1 = the start of bucket b.
-        let mut next = start.clone();
-        let mut entries = vec![0u32; total];
-        for (j, d) in digits.iter().enumerate() {
-            if *d != 0 {
-                let b = (j % wu) * m + d.unsigned_abs() as usize - 1;
-                let point = to_u32(j / wu, "msm point index")?;
-                entries[next[b] as usize] = point | (u32::from(*d < 0) << 31);
-                next[b] += 1;
-            }
-        }
-        drop(digits);
-        // Segments of at most `segment` entries within each bucket.
-        let seg = cfg.segment as usize;
-        let mut offs = Vec::new();
-        let mut seg_bucket = Vec::new();
-        for b in 0..wu * m {
-            let (s, e) = (start[b] as usize, start[b + 1] as usize);
-            let mut at = s;
-            while at < e {
-                offs.push(to_u32(at, "msm entries")?);
-                seg_bucket.push(to_u32(b, "msm buckets")?);
-                at = (at + seg).min(e);
-            }
-        }
-        offs.push(to_u32(total, "msm entries")?);
         let mut bases = Vec::with_capacity(pts.len() * 2 * l);
         pts.iter().for_each(|p| C::push_affine(p, &mut bases));
         // One launch per run of segments whose sums fit one binding.
@@ -325,7 +570,7 @@ impl GpuContext {
             let s1 = (s0 + per_launch).min(nseg);
             let words = self.g1_launch::<C>(
                 Mode::Segments,
-                [&bases, &entries, &offs[s0..=s1]],
+                [&bases, &sorted.entries, &offs[s0..=s1]],
                 &[],
                 s1 - s0,
             )?;
@@ -336,8 +581,8 @@ impl GpuContext {
         Ok(())
     }
 
-    /// Step 4: sums partials of the same bucket, at most `segment` per
-    /// thread, until each bucket has one.
+    /// Step 4 on the host path: sums partials of the same bucket, at most
+    /// `segment` per thread, until each bucket has one.
     fn msm_merge<C: GpuCurve>(
         &self,
         mut cur: Partials,
@@ -360,27 +605,12 @@ impl GpuContext {
             };
         }
         loop {
-            // Groups: runs of one bucket, cut every `seg` sums.
-            let mut groups: Vec<(usize, usize)> = Vec::new();
-            let mut multi = false;
-            let mut i = 0;
-            while i < cur.bucket.len() {
-                let mut e = i + 1;
-                while e < cur.bucket.len() && cur.bucket[e] == cur.bucket[i] {
-                    e += 1;
-                }
-                multi |= e - i > 1;
-                let mut at = i;
-                while at < e {
-                    let end = (at + seg).min(e);
-                    groups.push((at, end));
-                    at = end;
-                }
-                i = e;
-            }
-            if !multi {
+            // Done when every bucket has one sum (the buckets are sorted).
+            if cur.bucket.windows(2).all(|p| p[0] != p[1]) {
                 return Ok(cur);
             }
+            // Groups: runs of one bucket, cut every `seg` sums.
+            let (groups, _) = groups(&cur.bucket, seg);
             let mut next = Partials {
                 bucket: groups.iter().map(|g| cur.bucket[g.0]).collect(),
                 words: Vec::with_capacity(groups.len() * l3),
@@ -413,8 +643,8 @@ impl GpuContext {
         }
     }
 
-    /// Step 5: `Σ_k k·B_k` of each window from the dense buckets (`w`
-    /// windows of `m`), ranges of `range` buckets on the GPU.
+    /// Step 5 on the host path: `Σ_k k·B_k` of each window from the dense
+    /// buckets (`w` windows of `m`), ranges of `range` buckets on the GPU.
     fn msm_windows<C: GpuCurve>(
         &self,
         dense: &[u32],
@@ -444,20 +674,7 @@ impl GpuContext {
             )?;
             let mut pts = Vec::with_capacity(2 * (w1 - w0) * r);
             crate::curve::points_from_words::<C>(&words, "msm ranges", &mut pts)?;
-            for win in pts.chunks_exact(2 * r) {
-                // win = S_0, T_0, S_1, T_1, …; Σ k·B_k = Σ T_j + range·Σ j·S_j.
-                let mut t_sum = Projective::<C>::zero();
-                let mut running = Projective::<C>::zero();
-                let mut weighted = Projective::<C>::zero();
-                for j in (0..r).rev() {
-                    t_sum += win[2 * j + 1];
-                    if j > 0 {
-                        running += win[2 * j];
-                        weighted += running;
-                    }
-                }
-                sums.push(t_sum + weighted * C::ScalarField::from(range as u64));
-            }
+            combine_ranges(&pts, r, range, &mut sums);
             w0 = w1;
         }
         Ok(sums)
@@ -509,6 +726,74 @@ mod tests {
         assert_eq!(recompose(&d, 7), (1i128 << 64) + 5);
         assert_eq!(bits_at(&k, 62, 4), 0b0100);
         assert_eq!(bits_at(&k, 200, 4), 0);
+    }
+
+    /// The parallel sort against the definition: every non-zero digit of
+    /// every finite point is one entry in its bucket, with its sign;
+    /// entries of a bucket in point order; identity points have none.
+    #[test]
+    fn sort_points_matches_digits() {
+        use ark_ec::CurveGroup;
+        use ark_ff::UniformRand;
+        use rand::SeedableRng;
+        type C = ark_bn254::g1::Config;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let n = 300;
+        let mut pts: Vec<Affine<C>> = Projective::<C>::normalize_batch(
+            &(0..n)
+                .map(|_| Projective::rand(&mut rng))
+                .collect::<Vec<_>>(),
+        );
+        pts[3] = Affine::identity();
+        let mut ks: Vec<ark_bn254::Fr> = (0..n).map(|_| ark_bn254::Fr::rand(&mut rng)).collect();
+        ks[5] = ark_bn254::Fr::from(0u64);
+        ks[6] = -ark_bn254::Fr::from(1u64);
+        for c in [1u32, 4, 9, 13] {
+            let w = windows(254, c);
+            let m = 1usize << (c - 1);
+            let sorted = sort_points(&pts, &ks, c, w).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(sorted.start.len(), w as usize * m + 1);
+            let mut want: Vec<Vec<u32>> = vec![Vec::new(); w as usize * m];
+            for (i, (p, k)) in pts.iter().zip(&ks).enumerate() {
+                if p.is_zero() {
+                    continue;
+                }
+                let mut d = Vec::new();
+                assert_eq!(signed_digits(k.into_bigint().as_ref(), c, w, &mut d), 0);
+                for (j, x) in d.iter().enumerate() {
+                    if *x != 0 {
+                        let b = j * m + x.unsigned_abs() as usize - 1;
+                        want[b].push(i as u32 | (u32::from(*x < 0) << 31));
+                    }
+                }
+            }
+            for (b, es) in want.iter().enumerate() {
+                let (s, e) = (sorted.start[b] as usize, sorted.start[b + 1] as usize);
+                assert_eq!(&sorted.entries[s..e], &es[..], "c = {c}, bucket {b}");
+            }
+            assert_eq!(
+                *sorted.start.last().unwrap_or(&0) as usize,
+                sorted.entries.len()
+            );
+        }
+    }
+
+    #[test]
+    fn segments_and_groups_bound_the_work() {
+        // Buckets of 0, 5, 1 and 17 entries; segments of at most 4.
+        let start = [0u32, 0, 5, 6, 23];
+        let (offs, bucket) = segments(&start, 4).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(offs, [0, 4, 5, 6, 10, 14, 18, 22, 23]);
+        assert_eq!(bucket, [1, 1, 2, 3, 3, 3, 3, 3]);
+        assert!(offs.windows(2).all(|p| p[1] - p[0] <= 4 && p[1] > p[0]));
+        // Groups of at most 3 sums of one bucket; bucket 3 has 5 > 3.
+        let (gs, over) = groups(&bucket, 3);
+        assert_eq!(gs, [(0, 2), (2, 3), (3, 6), (6, 8)]);
+        assert!(over);
+        let (gs, over) = groups(&bucket, 5);
+        assert_eq!(gs, [(0, 2), (2, 3), (3, 8)]);
+        assert!(!over);
+        assert_eq!(groups(&[], 2), (vec![], false));
     }
 
     #[test]

@@ -68,6 +68,26 @@ fn check_scale<C: GpuCurve>(ctx: &GpuContext, label: &str) {
     for i in 0..n {
         assert_eq!(got[i], want[i], "{label} {} scale at {i}", C::PREFIX);
     }
+    // Short scalars only (the 64-bit multipliers of a BLS batch): the
+    // launch walks only their bits; 2^63 and 2^64 − 1 bound the length,
+    // 1 and 0 are the shortest; then a launch of zeros alone.
+    let mut r = rng(13);
+    let mut short: Vec<C::ScalarField> = (0..n)
+        .map(|_| C::ScalarField::from(u64::rand(&mut r)))
+        .collect();
+    short[0] = C::ScalarField::from(1u64 << 63);
+    short[1] = C::ScalarField::from(u64::MAX);
+    short[2] = C::ScalarField::one();
+    short[3] = C::ScalarField::zero();
+    let got = ctx
+        .scale_each(&pts, &short)
+        .unwrap_or_else(|e| panic!("{label} {} short scale_each: {e}", C::PREFIX));
+    assert_eq!(got, scale_each_cpu(&pts, &short).unwrap_or_default());
+    let zeros = vec![C::ScalarField::zero(); 4];
+    let got = ctx
+        .scale_each(&pts[..4], &zeros)
+        .unwrap_or_else(|e| panic!("{label} {} zero scale_each: {e}", C::PREFIX));
+    assert!(got.iter().all(|p| p.is_zero()), "{label} {}", C::PREFIX);
 }
 
 /// Element-wise ops and `scale_each` of `C` on one context.

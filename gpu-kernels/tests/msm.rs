@@ -2,7 +2,10 @@
 //! machine has: sizes 0 to a few thousand, identity bases, cancelling
 //! points, scalars 0, 1, r − 1 and high bits, all-equal scalars (one bucket
 //! per window, split into many segments), forced windows from 1 to 12 bits
-//! and inputs cut into several chunks.
+//! and inputs cut into several chunks. Unchunked inputs take the
+//! device-resident path (every intermediate stays on the GPU); a forced
+//! `chunk` takes the host path (segment sums read back and merged), so
+//! both are checked.
 //!
 //! One test per curve and context, so each stays well under 30 s on
 //! lavapipe (compiling the two G1 kernels is most of it).
@@ -85,6 +88,10 @@ fn check<C: GpuCurve>(ctx: &GpuContext) {
     let r1 = vec![-C::ScalarField::one(); 600];
     same(ctx, "all r − 1", &bases, &r1, Some(cfg));
     same(ctx, "all r − 1, default", &bases, &r1, None);
+    // The same on the chunked host path (each chunk's segment sums come
+    // back to the host and meet in its merge).
+    cfg.chunk = 250;
+    same(ctx, "equal scalars in chunks", &bases, &[k; 600], Some(cfg));
     // Forced windows, narrow to wide, with small ranges.
     let ks = edge_scalars::<C::ScalarField>(300, 50);
     for (window, range) in [(1, 1), (2, 1), (5, 3), (8, 7), (12, 64)] {
@@ -144,6 +151,45 @@ fn bls12_381_msm_portable() {
 #[test]
 fn bls12_381_msm_gl() {
     with_ctx("gl", |_, c| check::<ark_bls12_381::g1::Config>(c));
+}
+
+/// The device-resident path moves the inputs up once and reads back only
+/// the windows' range sums (`2·R` points per window) in three launches;
+/// the chunked host path reads every segment sum back and uploads the
+/// dense buckets again. Byte counts are exact, so this cannot drift.
+#[test]
+fn bn254_msm_resident_transfers() {
+    type C = ark_bn254::g1::Config;
+    let Some(ctx) = common::fresh_native() else {
+        return;
+    };
+    let n = 3000;
+    let bases = random_bases::<C>(n, 80);
+    let mut r = rng(81);
+    let ks: Vec<ark_bn254::Fr> = (0..n).map(|_| ark_bn254::Fr::rand(&mut r)).collect();
+    let cfg = MsmConfig::for_size(n, 254);
+    let before = ctx.transfer_stats();
+    same(&ctx, "resident", &bases, &ks, Some(cfg));
+    let resident = ctx.transfer_stats() - before;
+    let w = int_gpu::msm::windows(254, cfg.window) as u64;
+    let r = (1u64 << (cfg.window - 1)).div_ceil(u64::from(cfg.range));
+    let point_bytes = 3 * 8 * 4;
+    assert_eq!(resident.read_bytes, 2 * w * r * point_bytes, "{resident:?}");
+    assert_eq!(resident.dispatches, 3, "{resident:?}");
+    let mut chunked = cfg;
+    chunked.chunk = n / 2;
+    let before = ctx.transfer_stats();
+    same(&ctx, "chunked", &bases, &ks, Some(chunked));
+    let host = ctx.transfer_stats() - before;
+    eprintln!("MSM of {n} BN254 points: resident {resident:?}, chunked host path {host:?}");
+    assert!(
+        resident.read_bytes * 4 < host.read_bytes,
+        "{resident:?} {host:?}"
+    );
+    assert!(
+        resident.uploaded_bytes < host.uploaded_bytes,
+        "{resident:?} {host:?}"
+    );
 }
 
 /// 2¹⁸ points (the size the chunking is for); minutes on lavapipe, so

@@ -15,6 +15,10 @@ fn require_gpu() -> bool {
 }
 
 fn open(opts: GpuOptions, what: &str) -> Option<&'static GpuContext> {
+    open_owned(opts, what).map(|c| &*Box::leak(Box::new(c)))
+}
+
+fn open_owned(opts: GpuOptions, what: &str) -> Option<GpuContext> {
     match GpuContext::new(&opts) {
         Ok(ctx) => {
             let s = ctx.summary();
@@ -22,7 +26,7 @@ fn open(opts: GpuOptions, what: &str) -> Option<&'static GpuContext> {
                 "GPU tests on {} ({}, shader_int64: {})",
                 s.name, s.backend, s.shader_int64
             );
-            Some(Box::leak(Box::new(ctx)))
+            Some(ctx)
         }
         Err(e) => {
             if require_gpu() {
@@ -34,6 +38,13 @@ fn open(opts: GpuOptions, what: &str) -> Option<&'static GpuContext> {
             None
         }
     }
+}
+
+/// A native context of the caller's own, not shared with other tests
+/// (for tests that read its [`GpuContext::transfer_stats`]). `None` (test
+/// skipped) without an adapter.
+pub fn fresh_native() -> Option<GpuContext> {
+    open_owned(GpuOptions::default(), "Vulkan/Metal/DX12")
 }
 
 /// The native adapter (Vulkan/Metal/DX12; lavapipe here), with 64-bit
