@@ -340,6 +340,7 @@ pub fn run(args: &GpuArgs) -> Result<GpuReport, GpuBenchError> {
             BackendChoice::Native
         },
         portable_only: args.portable,
+        ..Default::default()
     })?;
     let s = ctx.summary().clone();
     eprintln!(
@@ -363,6 +364,7 @@ pub fn run(args: &GpuArgs) -> Result<GpuReport, GpuBenchError> {
                 BackendChoice::Native
             },
             portable_only: true,
+            ..Default::default()
         })?;
         field_rows::<ark_bn254::Fq>(&portable, "bn254_fq", args, &mut rng, &mut rows)?;
         field_rows::<ark_bls12_381::Fq>(&portable, "bls12_381_fq", args, &mut rng, &mut rows)?;

@@ -7,7 +7,7 @@
 //! with `pollster`); the node calls it from its verification workers, never
 //! from an async runtime.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +39,11 @@ pub struct GpuOptions {
     /// Ignore `SHADER_INT64` even where the adapter has it, so the portable
     /// `u32`-only kernels run (for tests and for comparing the two).
     pub portable_only: bool,
+    /// Most items (points, hashes, field elements) per launch of the
+    /// batch kernels; `0` means as many as the binding limit and the
+    /// kernel's own cap allow. Tests set it small to put chunk boundaries
+    /// inside small inputs.
+    pub max_items_per_launch: usize,
 }
 
 /// What the chosen adapter is and can do, as `int gpu info` prints it.
@@ -101,6 +106,19 @@ impl DeviceWords {
     }
 }
 
+/// A submitted launch whose output is on its way to a mappable buffer:
+/// [`GpuContext::wait`] returns the words.
+#[derive(Debug)]
+pub struct Pending {
+    staging: wgpu::Buffer,
+    words: usize,
+    index: wgpu::SubmissionIndex,
+}
+
+/// Launches [`GpuContext::pipelined`] keeps submitted at once: two, so one
+/// chunk is read back and converted while the next computes.
+pub const LAUNCHES_IN_FLIGHT: usize = 2;
+
 /// One input of a [`GpuContext::dispatch`]: words on the host (uploaded
 /// for this launch) or already on the device.
 #[derive(Clone, Copy, Debug)]
@@ -139,6 +157,8 @@ pub struct GpuContext {
     /// takes to compile a curve kernel. Our callers wait here instead,
     /// without a limit. `None` on the native backends (no such lock).
     gl_serial: Option<Mutex<()>>,
+    /// [`GpuOptions::max_items_per_launch`].
+    max_items_per_launch: usize,
     /// Running totals of what crossed the bus (see [`TransferStats`]).
     uploaded_bytes: AtomicU64,
     read_bytes: AtomicU64,
@@ -247,6 +267,7 @@ impl GpuContext {
             summary,
             pipelines: Mutex::new(HashMap::new()),
             gl_serial: (opts.backend == BackendChoice::Gl).then(|| Mutex::new(())),
+            max_items_per_launch: opts.max_items_per_launch,
             uploaded_bytes: AtomicU64::new(0),
             read_bytes: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
@@ -335,7 +356,7 @@ impl GpuContext {
     }
 
     /// Runs `pipeline` over `threads` invocations and returns its output:
-    /// [`GpuContext::dispatch`] of host inputs, then [`GpuContext::read`].
+    /// [`GpuContext::submit`] of host inputs, then [`GpuContext::wait`].
     ///
     /// Bindings of group 0, in order: `inputs` as read-only storage
     /// buffers (`@binding(0)` …), then the output, a read-write storage
@@ -352,8 +373,8 @@ impl GpuContext {
         threads: u32,
     ) -> Result<Vec<u32>, GpuError> {
         let args: Vec<Arg<'_>> = inputs.iter().map(|w| Arg::Host(w)).collect();
-        let out = self.dispatch(pipeline, &args, output_words, threads)?;
-        self.read(&out)
+        let pending = self.submit(pipeline, &args, output_words, threads)?;
+        self.wait(pending)
     }
 
     /// Copies `words` into a new storage buffer on the device, for kernels
@@ -403,6 +424,40 @@ impl GpuContext {
         output_words: usize,
         threads: u32,
     ) -> Result<DeviceWords, GpuError> {
+        Ok(self
+            .encode(pipeline, inputs, output_words, threads, false)?
+            .0)
+    }
+
+    /// [`GpuContext::dispatch`] with the copy of its output to a readback
+    /// buffer in the same submission; [`GpuContext::wait`] collects the
+    /// words. Between the two the caller may prepare and submit the next
+    /// launch, which then runs while this one is read back
+    /// ([`GpuContext::pipelined`]).
+    pub fn submit(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        inputs: &[Arg<'_>],
+        output_words: usize,
+        threads: u32,
+    ) -> Result<Pending, GpuError> {
+        match self.encode(pipeline, inputs, output_words, threads, true)? {
+            (_, Some(p)) => Ok(p),
+            // encode(.., true) always returns the pending readback.
+            (_, None) => Err(GpuError::Device("readback not encoded".into())),
+        }
+    }
+
+    /// Checks bindings, uploads host inputs, records the dispatch (and,
+    /// with `read`, the copy to a mappable buffer) and submits it.
+    fn encode(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        inputs: &[Arg<'_>],
+        output_words: usize,
+        threads: u32,
+        read: bool,
+    ) -> Result<(DeviceWords, Option<Pending>), GpuError> {
         let max_words = self.max_binding_words();
         for (i, a) in inputs.iter().enumerate() {
             if a.len() > max_words {
@@ -476,41 +531,121 @@ impl GpuContext {
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(gx, gy, 1);
         }
-        self.queue.submit([enc.finish()]);
+        let staging = read.then(|| {
+            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("int-gpu readback"),
+                size: out_bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            enc.copy_buffer_to_buffer(&output, 0, &staging, 0, out_bytes);
+            self.read_bytes.fetch_add(out_bytes, Ordering::Relaxed);
+            staging
+        });
+        let index = self.queue.submit([enc.finish()]);
         self.dispatches.fetch_add(1, Ordering::Relaxed);
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Device(err.to_string()));
         }
-        Ok(DeviceWords {
-            buffer: output,
+        let pending = staging.map(|staging| Pending {
+            staging,
             words: output_words,
-        })
+            index,
+        });
+        Ok((
+            DeviceWords {
+                buffer: output,
+                words: output_words,
+            },
+            pending,
+        ))
     }
 
     /// Waits for the work that writes `buf` and copies its words to the
     /// host.
     pub fn read(&self, buf: &DeviceWords) -> Result<Vec<u32>, GpuError> {
-        let _gl = self.exclusive();
-        let bytes = (buf.words.max(1) * 4) as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("int-gpu readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        let pending = {
+            let _gl = self.exclusive();
+            let bytes = (buf.words.max(1) * 4) as u64;
+            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("int-gpu readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
             });
-        enc.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, bytes);
-        self.read_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.queue.submit([enc.finish()]);
-        self.read_back(&staging, buf.words)
+            let mut enc = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("int-gpu readback"),
+                });
+            enc.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, bytes);
+            self.read_bytes.fetch_add(bytes, Ordering::Relaxed);
+            let index = self.queue.submit([enc.finish()]);
+            Pending {
+                staging,
+                words: buf.words,
+                index,
+            }
+        };
+        self.wait(pending)
     }
 
-    /// Maps `staging` and copies its first `words` words out.
-    fn read_back(&self, staging: &wgpu::Buffer, words: usize) -> Result<Vec<u32>, GpuError> {
+    /// Waits for a [`GpuContext::submit`]ted launch (only that submission
+    /// and those before it, not later ones) and returns its output words.
+    pub fn wait(&self, pending: Pending) -> Result<Vec<u32>, GpuError> {
+        let _gl = self.exclusive();
+        self.read_back(&pending.staging, pending.words, pending.index)
+    }
+
+    /// Runs one launch per item of `chunks` with up to
+    /// [`LAUNCHES_IN_FLIGHT`] submitted at once: `submit` prepares and
+    /// submits chunk `k + 1` (host encoding and upload, then compute on the
+    /// device) while chunk `k`'s output is read back and handed to
+    /// `consume`, in order. An error stops the loop; launches still in
+    /// flight are dropped unread.
+    pub fn pipelined<T>(
+        &self,
+        chunks: impl IntoIterator<Item = T>,
+        mut submit: impl FnMut(T) -> Result<Pending, GpuError>,
+        mut consume: impl FnMut(Vec<u32>) -> Result<(), GpuError>,
+    ) -> Result<(), GpuError> {
+        let mut in_flight: VecDeque<Pending> = VecDeque::with_capacity(LAUNCHES_IN_FLIGHT);
+        for chunk in chunks {
+            if in_flight.len() == LAUNCHES_IN_FLIGHT
+                && let Some(p) = in_flight.pop_front()
+            {
+                consume(self.wait(p)?)?;
+            }
+            in_flight.push_back(submit(chunk)?);
+            assert!(in_flight.len() <= LAUNCHES_IN_FLIGHT);
+        }
+        while let Some(p) = in_flight.pop_front() {
+            consume(self.wait(p)?)?;
+        }
+        Ok(())
+    }
+
+    /// Items per launch for a kernel taking `words_per_item` words of its
+    /// largest binding per item: what one binding holds, at most `cap`
+    /// (the kernel's own bound on one launch's work) and at most
+    /// [`GpuOptions::max_items_per_launch`] when that is set.
+    pub fn items_per_launch(&self, words_per_item: usize, cap: usize) -> usize {
+        let fit = self.max_binding_words() / words_per_item.max(1);
+        let n = fit.clamp(1, cap.max(1));
+        match self.max_items_per_launch {
+            0 => n,
+            m => n.min(m),
+        }
+    }
+
+    /// Waits for submission `index`, maps `staging` and copies its first
+    /// `words` words out.
+    fn read_back(
+        &self,
+        staging: &wgpu::Buffer,
+        words: usize,
+        index: wgpu::SubmissionIndex,
+    ) -> Result<Vec<u32>, GpuError> {
         let slice = staging.slice(..);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -518,7 +653,10 @@ impl GpuContext {
             let _ = tx.send(r);
         });
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
             .map_err(|e| GpuError::Device(e.to_string()))?;
         rx.recv()
             .map_err(|_| GpuError::Device("readback callback dropped".into()))?

@@ -42,7 +42,7 @@ use ark_ec::{AffineRepr, CurveGroup};
 use ark_ff::{AdditiveGroup, BigInteger, Field, PrimeField, Zero};
 
 use crate::field::{self, FieldSpec, GpuField, MulPath};
-use crate::{Arg, DeviceWords, GpuContext, GpuError};
+use crate::{Arg, DeviceWords, GpuContext, GpuError, Pending};
 
 /// A G1 group the kernels support: a short-Weierstrass curve with `a = 0`
 /// over a [`GpuField`], with a small integer `b`.
@@ -605,6 +605,35 @@ impl GpuContext {
         extra: &[u32],
         threads: usize,
     ) -> Result<DeviceWords, GpuError> {
+        let (pipeline, params, out_words, n) = self.g1_prepare::<C>(mode, extra, threads)?;
+        let [a, b, i] = inputs;
+        self.dispatch(&pipeline, &[a, b, i, Arg::Host(&params)], out_words, n)
+    }
+
+    /// [`GpuContext::g1_launch`] submitted with its readback, for
+    /// [`GpuContext::pipelined`] chunk loops.
+    pub(crate) fn g1_submit<C: GpuCurve>(
+        &self,
+        mode: Mode,
+        inputs: [&[u32]; 3],
+        extra: &[u32],
+        threads: usize,
+    ) -> Result<Pending, GpuError> {
+        let (pipeline, params, out_words, n) = self.g1_prepare::<C>(mode, extra, threads)?;
+        let [a, b, i] = inputs;
+        let args = [Arg::Host(a), Arg::Host(b), Arg::Host(i), Arg::Host(&params)];
+        self.submit(&pipeline, &args, out_words, n)
+    }
+
+    /// The pipeline, parameters (`[n, mode, extra…]`), output words and
+    /// thread count of one G1 launch.
+    #[allow(clippy::type_complexity)]
+    fn g1_prepare<C: GpuCurve>(
+        &self,
+        mode: Mode,
+        extra: &[u32],
+        threads: usize,
+    ) -> Result<(std::sync::Arc<wgpu::ComputePipeline>, Vec<u32>, usize, u32), GpuError> {
         let path = mul_path(self);
         let loops = Loops::for_context(self);
         let kernel = mode.kernel();
@@ -619,8 +648,7 @@ impl GpuContext {
         params.extend_from_slice(extra);
         let per_thread = if mode == Mode::Ranges { 2 } else { 1 };
         let out_words = threads * per_thread * 3 * C::BaseField::LIMBS;
-        let [a, b, i] = inputs;
-        self.dispatch(&pipeline, &[a, b, i, Arg::Host(&params)], out_words, n)
+        Ok((pipeline, params, out_words, n))
     }
 
     /// Element-wise `op` over `a` and `b` (equal lengths; `b` is ignored by
@@ -643,22 +671,25 @@ impl GpuContext {
             CurveOp::Neg => Mode::Neg,
         };
         let l = C::BaseField::LIMBS;
-        let chunk = (self.max_binding_words() / (3 * l)).clamp(1, 1 << 20);
+        let chunk = self.items_per_launch(3 * l, 1 << 20);
         let mut out = Vec::with_capacity(a.len());
-        for (ca, cb) in a.chunks(chunk).zip(b.chunks(chunk)) {
-            let mut wa = Vec::with_capacity(ca.len() * 3 * l);
-            let mut wb = Vec::with_capacity(cb.len() * 3 * l);
-            ca.iter().for_each(|p| C::push_projective(p, &mut wa));
-            if op == CurveOp::MixedAdd {
-                for p in Projective::normalize_batch(cb) {
-                    C::push_affine(&p, &mut wb);
+        self.pipelined(
+            a.chunks(chunk).zip(b.chunks(chunk)),
+            |(ca, cb)| {
+                let mut wa = Vec::with_capacity(ca.len() * 3 * l);
+                let mut wb = Vec::with_capacity(cb.len() * 3 * l);
+                ca.iter().for_each(|p| C::push_projective(p, &mut wa));
+                if op == CurveOp::MixedAdd {
+                    for p in Projective::normalize_batch(cb) {
+                        C::push_affine(&p, &mut wb);
+                    }
+                } else {
+                    cb.iter().for_each(|p| C::push_projective(p, &mut wb));
                 }
-            } else {
-                cb.iter().for_each(|p| C::push_projective(p, &mut wb));
-            }
-            let words = self.g1_launch::<C>(mode, [&wa, &wb, &[]], &[], ca.len())?;
-            points_from_words(&words, "g1", &mut out)?;
-        }
+                self.g1_submit::<C>(mode, [&wa, &wb, &[]], &[], ca.len())
+            },
+            |words| points_from_words(&words, "g1", &mut out),
+        )?;
         Ok(out)
     }
 
@@ -678,24 +709,27 @@ impl GpuContext {
         let l = C::BaseField::LIMBS;
         let sw = C::scalar_words();
         // Keep one launch's work moderate: a thread does ~256 doublings.
-        let chunk = (self.max_binding_words() / (3 * l)).clamp(1, 1 << 16);
+        let chunk = self.items_per_launch(3 * l, 1 << 16);
         let mut out = Vec::with_capacity(points.len());
-        for (cp, ck) in points.chunks(chunk).zip(scalars.chunks(chunk)) {
-            let mut wp = Vec::with_capacity(cp.len() * 2 * l);
-            let mut wk = Vec::with_capacity(ck.len() * sw);
-            cp.iter().for_each(|p| C::push_affine(p, &mut wp));
-            ck.iter().for_each(|k| C::push_scalar(k, &mut wk));
-            // Double-and-add over the longest scalar's bits only: the
-            // 64-bit multipliers of a BLS batch cost a quarter of a
-            // full-width scalar.
-            let bits = ck
-                .iter()
-                .map(|k| k.into_bigint().num_bits())
-                .max()
-                .unwrap_or(0);
-            let words = self.g1_launch::<C>(Mode::Scale, [&wp, &wk, &[]], &[bits], cp.len())?;
-            points_from_words(&words, "g1", &mut out)?;
-        }
+        self.pipelined(
+            points.chunks(chunk).zip(scalars.chunks(chunk)),
+            |(cp, ck)| {
+                let mut wp = Vec::with_capacity(cp.len() * 2 * l);
+                let mut wk = Vec::with_capacity(ck.len() * sw);
+                cp.iter().for_each(|p| C::push_affine(p, &mut wp));
+                ck.iter().for_each(|k| C::push_scalar(k, &mut wk));
+                // Double-and-add over the longest scalar's bits only: the
+                // 64-bit multipliers of a BLS batch cost a quarter of a
+                // full-width scalar.
+                let bits = ck
+                    .iter()
+                    .map(|k| k.into_bigint().num_bits())
+                    .max()
+                    .unwrap_or(0);
+                self.g1_submit::<C>(Mode::Scale, [&wp, &wk, &[]], &[bits], cp.len())
+            },
+            |words| points_from_words(&words, "g1", &mut out),
+        )?;
         Ok(out)
     }
 }

@@ -57,7 +57,7 @@ use sha2::{Digest, Sha256};
 
 use crate::curve::{self, GpuCurve, Loops};
 use crate::field::{self, GpuField, MulPath};
-use crate::{GpuContext, GpuError};
+use crate::{Arg, GpuContext, GpuError};
 
 /// The isogenous curve `E'` of the SWU map.
 type Iso = <g1::Config as WBConfig>::IsogenousCurve;
@@ -691,24 +691,29 @@ impl GpuContext {
         let pipeline = self.pipeline(&key, || hash_to_g1_kernel(path, loops))?;
         let (prog, _, _) = program_words();
         let point_words = 3 * FQ_WORDS;
-        let chunk =
-            (self.max_binding_words() / point_words.max(per * FQ_WORDS)).clamp(1, MAX_PER_LAUNCH);
+        let chunk = self.items_per_launch(point_words.max(per * FQ_WORDS), MAX_PER_LAUNCH);
         let mut out = Vec::with_capacity(u.len() / per);
-        let mut words = Vec::with_capacity(chunk.min(u.len() / per) * per * FQ_WORDS);
-        for c in u.chunks(chunk * per) {
-            words.clear();
-            c.iter().for_each(|x| x.push_words(&mut words));
-            let m = c.len() / per;
-            let count = u32::try_from(m).map_err(|e| GpuError::BadInput(e.to_string()))?;
-            let params = [count, mode as u32];
-            let got = self.launch(&pipeline, &[&words, prog, &params], m * point_words, count)?;
-            for w in got.chunks_exact(point_words) {
-                out.push(
-                    g1::Config::projective_from_words(w)
-                        .ok_or(GpuError::BadOutput("hash_to_g1"))?,
-                );
-            }
-        }
+        self.pipelined(
+            u.chunks(chunk * per),
+            |c| {
+                let mut words = Vec::with_capacity(c.len() * FQ_WORDS);
+                c.iter().for_each(|x| x.push_words(&mut words));
+                let m = c.len() / per;
+                let count = u32::try_from(m).map_err(|e| GpuError::BadInput(e.to_string()))?;
+                let params = [count, mode as u32];
+                let args = [Arg::Host(&words), Arg::Host(prog), Arg::Host(&params)];
+                self.submit(&pipeline, &args, m * point_words, count)
+            },
+            |got| {
+                for w in got.chunks_exact(point_words) {
+                    out.push(
+                        g1::Config::projective_from_words(w)
+                            .ok_or(GpuError::BadOutput("hash_to_g1"))?,
+                    );
+                }
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 

@@ -26,8 +26,8 @@ pub mod poseidon;
 pub use accel::{Accelerator, MIN_BATCH_ENV, ThresholdPolicy, ThresholdSource, Thresholds, Work};
 pub use calibrate::{CalRow, CalibrateOptions, Calibration, calibrate, calibrate_all, crossover};
 pub use context::{
-    AdapterSummary, Arg, BackendChoice, DeviceWords, GpuContext, GpuOptions, TransferStats,
-    WORKGROUP_SIZE,
+    AdapterSummary, Arg, BackendChoice, DeviceWords, GpuContext, GpuOptions, LAUNCHES_IN_FLIGHT,
+    Pending, TransferStats, WORKGROUP_SIZE,
 };
 pub use curve::{CurveOp, GpuCurve, scale_each_cpu};
 pub use field::{FieldOp, FieldSpec, GpuField, MulPath};
@@ -159,20 +159,27 @@ impl GpuContext {
         let key = format!("field_ops/{}/{}", spec.prefix, path.tag());
         let pipeline = self.pipeline(&key, || field::field_ops_kernel(&spec, path))?;
         let l = F::LIMBS;
-        let chunk = (self.max_binding_words() / l).clamp(1, 1 << 22);
+        let chunk = self.items_per_launch(l, 1 << 22);
         let mut out = Vec::with_capacity(a.len());
-        for (ca, cb) in a.chunks(chunk).zip(b.chunks(chunk)) {
-            let mut wa = Vec::with_capacity(ca.len() * l);
-            let mut wb = Vec::with_capacity(cb.len() * l);
-            ca.iter().for_each(|x| x.push_words(&mut wa));
-            cb.iter().for_each(|x| x.push_words(&mut wb));
-            let n = ca.len() as u32;
-            let params = [n, op as u32];
-            let words = self.launch(&pipeline, &[&wa, &wb, &params], ca.len() * l, n)?;
-            for w in words.chunks_exact(l) {
-                out.push(F::from_words(w).ok_or(GpuError::BadOutput("field_ops"))?);
-            }
-        }
+        self.pipelined(
+            a.chunks(chunk).zip(b.chunks(chunk)),
+            |(ca, cb)| {
+                let mut wa = Vec::with_capacity(ca.len() * l);
+                let mut wb = Vec::with_capacity(cb.len() * l);
+                ca.iter().for_each(|x| x.push_words(&mut wa));
+                cb.iter().for_each(|x| x.push_words(&mut wb));
+                let n = ca.len() as u32;
+                let params = [n, op as u32];
+                let args = [Arg::Host(&wa), Arg::Host(&wb), Arg::Host(&params)];
+                self.submit(&pipeline, &args, ca.len() * l, n)
+            },
+            |words| {
+                for w in words.chunks_exact(l) {
+                    out.push(F::from_words(w).ok_or(GpuError::BadOutput("field_ops"))?);
+                }
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 }

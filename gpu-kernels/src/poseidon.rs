@@ -30,7 +30,7 @@ use light_poseidon::{Poseidon, PoseidonHasher, PoseidonParameters};
 use rayon::prelude::*;
 
 use crate::field::{self, GpuField, MulPath};
-use crate::{GpuContext, GpuError};
+use crate::{Arg, GpuContext, GpuError};
 
 /// Fewest inputs one hash takes (width 2).
 pub const POSEIDON_MIN_ARITY: usize = 1;
@@ -240,20 +240,26 @@ impl GpuContext {
                 max_words,
             });
         }
-        let chunk = (max_words / per_hash).clamp(1, MAX_HASHES_PER_LAUNCH);
+        let chunk = self.items_per_launch(per_hash, MAX_HASHES_PER_LAUNCH);
         let mut out = Vec::with_capacity(n);
-        let mut words = Vec::with_capacity(chunk.min(n) * per_hash);
-        for c in inputs.chunks(chunk * arity) {
-            words.clear();
-            c.iter().for_each(|x| x.push_words(&mut words));
-            let m = c.len() / arity;
-            let count = u32::try_from(m).map_err(|e| GpuError::BadInput(e.to_string()))?;
-            let params = [count, shape[0], shape[1], shape[2]];
-            let got = self.launch(&pipeline, &[&words, consts, &params], m * FR_WORDS, count)?;
-            for w in got.chunks_exact(FR_WORDS) {
-                out.push(Fr::from_words(w).ok_or(GpuError::BadOutput("poseidon"))?);
-            }
-        }
+        self.pipelined(
+            inputs.chunks(chunk * arity),
+            |c| {
+                let mut words = Vec::with_capacity(c.len() * FR_WORDS);
+                c.iter().for_each(|x| x.push_words(&mut words));
+                let m = c.len() / arity;
+                let count = u32::try_from(m).map_err(|e| GpuError::BadInput(e.to_string()))?;
+                let params = [count, shape[0], shape[1], shape[2]];
+                let args = [Arg::Host(&words), Arg::Host(consts), Arg::Host(&params)];
+                self.submit(&pipeline, &args, m * FR_WORDS, count)
+            },
+            |got| {
+                for w in got.chunks_exact(FR_WORDS) {
+                    out.push(Fr::from_words(w).ok_or(GpuError::BadOutput("poseidon"))?);
+                }
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 

@@ -47,6 +47,23 @@ pub fn fresh_native() -> Option<GpuContext> {
     open_owned(GpuOptions::default(), "Vulkan/Metal/DX12")
 }
 
+/// A native context of the caller's own whose batch kernels take at most
+/// `items` items per launch, so small inputs span several launches (for
+/// the chunk-boundary tests).
+pub fn tiny_launches(items: usize, backend: BackendChoice) -> Option<GpuContext> {
+    open_owned(
+        GpuOptions {
+            backend,
+            max_items_per_launch: items,
+            ..Default::default()
+        },
+        match backend {
+            BackendChoice::Native => "Vulkan/Metal/DX12",
+            BackendChoice::Gl => "GL",
+        },
+    )
+}
+
 /// The native adapter (Vulkan/Metal/DX12; lavapipe here), with 64-bit
 /// integers when it has them. `None` (test skipped) without one.
 pub fn native() -> Option<&'static GpuContext> {
