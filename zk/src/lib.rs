@@ -60,6 +60,15 @@ pub enum ZkError {
         /// Number of leaves in the tree.
         len: u64,
     },
+    /// A [`tree::PairHasher`] gave back a different number of hashes than
+    /// it was given pairs (a broken backend; nothing was written).
+    #[error("pair hasher returned {got} hashes for {expected} pairs")]
+    HasherOutput {
+        /// Number of pairs given.
+        expected: usize,
+        /// Number of hashes returned.
+        got: usize,
+    },
     /// The root history must keep at least one root.
     #[error("root history size must be at least 1")]
     EmptyRootHistory,
