@@ -36,7 +36,7 @@ use int_systems::{BpkPlugin, LedgerPlugin};
 
 use int_gpu::{Accelerator, ThresholdPolicy};
 
-use crate::accel::{GpuBls, GpuGroth};
+use crate::accel::{GpuBls, GpuGroth, GpuPoseidon};
 use crate::bpk_sim::{self, Sim, SimStats};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -459,6 +459,10 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         }
         _ => None,
     };
+    // Identity registrations hash the tree's nodes level by level on the
+    // GPU (batches the accelerator keeps on the CPU run on all cores), as
+    // the Groth16 MSMs below do.
+    let bpk_plugin = BpkPlugin::with_hasher(Arc::new(GpuPoseidon::new(acc.clone())));
     let mut chain = Chain::open(
         store.clone(),
         ChainConfig {
@@ -466,7 +470,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
             hot_capacity: 200_000.max(fleet.len() * 2),
             parallel: true,
         },
-        &[&LedgerPlugin, &BpkPlugin],
+        &[&LedgerPlugin, &bpk_plugin],
     )?;
     if chain.head().is_none() {
         let mut alloc = fleet.genesis_alloc();

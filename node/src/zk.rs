@@ -24,7 +24,7 @@ use int_zk::export::{
     VERIFYING_KEY_FILE,
 };
 use int_zk::groth;
-use int_zk::tree::IdentityTree;
+use int_zk::tree::{CpuPairHasher, IdentityTree};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::Deserialize;
@@ -413,13 +413,25 @@ fn prove(a: &ProveArgs) -> Result<()> {
     let leaf = identity_leaf(secret, &input.behaviour)
         .context("behaviour")
         .with_context(ctx)?;
+    let leaves = input
+        .leaves
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            export::parse_fr(l)
+                .with_context(|| format!("leaves[{i}]"))
+                .with_context(ctx)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // One batched hash call per tree level, on all cores.
     let mut tree = IdentityTree::new(1)?;
-    for (i, l) in input.leaves.iter().enumerate() {
-        let l = export::parse_fr(l)
-            .with_context(|| format!("leaves[{i}]"))
-            .with_context(ctx)?;
-        tree.append(l)?;
-    }
+    let done = tree.append_batch(&leaves, &CpuPairHasher)?;
+    ensure!(
+        done.refused == 0,
+        "{}: {} leaves do not fit in the identity tree",
+        a.input.display(),
+        leaves.len()
+    );
     let path = tree
         .path(input.leaf_index)
         .context("leaf_index")

@@ -45,7 +45,10 @@
 //! stored so provers can read their Merkle paths ([`identity_tree`]).
 //!
 //! Costs: a registration is 32 Poseidon hashes, about 16 node reads and 33
-//! node writes; an intent is three point reads (centroids once per block);
+//! node writes; consecutive registrations are appended as one batch
+//! (`IdentityTree::append_batch`: one batched call per tree level, on the
+//! [`IdentityHasher`] the node gave the [`BpkPlugin`], the GPU's when it has
+//! one, else all cores), which skips the hashes of intermediate nodes; an intent is three point reads (centroids once per block);
 //! a block without BPK payloads pays nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,7 +69,7 @@ use int_schemas::{AccountId, AnonIntentSpec, FieldBytes, PayloadSpec, ProofBytes
 use int_zk::batch::{self, CpuMsm, G1Msm};
 use int_zk::circuit::{self, BpkParams, BpkWitness, NUM_PUBLIC_INPUTS, PublicInputs};
 use int_zk::export::fr_to_be_bytes;
-use int_zk::tree::{DEPTH, IdentityTree, MerklePath, TreeStore};
+use int_zk::tree::{CpuPairHasher, DEPTH, IdentityTree, MerklePath, PairHasher, TreeStore};
 use int_zk::{ZkError, export, groth};
 
 /// Longest root history a chain may keep (each root is 32 bytes of state).
@@ -712,11 +715,45 @@ pub fn prove_intent<R: ark_std::rand::RngCore + ark_std::rand::CryptoRng>(
 // Execution.
 // ---------------------------------------------------------------------------
 
-/// Registers the system that executes BPK payloads (Apply stage).
-pub struct BpkPlugin;
+/// The identity tree's batched node hash for block execution (a
+/// resource the [`BpkPlugin`] inserts): [`CpuPairHasher`] (all cores)
+/// unless the node hands the plugin the GPU's
+/// ([`BpkPlugin::with_hasher`]). Every [`PairHasher`] gives `hash2`'s
+/// results exactly, so state and verdicts do not depend on it.
+#[derive(Resource, Clone)]
+pub struct IdentityHasher(pub Arc<dyn PairHasher + Send + Sync>);
+
+impl Default for IdentityHasher {
+    fn default() -> Self {
+        Self(Arc::new(CpuPairHasher))
+    }
+}
+
+/// Registers the system that executes BPK payloads (Apply stage) and the
+/// [`IdentityHasher`] it appends registrations with.
+#[derive(Clone, Default)]
+pub struct BpkPlugin {
+    hasher: IdentityHasher,
+}
+
+impl BpkPlugin {
+    /// The plugin with the CPU hasher ([`CpuPairHasher`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The plugin with the identity tree's node hashes on `hasher` (the
+    /// node's GPU); state and verdicts do not depend on it.
+    pub fn with_hasher(hasher: Arc<dyn PairHasher + Send + Sync>) -> Self {
+        Self {
+            hasher: IdentityHasher(hasher),
+        }
+    }
+}
 
 impl Plugin for BpkPlugin {
-    fn build(&self, _world: &mut World, schedule: &mut Schedule) {
+    fn build(&self, world: &mut World, schedule: &mut Schedule) {
+        world.insert_resource(self.hasher.clone());
         schedule.add_systems(apply_bpk.in_set(Stage::Apply));
     }
 }
@@ -739,6 +776,7 @@ fn apply_bpk(
     outcomes: Res<Outcomes>,
     verdicts: Res<PayloadVerdicts>,
     senders: Query<&AccountKey>,
+    hasher: Res<IdentityHasher>,
     mut writes: ResMut<ObjectWrites>,
     mut fault: ResMut<ExecFault>,
 ) {
@@ -754,19 +792,29 @@ fn apply_bpk(
     if mine.is_empty() {
         return;
     }
-    match execute(&store.0, ctx.chain_id, ctx.height, &mine, &verdicts) {
+    match execute(
+        &store.0,
+        ctx.chain_id,
+        ctx.height,
+        &mine,
+        &verdicts,
+        hasher.0.as_ref(),
+    ) {
         Ok(w) => writes.0.extend(w),
         Err(e) => fault.0 = Some(format!("bpk: {e}")),
     }
 }
 
 /// Decides the block's BPK payloads in block order; returns the writes.
+/// Registrations are appended to the identity tree with `hasher`, each
+/// maximal run of consecutive ones as one batch.
 fn execute(
     store: &Store,
     chain_id: u32,
     height: u64,
     txs: &[(u32, &PayloadSpec, AccountId)],
     verdicts: &PayloadVerdicts,
+    hasher: &dyn PairHasher,
 ) -> Result<Vec<ObjectWrite>, BpkError> {
     let Some(cfg) = load_config(store, chain_id)? else {
         for (i, _, _) in txs {
@@ -783,14 +831,50 @@ fn execute(
     let current = centroids_at(store, chain_id, epoch)?.map(|c| c.commitment);
     let mut writes = Vec::new();
 
-    for (i, payload, sender) in txs {
+    let mut next = 0;
+    while next < txs.len() {
+        // A maximal run of consecutive registrations goes in as one batch.
+        // Nothing observes the tree inside such a run: only intents read it
+        // (`is_known_root`) and centroids never do, and the run holds
+        // neither. `append_batch` leaves the tree (nodes, length, root
+        // history) exactly as one `append` per registration in order would,
+        // and appends the leading ones up to the capacity while refusing
+        // the rest, as those appends would (`TreeFull` for each); a store
+        // error fails the block either way. So verdicts and state are those
+        // of the sequential appends.
+        let run = txs[next..]
+            .iter()
+            .take_while(|(_, p, _)| matches!(p, PayloadSpec::RegisterIdentity { .. }))
+            .count();
+        if run > 0 {
+            let batch = &txs[next..next + run];
+            let leaves: Vec<Fr> = batch
+                .iter()
+                .filter_map(|(_, p, _)| match p {
+                    PayloadSpec::RegisterIdentity { commitment } => Some(fr_from_bytes(commitment)),
+                    _ => None,
+                })
+                .collect();
+            debug_assert_eq!(leaves.len(), run);
+            let done = tree.append_batch(&leaves, hasher)?;
+            let appended = (done.appended.end - done.appended.start) as usize;
+            debug_assert_eq!(appended + done.refused, run);
+            for (j, (i, _, _)) in batch.iter().enumerate() {
+                let status = if j < appended {
+                    TxStatus::Ok
+                } else {
+                    TxStatus::IdentityTreeFull
+                };
+                verdicts.set(*i, status);
+            }
+            next += run;
+            continue;
+        }
+        let (i, payload, sender) = &txs[next];
+        next += 1;
         let status = match payload {
-            PayloadSpec::RegisterIdentity { commitment } => {
-                match tree.append(fr_from_bytes(commitment)) {
-                    Ok(_) => TxStatus::Ok,
-                    Err(ZkError::TreeFull { .. }) => TxStatus::IdentityTreeFull,
-                    Err(e) => return Err(e.into()),
-                }
+            PayloadSpec::RegisterIdentity { .. } => {
+                unreachable!("registrations are appended in runs above")
             }
             PayloadSpec::SetCentroids {
                 epoch: from,

@@ -22,7 +22,7 @@ use int_systems::bpk::{
 use int_systems::{BpkPlugin, LedgerPlugin};
 use int_zk::circuit::{centroid_commitment, identity_leaf};
 use int_zk::export::fr_to_be_bytes;
-use int_zk::tree::IdentityTree;
+use int_zk::tree::{CpuPairHasher, DEPTH, IdentityTree, PairHasher};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -92,6 +92,11 @@ impl BpkNet {
 
     /// As [`BpkNet::new`], executing in parallel or sequentially.
     fn with(bpk: bool, parallel: bool) -> Self {
+        Self::with_plugin(bpk, parallel, BpkPlugin::new())
+    }
+
+    /// As [`BpkNet::with`], with the BPK plugin `bpk_plugin`.
+    fn with_plugin(bpk: bool, parallel: bool, bpk_plugin: BpkPlugin) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let proposer = proposer_key();
@@ -105,7 +110,7 @@ impl BpkNet {
             hot_capacity: 1024,
             parallel,
         };
-        let mut chain = Chain::open(store.clone(), cfg, &[&LedgerPlugin, &BpkPlugin]).unwrap();
+        let mut chain = Chain::open(store.clone(), cfg, &[&LedgerPlugin, &bpk_plugin]).unwrap();
         let objects = if bpk {
             bpk::genesis_objects(&BpkGenesis {
                 epoch_blocks: EPOCH_BLOCKS,
@@ -510,7 +515,7 @@ fn the_tree_survives_a_restart() {
     let root_before = identity_tree(&net.store, CHAIN).unwrap().root();
     // Reopen the pipeline over the same store.
     let cfg = *net.chain.config();
-    net.chain = Chain::open(net.store.clone(), cfg, &[&LedgerPlugin, &BpkPlugin]).unwrap();
+    net.chain = Chain::open(net.store.clone(), cfg, &[&LedgerPlugin, &BpkPlugin::new()]).unwrap();
     assert_eq!(
         identity_tree(&net.store, CHAIN).unwrap().root(),
         root_before
@@ -601,4 +606,81 @@ fn parallel_and_sequential_execution_agree() {
         [TxStatus::Ok, TxStatus::NullifierUsed, TxStatus::Ok]
     );
     assert_eq!(par, seq);
+}
+
+/// Counts the identity tree's batched hash calls (and hashes correctly).
+#[derive(Default)]
+struct CountingHasher {
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl PairHasher for CountingHasher {
+    fn hash_pairs(&self, pairs: &[(Fr, Fr)]) -> Vec<Fr> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        CpuPairHasher.hash_pairs(pairs)
+    }
+}
+
+/// Registrations interleaved with an intent in one block: each run of
+/// consecutive registrations is one batch (DEPTH hash calls on the
+/// plugin's hasher), the intent between two runs sees the roots the first
+/// run left (its pre-block root is still one of the last 3), and the tree
+/// ends as sequential appends leave it: root, root history, paths.
+#[test]
+fn runs_of_registrations_are_batched_between_intents() {
+    let hasher = Arc::new(CountingHasher::default());
+    let mut net = BpkNet::with_plugin(true, true, BpkPlugin::with_hasher(hasher.clone()));
+    let us = users();
+    let extra: Vec<User> = (10..16).map(|i| User::new(i, [i as u16, 7])).collect();
+    net.register(&us[..1]);
+    let calls = |h: &CountingHasher| h.calls.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(calls(&hasher), DEPTH, "one registration: one batch");
+    let epoch = net.next_epoch();
+    let intent = net.intent(&us[0], 0, epoch, &centroids0(), b"between");
+    let reg = |net: &mut BpkNet, u: &User| {
+        net.signed(
+            &relayer(),
+            PayloadSpec::RegisterIdentity {
+                commitment: fr_to_be_bytes(&u.leaf()),
+            },
+        )
+    };
+    let mut batch = vec![reg(&mut net, &us[1]), reg(&mut net, &us[2])];
+    batch.push(net.send_intent(intent));
+    for u in &extra[..3] {
+        batch.push(reg(&mut net, u));
+    }
+    assert_eq!(net.block_ok(batch), vec![TxStatus::Ok; 6]);
+    assert_eq!(calls(&hasher), 3 * DEPTH, "two runs: two batches");
+
+    let mut mem = IdentityTree::new(ROOT_HISTORY as usize).unwrap();
+    for u in us.iter().chain(&extra[..3]) {
+        mem.append(u.leaf()).unwrap();
+    }
+    let tree = identity_tree(&net.store, CHAIN).unwrap();
+    assert_eq!(tree.len(), 6);
+    assert_eq!(tree.root(), mem.root());
+    assert!(tree.root_history().eq(mem.root_history()));
+    for i in 0..6 {
+        assert_eq!(tree.path(i).unwrap(), mem.path(i).unwrap());
+    }
+    net.audit();
+
+    // Three registrations before an intent: its root (made against the
+    // tree of 6) has fallen out of the last 3 roots, as with one append
+    // per registration.
+    let late = net.intent(&us[1], 1, epoch, &centroids0(), b"after three");
+    let mut batch: Vec<Vec<u8>> = extra[3..].iter().map(|u| reg(&mut net, u)).collect();
+    batch.push(net.send_intent(late));
+    assert_eq!(net.next_epoch(), epoch, "still the same epoch");
+    assert_eq!(
+        net.block_ok(batch),
+        vec![
+            TxStatus::Ok,
+            TxStatus::Ok,
+            TxStatus::Ok,
+            TxStatus::UnknownRoot
+        ]
+    );
 }
