@@ -11,6 +11,36 @@ fn require_gpu() -> bool {
     std::env::var("INT_REQUIRE_GPU").is_ok_and(|v| v == "1")
 }
 
+/// Runs an `int gpu … --json` command: its JSON when it found an adapter
+/// (exit 0), `None` after a loud SKIPPED when there is none (exit 1, an
+/// error unless `INT_REQUIRE_GPU=1` forbids it); any other outcome fails.
+fn gpu_json(args: &[&str]) -> Option<serde_json::Value> {
+    let out = int(args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let v: serde_json::Value = match serde_json::from_str(stdout.trim()) {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "`int {}` printed no JSON ({e}):\n{stdout}\n{stderr}",
+            args.join(" ")
+        ),
+    };
+    match out.status.code() {
+        Some(0) => Some(v),
+        Some(1) => {
+            assert!(v["adapter"].is_null(), "{v}");
+            assert!(stderr.contains("no GPU adapter"), "{stderr}");
+            assert!(!require_gpu(), "INT_REQUIRE_GPU=1 but no adapter: {stderr}");
+            eprintln!(
+                "\n*** SKIPPED: no adapter for `int {}` ***\n",
+                args.join(" ")
+            );
+            None
+        }
+        other => panic!("`int {}` exited {other:?}:\n{stderr}", args.join(" ")),
+    }
+}
+
 #[test]
 fn gpu_info_reports_the_adapter() {
     for gl in [false, true] {
@@ -18,46 +48,27 @@ fn gpu_info_reports_the_adapter() {
         if gl {
             args.push("--gl");
         }
-        let out = int(&args);
-        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        let v: serde_json::Value = match serde_json::from_str(stdout.trim()) {
-            Ok(v) => v,
-            Err(e) => panic!(
-                "`int {}` printed no JSON ({e}):\n{stdout}\n{stderr}",
-                args.join(" ")
-            ),
-        };
-        match out.status.code() {
-            Some(0) => {
-                assert!(v["adapter"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
-                let want = if gl { "Gl" } else { "Vulkan" };
-                if cfg!(target_os = "linux") {
-                    assert_eq!(v["backend"], want, "{v}");
+        if let Some(v) = gpu_json(&args) {
+            assert!(v["adapter"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+            let want = if gl { "Gl" } else { "Vulkan" };
+            if cfg!(target_os = "linux") {
+                assert_eq!(v["backend"], want, "{v}");
+            }
+            assert!(
+                v["max_storage_binding_bytes"]
+                    .as_u64()
+                    .is_some_and(|b| b > 0)
+            );
+            let int64 = v["shader_int64"].as_bool();
+            assert!(int64.is_some(), "{v}");
+            assert_eq!(
+                v["mul_path"],
+                if int64 == Some(true) {
+                    "int64"
+                } else {
+                    "portable-u32"
                 }
-                assert!(
-                    v["max_storage_binding_bytes"]
-                        .as_u64()
-                        .is_some_and(|b| b > 0)
-                );
-                let int64 = v["shader_int64"].as_bool();
-                assert!(int64.is_some(), "{v}");
-                assert_eq!(
-                    v["mul_path"],
-                    if int64 == Some(true) {
-                        "int64"
-                    } else {
-                        "portable-u32"
-                    }
-                );
-            }
-            Some(1) => {
-                assert!(v["adapter"].is_null(), "{v}");
-                assert!(stderr.contains("no GPU adapter"), "{stderr}");
-                assert!(!require_gpu(), "INT_REQUIRE_GPU=1 but no adapter: {stderr}");
-                eprintln!("\n*** SKIPPED: no adapter (gl: {gl}) ***\n");
-            }
-            other => panic!("`int {}` exited {other:?}:\n{stderr}", args.join(" ")),
+            );
         }
     }
 }
@@ -168,27 +179,9 @@ fn gpu_calibrate_reports_rows_and_thresholds() {
         "--reps",
         "1",
     ];
-    let out = int(&args);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let v: serde_json::Value = match serde_json::from_str(stdout.trim()) {
-        Ok(v) => v,
-        Err(e) => panic!(
-            "`int {}` printed no JSON ({e}):\n{stdout}\n{stderr}",
-            args.join(" ")
-        ),
+    let Some(v) = gpu_json(&args) else {
+        return;
     };
-    match out.status.code() {
-        Some(0) => {}
-        Some(1) => {
-            assert!(v["adapter"].is_null(), "{v}");
-            assert!(stderr.contains("no GPU adapter"), "{stderr}");
-            assert!(!require_gpu(), "INT_REQUIRE_GPU=1 but no adapter: {stderr}");
-            eprintln!("\n*** SKIPPED: no adapter ***\n");
-            return;
-        }
-        other => panic!("`int {}` exited {other:?}:\n{stderr}", args.join(" ")),
-    }
     assert!(v["adapter"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
     assert!(v["software"].as_bool().is_some(), "{v}");
     let kinds = v["kinds"].as_array().expect("kinds");
