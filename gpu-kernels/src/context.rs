@@ -301,6 +301,17 @@ impl GpuContext {
         self.summary.shader_int64
     }
 
+    /// The multiply path the kernels take on this adapter: `u64`
+    /// multiply-accumulate where it has `SHADER_INT64`, else the portable
+    /// `u32` path.
+    pub fn mul_path(&self) -> crate::MulPath {
+        if self.int64() {
+            crate::MulPath::Int64
+        } else {
+            crate::MulPath::Portable
+        }
+    }
+
     /// Largest number of `u32` words one buffer binding may hold.
     pub fn max_binding_words(&self) -> usize {
         let bytes = self
@@ -308,6 +319,19 @@ impl GpuContext {
             .max_storage_binding_bytes
             .min(self.summary.max_buffer_bytes);
         usize::try_from(bytes / 4).unwrap_or(usize::MAX)
+    }
+
+    /// `TooLarge` unless `words` fit one buffer binding.
+    fn fits(&self, what: &str, words: usize) -> Result<(), GpuError> {
+        let max_words = self.max_binding_words();
+        if words > max_words {
+            return Err(GpuError::TooLarge {
+                what: what.into(),
+                words,
+                max_words,
+            });
+        }
+        Ok(())
     }
 
     /// The pipeline cached under `key`, compiling `source()`'s WGSL (entry
@@ -380,14 +404,7 @@ impl GpuContext {
     /// Copies `words` into a new storage buffer on the device, for kernels
     /// that share an input or chain their outputs ([`Arg::Device`]).
     pub fn upload(&self, words: &[u32]) -> Result<DeviceWords, GpuError> {
-        let max_words = self.max_binding_words();
-        if words.len() > max_words {
-            return Err(GpuError::TooLarge {
-                what: "upload".into(),
-                words: words.len(),
-                max_words,
-            });
-        }
+        self.fits("upload", words.len())?;
         let _gl = self.exclusive();
         Ok(self.upload_unlocked(words))
     }
@@ -424,9 +441,8 @@ impl GpuContext {
         output_words: usize,
         threads: u32,
     ) -> Result<DeviceWords, GpuError> {
-        Ok(self
-            .encode(pipeline, inputs, output_words, threads, false)?
-            .0)
+        let (output, (), _) = self.encode(pipeline, inputs, output_words, threads, |_, _| ())?;
+        Ok(output)
     }
 
     /// [`GpuContext::dispatch`] with the copy of its output to a readback
@@ -441,40 +457,53 @@ impl GpuContext {
         output_words: usize,
         threads: u32,
     ) -> Result<Pending, GpuError> {
-        match self.encode(pipeline, inputs, output_words, threads, true)? {
-            (_, Some(p)) => Ok(p),
-            // encode(.., true) always returns the pending readback.
-            (_, None) => Err(GpuError::Device("readback not encoded".into())),
-        }
+        let (_, staging, index) =
+            self.encode(pipeline, inputs, output_words, threads, |enc, output| {
+                self.copy_to_staging(enc, output, output_words)
+            })?;
+        Ok(Pending {
+            staging,
+            words: output_words,
+            index,
+        })
     }
 
-    /// Checks bindings, uploads host inputs, records the dispatch (and,
-    /// with `read`, the copy to a mappable buffer) and submits it.
-    fn encode(
+    /// A mappable buffer of `words` words and the copy of `src` into it,
+    /// recorded on `enc` (counted as read-back bytes).
+    fn copy_to_staging(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        src: &wgpu::Buffer,
+        words: usize,
+    ) -> wgpu::Buffer {
+        let bytes = (words.max(1) * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("int-gpu readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
+        self.read_bytes.fetch_add(bytes, Ordering::Relaxed);
+        staging
+    }
+
+    /// Checks bindings, uploads host inputs, records the dispatch and
+    /// whatever `then` adds to the same command buffer (given the output
+    /// buffer), and submits it; the output, `then`'s result and the
+    /// submission.
+    fn encode<R>(
         &self,
         pipeline: &wgpu::ComputePipeline,
         inputs: &[Arg<'_>],
         output_words: usize,
         threads: u32,
-        read: bool,
-    ) -> Result<(DeviceWords, Option<Pending>), GpuError> {
-        let max_words = self.max_binding_words();
+        then: impl FnOnce(&mut wgpu::CommandEncoder, &wgpu::Buffer) -> R,
+    ) -> Result<(DeviceWords, R, wgpu::SubmissionIndex), GpuError> {
         for (i, a) in inputs.iter().enumerate() {
-            if a.len() > max_words {
-                return Err(GpuError::TooLarge {
-                    what: format!("input {i}"),
-                    words: a.len(),
-                    max_words,
-                });
-            }
+            self.fits(&format!("input {i}"), a.len())?;
         }
-        if output_words > max_words {
-            return Err(GpuError::TooLarge {
-                what: "output".into(),
-                words: output_words,
-                max_words,
-            });
-        }
+        self.fits("output", output_words)?;
         let _gl = self.exclusive();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         // Host inputs are uploaded here; device ones are bound as they are.
@@ -531,33 +560,19 @@ impl GpuContext {
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(gx, gy, 1);
         }
-        let staging = read.then(|| {
-            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("int-gpu readback"),
-                size: out_bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            enc.copy_buffer_to_buffer(&output, 0, &staging, 0, out_bytes);
-            self.read_bytes.fetch_add(out_bytes, Ordering::Relaxed);
-            staging
-        });
+        let extra = then(&mut enc, &output);
         let index = self.queue.submit([enc.finish()]);
         self.dispatches.fetch_add(1, Ordering::Relaxed);
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Device(err.to_string()));
         }
-        let pending = staging.map(|staging| Pending {
-            staging,
-            words: output_words,
-            index,
-        });
         Ok((
             DeviceWords {
                 buffer: output,
                 words: output_words,
             },
-            pending,
+            extra,
+            index,
         ))
     }
 
@@ -566,20 +581,12 @@ impl GpuContext {
     pub fn read(&self, buf: &DeviceWords) -> Result<Vec<u32>, GpuError> {
         let pending = {
             let _gl = self.exclusive();
-            let bytes = (buf.words.max(1) * 4) as u64;
-            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("int-gpu readback"),
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
             let mut enc = self
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("int-gpu readback"),
                 });
-            enc.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, bytes);
-            self.read_bytes.fetch_add(bytes, Ordering::Relaxed);
+            let staging = self.copy_to_staging(&mut enc, &buf.buffer, buf.words);
             let index = self.queue.submit([enc.finish()]);
             Pending {
                 staging,

@@ -542,15 +542,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     format!("{}\n{body}", prelude::<C>(path, loops))
 }
 
-/// The multiply path of `ctx`'s adapter.
-pub(crate) fn mul_path(ctx: &GpuContext) -> MulPath {
-    if ctx.int64() {
-        MulPath::Int64
-    } else {
-        MulPath::Portable
-    }
-}
-
 /// Projective points out of a kernel's output words.
 pub(crate) fn points_from_words<C: GpuCurve>(
     words: &[u32],
@@ -634,7 +625,7 @@ impl GpuContext {
         extra: &[u32],
         threads: usize,
     ) -> Result<(std::sync::Arc<wgpu::ComputePipeline>, Vec<u32>, usize, u32), GpuError> {
-        let path = mul_path(self);
+        let path = self.mul_path();
         let loops = Loops::for_context(self);
         let kernel = mode.kernel();
         let key = format!("g1/{kernel:?}/{}/{}/{}", C::PREFIX, path.tag(), loops.tag());

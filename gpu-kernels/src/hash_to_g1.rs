@@ -681,15 +681,13 @@ impl GpuContext {
         if u.is_empty() {
             return Ok(Vec::new());
         }
-        let path = if self.int64() {
-            MulPath::Int64
-        } else {
-            MulPath::Portable
-        };
+        let path = self.mul_path();
         let loops = Loops::for_context(self);
         let key = format!("hash_to_g1/{}/{}", path.tag(), loops.tag());
         let pipeline = self.pipeline(&key, || hash_to_g1_kernel(path, loops))?;
         let (prog, _, _) = program_words();
+        // The exponent program, uploaded once for all the launches.
+        let prog = self.upload(prog)?;
         let point_words = 3 * FQ_WORDS;
         let chunk = self.items_per_launch(point_words.max(per * FQ_WORDS), MAX_PER_LAUNCH);
         let mut out = Vec::with_capacity(u.len() / per);
@@ -701,7 +699,7 @@ impl GpuContext {
                 let m = c.len() / per;
                 let count = u32::try_from(m).map_err(|e| GpuError::BadInput(e.to_string()))?;
                 let params = [count, mode as u32];
-                let args = [Arg::Host(&words), Arg::Host(prog), Arg::Host(&params)];
+                let args = [Arg::Host(&words), Arg::Device(&prog), Arg::Host(&params)];
                 self.submit(&pipeline, &args, m * point_words, count)
             },
             |got| {

@@ -151,11 +151,7 @@ impl GpuContext {
             return Err(GpuError::LengthMismatch(a.len(), b.len()));
         }
         let spec = F::spec();
-        let path = if self.int64() {
-            MulPath::Int64
-        } else {
-            MulPath::Portable
-        };
+        let path = self.mul_path();
         let key = format!("field_ops/{}/{}", spec.prefix, path.tag());
         let pipeline = self.pipeline(&key, || field::field_ops_kernel(&spec, path))?;
         let l = F::LIMBS;

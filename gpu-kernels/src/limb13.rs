@@ -35,7 +35,7 @@
 use ark_ff::Field;
 
 use crate::field::{self, GpuField, MulPath};
-use crate::{GpuContext, GpuError};
+use crate::{Arg, GpuContext, GpuError};
 
 /// Bits per limb.
 pub const LIMB_BITS: u32 = 13;
@@ -466,22 +466,29 @@ impl GpuContext {
             Some(layout) => layout.from_limbs(w),
             None => F::from_words(w),
         };
-        let chunk = (self.max_binding_words() / l).clamp(1, 1 << 22);
+        let chunk = self.items_per_launch(l, 1 << 22);
         let mut out = Vec::with_capacity(x.len());
-        for (cx, cy) in x.chunks(chunk).zip(y.chunks(chunk)) {
-            let mut wx = Vec::with_capacity(cx.len() * l);
-            let mut wy = Vec::with_capacity(cy.len() * l);
-            for (a, b) in cx.iter().zip(cy) {
-                push(a, &mut wx)?;
-                push(b, &mut wy)?;
-            }
-            let n = cx.len() as u32;
-            let params = [n, k];
-            let words = self.launch(&pipeline, &[&wx, &wy, &params], cx.len() * l, n)?;
-            for w in words.chunks_exact(l) {
-                out.push(get(w).ok_or(GpuError::BadOutput("mul_chain"))?);
-            }
-        }
+        self.pipelined(
+            x.chunks(chunk).zip(y.chunks(chunk)),
+            |(cx, cy)| {
+                let mut wx = Vec::with_capacity(cx.len() * l);
+                let mut wy = Vec::with_capacity(cy.len() * l);
+                for (a, b) in cx.iter().zip(cy) {
+                    push(a, &mut wx)?;
+                    push(b, &mut wy)?;
+                }
+                let n = cx.len() as u32;
+                let params = [n, k];
+                let args = [Arg::Host(&wx), Arg::Host(&wy), Arg::Host(&params)];
+                self.submit(&pipeline, &args, cx.len() * l, n)
+            },
+            |words| {
+                for w in words.chunks_exact(l) {
+                    out.push(get(w).ok_or(GpuError::BadOutput("mul_chain"))?);
+                }
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 }

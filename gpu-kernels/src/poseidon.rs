@@ -218,11 +218,7 @@ impl GpuContext {
         }
         let params = poseidon_params(arity)?;
         let consts = constant_words(arity)?;
-        let path = if self.int64() {
-            MulPath::Int64
-        } else {
-            MulPath::Portable
-        };
+        let path = self.mul_path();
         let key = format!("poseidon/{}", path.tag());
         let pipeline = self.pipeline(&key, || poseidon_kernel(path))?;
         // Width ≤ 13 and round counts below 100: they fit in u32.
@@ -232,14 +228,8 @@ impl GpuContext {
             params.partial_rounds as u32,
         ];
         let per_hash = arity * FR_WORDS;
-        let max_words = self.max_binding_words();
-        if consts.len() > max_words {
-            return Err(GpuError::TooLarge {
-                what: "Poseidon constants".into(),
-                words: consts.len(),
-                max_words,
-            });
-        }
+        // Uploaded once for all the launches (refused if over one binding).
+        let consts = self.upload(consts)?;
         let chunk = self.items_per_launch(per_hash, MAX_HASHES_PER_LAUNCH);
         let mut out = Vec::with_capacity(n);
         self.pipelined(
@@ -250,7 +240,7 @@ impl GpuContext {
                 let m = c.len() / arity;
                 let count = u32::try_from(m).map_err(|e| GpuError::BadInput(e.to_string()))?;
                 let params = [count, shape[0], shape[1], shape[2]];
-                let args = [Arg::Host(&words), Arg::Host(consts), Arg::Host(&params)];
+                let args = [Arg::Host(&words), Arg::Device(&consts), Arg::Host(&params)];
                 self.submit(&pipeline, &args, m * FR_WORDS, count)
             },
             |got| {
