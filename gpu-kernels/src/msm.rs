@@ -382,17 +382,32 @@ impl GpuContext {
         } else {
             cfg.chunk.min(fit)
         };
-        let window_sums = if bases.len() <= chunk
-            && let Some(sums) = self.msm_resident::<C>(bases, scalars, &cfg, w)?
-        {
+        // One chunk: sorted once, for the resident path or, when its
+        // buffers do not fit, the host path.
+        let whole = if bases.len() <= chunk {
+            Some(sort_points(bases, scalars, c, w)?)
+        } else {
+            None
+        };
+        let resident = match &whole {
+            Some(sorted) => self.msm_resident::<C>(bases, sorted, &cfg, w)?,
+            None => None,
+        };
+        let window_sums = if let Some(sums) = resident {
             sums
         } else {
             let mut partials = Partials {
                 bucket: Vec::new(),
                 words: Vec::new(),
             };
-            for (pts, ks) in bases.chunks(chunk).zip(scalars.chunks(chunk)) {
-                self.msm_segments(pts, ks, &cfg, w, &mut partials)?;
+            match &whole {
+                Some(sorted) => self.msm_segments(bases, sorted, &cfg, &mut partials)?,
+                None => {
+                    for (pts, ks) in bases.chunks(chunk).zip(scalars.chunks(chunk)) {
+                        let sorted = sort_points(pts, ks, c, w)?;
+                        self.msm_segments(pts, &sorted, &cfg, &mut partials)?;
+                    }
+                }
             }
             if partials.bucket.is_empty() {
                 return Ok(Projective::zero());
@@ -422,7 +437,7 @@ impl GpuContext {
         Ok(acc)
     }
 
-    /// Steps 1–5 with every intermediate on the device: the bases, entries
+    /// Steps 3–5 with every intermediate on the device: the bases, entries
     /// and segment offsets go up once, each step's output is the next
     /// step's input, and only the windows' range sums (`2·R` points per
     /// window) come back. The last merge pass also lays the buckets out
@@ -430,12 +445,13 @@ impl GpuContext {
     /// `segment` partials; an empty bucket sums nothing and is the
     /// identity), so the host never sees a bucket.
     ///
-    /// `Ok(None)` when some step's buffer would not fit one binding; the
-    /// caller then runs the chunked host path.
+    /// `sorted` is steps 1–2 of all the points. `Ok(None)` when some step's
+    /// buffer would not fit one binding; the caller then runs the host path
+    /// on the same `sorted`.
     fn msm_resident<C: GpuCurve>(
         &self,
         bases: &[Affine<C>],
-        scalars: &[C::ScalarField],
+        sorted: &Sorted,
         cfg: &MsmConfig,
         w: u32,
     ) -> Result<Option<Vec<Projective<C>>>, GpuError> {
@@ -446,7 +462,6 @@ impl GpuContext {
         let range = cfg.range as usize;
         let r = m.div_ceil(range);
         let seg = cfg.segment as usize;
-        let sorted = sort_points(bases, scalars, c, w)?;
         let (offs, mut bucket) = segments(&sorted.start, seg)?;
         if bucket.is_empty() {
             return Ok(Some(vec![Projective::zero(); wu]));
@@ -543,19 +558,17 @@ impl GpuContext {
         Ok(Some(window_sums))
     }
 
-    /// Steps 1–3 for one chunk of points on the host path: digits,
-    /// counting sort, segments, and the segment sums read back (appended
-    /// to `out`, sorted by bucket).
+    /// Step 3 for one chunk of points (`sorted` is its steps 1–2) on the
+    /// host path: segments, and the segment sums read back (appended to
+    /// `out`, sorted by bucket).
     fn msm_segments<C: GpuCurve>(
         &self,
         pts: &[Affine<C>],
-        ks: &[C::ScalarField],
+        sorted: &Sorted,
         cfg: &MsmConfig,
-        w: u32,
         out: &mut Partials,
     ) -> Result<(), GpuError> {
         let l = C::BaseField::LIMBS;
-        let sorted = sort_points(pts, ks, cfg.window, w)?;
         let (offs, seg_bucket) = segments(&sorted.start, cfg.segment as usize)?;
         if seg_bucket.is_empty() {
             return Ok(());
