@@ -62,7 +62,7 @@ fn curve<C: GpuCurve>(ctx: &GpuContext) {
 
 #[test]
 fn batch_kernels_across_launches() {
-    let Some(ctx) = common::tiny_launches(ITEMS, BackendChoice::Native) else {
+    let Some(ctx) = common::own_context(ITEMS, BackendChoice::Native) else {
         return;
     };
     field_and_poseidon(&ctx);
@@ -91,7 +91,7 @@ fn batch_kernels_across_launches() {
 /// the kernels that compile quickly there.
 #[test]
 fn field_and_poseidon_across_launches_gl() {
-    let Some(ctx) = common::tiny_launches(ITEMS, BackendChoice::Gl) else {
+    let Some(ctx) = common::own_context(ITEMS, BackendChoice::Gl) else {
         return;
     };
     field_and_poseidon(&ctx);

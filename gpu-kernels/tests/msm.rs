@@ -160,7 +160,7 @@ fn bls12_381_msm_gl() {
 #[test]
 fn bn254_msm_resident_transfers() {
     type C = ark_bn254::g1::Config;
-    let Some(ctx) = common::fresh_native() else {
+    let Some(ctx) = common::own_context(0, int_gpu::BackendChoice::Native) else {
         return;
     };
     let n = 3000;

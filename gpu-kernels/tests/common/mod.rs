@@ -40,17 +40,11 @@ fn open_owned(opts: GpuOptions, what: &str) -> Option<GpuContext> {
     }
 }
 
-/// A native context of the caller's own, not shared with other tests
-/// (for tests that read its [`GpuContext::transfer_stats`]). `None` (test
-/// skipped) without an adapter.
-pub fn fresh_native() -> Option<GpuContext> {
-    open_owned(GpuOptions::default(), "Vulkan/Metal/DX12")
-}
-
-/// A native context of the caller's own whose batch kernels take at most
-/// `items` items per launch, so small inputs span several launches (for
-/// the chunk-boundary tests).
-pub fn tiny_launches(items: usize, backend: BackendChoice) -> Option<GpuContext> {
+/// A context of the caller's own, not shared with other tests (for tests
+/// that read its [`GpuContext::transfer_stats`]), whose batch kernels take
+/// at most `items` items per launch (`0`: no cap), so that small inputs
+/// can span several launches. `None` (test skipped) without an adapter.
+pub fn own_context(items: usize, backend: BackendChoice) -> Option<GpuContext> {
     open_owned(
         GpuOptions {
             backend,
