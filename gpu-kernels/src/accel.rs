@@ -90,22 +90,13 @@ impl Default for Thresholds {
 pub const MIN_BATCH_ENV: &str = "INT_GPU_MIN_BATCH";
 
 impl Thresholds {
-    /// The defaults, or `INT_GPU_MIN_BATCH` for all kinds when it is set.
-    pub fn from_env() -> Result<Self, GpuError> {
-        match std::env::var(MIN_BATCH_ENV) {
-            Err(_) => Ok(Self::default()),
-            Ok(v) => {
-                let n: usize = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| GpuError::BadMinBatch(v.clone()))?;
-                Ok(Self {
-                    msm: n,
-                    scale_each: n,
-                    hash_to_g1: n,
-                    poseidon: n,
-                })
-            }
+    /// `n` for every kind of work.
+    pub fn all(n: usize) -> Self {
+        Self {
+            msm: n,
+            scale_each: n,
+            hash_to_g1: n,
+            poseidon: n,
         }
     }
 
@@ -137,10 +128,21 @@ impl ThresholdPolicy {
     /// `Env` with `INT_GPU_MIN_BATCH` for every kind when it is set,
     /// `Measure` when it is not; an error for a value that is not a number.
     pub fn from_env() -> Result<Self, GpuError> {
-        match std::env::var_os(MIN_BATCH_ENV) {
-            None => Ok(Self::Measure),
-            Some(_) => Thresholds::from_env().map(Self::Env),
-        }
+        Self::from_value(std::env::var_os(MIN_BATCH_ENV).as_deref())
+    }
+
+    /// [`ThresholdPolicy::from_env`] of the variable's value (`None`:
+    /// unset).
+    fn from_value(v: Option<&std::ffi::OsStr>) -> Result<Self, GpuError> {
+        let Some(v) = v else {
+            return Ok(Self::Measure);
+        };
+        let v = v.to_string_lossy();
+        let n: usize = v
+            .trim()
+            .parse()
+            .map_err(|_| GpuError::BadMinBatch(v.to_string()))?;
+        Ok(Self::Env(Thresholds::all(n)))
     }
 }
 
@@ -348,6 +350,27 @@ fn warm_up_curve<C: crate::GpuCurve>(ctx: &GpuContext) -> Result<(), GpuError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn min_batch_values() {
+        use std::ffi::OsStr;
+        let parse = |v: Option<&str>| ThresholdPolicy::from_value(v.map(OsStr::new));
+        assert_eq!(parse(None).ok(), Some(ThresholdPolicy::Measure));
+        assert_eq!(
+            parse(Some("0")).ok(),
+            Some(ThresholdPolicy::Env(Thresholds::all(0)))
+        );
+        assert_eq!(
+            parse(Some(" 4096\n")).ok(),
+            Some(ThresholdPolicy::Env(Thresholds::all(4096)))
+        );
+        for bad in ["lots", "", "-1", "1e3", "99999999999999999999999"] {
+            assert!(
+                matches!(parse(Some(bad)), Err(GpuError::BadMinBatch(ref v)) if v == bad),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn cpu_never_has_a_context() {
