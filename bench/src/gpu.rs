@@ -125,11 +125,14 @@ fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T, GpuError>) -> Result<(f
     Ok((median_ms(ms), last))
 }
 
+/// A checked row: an error unless GPU and CPU agree. `vs_32` is the
+/// limb-layout rows' time over their 32-bit baseline.
 fn row<T: PartialEq>(
     kernel: &str,
     n: usize,
     gpu: (f64, T),
-    cpu: (f64, T),
+    cpu: &(f64, T),
+    vs_32: Option<f64>,
 ) -> Result<Row, GpuBenchError> {
     if gpu.1 != cpu.1 {
         return Err(GpuBenchError::Mismatch {
@@ -143,10 +146,14 @@ fn row<T: PartialEq>(
         gpu_ms: gpu.0,
         cpu_ms: cpu.0,
         speedup: if gpu.0 > 0.0 { cpu.0 / gpu.0 } else { 0.0 },
-        vs_32: None,
+        vs_32,
     };
+    let vs = r
+        .vs_32
+        .map(|v| format!("  vs 32-bit {v:>6.3}"))
+        .unwrap_or_default();
     eprintln!(
-        "{:<22} n = {:>7}  gpu {:>10.3} ms  cpu {:>10.3} ms  cpu/gpu {:>6.3}",
+        "{:<22} n = {:>7}  gpu {:>10.3} ms  cpu {:>10.3} ms  cpu/gpu {:>6.3}{vs}",
         r.kernel, r.n, r.gpu_ms, r.cpu_ms, r.speedup
     );
     Ok(r)
@@ -181,7 +188,7 @@ fn curve_rows<C: GpuCurve>(
             let p: Vec<Projective<C>> = b.par_iter().zip(s).map(|(p, k)| *p * k).collect();
             Ok(Projective::<C>::normalize_batch(&p))
         })?;
-        rows.push(row(&format!("scale_each_{curve}"), n, gpu, cpu)?);
+        rows.push(row(&format!("scale_each_{curve}"), n, gpu, &cpu, None)?);
     }
     for log in args.min_log..=args.max_log {
         let n = 1usize << log;
@@ -190,7 +197,7 @@ fn curve_rows<C: GpuCurve>(
         let cpu = time(args.reps, || {
             int_gpu::msm_cpu::<C>(b, s).map(|p| p.into_affine())
         })?;
-        rows.push(row(&format!("msm_{curve}"), n, gpu, cpu)?);
+        rows.push(row(&format!("msm_{curve}"), n, gpu, &cpu, None)?);
     }
     Ok(())
 }
@@ -209,7 +216,7 @@ fn hash_rows(ctx: &GpuContext, args: &GpuArgs, rows: &mut Vec<Row>) -> Result<()
         let m = &refs[..n];
         let gpu = time(args.reps, || ctx.hash_to_g1(m, DST))?;
         let cpu = time(args.reps, || int_gpu::hash_to_g1::hash_to_g1_cpu(m, DST))?;
-        rows.push(row("hash_to_g1_bls12_381", n, gpu, cpu)?);
+        rows.push(row("hash_to_g1_bls12_381", n, gpu, &cpu, None)?);
     }
     Ok(())
 }
@@ -227,7 +234,7 @@ fn poseidon_rows(
         let x = &inputs[..2 * n];
         let gpu = time(args.reps, || ctx.poseidon_batch(2, x))?;
         let cpu = time(args.reps, || int_gpu::poseidon::poseidon_cpu(2, x))?;
-        rows.push(row("poseidon_t3", n, gpu, cpu)?);
+        rows.push(row("poseidon_t3", n, gpu, &cpu, None)?);
     }
     Ok(())
 }
@@ -252,7 +259,7 @@ fn field_rows<F: int_gpu::GpuField>(
             .map(|x| x.inverse().unwrap_or_default())
             .collect::<Vec<F>>())
     })?;
-    rows.push(row(&format!("{name}_inv_{path}"), n, gpu, cpu)?);
+    rows.push(row(&format!("{name}_inv_{path}"), n, gpu, &cpu, None)?);
     Ok(())
 }
 
@@ -278,6 +285,7 @@ fn chain_rows<F: int_gpu::GpuField>(
     let x: Vec<F> = (0..max).map(|_| F::rand(rng)).collect();
     let y: Vec<F> = (0..max).map(|_| F::rand(rng)).collect();
     let k = CHAIN_K;
+    eprintln!("mul_chain rows: x ← x·y {k} times per thread");
     let mut layouts = Vec::new();
     if ctx.int64() {
         layouts.push(("int64-32", Some(MulPath::Int64)));
@@ -294,29 +302,10 @@ fn chain_rows<F: int_gpu::GpuField>(
                 Some(path) => ctx.mul_chain_32(*path, x, y, k),
                 None => ctx.mul_chain_13(x, y, k),
             })?;
-            let kernel = format!("mul_chain_{name}_{layout}");
-            if gpu.1 != cpu.1 {
-                return Err(GpuBenchError::Mismatch { kernel, n });
-            }
             let base_ms = *base.get_or_insert(gpu.0);
-            let r = Row {
-                kernel,
-                n,
-                gpu_ms: gpu.0,
-                cpu_ms: cpu.0,
-                speedup: if gpu.0 > 0.0 { cpu.0 / gpu.0 } else { 0.0 },
-                vs_32: Some(if base_ms > 0.0 { gpu.0 / base_ms } else { 0.0 }),
-            };
-            eprintln!(
-                "{:<22} n = {:>7}  gpu {:>10.3} ms  cpu {:>10.3} ms  cpu/gpu {:>6.3}  vs 32-bit {:>6.3}  (k = {k})",
-                r.kernel,
-                r.n,
-                r.gpu_ms,
-                r.cpu_ms,
-                r.speedup,
-                r.vs_32.unwrap_or(0.0)
-            );
-            rows.push(r);
+            let vs_32 = if base_ms > 0.0 { gpu.0 / base_ms } else { 0.0 };
+            let kernel = format!("mul_chain_{name}_{layout}");
+            rows.push(row(&kernel, n, gpu, &cpu, Some(vs_32))?);
         }
     }
     Ok(())

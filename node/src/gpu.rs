@@ -77,6 +77,25 @@ pub fn summary_json(s: &AdapterSummary) -> Value {
     })
 }
 
+/// Opens the adapter `--gl` picks, or says why there is none (a JSON
+/// object with a null adapter under `--json`, and a line on stderr naming
+/// `int gpu <what>` and `consequence`): the caller then exits 1.
+fn open_or_report(gl: bool, json: bool, what: &str, consequence: &str) -> Option<GpuContext> {
+    match GpuContext::new(&options(gl)) {
+        Ok(ctx) => Some(ctx),
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({ "adapter": Value::Null, "error": e.to_string() })
+                );
+            }
+            eprintln!("int gpu {what}: {e}; {consequence}");
+            None
+        }
+    }
+}
+
 /// The options of the adapter `--gl` picks.
 fn options(gl: bool) -> GpuOptions {
     GpuOptions {
@@ -122,18 +141,13 @@ fn calibrate(gl: bool, json: bool, opts: &CalibrateOptions) -> Result<std::proce
     if let Err(e) = opts.check() {
         bail!("int gpu calibrate: {e}");
     }
-    let ctx = match GpuContext::new(&options(gl)) {
-        Ok(ctx) => ctx,
-        Err(e) => {
-            if json {
-                println!(
-                    "{}",
-                    json!({ "adapter": Value::Null, "error": e.to_string() })
-                );
-            }
-            eprintln!("int gpu calibrate: {e}; nothing to calibrate, verification runs on the CPU");
-            return Ok(std::process::ExitCode::from(1));
-        }
+    let Some(ctx) = open_or_report(
+        gl,
+        json,
+        "calibrate",
+        "nothing to calibrate, verification runs on the CPU",
+    ) else {
+        return Ok(std::process::ExitCode::from(1));
     };
     let s = ctx.summary().clone();
     let threads = rayon::current_num_threads();
@@ -235,23 +249,13 @@ pub fn run(cmd: GpuCmd) -> Result<std::process::ExitCode> {
             calibrate(gl, json, &opts)
         }
         GpuCmd::Info { gl, json } => {
-            let opts = options(gl);
-            match GpuContext::new(&opts) {
-                Ok(ctx) => {
-                    crate::print(&summary_json(ctx.summary()), json)?;
-                    Ok(std::process::ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    if json {
-                        println!(
-                            "{}",
-                            json!({ "adapter": Value::Null, "error": e.to_string() })
-                        );
-                    }
-                    eprintln!("int gpu info: {e}; verification runs on the CPU (all cores)");
-                    Ok(std::process::ExitCode::from(1))
-                }
-            }
+            let Some(ctx) =
+                open_or_report(gl, json, "info", "verification runs on the CPU (all cores)")
+            else {
+                return Ok(std::process::ExitCode::from(1));
+            };
+            crate::print(&summary_json(ctx.summary()), json)?;
+            Ok(std::process::ExitCode::SUCCESS)
         }
     }
 }
