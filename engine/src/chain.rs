@@ -13,7 +13,7 @@ use std::time::Instant;
 use bevy_ecs::prelude::*;
 use int_schemas::wire::TxStatus;
 use int_schemas::{
-    AccountId, Hash32, HeaderFields, PayloadSpec, ReceiptFields, build_block, build_header,
+    AccountId, Escrow, Hash32, HeaderFields, PayloadSpec, ReceiptFields, build_block, build_header,
     build_receipts, decode_block,
 };
 
@@ -23,6 +23,7 @@ use crate::state::smt::{self, SmtError};
 use crate::storage::{
     AccountRecord, BlockWrite, Head, ObjectTable, ObjectWrite, StorageError, Store, object_leaf,
 };
+use crate::supply::{SUPPLY_KEY, Supply, SupplyDelta, escrow_add};
 use crate::world::*;
 
 /// Errors of the block pipeline.
@@ -166,6 +167,8 @@ impl Chain {
         world.insert_resource(DeferredPayloads::default());
         world.insert_resource(PayloadVerdicts::default());
         world.insert_resource(ObjectWrites::default());
+        world.insert_resource(Credits::default());
+        world.insert_resource(BlockSupply::default());
         world.insert_resource(ExecFault::default());
         world.insert_resource(StoreHandle(store.clone()));
         let mut schedule = block_schedule(cfg.parallel);
@@ -247,6 +250,18 @@ impl Chain {
         if let Some(w) = accounts.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(ChainError::DuplicateGenesisAccount(hex_id(&w[0].0)));
         }
+        if objects.iter().any(|o| o.key == SUPPLY_KEY) {
+            return Err(ChainError::Exec(
+                "genesis objects may not set the supply: the chain computes it".into(),
+            ));
+        }
+        let mut objects = objects.to_vec();
+        objects.push(ObjectWrite {
+            table: ObjectTable::State,
+            key: SUPPLY_KEY.to_vec(),
+            value: Some(Supply::genesis(int, gas).encode().to_vec()),
+        });
+        let objects = &objects[..];
         let empty = Head::default();
         let (head, _) = self.seal_and_commit(
             &empty,
@@ -278,14 +293,15 @@ impl Chain {
 
         // 3. Load the accounts the block touches.
         let t = Instant::now();
-        let touched = self.load(txs, proposer_id, height)?;
+        let mut touched = self.load(txs, proposer_id, height)?;
         timings.load_us = us(t);
 
         // 4. Execute the schedule.
         let t = Instant::now();
         self.schedule.run(&mut self.world);
-        timings.execute_us = us(t);
-        let objects = std::mem::take(&mut self.world.resource_mut::<ObjectWrites>().0);
+        let mut objects = std::mem::take(&mut self.world.resource_mut::<ObjectWrites>().0);
+        let mut credits = std::mem::take(&mut self.world.resource_mut::<Credits>().0);
+        let mut delta = std::mem::take(&mut self.world.resource_mut::<BlockSupply>().0);
         if let Some(fault) = self.world.resource_mut::<ExecFault>().0.take() {
             // The world holds half a block: forget it, commit nothing.
             self.drop_hot_set();
@@ -298,16 +314,41 @@ impl Chain {
         // that no plugin decided is not executable here (its fee is taken,
         // as for any payload that fails).
         let deferred = std::mem::take(&mut self.world.resource_mut::<DeferredPayloads>().0);
-        for (i, _) in &deferred {
+        // What the Debit stage locked from senders for deferred payloads:
+        // their plugins must account for every unit of it. A payload no
+        // plugin decided gets its lock back here.
+        let mut locked = Escrow::NONE;
+        for (i, p) in &deferred {
             if let Some(out) = outcomes[*i as usize].get_mut()
                 && out.status == TxStatus::Ok
             {
-                out.status = verdicts
-                    .get(*i)
-                    .copied()
-                    .unwrap_or(TxStatus::UnsupportedPayload);
+                let escrow = p.escrow();
+                locked = escrow_add(locked, escrow)
+                    .ok_or_else(|| ChainError::Exec("locked amounts overflow u128".into()))?;
+                out.status = match verdicts.get(*i) {
+                    Some(v) => *v,
+                    None => {
+                        if !escrow.is_none() {
+                            credits.push(Credit {
+                                to: txs[*i as usize].sender,
+                                amount: escrow,
+                            });
+                        }
+                        TxStatus::UnsupportedPayload
+                    }
+                };
             }
         }
+        delta.fees = outcomes
+            .iter()
+            .filter_map(|o| o.get())
+            .try_fold(0u128, |a, o| a.checked_add(o.fee_charged))
+            .ok_or_else(|| ChainError::Exec("fees overflow u128".into()))?;
+        if let Err(e) = self.settle(&mut touched, &credits, locked, &delta, height, &mut objects) {
+            self.drop_hot_set();
+            return Err(e);
+        }
+        timings.execute_us = us(t);
         let statuses: Vec<TxStatus> = outcomes
             .iter()
             .map(|o| o.get().map_or(TxStatus::UnsupportedPayload, |o| o.status))
@@ -455,7 +496,9 @@ impl Chain {
                         },
                         other => {
                             deferred.push((i as u32, other.clone()));
-                            Call::Deferred
+                            Call::Deferred {
+                                escrow: other.escrow(),
+                            }
                         }
                     },
                 })
@@ -626,6 +669,147 @@ impl Chain {
         })?;
         timings.commit_us = us(t);
         Ok((head, timings))
+    }
+
+    /// The supply totals at the head. A chain created before supply
+    /// accounting has no supply object; it held no escrow then, so the
+    /// totals are the sums over its accounts (read once, then stored with
+    /// the next block).
+    pub fn supply(&self) -> Result<Supply, ChainError> {
+        Ok(self.stored_supply()?.0)
+    }
+
+    /// The supply and whether it is stored.
+    fn stored_supply(&self) -> Result<(Supply, bool), ChainError> {
+        let chain_id = self.cfg.chain_id;
+        if let Some(b) = self
+            .store
+            .object(chain_id, ObjectTable::State, SUPPLY_KEY)?
+        {
+            return Ok((Supply::decode(&b)?, true));
+        }
+        let (mut int, mut gas) = (Some(0u128), Some(0u128));
+        self.store.for_each_account(chain_id, |_, r| {
+            int = int.and_then(|x| x.checked_add(r.int));
+            gas = gas.and_then(|x| x.checked_add(r.gas));
+        })?;
+        match (int, gas) {
+            (Some(i), Some(g)) => Ok((Supply::genesis(i, g), false)),
+            _ => Err(ChainError::SupplyOverflow),
+        }
+    }
+
+    /// Checks that the block's plugins conserved value, applies their
+    /// credits (loading the accounts that are not in the world) and writes
+    /// the new supply totals.
+    ///
+    /// Conservation, per token: what the Debit stage locked for deferred
+    /// payloads, plus what left escrow, plus what was minted, equals what
+    /// was credited, plus what entered escrow, plus what was burned.
+    fn settle(
+        &mut self,
+        touched: &mut Vec<Entity>,
+        credits: &[Credit],
+        locked: Escrow,
+        delta: &SupplyDelta,
+        height: u64,
+        objects: &mut Vec<ObjectWrite>,
+    ) -> Result<(), ChainError> {
+        let overflow = || ChainError::Exec("block amounts overflow u128".into());
+        let mut per_account: std::collections::BTreeMap<AccountId, Escrow> = Default::default();
+        let mut credited = Escrow::NONE;
+        for c in credits {
+            let e = per_account.entry(c.to).or_default();
+            *e = escrow_add(*e, c.amount).ok_or_else(overflow)?;
+            credited = escrow_add(credited, c.amount).ok_or_else(overflow)?;
+        }
+        let sources = escrow_add(locked, delta.released)
+            .and_then(|s| {
+                escrow_add(
+                    s,
+                    Escrow {
+                        int: 0,
+                        gas: delta.gas_minted,
+                    },
+                )
+            })
+            .ok_or_else(overflow)?;
+        let sinks = escrow_add(credited, delta.escrowed)
+            .and_then(|s| {
+                escrow_add(
+                    s,
+                    Escrow {
+                        int: delta.int_burned,
+                        gas: 0,
+                    },
+                )
+            })
+            .ok_or_else(overflow)?;
+        assert_eq!(
+            sources, sinks,
+            "block {height}: plugins did not conserve value (locked {locked:?}, delta {delta:?}, credited {credited:?})"
+        );
+        let (before, stored) = self.stored_supply()?;
+        let after = before.apply(delta).ok_or_else(|| {
+            ChainError::Exec(format!(
+                "block {height}: supply delta {delta:?} breaks the totals {before:?}"
+            ))
+        })?;
+        if after != before || !stored {
+            objects.push(ObjectWrite {
+                table: ObjectTable::State,
+                key: SUPPLY_KEY.to_vec(),
+                value: Some(after.encode().to_vec()),
+            });
+        }
+        if per_account.is_empty() {
+            return Ok(());
+        }
+        let missing: Vec<AccountId> = {
+            let hot = self.world.resource::<HotSet>();
+            per_account
+                .keys()
+                .filter(|id| !hot.index.contains_key(*id))
+                .copied()
+                .collect()
+        };
+        let records = self.store.accounts(self.cfg.chain_id, &missing)?;
+        for (id, rec) in missing.iter().zip(&records) {
+            let (b, n, d) = rec.unwrap_or_default().components();
+            let e = self
+                .world
+                .spawn((
+                    AccountKey(*id),
+                    b,
+                    n,
+                    d,
+                    HotMeta {
+                        dirty: false,
+                        stored: rec.is_some(),
+                        last_touched: height,
+                    },
+                    Outbox::default(),
+                    Inbox::default(),
+                ))
+                .id();
+            self.world.resource_mut::<HotSet>().index.insert(*id, e);
+            touched.push(e);
+        }
+        for (id, amount) in per_account {
+            let e = self.world.resource::<HotSet>().index[&id];
+            let mut ent = self.world.entity_mut(e);
+            let mut bal = ent.get_mut::<Balances>().expect("accounts have balances");
+            // Every balance is bounded by its token's total, which the
+            // supply check above keeps within u128.
+            bal.int = bal.int.checked_add(amount.int).ok_or_else(overflow)?;
+            bal.gas = bal.gas.checked_add(amount.gas).ok_or_else(overflow)?;
+            let mut meta = ent.get_mut::<HotMeta>().expect("accounts have meta");
+            meta.dirty = true;
+            meta.last_touched = height;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        Ok(())
     }
 
     /// Drops every account from the world (they are reloaded from storage

@@ -10,4 +10,5 @@ pub mod ingress;
 pub mod mempool;
 pub mod state;
 pub mod storage;
+pub mod supply;
 pub mod world;

@@ -427,6 +427,28 @@ impl Store {
         Ok(None)
     }
 
+    /// Calls `f` for every committed object of a chain in `table` whose key
+    /// starts with `prefix`, in key order, until `f` returns `false`: one
+    /// seek, then a cursor walk over that key range only.
+    pub fn scan_prefix(
+        &self,
+        chain_id: u32,
+        table: ObjectTable,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let txn = self.env.begin_ro_txn()?;
+        let mut cur = txn.open_ro_cursor(self.table(table))?;
+        let full_prefix = object_key(chain_id, prefix);
+        for item in cur.iter_from(&full_prefix) {
+            let (k, v) = item?;
+            if !k.starts_with(&full_prefix) || !f(&k[4..], v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `f` for every committed object of a chain in `table`, in key
     /// order.
     pub fn for_each_object(
@@ -829,6 +851,23 @@ mod tests {
         assert_eq!(seek(b"p/\x00\x05").as_deref(), Some(&b"p/\x00\x05"[..]));
         // Past the last key of the prefix: the next prefix is not returned.
         assert_eq!(seek(b"p/\x00\x0a"), None);
+        let scan = |prefix: &[u8], most: usize| {
+            let mut keys = Vec::new();
+            store
+                .scan_prefix(2, ObjectTable::State, prefix, |k, _| {
+                    keys.push(k.to_vec());
+                    keys.len() < most
+                })
+                .unwrap();
+            keys
+        };
+        assert_eq!(
+            scan(b"p/", 10),
+            vec![b"p/\x00\x05".to_vec(), b"p/\x00\x09".to_vec()]
+        );
+        assert_eq!(scan(b"p/", 1), vec![b"p/\x00\x05".to_vec()]);
+        assert_eq!(scan(b"q", 10), vec![b"q/1".to_vec()]);
+        assert!(scan(b"r", 10).is_empty());
         // The audit covers the state objects, not the derived ones.
         assert_eq!(recompute_root(&store, 2).unwrap(), (root, 0));
         // Deleting an object takes it out.

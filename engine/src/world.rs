@@ -11,9 +11,10 @@ use std::sync::{Arc, OnceLock};
 use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::{MultiThreadedExecutor, ScheduleLabel, SingleThreadedExecutor};
 use int_schemas::wire::{DeviceKind, Token, TxStatus};
-use int_schemas::{AccountId, Hash32, PayloadSpec, PublicKeyBytes};
+use int_schemas::{AccountId, Escrow, Hash32, PayloadSpec, PublicKeyBytes};
 
 use crate::storage::{AccountRecord, ObjectWrite, Store};
+use crate::supply::SupplyDelta;
 
 /// The account id of an entity; never changes while it lives.
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,10 +119,15 @@ pub enum Call {
         token: Token,
     },
     /// A payload another plugin decides (its fields are in [`DeferredPayloads`]):
-    /// the ledger only takes the envelope's nonce and fee, and the owning
+    /// the ledger takes the envelope's nonce and fee and locks `escrow`
+    /// from the sender (`InsufficientBalance` when it cannot); the owning
     /// plugin sets the payload's status in [`PayloadVerdicts`] during
-    /// [`Stage::Apply`].
-    Deferred,
+    /// [`Stage::Apply`] and spends, escrows or refunds ([`Credits`]) exactly
+    /// what was locked.
+    Deferred {
+        /// What the payload locks (`PayloadSpec::escrow`).
+        escrow: Escrow,
+    },
 }
 
 /// One transaction of the block being executed.
@@ -203,6 +209,29 @@ pub struct DeferredPayloads(pub Vec<(u32, PayloadSpec)>);
 /// accepted (outcome `Ok`, fee taken). The receipt shows it instead of the
 /// envelope's `Ok`; the fee stays taken, as for a failed transfer.
 pub type PayloadVerdicts = TxSlots<TxStatus>;
+
+/// Amounts plugins credit to accounts in the current block: payments to
+/// sellers, refunds, releases from escrow, minted GAS. Credits commute, so
+/// they are summed per account after the schedule; an account that is not
+/// in the world is loaded then. Credited amounts are spendable from the
+/// next block on, as the ledger's transfers.
+#[derive(Resource, Debug, Default)]
+pub struct Credits(pub Vec<Credit>);
+
+/// One credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credit {
+    /// Who receives it.
+    pub to: AccountId,
+    /// How much of each tier.
+    pub amount: Escrow,
+}
+
+/// How the current block changes the token supply (escrow in and out,
+/// burns, mints); systems add their part, the chain checks conservation
+/// against it and stores the new totals.
+#[derive(Resource, Debug, Default)]
+pub struct BlockSupply(pub SupplyDelta);
 
 /// Plugin object writes of the current block, committed with it in one
 /// write transaction (state objects also enter the state root).

@@ -22,6 +22,9 @@ mod generated;
 
 pub use generated::int::wire;
 
+pub mod market;
+pub use market::{ChannelReceipt, DealRef, Escrow, PolicySpec, SkuListing, SkuRef, Terms};
+
 use flatbuffers::{FlatBufferBuilder, InvalidFlatbuffer, Verifiable, VerifierOptions};
 use wire::{
     AnonIntent, Block, BlockHeader, BlockReceipts, BlockTx, BlsPublicKey, BlsSignature, Bytes32,
@@ -223,7 +226,11 @@ pub fn check_payload(body: &TxBody<'_>) -> Result<(), DecodeError> {
             field(a.nullifier())?;
             field(a.centroid_commitment())?;
         }
-        _ => return Err(unknown()),
+        _ => {
+            if !market::check(body)? {
+                return Err(unknown());
+            }
+        }
     }
     Ok(())
 }
@@ -279,7 +286,7 @@ pub fn payload_spec(body: &TxBody<'_>) -> Result<PayloadSpec, DecodeError> {
                 payload: a.payload().bytes().to_vec(),
             }))
         }
-        _ => return Err(unknown()),
+        _ => market::spec(body)?.ok_or_else(unknown)?,
     })
 }
 
@@ -396,6 +403,164 @@ pub enum PayloadSpec {
     },
     /// An anonymous intent (boxed: it is much larger than the others).
     AnonIntent(Box<AnonIntentSpec>),
+    /// List a resource (boxed, as the intent).
+    ListSku(Box<SkuListing>),
+    /// Change a SKU's price, capacity and metadata.
+    UpdateSku {
+        /// The sender's SKU.
+        sku: SkuRef,
+        /// New price per unit (the model stays).
+        unit_price: u128,
+        /// New remaining capacity.
+        capacity: u64,
+        /// New metadata hash.
+        metadata_hash: Hash32,
+    },
+    /// Take a SKU off the market.
+    DelistSku {
+        /// The sender's SKU.
+        sku: SkuRef,
+    },
+    /// Price tag: buy at once.
+    Buy {
+        /// What to buy.
+        sku: SkuRef,
+        /// Units.
+        qty: u64,
+        /// Highest price per unit the buyer accepts.
+        max_unit_price: u128,
+    },
+    /// Metering: open a channel with a deposit.
+    OpenChannel {
+        /// A metered SKU.
+        sku: SkuRef,
+        /// GAS escrowed.
+        deposit: u128,
+        /// Height the channel is open until.
+        expiry: u64,
+    },
+    /// Metering: the seller collects up to a signed receipt.
+    ClaimChannel {
+        /// The channel.
+        channel: DealRef,
+        /// Cumulative GAS the receipt pays.
+        amount: u128,
+        /// The receipt's sequence.
+        sequence: u64,
+        /// The buyer's signature over [`market::channel_receipt_message`].
+        buyer_signature: SignatureBytes,
+    },
+    /// Competitive bidding: a bid in an auction window.
+    PlaceBid {
+        /// An auctioned SKU.
+        sku: SkuRef,
+        /// Units wanted.
+        qty: u64,
+        /// Highest price per unit.
+        unit_price: u128,
+        /// Close height of the window the bid is for.
+        window_end: u64,
+    },
+    /// CPP: escrow an order.
+    Order {
+        /// A CPP SKU.
+        sku: SkuRef,
+        /// Units.
+        qty: u64,
+        /// Highest price per unit the buyer accepts.
+        max_unit_price: u128,
+    },
+    /// CPP: release used units to the seller.
+    ConfirmUse {
+        /// The order.
+        order: DealRef,
+        /// Units used.
+        qty: u64,
+        /// The buyer's signature over [`market::usage_attestation_message`]
+        /// (needed when the seller sends it).
+        attestation: Option<SignatureBytes>,
+    },
+    /// A standing purchase policy (boxed, as the intent).
+    SetPolicy(Box<PolicySpec>),
+    /// End the sender's policy for a kind.
+    CancelPolicy {
+        /// The kind.
+        kind: u16,
+    },
+    /// Register a custom resource kind.
+    RegisterKind {
+        /// Its name.
+        name: String,
+    },
+    /// Burn INT for GAS at the oracle price.
+    BurnForGas {
+        /// INT burned.
+        int_amount: u128,
+    },
+    /// An oracle's price report.
+    OracleReport {
+        /// INT base units per fiat unit.
+        int_per_fiat: u128,
+    },
+    /// A bid in the epoch's GAS auction.
+    BidGas {
+        /// Lots of [`market::GAS_PER_FIAT`] GAS.
+        lots: u64,
+        /// INT offered per lot.
+        int_per_lot: u128,
+        /// The epoch whose auction the bid is for.
+        epoch: u64,
+    },
+}
+
+impl PayloadSpec {
+    /// What the payload locks from its sender in the Debit stage (see
+    /// [`Escrow`]). [`check_payload`] refuses a payload whose product
+    /// overflows `u128`; one built by hand saturates, so it can never be
+    /// paid and fails as `InsufficientBalance`.
+    pub fn escrow(&self) -> Escrow {
+        let product = |q: u64, p: u128| p.saturating_mul(q as u128);
+        match self {
+            PayloadSpec::Buy {
+                qty,
+                max_unit_price,
+                ..
+            }
+            | PayloadSpec::Order {
+                qty,
+                max_unit_price,
+                ..
+            } => Escrow {
+                int: 0,
+                gas: product(*qty, *max_unit_price),
+            },
+            PayloadSpec::PlaceBid {
+                qty, unit_price, ..
+            } => Escrow {
+                int: 0,
+                gas: product(*qty, *unit_price),
+            },
+            PayloadSpec::OpenChannel { deposit, .. } => Escrow {
+                int: 0,
+                gas: *deposit,
+            },
+            PayloadSpec::SetPolicy(p) => Escrow {
+                int: 0,
+                gas: p.deposit,
+            },
+            PayloadSpec::BurnForGas { int_amount } => Escrow {
+                int: *int_amount,
+                gas: 0,
+            },
+            PayloadSpec::BidGas {
+                lots, int_per_lot, ..
+            } => Escrow {
+                int: product(*lots, *int_per_lot),
+                gas: 0,
+            },
+            _ => Escrow::NONE,
+        }
+    }
 }
 
 /// The fields of a transaction body to build.
@@ -502,6 +667,8 @@ pub fn build_tx_body(spec: &TxBodySpec) -> Vec<u8> {
             );
             (Payload::AnonIntent, p.as_union_value())
         }
+        other => market::build(&mut fbb, other)
+            .expect("every payload variant has a builder: the others are in market::build"),
     };
     let sender = Bytes32(spec.sender);
     let fee = wire_amount(spec.fee);

@@ -72,6 +72,13 @@ fn touch_body(b: &TxBody<'_>) {
         assert!(a.payload().len() <= INTENT_PAYLOAD_BYTES_MAX);
         let _ = format!("{a:?}");
     }
+    // The market and token payloads: every field read through the owned
+    // form (payload_spec reads them all).
+    if (Payload::ListSku.0..=Payload::BidGas.0).contains(&b.payload_type().0) {
+        known += 1;
+        let spec = payload_spec(b).expect("a decoded body's payload is valid");
+        let _ = (format!("{spec:?}"), spec.escrow());
+    }
     // decode_body only lets known payloads through.
     assert_eq!(known, 1, "decoded body carries no known payload");
     payload_spec(b).expect("a decoded body's payload is valid");

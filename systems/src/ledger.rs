@@ -13,7 +13,9 @@
 //!    `SenderKeyMismatch`), a transfer debits INT (`InsufficientBalance`,
 //!    `GasNotTransferable`), and any other payload is left to the plugin
 //!    that owns it ([`Call::Deferred`], decided in the Apply stage; the fee
-//!    is taken whatever it decides). Debits see only the balance the account had
+//!    is taken whatever it decides) once what it locks (its escrow: a
+//!    purchase's price, a deposit, INT to burn) is taken from the sender,
+//!    or fails with `InsufficientBalance` when it cannot be. Debits see only the balance the account had
 //!    before the block, minus its own earlier debits: credits of the same
 //!    block are not spendable until the next one.
 //! 2. **Credit stage**, per receiver, receivers in parallel: the amounts of
@@ -117,8 +119,17 @@ fn debit_one(
                 TxStatus::Ok
             }
         }
-        // The envelope is accepted; the owning plugin decides the payload.
-        Call::Deferred => TxStatus::Ok,
+        // The envelope is accepted once what the payload locks is taken;
+        // the owning plugin decides the payload and disposes of the lock.
+        Call::Deferred { escrow } => {
+            if bal.int < escrow.int || bal.gas < escrow.gas {
+                TxStatus::InsufficientBalance
+            } else {
+                bal.int -= escrow.int;
+                bal.gas -= escrow.gas;
+                TxStatus::Ok
+            }
+        }
     };
     Outcome {
         status,

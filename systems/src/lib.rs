@@ -9,6 +9,7 @@
 //!   commitments and the nullifier set; [`bpk::Groth16Intents`] verifies
 //!   their proofs in batches at ingress.
 
+pub mod auction;
 pub mod bpk;
 pub mod ledger;
 

@@ -10,7 +10,7 @@ use int_engine::ingress::IngressError;
 use int_engine::mempool::{Mempool, MempoolError};
 use int_engine::storage::{self, AccountRecord};
 use int_schemas::wire::{DeviceKind, Token, TxStatus};
-use int_schemas::{AccountId, HeaderFields, build_envelope, decode_block};
+use int_schemas::{AccountId, HeaderFields, PayloadSpec, SkuRef, build_envelope, decode_block};
 
 const INT: u128 = 1_000;
 const GAS: u128 = 100;
@@ -407,6 +407,41 @@ fn fees_go_to_the_proposer_and_value_is_conserved() {
     let r = net.account(&id(&pk)).unwrap();
     assert_eq!((r.int, r.gas), (0, 10));
     assert_eq!(totals(&net.store), before);
+}
+
+#[test]
+fn locked_amounts_of_payloads_no_plugin_decides_come_back() {
+    // This chain runs the ledger only: a market purchase is not executable,
+    // its fee is taken, and what the Debit stage locked for it returns.
+    let (k, mut net) = setup(2);
+    let buy = |nonce, qty| {
+        signed(
+            &k[0],
+            nonce,
+            2,
+            PayloadSpec::Buy {
+                sku: SkuRef {
+                    seller: id(&k[1]),
+                    seq: 0,
+                },
+                qty,
+                max_unit_price: 10,
+            },
+        )
+    };
+    let before = totals(&net.store);
+    // 9 × 10 GAS locks 90 of the 98 left after the fee; 10 × 10 cannot.
+    let st = net.block_ok(vec![buy(0, 9), buy(1, 10)]);
+    assert_eq!(
+        st,
+        vec![TxStatus::UnsupportedPayload, TxStatus::InsufficientBalance]
+    );
+    assert_eq!(acct(&net, &k[0]).gas, GAS - 4);
+    assert_eq!(totals(&net.store), before);
+    let supply = net.chain().supply().unwrap();
+    assert_eq!(supply.fees_paid, 4);
+    assert_eq!(supply.gas_total, before.1);
+    assert_eq!((supply.int_escrow, supply.gas_escrow), (0, 0));
 }
 
 #[test]

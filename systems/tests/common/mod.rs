@@ -111,6 +111,18 @@ pub fn transfer_tok(
     )
 }
 
+/// A signed transaction of `sk` on [`CHAIN`] with any payload.
+pub fn signed(sk: &SecretKey, nonce: u64, fee: u128, payload: PayloadSpec) -> Vec<u8> {
+    let body = build_tx_body(&TxBodySpec {
+        chain_id: CHAIN,
+        sender: id(sk),
+        nonce,
+        fee,
+        payload,
+    });
+    seal(sk, CHAIN, &body)
+}
+
 /// The body bytes of a registration with explicit parts (for bad ones).
 pub fn register_body(
     sender: AccountId,

@@ -5,16 +5,31 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_PAYLOAD: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_PAYLOAD: u8 = 5;
+pub const ENUM_MAX_PAYLOAD: u8 = 20;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_PAYLOAD: [Payload; 6] = [
+pub const ENUM_VALUES_PAYLOAD: [Payload; 21] = [
   Payload::NONE,
   Payload::RegisterDevice,
   Payload::Transfer,
   Payload::RegisterIdentity,
   Payload::SetCentroids,
   Payload::AnonIntent,
+  Payload::ListSku,
+  Payload::UpdateSku,
+  Payload::DelistSku,
+  Payload::Buy,
+  Payload::OpenChannel,
+  Payload::ClaimChannel,
+  Payload::PlaceBid,
+  Payload::Order,
+  Payload::ConfirmUse,
+  Payload::SetPolicy,
+  Payload::CancelPolicy,
+  Payload::RegisterKind,
+  Payload::BurnForGas,
+  Payload::OracleReport,
+  Payload::BidGas,
 ];
 
 /// Every payload a transaction can carry. Append only.
@@ -29,9 +44,24 @@ impl Payload {
   pub const RegisterIdentity: Self = Self(3);
   pub const SetCentroids: Self = Self(4);
   pub const AnonIntent: Self = Self(5);
+  pub const ListSku: Self = Self(6);
+  pub const UpdateSku: Self = Self(7);
+  pub const DelistSku: Self = Self(8);
+  pub const Buy: Self = Self(9);
+  pub const OpenChannel: Self = Self(10);
+  pub const ClaimChannel: Self = Self(11);
+  pub const PlaceBid: Self = Self(12);
+  pub const Order: Self = Self(13);
+  pub const ConfirmUse: Self = Self(14);
+  pub const SetPolicy: Self = Self(15);
+  pub const CancelPolicy: Self = Self(16);
+  pub const RegisterKind: Self = Self(17);
+  pub const BurnForGas: Self = Self(18);
+  pub const OracleReport: Self = Self(19);
+  pub const BidGas: Self = Self(20);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 5;
+  pub const ENUM_MAX: u8 = 20;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RegisterDevice,
@@ -39,6 +69,21 @@ impl Payload {
     Self::RegisterIdentity,
     Self::SetCentroids,
     Self::AnonIntent,
+    Self::ListSku,
+    Self::UpdateSku,
+    Self::DelistSku,
+    Self::Buy,
+    Self::OpenChannel,
+    Self::ClaimChannel,
+    Self::PlaceBid,
+    Self::Order,
+    Self::ConfirmUse,
+    Self::SetPolicy,
+    Self::CancelPolicy,
+    Self::RegisterKind,
+    Self::BurnForGas,
+    Self::OracleReport,
+    Self::BidGas,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -49,6 +94,21 @@ impl Payload {
       Self::RegisterIdentity => Some("RegisterIdentity"),
       Self::SetCentroids => Some("SetCentroids"),
       Self::AnonIntent => Some("AnonIntent"),
+      Self::ListSku => Some("ListSku"),
+      Self::UpdateSku => Some("UpdateSku"),
+      Self::DelistSku => Some("DelistSku"),
+      Self::Buy => Some("Buy"),
+      Self::OpenChannel => Some("OpenChannel"),
+      Self::ClaimChannel => Some("ClaimChannel"),
+      Self::PlaceBid => Some("PlaceBid"),
+      Self::Order => Some("Order"),
+      Self::ConfirmUse => Some("ConfirmUse"),
+      Self::SetPolicy => Some("SetPolicy"),
+      Self::CancelPolicy => Some("CancelPolicy"),
+      Self::RegisterKind => Some("RegisterKind"),
+      Self::BurnForGas => Some("BurnForGas"),
+      Self::OracleReport => Some("OracleReport"),
+      Self::BidGas => Some("BidGas"),
       _ => None,
     }
   }

@@ -159,6 +159,216 @@ impl<'a> TxBody<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_list_sku(&self) -> Option<ListSku<'a>> {
+    if self.payload_type() == Payload::ListSku {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListSku::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_update_sku(&self) -> Option<UpdateSku<'a>> {
+    if self.payload_type() == Payload::UpdateSku {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UpdateSku::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_delist_sku(&self) -> Option<DelistSku<'a>> {
+    if self.payload_type() == Payload::DelistSku {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DelistSku::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_buy(&self) -> Option<Buy<'a>> {
+    if self.payload_type() == Payload::Buy {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Buy::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_open_channel(&self) -> Option<OpenChannel<'a>> {
+    if self.payload_type() == Payload::OpenChannel {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { OpenChannel::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_claim_channel(&self) -> Option<ClaimChannel<'a>> {
+    if self.payload_type() == Payload::ClaimChannel {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ClaimChannel::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_place_bid(&self) -> Option<PlaceBid<'a>> {
+    if self.payload_type() == Payload::PlaceBid {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PlaceBid::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_order(&self) -> Option<Order<'a>> {
+    if self.payload_type() == Payload::Order {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Order::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_confirm_use(&self) -> Option<ConfirmUse<'a>> {
+    if self.payload_type() == Payload::ConfirmUse {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ConfirmUse::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_set_policy(&self) -> Option<SetPolicy<'a>> {
+    if self.payload_type() == Payload::SetPolicy {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetPolicy::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_cancel_policy(&self) -> Option<CancelPolicy<'a>> {
+    if self.payload_type() == Payload::CancelPolicy {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CancelPolicy::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_register_kind(&self) -> Option<RegisterKind<'a>> {
+    if self.payload_type() == Payload::RegisterKind {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RegisterKind::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_burn_for_gas(&self) -> Option<BurnForGas<'a>> {
+    if self.payload_type() == Payload::BurnForGas {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { BurnForGas::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_oracle_report(&self) -> Option<OracleReport<'a>> {
+    if self.payload_type() == Payload::OracleReport {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { OracleReport::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn payload_as_bid_gas(&self) -> Option<BidGas<'a>> {
+    if self.payload_type() == Payload::BidGas {
+      let u = self.payload();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { BidGas::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for TxBody<'_> {
@@ -178,6 +388,21 @@ impl ::flatbuffers::Verifiable for TxBody<'_> {
           Payload::RegisterIdentity => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterIdentity>>("Payload::RegisterIdentity", pos),
           Payload::SetCentroids => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetCentroids>>("Payload::SetCentroids", pos),
           Payload::AnonIntent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AnonIntent>>("Payload::AnonIntent", pos),
+          Payload::ListSku => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListSku>>("Payload::ListSku", pos),
+          Payload::UpdateSku => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UpdateSku>>("Payload::UpdateSku", pos),
+          Payload::DelistSku => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DelistSku>>("Payload::DelistSku", pos),
+          Payload::Buy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Buy>>("Payload::Buy", pos),
+          Payload::OpenChannel => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OpenChannel>>("Payload::OpenChannel", pos),
+          Payload::ClaimChannel => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ClaimChannel>>("Payload::ClaimChannel", pos),
+          Payload::PlaceBid => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PlaceBid>>("Payload::PlaceBid", pos),
+          Payload::Order => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Order>>("Payload::Order", pos),
+          Payload::ConfirmUse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ConfirmUse>>("Payload::ConfirmUse", pos),
+          Payload::SetPolicy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPolicy>>("Payload::SetPolicy", pos),
+          Payload::CancelPolicy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CancelPolicy>>("Payload::CancelPolicy", pos),
+          Payload::RegisterKind => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterKind>>("Payload::RegisterKind", pos),
+          Payload::BurnForGas => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BurnForGas>>("Payload::BurnForGas", pos),
+          Payload::OracleReport => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OracleReport>>("Payload::OracleReport", pos),
+          Payload::BidGas => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BidGas>>("Payload::BidGas", pos),
           _ => Ok(()),
         }
      })?
@@ -293,6 +518,111 @@ impl ::core::fmt::Debug for TxBody<'_> {
         },
         Payload::AnonIntent => {
           if let Some(x) = self.payload_as_anon_intent() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::ListSku => {
+          if let Some(x) = self.payload_as_list_sku() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::UpdateSku => {
+          if let Some(x) = self.payload_as_update_sku() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::DelistSku => {
+          if let Some(x) = self.payload_as_delist_sku() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::Buy => {
+          if let Some(x) = self.payload_as_buy() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::OpenChannel => {
+          if let Some(x) = self.payload_as_open_channel() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::ClaimChannel => {
+          if let Some(x) = self.payload_as_claim_channel() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::PlaceBid => {
+          if let Some(x) = self.payload_as_place_bid() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::Order => {
+          if let Some(x) = self.payload_as_order() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::ConfirmUse => {
+          if let Some(x) = self.payload_as_confirm_use() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::SetPolicy => {
+          if let Some(x) = self.payload_as_set_policy() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::CancelPolicy => {
+          if let Some(x) = self.payload_as_cancel_policy() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::RegisterKind => {
+          if let Some(x) = self.payload_as_register_kind() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::BurnForGas => {
+          if let Some(x) = self.payload_as_burn_for_gas() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::OracleReport => {
+          if let Some(x) = self.payload_as_oracle_report() {
+            ds.field("payload", &x)
+          } else {
+            ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Payload::BidGas => {
+          if let Some(x) = self.payload_as_bid_gas() {
             ds.field("payload", &x)
           } else {
             ds.field("payload", &"InvalidFlatbuffer: Union discriminant does not match value.")

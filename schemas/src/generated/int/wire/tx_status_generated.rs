@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_TX_STATUS: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_TX_STATUS: u16 = 19;
+pub const ENUM_MAX_TX_STATUS: u16 = 40;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_TX_STATUS: [TxStatus; 20] = [
+pub const ENUM_VALUES_TX_STATUS: [TxStatus; 41] = [
   TxStatus::Ok,
   TxStatus::BadNonce,
   TxStatus::InsufficientFee,
@@ -29,6 +29,27 @@ pub const ENUM_VALUES_TX_STATUS: [TxStatus; 20] = [
   TxStatus::CentroidsFixed,
   TxStatus::CentroidShape,
   TxStatus::BpkDisabled,
+  TxStatus::UnknownSku,
+  TxStatus::NotSeller,
+  TxStatus::WrongModel,
+  TxStatus::OverCapacity,
+  TxStatus::PriceAboveMax,
+  TxStatus::Unauthorized,
+  TxStatus::UnknownDeal,
+  TxStatus::ChannelExpired,
+  TxStatus::StaleReceipt,
+  TxStatus::BadSignature,
+  TxStatus::BadReceiptAmount,
+  TxStatus::AuctionClosed,
+  TxStatus::BelowReserve,
+  TxStatus::NotParty,
+  TxStatus::OverOrder,
+  TxStatus::InvalidArgument,
+  TxStatus::UnknownPolicy,
+  TxStatus::NotOracle,
+  TxStatus::NoOraclePrice,
+  TxStatus::KindTaken,
+  TxStatus::DepositTooSmall,
 ];
 
 /// The outcome of a transaction. Append only; the numeric values are
@@ -77,9 +98,55 @@ impl TxStatus {
   pub const CentroidShape: Self = Self(18);
   /// The chain has no BPK verifying key: anonymous intents are off.
   pub const BpkDisabled: Self = Self(19);
+  /// No SKU with that id, or it is delisted.
+  pub const UnknownSku: Self = Self(20);
+  /// Only the SKU's seller may do this.
+  pub const NotSeller: Self = Self(21);
+  /// The SKU is not sold under the price model this payload uses.
+  pub const WrongModel: Self = Self(22);
+  /// The quantity is above the SKU's remaining capacity.
+  pub const OverCapacity: Self = Self(23);
+  /// The SKU's price is above the buyer's `max_unit_price`.
+  pub const PriceAboveMax: Self = Self(24);
+  /// The SKU's authority policy does not admit the buyer.
+  pub const Unauthorized: Self = Self(25);
+  /// No open channel or order with that id.
+  pub const UnknownDeal: Self = Self(26);
+  /// The channel expired (and its challenge window passed), or the expiry
+  /// asked for is not in the future.
+  pub const ChannelExpired: Self = Self(27);
+  /// The receipt's sequence is not above the last claimed one (replay or
+  /// stale receipt).
+  pub const StaleReceipt: Self = Self(28);
+  /// The buyer's signature over the receipt or attestation does not verify.
+  pub const BadSignature: Self = Self(29);
+  /// The receipt claims more than the deposit, or less than already paid.
+  pub const BadReceiptAmount: Self = Self(30);
+  /// The auction window is not open (bid after the window, or for another).
+  pub const AuctionClosed: Self = Self(31);
+  /// The bid is below the reserve price.
+  pub const BelowReserve: Self = Self(32);
+  /// Only the buyer (or the seller with the buyer's attestation) may
+  /// confirm use of an order.
+  pub const NotParty: Self = Self(33);
+  /// More units confirmed than the order has left.
+  pub const OverOrder: Self = Self(34);
+  /// A quantity, amount or interval of zero, or a region that is not a
+  /// geohash, or a kind that is not registered.
+  pub const InvalidArgument: Self = Self(35);
+  /// The sender has no policy for that kind.
+  pub const UnknownPolicy: Self = Self(36);
+  /// Only the chain's oracles may report prices.
+  pub const NotOracle: Self = Self(37);
+  /// No oracle price is in force yet.
+  pub const NoOraclePrice: Self = Self(38);
+  /// The custom kind registry is full, or the name is taken.
+  pub const KindTaken: Self = Self(39);
+  /// The deposit is below the SKU's minimum.
+  pub const DepositTooSmall: Self = Self(40);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 19;
+  pub const ENUM_MAX: u16 = 40;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::BadNonce,
@@ -101,6 +168,27 @@ impl TxStatus {
     Self::CentroidsFixed,
     Self::CentroidShape,
     Self::BpkDisabled,
+    Self::UnknownSku,
+    Self::NotSeller,
+    Self::WrongModel,
+    Self::OverCapacity,
+    Self::PriceAboveMax,
+    Self::Unauthorized,
+    Self::UnknownDeal,
+    Self::ChannelExpired,
+    Self::StaleReceipt,
+    Self::BadSignature,
+    Self::BadReceiptAmount,
+    Self::AuctionClosed,
+    Self::BelowReserve,
+    Self::NotParty,
+    Self::OverOrder,
+    Self::InvalidArgument,
+    Self::UnknownPolicy,
+    Self::NotOracle,
+    Self::NoOraclePrice,
+    Self::KindTaken,
+    Self::DepositTooSmall,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -125,6 +213,27 @@ impl TxStatus {
       Self::CentroidsFixed => Some("CentroidsFixed"),
       Self::CentroidShape => Some("CentroidShape"),
       Self::BpkDisabled => Some("BpkDisabled"),
+      Self::UnknownSku => Some("UnknownSku"),
+      Self::NotSeller => Some("NotSeller"),
+      Self::WrongModel => Some("WrongModel"),
+      Self::OverCapacity => Some("OverCapacity"),
+      Self::PriceAboveMax => Some("PriceAboveMax"),
+      Self::Unauthorized => Some("Unauthorized"),
+      Self::UnknownDeal => Some("UnknownDeal"),
+      Self::ChannelExpired => Some("ChannelExpired"),
+      Self::StaleReceipt => Some("StaleReceipt"),
+      Self::BadSignature => Some("BadSignature"),
+      Self::BadReceiptAmount => Some("BadReceiptAmount"),
+      Self::AuctionClosed => Some("AuctionClosed"),
+      Self::BelowReserve => Some("BelowReserve"),
+      Self::NotParty => Some("NotParty"),
+      Self::OverOrder => Some("OverOrder"),
+      Self::InvalidArgument => Some("InvalidArgument"),
+      Self::UnknownPolicy => Some("UnknownPolicy"),
+      Self::NotOracle => Some("NotOracle"),
+      Self::NoOraclePrice => Some("NoOraclePrice"),
+      Self::KindTaken => Some("KindTaken"),
+      Self::DepositTooSmall => Some("DepositTooSmall"),
       _ => None,
     }
   }
