@@ -12,6 +12,8 @@
 pub mod auction;
 pub mod bpk;
 pub mod ledger;
+pub mod market;
+pub mod token;
 
 pub use bpk::BpkPlugin;
 pub use ledger::LedgerPlugin;

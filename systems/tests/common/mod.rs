@@ -11,7 +11,8 @@ use std::sync::Arc;
 use int_engine::chain::{BlockResult, Chain, ChainConfig};
 use int_engine::crypto::bls::{PublicKey, SecretKey, Signature, tx_message};
 use int_engine::ingress::{self, CheckedBatch, IngressConfig, KeyCache, VerifiedTx};
-use int_engine::storage::{AccountRecord, Head, Store};
+use int_engine::storage::{AccountRecord, Head, ObjectWrite, Store};
+use int_engine::world::Plugin;
 use int_schemas::wire::{DeviceKind, Token, TxStatus};
 use int_schemas::{
     AccountId, PayloadSpec, ReceiptFields, TxBodySpec, build_envelope, build_tx_body,
@@ -177,8 +178,14 @@ pub struct Net {
     /// Time of the next block.
     pub time_ms: u64,
     cfg: ChainConfig,
+    plugins: fn() -> Vec<Box<dyn Plugin>>,
     /// Kept last so the directory outlives the store.
     pub dir: TempDir,
+}
+
+/// The plugins of a ledger-only chain.
+pub fn ledger_only() -> Vec<Box<dyn Plugin>> {
+    vec![Box::new(LedgerPlugin)]
 }
 
 /// Default pipeline parameters.
@@ -199,6 +206,17 @@ impl Net {
 
     /// As [`Net::new`] with explicit pipeline parameters.
     pub fn with_config(alloc: &[(AccountId, AccountRecord)], cfg: ChainConfig) -> Self {
+        Self::with_plugins(alloc, cfg, ledger_only, &[])
+    }
+
+    /// A chain running the plugins `plugins` makes (the ledger must be
+    /// among them), with plugin objects at genesis.
+    pub fn with_plugins(
+        alloc: &[(AccountId, AccountRecord)],
+        cfg: ChainConfig,
+        plugins: fn() -> Vec<Box<dyn Plugin>>,
+        objects: &[ObjectWrite],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Arc::new(Store::open(dir.path()).expect("open store"));
         let proposer = proposer_key();
@@ -206,14 +224,19 @@ impl Net {
         if !all.iter().any(|(a, _)| *a == id(&proposer)) {
             all.push((id(&proposer), registered(&proposer, 0, 0)));
         }
-        let mut chain = Chain::open(store.clone(), cfg, &[&LedgerPlugin]).expect("open chain");
-        chain.genesis(&all, T0, &proposer).expect("genesis");
+        let made = plugins();
+        let refs: Vec<&dyn Plugin> = made.iter().map(|p| p.as_ref()).collect();
+        let mut chain = Chain::open(store.clone(), cfg, &refs).expect("open chain");
+        chain
+            .genesis_with_objects(&all, objects, T0, &proposer)
+            .expect("genesis");
         Self {
             chain: Some(chain),
             store,
             proposer,
             time_ms: T0,
             cfg,
+            plugins,
             dir,
         }
     }
@@ -231,8 +254,9 @@ impl Net {
     /// Drops the pipeline and opens a new one over the same store.
     pub fn reopen(&mut self) {
         self.chain = None;
-        self.chain =
-            Some(Chain::open(self.store.clone(), self.cfg, &[&LedgerPlugin]).expect("reopen"));
+        let made = (self.plugins)();
+        let refs: Vec<&dyn Plugin> = made.iter().map(|p| p.as_ref()).collect();
+        self.chain = Some(Chain::open(self.store.clone(), self.cfg, &refs).expect("reopen"));
     }
 
     /// Runs ingress over `batch` against the committed state.
