@@ -1,2 +1,1356 @@
 //! The two token tiers (whitepaper 6): burning INT for GAS at the oracle
 //! price, the oracles' reports, and the epoch's GAS auction.
+//!
+//! INT is the transferable tier; GAS, the stable unit resources and fees
+//! are settled in, is only ever minted here, from burned INT, two ways:
+//!
+//! * **At the oracle price** (`BurnForGas { int_amount }`): the INT the
+//!   ledger's Debit stage locked is burned and the sender is credited
+//!   `⌊int_amount × GAS_PER_FIAT / int_per_fiat⌋` GAS at the price in
+//!   force for the block's epoch. The product is computed exactly (256-bit
+//!   intermediate), so a large amount never fails for overflow unless the
+//!   GAS itself would not fit `u128`.
+//! * **At the auction's price** (`BidGas { lots, int_per_lot, epoch }`):
+//!   each epoch sells `auction_lots_per_epoch` lots of `GAS_PER_FIAT` GAS.
+//!   A bid escrows `lots × int_per_lot` INT; the first block of the next
+//!   epoch clears the epoch's bids at one uniform price
+//!   ([`clear_uniform`]; ties to the earlier bid), burns what the winners
+//!   pay, mints and credits their GAS and refunds every bid's rest.
+//!
+//! The price in force for epoch `e ≥ 1` is the median of the oracles'
+//! reports made during epoch `e − 1` (the lower median for an even count;
+//! one report per oracle per epoch, a later one replacing the earlier);
+//! without reports, `e − 1`'s price carries over. Epoch 0 uses the genesis
+//! price (a store whose genesis wrote no price record has none until the
+//! oracles first report). An epoch is `epoch_blocks` blocks: block `h` is in epoch
+//! `h / epoch_blocks`.
+//!
+//! Semantics of a block (the [`TokenPlugin`]'s one system, in the engine's
+//! Apply stage, after the ledger took the fees and the locks; everything in
+//! block order, so a parallel and a sequential chain agree bit for bit):
+//!
+//! 1. In the first block of an epoch `e ≥ 1` (`height % epoch_blocks ==
+//!    0`), before any transaction: the price of `e` is fixed and the
+//!    reports deleted; then the bids of epoch `e − 1` are cleared, recorded
+//!    ([`last_auction`]) and deleted.
+//! 2. Then the token payloads, each deciding its status:
+//!    * `OracleReport`: `NotOracle` unless the sender is a configured
+//!      oracle; `InvalidArgument` for a price of 0.
+//!    * `BurnForGas`: `InvalidArgument` for 0 INT or an amount worth less
+//!      than one GAS unit; `NoOraclePrice` if the chain has no price;
+//!      `Overflow` if the GAS would not fit `u128` or would take the GAS
+//!      supply above `u128::MAX`. Failures get the locked INT back.
+//!    * `BidGas`: `AuctionClosed` for another epoch than the block's, on a
+//!      chain that auctions nothing, or when the epoch already holds
+//!      [`BIDS_PER_EPOCH_MAX`] bids; `InvalidArgument` for 0 lots or a price
+//!      of 0; `BelowReserve` below the reserve. Failures get the locked INT
+//!      back.
+//!
+//!    A chain whose genesis has no token configuration answers all three
+//!    `UnsupportedPayload` and refunds the lock.
+//!
+//! State, all in the engine's plugin state table under the prefix `tok/`
+//! (the state root covers it, a block commits it atomically):
+//!
+//! | key | value |
+//! |---|---|
+//! | `tok/config` | version, epoch length, genesis price, lots per epoch, reserve, oracles |
+//! | `tok/price` | version, epoch, INT per fiat unit in force |
+//! | `tok/hist/` ‖ !epoch (u64 BE, inverted) | version, INT per fiat unit from that epoch on (written when it changes) |
+//! | `tok/rep/` ‖ epoch (u64 BE) ‖ oracle | version, INT per fiat unit reported |
+//! | `tok/round` | version, epoch, bids, INT escrowed (the open auction's counters) |
+//! | `tok/bid/` ‖ epoch (u64 BE) ‖ height (u64 BE) ‖ tx index (u32 BE) | version, bidder, lots, INT per lot |
+//! | `tok/auction/` ‖ !epoch (u64 BE, inverted) | [`AuctionResult`] of an epoch that had bids |
+//!
+//! Reports and bids live one epoch at most, so that state is bounded (at
+//! most 64 reports, [`BIDS_PER_EPOCH_MAX`] bids); the price history and the
+//! auction results grow by one small record per epoch at most.
+//!
+//! Costs: a block without token payloads that does not start an epoch pays
+//! nothing (the configuration is read once per chain). A report is one
+//! write, a burn one read of the supply per block, a bid one read of the
+//! round per block and one write; an epoch's first block scans the reports
+//! (≤ 64) and the bids (≤ [`BIDS_PER_EPOCH_MAX`], sorted once).
+
+use std::collections::BTreeMap;
+
+use bevy_ecs::prelude::*;
+use int_engine::storage::{ObjectTable, ObjectWrite, StorageError, Store};
+use int_engine::supply::{SUPPLY_KEY, Supply, SupplyDelta};
+use int_engine::world::{
+    AccountKey, BlockContext, BlockSupply, BlockTxs, Credit, Credits, DeferredPayloads, ExecFault,
+    ObjectWrites, Outcomes, PayloadVerdicts, Plugin, Stage, StoreHandle,
+};
+use int_schemas::market::GAS_PER_FIAT;
+use int_schemas::wire::TxStatus;
+use int_schemas::{AccountId, Escrow, PayloadSpec};
+
+use crate::auction::{Bid, clear_uniform};
+
+/// Most oracles a chain may configure.
+pub const ORACLES_MAX: usize = 64;
+/// Most bids one epoch's auction holds; further bids get `AuctionClosed`.
+pub const BIDS_PER_EPOCH_MAX: u32 = 65_536;
+
+const CONFIG_KEY: &[u8] = b"tok/config";
+const PRICE_KEY: &[u8] = b"tok/price";
+const ROUND_KEY: &[u8] = b"tok/round";
+const HIST_PREFIX: &[u8] = b"tok/hist/";
+const REPORT_PREFIX: &[u8] = b"tok/rep/";
+const BID_PREFIX: &[u8] = b"tok/bid/";
+const AUCTION_PREFIX: &[u8] = b"tok/auction/";
+const VERSION: u8 = 1;
+
+/// Errors of the token plugin's storage and setup (payload failures are
+/// receipt statuses, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A stored token object does not decode: the store is corrupt.
+    #[error("corrupt token object {key}: {what}")]
+    Corrupt {
+        /// Which object.
+        key: &'static str,
+        /// What is wrong.
+        what: String,
+    },
+    /// Genesis parameters that cannot work.
+    #[error("invalid token genesis: {0}")]
+    Genesis(String),
+}
+
+fn corrupt(key: &'static str, what: impl ToString) -> TokenError {
+    TokenError::Corrupt {
+        key,
+        what: what.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Byte helpers.
+// ---------------------------------------------------------------------------
+
+/// Reads fixed-size little-endian fields off a record, front to back.
+struct Reader<'a> {
+    key: &'static str,
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over `b` after checking its version byte.
+    fn new(key: &'static str, b: &'a [u8]) -> Result<Self, TokenError> {
+        match b.split_first() {
+            Some((&VERSION, rest)) => Ok(Self { key, b: rest }),
+            Some(_) => Err(corrupt(key, "unknown version")),
+            None => Err(corrupt(key, "empty")),
+        }
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], TokenError> {
+        if self.b.len() < N {
+            return Err(corrupt(self.key, "too short"));
+        }
+        let (head, rest) = self.b.split_at(N);
+        self.b = rest;
+        let mut a = [0u8; N];
+        a.copy_from_slice(head);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, TokenError> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, TokenError> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, TokenError> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+
+    fn u128(&mut self) -> Result<u128, TokenError> {
+        Ok(u128::from_le_bytes(self.take()?))
+    }
+
+    fn id(&mut self) -> Result<AccountId, TokenError> {
+        self.take()
+    }
+
+    /// Fails unless every byte was read.
+    fn end(self) -> Result<(), TokenError> {
+        if self.b.is_empty() {
+            Ok(())
+        } else {
+            Err(corrupt(self.key, "trailing bytes"))
+        }
+    }
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+fn state_write(key: Vec<u8>, value: Option<Vec<u8>>) -> ObjectWrite {
+    ObjectWrite {
+        table: ObjectTable::State,
+        key,
+        value,
+    }
+}
+
+/// `⌊a × m / d⌋` computed exactly through a 256-bit product; `None` when
+/// `d` is 0 or the quotient does not fit `u128`.
+pub fn mul_div_floor(a: u128, m: u128, d: u128) -> Option<u128> {
+    if d == 0 {
+        return None;
+    }
+    if let Some(p) = a.checked_mul(m) {
+        return Some(p / d);
+    }
+    // 256-bit product (hi, lo) from 64-bit limbs.
+    let (a1, a0) = (a >> 64, a & u64::MAX as u128);
+    let (m1, m0) = (m >> 64, m & u64::MAX as u128);
+    let p00 = a0 * m0;
+    let p01 = a0 * m1;
+    let p10 = a1 * m0;
+    let p11 = a1 * m1;
+    let mid = (p00 >> 64) + (p01 & u64::MAX as u128) + (p10 & u64::MAX as u128);
+    let lo = (p00 & u64::MAX as u128) | (mid << 64);
+    let hi = p11 + (p01 >> 64) + (p10 >> 64) + (mid >> 64);
+    if hi >= d {
+        return None; // the quotient has more than 128 bits
+    }
+    // Long division of (hi, lo) by d, one bit at a time; the remainder
+    // stays below d, with the bit shifted out of it kept apart.
+    let (mut r, mut q) = (hi, 0u128);
+    for i in (0..128).rev() {
+        let carry = r >> 127;
+        r = (r << 1) | ((lo >> i) & 1);
+        q <<= 1;
+        if carry == 1 || r >= d {
+            r = r.wrapping_sub(d);
+            q |= 1;
+        }
+    }
+    Some(q)
+}
+
+/// The GAS `int_amount` INT buys at `int_per_fiat` INT per fiat unit:
+/// `⌊int_amount × GAS_PER_FIAT / int_per_fiat⌋`, exact; `None` when the
+/// price is 0 or the GAS does not fit `u128`.
+pub fn gas_for(int_amount: u128, int_per_fiat: u128) -> Option<u128> {
+    mul_div_floor(int_amount, GAS_PER_FIAT, int_per_fiat)
+}
+
+// ---------------------------------------------------------------------------
+// Configuration.
+// ---------------------------------------------------------------------------
+
+/// The chain's token parameters, fixed at genesis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    /// Blocks per epoch, at least 1 (block `h` is in epoch `h / epoch_blocks`).
+    pub epoch_blocks: u64,
+    /// The accounts whose `OracleReport`s count: 1 to [`ORACLES_MAX`],
+    /// distinct.
+    pub oracles: Vec<AccountId>,
+    /// INT base units per fiat unit in epoch 0; more than 0.
+    pub initial_int_per_fiat: u128,
+    /// Lots of `GAS_PER_FIAT` GAS each epoch's auction sells (0: no
+    /// auction).
+    pub auction_lots_per_epoch: u64,
+    /// Lowest INT per lot a bid may offer.
+    pub auction_reserve_int_per_lot: u128,
+}
+
+impl TokenConfig {
+    /// The epoch a block at `height` belongs to.
+    pub fn epoch_of(&self, height: u64) -> u64 {
+        height / self.epoch_blocks
+    }
+
+    /// Whether the block at `height` is the first of an epoch after 0.
+    pub fn starts_epoch(&self, height: u64) -> bool {
+        height > 0 && height.is_multiple_of(self.epoch_blocks)
+    }
+
+    fn check(&self) -> Result<(), &'static str> {
+        if self.epoch_blocks == 0 {
+            return Err("epoch length must be at least 1 block");
+        }
+        if self.oracles.is_empty() || self.oracles.len() > ORACLES_MAX {
+            return Err("there must be 1 to 64 oracles");
+        }
+        let mut sorted = self.oracles.clone();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return Err("oracles must be distinct");
+        }
+        if self.initial_int_per_fiat == 0 {
+            return Err("the genesis price must be more than 0");
+        }
+        Ok(())
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(42 + 32 * self.oracles.len());
+        v.push(VERSION);
+        v.extend_from_slice(&self.epoch_blocks.to_le_bytes());
+        v.extend_from_slice(&self.initial_int_per_fiat.to_le_bytes());
+        v.extend_from_slice(&self.auction_lots_per_epoch.to_le_bytes());
+        v.extend_from_slice(&self.auction_reserve_int_per_lot.to_le_bytes());
+        v.push(self.oracles.len() as u8);
+        for o in &self.oracles {
+            v.extend_from_slice(o);
+        }
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, TokenError> {
+        const KEY: &str = "tok/config";
+        let mut r = Reader::new(KEY, b)?;
+        let epoch_blocks = r.u64()?;
+        let initial_int_per_fiat = r.u128()?;
+        let auction_lots_per_epoch = r.u64()?;
+        let auction_reserve_int_per_lot = r.u128()?;
+        let n = r.u8()? as usize;
+        let oracles = (0..n).map(|_| r.id()).collect::<Result<_, _>>()?;
+        r.end()?;
+        let cfg = Self {
+            epoch_blocks,
+            oracles,
+            initial_int_per_fiat,
+            auction_lots_per_epoch,
+            auction_reserve_int_per_lot,
+        };
+        cfg.check().map_err(|e| corrupt(KEY, e))?;
+        Ok(cfg)
+    }
+}
+
+/// The plugin objects a genesis with tokens writes: the configuration and
+/// epoch 0's price. Pass them to `Chain::genesis_with_objects`.
+pub fn genesis_objects(cfg: &TokenConfig) -> Result<Vec<ObjectWrite>, TokenError> {
+    cfg.check()
+        .map_err(|e| TokenError::Genesis(e.to_string()))?;
+    let price = Price {
+        epoch: 0,
+        int_per_fiat: cfg.initial_int_per_fiat,
+    };
+    Ok(vec![
+        state_write(CONFIG_KEY.to_vec(), Some(cfg.encode())),
+        state_write(PRICE_KEY.to_vec(), Some(price.encode())),
+        state_write(hist_key(0), Some(encode_amount(cfg.initial_int_per_fiat))),
+    ])
+}
+
+/// The chain's token configuration, or `None` if its genesis has none.
+pub fn load_config(store: &Store, chain_id: u32) -> Result<Option<TokenConfig>, TokenError> {
+    store
+        .object(chain_id, ObjectTable::State, CONFIG_KEY)?
+        .map(|b| TokenConfig::decode(&b))
+        .transpose()
+}
+
+// ---------------------------------------------------------------------------
+// Records.
+// ---------------------------------------------------------------------------
+
+/// The price in force and the epoch it was fixed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Price {
+    epoch: u64,
+    int_per_fiat: u128,
+}
+
+impl Price {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(25);
+        v.push(VERSION);
+        v.extend_from_slice(&self.epoch.to_le_bytes());
+        v.extend_from_slice(&self.int_per_fiat.to_le_bytes());
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, TokenError> {
+        const KEY: &str = "tok/price";
+        let mut r = Reader::new(KEY, b)?;
+        let p = Self {
+            epoch: r.u64()?,
+            int_per_fiat: r.u128()?,
+        };
+        r.end()?;
+        if p.int_per_fiat == 0 {
+            return Err(corrupt(KEY, "price of 0"));
+        }
+        Ok(p)
+    }
+}
+
+/// A positive amount record (reports, price history).
+fn encode_amount(x: u128) -> Vec<u8> {
+    let mut v = Vec::with_capacity(17);
+    v.push(VERSION);
+    v.extend_from_slice(&x.to_le_bytes());
+    v
+}
+
+fn decode_amount(key: &'static str, b: &[u8]) -> Result<u128, TokenError> {
+    let mut r = Reader::new(key, b)?;
+    let x = r.u128()?;
+    r.end()?;
+    if x == 0 {
+        return Err(corrupt(key, "amount of 0"));
+    }
+    Ok(x)
+}
+
+fn hist_key(epoch: u64) -> Vec<u8> {
+    let mut k = HIST_PREFIX.to_vec();
+    k.extend_from_slice(&(!epoch).to_be_bytes());
+    k
+}
+
+fn report_key(epoch: u64, oracle: &AccountId) -> Vec<u8> {
+    let mut k = REPORT_PREFIX.to_vec();
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k.extend_from_slice(oracle);
+    k
+}
+
+/// The open auction's counters: which epoch, how many bids, how much INT
+/// they escrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Round {
+    epoch: u64,
+    bids: u32,
+    escrow: u128,
+}
+
+impl Round {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(29);
+        v.push(VERSION);
+        v.extend_from_slice(&self.epoch.to_le_bytes());
+        v.extend_from_slice(&self.bids.to_le_bytes());
+        v.extend_from_slice(&self.escrow.to_le_bytes());
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, TokenError> {
+        const KEY: &str = "tok/round";
+        let mut r = Reader::new(KEY, b)?;
+        let round = Self {
+            epoch: r.u64()?,
+            bids: r.u32()?,
+            escrow: r.u128()?,
+        };
+        r.end()?;
+        if round.bids > BIDS_PER_EPOCH_MAX {
+            return Err(corrupt(KEY, "more bids than an epoch holds"));
+        }
+        Ok(round)
+    }
+}
+
+/// Where a bid sits in the auction's order of ties: the block and the
+/// transaction's index in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct BidKey {
+    epoch: u64,
+    height: u64,
+    index: u32,
+}
+
+impl BidKey {
+    fn encode(&self) -> Vec<u8> {
+        let mut k = BID_PREFIX.to_vec();
+        k.extend_from_slice(&self.epoch.to_be_bytes());
+        k.extend_from_slice(&self.height.to_be_bytes());
+        k.extend_from_slice(&self.index.to_be_bytes());
+        k
+    }
+
+    fn decode(k: &[u8]) -> Result<Self, TokenError> {
+        let rest = k
+            .strip_prefix(BID_PREFIX)
+            .filter(|r| r.len() == 20)
+            .ok_or_else(|| corrupt("tok/bid", "malformed key"))?;
+        let mut index = [0u8; 4];
+        index.copy_from_slice(&rest[16..]);
+        Ok(Self {
+            epoch: be_u64(rest),
+            height: be_u64(&rest[8..]),
+            index: u32::from_be_bytes(index),
+        })
+    }
+}
+
+/// One stored bid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoredBid {
+    bidder: AccountId,
+    lots: u64,
+    int_per_lot: u128,
+}
+
+impl StoredBid {
+    fn escrow(&self) -> u128 {
+        // Checked at decode and when the bid was placed.
+        self.int_per_lot * self.lots as u128
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(57);
+        v.push(VERSION);
+        v.extend_from_slice(&self.bidder);
+        v.extend_from_slice(&self.lots.to_le_bytes());
+        v.extend_from_slice(&self.int_per_lot.to_le_bytes());
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, TokenError> {
+        const KEY: &str = "tok/bid";
+        let mut r = Reader::new(KEY, b)?;
+        let bid = Self {
+            bidder: r.id()?,
+            lots: r.u64()?,
+            int_per_lot: r.u128()?,
+        };
+        r.end()?;
+        if bid.lots == 0 || bid.int_per_lot == 0 {
+            return Err(corrupt(KEY, "empty bid"));
+        }
+        if bid.int_per_lot.checked_mul(bid.lots as u128).is_none() {
+            return Err(corrupt(KEY, "escrow overflows u128"));
+        }
+        Ok(bid)
+    }
+}
+
+/// The outcome of one epoch's GAS auction, as recorded for display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuctionResult {
+    /// The epoch whose bids were cleared.
+    pub epoch: u64,
+    /// The INT every winner paid per lot; `None` when nothing sold.
+    pub clearing_int_per_lot: Option<u128>,
+    /// Lots sold (each `GAS_PER_FIAT` GAS minted).
+    pub lots_sold: u64,
+    /// Bids the epoch held.
+    pub bids: u32,
+    /// INT burned: what the winners paid.
+    pub int_burned: u128,
+}
+
+impl AuctionResult {
+    /// GAS minted by the auction.
+    pub fn gas_minted(&self) -> u128 {
+        self.lots_sold as u128 * GAS_PER_FIAT
+    }
+
+    fn key(epoch: u64) -> Vec<u8> {
+        let mut k = AUCTION_PREFIX.to_vec();
+        k.extend_from_slice(&(!epoch).to_be_bytes());
+        k
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(61);
+        v.push(VERSION);
+        v.extend_from_slice(&self.epoch.to_le_bytes());
+        v.extend_from_slice(&self.clearing_int_per_lot.unwrap_or(0).to_le_bytes());
+        v.extend_from_slice(&self.lots_sold.to_le_bytes());
+        v.extend_from_slice(&self.bids.to_le_bytes());
+        v.extend_from_slice(&self.int_burned.to_le_bytes());
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, TokenError> {
+        const KEY: &str = "tok/auction";
+        let mut r = Reader::new(KEY, b)?;
+        let epoch = r.u64()?;
+        let price = r.u128()?;
+        let a = Self {
+            epoch,
+            clearing_int_per_lot: (price > 0).then_some(price),
+            lots_sold: r.u64()?,
+            bids: r.u32()?,
+            int_burned: r.u128()?,
+        };
+        r.end()?;
+        let paid = price.checked_mul(a.lots_sold as u128);
+        if paid != Some(a.int_burned) || (a.lots_sold == 0) != (price == 0) {
+            return Err(corrupt(KEY, "inconsistent result"));
+        }
+        Ok(a)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Queries.
+// ---------------------------------------------------------------------------
+
+/// The epoch of the price last fixed and that price (INT base units per
+/// fiat unit); `None` on a chain without tokens.
+pub fn price_in_force(store: &Store, chain_id: u32) -> Result<Option<(u64, u128)>, TokenError> {
+    Ok(stored_price(store, chain_id)?.map(|p| (p.epoch, p.int_per_fiat)))
+}
+
+fn stored_price(store: &Store, chain_id: u32) -> Result<Option<Price>, TokenError> {
+    store
+        .object(chain_id, ObjectTable::State, PRICE_KEY)?
+        .map(|b| Price::decode(&b))
+        .transpose()
+}
+
+/// The price that was in force in `epoch`, if that epoch has begun (its
+/// price is fixed) on a chain with tokens.
+pub fn price_at(store: &Store, chain_id: u32, epoch: u64) -> Result<Option<u128>, TokenError> {
+    match stored_price(store, chain_id)? {
+        Some(p) if epoch <= p.epoch => {}
+        _ => return Ok(None),
+    }
+    store
+        .object_at_or_after(chain_id, ObjectTable::State, HIST_PREFIX, &hist_key(epoch))?
+        .map(|(_, v)| decode_amount("tok/hist", &v))
+        .transpose()
+}
+
+/// The reports of the open epoch so far, by oracle (what the next epoch's
+/// price will be the median of).
+pub fn reports(
+    store: &Store,
+    chain_id: u32,
+    epoch: u64,
+) -> Result<Vec<(AccountId, u128)>, TokenError> {
+    let mut prefix = REPORT_PREFIX.to_vec();
+    prefix.extend_from_slice(&epoch.to_be_bytes());
+    let mut out = Vec::new();
+    let mut err = None;
+    store.scan_prefix(chain_id, ObjectTable::State, &prefix, |k, v| {
+        match (k.len() == prefix.len() + 32, decode_amount("tok/rep", v)) {
+            (true, Ok(x)) => {
+                let mut oracle = [0u8; 32];
+                oracle.copy_from_slice(&k[prefix.len()..]);
+                out.push((oracle, x));
+                true
+            }
+            (false, _) => {
+                err = Some(corrupt("tok/rep", "malformed key"));
+                false
+            }
+            (_, Err(e)) => {
+                err = Some(e);
+                false
+            }
+        }
+    })?;
+    err.map_or(Ok(out), Err)
+}
+
+/// The INT and GAS the auction's stored bids escrow (what the supply's
+/// escrow must equal, for the audit).
+pub fn escrow_held(store: &Store, chain_id: u32) -> Result<Escrow, TokenError> {
+    let mut int = 0u128;
+    for (_, bid) in stored_bids(store, chain_id)? {
+        int = int
+            .checked_add(bid.escrow())
+            .ok_or_else(|| corrupt("tok/bid", "escrow overflows u128"))?;
+    }
+    Ok(Escrow { int, gas: 0 })
+}
+
+/// The latest recorded auction (the last epoch that had bids).
+pub fn last_auction(store: &Store, chain_id: u32) -> Result<Option<AuctionResult>, TokenError> {
+    store
+        .object_at_or_after(chain_id, ObjectTable::State, AUCTION_PREFIX, AUCTION_PREFIX)?
+        .map(|(_, v)| AuctionResult::decode(&v))
+        .transpose()
+}
+
+/// The recorded auction of `epoch`, if it had bids and was cleared.
+pub fn auction_result(
+    store: &Store,
+    chain_id: u32,
+    epoch: u64,
+) -> Result<Option<AuctionResult>, TokenError> {
+    store
+        .object(chain_id, ObjectTable::State, &AuctionResult::key(epoch))?
+        .map(|v| AuctionResult::decode(&v))
+        .transpose()
+}
+
+/// Every stored bid, in key order (epoch, height, index).
+fn stored_bids(store: &Store, chain_id: u32) -> Result<Vec<(BidKey, StoredBid)>, TokenError> {
+    let mut out = Vec::new();
+    let mut err = None;
+    store.scan_prefix(
+        chain_id,
+        ObjectTable::State,
+        BID_PREFIX,
+        |k, v| match BidKey::decode(k).and_then(|key| Ok((key, StoredBid::decode(v)?))) {
+            Ok(x) => {
+                out.push(x);
+                true
+            }
+            Err(e) => {
+                err = Some(e);
+                false
+            }
+        },
+    )?;
+    err.map_or(Ok(out), Err)
+}
+
+// ---------------------------------------------------------------------------
+// Execution.
+// ---------------------------------------------------------------------------
+
+/// Registers the system that executes the token payloads and the epochs'
+/// price fixing and auction clearing (Apply stage).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokenPlugin;
+
+impl Plugin for TokenPlugin {
+    fn build(&self, _world: &mut World, schedule: &mut Schedule) {
+        schedule.add_systems(apply_token.in_set(Stage::Apply));
+    }
+}
+
+fn is_token(p: &PayloadSpec) -> bool {
+    matches!(
+        p,
+        PayloadSpec::BurnForGas { .. }
+            | PayloadSpec::OracleReport { .. }
+            | PayloadSpec::BidGas { .. }
+    )
+}
+
+/// The chain's configuration, read on the first block (it never changes
+/// after genesis).
+#[derive(Default)]
+struct ConfigCache(Option<Option<TokenConfig>>);
+
+/// What a block's token work hands back to the chain.
+#[derive(Default)]
+struct Effects {
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    credits: Vec<Credit>,
+    delta: SupplyDelta,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_token(
+    ctx: Res<BlockContext>,
+    store: Res<StoreHandle>,
+    deferred: Res<DeferredPayloads>,
+    txs: Res<BlockTxs>,
+    outcomes: Res<Outcomes>,
+    verdicts: Res<PayloadVerdicts>,
+    senders: Query<&AccountKey>,
+    mut credits: ResMut<Credits>,
+    mut supply: ResMut<BlockSupply>,
+    mut writes: ResMut<ObjectWrites>,
+    mut fault: ResMut<ExecFault>,
+    mut cache: Local<ConfigCache>,
+) {
+    let cfg = match &cache.0 {
+        Some(c) => c.clone(),
+        None => match load_config(&store.0, ctx.chain_id) {
+            Ok(c) => {
+                cache.0 = Some(c.clone());
+                c
+            }
+            Err(e) => {
+                fault.0 = Some(format!("token: {e}"));
+                return;
+            }
+        },
+    };
+    let mine: Vec<(u32, &PayloadSpec, AccountId)> = deferred
+        .0
+        .iter()
+        .filter(|(i, p)| is_token(p) && outcomes.get(*i).is_some_and(|o| o.status == TxStatus::Ok))
+        .filter_map(|(i, p)| {
+            let sender = senders.get(txs.0[*i as usize].sender).ok()?;
+            Some((*i, p, sender.0))
+        })
+        .collect();
+    let Some(cfg) = cfg else {
+        // No tokens on this chain: refuse, and give back what was locked.
+        for (i, p, sender) in mine {
+            verdicts.set(i, TxStatus::UnsupportedPayload);
+            let amount = p.escrow();
+            if !amount.is_none() {
+                credits.0.push(Credit { to: sender, amount });
+            }
+        }
+        return;
+    };
+    if mine.is_empty() && !cfg.starts_epoch(ctx.height) {
+        return;
+    }
+    match execute(&store.0, ctx.chain_id, ctx.height, &cfg, &mine, &verdicts) {
+        Ok(fx) => {
+            if supply.0.merge(&fx.delta).is_none() {
+                fault.0 = Some("token: block supply delta overflows u128".into());
+                return;
+            }
+            credits.0.extend(fx.credits);
+            writes.0.extend(
+                fx.writes
+                    .into_iter()
+                    .map(|(key, value)| state_write(key, value)),
+            );
+        }
+        Err(e) => fault.0 = Some(format!("token: {e}")),
+    }
+}
+
+/// The block's view of the supply: the committed totals, read when first
+/// needed, and what the block mints so far.
+struct GasRoom<'s> {
+    store: &'s Store,
+    chain_id: u32,
+    total: Option<u128>,
+}
+
+impl GasRoom<'_> {
+    /// The GAS that may still be minted this block without the supply
+    /// passing `u128::MAX`.
+    fn left(&mut self, minted: u128) -> Result<u128, TokenError> {
+        let total = match self.total {
+            Some(t) => t,
+            None => {
+                let b = self
+                    .store
+                    .object(self.chain_id, ObjectTable::State, SUPPLY_KEY)?
+                    .ok_or_else(|| corrupt("ledger/supply", "missing on a chain with tokens"))?;
+                let t = Supply::decode(&b)?.gas_total;
+                self.total = Some(t);
+                t
+            }
+        };
+        Ok(u128::MAX - total.saturating_add(minted))
+    }
+}
+
+/// The epoch work of a first block and the block's token payloads, in
+/// block order.
+fn execute(
+    store: &Store,
+    chain_id: u32,
+    height: u64,
+    cfg: &TokenConfig,
+    txs: &[(u32, &PayloadSpec, AccountId)],
+    verdicts: &PayloadVerdicts,
+) -> Result<Effects, TokenError> {
+    let mut fx = Effects::default();
+    let mut room = GasRoom {
+        store,
+        chain_id,
+        total: None,
+    };
+    let epoch = cfg.epoch_of(height);
+    let mut price = stored_price(store, chain_id)?;
+    if cfg.starts_epoch(height) {
+        price = fix_price(store, chain_id, epoch, price, &mut fx)?;
+        clear_auctions(store, chain_id, cfg, epoch, &mut room, &mut fx)?;
+    }
+    // The open auction's counters, read when a bid first needs them.
+    let mut round: Option<Round> = None;
+
+    for &(i, payload, sender) in txs {
+        let locked = payload.escrow();
+        let status = match *payload {
+            PayloadSpec::OracleReport { int_per_fiat } => {
+                if !cfg.oracles.contains(&sender) {
+                    TxStatus::NotOracle
+                } else if int_per_fiat == 0 {
+                    TxStatus::InvalidArgument
+                } else {
+                    fx.writes.insert(
+                        report_key(epoch, &sender),
+                        Some(encode_amount(int_per_fiat)),
+                    );
+                    TxStatus::Ok
+                }
+            }
+            PayloadSpec::BurnForGas { int_amount } => {
+                burn(&mut room, price, int_amount, sender, &mut fx)?
+            }
+            PayloadSpec::BidGas {
+                lots,
+                int_per_lot,
+                epoch: bid_epoch,
+            } => {
+                if cfg.auction_lots_per_epoch == 0 || bid_epoch != epoch {
+                    TxStatus::AuctionClosed
+                } else if lots == 0 || int_per_lot == 0 {
+                    TxStatus::InvalidArgument
+                } else if int_per_lot < cfg.auction_reserve_int_per_lot {
+                    TxStatus::BelowReserve
+                } else {
+                    let r = match round {
+                        Some(r) => r,
+                        None => open_round(store, chain_id, epoch)?,
+                    };
+                    let escrow = r.escrow.checked_add(locked.int);
+                    match escrow {
+                        Some(escrow) if r.bids < BIDS_PER_EPOCH_MAX => {
+                            let key = BidKey {
+                                epoch,
+                                height,
+                                index: i,
+                            };
+                            let bid = StoredBid {
+                                bidder: sender,
+                                lots,
+                                int_per_lot,
+                            };
+                            fx.writes.insert(key.encode(), Some(bid.encode()));
+                            fx.delta.escrowed.int =
+                                fx.delta
+                                    .escrowed
+                                    .int
+                                    .checked_add(locked.int)
+                                    .ok_or_else(|| corrupt("tok/round", "escrow overflows"))?;
+                            round = Some(Round {
+                                epoch,
+                                bids: r.bids + 1,
+                                escrow,
+                            });
+                            TxStatus::Ok
+                        }
+                        _ => {
+                            round = Some(r);
+                            TxStatus::AuctionClosed
+                        }
+                    }
+                }
+            }
+            _ => unreachable!("only token payloads are passed"),
+        };
+        if status != TxStatus::Ok && !locked.is_none() {
+            fx.credits.push(Credit {
+                to: sender,
+                amount: locked,
+            });
+        }
+        verdicts.set(i, status);
+    }
+    if let Some(r) = round {
+        fx.writes.insert(ROUND_KEY.to_vec(), Some(r.encode()));
+    }
+    Ok(fx)
+}
+
+/// The counters of `epoch`'s auction (zero if the stored round is an
+/// older epoch's, which the epoch's first block has cleared).
+fn open_round(store: &Store, chain_id: u32, epoch: u64) -> Result<Round, TokenError> {
+    let stored = store
+        .object(chain_id, ObjectTable::State, ROUND_KEY)?
+        .map(|b| Round::decode(&b))
+        .transpose()?;
+    Ok(match stored {
+        Some(r) if r.epoch == epoch => r,
+        Some(r) if r.epoch > epoch => return Err(corrupt("tok/round", "epoch in the future")),
+        _ => Round {
+            epoch,
+            ..Round::default()
+        },
+    })
+}
+
+/// Decides one `BurnForGas` (the INT is locked already).
+fn burn(
+    room: &mut GasRoom<'_>,
+    price: Option<Price>,
+    int_amount: u128,
+    sender: AccountId,
+    fx: &mut Effects,
+) -> Result<TxStatus, TokenError> {
+    if int_amount == 0 {
+        return Ok(TxStatus::InvalidArgument);
+    }
+    let Some(price) = price else {
+        return Ok(TxStatus::NoOraclePrice);
+    };
+    let Some(gas) = gas_for(int_amount, price.int_per_fiat) else {
+        return Ok(TxStatus::Overflow);
+    };
+    if gas == 0 {
+        return Ok(TxStatus::InvalidArgument);
+    }
+    if gas > room.left(fx.delta.gas_minted)? {
+        return Ok(TxStatus::Overflow);
+    }
+    fx.delta.int_burned = fx
+        .delta
+        .int_burned
+        .checked_add(int_amount)
+        .ok_or_else(|| corrupt("ledger/supply", "burns overflow u128"))?;
+    fx.delta.gas_minted += gas; // below the room checked above
+    fx.credits.push(Credit {
+        to: sender,
+        amount: Escrow { int: 0, gas },
+    });
+    Ok(TxStatus::Ok)
+}
+
+/// Fixes the price of `epoch` (its first block) from the reports of the
+/// epoch before, deletes every stored report, and returns the price:
+/// `None` only on a chain that never had one (a genesis without a price
+/// record) and got no reports.
+fn fix_price(
+    store: &Store,
+    chain_id: u32,
+    epoch: u64,
+    before: Option<Price>,
+    fx: &mut Effects,
+) -> Result<Option<Price>, TokenError> {
+    if before.is_some_and(|b| b.epoch >= epoch) {
+        return Err(corrupt("tok/price", "fixed for a later epoch"));
+    }
+    let mut last = Vec::new();
+    let mut keys = Vec::new();
+    let mut err = None;
+    store.scan_prefix(chain_id, ObjectTable::State, REPORT_PREFIX, |k, v| {
+        if k.len() != REPORT_PREFIX.len() + 8 + 32 {
+            err = Some(corrupt("tok/rep", "malformed key"));
+            return false;
+        }
+        let e = be_u64(&k[REPORT_PREFIX.len()..]);
+        match decode_amount("tok/rep", v) {
+            Ok(x) => {
+                if e + 1 == epoch {
+                    last.push(x);
+                }
+                keys.push(k.to_vec());
+                true
+            }
+            Err(er) => {
+                err = Some(er);
+                false
+            }
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    for k in keys {
+        fx.writes.insert(k, None);
+    }
+    let Some(int_per_fiat) = median(&mut last).or(before.map(|b| b.int_per_fiat)) else {
+        return Ok(None);
+    };
+    if Some(int_per_fiat) != before.map(|b| b.int_per_fiat) {
+        fx.writes
+            .insert(hist_key(epoch), Some(encode_amount(int_per_fiat)));
+    }
+    let p = Price {
+        epoch,
+        int_per_fiat,
+    };
+    fx.writes.insert(PRICE_KEY.to_vec(), Some(p.encode()));
+    Ok(Some(p))
+}
+
+/// The lower median of `xs` (sorted in place); `None` when empty.
+pub fn median(xs: &mut [u128]) -> Option<u128> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_unstable();
+    Some(xs[(xs.len() - 1) / 2])
+}
+
+/// Clears the stored auctions of epochs before `epoch` (the one of
+/// `epoch − 1`, at the first block of `epoch`): burns what the winners
+/// pay, mints and credits their GAS, refunds the rest of every bid,
+/// records the result and deletes the bids.
+fn clear_auctions(
+    store: &Store,
+    chain_id: u32,
+    cfg: &TokenConfig,
+    epoch: u64,
+    room: &mut GasRoom<'_>,
+    fx: &mut Effects,
+) -> Result<(), TokenError> {
+    let bids = stored_bids(store, chain_id)?;
+    if bids.is_empty() {
+        return Ok(());
+    }
+    let mut by_epoch: BTreeMap<u64, Vec<(BidKey, StoredBid)>> = BTreeMap::new();
+    for (k, b) in bids {
+        if k.epoch >= epoch {
+            return Err(corrupt("tok/bid", "bid for an epoch not yet closed"));
+        }
+        by_epoch.entry(k.epoch).or_default().push((k, b));
+    }
+    // The counters kept while bidding must agree with the bids stored.
+    let round = store
+        .object(chain_id, ObjectTable::State, ROUND_KEY)?
+        .map(|b| Round::decode(&b))
+        .transpose()?;
+    if let Some(r) = round {
+        let stored = by_epoch.get(&r.epoch).map_or((0, 0), |b| {
+            let escrow = b
+                .iter()
+                .try_fold(0u128, |a, (_, x)| a.checked_add(x.escrow()));
+            (b.len(), escrow.unwrap_or(u128::MAX))
+        });
+        if stored != (r.bids as usize, r.escrow) {
+            return Err(corrupt("tok/round", "counters disagree with the bids"));
+        }
+    }
+    fx.writes.insert(ROUND_KEY.to_vec(), None);
+    for (e, bids) in by_epoch {
+        // Never mint past u128::MAX: the capacity shrinks to what fits.
+        let fit = room.left(fx.delta.gas_minted)? / GAS_PER_FIAT;
+        let capacity = (cfg.auction_lots_per_epoch as u128).min(fit) as u64;
+        let book: Vec<Bid<(u64, u32)>> = bids
+            .iter()
+            .map(|(k, b)| Bid {
+                key: (k.height, k.index),
+                qty: b.lots,
+                unit_price: b.int_per_lot,
+            })
+            .collect();
+        let c = clear_uniform(&book, capacity);
+        let price = c.price.unwrap_or(0);
+        let mut burned = 0u128;
+        let mut escrow = 0u128;
+        let overflow = || corrupt("tok/bid", "auction amounts overflow u128");
+        for ((k, b), &fill) in bids.iter().zip(&c.fills) {
+            let held = b.escrow();
+            let paid = price * fill as u128; // at most held: price ≤ its bid
+            let gas = fill as u128 * GAS_PER_FIAT;
+            escrow = escrow.checked_add(held).ok_or_else(overflow)?;
+            burned = burned.checked_add(paid).ok_or_else(overflow)?;
+            let amount = Escrow {
+                int: held - paid,
+                gas,
+            };
+            if !amount.is_none() {
+                fx.credits.push(Credit {
+                    to: b.bidder,
+                    amount,
+                });
+            }
+            fx.writes.insert(k.encode(), None);
+        }
+        let minted = c.sold as u128 * GAS_PER_FIAT;
+        let d = &mut fx.delta;
+        d.released.int = d.released.int.checked_add(escrow).ok_or_else(overflow)?;
+        d.int_burned = d.int_burned.checked_add(burned).ok_or_else(overflow)?;
+        d.gas_minted += minted; // within the room computed above
+        let result = AuctionResult {
+            epoch: e,
+            clearing_int_per_lot: c.price.filter(|_| c.sold > 0),
+            lots_sold: c.sold,
+            bids: bids.len() as u32,
+            int_burned: burned,
+        };
+        fx.writes
+            .insert(AuctionResult::key(e), Some(result.encode()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> TokenConfig {
+        TokenConfig {
+            epoch_blocks: 5,
+            oracles: vec![[1; 32], [2; 32]],
+            initial_int_per_fiat: 1_000,
+            auction_lots_per_epoch: 10,
+            auction_reserve_int_per_lot: 3,
+        }
+    }
+
+    #[test]
+    fn config_round_trips_and_refuses_garbage() {
+        let c = cfg();
+        assert_eq!(TokenConfig::decode(&c.encode()).unwrap(), c);
+        let b = c.encode();
+        assert!(TokenConfig::decode(&b[..b.len() - 1]).is_err());
+        assert!(TokenConfig::decode(&[b.clone(), vec![0]].concat()).is_err());
+        assert!(TokenConfig::decode(&[]).is_err());
+        let mut v = b.clone();
+        v[0] = 9;
+        assert!(TokenConfig::decode(&v).is_err());
+        for bad in [
+            TokenConfig {
+                epoch_blocks: 0,
+                ..cfg()
+            },
+            TokenConfig {
+                oracles: vec![],
+                ..cfg()
+            },
+            TokenConfig {
+                oracles: vec![[1; 32], [1; 32]],
+                ..cfg()
+            },
+            TokenConfig {
+                oracles: (0..65u8).map(|i| [i; 32]).collect(),
+                ..cfg()
+            },
+            TokenConfig {
+                initial_int_per_fiat: 0,
+                ..cfg()
+            },
+        ] {
+            assert!(genesis_objects(&bad).is_err(), "{bad:?}");
+            if bad.oracles.len() <= ORACLES_MAX {
+                assert!(TokenConfig::decode(&bad.encode()).is_err(), "{bad:?}");
+            }
+        }
+        assert_eq!(genesis_objects(&c).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn records_round_trip_and_refuse_garbage() {
+        let p = Price {
+            epoch: 9,
+            int_per_fiat: 77,
+        };
+        assert_eq!(Price::decode(&p.encode()).unwrap(), p);
+        assert!(Price::decode(&p.encode()[..10]).is_err());
+        let zero = Price {
+            int_per_fiat: 0,
+            ..p
+        };
+        assert!(Price::decode(&zero.encode()).is_err());
+
+        assert_eq!(decode_amount("x", &encode_amount(5)).unwrap(), 5);
+        assert!(decode_amount("x", &encode_amount(0)).is_err());
+        assert!(decode_amount("x", &[VERSION, 1, 2]).is_err());
+
+        let r = Round {
+            epoch: 3,
+            bids: 2,
+            escrow: 1234,
+        };
+        assert_eq!(Round::decode(&r.encode()).unwrap(), r);
+        let over = Round {
+            bids: BIDS_PER_EPOCH_MAX + 1,
+            ..r
+        };
+        assert!(Round::decode(&over.encode()).is_err());
+
+        let k = BidKey {
+            epoch: 4,
+            height: 22,
+            index: 7,
+        };
+        assert_eq!(BidKey::decode(&k.encode()).unwrap(), k);
+        assert!(BidKey::decode(&k.encode()[1..]).is_err());
+        assert!(BidKey::decode(b"tok/bid/short").is_err());
+        // Keys sort by epoch, then block, then index.
+        let later = BidKey { index: 8, ..k };
+        assert!(k.encode() < later.encode());
+        let b = StoredBid {
+            bidder: [5; 32],
+            lots: 3,
+            int_per_lot: 11,
+        };
+        assert_eq!(StoredBid::decode(&b.encode()).unwrap(), b);
+        assert_eq!(b.escrow(), 33);
+        assert!(StoredBid::decode(&b.encode()[..50]).is_err());
+        let huge = StoredBid {
+            lots: 2,
+            int_per_lot: u128::MAX,
+            ..b
+        };
+        assert!(StoredBid::decode(&huge.encode()).is_err());
+        let empty = StoredBid { lots: 0, ..b };
+        assert!(StoredBid::decode(&empty.encode()).is_err());
+
+        let a = AuctionResult {
+            epoch: 2,
+            clearing_int_per_lot: Some(5),
+            lots_sold: 4,
+            bids: 3,
+            int_burned: 20,
+        };
+        assert_eq!(AuctionResult::decode(&a.encode()).unwrap(), a);
+        assert_eq!(a.gas_minted(), 4 * GAS_PER_FIAT);
+        let none = AuctionResult {
+            clearing_int_per_lot: None,
+            lots_sold: 0,
+            int_burned: 0,
+            ..a
+        };
+        assert_eq!(AuctionResult::decode(&none.encode()).unwrap(), none);
+        let wrong = AuctionResult {
+            int_burned: 21,
+            ..a
+        };
+        assert!(AuctionResult::decode(&wrong.encode()).is_err());
+        assert!(AuctionResult::key(3) < AuctionResult::key(2));
+        assert!(hist_key(3) < hist_key(2));
+    }
+
+    #[test]
+    fn mul_div_is_exact() {
+        assert_eq!(mul_div_floor(7, 3, 2), Some(10));
+        assert_eq!(mul_div_floor(7, 3, 0), None);
+        assert_eq!(mul_div_floor(u128::MAX, 2, 2), Some(u128::MAX));
+        assert_eq!(mul_div_floor(u128::MAX, 2, 1), None);
+        assert_eq!(
+            mul_div_floor(u128::MAX, u128::MAX, u128::MAX),
+            Some(u128::MAX)
+        );
+        assert_eq!(
+            mul_div_floor(u128::MAX, GAS_PER_FIAT, GAS_PER_FIAT + 1),
+            Some(
+                u128::MAX / (GAS_PER_FIAT + 1) * GAS_PER_FIAT
+                    + (u128::MAX % (GAS_PER_FIAT + 1)) * GAS_PER_FIAT / (GAS_PER_FIAT + 1)
+            )
+        );
+        // Against u128 where the product fits, and a split identity where
+        // it does not.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u128;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(0x5851_f42d_4c95_7f2d_1405_7b7e_f767_814f)
+                .wrapping_add(1);
+            let a = x >> (x % 128) as u32;
+            let d = (x.rotate_left(37) >> (x % 100) as u32).max(1);
+            let m = GAS_PER_FIAT;
+            let (q, r) = (a / d, a % d);
+            let expect = q.checked_mul(m).and_then(|hi| {
+                // r × m / d without overflow for d < 2^108.
+                let lo = if d <= u128::MAX / m {
+                    r * m / d
+                } else {
+                    mul_div_floor(r, m, d)?
+                };
+                hi.checked_add(lo)
+            });
+            assert_eq!(mul_div_floor(a, m, d), expect, "{a} {m} {d}");
+        }
+        assert_eq!(gas_for(3, 2), Some(1_500_000));
+        assert_eq!(gas_for(1, 1_000_001), Some(0));
+    }
+
+    #[test]
+    fn lower_median() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [5]), Some(5));
+        assert_eq!(median(&mut [9, 1]), Some(1));
+        assert_eq!(median(&mut [9, 1, 5]), Some(5));
+        assert_eq!(median(&mut [4, 9, 1, 5]), Some(4));
+    }
+}
