@@ -806,6 +806,9 @@ impl Chain {
             let mut meta = ent.get_mut::<HotMeta>().expect("accounts have meta");
             meta.dirty = true;
             meta.last_touched = height;
+            // A hot account the block did not name is written only if it is
+            // among the touched ones.
+            touched.push(e);
         }
         touched.sort_unstable();
         touched.dedup();

@@ -63,24 +63,6 @@ fn alloc() -> Vec<(AccountId, AccountRecord)> {
 struct TokNet {
     net: Net,
     nonces: HashMap<AccountId, u64>,
-    /// Workaround for an engine bug (see [`touching`]): when set, every
-    /// block that starts an epoch also carries one refused transaction
-    /// (fee only) from each user, so the accounts the auction credits are
-    /// touched.
-    touch_at_epoch_start: bool,
-}
-
-/// The engine's `Chain::settle` applies a credit to an account already in
-/// the world (hot from an earlier block) without adding it to the block's
-/// touched accounts, so the credited balance is not written with the block
-/// (the state root and the stored account miss it, and evicting the entity
-/// loses it). The auction's clearing credits bidders the clearing block
-/// need not touch; until `settle` pushes such entities to `touched`, the
-/// scenarios touch every user in the blocks that clear an auction, and
-/// [`credits_reach_accounts_the_clearing_block_does_not_touch`] (ignored)
-/// shows the failure.
-const fn touching() -> bool {
-    true
 }
 
 impl TokNet {
@@ -92,7 +74,6 @@ impl TokNet {
         Self {
             net: Net::with_plugins(&alloc(), config(parallel, 1024), with_tokens, objects),
             nonces: HashMap::new(),
-            touch_at_epoch_start: touching(),
         }
     }
 
@@ -110,14 +91,7 @@ impl TokNet {
     }
 
     fn block(&mut self, batch: Vec<Vec<u8>>) -> Vec<TxStatus> {
-        let n = batch.len();
-        let mut all = batch;
-        if self.touch_at_epoch_start && (self.height() + 1).is_multiple_of(EPOCH) {
-            // After the batch: its transactions hold the earlier nonces.
-            all.extend((0..6).map(|i| self.tx(&user(i), report(1))));
-        }
-        let mut s = self.net.block_ok(all);
-        assert!(s.drain(n..).all(|x| x == TxStatus::NotOracle));
+        let s = self.net.block_ok(batch);
         self.audit();
         s
     }
@@ -414,13 +388,11 @@ fn the_gas_auction_clears_at_one_price_and_refunds_the_rest() {
     assert_eq!(token::auction_result(&t.net.store, CHAIN, 2).unwrap(), None);
 }
 
-/// Fails until the engine's `Chain::settle` writes credits to hot accounts
-/// the block does not otherwise touch (see [`touching`]).
+/// Credits reach accounts the clearing block names nowhere (bidders hot in
+/// the world from earlier blocks): they are written with the block.
 #[test]
-#[ignore = "engine bug: Chain::settle drops credits to hot, untouched accounts"]
 fn credits_reach_accounts_the_clearing_block_does_not_touch() {
     let mut t = TokNet::new();
-    t.touch_at_epoch_start = false;
     let batch = vec![t.tx(&user(0), bid(2, 300, 0))];
     assert_eq!(t.block(batch), vec![TxStatus::Ok]);
     t.advance_to_epoch(1);
