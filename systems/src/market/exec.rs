@@ -1,0 +1,1031 @@
+//! Block execution of the market: the Apply-stage system, the per-SKU
+//! groups, and one handler per payload and timer.
+//!
+//! Every handler checks everything first and changes nothing on a failure
+//! verdict; the lock the Debit stage took for the payload then goes back
+//! to the sender whole. On success the handler disposes of every unit of
+//! the lock (pays the seller, escrows, refunds the rest), which
+//! [`run_tx`] asserts, so a handler cannot lose or invent a unit unnoticed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bevy_ecs::prelude::*;
+use int_engine::crypto::bls::PublicKey;
+use int_engine::storage::{KeyValue, ObjectTable, ObjectWrite, Store};
+use int_engine::supply::SupplyDelta;
+use int_engine::world::{
+    AccountKey, BlockContext, BlockSupply, BlockTxs, Credit, Credits, DeferredPayloads, ExecConfig,
+    ExecFault, ObjectWrites, Outcomes, PayloadVerdicts, StoreHandle,
+};
+use int_schemas::market::{
+    BUILTIN_KINDS, CUSTOM_KIND_FIRST, channel_receipt_message, usage_attestation_message,
+};
+use int_schemas::wire::{Authority, PriceModel, TxStatus};
+use int_schemas::{AccountId, DealRef, Escrow, PayloadSpec, SkuListing, SkuRef};
+use rayon::prelude::*;
+
+use super::MarketError;
+use super::receipt::verify;
+use super::records::*;
+use crate::auction::{Bid, clear_uniform};
+
+/// Most timers run in one block; the rest stay due and run in the next
+/// blocks, earliest first.
+pub const TIMERS_PER_BLOCK: usize = 4096;
+
+/// Whether the market decides `p` (policies are left to the step that
+/// builds them).
+pub(crate) fn is_market(p: &PayloadSpec) -> bool {
+    matches!(
+        p,
+        PayloadSpec::ListSku(_)
+            | PayloadSpec::UpdateSku { .. }
+            | PayloadSpec::DelistSku { .. }
+            | PayloadSpec::Buy { .. }
+            | PayloadSpec::OpenChannel { .. }
+            | PayloadSpec::ClaimChannel { .. }
+            | PayloadSpec::PlaceBid { .. }
+            | PayloadSpec::Order { .. }
+            | PayloadSpec::ConfirmUse { .. }
+            | PayloadSpec::RegisterKind { .. }
+    )
+}
+
+/// One market transaction of the block whose envelope the ledger accepted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TxWork<'a> {
+    pub index: u32,
+    pub sender: AccountId,
+    pub nonce: u64,
+    pub payload: &'a PayloadSpec,
+}
+
+impl TxWork<'_> {
+    /// The SKU whose group decides it (`None` for `RegisterKind`).
+    fn sku(&self) -> Option<SkuRef> {
+        Some(match self.payload {
+            PayloadSpec::ListSku(_) => SkuRef {
+                seller: self.sender,
+                seq: self.nonce,
+            },
+            PayloadSpec::UpdateSku { sku, .. }
+            | PayloadSpec::DelistSku { sku }
+            | PayloadSpec::Buy { sku, .. }
+            | PayloadSpec::OpenChannel { sku, .. }
+            | PayloadSpec::PlaceBid { sku, .. }
+            | PayloadSpec::Order { sku, .. } => *sku,
+            PayloadSpec::ClaimChannel { channel, .. } => channel.sku,
+            PayloadSpec::ConfirmUse { order, .. } => order.sku,
+            _ => return None,
+        })
+    }
+}
+
+/// What the block needs from outside the groups.
+pub(crate) struct Env<'a> {
+    pub store: &'a Store,
+    pub chain_id: u32,
+    pub height: u64,
+    /// Custom kinds the block's registrations added (the pre-pass).
+    pub new_kinds: BTreeSet<u16>,
+    pub verdicts: &'a PayloadVerdicts,
+}
+
+/// The block's market effects, in a deterministic order.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    pub writes: Vec<ObjectWrite>,
+    pub credits: Vec<Credit>,
+    pub delta: SupplyDelta,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply_market(
+    ctx: Res<BlockContext>,
+    cfg: Res<ExecConfig>,
+    store: Res<StoreHandle>,
+    deferred: Res<DeferredPayloads>,
+    txs: Res<BlockTxs>,
+    outcomes: Res<Outcomes>,
+    verdicts: Res<PayloadVerdicts>,
+    senders: Query<&AccountKey>,
+    (mut writes, mut credits, mut supply, mut fault): (
+        ResMut<ObjectWrites>,
+        ResMut<Credits>,
+        ResMut<BlockSupply>,
+        ResMut<ExecFault>,
+    ),
+) {
+    let mine: Vec<TxWork<'_>> = deferred
+        .0
+        .iter()
+        .filter(|(i, p)| is_market(p) && outcomes.get(*i).is_some_and(|o| o.status == TxStatus::Ok))
+        .filter_map(|(i, p)| {
+            let tx = txs.0.get(*i as usize)?;
+            let sender = senders.get(tx.sender).ok()?;
+            Some(TxWork {
+                index: *i,
+                sender: sender.0,
+                nonce: tx.nonce,
+                payload: p,
+            })
+        })
+        .collect();
+    match execute(
+        &store.0,
+        ctx.chain_id,
+        ctx.height,
+        &mine,
+        &verdicts,
+        cfg.parallel,
+    ) {
+        Ok(out) => {
+            if supply.0.merge(&out.delta).is_none() {
+                fault.0 = Some("market: supply delta overflows u128".into());
+                return;
+            }
+            writes.0.extend(out.writes);
+            credits.0.extend(out.credits);
+        }
+        Err(e) => fault.0 = Some(format!("market: {e}")),
+    }
+}
+
+/// The timers due at or before `height`, earliest first, at most
+/// [`TIMERS_PER_BLOCK`].
+pub(crate) fn due_timers(
+    store: &Store,
+    chain_id: u32,
+    height: u64,
+) -> Result<Vec<(u64, Timer)>, MarketError> {
+    let mut out = Vec::new();
+    let mut bad = None;
+    store.scan_prefix(
+        chain_id,
+        ObjectTable::State,
+        DUE_PREFIX,
+        |k, _| match parse_due_key(k) {
+            Ok((at, t)) if at <= height => {
+                out.push((at, t));
+                out.len() < TIMERS_PER_BLOCK
+            }
+            Ok(_) => false,
+            Err(e) => {
+                bad = Some(e);
+                false
+            }
+        },
+    )?;
+    match bad {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// Decides the block's market transactions and runs its due timers (see
+/// the module documentation of `market` for the order).
+pub(crate) fn execute(
+    store: &Store,
+    chain_id: u32,
+    height: u64,
+    txs: &[TxWork<'_>],
+    verdicts: &PayloadVerdicts,
+    parallel: bool,
+) -> Result<Output, MarketError> {
+    let timers = due_timers(store, chain_id, height)?;
+    if txs.is_empty() && timers.is_empty() {
+        return Ok(Output::default());
+    }
+    let mut out = Output::default();
+    // The kind registry is global: registrations first, in block order.
+    let regs: Vec<&TxWork<'_>> = txs
+        .iter()
+        .filter(|t| matches!(t.payload, PayloadSpec::RegisterKind { .. }))
+        .collect();
+    let new_kinds = if regs.is_empty() {
+        BTreeSet::new()
+    } else {
+        register_kinds(store, chain_id, &regs, verdicts, &mut out.writes)?
+    };
+    let env = Env {
+        store,
+        chain_id,
+        height,
+        new_kinds,
+        verdicts,
+    };
+    type Work<'a, 'b> = (Vec<(u64, Timer)>, Vec<&'b TxWork<'a>>);
+    let mut groups: BTreeMap<SkuRef, Work<'_, '_>> = BTreeMap::new();
+    for (at, t) in timers {
+        groups.entry(t.sku()).or_default().0.push((at, t));
+    }
+    for t in txs {
+        if let Some(s) = t.sku() {
+            groups.entry(s).or_default().1.push(t);
+        }
+    }
+    let groups: Vec<(SkuRef, Work<'_, '_>)> = groups.into_iter().collect();
+    let run = |(s, (timers, txs)): &(SkuRef, Work<'_, '_>)| run_group(&env, s, timers, txs);
+    let results: Vec<Result<Output, MarketError>> = if parallel {
+        groups.par_iter().map(run).collect()
+    } else {
+        groups.iter().map(run).collect()
+    };
+    let overflow = || MarketError::Overflow;
+    for r in results {
+        let g = r?;
+        out.writes.extend(g.writes);
+        out.credits.extend(g.credits);
+        out.delta.merge(&g.delta).ok_or_else(overflow)?;
+    }
+    Ok(out)
+}
+
+/// The registry pre-pass: each name gets the next number from 256, unless
+/// it is built in, taken, or the registry is full (`KindTaken`).
+fn register_kinds(
+    store: &Store,
+    chain_id: u32,
+    regs: &[&TxWork<'_>],
+    verdicts: &PayloadVerdicts,
+    writes: &mut Vec<ObjectWrite>,
+) -> Result<BTreeSet<u16>, MarketError> {
+    let start = store
+        .object(chain_id, ObjectTable::State, KINDS_KEY)?
+        .map(|b| decode_kind_count(&b))
+        .transpose()?
+        .unwrap_or(0);
+    let mut count = start;
+    let mut added: BTreeMap<String, u16> = BTreeMap::new();
+    for t in regs {
+        let PayloadSpec::RegisterKind { name } = t.payload else {
+            continue;
+        };
+        let status = if BUILTIN_KINDS.contains(&name.as_str())
+            || count >= KINDS_MAX
+            || added.contains_key(name)
+            || store
+                .object(chain_id, ObjectTable::State, &kind_name_key(name))?
+                .is_some()
+        {
+            TxStatus::KindTaken
+        } else {
+            // Below 256 + 4096: fits u16.
+            let n = CUSTOM_KIND_FIRST + count as u16;
+            count += 1;
+            added.insert(name.clone(), n);
+            TxStatus::Ok
+        };
+        verdicts.set(t.index, status);
+    }
+    let mut nums = BTreeSet::new();
+    for (name, n) in added {
+        writes.push(state_put(kind_key(n), encode_kind_name(&name)));
+        writes.push(state_put(kind_name_key(&name), encode_kind_number(n)));
+        nums.insert(n);
+    }
+    if count != start {
+        writes.push(state_put(KINDS_KEY.to_vec(), encode_kind_count(count)));
+    }
+    Ok(nums)
+}
+
+fn state_put(key: Vec<u8>, value: Vec<u8>) -> ObjectWrite {
+    ObjectWrite {
+        table: ObjectTable::State,
+        key,
+        value: Some(value),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A group's view of the store: its own writes over the committed objects.
+// ---------------------------------------------------------------------------
+
+type Slot = (ObjectTable, Vec<u8>);
+
+struct Overlay<'a> {
+    store: &'a Store,
+    chain_id: u32,
+    map: BTreeMap<Slot, Option<Vec<u8>>>,
+}
+
+impl<'a> Overlay<'a> {
+    fn get(&self, table: ObjectTable, key: &[u8]) -> Result<Option<Vec<u8>>, MarketError> {
+        if let Some(v) = self.map.get(&(table, key.to_vec())) {
+            return Ok(v.clone());
+        }
+        Ok(self.store.object(self.chain_id, table, key)?)
+    }
+
+    fn put(&mut self, table: ObjectTable, key: Vec<u8>, value: Vec<u8>) {
+        self.map.insert((table, key), Some(value));
+    }
+
+    fn del(&mut self, table: ObjectTable, key: Vec<u8>) {
+        self.map.insert((table, key), None);
+    }
+
+    /// The objects under `prefix`, this block's writes included, in key
+    /// order.
+    fn scan(&self, table: ObjectTable, prefix: &[u8]) -> Result<Vec<KeyValue>, MarketError> {
+        let mut m: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        self.store
+            .scan_prefix(self.chain_id, table, prefix, |k, v| {
+                m.insert(k.to_vec(), v.to_vec());
+                true
+            })?;
+        for ((t, k), v) in self.map.range((table, prefix.to_vec())..) {
+            if *t != table || !k.starts_with(prefix) {
+                break;
+            }
+            match v {
+                Some(v) => m.insert(k.clone(), v.clone()),
+                None => m.remove(k),
+            };
+        }
+        Ok(m.into_iter().collect())
+    }
+
+    /// The writes, one per key, in key order.
+    fn into_writes(self) -> Vec<ObjectWrite> {
+        self.map
+            .into_iter()
+            .map(|((table, key), value)| ObjectWrite { table, key, value })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One SKU's group.
+// ---------------------------------------------------------------------------
+
+struct Cx<'e, 'a> {
+    env: &'e Env<'a>,
+    ov: Overlay<'a>,
+    credits: Vec<Credit>,
+    delta: SupplyDelta,
+}
+
+/// What is left of one transaction's lock while its handler disposes of it.
+struct Lock {
+    left: u128,
+}
+
+fn gas(amount: u128) -> Escrow {
+    Escrow {
+        int: 0,
+        gas: amount,
+    }
+}
+
+impl Cx<'_, '_> {
+    fn credit(&mut self, to: AccountId, amount: u128) {
+        if amount > 0 {
+            self.credits.push(Credit {
+                to,
+                amount: gas(amount),
+            });
+        }
+    }
+
+    /// Pays `amount` of `lock` to `to`.
+    fn pay(&mut self, lock: &mut Lock, to: AccountId, amount: u128) {
+        lock.left = lock
+            .left
+            .checked_sub(amount)
+            .expect("a handler spends at most its lock");
+        self.credit(to, amount);
+    }
+
+    /// Puts `amount` of `lock` into an escrow object.
+    fn hold(&mut self, lock: &mut Lock, amount: u128) -> Result<(), MarketError> {
+        lock.left = lock
+            .left
+            .checked_sub(amount)
+            .expect("a handler escrows at most its lock");
+        self.delta.escrowed.gas = self
+            .delta
+            .escrowed
+            .gas
+            .checked_add(amount)
+            .ok_or(MarketError::Overflow)?;
+        Ok(())
+    }
+
+    /// Takes `amount` out of an escrow object and credits it to `to`.
+    fn release(&mut self, to: AccountId, amount: u128) -> Result<(), MarketError> {
+        self.delta.released.gas = self
+            .delta
+            .released
+            .gas
+            .checked_add(amount)
+            .ok_or(MarketError::Overflow)?;
+        self.credit(to, amount);
+        Ok(())
+    }
+
+    fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MarketError> {
+        self.ov.get(ObjectTable::State, key)
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ov.put(ObjectTable::State, key, value);
+    }
+
+    fn del(&mut self, key: Vec<u8>) {
+        self.ov.del(ObjectTable::State, key);
+    }
+
+    fn sku(&self, s: &SkuRef) -> Result<Option<SkuRecord>, MarketError> {
+        self.state(&sku_key(s))?
+            .map(|b| SkuRecord::decode(&b))
+            .transpose()
+    }
+
+    /// A listed (not delisted) SKU, or `UnknownSku`.
+    fn live(&self, s: &SkuRef) -> Result<Result<SkuRecord, TxStatus>, MarketError> {
+        Ok(match self.sku(s)? {
+            Some(r) if !r.delisted => Ok(r),
+            _ => Err(TxStatus::UnknownSku),
+        })
+    }
+
+    /// Stores a SKU and keeps its index entry in step.
+    fn save_sku(&mut self, s: &SkuRef, old: Option<&SkuRecord>, new: &SkuRecord) {
+        let old_ix = old.filter(|r| r.indexed()).map(|r| index_key(s, r));
+        let new_ix = new.indexed().then(|| index_key(s, new));
+        if old_ix != new_ix {
+            if let Some(k) = old_ix {
+                self.ov.del(ObjectTable::Derived, k);
+            }
+            if let Some(k) = new_ix {
+                self.ov.put(ObjectTable::Derived, k, Vec::new());
+            }
+        }
+        self.put(sku_key(s), new.encode());
+    }
+
+    fn channel(&self, d: &DealRef) -> Result<Option<ChannelRecord>, MarketError> {
+        self.state(&chan_key(d))?
+            .map(|b| ChannelRecord::decode(&b))
+            .transpose()
+    }
+
+    fn order(&self, d: &DealRef) -> Result<Option<OrderRecord>, MarketError> {
+        self.state(&order_key(d))?
+            .map(|b| OrderRecord::decode(&b))
+            .transpose()
+    }
+
+    /// `pk`'s registered key, if it has one that decodes.
+    fn account_key(&self, id: &AccountId) -> Result<Option<PublicKey>, MarketError> {
+        Ok(self
+            .env
+            .store
+            .account(self.env.chain_id, id)?
+            .and_then(|r| r.public_key)
+            .and_then(|pk| PublicKey::from_bytes(&pk).ok()))
+    }
+
+    fn kind_known(&self, kind: u16) -> Result<bool, MarketError> {
+        if (kind as usize) < BUILTIN_KINDS.len() {
+            return Ok(true);
+        }
+        if kind < CUSTOM_KIND_FIRST {
+            return Ok(false);
+        }
+        Ok(self.env.new_kinds.contains(&kind)
+            || self
+                .env
+                .store
+                .object(self.env.chain_id, ObjectTable::State, &kind_key(kind))?
+                .is_some())
+    }
+}
+
+/// Whether the SKU's authority admits `buyer` to a plain purchase.
+fn admits(r: &SkuRecord, buyer: &AccountId) -> Result<(), TxStatus> {
+    match r.authority {
+        Authority::Open => Ok(()),
+        Authority::Allowlist if r.allow.contains(buyer) => Ok(()),
+        // Cluster SKUs are bought through a BPK intent, not built yet.
+        _ => Err(TxStatus::Unauthorized),
+    }
+}
+
+fn run_group(
+    env: &Env<'_>,
+    s: &SkuRef,
+    timers: &[(u64, Timer)],
+    txs: &[&TxWork<'_>],
+) -> Result<Output, MarketError> {
+    let mut cx = Cx {
+        env,
+        ov: Overlay {
+            store: env.store,
+            chain_id: env.chain_id,
+            map: BTreeMap::new(),
+        },
+        credits: Vec::new(),
+        delta: SupplyDelta::default(),
+    };
+    for (at, t) in timers {
+        cx.del(due_key(*at, t));
+        match t {
+            Timer::ChannelClose(d) => close_channel(&mut cx, d)?,
+            Timer::OrderTimeout(d) => time_out_order(&mut cx, d)?,
+            Timer::AuctionClose(_) => close_auction(&mut cx, s, *at)?,
+        }
+    }
+    for t in txs {
+        run_tx(&mut cx, s, t)?;
+    }
+    Ok(Output {
+        writes: cx.ov.into_writes(),
+        credits: cx.credits,
+        delta: cx.delta,
+    })
+}
+
+/// Decides one transaction and disposes of its lock.
+fn run_tx(cx: &mut Cx<'_, '_>, s: &SkuRef, t: &TxWork<'_>) -> Result<(), MarketError> {
+    let total = t.payload.escrow().gas;
+    let mut lock = Lock { left: total };
+    let status = match t.payload {
+        PayloadSpec::ListSku(l) => list(cx, s, l)?,
+        PayloadSpec::UpdateSku {
+            unit_price,
+            capacity,
+            metadata_hash,
+            ..
+        } => update(cx, s, t, *unit_price, *capacity, *metadata_hash)?,
+        PayloadSpec::DelistSku { .. } => delist(cx, s, t)?,
+        PayloadSpec::Buy {
+            qty,
+            max_unit_price,
+            ..
+        } => buy(cx, s, t, &mut lock, *qty, *max_unit_price)?,
+        PayloadSpec::OpenChannel {
+            deposit, expiry, ..
+        } => open_channel(cx, s, t, &mut lock, *deposit, *expiry)?,
+        PayloadSpec::ClaimChannel {
+            channel,
+            amount,
+            sequence,
+            buyer_signature,
+        } => claim(cx, t, channel, *amount, *sequence, buyer_signature)?,
+        PayloadSpec::PlaceBid {
+            qty,
+            unit_price,
+            window_end,
+            ..
+        } => place_bid(cx, s, t, &mut lock, *qty, *unit_price, *window_end)?,
+        PayloadSpec::Order {
+            qty,
+            max_unit_price,
+            ..
+        } => order(cx, s, t, &mut lock, *qty, *max_unit_price)?,
+        PayloadSpec::ConfirmUse {
+            order,
+            qty,
+            attestation,
+        } => confirm(cx, t, order, *qty, attestation.as_ref())?,
+        _ => unreachable!("only SKU payloads reach a group"),
+    };
+    if status == TxStatus::Ok {
+        assert_eq!(lock.left, 0, "a handler left part of its lock");
+    } else {
+        assert_eq!(lock.left, total, "a failed handler spent its lock");
+        cx.credit(t.sender, total);
+    }
+    cx.env.verdicts.set(t.index, status);
+    Ok(())
+}
+
+/// `return Ok(status)` from a handler when `cond` fails.
+macro_rules! ensure {
+    ($cond:expr, $status:expr) => {
+        if !$cond {
+            return Ok($status);
+        }
+    };
+}
+
+/// The value of a check that yields a record or a status.
+macro_rules! check {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(status) => return Ok(status),
+        }
+    };
+}
+
+fn list(cx: &mut Cx<'_, '_>, s: &SkuRef, l: &SkuListing) -> Result<TxStatus, MarketError> {
+    use TxStatus as S;
+    let h = cx.env.height;
+    ensure!(cx.kind_known(l.kind)?, S::InvalidArgument);
+    ensure!(l.capacity > 0, S::InvalidArgument);
+    ensure!(
+        l.terms.model == PriceModel::PriceTag || l.terms.period_blocks >= 1,
+        S::InvalidArgument
+    );
+    ensure!(cx.sku(s)?.is_none(), S::InvalidArgument);
+    let window_end = if l.terms.model == PriceModel::Auction {
+        check!(
+            h.checked_add(l.terms.period_blocks as u64)
+                .ok_or(S::InvalidArgument)
+        )
+    } else {
+        0
+    };
+    let rec = SkuRecord {
+        kind: l.kind,
+        unit: l.unit,
+        terms: l.terms,
+        capacity: l.capacity,
+        region: l.region.clone(),
+        authority: l.authority,
+        allow: l.allow.clone(),
+        clusters: l.clusters.clone(),
+        metadata_hash: l.metadata_hash,
+        listed_height: h,
+        delisted: false,
+        window_end,
+    };
+    cx.save_sku(s, None, &rec);
+    if window_end != 0 {
+        cx.put(due_key(window_end, &Timer::AuctionClose(*s)), due_value());
+    }
+    Ok(S::Ok)
+}
+
+fn update(
+    cx: &mut Cx<'_, '_>,
+    s: &SkuRef,
+    t: &TxWork<'_>,
+    unit_price: u128,
+    capacity: u64,
+    metadata_hash: [u8; 32],
+) -> Result<TxStatus, MarketError> {
+    let old = check!(cx.live(s)?);
+    ensure!(t.sender == s.seller, TxStatus::NotSeller);
+    let mut new = SkuRecord {
+        capacity,
+        metadata_hash,
+        ..old.clone()
+    };
+    new.terms.unit_price = unit_price;
+    if new.terms.model == PriceModel::Auction && new.window_end == 0 && capacity > 0 {
+        // Capacity again after a window closed with none: a new window.
+        let end = check!(
+            cx.env
+                .height
+                .checked_add(new.terms.period_blocks as u64)
+                .ok_or(TxStatus::InvalidArgument)
+        );
+        new.window_end = end;
+        cx.put(due_key(end, &Timer::AuctionClose(*s)), due_value());
+    }
+    cx.save_sku(s, Some(&old), &new);
+    Ok(TxStatus::Ok)
+}
+
+fn delist(cx: &mut Cx<'_, '_>, s: &SkuRef, t: &TxWork<'_>) -> Result<TxStatus, MarketError> {
+    let old = check!(cx.live(s)?);
+    ensure!(t.sender == s.seller, TxStatus::NotSeller);
+    let new = SkuRecord {
+        delisted: true,
+        window_end: 0,
+        ..old.clone()
+    };
+    if old.window_end != 0 {
+        // The open window's bids go back at once; its close is cancelled.
+        refund_window(cx, s, old.window_end)?;
+        cx.del(due_key(old.window_end, &Timer::AuctionClose(*s)));
+    }
+    cx.save_sku(s, Some(&old), &new);
+    Ok(TxStatus::Ok)
+}
+
+/// Returns every bid of a window to its bidder and deletes it.
+fn refund_window(cx: &mut Cx<'_, '_>, s: &SkuRef, window_end: u64) -> Result<(), MarketError> {
+    let prefix = bid_window_prefix(s, window_end);
+    for (k, v) in cx.ov.scan(ObjectTable::State, &prefix)? {
+        let (bidder, _) = parse_bid_key(&prefix, &k)?;
+        let b = BidRecord::decode(&v)?;
+        cx.release(bidder, b.held())?;
+        cx.del(k);
+    }
+    Ok(())
+}
+
+fn buy(
+    cx: &mut Cx<'_, '_>,
+    s: &SkuRef,
+    t: &TxWork<'_>,
+    lock: &mut Lock,
+    qty: u64,
+    max_unit_price: u128,
+) -> Result<TxStatus, MarketError> {
+    use TxStatus as S;
+    let old = check!(cx.live(s)?);
+    ensure!(old.terms.model == PriceModel::PriceTag, S::WrongModel);
+    check!(admits(&old, &t.sender));
+    ensure!(qty >= 1, S::InvalidArgument);
+    ensure!(qty <= old.capacity, S::OverCapacity);
+    ensure!(old.terms.unit_price <= max_unit_price, S::PriceAboveMax);
+    let cost = check!(
+        old.terms
+            .unit_price
+            .checked_mul(qty as u128)
+            .ok_or(S::InvalidArgument)
+    );
+    cx.pay(lock, s.seller, cost);
+    let rest = lock.left;
+    cx.pay(lock, t.sender, rest);
+    let new = SkuRecord {
+        capacity: old.capacity - qty,
+        ..old.clone()
+    };
+    cx.save_sku(s, Some(&old), &new);
+    Ok(S::Ok)
+}
+
+fn open_channel(
+    cx: &mut Cx<'_, '_>,
+    s: &SkuRef,
+    t: &TxWork<'_>,
+    lock: &mut Lock,
+    deposit: u128,
+    expiry: u64,
+) -> Result<TxStatus, MarketError> {
+    use TxStatus as S;
+    let sku = check!(cx.live(s)?);
+    ensure!(sku.terms.model == PriceModel::Metered, S::WrongModel);
+    check!(admits(&sku, &t.sender));
+    ensure!(deposit >= sku.terms.unit_price, S::DepositTooSmall);
+    ensure!(deposit > 0, S::InvalidArgument);
+    ensure!(expiry > cx.env.height, S::ChannelExpired);
+    let c = ChannelRecord {
+        deposit,
+        paid: 0,
+        last_sequence: 0,
+        expiry,
+        challenge_blocks: sku.terms.period_blocks,
+    };
+    // Closes the block after the last one a claim is accepted in.
+    let close = check!(
+        expiry
+            .checked_add(c.challenge_blocks as u64)
+            .and_then(|x| x.checked_add(1))
+            .ok_or(S::InvalidArgument)
+    );
+    let d = DealRef {
+        sku: *s,
+        buyer: t.sender,
+        nonce: t.nonce,
+    };
+    ensure!(cx.channel(&d)?.is_none(), S::InvalidArgument);
+    cx.hold(lock, deposit)?;
+    cx.put(chan_key(&d), c.encode());
+    cx.put(due_key(close, &Timer::ChannelClose(d)), due_value());
+    Ok(S::Ok)
+}
+
+fn claim(
+    cx: &mut Cx<'_, '_>,
+    t: &TxWork<'_>,
+    d: &DealRef,
+    amount: u128,
+    sequence: u64,
+    sig: &[u8; 48],
+) -> Result<TxStatus, MarketError> {
+    use TxStatus as S;
+    ensure!(t.sender == d.sku.seller, S::NotSeller);
+    let Some(c) = cx.channel(d)? else {
+        return Ok(S::UnknownDeal);
+    };
+    ensure!(cx.env.height <= c.claim_until(), S::ChannelExpired);
+    ensure!(sequence > c.last_sequence, S::StaleReceipt);
+    ensure!(c.paid <= amount && amount <= c.deposit, S::BadReceiptAmount);
+    let msg = channel_receipt_message(cx.env.chain_id, d, amount, sequence);
+    let signed = cx
+        .account_key(&d.buyer)?
+        .is_some_and(|pk| verify(&pk, &msg, sig));
+    ensure!(signed, S::BadSignature);
+    cx.release(d.sku.seller, amount - c.paid)?;
+    let new = ChannelRecord {
+        paid: amount,
+        last_sequence: sequence,
+        ..c
+    };
+    cx.put(chan_key(d), new.encode());
+    Ok(S::Ok)
+}
+
+fn close_channel(cx: &mut Cx<'_, '_>, d: &DealRef) -> Result<(), MarketError> {
+    if let Some(c) = cx.channel(d)? {
+        cx.release(d.buyer, c.held())?;
+        cx.del(chan_key(d));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn place_bid(
+    cx: &mut Cx<'_, '_>,
+    s: &SkuRef,
+    t: &TxWork<'_>,
+    lock: &mut Lock,
+    qty: u64,
+    unit_price: u128,
+    window_end: u64,
+) -> Result<TxStatus, MarketError> {
+    use TxStatus as S;
+    let sku = check!(cx.live(s)?);
+    ensure!(sku.terms.model == PriceModel::Auction, S::WrongModel);
+    check!(admits(&sku, &t.sender));
+    ensure!(qty >= 1, S::InvalidArgument);
+    ensure!(
+        sku.window_end != 0 && window_end == sku.window_end && cx.env.height < window_end,
+        S::AuctionClosed
+    );
+    ensure!(unit_price >= sku.terms.unit_price, S::BelowReserve);
+    let held = lock.left;
+    cx.hold(lock, held)?;
+    let b = BidRecord {
+        qty,
+        unit_price,
+        height: cx.env.height,
+        index: t.index,
+    };
+    cx.put(bid_key(s, window_end, &t.sender, t.nonce), b.encode());
+    Ok(S::Ok)
+}
+
+/// Clears a window: capacity to the highest bids at one price, the rest of
+/// every escrow back; then the next window if capacity is left.
+fn close_auction(cx: &mut Cx<'_, '_>, s: &SkuRef, at: u64) -> Result<(), MarketError> {
+    let Some(old) = cx.sku(s)? else {
+        return Ok(());
+    };
+    if old.window_end != at {
+        // A window that delisting (or a stale entry) already closed.
+        return Ok(());
+    }
+    let prefix = bid_window_prefix(s, at);
+    let mut bids = Vec::new();
+    let mut holders = Vec::new();
+    for (k, v) in cx.ov.scan(ObjectTable::State, &prefix)? {
+        let (bidder, _) = parse_bid_key(&prefix, &k)?;
+        let b = BidRecord::decode(&v)?;
+        bids.push(Bid {
+            key: (b.height, b.index),
+            qty: b.qty,
+            unit_price: b.unit_price,
+        });
+        holders.push((bidder, b.held()));
+        cx.del(k);
+    }
+    let c = clear_uniform(&bids, old.capacity);
+    let mut to_seller: u128 = 0;
+    for ((bidder, held), fill) in holders.iter().zip(&c.fills) {
+        let paid = match c.price {
+            // fill ≤ qty and price ≤ the bid's price: paid ≤ held.
+            Some(p) if *fill > 0 => *fill as u128 * p,
+            _ => 0,
+        };
+        assert!(paid <= *held, "a winner pays at most its bid");
+        to_seller = to_seller.checked_add(paid).ok_or(MarketError::Overflow)?;
+        cx.release(*bidder, held - paid)?;
+    }
+    cx.release(s.seller, to_seller)?;
+    let mut new = SkuRecord {
+        capacity: old.capacity - c.sold,
+        window_end: 0,
+        ..old.clone()
+    };
+    if !new.delisted
+        && new.capacity > 0
+        && let Some(end) = cx.env.height.checked_add(new.terms.period_blocks as u64)
+    {
+        new.window_end = end;
+        cx.put(due_key(end, &Timer::AuctionClose(*s)), due_value());
+    }
+    cx.save_sku(s, Some(&old), &new);
+    Ok(())
+}
+
+fn order(
+    cx: &mut Cx<'_, '_>,
+    s: &SkuRef,
+    t: &TxWork<'_>,
+    lock: &mut Lock,
+    qty: u64,
+    max_unit_price: u128,
+) -> Result<TxStatus, MarketError> {
+    use TxStatus as S;
+    let old = check!(cx.live(s)?);
+    ensure!(old.terms.model == PriceModel::Cpp, S::WrongModel);
+    check!(admits(&old, &t.sender));
+    ensure!(qty >= 1, S::InvalidArgument);
+    ensure!(qty <= old.capacity, S::OverCapacity);
+    ensure!(old.terms.unit_price <= max_unit_price, S::PriceAboveMax);
+    let cost = check!(
+        old.terms
+            .unit_price
+            .checked_mul(qty as u128)
+            .ok_or(S::InvalidArgument)
+    );
+    let timeout = check!(
+        cx.env
+            .height
+            .checked_add(old.terms.period_blocks as u64)
+            .ok_or(S::InvalidArgument)
+    );
+    let d = DealRef {
+        sku: *s,
+        buyer: t.sender,
+        nonce: t.nonce,
+    };
+    ensure!(cx.order(&d)?.is_none(), S::InvalidArgument);
+    cx.hold(lock, cost)?;
+    let rest = lock.left;
+    cx.pay(lock, t.sender, rest);
+    let o = OrderRecord {
+        qty,
+        confirmed: 0,
+        unit_price: old.terms.unit_price,
+        timeout,
+    };
+    cx.put(order_key(&d), o.encode());
+    cx.put(due_key(timeout, &Timer::OrderTimeout(d)), due_value());
+    let new = SkuRecord {
+        capacity: old.capacity - qty,
+        ..old.clone()
+    };
+    cx.save_sku(s, Some(&old), &new);
+    Ok(S::Ok)
+}
+
+fn confirm(
+    cx: &mut Cx<'_, '_>,
+    t: &TxWork<'_>,
+    d: &DealRef,
+    qty: u64,
+    attestation: Option<&[u8; 48]>,
+) -> Result<TxStatus, MarketError> {
+    use TxStatus as S;
+    let Some(o) = cx.order(d)?.filter(|o| cx.env.height < o.timeout) else {
+        return Ok(S::UnknownDeal);
+    };
+    let by_buyer = t.sender == d.buyer;
+    ensure!(by_buyer || t.sender == d.sku.seller, S::NotParty);
+    ensure!(qty >= 1, S::InvalidArgument);
+    ensure!(qty <= o.remaining(), S::OverOrder);
+    let total = o.confirmed + qty;
+    if !by_buyer {
+        // The buyer attests the cumulative units used, so an attestation
+        // releases once.
+        let msg = usage_attestation_message(cx.env.chain_id, d, total);
+        let signed = match attestation {
+            Some(sig) => cx
+                .account_key(&d.buyer)?
+                .is_some_and(|pk| verify(&pk, &msg, sig)),
+            None => false,
+        };
+        ensure!(signed, S::BadSignature);
+    }
+    cx.release(d.sku.seller, qty as u128 * o.unit_price)?;
+    if total == o.qty {
+        cx.del(order_key(d));
+        cx.del(due_key(o.timeout, &Timer::OrderTimeout(*d)));
+    } else {
+        let new = OrderRecord {
+            confirmed: total,
+            ..o
+        };
+        cx.put(order_key(d), new.encode());
+    }
+    Ok(S::Ok)
+}
+
+/// The unconfirmed rest of an order returns to the buyer and its units to
+/// the SKU.
+fn time_out_order(cx: &mut Cx<'_, '_>, d: &DealRef) -> Result<(), MarketError> {
+    let Some(o) = cx.order(d)? else {
+        return Ok(());
+    };
+    cx.release(d.buyer, o.held())?;
+    cx.del(order_key(d));
+    if let Some(old) = cx.sku(&d.sku)? {
+        let new = SkuRecord {
+            capacity: old.capacity.saturating_add(o.remaining()),
+            ..old.clone()
+        };
+        cx.save_sku(&d.sku, Some(&old), &new);
+    }
+    Ok(())
+}

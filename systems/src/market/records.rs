@@ -1,0 +1,760 @@
+//! The market's stored objects: their keys and their versioned binary
+//! records (big-endian integers, a version byte first). Decoding refuses
+//! anything a correct node never writes (short or trailing bytes, unknown
+//! versions and enum values, lists over their bounds, a region that is not
+//! a geohash, paid above deposit) as [`MarketError::Corrupt`].
+//!
+//! | key | table | value |
+//! |---|---|---|
+//! | `mkt/sku/` ‖ sku (40) | state | [`SkuRecord`] |
+//! | `mkt/chan/` ‖ deal (80) | state | [`ChannelRecord`] |
+//! | `mkt/order/` ‖ deal (80) | state | [`OrderRecord`] |
+//! | `mkt/bid/` ‖ sku (40) ‖ window end (8) ‖ bidder (32) ‖ nonce (8) | state | [`BidRecord`] |
+//! | `mkt/due/` ‖ height (8) ‖ timer kind (1) ‖ deal (80) or sku (40) | state | version byte |
+//! | `mkt/kinds` | state | version, number of custom kinds (u32) |
+//! | `mkt/kind/` ‖ number (2) | state | version, name |
+//! | `mkt/kindname/` ‖ name | state | version, number (2) |
+//! | `mkt/ix/` ‖ kind (2) ‖ region (12, 0x00-padded) ‖ unit price (16) ‖ sku (40) | derived | empty |
+//!
+//! The longest key is a due entry of a deal, 97 bytes, under the store's
+//! 128.
+
+use int_engine::storage::OBJECT_KEY_BYTES_MAX;
+use int_schemas::market::{
+    ALLOW_MAX, CLUSTERS_MAX, GEOHASH_CHARS_MAX, KIND_NAME_BYTES_MAX, is_geohash,
+};
+use int_schemas::wire::{Authority, PriceModel, Unit};
+use int_schemas::{AccountId, DealRef, Hash32, SkuRef, Terms};
+
+use super::MarketError;
+
+pub(crate) const SKU_PREFIX: &[u8] = b"mkt/sku/";
+pub(crate) const CHAN_PREFIX: &[u8] = b"mkt/chan/";
+pub(crate) const ORDER_PREFIX: &[u8] = b"mkt/order/";
+pub(crate) const BID_PREFIX: &[u8] = b"mkt/bid/";
+pub(crate) const DUE_PREFIX: &[u8] = b"mkt/due/";
+pub(crate) const KINDS_KEY: &[u8] = b"mkt/kinds";
+pub(crate) const KIND_PREFIX: &[u8] = b"mkt/kind/";
+pub(crate) const KIND_NAME_PREFIX: &[u8] = b"mkt/kindname/";
+pub(crate) const INDEX_PREFIX: &[u8] = b"mkt/ix/";
+
+const VERSION: u8 = 1;
+
+/// Most custom kinds the registry holds (numbers 256 to 4351).
+pub const KINDS_MAX: u32 = 4096;
+
+// Every key fits the store's bound.
+const _: () = assert!(DUE_PREFIX.len() + 8 + 1 + 80 <= OBJECT_KEY_BYTES_MAX);
+const _: () = assert!(BID_PREFIX.len() + 40 + 8 + 32 + 8 <= OBJECT_KEY_BYTES_MAX);
+const _: () = assert!(INDEX_PREFIX.len() + 2 + GEOHASH_CHARS_MAX + 16 + 40 <= OBJECT_KEY_BYTES_MAX);
+const _: () = assert!(KIND_NAME_PREFIX.len() + KIND_NAME_BYTES_MAX <= OBJECT_KEY_BYTES_MAX);
+
+pub(crate) fn corrupt(key: &str, what: impl ToString) -> MarketError {
+    MarketError::Corrupt {
+        key: key.to_string(),
+        what: what.to_string(),
+    }
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+pub(crate) fn sku_key(s: &SkuRef) -> Vec<u8> {
+    cat(&[SKU_PREFIX, &s.to_bytes()])
+}
+
+pub(crate) fn chan_key(d: &DealRef) -> Vec<u8> {
+    cat(&[CHAN_PREFIX, &d.to_bytes()])
+}
+
+pub(crate) fn order_key(d: &DealRef) -> Vec<u8> {
+    cat(&[ORDER_PREFIX, &d.to_bytes()])
+}
+
+/// The prefix of one auction window's bids.
+pub(crate) fn bid_window_prefix(s: &SkuRef, window_end: u64) -> Vec<u8> {
+    cat(&[BID_PREFIX, &s.to_bytes(), &window_end.to_be_bytes()])
+}
+
+/// The prefix of every bid on a SKU.
+pub(crate) fn bid_sku_prefix(s: &SkuRef) -> Vec<u8> {
+    cat(&[BID_PREFIX, &s.to_bytes()])
+}
+
+pub(crate) fn bid_key(s: &SkuRef, window_end: u64, bidder: &AccountId, nonce: u64) -> Vec<u8> {
+    cat(&[
+        &bid_window_prefix(s, window_end),
+        bidder,
+        &nonce.to_be_bytes(),
+    ])
+}
+
+/// The bidder and nonce of a bid key under `prefix` (one window's).
+pub(crate) fn parse_bid_key(prefix: &[u8], key: &[u8]) -> Result<(AccountId, u64), MarketError> {
+    let rest = key
+        .strip_prefix(prefix)
+        .filter(|r| r.len() == 40)
+        .ok_or_else(|| corrupt("mkt/bid", "bad key"))?;
+    let mut bidder = [0u8; 32];
+    bidder.copy_from_slice(&rest[..32]);
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&rest[32..]);
+    Ok((bidder, u64::from_be_bytes(n)))
+}
+
+pub(crate) fn kind_key(n: u16) -> Vec<u8> {
+    cat(&[KIND_PREFIX, &n.to_be_bytes()])
+}
+
+pub(crate) fn kind_name_key(name: &str) -> Vec<u8> {
+    cat(&[KIND_NAME_PREFIX, name.as_bytes()])
+}
+
+/// The discovery index key of a SKU.
+pub(crate) fn index_key(s: &SkuRef, r: &SkuRecord) -> Vec<u8> {
+    let mut region = [0u8; GEOHASH_CHARS_MAX];
+    region[..r.region.len()].copy_from_slice(r.region.as_bytes());
+    cat(&[
+        INDEX_PREFIX,
+        &r.kind.to_be_bytes(),
+        &region,
+        &r.terms.unit_price.to_be_bytes(),
+        &s.to_bytes(),
+    ])
+}
+
+/// The SKU and price of an index key.
+pub(crate) fn parse_index_key(key: &[u8]) -> Result<(SkuRef, u128), MarketError> {
+    let rest = key
+        .strip_prefix(INDEX_PREFIX)
+        .filter(|r| r.len() == 2 + GEOHASH_CHARS_MAX + 16 + 40)
+        .ok_or_else(|| corrupt("mkt/ix", "bad key"))?;
+    let at = 2 + GEOHASH_CHARS_MAX;
+    let mut p = [0u8; 16];
+    p.copy_from_slice(&rest[at..at + 16]);
+    let mut s = [0u8; 40];
+    s.copy_from_slice(&rest[at + 16..]);
+    Ok((SkuRef::from_bytes(&s), u128::from_be_bytes(p)))
+}
+
+/// What a timer does when its height comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// A channel's challenge window ended: the rest of its deposit returns.
+    ChannelClose(DealRef),
+    /// A CPP order timed out: its unconfirmed units return.
+    OrderTimeout(DealRef),
+    /// An auction window closes.
+    AuctionClose(SkuRef),
+}
+
+impl Timer {
+    fn tag(&self) -> u8 {
+        match self {
+            Timer::ChannelClose(_) => 0,
+            Timer::OrderTimeout(_) => 1,
+            Timer::AuctionClose(_) => 2,
+        }
+    }
+
+    /// The SKU whose group runs the timer.
+    pub(crate) fn sku(&self) -> SkuRef {
+        match self {
+            Timer::ChannelClose(d) | Timer::OrderTimeout(d) => d.sku,
+            Timer::AuctionClose(s) => *s,
+        }
+    }
+}
+
+pub(crate) fn due_key(at: u64, t: &Timer) -> Vec<u8> {
+    let id: Vec<u8> = match t {
+        Timer::ChannelClose(d) | Timer::OrderTimeout(d) => d.to_bytes().to_vec(),
+        Timer::AuctionClose(s) => s.to_bytes().to_vec(),
+    };
+    cat(&[DUE_PREFIX, &at.to_be_bytes(), &[t.tag()], &id])
+}
+
+/// The height and timer of a due key.
+pub(crate) fn parse_due_key(key: &[u8]) -> Result<(u64, Timer), MarketError> {
+    let bad = || corrupt("mkt/due", "bad key");
+    let rest = key.strip_prefix(DUE_PREFIX).ok_or_else(bad)?;
+    if rest.len() < 9 {
+        return Err(bad());
+    }
+    let mut h = [0u8; 8];
+    h.copy_from_slice(&rest[..8]);
+    let id = &rest[9..];
+    let deal = || -> Result<DealRef, MarketError> {
+        let b: &[u8; 80] = id.try_into().map_err(|_| bad())?;
+        Ok(DealRef::from_bytes(b))
+    };
+    let t = match rest[8] {
+        0 => Timer::ChannelClose(deal()?),
+        1 => Timer::OrderTimeout(deal()?),
+        2 => {
+            let b: &[u8; 40] = id.try_into().map_err(|_| bad())?;
+            Timer::AuctionClose(SkuRef::from_bytes(b))
+        }
+        _ => return Err(bad()),
+    };
+    Ok((u64::from_be_bytes(h), t))
+}
+
+/// The value of a due entry.
+pub(crate) fn due_value() -> Vec<u8> {
+    vec![VERSION]
+}
+
+// ---------------------------------------------------------------------------
+// A reader that refuses short and trailing bytes.
+// ---------------------------------------------------------------------------
+
+struct Reader<'a> {
+    b: &'a [u8],
+    key: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(b: &'a [u8], key: &'static str) -> Result<Self, MarketError> {
+        let mut r = Self { b, key };
+        if r.u8()? != VERSION {
+            return Err(corrupt(key, "unknown version"));
+        }
+        Ok(r)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], MarketError> {
+        if self.b.len() < n {
+            return Err(corrupt(self.key, "too short"));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], MarketError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, MarketError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, MarketError> {
+        Ok(u16::from_be_bytes(self.arr()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, MarketError> {
+        Ok(u32::from_be_bytes(self.arr()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, MarketError> {
+        Ok(u64::from_be_bytes(self.arr()?))
+    }
+
+    fn u128(&mut self) -> Result<u128, MarketError> {
+        Ok(u128::from_be_bytes(self.arr()?))
+    }
+
+    fn flag(&mut self) -> Result<bool, MarketError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(corrupt(self.key, "bad flag")),
+        }
+    }
+
+    fn end(self) -> Result<(), MarketError> {
+        if self.b.is_empty() {
+            Ok(())
+        } else {
+            Err(corrupt(self.key, "trailing bytes"))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Records.
+// ---------------------------------------------------------------------------
+
+/// A listed SKU as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SkuRecord {
+    pub kind: u16,
+    pub unit: Unit,
+    pub terms: Terms,
+    /// Units left (the auction's and CPP's capacity; advertised for
+    /// metering).
+    pub capacity: u64,
+    pub region: String,
+    pub authority: Authority,
+    pub allow: Vec<AccountId>,
+    pub clusters: Vec<u32>,
+    pub metadata_hash: Hash32,
+    pub listed_height: u64,
+    pub delisted: bool,
+    /// Close height of the open auction window; 0 when none is open.
+    pub window_end: u64,
+}
+
+impl SkuRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(
+            100 + self.region.len() + 32 * self.allow.len() + 4 * self.clusters.len(),
+        );
+        v.push(VERSION);
+        v.extend_from_slice(&self.kind.to_be_bytes());
+        v.push(self.unit.0);
+        v.push(self.terms.model.0);
+        v.extend_from_slice(&self.terms.period_blocks.to_be_bytes());
+        v.extend_from_slice(&self.terms.unit_price.to_be_bytes());
+        v.extend_from_slice(&self.capacity.to_be_bytes());
+        v.push(self.region.len() as u8);
+        v.extend_from_slice(self.region.as_bytes());
+        v.push(self.authority.0);
+        v.push(self.allow.len() as u8);
+        for a in &self.allow {
+            v.extend_from_slice(a);
+        }
+        v.push(self.clusters.len() as u8);
+        for c in &self.clusters {
+            v.extend_from_slice(&c.to_be_bytes());
+        }
+        v.extend_from_slice(&self.metadata_hash);
+        v.extend_from_slice(&self.listed_height.to_be_bytes());
+        v.push(self.delisted as u8);
+        v.extend_from_slice(&self.window_end.to_be_bytes());
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, MarketError> {
+        const KEY: &str = "mkt/sku";
+        let mut r = Reader::new(b, KEY)?;
+        let kind = r.u16()?;
+        let unit = Unit(r.u8()?);
+        let model = PriceModel(r.u8()?);
+        let period_blocks = r.u32()?;
+        let unit_price = r.u128()?;
+        let capacity = r.u64()?;
+        let n = r.u8()? as usize;
+        let region = std::str::from_utf8(r.take(n)?)
+            .ok()
+            .filter(|s| is_geohash(s, 1))
+            .ok_or_else(|| corrupt(KEY, "region is not a geohash"))?
+            .to_string();
+        let authority = Authority(r.u8()?);
+        let n = r.u8()? as usize;
+        if n > ALLOW_MAX {
+            return Err(corrupt(KEY, "allowlist too long"));
+        }
+        let allow = (0..n).map(|_| r.arr()).collect::<Result<_, _>>()?;
+        let n = r.u8()? as usize;
+        if n > CLUSTERS_MAX {
+            return Err(corrupt(KEY, "too many clusters"));
+        }
+        let clusters = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
+        let metadata_hash = r.arr()?;
+        let listed_height = r.u64()?;
+        let delisted = r.flag()?;
+        let window_end = r.u64()?;
+        r.end()?;
+        if !(Unit::ENUM_MIN..=Unit::ENUM_MAX).contains(&unit.0)
+            || !(PriceModel::ENUM_MIN..=PriceModel::ENUM_MAX).contains(&model.0)
+            || !(Authority::ENUM_MIN..=Authority::ENUM_MAX).contains(&authority.0)
+        {
+            return Err(corrupt(KEY, "unknown enum value"));
+        }
+        Ok(Self {
+            kind,
+            unit,
+            terms: Terms {
+                model,
+                period_blocks,
+                unit_price,
+            },
+            capacity,
+            region,
+            authority,
+            allow,
+            clusters,
+            metadata_hash,
+            listed_height,
+            delisted,
+            window_end,
+        })
+    }
+
+    /// Whether the SKU appears in the discovery index: listed, with units
+    /// left.
+    pub fn indexed(&self) -> bool {
+        !self.delisted && self.capacity > 0
+    }
+}
+
+/// An open metering channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChannelRecord {
+    pub deposit: u128,
+    /// Claimed by the seller so far (at most the deposit).
+    pub paid: u128,
+    /// Sequence of the last claimed receipt (0: none).
+    pub last_sequence: u64,
+    pub expiry: u64,
+    pub challenge_blocks: u32,
+}
+
+impl ChannelRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1 + 16 + 16 + 8 + 8 + 4);
+        v.push(VERSION);
+        v.extend_from_slice(&self.deposit.to_be_bytes());
+        v.extend_from_slice(&self.paid.to_be_bytes());
+        v.extend_from_slice(&self.last_sequence.to_be_bytes());
+        v.extend_from_slice(&self.expiry.to_be_bytes());
+        v.extend_from_slice(&self.challenge_blocks.to_be_bytes());
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, MarketError> {
+        const KEY: &str = "mkt/chan";
+        let mut r = Reader::new(b, KEY)?;
+        let c = Self {
+            deposit: r.u128()?,
+            paid: r.u128()?,
+            last_sequence: r.u64()?,
+            expiry: r.u64()?,
+            challenge_blocks: r.u32()?,
+        };
+        r.end()?;
+        if c.paid > c.deposit {
+            return Err(corrupt(KEY, "paid above the deposit"));
+        }
+        Ok(c)
+    }
+
+    /// Last height a claim is accepted at; the channel closes the block
+    /// after.
+    pub fn claim_until(&self) -> u64 {
+        self.expiry.saturating_add(self.challenge_blocks as u64)
+    }
+
+    /// GAS still held.
+    pub fn held(&self) -> u128 {
+        self.deposit - self.paid
+    }
+}
+
+/// An open CPP order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OrderRecord {
+    pub qty: u64,
+    /// Units released to the seller so far (below `qty` while stored).
+    pub confirmed: u64,
+    pub unit_price: u128,
+    /// Height at which the unconfirmed rest returns to the buyer.
+    pub timeout: u64,
+}
+
+impl OrderRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1 + 8 + 8 + 16 + 8);
+        v.push(VERSION);
+        v.extend_from_slice(&self.qty.to_be_bytes());
+        v.extend_from_slice(&self.confirmed.to_be_bytes());
+        v.extend_from_slice(&self.unit_price.to_be_bytes());
+        v.extend_from_slice(&self.timeout.to_be_bytes());
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, MarketError> {
+        const KEY: &str = "mkt/order";
+        let mut r = Reader::new(b, KEY)?;
+        let o = Self {
+            qty: r.u64()?,
+            confirmed: r.u64()?,
+            unit_price: r.u128()?,
+            timeout: r.u64()?,
+        };
+        r.end()?;
+        if o.confirmed >= o.qty || o.unit_price.checked_mul(o.qty as u128).is_none() {
+            return Err(corrupt(KEY, "confirmed or amounts out of range"));
+        }
+        Ok(o)
+    }
+
+    pub fn remaining(&self) -> u64 {
+        self.qty - self.confirmed
+    }
+
+    /// GAS still held: the unconfirmed units at the order's price.
+    pub fn held(&self) -> u128 {
+        // Fits: qty × price fits (checked at decode and at order time).
+        self.remaining() as u128 * self.unit_price
+    }
+}
+
+/// A bid in an auction window (the bidder and nonce are in the key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BidRecord {
+    pub qty: u64,
+    pub unit_price: u128,
+    /// Block and transaction index of the bid: the tie-break at the close
+    /// (earlier wins).
+    pub height: u64,
+    pub index: u32,
+}
+
+impl BidRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1 + 8 + 16 + 8 + 4);
+        v.push(VERSION);
+        v.extend_from_slice(&self.qty.to_be_bytes());
+        v.extend_from_slice(&self.unit_price.to_be_bytes());
+        v.extend_from_slice(&self.height.to_be_bytes());
+        v.extend_from_slice(&self.index.to_be_bytes());
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, MarketError> {
+        const KEY: &str = "mkt/bid";
+        let mut r = Reader::new(b, KEY)?;
+        let x = Self {
+            qty: r.u64()?,
+            unit_price: r.u128()?,
+            height: r.u64()?,
+            index: r.u32()?,
+        };
+        r.end()?;
+        if x.unit_price.checked_mul(x.qty as u128).is_none() {
+            return Err(corrupt(KEY, "escrow overflows"));
+        }
+        Ok(x)
+    }
+
+    /// GAS held: `qty × unit_price`.
+    pub fn held(&self) -> u128 {
+        self.qty as u128 * self.unit_price
+    }
+}
+
+/// The number of custom kinds registered (`mkt/kinds`).
+pub(crate) fn encode_kind_count(n: u32) -> Vec<u8> {
+    let mut v = vec![VERSION];
+    v.extend_from_slice(&n.to_be_bytes());
+    v
+}
+
+pub(crate) fn decode_kind_count(b: &[u8]) -> Result<u32, MarketError> {
+    let mut r = Reader::new(b, "mkt/kinds")?;
+    let n = r.u32()?;
+    r.end()?;
+    if n > KINDS_MAX {
+        return Err(corrupt("mkt/kinds", "count above the bound"));
+    }
+    Ok(n)
+}
+
+/// A custom kind's name (`mkt/kind/` ‖ number).
+pub(crate) fn encode_kind_name(name: &str) -> Vec<u8> {
+    let mut v = vec![VERSION];
+    v.extend_from_slice(name.as_bytes());
+    v
+}
+
+pub(crate) fn decode_kind_name(b: &[u8]) -> Result<String, MarketError> {
+    const KEY: &str = "mkt/kind";
+    let mut r = Reader::new(b, KEY)?;
+    let rest = r.take(r.b.len())?;
+    r.end()?;
+    std::str::from_utf8(rest)
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= KIND_NAME_BYTES_MAX)
+        .map(str::to_string)
+        .ok_or_else(|| corrupt(KEY, "bad name"))
+}
+
+/// A custom kind's number (`mkt/kindname/` ‖ name).
+pub(crate) fn encode_kind_number(n: u16) -> Vec<u8> {
+    let mut v = vec![VERSION];
+    v.extend_from_slice(&n.to_be_bytes());
+    v
+}
+
+pub(crate) fn decode_kind_number(b: &[u8]) -> Result<u16, MarketError> {
+    let mut r = Reader::new(b, "mkt/kindname")?;
+    let n = r.u16()?;
+    r.end()?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sku_rec() -> SkuRecord {
+        SkuRecord {
+            kind: 257,
+            unit: Unit::Gb,
+            terms: Terms {
+                model: PriceModel::Auction,
+                period_blocks: 5,
+                unit_price: 1 << 100,
+            },
+            capacity: 40,
+            region: "wx4g0".into(),
+            authority: Authority::Allowlist,
+            allow: vec![[1; 32], [2; 32]],
+            clusters: vec![3, 4, 5],
+            metadata_hash: [9; 32],
+            listed_height: 12,
+            delisted: false,
+            window_end: 17,
+        }
+    }
+
+    /// Every strict prefix and every one-byte extension of `enc` fails.
+    fn truncations_fail<T>(enc: &[u8], decode: impl Fn(&[u8]) -> Result<T, MarketError>) {
+        for n in 0..enc.len() {
+            assert!(decode(&enc[..n]).is_err(), "prefix of {n} bytes decoded");
+        }
+        let mut longer = enc.to_vec();
+        longer.push(0);
+        assert!(decode(&longer).is_err(), "trailing byte accepted");
+        let mut v = enc.to_vec();
+        v[0] = VERSION + 1;
+        assert!(decode(&v).is_err(), "unknown version accepted");
+    }
+
+    #[test]
+    fn sku_round_trips_and_rejects_garbage() {
+        let r = sku_rec();
+        let enc = r.encode();
+        assert_eq!(SkuRecord::decode(&enc).unwrap(), r);
+        truncations_fail(&enc, SkuRecord::decode);
+        // Unknown model, non-geohash region, bad flag.
+        let mut v = enc.clone();
+        v[4] = 9;
+        assert!(SkuRecord::decode(&v).is_err());
+        let mut v = enc.clone();
+        v[1 + 2 + 1 + 1 + 4 + 16 + 8 + 1] = b'a';
+        assert!(SkuRecord::decode(&v).is_err());
+        let mut v = enc.clone();
+        let flag_at = v.len() - 9;
+        v[flag_at] = 2;
+        assert!(SkuRecord::decode(&v).is_err());
+        // An allowlist count above the bound.
+        let empty = SkuRecord {
+            allow: vec![],
+            clusters: vec![],
+            ..sku_rec()
+        };
+        let mut v = empty.encode();
+        let at = 1 + 2 + 1 + 1 + 4 + 16 + 8 + 1 + 5 + 1;
+        assert_eq!(v[at], 0);
+        v[at] = 65;
+        assert!(SkuRecord::decode(&v).is_err());
+    }
+
+    #[test]
+    fn deals_and_bids_round_trip_and_reject_garbage() {
+        let c = ChannelRecord {
+            deposit: 100,
+            paid: 40,
+            last_sequence: 3,
+            expiry: 50,
+            challenge_blocks: 4,
+        };
+        assert_eq!(ChannelRecord::decode(&c.encode()).unwrap(), c);
+        truncations_fail(&c.encode(), ChannelRecord::decode);
+        let over = ChannelRecord { paid: 101, ..c };
+        assert!(ChannelRecord::decode(&over.encode()).is_err());
+        assert_eq!((c.held(), c.claim_until()), (60, 54));
+
+        let o = OrderRecord {
+            qty: 5,
+            confirmed: 2,
+            unit_price: 7,
+            timeout: 30,
+        };
+        assert_eq!(OrderRecord::decode(&o.encode()).unwrap(), o);
+        truncations_fail(&o.encode(), OrderRecord::decode);
+        let done = OrderRecord { confirmed: 5, ..o };
+        assert!(OrderRecord::decode(&done.encode()).is_err());
+        assert_eq!(o.held(), 21);
+
+        let b = BidRecord {
+            qty: 3,
+            unit_price: 11,
+            height: 9,
+            index: 2,
+        };
+        assert_eq!(BidRecord::decode(&b.encode()).unwrap(), b);
+        truncations_fail(&b.encode(), BidRecord::decode);
+        let huge = BidRecord {
+            qty: u64::MAX,
+            unit_price: u128::MAX,
+            ..b
+        };
+        assert!(BidRecord::decode(&huge.encode()).is_err());
+    }
+
+    #[test]
+    fn kinds_round_trip_and_reject_garbage() {
+        assert_eq!(decode_kind_count(&encode_kind_count(7)).unwrap(), 7);
+        truncations_fail(&encode_kind_count(7), decode_kind_count);
+        assert!(decode_kind_count(&encode_kind_count(KINDS_MAX + 1)).is_err());
+        assert_eq!(
+            decode_kind_name(&encode_kind_name("lidar-3")).unwrap(),
+            "lidar-3"
+        );
+        assert!(decode_kind_name(&[VERSION]).is_err());
+        assert!(decode_kind_name(&[VERSION, 0xff]).is_err());
+        assert_eq!(decode_kind_number(&encode_kind_number(300)).unwrap(), 300);
+        truncations_fail(&encode_kind_number(300), decode_kind_number);
+    }
+
+    #[test]
+    fn keys_parse_back_and_stay_in_bounds() {
+        let s = SkuRef {
+            seller: [4; 32],
+            seq: 77,
+        };
+        let d = DealRef {
+            sku: s,
+            buyer: [5; 32],
+            nonce: 3,
+        };
+        for t in [
+            Timer::ChannelClose(d),
+            Timer::OrderTimeout(d),
+            Timer::AuctionClose(s),
+        ] {
+            let k = due_key(1234, &t);
+            assert!(k.len() <= OBJECT_KEY_BYTES_MAX);
+            assert_eq!(parse_due_key(&k).unwrap(), (1234, t));
+            assert!(parse_due_key(&k[..k.len() - 1]).is_err());
+            assert_eq!(t.sku(), s);
+        }
+        let mut k = due_key(1, &Timer::AuctionClose(s));
+        k[DUE_PREFIX.len() + 8] = 3;
+        assert!(parse_due_key(&k).is_err());
+        // Due keys sort by height first.
+        assert!(due_key(1, &Timer::AuctionClose(s)) < due_key(2, &Timer::ChannelClose(d)));
+
+        let r = sku_rec();
+        let ik = index_key(&s, &r);
+        assert!(ik.len() <= OBJECT_KEY_BYTES_MAX);
+        assert_eq!(parse_index_key(&ik).unwrap(), (s, r.terms.unit_price));
+        assert!(parse_index_key(&ik[1..]).is_err());
+
+        let p = bid_window_prefix(&s, 9);
+        let bk = bid_key(&s, 9, &[6; 32], 11);
+        assert!(bk.len() <= OBJECT_KEY_BYTES_MAX);
+        assert_eq!(parse_bid_key(&p, &bk).unwrap(), ([6; 32], 11));
+        assert!(parse_bid_key(&p, &bk[..bk.len() - 1]).is_err());
+        assert!(bk.starts_with(&bid_sku_prefix(&s)));
+    }
+}
