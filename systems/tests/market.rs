@@ -612,3 +612,167 @@ fn credits_reach_hot_accounts_the_block_does_not_touch() {
     assert_eq!(m.send(&b, buy(sku, 1, 10)), TxStatus::Ok);
     assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 28);
 }
+
+// ---------------------------------------------------------------------------
+// Metering.
+// ---------------------------------------------------------------------------
+
+fn open(sku: SkuRef, deposit: u128, expiry: u64) -> PayloadSpec {
+    PayloadSpec::OpenChannel {
+        sku,
+        deposit,
+        expiry,
+    }
+}
+
+fn claim_of(r: &int_schemas::ChannelReceipt) -> PayloadSpec {
+    PayloadSpec::ClaimChannel {
+        channel: r.channel,
+        amount: r.amount,
+        sequence: r.sequence,
+        buyer_signature: r.signature,
+    }
+}
+
+#[test]
+fn metering_pays_the_latest_receipt_and_returns_the_rest() {
+    let mut m = M::new();
+    let (s, b, x) = (seller(0), buyer(0), buyer(1));
+    // Rate 10 per unit (the smallest deposit), challenge window 3 blocks.
+    let sku = m.list(&s, listing(PriceModel::Metered, 3, 10, 100));
+    let tag = m.list(&s, listing(PriceModel::PriceTag, 0, 10, 100));
+    let h = m.height();
+
+    // Channels that cannot open, each refunded.
+    let p = poor();
+    let txs = vec![
+        m.tx(&b, open(sku, 5, h + 10)).0,
+        m.tx(&b, open(sku, 100, h + 1)).0,
+        m.tx(&b, open(tag, 100, h + 10)).0,
+        m.tx(&p, open(sku, 100, h + 10)).0,
+    ];
+    assert_eq!(
+        m.block(txs),
+        vec![
+            TxStatus::DepositTooSmall,
+            TxStatus::ChannelExpired,
+            TxStatus::WrongModel,
+            TxStatus::InsufficientBalance,
+        ]
+    );
+    assert_eq!(m.gas(&b), GAS0 - m.fees(&b));
+
+    let expiry = m.height() + 5;
+    let (tx, n) = m.tx(&b, open(sku, 100, expiry));
+    assert_eq!(m.block(vec![tx]), vec![TxStatus::Ok]);
+    let ch = deal(sku, &b, n);
+    assert_eq!(m.escrow(), 100);
+    assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 100);
+    let view = market::channel(&m.net.store, CHAIN, &ch).unwrap().unwrap();
+    assert_eq!(
+        (view.deposit, view.paid, view.last_sequence, view.expiry),
+        (100, 0, 0, expiry)
+    );
+
+    // Receipts the buyer's device signs off chain.
+    let r = |amount, seq| receipt::sign_receipt(&b, CHAIN, &ch, amount, seq);
+    let (r1, r2) = (r(30, 1), r(50, 2));
+    let pk = b.public_key();
+    assert!(receipt::verify_receipt(&pk, CHAIN, &r1));
+    let forged = receipt::sign_receipt(&x, CHAIN, &ch, 50, 2);
+    assert!(!receipt::verify_receipt(&pk, CHAIN, &forged));
+
+    let txs = vec![
+        // Only the seller claims.
+        m.tx(&b, claim_of(&r1)).0,
+        m.tx(&s, claim_of(&r1)).0,
+        // The same receipt twice in one block: a double claim.
+        m.tx(&s, claim_of(&r1)).0,
+    ];
+    assert_eq!(
+        m.block(txs),
+        vec![TxStatus::NotSeller, TxStatus::Ok, TxStatus::StaleReceipt]
+    );
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 30);
+
+    let other = DealRef { nonce: 99, ..ch };
+    let txs = vec![
+        // Signed by someone else.
+        m.tx(&s, claim_of(&forged)).0,
+        // A receipt whose bytes were changed after signing.
+        m.tx(
+            &s,
+            claim_of(&int_schemas::ChannelReceipt { amount: 60, ..r2 }),
+        )
+        .0,
+        m.tx(&s, claim_of(&r2)).0,
+        // Replayed, older, below what was paid, above the deposit.
+        m.tx(&s, claim_of(&r2)).0,
+        m.tx(&s, claim_of(&r1)).0,
+        m.tx(&s, claim_of(&r(40, 3))).0,
+        m.tx(&s, claim_of(&r(101, 3))).0,
+        // No such channel.
+        m.tx(
+            &s,
+            claim_of(&receipt::sign_receipt(&b, CHAIN, &other, 1, 1)),
+        )
+        .0,
+    ];
+    assert_eq!(
+        m.block(txs),
+        vec![
+            TxStatus::BadSignature,
+            TxStatus::BadSignature,
+            TxStatus::Ok,
+            TxStatus::StaleReceipt,
+            TxStatus::StaleReceipt,
+            TxStatus::BadReceiptAmount,
+            TxStatus::BadReceiptAmount,
+            TxStatus::UnknownDeal,
+        ]
+    );
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 50);
+    assert_eq!(m.escrow(), 50);
+
+    // Inside the challenge window (after expiry) a higher sequence still
+    // supersedes: the last block claims are taken in is expiry + 3.
+    m.idle_until(expiry + 2);
+    assert_eq!(m.send(&s, claim_of(&r(60, 7))), TxStatus::Ok);
+    assert_eq!(m.height(), expiry + 3);
+    let view = market::channel(&m.net.store, CHAIN, &ch).unwrap().unwrap();
+    assert_eq!((view.paid, view.last_sequence), (60, 7));
+    // The block after, the channel is closed before any claim.
+    assert_eq!(m.send(&s, claim_of(&r(70, 8))), TxStatus::UnknownDeal);
+    assert_eq!(market::channel(&m.net.store, CHAIN, &ch).unwrap(), None);
+    assert_eq!(m.escrow(), 0);
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 60);
+    assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 60);
+}
+
+#[test]
+fn channels_of_a_delisted_sku_settle_and_unclaimed_ones_return_whole() {
+    let mut m = M::new();
+    let (s, b0, b1) = (seller(0), buyer(0), buyer(1));
+    let sku = m.list(&s, listing(PriceModel::Metered, 1, 1, 5));
+    let expiry = m.height() + 4;
+    let (t0, n0) = m.tx(&b0, open(sku, 80, expiry));
+    let (t1, _) = m.tx(&b1, open(sku, 70, expiry + 1));
+    assert_eq!(m.block(vec![t0, t1]), vec![TxStatus::Ok, TxStatus::Ok]);
+    assert_eq!(m.escrow(), 150);
+    // The SKU goes; its channels stay claimable, new ones cannot open.
+    assert_eq!(m.send(&s, PayloadSpec::DelistSku { sku }), TxStatus::Ok);
+    assert_eq!(m.send(&b0, open(sku, 10, expiry)), TxStatus::UnknownSku);
+    let ch0 = deal(sku, &b0, n0);
+    let r = receipt::sign_receipt(&b0, CHAIN, &ch0, 25, 1);
+    assert_eq!(m.send(&s, claim_of(&r)), TxStatus::Ok);
+    // Closes at expiry + 2 (25 paid, 55 back) and expiry + 3 (70 back).
+    m.idle_until(expiry + 1);
+    assert_eq!(m.escrow(), 125);
+    m.idle_until(expiry + 2);
+    assert_eq!(m.escrow(), 70);
+    assert_eq!(m.gas(&b0), GAS0 - m.fees(&b0) - 25);
+    m.idle_until(expiry + 3);
+    assert_eq!(m.escrow(), 0);
+    assert_eq!(m.gas(&b1), GAS0 - m.fees(&b1));
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 25);
+}
