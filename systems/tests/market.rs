@@ -776,3 +776,136 @@ fn channels_of_a_delisted_sku_settle_and_unclaimed_ones_return_whole() {
     assert_eq!(m.gas(&b1), GAS0 - m.fees(&b1));
     assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 25);
 }
+
+// ---------------------------------------------------------------------------
+// Competitive bidding.
+// ---------------------------------------------------------------------------
+
+fn bid(sku: SkuRef, qty: u64, unit_price: u128, window_end: u64) -> PayloadSpec {
+    PayloadSpec::PlaceBid {
+        sku,
+        qty,
+        unit_price,
+        window_end,
+    }
+}
+
+#[test]
+fn auctions_clear_at_one_price_and_refund_the_rest() {
+    let mut m = M::new();
+    let (s, b0, b1, b2) = (seller(0), buyer(0), buyer(1), buyer(2));
+    // Windows of 5 blocks, reserve 10, 10 units.
+    let sku = m.list(&s, listing(PriceModel::Auction, 5, 10, 10));
+    let tag = m.list(&s, listing(PriceModel::PriceTag, 0, 10, 10));
+    let listed = m.height() - 1;
+    let end = m.sku(&sku).window_end;
+    assert_eq!(end, listed + 5);
+
+    let p = poor();
+    let txs = vec![
+        m.tx(&b0, bid(sku, 4, 20, end)).0,
+        m.tx(&b1, bid(sku, 5, 15, end)).0,
+        m.tx(&b2, bid(sku, 4, 12, end)).0,
+        m.tx(&b2, bid(sku, 2, 9, end)).0,
+        m.tx(&b2, bid(sku, 2, 30, end + 5)).0,
+        m.tx(&b2, bid(sku, 0, 30, end)).0,
+        m.tx(&p, bid(sku, 10, 10, end)).0,
+        m.tx(&b2, bid(tag, 1, 10, end)).0,
+    ];
+    assert_eq!(
+        m.block(txs),
+        vec![
+            TxStatus::Ok,
+            TxStatus::Ok,
+            TxStatus::Ok,
+            TxStatus::BelowReserve,
+            TxStatus::AuctionClosed,
+            TxStatus::InvalidArgument,
+            TxStatus::InsufficientBalance,
+            TxStatus::WrongModel,
+        ]
+    );
+    // A later bid at the marginal price loses the tie to the earlier one.
+    assert_eq!(m.send(&b0, bid(sku, 1, 12, end)), TxStatus::Ok);
+    assert_eq!(m.escrow(), 80 + 75 + 48 + 12);
+    assert_eq!(market::bids(&m.net.store, CHAIN, &sku).unwrap().len(), 4);
+    assert_eq!(m.gas(&b0), GAS0 - m.fees(&b0) - 92);
+
+    // The close block: the window is over before its transactions.
+    m.idle_until(end - 1);
+    assert_eq!(m.send(&b1, bid(sku, 1, 50, end)), TxStatus::AuctionClosed);
+    assert_eq!(m.height(), end);
+    // 4 to b0 and 5 to b1 at their prices' tier, the 10th unit to b2's
+    // earlier 12; every winner pays 12.
+    assert_eq!(m.escrow(), 0);
+    assert!(market::bids(&m.net.store, CHAIN, &sku).unwrap().is_empty());
+    assert_eq!(m.gas(&b0), GAS0 - m.fees(&b0) - 48);
+    assert_eq!(m.gas(&b1), GAS0 - m.fees(&b1) - 60);
+    assert_eq!(m.gas(&b2), GAS0 - m.fees(&b2) - 12);
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 120);
+    let v = m.sku(&sku);
+    // Sold out: no next window until the seller adds capacity.
+    assert_eq!((v.capacity, v.window_end), (0, 0));
+    assert_eq!(
+        m.send(&b1, bid(sku, 1, 50, end + 5)),
+        TxStatus::AuctionClosed
+    );
+
+    let update = PayloadSpec::UpdateSku {
+        sku,
+        unit_price: 10,
+        capacity: 3,
+        metadata_hash: [0; 32],
+    };
+    assert_eq!(m.send(&s, update), TxStatus::Ok);
+    let end2 = m.sku(&sku).window_end;
+    assert_eq!(end2, m.height() + 5);
+    let txs = vec![
+        m.tx(&b0, bid(sku, 2, 11, end2)).0,
+        m.tx(&b1, bid(sku, 2, 13, end2)).0,
+    ];
+    assert_eq!(m.block(txs), vec![TxStatus::Ok, TxStatus::Ok]);
+    assert_eq!(m.escrow(), 48);
+    // Delisting returns the open window's bids at once.
+    assert_eq!(m.send(&s, PayloadSpec::DelistSku { sku }), TxStatus::Ok);
+    assert_eq!(m.escrow(), 0);
+    assert!(market::bids(&m.net.store, CHAIN, &sku).unwrap().is_empty());
+    assert_eq!(m.gas(&b0), GAS0 - m.fees(&b0) - 48);
+    assert_eq!(m.gas(&b1), GAS0 - m.fees(&b1) - 60);
+    assert_eq!(m.send(&b1, bid(sku, 1, 50, end2)), TxStatus::UnknownSku);
+    // Nothing happens at the cancelled close.
+    m.idle_until(end2 + 1);
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 120);
+}
+
+#[test]
+fn auction_windows_roll_while_capacity_is_left() {
+    let mut m = M::new();
+    let (s, b) = (seller(1), buyer(0));
+    let sku = m.list(&s, listing(PriceModel::Auction, 3, 5, 100));
+    let end = m.sku(&sku).window_end;
+    assert_eq!(m.send(&b, bid(sku, 3, 7, end)), TxStatus::Ok);
+    m.idle_until(end);
+    // Partial: 3 of 100 sold at 7; the next window opened at the close.
+    let v = m.sku(&sku);
+    assert_eq!((v.capacity, v.window_end), (97, end + 3));
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 21);
+    // A window without bids closes and the next one opens.
+    m.idle_until(end + 3);
+    assert_eq!(m.sku(&sku).window_end, end + 6);
+    // A bid larger than what is left gets the rest, at its own price.
+    let up = PayloadSpec::UpdateSku {
+        sku,
+        unit_price: 5,
+        capacity: 4,
+        metadata_hash: [0; 32],
+    };
+    assert_eq!(m.send(&s, up), TxStatus::Ok);
+    assert_eq!(m.send(&b, bid(sku, 10, 6, end + 6)), TxStatus::Ok);
+    assert_eq!(m.escrow(), 60);
+    m.idle_until(end + 6);
+    assert_eq!(m.escrow(), 0);
+    assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 21 - 24);
+    let v = m.sku(&sku);
+    assert_eq!((v.capacity, v.window_end), (0, 0));
+}
