@@ -21,6 +21,7 @@ use int_systems::LedgerPlugin;
 use int_systems::market::{
     self, MarketPlugin, SkuQuery, SkuView, escrow_held, kind_by_name, kind_name, receipt,
 };
+use proptest::prelude::*;
 
 const FEE: u128 = 1;
 const GAS0: u128 = 1_000_000;
@@ -38,6 +39,15 @@ fn buyer(i: u32) -> SecretKey {
 
 fn poor() -> SecretKey {
     key(500)
+}
+
+/// Every funded account, sellers first.
+fn everyone() -> Vec<SecretKey> {
+    (0..3)
+        .map(seller)
+        .chain((0..3).map(buyer))
+        .chain([poor()])
+        .collect()
 }
 
 fn with_market() -> Vec<Box<dyn Plugin>> {
@@ -908,4 +918,375 @@ fn auction_windows_roll_while_capacity_is_left() {
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 21 - 24);
     let v = m.sku(&sku);
     assert_eq!((v.capacity, v.window_end), (0, 0));
+}
+
+// ---------------------------------------------------------------------------
+// Random market blocks: parallel and sequential chains agree, and value is
+// conserved.
+// ---------------------------------------------------------------------------
+
+/// One random market action; indices pick accounts, SKUs and deals modulo
+/// what exists, so many are invalid on purpose.
+#[derive(Debug, Clone)]
+enum Op {
+    List {
+        who: u8,
+        model: u8,
+        period: u8,
+        price: u8,
+        cap: u8,
+        allowlist: bool,
+        kind: u16,
+    },
+    Update {
+        who: u8,
+        sku: u8,
+        price: u8,
+        cap: u8,
+    },
+    Delist {
+        who: u8,
+        sku: u8,
+    },
+    Buy {
+        who: u8,
+        sku: u8,
+        qty: u8,
+        max: u8,
+    },
+    Open {
+        who: u8,
+        sku: u8,
+        deposit: u8,
+        expiry: u8,
+    },
+    Claim {
+        who: u8,
+        deal: u8,
+        amount: u8,
+        seq: u8,
+        forged: bool,
+    },
+    Bid {
+        who: u8,
+        sku: u8,
+        qty: u8,
+        price: u8,
+        late: bool,
+    },
+    Order {
+        who: u8,
+        sku: u8,
+        qty: u8,
+        max: u8,
+    },
+    Confirm {
+        who: u8,
+        deal: u8,
+        qty: u8,
+        attest: bool,
+    },
+    Kind {
+        who: u8,
+        name: u8,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let a = 0..7u8;
+    prop_oneof![
+        2 => (a.clone(), 0..4u8, prop::sample::select(vec![0u8, 1, 2, 3, 3]), 0..12u8, prop::sample::select(vec![0u8, 1, 3, 5, 8]), prop::bool::weighted(0.2), prop::sample::select(vec![0u16, 1, 1, 4, 256, 9]))
+            .prop_map(|(who, model, period, price, cap, allowlist, kind)| Op::List {
+                who, model, period, price, cap, allowlist, kind
+            }),
+        1 => (a.clone(), any::<u8>(), 0..12u8, 0..8u8)
+            .prop_map(|(who, sku, price, cap)| Op::Update { who, sku, price, cap }),
+        1 => (a.clone(), any::<u8>()).prop_map(|(who, sku)| Op::Delist { who, sku }),
+        2 => (a.clone(), any::<u8>(), 0..5u8, 0..14u8)
+            .prop_map(|(who, sku, qty, max)| Op::Buy { who, sku, qty, max }),
+        2 => (a.clone(), any::<u8>(), 0..60u8, 0..6u8)
+            .prop_map(|(who, sku, deposit, expiry)| Op::Open { who, sku, deposit, expiry }),
+        2 => (a.clone(), any::<u8>(), 0..70u8, 0..6u8, prop::bool::weighted(0.2))
+            .prop_map(|(who, deal, amount, seq, forged)| Op::Claim { who, deal, amount, seq, forged }),
+        2 => (a.clone(), any::<u8>(), 0..6u8, 0..14u8, prop::bool::weighted(0.2))
+            .prop_map(|(who, sku, qty, price, late)| Op::Bid { who, sku, qty, price, late }),
+        2 => (a.clone(), any::<u8>(), 0..5u8, 0..14u8)
+            .prop_map(|(who, sku, qty, max)| Op::Order { who, sku, qty, max }),
+        2 => (a.clone(), any::<u8>(), 0..4u8, any::<bool>())
+            .prop_map(|(who, deal, qty, attest)| Op::Confirm { who, deal, qty, attest }),
+        1 => (a, 0..3u8).prop_map(|(who, name)| Op::Kind { who, name }),
+    ]
+}
+
+/// What a random transaction creates if it succeeds.
+enum Made {
+    Sku(SkuRef, PriceModel),
+    Channel(DealRef),
+    Order(DealRef),
+}
+
+/// What the random blocks refer to.
+#[derive(Default)]
+struct Known {
+    skus: Vec<(SkuRef, PriceModel)>,
+    channels: Vec<DealRef>,
+    orders: Vec<DealRef>,
+}
+
+fn pick<T: Copy>(v: &[T], i: u8) -> Option<T> {
+    (!v.is_empty()).then(|| v[i as usize % v.len()])
+}
+
+/// The transaction of `op` against chain `m`'s state; a deal it opens.
+fn build(
+    op: &Op,
+    keys: &[SecretKey],
+    known: &mut Known,
+    m: &M,
+    nonces: &mut HashMap<AccountId, u64>,
+) -> (Vec<u8>, Option<Made>) {
+    let sk = |who: u8| &keys[who as usize % keys.len()];
+    let fake = SkuRef {
+        seller: [0xee; 32],
+        seq: 1,
+    };
+    let all: Vec<SkuRef> = known.skus.iter().map(|k| k.0).collect();
+    let sku_of = |i: u8| pick(&all, i).unwrap_or(fake);
+    // Mostly a SKU of the model the payload needs.
+    let sku_for = |model: PriceModel, i: u8| {
+        let fit: Vec<SkuRef> = known
+            .skus
+            .iter()
+            .filter(|k| k.1 == model)
+            .map(|k| k.0)
+            .collect();
+        if i >= 224 {
+            sku_of(i)
+        } else {
+            pick(&fit, i).unwrap_or_else(|| sku_of(i))
+        }
+    };
+    let h = m.height() + 1;
+    let (who, p): (u8, PayloadSpec) = match *op {
+        Op::List {
+            who,
+            model,
+            period,
+            price,
+            cap,
+            allowlist,
+            kind,
+        } => {
+            let mut l = listing(PriceModel(model), period as u32, price as u128, cap as u64);
+            l.kind = kind;
+            if allowlist {
+                l.authority = Authority::Allowlist;
+                l.allow = vec![id(&keys[3]), id(&keys[4])];
+            }
+            (who, PayloadSpec::ListSku(Box::new(l)))
+        }
+        Op::Update {
+            who,
+            sku,
+            price,
+            cap,
+        } => (
+            who,
+            PayloadSpec::UpdateSku {
+                sku: sku_of(sku),
+                unit_price: price as u128,
+                capacity: cap as u64,
+                metadata_hash: [price; 32],
+            },
+        ),
+        Op::Delist { who, sku } => (who, PayloadSpec::DelistSku { sku: sku_of(sku) }),
+        Op::Buy { who, sku, qty, max } => (
+            who,
+            buy(sku_for(PriceModel::PriceTag, sku), qty as u64, max as u128),
+        ),
+        Op::Open {
+            who,
+            sku,
+            deposit,
+            expiry,
+        } => (
+            who,
+            open(
+                sku_for(PriceModel::Metered, sku),
+                deposit as u128,
+                h - 1 + expiry as u64,
+            ),
+        ),
+        Op::Claim {
+            who,
+            deal,
+            amount,
+            seq,
+            forged,
+        } => {
+            let d = pick(&known.channels, deal).unwrap_or(DealRef {
+                sku: fake,
+                buyer: [0xdd; 32],
+                nonce: 0,
+            });
+            let signer = keys
+                .iter()
+                .find(|k| id(k) == d.buyer && !forged)
+                .unwrap_or(&keys[0]);
+            let r = receipt::sign_receipt(signer, CHAIN, &d, amount as u128, seq as u64);
+            // The seller claims, mostly.
+            let who = if who < 5 {
+                keys.iter().position(|k| id(k) == d.sku.seller).unwrap_or(0) as u8
+            } else {
+                who
+            };
+            (who, claim_of(&r))
+        }
+        Op::Bid {
+            who,
+            sku,
+            qty,
+            price,
+            late,
+        } => {
+            let s = sku_for(PriceModel::Auction, sku);
+            let end = market::sku(&m.net.store, CHAIN, &s)
+                .unwrap()
+                .map_or(0, |v| v.window_end);
+            let end = if late { end + 3 } else { end };
+            (who, bid(s, qty as u64, price as u128, end))
+        }
+        Op::Order { who, sku, qty, max } => (
+            who,
+            cpp_order(sku_for(PriceModel::Cpp, sku), qty as u64, max as u128),
+        ),
+        Op::Confirm {
+            who,
+            deal,
+            qty,
+            attest,
+        } => {
+            let d = pick(&known.orders, deal).unwrap_or(DealRef {
+                sku: fake,
+                buyer: [0xdd; 32],
+                nonce: 0,
+            });
+            let confirmed = market::order(&m.net.store, CHAIN, &d)
+                .unwrap()
+                .map_or(0, |o| o.confirmed);
+            let buyer = keys.iter().find(|k| id(k) == d.buyer).unwrap_or(&keys[0]);
+            let attestation =
+                attest.then(|| receipt::sign_usage(buyer, CHAIN, &d, confirmed + qty as u64));
+            // The buyer or the seller, mostly.
+            let who = match who {
+                0..=2 => keys.iter().position(|k| id(k) == d.buyer).unwrap_or(0) as u8,
+                3..=5 => keys.iter().position(|k| id(k) == d.sku.seller).unwrap_or(0) as u8,
+                w => w,
+            };
+            (
+                who,
+                PayloadSpec::ConfirmUse {
+                    order: d,
+                    qty: qty as u64,
+                    attestation,
+                },
+            )
+        }
+        Op::Kind { who, name } => (
+            who,
+            PayloadSpec::RegisterKind {
+                name: ["lidar", "radar", "power"][name as usize].into(),
+            },
+        ),
+    };
+    let sender = sk(who);
+    let n = nonces.entry(id(sender)).or_insert(0);
+    let nonce = *n;
+    *n += 1;
+    let deal = |sku: &SkuRef| DealRef {
+        sku: *sku,
+        buyer: id(sender),
+        nonce,
+    };
+    let made = match &p {
+        PayloadSpec::ListSku(l) => Some(Made::Sku(
+            SkuRef {
+                seller: id(sender),
+                seq: nonce,
+            },
+            l.terms.model,
+        )),
+        PayloadSpec::OpenChannel { sku, .. } => Some(Made::Channel(deal(sku))),
+        PayloadSpec::Order { sku, .. } => Some(Made::Order(deal(sku))),
+        _ => None,
+    };
+    (signed(sender, nonce, FEE, p), made)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_market_blocks_agree_in_parallel_and_conserve_value(
+        blocks in prop::collection::vec(prop::collection::vec(op(), 0..7), 6..16),
+    ) {
+        let keys = everyone();
+        let mut par = M::with(config(true, 1024));
+        let mut seq = M::with(config(false, 1024));
+        let mut known = Known::default();
+        // Statuses per kind of action (MARKET_PROPTEST_STATS=1 prints
+        // them, to see what the strategy reaches).
+        let mut stats = std::collections::BTreeMap::new();
+        // Empty blocks at the end let timers run.
+        let tail = vec![vec![]; 6];
+        let first: Vec<Op> = (0..4u8)
+            .map(|model| Op::List {
+                who: model % 3,
+                model,
+                period: 3,
+                price: 4,
+                cap: 8,
+                allowlist: false,
+                kind: 1,
+            })
+            .collect();
+        for ops in std::iter::once(&first).chain(&blocks).chain(&tail) {
+            let mut nonces: HashMap<AccountId, u64> = keys
+                .iter()
+                .map(|k| (id(k), par.net.account(&id(k)).map_or(0, |a| a.nonce)))
+                .collect();
+            let mut txs = Vec::new();
+            let mut opened = Vec::new();
+            for op in ops {
+                let (tx, o) = build(op, &keys, &mut known, &par, &mut nonces);
+                txs.push(tx);
+                opened.push(o);
+            }
+            // `block` checks conservation on each chain.
+            let a = par.block(txs.clone());
+            for (op, st) in ops.iter().zip(&a) {
+                let name = format!("{op:?}");
+                let name = name.split(' ').next().unwrap_or("").to_string();
+                *stats.entry((name, *st)).or_insert(0u32) += 1;
+            }
+            let b = seq.block(txs);
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(par.net.head(), seq.net.head());
+            for (st, made) in a.iter().zip(opened) {
+                match made {
+                    _ if *st != TxStatus::Ok => {}
+                    Some(Made::Sku(s, model)) => known.skus.push((s, model)),
+                    Some(Made::Channel(d)) => known.channels.push(d),
+                    Some(Made::Order(d)) => known.orders.push(d),
+                    None => {}
+                }
+            }
+            let all = SkuQuery { limit: 1000, ..Default::default() };
+            prop_assert_eq!(par.query(all.clone()), seq.query(all));
+        }
+        prop_assert_eq!(par.escrow(), seq.escrow());
+        if std::env::var_os("MARKET_PROPTEST_STATS").is_some() {
+            eprintln!("{stats:?}");
+        }
+    }
 }
