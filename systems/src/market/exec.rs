@@ -151,13 +151,16 @@ pub(crate) fn apply_market(
     }
 }
 
-/// The timers due at or before `height`, earliest first, at most
-/// [`TIMERS_PER_BLOCK`].
+/// The timers due at or before `height`, earliest first, at most `cap`.
 pub(crate) fn due_timers(
     store: &Store,
     chain_id: u32,
     height: u64,
+    cap: usize,
 ) -> Result<Vec<(u64, Timer)>, MarketError> {
+    if cap == 0 {
+        return Ok(Vec::new());
+    }
     let mut out = Vec::new();
     let mut bad = None;
     store.scan_prefix(
@@ -167,7 +170,7 @@ pub(crate) fn due_timers(
         |k, _| match parse_due_key(k) {
             Ok((at, t)) if at <= height => {
                 out.push((at, t));
-                out.len() < TIMERS_PER_BLOCK
+                out.len() < cap
             }
             Ok(_) => false,
             Err(e) => {
@@ -192,7 +195,7 @@ pub(crate) fn execute(
     verdicts: &PayloadVerdicts,
     parallel: bool,
 ) -> Result<Output, MarketError> {
-    let timers = due_timers(store, chain_id, height)?;
+    let timers = due_timers(store, chain_id, height, TIMERS_PER_BLOCK)?;
     if txs.is_empty() && timers.is_empty() {
         return Ok(Output::default());
     }
@@ -1028,4 +1031,145 @@ fn time_out_order(cx: &mut Cx<'_, '_>, d: &DealRef) -> Result<(), MarketError> {
         cx.save_sku(&d.sku, Some(&old), &new);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use int_engine::state::smt::NodeBatch;
+    use int_engine::storage::{BlockWrite, Head};
+
+    use super::*;
+
+    const CHAIN: u32 = 3;
+
+    fn store_with(objects: &[ObjectWrite]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .commit_block(&BlockWrite {
+                chain_id: CHAIN,
+                accounts: &[],
+                nodes: &NodeBatch::default(),
+                height: 0,
+                block: b"",
+                receipts: b"",
+                head: Head::default(),
+                objects,
+            })
+            .unwrap();
+        (dir, store)
+    }
+
+    fn sku(i: u8) -> SkuRef {
+        SkuRef {
+            seller: [i; 32],
+            seq: i as u64,
+        }
+    }
+
+    #[test]
+    fn due_timers_run_earliest_first_up_to_the_cap() {
+        let due: Vec<ObjectWrite> = [(5u64, 1u8), (2, 2), (9, 3), (2, 0), (4, 4)]
+            .iter()
+            .map(|(at, i)| state_put(due_key(*at, &Timer::AuctionClose(sku(*i))), due_value()))
+            .collect();
+        let (_dir, store) = store_with(&due);
+        let at = |h, cap| {
+            due_timers(&store, CHAIN, h, cap)
+                .unwrap()
+                .into_iter()
+                .map(|(at, t)| (at, t.sku().seq))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at(1, 10), vec![]);
+        assert_eq!(at(4, 10), vec![(2, 0), (2, 2), (4, 4)]);
+        // The cap leaves the latest for the next block.
+        assert_eq!(at(9, 2), vec![(2, 0), (2, 2)]);
+        assert_eq!(at(9, 0), vec![]);
+        assert_eq!(at(u64::MAX, 10).len(), 5);
+        // A due key that does not parse is a corrupt store.
+        let mut bad = due_key(1, &Timer::AuctionClose(sku(1)));
+        bad.pop();
+        let (_dir, store) = store_with(&[state_put(bad, due_value())]);
+        assert!(matches!(
+            due_timers(&store, CHAIN, 5, 10),
+            Err(MarketError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn overlay_scans_merge_the_blocks_writes_over_the_store() {
+        let (_dir, store) = store_with(&[
+            state_put(b"mkt/t/a1".to_vec(), vec![1]),
+            state_put(b"mkt/t/a2".to_vec(), vec![2]),
+            state_put(b"mkt/t/a3".to_vec(), vec![3]),
+            state_put(b"mkt/t/b1".to_vec(), vec![4]),
+        ]);
+        let mut ov = Overlay {
+            store: &store,
+            chain_id: CHAIN,
+            map: BTreeMap::new(),
+        };
+        ov.del(ObjectTable::State, b"mkt/t/a2".to_vec());
+        ov.put(ObjectTable::State, b"mkt/t/a3".to_vec(), vec![9]);
+        ov.put(ObjectTable::State, b"mkt/t/a4".to_vec(), vec![5]);
+        ov.put(ObjectTable::State, b"mkt/t/c1".to_vec(), vec![6]);
+        ov.put(ObjectTable::Derived, b"mkt/t/a5".to_vec(), vec![7]);
+        let got = ov.scan(ObjectTable::State, b"mkt/t/a").unwrap();
+        let want: Vec<KeyValue> = vec![
+            (b"mkt/t/a1".to_vec(), vec![1]),
+            (b"mkt/t/a3".to_vec(), vec![9]),
+            (b"mkt/t/a4".to_vec(), vec![5]),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(ov.get(ObjectTable::State, b"mkt/t/a2").unwrap(), None);
+        assert_eq!(
+            ov.get(ObjectTable::State, b"mkt/t/b1").unwrap(),
+            Some(vec![4])
+        );
+        // One write per key, in key order.
+        let w = ov.into_writes();
+        assert_eq!(w.len(), 5);
+        assert!(
+            w.windows(2)
+                .all(|p| (p[0].table, &p[0].key) < (p[1].table, &p[1].key))
+        );
+    }
+
+    #[test]
+    fn a_full_registry_takes_no_more_kinds() {
+        let reg = |name: &str| PayloadSpec::RegisterKind { name: name.into() };
+        let (p0, p1) = (reg("sonar"), reg("lidar"));
+        let txs = [
+            TxWork {
+                index: 0,
+                sender: [1; 32],
+                nonce: 0,
+                payload: &p0,
+            },
+            TxWork {
+                index: 1,
+                sender: [1; 32],
+                nonce: 1,
+                payload: &p1,
+            },
+        ];
+        let regs: Vec<&TxWork<'_>> = txs.iter().collect();
+        // One place left: the first takes it, the second finds it full.
+        let (_dir, store) = store_with(&[state_put(
+            KINDS_KEY.to_vec(),
+            encode_kind_count(KINDS_MAX - 1),
+        )]);
+        let verdicts = PayloadVerdicts::new(2);
+        let mut writes = Vec::new();
+        let added = register_kinds(&store, CHAIN, &regs, &verdicts, &mut writes).unwrap();
+        let last = CUSTOM_KIND_FIRST + KINDS_MAX as u16 - 1;
+        assert_eq!(added, BTreeSet::from([last]));
+        assert_eq!(
+            (verdicts.get(0), verdicts.get(1)),
+            (Some(&TxStatus::Ok), Some(&TxStatus::KindTaken))
+        );
+        assert!(writes.contains(&state_put(KINDS_KEY.to_vec(), encode_kind_count(KINDS_MAX))));
+        assert!(writes.contains(&state_put(kind_key(last), encode_kind_name("sonar"))));
+    }
 }

@@ -6,10 +6,10 @@
 //!
 //! | key | table | value |
 //! |---|---|---|
-//! | `mkt/sku/` ‖ sku (40) | state | [`SkuRecord`] |
-//! | `mkt/chan/` ‖ deal (80) | state | [`ChannelRecord`] |
-//! | `mkt/order/` ‖ deal (80) | state | [`OrderRecord`] |
-//! | `mkt/bid/` ‖ sku (40) ‖ window end (8) ‖ bidder (32) ‖ nonce (8) | state | [`BidRecord`] |
+//! | `mkt/sku/` ‖ sku (40) | state | kind, unit, model, period, price, capacity left, region, authority, allowlist, clusters, metadata hash, listed height, delisted, open window's end |
+//! | `mkt/chan/` ‖ deal (80) | state | deposit, paid, last sequence, expiry, challenge blocks |
+//! | `mkt/order/` ‖ deal (80) | state | units, units confirmed, unit price, timeout height |
+//! | `mkt/bid/` ‖ sku (40) ‖ window end (8) ‖ bidder (32) ‖ nonce (8) | state | units, unit price, height and index of the bid |
 //! | `mkt/due/` ‖ height (8) ‖ timer kind (1) ‖ deal (80) or sku (40) | state | version byte |
 //! | `mkt/kinds` | state | version, number of custom kinds (u32) |
 //! | `mkt/kind/` ‖ number (2) | state | version, name |
