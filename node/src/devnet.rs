@@ -12,7 +12,7 @@
 //!
 //! [`bpk_sim`]: crate::bpk_sim
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,12 +32,15 @@ use int_engine::storage::Store;
 use int_schemas::wire::TxStatus;
 use int_schemas::{AccountId, PayloadSpec};
 use int_systems::bpk::{self, Groth16Intents};
+use int_systems::market::MarketPlugin;
+use int_systems::token::{self, TokenPlugin};
 use int_systems::{BpkPlugin, LedgerPlugin};
 
 use int_gpu::{Accelerator, ThresholdPolicy};
 
 use crate::accel::{GpuBls, GpuGroth, GpuPoseidon};
 use crate::bpk_sim::{self, Sim, SimStats};
+use crate::market_sim::{self, MarketSim};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +85,10 @@ struct DevnetFile {
     /// only: production keys come from a multi-party ceremony.
     #[serde(default)]
     bpk_seed: Option<String>,
+    /// Seed of the simulated market's sellers, buyers and oracles (hex;
+    /// absent in data dirs made before the market: no market then).
+    #[serde(default)]
+    market_seed: Option<String>,
 }
 
 /// What a run did; printed at the end, as JSON with `--json`.
@@ -134,6 +141,34 @@ pub struct Summary {
     /// Where batch verification's curve arithmetic ran: the `--accel`
     /// choice and the adapter (`auto: cpu` without one).
     pub accel: String,
+    /// Price-tag purchases that succeeded (`Buy`).
+    pub price_tag: u64,
+    /// Metering: channel claims that paid a seller (`ClaimChannel`).
+    pub metered: u64,
+    /// Competitive bidding: bids accepted into an auction window.
+    pub auction: u64,
+    /// CPP: confirmed uses that released escrow to a seller.
+    pub cpp: u64,
+    /// Purchases made by standing policies.
+    pub policy_buys: u64,
+    /// Other market transactions that succeeded (listings, updates,
+    /// channel opens, orders, kinds).
+    pub market_other_ok: u64,
+    /// Market transactions the chain refused (each with its status).
+    pub market_refused: u64,
+    /// INT burned for GAS at the oracle price (`BurnForGas`), accepted.
+    pub burns: u64,
+    /// Oracle price reports accepted.
+    pub oracle_reports: u64,
+    /// GAS-auction bids accepted.
+    pub gas_bids: u64,
+    /// SKUs listed at the end.
+    pub skus: u64,
+    /// The supply audit at the end: every account plus every escrow equals
+    /// the stored INT and GAS totals, to the unit.
+    pub value_conserved: bool,
+    /// The stored totals at the end (base units, as decimal strings).
+    pub supply: BTreeMap<String, String>,
 }
 
 fn seed_from_hex(s: &str) -> Result<[u8; 32]> {
@@ -155,6 +190,7 @@ fn load_or_create(path: &Path, devices: usize, users: usize) -> Result<DevnetFil
         validator_seed: hex::encode(rng.r#gen::<[u8; 32]>()),
         users,
         bpk_seed: (users > 0).then(|| hex::encode(rng.r#gen::<[u8; 32]>())),
+        market_seed: Some(hex::encode(rng.r#gen::<[u8; 32]>())),
     };
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&f)?)?;
@@ -459,6 +495,12 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         }
         _ => None,
     };
+    let market_sim = match &file.market_seed {
+        Some(seed) => Some(MarketSim::derive(
+            &seed_from_hex(seed).context("market_seed in devnet.json")?,
+        )),
+        None => None,
+    };
     // Identity registrations hash the tree's nodes level by level on the
     // GPU (batches the accelerator keeps on the CPU run on all cores), as
     // the Groth16 MSMs below do.
@@ -470,7 +512,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
             hot_capacity: 200_000.max(fleet.len() * 2),
             parallel: true,
         },
-        &[&LedgerPlugin, &bpk_plugin],
+        &[&LedgerPlugin, &bpk_plugin, &MarketPlugin, &TokenPlugin],
     )?;
     if chain.head().is_none() {
         let mut alloc = fleet.genesis_alloc();
@@ -481,10 +523,14 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
             vrec.gas = 1 << 40;
         }
         alloc.push((vid, vrec));
-        let objects = match &sim {
+        let mut objects = match &sim {
             Some(sim) => bpk::genesis_objects(&sim.genesis(vid))?,
             None => Vec::new(),
         };
+        if let Some(m) = &market_sim {
+            alloc.extend(m.genesis_alloc());
+            objects.extend(token::genesis_objects(&m.token_config())?);
+        }
         let head = chain.genesis_with_objects(&alloc, &objects, now_ms(), &validator)?;
         tracing::info!(accounts = head.accounts, root = %hex::encode(head.state_root), "genesis written");
     }
@@ -501,6 +547,16 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
             None
         }
         (None, _) => None,
+    };
+    let market_sim = match market_sim {
+        Some(m) if market_sim::matches(&m, &store, chain_id)? => Some(m),
+        Some(_) => {
+            tracing::warn!(
+                "this chain's genesis has other token oracles or none; no simulated market"
+            );
+            None
+        }
+        None => None,
     };
     let start = chain.head().context("no head after genesis")?;
     eprintln!(
@@ -528,6 +584,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     let mut txs_total = 0u64;
     let mut txs_ok = 0u64;
     let mut blocks = 0u64;
+    let mut market = MarketCounts::default();
 
     let result: Result<()> = std::thread::scope(|s| {
         let stop_ref: &AtomicBool = &stop;
@@ -548,6 +605,21 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
             s.spawn(move || {
                 if let Err(err) = bpk_sim::run(&ctx, &users_out) {
                     tracing::warn!(%err, "simulated BPK users stopped");
+                }
+            });
+        }
+        if let Some(m) = &market_sim {
+            let market_out = in_tx.clone();
+            let ctx = market_sim::Ctx {
+                sim: m,
+                store: store_ref,
+                chain_id,
+                step: Duration::from_millis((opts.block_ms / 2).max(10)),
+                stop: stop_ref,
+            };
+            s.spawn(move || {
+                if let Err(err) = market_sim::run(&ctx, &market_out) {
+                    tracing::warn!(%err, "simulated market stopped");
                 }
             });
         }
@@ -596,6 +668,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
                     if *st == TxStatus::Ok {
                         txs_ok += 1;
                     }
+                    market.count(&tx.payload, *st);
                     if let PayloadSpec::AnonIntent(a) = &tx.payload {
                         intents += 1;
                         intents_ok += u64::from(*st == TxStatus::Ok);
@@ -655,6 +728,18 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         Err(e) => return Err(e).context("reading the identity tree"),
     };
     let proofs_made = sim_stats.proofs.load(Ordering::Relaxed);
+    let (supply, audit) = int_systems::audit::audit(&store, chain_id).context("supply audit")?;
+    let skus = int_systems::market::query(
+        &store,
+        chain_id,
+        &int_systems::market::SkuQuery {
+            kind: None,
+            near: String::new(),
+            max_price: None,
+            limit: usize::MAX,
+        },
+    )?
+    .len() as u64;
     Ok(Summary {
         chain_id,
         height: head.height,
@@ -683,5 +768,65 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
             sim_stats.prove_us.load(Ordering::Relaxed) as f64 / 1e3 / proofs_made as f64
         },
         accel: acc.describe(),
+        price_tag: market.price_tag,
+        metered: market.metered,
+        auction: market.auction,
+        cpp: market.cpp,
+        policy_buys: market.policy_buys,
+        market_other_ok: market.other_ok,
+        market_refused: market.refused,
+        burns: market.burns,
+        oracle_reports: market.oracle_reports,
+        gas_bids: market.gas_bids,
+        skus,
+        value_conserved: audit.balanced(),
+        supply: crate::state::supply_fields(&supply),
     })
+}
+
+/// Market and token transactions of a run, by what they did.
+#[derive(Default)]
+struct MarketCounts {
+    price_tag: u64,
+    metered: u64,
+    auction: u64,
+    cpp: u64,
+    policy_buys: u64,
+    other_ok: u64,
+    refused: u64,
+    burns: u64,
+    oracle_reports: u64,
+    gas_bids: u64,
+}
+
+impl MarketCounts {
+    fn count(&mut self, p: &PayloadSpec, st: TxStatus) {
+        use PayloadSpec as P;
+        let counter = match p {
+            P::Buy { .. } => &mut self.price_tag,
+            P::ClaimChannel { .. } => &mut self.metered,
+            P::PlaceBid { .. } => &mut self.auction,
+            P::ConfirmUse { .. } => &mut self.cpp,
+            P::BurnForGas { .. } => &mut self.burns,
+            P::OracleReport { .. } => &mut self.oracle_reports,
+            P::BidGas { .. } => &mut self.gas_bids,
+            P::ListSku(_)
+            | P::UpdateSku { .. }
+            | P::DelistSku { .. }
+            | P::OpenChannel { .. }
+            | P::Order { .. }
+            | P::SetPolicy(_)
+            | P::CancelPolicy { .. }
+            | P::RegisterKind { .. } => &mut self.other_ok,
+            _ => return,
+        };
+        if st == TxStatus::Ok {
+            *counter += 1;
+        } else {
+            self.refused += 1;
+            let name = format!("{p:?}");
+            let name = name.split([' ', '(', '{']).next().unwrap_or("");
+            tracing::debug!(status = ?st, payload = name, "market transaction refused");
+        }
+    }
 }

@@ -7,6 +7,8 @@ mod accel;
 mod bpk_sim;
 mod devnet;
 mod gpu;
+mod market;
+mod market_sim;
 mod state;
 mod zk;
 
@@ -46,6 +48,11 @@ enum Cmd {
     Gpu {
         #[command(subcommand)]
         cmd: gpu::GpuCmd,
+    },
+    /// The resource market: SKUs on offer (by kind, region, price).
+    Market {
+        #[command(subcommand)]
+        cmd: market::MarketCmd,
     },
 }
 
@@ -221,6 +228,7 @@ fn main() -> Result<ExitCode> {
         },
         Cmd::Zk { cmd } => return Ok(zk::run(cmd)),
         Cmd::Gpu { cmd } => return gpu::run(cmd),
+        Cmd::Market { cmd } => market::run(cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use int_engine::chain::{Chain, ChainConfig};
 use int_engine::state::smt;
 use int_engine::storage::{Store, recompute_root};
+use int_engine::supply::Supply;
 use serde_json::{Value, json};
 
 fn open(data_dir: &Path) -> Result<Store> {
@@ -39,7 +40,9 @@ fn consistent<T>(store: &Store, chain_id: u32, mut read: impl FnMut() -> Result<
 /// The head, the state root, and the audit: the root recomputed from every
 /// stored account must equal the stored one (`root_ok`), the count must
 /// match (`accounts_ok`), and the head block must re-verify
-/// (`head_block_ok`: aggregate signature and proposer signature).
+/// (`head_block_ok`: aggregate signature and proposer signature), and
+/// every account's balances plus every escrow must equal the stored INT
+/// and GAS totals (`value_conserved`).
 pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
     let store = std::sync::Arc::new(open(data_dir)?);
     let (head, root, count, block) = consistent(&store, chain_id, || {
@@ -65,6 +68,9 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
         chain.set_proof_verifier(std::sync::Arc::new(v));
     }
     let verified = chain.verify_block(&block);
+    let (supply, audit) = consistent(&store, chain_id, || {
+        Ok(int_systems::audit::audit(&store, chain_id)?)
+    })?;
     let bpk = bpk_summary(&store, chain_id, head.height)?;
     let stats = store.stats()?;
     let tables: serde_json::Map<String, Value> = stats
@@ -95,12 +101,43 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
         "head_block_ok": verified.is_ok(),
         "head_block_error": verified.err().map(|e| e.to_string()),
         "bpk": bpk,
+        "supply": supply_fields(&supply),
+        "audit": {
+            "int_in_accounts": audit.int_in_accounts.to_string(),
+            "gas_in_accounts": audit.gas_in_accounts.to_string(),
+            "int_in_escrow": audit.int_in_escrow.to_string(),
+            "gas_in_escrow": audit.gas_in_escrow.to_string(),
+            "int_balanced": audit.int_balanced,
+            "gas_balanced": audit.gas_balanced,
+            "escrow_matches": audit.escrow_matches,
+            "identities_hold": audit.identities_hold,
+        },
+        "value_conserved": audit.balanced(),
         "storage": {
             "page_size": stats.page_size,
             "last_page": stats.last_page,
             "tables": tables,
         },
     }))
+}
+
+/// The stored supply totals as decimal strings (u128 does not fit a JSON
+/// number).
+pub fn supply_fields(s: &Supply) -> std::collections::BTreeMap<String, String> {
+    [
+        ("int_total", s.int_total),
+        ("gas_total", s.gas_total),
+        ("int_genesis", s.int_genesis),
+        ("gas_genesis", s.gas_genesis),
+        ("int_burned", s.int_burned),
+        ("gas_minted", s.gas_minted),
+        ("int_escrow", s.int_escrow),
+        ("gas_escrow", s.gas_escrow),
+        ("fees_paid", s.fees_paid),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 /// The chain's BPK state: epoch, identities, centroid commitment in force

@@ -168,7 +168,10 @@ fn devnet_then_account_proofs() {
     ]);
     let sum = json(&out);
     assert_eq!(sum["devices"], 50, "{sum}");
-    assert_eq!(sum["accounts"], 51, "50 devices + the validator: {sum}");
+    assert_eq!(
+        sum["accounts"], 78,
+        "50 devices + the validator + the simulated market's 8 sellers, 16 buyers and 3 oracles: {sum}"
+    );
     let root = sum["state_root"].as_str().expect("state_root").to_string();
 
     // The CLI prints no account id anywhere (summary, `int state`), so the

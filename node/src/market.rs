@@ -1,0 +1,179 @@
+//! `int market`: what the resource market offers, from a data directory.
+//!
+//! `int market list --kind network --near wx4g --max-price P [--json]`
+//! reads the market's discovery index (kind, geohash prefix, price) at the
+//! committed head: the same query the gateway's RPC serves.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use int_engine::storage::Store;
+use int_schemas::market::{BUILTIN_KINDS, CUSTOM_KIND_FIRST, is_geohash};
+use int_systems::market::{self, SkuQuery, SkuView};
+use serde_json::{Value, json};
+
+/// Most custom kinds the name lookup walks.
+const CUSTOM_KINDS_SCAN_MAX: u16 = 4096;
+
+/// `int market` subcommands.
+#[derive(Subcommand)]
+pub enum MarketCmd {
+    /// SKUs on offer, cheapest first.
+    List(ListArgs),
+}
+
+/// Arguments of `int market list`.
+#[derive(Args)]
+pub struct ListArgs {
+    /// Data directory of the node.
+    #[arg(long, default_value = "int-data")]
+    data_dir: PathBuf,
+    /// Chain to read.
+    #[arg(long, default_value_t = 1)]
+    chain_id: u32,
+    /// Resource kind: power, network, data, compute, storage, service, a
+    /// registered custom kind's name, or a number.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Geohash prefix the SKU's region must start with (e.g. wx4g).
+    #[arg(long, default_value = "")]
+    near: String,
+    /// Highest unit price, in GAS base units.
+    #[arg(long)]
+    max_price: Option<u128>,
+    /// Most SKUs to show.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// One JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn open(data_dir: &Path) -> Result<Store> {
+    let dir = data_dir.join("lmdb");
+    if !dir.join("data.mdb").exists() {
+        bail!(
+            "no chain data in {} (run `int devnet` first)",
+            data_dir.display()
+        );
+    }
+    Store::open(&dir).with_context(|| format!("opening {}", dir.display()))
+}
+
+/// A kind's number from its name or number.
+fn parse_kind(store: &Store, chain_id: u32, s: &str) -> Result<u16> {
+    if let Some(i) = BUILTIN_KINDS.iter().position(|k| *k == s) {
+        return Ok(i as u16);
+    }
+    if let Ok(n) = s.parse::<u16>() {
+        return Ok(n);
+    }
+    for k in CUSTOM_KIND_FIRST..CUSTOM_KIND_FIRST + CUSTOM_KINDS_SCAN_MAX {
+        match market::kind_name(store, chain_id, k)? {
+            Some(name) if name == s => return Ok(k),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    bail!(
+        "unknown kind {s:?}: use one of {} or a registered custom kind",
+        BUILTIN_KINDS.join(", ")
+    )
+}
+
+fn kind_label(store: &Store, chain_id: u32, k: u16) -> Result<String> {
+    Ok(match BUILTIN_KINDS.get(k as usize) {
+        Some(name) => name.to_string(),
+        None => market::kind_name(store, chain_id, k)?.unwrap_or_else(|| k.to_string()),
+    })
+}
+
+fn view_json(store: &Store, chain_id: u32, v: &SkuView) -> Result<Value> {
+    Ok(json!({
+        "sku": format!("{}:{}", hex::encode(v.id.seller), v.id.seq),
+        "seller": hex::encode(v.id.seller),
+        "seq": v.id.seq,
+        "kind": kind_label(store, chain_id, v.kind)?,
+        "unit": v.unit.variant_name().unwrap_or("?"),
+        "model": v.terms.model.variant_name().unwrap_or("?"),
+        "unit_price": v.terms.unit_price.to_string(),
+        "period_blocks": v.terms.period_blocks,
+        "capacity": v.capacity,
+        "region": v.region,
+        "authority": v.authority.variant_name().unwrap_or("?"),
+        "listed_height": v.listed_height,
+    }))
+}
+
+/// Runs `int market …`.
+pub fn run(cmd: MarketCmd) -> Result<()> {
+    match cmd {
+        MarketCmd::List(a) => {
+            if !a.near.is_empty() && !is_geohash(&a.near, 1) {
+                bail!(
+                    "--near {:?} is not a geohash prefix (1 to 12 of 0-9, b-z without a i l o)",
+                    a.near
+                );
+            }
+            if a.limit == 0 {
+                bail!("--limit must be at least 1");
+            }
+            let store = open(&a.data_dir)?;
+            let head = store
+                .head(a.chain_id)?
+                .with_context(|| format!("chain {} has no blocks", a.chain_id))?;
+            let kind = a
+                .kind
+                .as_deref()
+                .map(|k| parse_kind(&store, a.chain_id, k))
+                .transpose()?;
+            let q = SkuQuery {
+                kind,
+                near: a.near.clone(),
+                max_price: a.max_price,
+                limit: a.limit,
+            };
+            let skus = market::query(&store, a.chain_id, &q)?;
+            let rows = skus
+                .iter()
+                .map(|v| view_json(&store, a.chain_id, v))
+                .collect::<Result<Vec<_>>>()?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&json!({
+                        "height": head.height,
+                        "count": rows.len(),
+                        "skus": rows,
+                    }))?
+                );
+                return Ok(());
+            }
+            if rows.is_empty() {
+                println!("no SKUs match (height {})", head.height);
+                return Ok(());
+            }
+            println!(
+                "{:<10} {:<9} {:>14} {:<8} {:>10} {:<12} {:<10} sku",
+                "kind", "model", "unit_price", "unit", "capacity", "region", "authority"
+            );
+            for r in &rows {
+                let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+                println!(
+                    "{:<10} {:<9} {:>14} {:<8} {:>10} {:<12} {:<10} {}",
+                    s("kind"),
+                    s("model"),
+                    s("unit_price"),
+                    s("unit"),
+                    r["capacity"],
+                    s("region"),
+                    s("authority"),
+                    s("sku")
+                );
+            }
+            println!("{} SKUs at height {}", rows.len(), head.height);
+        }
+    }
+    Ok(())
+}
