@@ -477,7 +477,7 @@ pub enum PayloadSpec {
         /// Units used.
         qty: u64,
         /// The buyer's signature over [`market::usage_attestation_message`]
-        /// (needed when the seller sends it).
+        /// of the units used in total (needed when the seller sends it).
         attestation: Option<SignatureBytes>,
     },
     /// A standing purchase policy (boxed, as the intent).

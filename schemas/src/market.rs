@@ -737,13 +737,14 @@ pub fn channel_receipt_message(
     m
 }
 
-/// The message a buyer signs to attest that `qty` units of a CPP order
-/// were used: `ATTESTATION_DOMAIN ‖ chain id ‖ order (80 bytes) ‖ qty (u64
-/// BE)`.
+/// The message a buyer signs to attest that `total` units of a CPP order
+/// were used in total (not per confirmation, so the seller cannot present
+/// one attestation twice): `ATTESTATION_DOMAIN ‖ chain id ‖ order (80
+/// bytes) ‖ total (u64 BE)`.
 pub fn usage_attestation_message(
     chain_id: u32,
     order: &DealRef,
-    qty: u64,
+    total: u64,
 ) -> [u8; ATTESTATION_DOMAIN.len() + 4 + 80 + 8] {
     let mut m = [0u8; ATTESTATION_DOMAIN.len() + 4 + 80 + 8];
     let mut o = 0;
@@ -751,7 +752,7 @@ pub fn usage_attestation_message(
         ATTESTATION_DOMAIN,
         &chain_id.to_be_bytes(),
         &order.to_bytes(),
-        &qty.to_be_bytes(),
+        &total.to_be_bytes(),
     ] {
         m[o..o + part.len()].copy_from_slice(part);
         o += part.len();

@@ -5,9 +5,10 @@ use super::*;
 pub enum ConfirmUseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// CPP: releases `qty` used units of an order to the seller. Sent by the
-/// buyer, or by the seller with `attestation`, the buyer's signature over
-/// (order, qty) (see `usage_attestation_message`).
+/// CPP: releases `qty` more used units of an order to the seller. Sent by
+/// the buyer, or by the seller with `attestation`, the buyer's signature
+/// over (order, units used in total: those confirmed before plus `qty`), so
+/// an attestation releases once (see `usage_attestation_message`).
 pub struct ConfirmUse<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
