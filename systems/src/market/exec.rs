@@ -724,6 +724,44 @@ fn refund_window(cx: &mut Cx<'_, '_>, s: &SkuRef, window_end: u64) -> Result<(),
     Ok(())
 }
 
+/// The checks a price-tag purchase and a CPP order share: a live SKU of
+/// `model` that admits the buyer, `1 ≤ qty ≤` capacity, its price within
+/// the buyer's bound. The SKU and `qty × price`, or the status that refuses.
+fn priced(
+    cx: &mut Cx<'_, '_>,
+    s: &SkuRef,
+    t: &TxWork<'_>,
+    model: PriceModel,
+    qty: u64,
+    max_unit_price: u128,
+) -> Result<Result<(SkuRecord, u128), TxStatus>, MarketError> {
+    use TxStatus as S;
+    let refuse = |st| Ok(Err(st));
+    let old = match cx.live(s)? {
+        Ok(v) => v,
+        Err(st) => return refuse(st),
+    };
+    if old.terms.model != model {
+        return refuse(S::WrongModel);
+    }
+    if let Err(st) = admits(&old, &t.sender) {
+        return refuse(st);
+    }
+    if qty == 0 {
+        return refuse(S::InvalidArgument);
+    }
+    if qty > old.capacity {
+        return refuse(S::OverCapacity);
+    }
+    if old.terms.unit_price > max_unit_price {
+        return refuse(S::PriceAboveMax);
+    }
+    match old.terms.unit_price.checked_mul(qty as u128) {
+        Some(cost) => Ok(Ok((old, cost))),
+        None => refuse(S::InvalidArgument),
+    }
+}
+
 fn buy(
     cx: &mut Cx<'_, '_>,
     s: &SkuRef,
@@ -733,18 +771,7 @@ fn buy(
     max_unit_price: u128,
 ) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
-    let old = check!(cx.live(s)?);
-    ensure!(old.terms.model == PriceModel::PriceTag, S::WrongModel);
-    check!(admits(&old, &t.sender));
-    ensure!(qty >= 1, S::InvalidArgument);
-    ensure!(qty <= old.capacity, S::OverCapacity);
-    ensure!(old.terms.unit_price <= max_unit_price, S::PriceAboveMax);
-    let cost = check!(
-        old.terms
-            .unit_price
-            .checked_mul(qty as u128)
-            .ok_or(S::InvalidArgument)
-    );
+    let (old, cost) = check!(priced(cx, s, t, PriceModel::PriceTag, qty, max_unit_price)?);
     cx.pay(lock, s.seller, cost);
     let rest = lock.left;
     cx.pay(lock, t.sender, rest);
@@ -930,18 +957,7 @@ fn order(
     max_unit_price: u128,
 ) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
-    let old = check!(cx.live(s)?);
-    ensure!(old.terms.model == PriceModel::Cpp, S::WrongModel);
-    check!(admits(&old, &t.sender));
-    ensure!(qty >= 1, S::InvalidArgument);
-    ensure!(qty <= old.capacity, S::OverCapacity);
-    ensure!(old.terms.unit_price <= max_unit_price, S::PriceAboveMax);
-    let cost = check!(
-        old.terms
-            .unit_price
-            .checked_mul(qty as u128)
-            .ok_or(S::InvalidArgument)
-    );
+    let (old, cost) = check!(priced(cx, s, t, PriceModel::Cpp, qty, max_unit_price)?);
     let timeout = check!(
         cx.env
             .height
