@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_int");
 const DEVICES: usize = 200;
+/// Accounts at genesis: the devices, the validator, and the simulated
+/// market's 8 sellers, 16 buyers and 3 oracles.
+const GENESIS_ACCOUNTS: u64 = DEVICES as u64 + 1 + 27;
 
 /// Kills (SIGKILL on Unix) and reaps the child when dropped, so that a
 /// failed assertion never leaves a devnet running.
@@ -225,7 +228,8 @@ fn devnet_survives_sigkill_during_startup() {
     assert_eq!(st["accounts_ok"], true, "{st}");
     assert_eq!(st["head_block_ok"], true, "{st}");
     assert!(st["height"].as_u64().unwrap() >= max.unwrap_or(h), "{st}");
-    assert_eq!(st["accounts"], DEVICES as u64 + 1, "{st}");
+    assert_eq!(st["accounts"], GENESIS_ACCOUNTS, "{st}");
+    assert_eq!(st["value_conserved"], true, "{st}");
 }
 
 fn is_hex32(s: &str) -> bool {
@@ -298,10 +302,10 @@ fn devnet_survives_sigkill_at_random_moments() {
         "head at {height}, below the reported height {reported}: {st}"
     );
     assert_eq!(
-        st["accounts"],
-        DEVICES as u64 + 1,
-        "devices + validator: {st}"
+        st["accounts"], GENESIS_ACCOUNTS,
+        "devices + validator + market: {st}"
     );
+    assert_eq!(st["value_conserved"], true, "{st}");
 
     // A clean run on top of it: starts where the audit says, ends with a
     // summary on stdout.
@@ -343,7 +347,8 @@ fn devnet_survives_sigkill_at_random_moments() {
     );
     let root = sum["state_root"].as_str().expect("summary state_root");
     assert!(is_hex32(root), "state_root is not 64 hex digits: {sum}");
-    assert_eq!(sum["accounts"], DEVICES as u64 + 1, "accounts: {sum}");
+    assert_eq!(sum["accounts"], GENESIS_ACCOUNTS, "accounts: {sum}");
+    assert_eq!(sum["value_conserved"], true, "{sum}");
 
     // And the audit agrees with the summary.
     let st = int_state(&data);
