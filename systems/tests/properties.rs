@@ -13,6 +13,7 @@ use int_engine::crypto::bls::{SecretKey, Signature, account_id};
 use int_engine::ingress::{IngressError, VerifiedTx};
 use int_engine::state::smt;
 use int_engine::storage::{self, AccountRecord};
+use int_engine::supply::{SUPPLY_KEY, Supply};
 use int_schemas::PayloadSpec;
 use int_schemas::wire::{DeviceKind, Token, TxStatus};
 use int_schemas::{AccountId, Hash32};
@@ -176,6 +177,9 @@ impl From<&VerifiedTx> for MTx {
 struct Model {
     accounts: BTreeMap<AccountId, AccountRecord>,
     proposer: AccountId,
+    /// The chain's supply record (a state object, so under the root): the
+    /// genesis totals, and the fees paid since.
+    supply: Supply,
 }
 
 /// Debit stage of one transaction: its status, the fee it pays, and the
@@ -239,9 +243,13 @@ fn model_debit(
 
 impl Model {
     fn new(alloc: &[(AccountId, AccountRecord)], proposer: AccountId) -> Self {
+        let (int, gas) = alloc
+            .iter()
+            .fold((0u128, 0u128), |(i, g), (_, r)| (i + r.int, g + r.gas));
         Self {
             accounts: alloc.iter().copied().collect(),
             proposer,
+            supply: Supply::genesis(int, gas),
         }
     }
 
@@ -261,6 +269,7 @@ impl Model {
             work.entry(to).or_default().int += amount;
         }
         work.entry(self.proposer).or_default().gas += fees;
+        self.supply.fees_paid += fees;
         // An account comes into being only when something changes it.
         let before = &self.accounts;
         work.retain(|a, r| before.contains_key(a) || *r != AccountRecord::default());
@@ -271,6 +280,10 @@ impl Model {
     fn root(&self) -> Hash32 {
         let mut leaves: Vec<(Hash32, Hash32)> =
             self.accounts.iter().map(|(a, r)| (*a, r.hash())).collect();
+        leaves.push((
+            storage::object_leaf(SUPPLY_KEY),
+            *blake3::hash(&self.supply.encode()).as_bytes(),
+        ));
         smt::root_of(&mut leaves)
     }
 }
@@ -443,6 +456,7 @@ proptest! {
             prop_assert_eq!(&r.statuses, &expected);
             prop_assert_eq!(&net.accounts(), &model.accounts);
             prop_assert_eq!(model.root(), r.head.state_root);
+            prop_assert_eq!(net.chain().supply().unwrap(), model.supply);
             prop_assert_eq!(model.accounts.len() as u64, r.head.accounts);
         }
     }
