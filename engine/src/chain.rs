@@ -23,7 +23,7 @@ use crate::state::smt::{self, SmtError};
 use crate::storage::{
     AccountRecord, BlockWrite, Head, ObjectTable, ObjectWrite, StorageError, Store, object_leaf,
 };
-use crate::supply::{SUPPLY_KEY, Supply, SupplyDelta, escrow_add};
+use crate::supply::{SUPPLY_KEY, Supply, SupplyDelta, account_totals, escrow_add};
 use crate::world::*;
 
 /// Errors of the block pipeline.
@@ -301,7 +301,9 @@ impl Chain {
         self.schedule.run(&mut self.world);
         let mut objects = std::mem::take(&mut self.world.resource_mut::<ObjectWrites>().0);
         let mut credits = std::mem::take(&mut self.world.resource_mut::<Credits>().0);
-        let mut delta = std::mem::take(&mut self.world.resource_mut::<BlockSupply>().0);
+        // The ledger's fee total is in it (`fees`), the plugins' escrow,
+        // burns and mints.
+        let delta = std::mem::take(&mut self.world.resource_mut::<BlockSupply>().0);
         if let Some(fault) = self.world.resource_mut::<ExecFault>().0.take() {
             // The world holds half a block: forget it, commit nothing.
             self.drop_hot_set();
@@ -323,8 +325,9 @@ impl Chain {
                 && out.status == TxStatus::Ok
             {
                 let escrow = p.escrow();
-                locked = escrow_add(locked, escrow)
-                    .ok_or_else(|| ChainError::Exec("locked amounts overflow u128".into()))?;
+                // Each lock came out of a balance, so their sum is bounded
+                // by the supply, which fits u128.
+                locked = escrow_add(locked, escrow).expect("locks are bounded by the supply");
                 out.status = match verdicts.get(*i) {
                     Some(v) => *v,
                     None => {
@@ -339,11 +342,6 @@ impl Chain {
                 };
             }
         }
-        delta.fees = outcomes
-            .iter()
-            .filter_map(|o| o.get())
-            .try_fold(0u128, |a, o| a.checked_add(o.fee_charged))
-            .ok_or_else(|| ChainError::Exec("fees overflow u128".into()))?;
         if let Err(e) = self.settle(&mut touched, &credits, locked, &delta, height, &mut objects) {
             self.drop_hot_set();
             return Err(e);
@@ -688,14 +686,9 @@ impl Chain {
         {
             return Ok((Supply::decode(&b)?, true));
         }
-        let (mut int, mut gas) = (Some(0u128), Some(0u128));
-        self.store.for_each_account(chain_id, |_, r| {
-            int = int.and_then(|x| x.checked_add(r.int));
-            gas = gas.and_then(|x| x.checked_add(r.gas));
-        })?;
-        match (int, gas) {
-            (Some(i), Some(g)) => Ok((Supply::genesis(i, g), false)),
-            _ => Err(ChainError::SupplyOverflow),
+        match account_totals(&self.store, chain_id)? {
+            Some(t) => Ok((Supply::genesis(t.int, t.gas), false)),
+            None => Err(ChainError::SupplyOverflow),
         }
     }
 

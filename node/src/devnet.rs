@@ -149,8 +149,6 @@ pub struct Summary {
     pub auction: u64,
     /// CPP: confirmed uses that released escrow to a seller.
     pub cpp: u64,
-    /// Purchases made by standing policies.
-    pub policy_buys: u64,
     /// Other market transactions that succeeded (listings, updates,
     /// channel opens, orders, kinds).
     pub market_other_ok: u64,
@@ -165,10 +163,11 @@ pub struct Summary {
     /// SKUs listed at the end.
     pub skus: u64,
     /// The supply audit at the end: every account plus every escrow equals
-    /// the stored INT and GAS totals, to the unit.
-    pub value_conserved: bool,
+    /// the stored INT and GAS totals, to the unit (`null` on a chain made
+    /// before supply accounting that produced no block in this run).
+    pub value_conserved: Option<bool>,
     /// The stored totals at the end (base units, as decimal strings).
-    pub supply: BTreeMap<String, String>,
+    pub supply: Option<BTreeMap<String, String>>,
 }
 
 fn seed_from_hex(s: &str) -> Result<[u8; 32]> {
@@ -728,7 +727,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         Err(e) => return Err(e).context("reading the identity tree"),
     };
     let proofs_made = sim_stats.proofs.load(Ordering::Relaxed);
-    let (supply, audit) = int_systems::audit::audit(&store, chain_id).context("supply audit")?;
+    let audited = int_systems::audit::audit(&store, chain_id).context("supply audit")?;
     let skus = int_systems::market::query(
         &store,
         chain_id,
@@ -772,15 +771,16 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         metered: market.metered,
         auction: market.auction,
         cpp: market.cpp,
-        policy_buys: market.policy_buys,
         market_other_ok: market.other_ok,
         market_refused: market.refused,
         burns: market.burns,
         oracle_reports: market.oracle_reports,
         gas_bids: market.gas_bids,
         skus,
-        value_conserved: audit.balanced(),
-        supply: crate::state::supply_fields(&supply),
+        value_conserved: audited.as_ref().map(|(_, a)| a.balanced()),
+        supply: audited
+            .as_ref()
+            .map(|(s, _)| crate::state::supply_fields(s)),
     })
 }
 
@@ -791,7 +791,6 @@ struct MarketCounts {
     metered: u64,
     auction: u64,
     cpp: u64,
-    policy_buys: u64,
     other_ok: u64,
     refused: u64,
     burns: u64,

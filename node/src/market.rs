@@ -9,12 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use int_engine::storage::Store;
-use int_schemas::market::{BUILTIN_KINDS, CUSTOM_KIND_FIRST, is_geohash};
+use int_schemas::market::{BUILTIN_KINDS, is_geohash};
 use int_systems::market::{self, SkuQuery, SkuView};
 use serde_json::{Value, json};
-
-/// Most custom kinds the name lookup walks.
-const CUSTOM_KINDS_SCAN_MAX: u16 = 4096;
 
 /// `int market` subcommands.
 #[derive(Subcommand)]
@@ -61,20 +58,13 @@ fn open(data_dir: &Path) -> Result<Store> {
     Store::open(&dir).with_context(|| format!("opening {}", dir.display()))
 }
 
-/// A kind's number from its name or number.
+/// A kind's number from its name (built in or registered) or number.
 fn parse_kind(store: &Store, chain_id: u32, s: &str) -> Result<u16> {
-    if let Some(i) = BUILTIN_KINDS.iter().position(|k| *k == s) {
-        return Ok(i as u16);
+    if let Some(k) = market::kind_by_name(store, chain_id, s)? {
+        return Ok(k);
     }
     if let Ok(n) = s.parse::<u16>() {
         return Ok(n);
-    }
-    for k in CUSTOM_KIND_FIRST..CUSTOM_KIND_FIRST + CUSTOM_KINDS_SCAN_MAX {
-        match market::kind_name(store, chain_id, k)? {
-            Some(name) if name == s => return Ok(k),
-            Some(_) => {}
-            None => break,
-        }
     }
     bail!(
         "unknown kind {s:?}: use one of {} or a registered custom kind",
@@ -83,10 +73,7 @@ fn parse_kind(store: &Store, chain_id: u32, s: &str) -> Result<u16> {
 }
 
 fn kind_label(store: &Store, chain_id: u32, k: u16) -> Result<String> {
-    Ok(match BUILTIN_KINDS.get(k as usize) {
-        Some(name) => name.to_string(),
-        None => market::kind_name(store, chain_id, k)?.unwrap_or_else(|| k.to_string()),
-    })
+    Ok(market::kind_name(store, chain_id, k)?.unwrap_or_else(|| k.to_string()))
 }
 
 fn view_json(store: &Store, chain_id: u32, v: &SkuView) -> Result<Value> {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use int_engine::crypto::bls::{SecretKey, tx_message};
 use int_engine::storage::{AccountRecord, Store};
-use int_schemas::market::{self as wire_market, ChannelReceipt, DealRef, SkuListing, Terms};
+use int_schemas::market::{ChannelReceipt, DealRef, SkuListing, Terms};
 use int_schemas::wire::{Authority, PriceModel, Unit};
 use int_schemas::{
     AccountId, PayloadSpec, SignatureBytes, TxBodySpec, build_envelope, build_tx_body,
@@ -407,11 +407,7 @@ fn seller_step(
 }
 
 fn custom_kind(ctx: &Ctx<'_>) -> Result<Option<u16>> {
-    let first = wire_market::CUSTOM_KIND_FIRST;
-    Ok(match market::kind_name(ctx.store, ctx.chain_id, first)? {
-        Some(n) if n == CUSTOM_KIND => Some(first),
-        _ => None,
-    })
+    Ok(market::kind_by_name(ctx.store, ctx.chain_id, CUSTOM_KIND)?)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -519,7 +519,7 @@ impl PayloadSpec {
     /// overflows `u128`; one built by hand saturates, so it can never be
     /// paid and fails as `InsufficientBalance`.
     pub fn escrow(&self) -> Escrow {
-        let product = |q: u64, p: u128| p.saturating_mul(q as u128);
+        let product = |q: u64, p: u128| market::total(q, p).unwrap_or(u128::MAX);
         match self {
             PayloadSpec::Buy {
                 qty,

@@ -8,8 +8,7 @@
 //! exact by the chain's per-block conservation check.
 
 use int_engine::storage::{ObjectTable, StorageError, Store};
-use int_engine::supply::{Audit, SUPPLY_KEY, Supply};
-use int_schemas::Escrow;
+use int_engine::supply::{Audit, SUPPLY_KEY, Supply, account_totals, escrow_add};
 
 use crate::{market, token};
 
@@ -28,29 +27,20 @@ pub enum AuditError {
     /// A sum does not fit u128: the state is corrupt.
     #[error("the balances of chain {0} sum above u128")]
     Overflow(u32),
-    /// The chain has no supply object (created before supply accounting
-    /// and not advanced since).
-    #[error("chain {0} has no supply record yet")]
-    NoSupply(u32),
 }
 
-/// The stored totals and what the state holds against them.
-pub fn audit(store: &Store, chain_id: u32) -> Result<(Supply, Audit), AuditError> {
+/// The stored totals and what the state holds against them; `None` for a
+/// chain that has no supply record yet (one created before supply
+/// accounting, which writes it with its next block): there is nothing to
+/// audit against.
+pub fn audit(store: &Store, chain_id: u32) -> Result<Option<(Supply, Audit)>, AuditError> {
     let supply = match store.object(chain_id, ObjectTable::State, SUPPLY_KEY)? {
         Some(b) => Supply::decode(&b)?,
-        None => return Err(AuditError::NoSupply(chain_id)),
+        None => return Ok(None),
     };
-    let (mut int, mut gas) = (Some(0u128), Some(0u128));
-    store.for_each_account(chain_id, |_, r| {
-        int = int.and_then(|x| x.checked_add(r.int));
-        gas = gas.and_then(|x| x.checked_add(r.gas));
-    })?;
-    let accounts = match (int, gas) {
-        (Some(int), Some(gas)) => Escrow { int, gas },
-        _ => return Err(AuditError::Overflow(chain_id)),
-    };
+    let accounts = account_totals(store, chain_id)?.ok_or(AuditError::Overflow(chain_id))?;
     let m = market::escrow_held(store, chain_id)?;
     let t = token::escrow_held(store, chain_id)?;
-    let escrow = int_engine::supply::escrow_add(m, t).ok_or(AuditError::Overflow(chain_id))?;
-    Ok((supply, supply.audit(accounts, escrow)))
+    let escrow = escrow_add(m, t).ok_or(AuditError::Overflow(chain_id))?;
+    Ok(Some((supply, supply.audit(accounts, escrow))))
 }

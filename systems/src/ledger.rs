@@ -29,8 +29,8 @@
 use bevy_ecs::prelude::*;
 use int_engine::crypto::bls::account_id;
 use int_engine::world::{
-    AccountKey, Balances, BlockContext, BlockTxs, Call, DeviceProfile, ExecConfig, HotMeta, Inbox,
-    Nonce, Outbox, Outcome, Outcomes, Plugin, Stage, TxCall,
+    AccountKey, Balances, BlockContext, BlockSupply, BlockTxs, Call, DeviceProfile, ExecConfig,
+    HotMeta, Inbox, Nonce, Outbox, Outcome, Outcomes, Plugin, Stage, TxCall,
 };
 use int_schemas::wire::{Token, TxStatus};
 
@@ -209,6 +209,7 @@ fn credit(
 fn pay_fees(
     ctx: Res<BlockContext>,
     outcomes: Res<Outcomes>,
+    mut supply: ResMut<BlockSupply>,
     mut q: Query<(&mut Balances, &mut HotMeta)>,
 ) {
     let total: u128 = outcomes
@@ -220,6 +221,7 @@ fn pay_fees(
             a.checked_add(f)
                 .expect("fees are bounded by the total supply, which fits u128")
         });
+    supply.0.fees = total;
     if total == 0 {
         return;
     }
