@@ -645,17 +645,30 @@ mod tests {
         let flag_at = v.len() - 9;
         v[flag_at] = 2;
         assert!(SkuRecord::decode(&v).is_err());
-        // An allowlist count above the bound.
-        let empty = SkuRecord {
-            allow: vec![],
-            clusters: vec![],
+        // Lists above their bounds, with every entry present (a count alone
+        // would fail as too short, whether or not the bound is checked).
+        let at_bound = SkuRecord {
+            allow: vec![[1; 32]; ALLOW_MAX],
+            clusters: vec![3; CLUSTERS_MAX],
             ..sku_rec()
         };
-        let mut v = empty.encode();
-        let at = 1 + 2 + 1 + 1 + 4 + 16 + 8 + 1 + 5 + 1;
-        assert_eq!(v[at], 0);
-        v[at] = 65;
-        assert!(SkuRecord::decode(&v).is_err());
+        assert_eq!(SkuRecord::decode(&at_bound.encode()).unwrap(), at_bound);
+        let long_allow = SkuRecord {
+            allow: vec![[1; 32]; ALLOW_MAX + 1],
+            ..sku_rec()
+        };
+        assert!(matches!(
+            SkuRecord::decode(&long_allow.encode()),
+            Err(MarketError::Corrupt { what, .. }) if what == "allowlist too long"
+        ));
+        let many_clusters = SkuRecord {
+            clusters: vec![3; CLUSTERS_MAX + 1],
+            ..sku_rec()
+        };
+        assert!(matches!(
+            SkuRecord::decode(&many_clusters.encode()),
+            Err(MarketError::Corrupt { what, .. }) if what == "too many clusters"
+        ));
     }
 
     #[test]
