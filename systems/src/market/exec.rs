@@ -18,7 +18,7 @@ use int_engine::world::{
     ExecFault, ObjectWrites, Outcomes, PayloadVerdicts, StoreHandle,
 };
 use int_schemas::market::{
-    BUILTIN_KINDS, CUSTOM_KIND_FIRST, channel_receipt_message, usage_attestation_message,
+    BUILTIN_KINDS, CUSTOM_KIND_FIRST, channel_receipt_message, total, usage_attestation_message,
 };
 use int_schemas::wire::{Authority, PriceModel, TxStatus};
 use int_schemas::{AccountId, DealRef, Escrow, PayloadSpec, SkuListing, SkuRef};
@@ -253,11 +253,7 @@ fn register_kinds(
     verdicts: &PayloadVerdicts,
     writes: &mut Vec<ObjectWrite>,
 ) -> Result<BTreeSet<u16>, MarketError> {
-    let start = store
-        .object(chain_id, ObjectTable::State, KINDS_KEY)?
-        .map(|b| decode_kind_count(&b))
-        .transpose()?
-        .unwrap_or(0);
+    let start = stored(store, chain_id, KINDS_KEY, decode_kind_count)?.unwrap_or(0);
     let mut count = start;
     let mut added: BTreeMap<String, u16> = BTreeMap::new();
     for t in regs {
@@ -756,7 +752,7 @@ fn priced(
     if old.terms.unit_price > max_unit_price {
         return refuse(S::PriceAboveMax);
     }
-    match old.terms.unit_price.checked_mul(qty as u128) {
+    match total(qty, old.terms.unit_price) {
         Some(cost) => Ok(Ok((old, cost))),
         None => refuse(S::InvalidArgument),
     }

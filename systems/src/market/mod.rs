@@ -106,7 +106,7 @@ use std::collections::BTreeSet;
 use bevy_ecs::prelude::*;
 use int_engine::storage::{ObjectTable, StorageError, Store};
 use int_engine::world::{Plugin, Stage};
-use int_schemas::market::{BUILTIN_KINDS, CUSTOM_KIND_FIRST, GEOHASH_CHARS_MAX};
+use int_schemas::market::{BUILTIN_KINDS, CUSTOM_KIND_FIRST, KIND_NAME_BYTES_MAX, is_geohash};
 use int_schemas::wire::{Authority, Unit};
 use int_schemas::{AccountId, DealRef, Escrow, Hash32, SkuRef, Terms};
 
@@ -221,7 +221,7 @@ pub struct SkuQuery {
 /// id), at most `q.limit`. A `near` that is not a geohash prefix matches
 /// nothing.
 pub fn query(store: &Store, chain_id: u32, q: &SkuQuery) -> Result<Vec<SkuView>, MarketError> {
-    if q.limit == 0 || q.near.len() > GEOHASH_CHARS_MAX || !q.near.is_ascii() {
+    if q.limit == 0 || !is_geohash(&q.near, 0) {
         return Ok(Vec::new());
     }
     let mut prefix = INDEX_PREFIX.to_vec();
@@ -233,14 +233,13 @@ pub fn query(store: &Store, chain_id: u32, q: &SkuQuery) -> Result<Vec<SkuView>,
     let mut best: BTreeSet<(u128, SkuRef)> = BTreeSet::new();
     let mut bad = None;
     store.scan_prefix(chain_id, ObjectTable::Derived, &prefix, |k, _| {
-        let (s, price) = match parse_index_key(k) {
+        let (s, region, price) = match parse_index_key(k) {
             Ok(x) => x,
             Err(e) => {
                 bad = Some(e);
                 return false;
             }
         };
-        let region = &k[INDEX_PREFIX.len() + 2..INDEX_PREFIX.len() + 2 + GEOHASH_CHARS_MAX];
         if q.max_price.is_some_and(|m| price > m) || !region.starts_with(q.near.as_bytes()) {
             return true;
         }
@@ -267,11 +266,7 @@ pub fn query(store: &Store, chain_id: u32, q: &SkuQuery) -> Result<Vec<SkuView>,
 /// One SKU, listed or delisted (see [`SkuView::delisted`]); `None` if it
 /// never existed.
 pub fn sku(store: &Store, chain_id: u32, id: &SkuRef) -> Result<Option<SkuView>, MarketError> {
-    Ok(store
-        .object(chain_id, ObjectTable::State, &sku_key(id))?
-        .map(|b| SkuRecord::decode(&b))
-        .transpose()?
-        .map(|r| SkuView::new(*id, r)))
+    Ok(stored(store, chain_id, &sku_key(id), SkuRecord::decode)?.map(|r| SkuView::new(*id, r)))
 }
 
 /// An open metering channel.
@@ -297,18 +292,16 @@ pub fn channel(
     chain_id: u32,
     id: &DealRef,
 ) -> Result<Option<ChannelView>, MarketError> {
-    Ok(store
-        .object(chain_id, ObjectTable::State, &chan_key(id))?
-        .map(|b| ChannelRecord::decode(&b))
-        .transpose()?
-        .map(|c| ChannelView {
+    Ok(
+        stored(store, chain_id, &chan_key(id), ChannelRecord::decode)?.map(|c| ChannelView {
             id: *id,
             deposit: c.deposit,
             paid: c.paid,
             last_sequence: c.last_sequence,
             expiry: c.expiry,
             challenge_blocks: c.challenge_blocks,
-        }))
+        }),
+    )
 }
 
 /// An open CPP order.
@@ -329,17 +322,15 @@ pub struct OrderView {
 /// An open order; `None` if it never existed, was fully confirmed or timed
 /// out.
 pub fn order(store: &Store, chain_id: u32, id: &DealRef) -> Result<Option<OrderView>, MarketError> {
-    Ok(store
-        .object(chain_id, ObjectTable::State, &order_key(id))?
-        .map(|b| OrderRecord::decode(&b))
-        .transpose()?
-        .map(|o| OrderView {
+    Ok(
+        stored(store, chain_id, &order_key(id), OrderRecord::decode)?.map(|o| OrderView {
             id: *id,
             qty: o.qty,
             confirmed: o.confirmed,
             unit_price: o.unit_price,
             timeout: o.timeout,
-        }))
+        }),
+    )
 }
 
 /// A bid waiting for its window's close.
@@ -440,10 +431,7 @@ pub fn kind_name(store: &Store, chain_id: u32, kind: u16) -> Result<Option<Strin
     if kind < CUSTOM_KIND_FIRST {
         return Ok(None);
     }
-    store
-        .object(chain_id, ObjectTable::State, &kind_key(kind))?
-        .map(|b| decode_kind_name(&b))
-        .transpose()
+    stored(store, chain_id, &kind_key(kind), decode_kind_name)
 }
 
 /// The number of a resource kind by name (built in or registered), for
@@ -452,11 +440,8 @@ pub fn kind_by_name(store: &Store, chain_id: u32, name: &str) -> Result<Option<u
     if let Some(i) = BUILTIN_KINDS.iter().position(|k| *k == name) {
         return Ok(Some(i as u16));
     }
-    if name.is_empty() || name.len() > int_schemas::market::KIND_NAME_BYTES_MAX {
+    if name.is_empty() || name.len() > KIND_NAME_BYTES_MAX {
         return Ok(None);
     }
-    store
-        .object(chain_id, ObjectTable::State, &kind_name_key(name))?
-        .map(|b| decode_kind_number(&b))
-        .transpose()
+    stored(store, chain_id, &kind_name_key(name), decode_kind_number)
 }

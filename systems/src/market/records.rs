@@ -19,9 +19,9 @@
 //! The longest key is a due entry of a deal, 97 bytes, under the store's
 //! 128.
 
-use int_engine::storage::OBJECT_KEY_BYTES_MAX;
+use int_engine::storage::{OBJECT_KEY_BYTES_MAX, ObjectTable, Store};
 use int_schemas::market::{
-    ALLOW_MAX, CLUSTERS_MAX, GEOHASH_CHARS_MAX, KIND_NAME_BYTES_MAX, is_geohash,
+    ALLOW_MAX, CLUSTERS_MAX, GEOHASH_CHARS_MAX, KIND_NAME_BYTES_MAX, is_geohash, total,
 };
 use int_schemas::wire::{Authority, PriceModel, Unit};
 use int_schemas::{AccountId, DealRef, Hash32, SkuRef, Terms};
@@ -124,18 +124,31 @@ pub(crate) fn index_key(s: &SkuRef, r: &SkuRecord) -> Vec<u8> {
     ])
 }
 
-/// The SKU and price of an index key.
-pub(crate) fn parse_index_key(key: &[u8]) -> Result<(SkuRef, u128), MarketError> {
+/// The SKU, region (0x00-padded) and price of an index key.
+pub(crate) fn parse_index_key(key: &[u8]) -> Result<(SkuRef, &[u8], u128), MarketError> {
     let rest = key
         .strip_prefix(INDEX_PREFIX)
         .filter(|r| r.len() == 2 + GEOHASH_CHARS_MAX + 16 + 40)
         .ok_or_else(|| corrupt("mkt/ix", "bad key"))?;
-    let at = 2 + GEOHASH_CHARS_MAX;
-    let mut p = [0u8; 16];
-    p.copy_from_slice(&rest[at..at + 16]);
-    let mut s = [0u8; 40];
-    s.copy_from_slice(&rest[at + 16..]);
-    Ok((SkuRef::from_bytes(&s), u128::from_be_bytes(p)))
+    let (region, rest) = rest[2..].split_at(GEOHASH_CHARS_MAX);
+    let (p, s) = rest.split_at(16);
+    // Lengths checked above.
+    let p: [u8; 16] = p.try_into().expect("16 bytes");
+    let s: &[u8; 40] = s.try_into().expect("40 bytes");
+    Ok((SkuRef::from_bytes(s), region, u128::from_be_bytes(p)))
+}
+
+/// The committed state object at `key`, decoded; `None` when absent.
+pub(crate) fn stored<T>(
+    store: &Store,
+    chain_id: u32,
+    key: &[u8],
+    decode: impl FnOnce(&[u8]) -> Result<T, MarketError>,
+) -> Result<Option<T>, MarketError> {
+    store
+        .object(chain_id, ObjectTable::State, key)?
+        .map(|b| decode(&b))
+        .transpose()
 }
 
 /// What a timer does when its height comes.
@@ -479,7 +492,7 @@ impl OrderRecord {
             timeout: r.u64()?,
         };
         r.end()?;
-        if o.confirmed >= o.qty || o.unit_price.checked_mul(o.qty as u128).is_none() {
+        if o.confirmed >= o.qty || total(o.qty, o.unit_price).is_none() {
             return Err(corrupt(KEY, "confirmed or amounts out of range"));
         }
         Ok(o)
@@ -528,7 +541,7 @@ impl BidRecord {
             index: r.u32()?,
         };
         r.end()?;
-        if x.unit_price.checked_mul(x.qty as u128).is_none() {
+        if total(x.qty, x.unit_price).is_none() {
             return Err(corrupt(KEY, "escrow overflows"));
         }
         Ok(x)
@@ -760,7 +773,12 @@ mod tests {
         let r = sku_rec();
         let ik = index_key(&s, &r);
         assert!(ik.len() <= OBJECT_KEY_BYTES_MAX);
-        assert_eq!(parse_index_key(&ik).unwrap(), (s, r.terms.unit_price));
+        let mut padded = [0u8; GEOHASH_CHARS_MAX];
+        padded[..5].copy_from_slice(b"wx4g0");
+        assert_eq!(
+            parse_index_key(&ik).unwrap(),
+            (s, &padded[..], r.terms.unit_price)
+        );
         assert!(parse_index_key(&ik[1..]).is_err());
 
         let p = bid_window_prefix(&s, 9);
