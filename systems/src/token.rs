@@ -189,10 +189,23 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn be_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_be_bytes(a)
+/// Calls `f` on every stored state object under `prefix`, in key order,
+/// stopping at the first error `f` returns.
+fn scan(
+    store: &Store,
+    chain_id: u32,
+    prefix: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), TokenError>,
+) -> Result<(), TokenError> {
+    let mut err = None;
+    store.scan_prefix(chain_id, ObjectTable::State, prefix, |k, v| match f(k, v) {
+        Ok(()) => true,
+        Err(e) => {
+            err = Some(e);
+            false
+        }
+    })?;
+    err.map_or(Ok(()), Err)
 }
 
 fn state_write(key: Vec<u8>, value: Option<Vec<u8>>) -> ObjectWrite {
@@ -477,15 +490,14 @@ impl BidKey {
     }
 
     fn decode(k: &[u8]) -> Result<Self, TokenError> {
-        let rest = k
-            .strip_prefix(BID_PREFIX)
-            .filter(|r| r.len() == 20)
-            .ok_or_else(|| corrupt("tok/bid", "malformed key"))?;
-        let mut index = [0u8; 4];
-        index.copy_from_slice(&rest[16..]);
+        let malformed = || corrupt("tok/bid", "malformed key");
+        let rest = k.strip_prefix(BID_PREFIX).ok_or_else(malformed)?;
+        let (epoch, rest) = rest.split_first_chunk::<8>().ok_or_else(malformed)?;
+        let (height, rest) = rest.split_first_chunk::<8>().ok_or_else(malformed)?;
+        let index: [u8; 4] = rest.try_into().map_err(|_| malformed())?;
         Ok(Self {
-            epoch: be_u64(rest),
-            height: be_u64(&rest[8..]),
+            epoch: u64::from_be_bytes(*epoch),
+            height: u64::from_be_bytes(*height),
             index: u32::from_be_bytes(index),
         })
     }
@@ -632,26 +644,14 @@ pub fn reports(
     let mut prefix = REPORT_PREFIX.to_vec();
     prefix.extend_from_slice(&epoch.to_be_bytes());
     let mut out = Vec::new();
-    let mut err = None;
-    store.scan_prefix(chain_id, ObjectTable::State, &prefix, |k, v| {
-        match (k.len() == prefix.len() + 32, decode_amount("tok/rep", v)) {
-            (true, Ok(x)) => {
-                let mut oracle = [0u8; 32];
-                oracle.copy_from_slice(&k[prefix.len()..]);
-                out.push((oracle, x));
-                true
-            }
-            (false, _) => {
-                err = Some(corrupt("tok/rep", "malformed key"));
-                false
-            }
-            (_, Err(e)) => {
-                err = Some(e);
-                false
-            }
-        }
+    scan(store, chain_id, &prefix, |k, v| {
+        let oracle: AccountId = k[prefix.len()..]
+            .try_into()
+            .map_err(|_| corrupt("tok/rep", "malformed key"))?;
+        out.push((oracle, decode_amount("tok/rep", v)?));
+        Ok(())
     })?;
-    err.map_or(Ok(out), Err)
+    Ok(out)
 }
 
 /// The INT and GAS the auction's stored bids escrow (what the supply's
@@ -689,23 +689,11 @@ pub fn auction_result(
 /// Every stored bid, in key order (epoch, height, index).
 fn stored_bids(store: &Store, chain_id: u32) -> Result<Vec<(BidKey, StoredBid)>, TokenError> {
     let mut out = Vec::new();
-    let mut err = None;
-    store.scan_prefix(
-        chain_id,
-        ObjectTable::State,
-        BID_PREFIX,
-        |k, v| match BidKey::decode(k).and_then(|key| Ok((key, StoredBid::decode(v)?))) {
-            Ok(x) => {
-                out.push(x);
-                true
-            }
-            Err(e) => {
-                err = Some(e);
-                false
-            }
-        },
-    )?;
-    err.map_or(Ok(out), Err)
+    scan(store, chain_id, BID_PREFIX, |k, v| {
+        out.push((BidKey::decode(k)?, StoredBid::decode(v)?));
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -1005,7 +993,7 @@ fn burn(
 }
 
 /// Fixes the price of `epoch` (its first block) from the reports of the
-/// epoch before, deletes every stored report, and returns the price:
+/// epoch before, deletes those reports, and returns the price:
 /// `None` only on a chain that never had one (a genesis without a price
 /// record) and got no reports.
 fn fix_price(
@@ -1018,34 +1006,12 @@ fn fix_price(
     if before.is_some_and(|b| b.epoch >= epoch) {
         return Err(corrupt("tok/price", "fixed for a later epoch"));
     }
+    // Only the epoch before has reports: every epoch's first block deletes
+    // the reports it fixes the price from.
     let mut last = Vec::new();
-    let mut keys = Vec::new();
-    let mut err = None;
-    store.scan_prefix(chain_id, ObjectTable::State, REPORT_PREFIX, |k, v| {
-        if k.len() != REPORT_PREFIX.len() + 8 + 32 {
-            err = Some(corrupt("tok/rep", "malformed key"));
-            return false;
-        }
-        let e = be_u64(&k[REPORT_PREFIX.len()..]);
-        match decode_amount("tok/rep", v) {
-            Ok(x) => {
-                if e + 1 == epoch {
-                    last.push(x);
-                }
-                keys.push(k.to_vec());
-                true
-            }
-            Err(er) => {
-                err = Some(er);
-                false
-            }
-        }
-    })?;
-    if let Some(e) = err {
-        return Err(e);
-    }
-    for k in keys {
-        fx.writes.insert(k, None);
+    for (oracle, x) in reports(store, chain_id, epoch - 1)? {
+        fx.writes.insert(report_key(epoch - 1, &oracle), None);
+        last.push(x);
     }
     let Some(int_per_fiat) = median(&mut last).or(before.map(|b| b.int_per_fiat)) else {
         return Ok(None);
