@@ -79,6 +79,15 @@ impl TxWork<'_> {
             _ => return None,
         })
     }
+
+    /// The channel or order this transaction opens on `sku`.
+    fn deal(&self, sku: &SkuRef) -> DealRef {
+        DealRef {
+            sku: *sku,
+            buyer: self.sender,
+            nonce: self.nonce,
+        }
+    }
 }
 
 /// What the block needs from outside the groups.
@@ -397,6 +406,12 @@ impl Cx<'_, '_> {
         self.credit(to, amount);
     }
 
+    /// Returns what is left of `lock` to `to` (the sender).
+    fn refund_rest(&mut self, lock: &mut Lock, to: AccountId) {
+        let rest = lock.left;
+        self.pay(lock, to, rest);
+    }
+
     /// Puts `amount` of `lock` into an escrow object.
     fn hold(&mut self, lock: &mut Lock, amount: u128) -> Result<(), MarketError> {
         lock.left = lock
@@ -477,14 +492,64 @@ impl Cx<'_, '_> {
             .transpose()
     }
 
-    /// `pk`'s registered key, if it has one that decodes.
-    fn account_key(&self, id: &AccountId) -> Result<Option<PublicKey>, MarketError> {
+    /// Whether `sig` is the deal's buyer's signature of `msg` (under its
+    /// registered key; `false` without one that decodes).
+    fn buyer_signed(&self, d: &DealRef, msg: &[u8], sig: &[u8; 48]) -> Result<bool, MarketError> {
         Ok(self
             .env
             .store
-            .account(self.env.chain_id, id)?
+            .account(self.env.chain_id, &d.buyer)?
             .and_then(|r| r.public_key)
-            .and_then(|pk| PublicKey::from_bytes(&pk).ok()))
+            .and_then(|pk| PublicKey::from_bytes(&pk).ok())
+            .is_some_and(|pk| verify(&pk, msg, sig)))
+    }
+
+    /// A listed SKU of `model` whose authority admits `buyer` to a plain
+    /// purchase (the checks every purchase starts with), or the status
+    /// that refuses.
+    fn offered(
+        &self,
+        s: &SkuRef,
+        model: PriceModel,
+        buyer: &AccountId,
+    ) -> Result<Result<SkuRecord, TxStatus>, MarketError> {
+        Ok(self.live(s)?.and_then(|r| {
+            if r.terms.model != model {
+                Err(TxStatus::WrongModel)
+            } else {
+                admits(&r, buyer).map(|()| r)
+            }
+        }))
+    }
+
+    /// Opens `r`'s next auction window, `period_blocks` from this height,
+    /// and schedules its close; `false` (nothing changed) when the height
+    /// would overflow.
+    fn open_window(&mut self, s: &SkuRef, r: &mut SkuRecord) -> bool {
+        let Some(end) = self.env.height.checked_add(r.terms.period_blocks as u64) else {
+            return false;
+        };
+        r.window_end = end;
+        self.put(due_key(end, &Timer::AuctionClose(*s)), due_value());
+        true
+    }
+
+    /// Deletes a window's bids; their bidders and records, in key order.
+    fn take_window_bids(
+        &mut self,
+        s: &SkuRef,
+        window_end: u64,
+    ) -> Result<Vec<(AccountId, BidRecord)>, MarketError> {
+        let mut out = Vec::new();
+        for (k, v) in self
+            .ov
+            .scan(ObjectTable::State, &bid_window_prefix(s, window_end))?
+        {
+            let (_, bidder, _) = parse_bid_key(&k)?;
+            out.push((bidder, BidRecord::decode(&v)?));
+            self.del(k);
+        }
+        Ok(out)
     }
 
     fn kind_known(&self, kind: u16) -> Result<bool, MarketError> {
@@ -623,7 +688,6 @@ macro_rules! check {
 
 fn list(cx: &mut Cx<'_, '_>, s: &SkuRef, l: &SkuListing) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
-    let h = cx.env.height;
     ensure!(cx.kind_known(l.kind)?, S::InvalidArgument);
     ensure!(l.capacity > 0, S::InvalidArgument);
     ensure!(
@@ -631,15 +695,7 @@ fn list(cx: &mut Cx<'_, '_>, s: &SkuRef, l: &SkuListing) -> Result<TxStatus, Mar
         S::InvalidArgument
     );
     ensure!(cx.sku(s)?.is_none(), S::InvalidArgument);
-    let window_end = if l.terms.model == PriceModel::Auction {
-        check!(
-            h.checked_add(l.terms.period_blocks as u64)
-                .ok_or(S::InvalidArgument)
-        )
-    } else {
-        0
-    };
-    let rec = SkuRecord {
+    let mut rec = SkuRecord {
         kind: l.kind,
         unit: l.unit,
         terms: l.terms,
@@ -649,14 +705,14 @@ fn list(cx: &mut Cx<'_, '_>, s: &SkuRef, l: &SkuListing) -> Result<TxStatus, Mar
         allow: l.allow.clone(),
         clusters: l.clusters.clone(),
         metadata_hash: l.metadata_hash,
-        listed_height: h,
+        listed_height: cx.env.height,
         delisted: false,
-        window_end,
+        window_end: 0,
     };
-    cx.save_sku(s, None, &rec);
-    if window_end != 0 {
-        cx.put(due_key(window_end, &Timer::AuctionClose(*s)), due_value());
+    if l.terms.model == PriceModel::Auction {
+        ensure!(cx.open_window(s, &mut rec), S::InvalidArgument);
     }
+    cx.save_sku(s, None, &rec);
     Ok(S::Ok)
 }
 
@@ -678,14 +734,7 @@ fn update(
     new.terms.unit_price = unit_price;
     if new.terms.model == PriceModel::Auction && new.window_end == 0 && capacity > 0 {
         // Capacity again after a window closed with none: a new window.
-        let end = check!(
-            cx.env
-                .height
-                .checked_add(new.terms.period_blocks as u64)
-                .ok_or(TxStatus::InvalidArgument)
-        );
-        new.window_end = end;
-        cx.put(due_key(end, &Timer::AuctionClose(*s)), due_value());
+        ensure!(cx.open_window(s, &mut new), TxStatus::InvalidArgument);
     }
     cx.save_sku(s, Some(&old), &new);
     Ok(TxStatus::Ok)
@@ -710,12 +759,8 @@ fn delist(cx: &mut Cx<'_, '_>, s: &SkuRef, t: &TxWork<'_>) -> Result<TxStatus, M
 
 /// Returns every bid of a window to its bidder and deletes it.
 fn refund_window(cx: &mut Cx<'_, '_>, s: &SkuRef, window_end: u64) -> Result<(), MarketError> {
-    let prefix = bid_window_prefix(s, window_end);
-    for (k, v) in cx.ov.scan(ObjectTable::State, &prefix)? {
-        let (bidder, _) = parse_bid_key(&prefix, &k)?;
-        let b = BidRecord::decode(&v)?;
+    for (bidder, b) in cx.take_window_bids(s, window_end)? {
         cx.release(bidder, b.held())?;
-        cx.del(k);
     }
     Ok(())
 }
@@ -733,16 +778,10 @@ fn priced(
 ) -> Result<Result<(SkuRecord, u128), TxStatus>, MarketError> {
     use TxStatus as S;
     let refuse = |st| Ok(Err(st));
-    let old = match cx.live(s)? {
+    let old = match cx.offered(s, model, &t.sender)? {
         Ok(v) => v,
         Err(st) => return refuse(st),
     };
-    if old.terms.model != model {
-        return refuse(S::WrongModel);
-    }
-    if let Err(st) = admits(&old, &t.sender) {
-        return refuse(st);
-    }
     if qty == 0 {
         return refuse(S::InvalidArgument);
     }
@@ -769,8 +808,7 @@ fn buy(
     use TxStatus as S;
     let (old, cost) = check!(priced(cx, s, t, PriceModel::PriceTag, qty, max_unit_price)?);
     cx.pay(lock, s.seller, cost);
-    let rest = lock.left;
-    cx.pay(lock, t.sender, rest);
+    cx.refund_rest(lock, t.sender);
     let new = SkuRecord {
         capacity: old.capacity - qty,
         ..old.clone()
@@ -788,9 +826,7 @@ fn open_channel(
     expiry: u64,
 ) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
-    let sku = check!(cx.live(s)?);
-    ensure!(sku.terms.model == PriceModel::Metered, S::WrongModel);
-    check!(admits(&sku, &t.sender));
+    let sku = check!(cx.offered(s, PriceModel::Metered, &t.sender)?);
     ensure!(deposit >= sku.terms.unit_price, S::DepositTooSmall);
     ensure!(deposit > 0, S::InvalidArgument);
     ensure!(expiry > cx.env.height, S::ChannelExpired);
@@ -808,11 +844,7 @@ fn open_channel(
             .and_then(|x| x.checked_add(1))
             .ok_or(S::InvalidArgument)
     );
-    let d = DealRef {
-        sku: *s,
-        buyer: t.sender,
-        nonce: t.nonce,
-    };
+    let d = t.deal(s);
     ensure!(cx.channel(&d)?.is_none(), S::InvalidArgument);
     cx.hold(lock, deposit)?;
     cx.put(chan_key(&d), c.encode());
@@ -837,10 +869,7 @@ fn claim(
     ensure!(sequence > c.last_sequence, S::StaleReceipt);
     ensure!(c.paid <= amount && amount <= c.deposit, S::BadReceiptAmount);
     let msg = channel_receipt_message(cx.env.chain_id, d, amount, sequence);
-    let signed = cx
-        .account_key(&d.buyer)?
-        .is_some_and(|pk| verify(&pk, &msg, sig));
-    ensure!(signed, S::BadSignature);
+    ensure!(cx.buyer_signed(d, &msg, sig)?, S::BadSignature);
     cx.release(d.sku.seller, amount - c.paid)?;
     let new = ChannelRecord {
         paid: amount,
@@ -870,9 +899,7 @@ fn place_bid(
     window_end: u64,
 ) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
-    let sku = check!(cx.live(s)?);
-    ensure!(sku.terms.model == PriceModel::Auction, S::WrongModel);
-    check!(admits(&sku, &t.sender));
+    let sku = check!(cx.offered(s, PriceModel::Auction, &t.sender)?);
     ensure!(qty >= 1, S::InvalidArgument);
     ensure!(
         sku.window_end != 0 && window_end == sku.window_end && cx.env.height < window_end,
@@ -901,31 +928,26 @@ fn close_auction(cx: &mut Cx<'_, '_>, s: &SkuRef, at: u64) -> Result<(), MarketE
         // A window that delisting (or a stale entry) already closed.
         return Ok(());
     }
-    let prefix = bid_window_prefix(s, at);
-    let mut bids = Vec::new();
-    let mut holders = Vec::new();
-    for (k, v) in cx.ov.scan(ObjectTable::State, &prefix)? {
-        let (bidder, _) = parse_bid_key(&prefix, &k)?;
-        let b = BidRecord::decode(&v)?;
-        bids.push(Bid {
+    let taken = cx.take_window_bids(s, at)?;
+    let bids: Vec<Bid<(u64, u32)>> = taken
+        .iter()
+        .map(|(_, b)| Bid {
             key: (b.height, b.index),
             qty: b.qty,
             unit_price: b.unit_price,
-        });
-        holders.push((bidder, b.held()));
-        cx.del(k);
-    }
+        })
+        .collect();
     let c = clear_uniform(&bids, old.capacity);
     let mut to_seller: u128 = 0;
-    for ((bidder, held), fill) in holders.iter().zip(&c.fills) {
+    for ((bidder, b), fill) in taken.iter().zip(&c.fills) {
         let paid = match c.price {
             // fill ≤ qty and price ≤ the bid's price: paid ≤ held.
             Some(p) if *fill > 0 => *fill as u128 * p,
             _ => 0,
         };
-        assert!(paid <= *held, "a winner pays at most its bid");
+        assert!(paid <= b.held(), "a winner pays at most its bid");
         to_seller = to_seller.checked_add(paid).ok_or(MarketError::Overflow)?;
-        cx.release(*bidder, held - paid)?;
+        cx.release(*bidder, b.held() - paid)?;
     }
     cx.release(s.seller, to_seller)?;
     let mut new = SkuRecord {
@@ -933,12 +955,9 @@ fn close_auction(cx: &mut Cx<'_, '_>, s: &SkuRef, at: u64) -> Result<(), MarketE
         window_end: 0,
         ..old.clone()
     };
-    if !new.delisted
-        && new.capacity > 0
-        && let Some(end) = cx.env.height.checked_add(new.terms.period_blocks as u64)
-    {
-        new.window_end = end;
-        cx.put(due_key(end, &Timer::AuctionClose(*s)), due_value());
+    if !new.delisted && new.capacity > 0 {
+        // No next window when the height would overflow.
+        cx.open_window(s, &mut new);
     }
     cx.save_sku(s, Some(&old), &new);
     Ok(())
@@ -960,15 +979,10 @@ fn order(
             .checked_add(old.terms.period_blocks as u64)
             .ok_or(S::InvalidArgument)
     );
-    let d = DealRef {
-        sku: *s,
-        buyer: t.sender,
-        nonce: t.nonce,
-    };
+    let d = t.deal(s);
     ensure!(cx.order(&d)?.is_none(), S::InvalidArgument);
     cx.hold(lock, cost)?;
-    let rest = lock.left;
-    cx.pay(lock, t.sender, rest);
+    cx.refund_rest(lock, t.sender);
     let o = OrderRecord {
         qty,
         confirmed: 0,
@@ -1004,14 +1018,11 @@ fn confirm(
     if !by_buyer {
         // The buyer attests the cumulative units used, so an attestation
         // releases once.
-        let msg = usage_attestation_message(cx.env.chain_id, d, total);
-        let signed = match attestation {
-            Some(sig) => cx
-                .account_key(&d.buyer)?
-                .is_some_and(|pk| verify(&pk, &msg, sig)),
-            None => false,
+        let Some(sig) = attestation else {
+            return Ok(S::BadSignature);
         };
-        ensure!(signed, S::BadSignature);
+        let msg = usage_attestation_message(cx.env.chain_id, d, total);
+        ensure!(cx.buyer_signed(d, &msg, sig)?, S::BadSignature);
     }
     cx.release(d.sku.seller, qty as u128 * o.unit_price)?;
     if total == o.qty {

@@ -359,17 +359,12 @@ pub fn bids(store: &Store, chain_id: u32, id: &SkuRef) -> Result<Vec<BidView>, M
     let mut bad = None;
     store.scan_prefix(chain_id, ObjectTable::State, &prefix, |k, v| {
         let r = (|| {
-            let rest = &k[prefix.len()..];
-            let we: [u8; 8] = rest
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| corrupt("mkt/bid", "bad key"))?;
-            let (bidder, nonce) = parse_bid_key(&k[..prefix.len() + 8], k)?;
+            let (window_end, bidder, nonce) = parse_bid_key(k)?;
             let b = BidRecord::decode(v)?;
             Ok::<_, MarketError>(BidView {
                 bidder,
                 nonce,
-                window_end: u64::from_be_bytes(we),
+                window_end,
                 qty: b.qty,
                 unit_price: b.unit_price,
                 height: b.height,

@@ -90,17 +90,21 @@ pub(crate) fn bid_key(s: &SkuRef, window_end: u64, bidder: &AccountId, nonce: u6
     ])
 }
 
-/// The bidder and nonce of a bid key under `prefix` (one window's).
-pub(crate) fn parse_bid_key(prefix: &[u8], key: &[u8]) -> Result<(AccountId, u64), MarketError> {
-    let rest = key
-        .strip_prefix(prefix)
-        .filter(|r| r.len() == 40)
-        .ok_or_else(|| corrupt("mkt/bid", "bad key"))?;
-    let mut bidder = [0u8; 32];
-    bidder.copy_from_slice(&rest[..32]);
-    let mut n = [0u8; 8];
-    n.copy_from_slice(&rest[32..]);
-    Ok((bidder, u64::from_be_bytes(n)))
+/// The window end, bidder and nonce of a bid key.
+pub(crate) fn parse_bid_key(key: &[u8]) -> Result<(u64, AccountId, u64), MarketError> {
+    let bad = || corrupt("mkt/bid", "bad key");
+    let rest = key.strip_prefix(BID_PREFIX).ok_or_else(bad)?;
+    let rest: &[u8; 40 + 8 + 32 + 8] = rest.try_into().map_err(|_| bad())?;
+    let (_sku, rest) = rest.split_at(40);
+    let (window_end, rest) = rest.split_at(8);
+    let (bidder, nonce) = rest.split_at(32);
+    // Lengths fixed by the array above.
+    let be = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
+    Ok((
+        be(window_end),
+        bidder.try_into().expect("32 bytes"),
+        be(nonce),
+    ))
 }
 
 pub(crate) fn kind_key(n: u16) -> Vec<u8> {
@@ -781,11 +785,12 @@ mod tests {
         );
         assert!(parse_index_key(&ik[1..]).is_err());
 
-        let p = bid_window_prefix(&s, 9);
         let bk = bid_key(&s, 9, &[6; 32], 11);
         assert!(bk.len() <= OBJECT_KEY_BYTES_MAX);
-        assert_eq!(parse_bid_key(&p, &bk).unwrap(), ([6; 32], 11));
-        assert!(parse_bid_key(&p, &bk[..bk.len() - 1]).is_err());
+        assert_eq!(parse_bid_key(&bk).unwrap(), (9, [6; 32], 11));
+        assert!(parse_bid_key(&bk[..bk.len() - 1]).is_err());
+        assert!(parse_bid_key(&bk[1..]).is_err());
+        assert!(bk.starts_with(&bid_window_prefix(&s, 9)));
         assert!(bk.starts_with(&bid_sku_prefix(&s)));
     }
 }
