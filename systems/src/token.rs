@@ -67,10 +67,11 @@
 //! auction results grow by one small record per epoch at most.
 //!
 //! Costs: a block without token payloads that does not start an epoch pays
-//! nothing (the configuration is read once per chain). A report is one
-//! write, a burn one read of the supply per block, a bid one read of the
-//! round per block and one write; an epoch's first block scans the reports
-//! (≤ 64) and the bids (≤ [`BIDS_PER_EPOCH_MAX`], sorted once).
+//! nothing (the configuration is read once per chain and not copied per
+//! block). A report is one write, a burn one read of the price and one of
+//! the supply per block, a bid one read of the round per block and one
+//! write; an epoch's first block scans the reports (≤ 64) and the bids
+//! (≤ [`BIDS_PER_EPOCH_MAX`], sorted once).
 
 use std::collections::BTreeMap;
 
@@ -748,29 +749,25 @@ fn apply_token(
     mut fault: ResMut<ExecFault>,
     mut cache: Local<ConfigCache>,
 ) {
-    let cfg = match &cache.0 {
-        Some(c) => c.clone(),
-        None => match load_config(&store.0, ctx.chain_id) {
-            Ok(c) => {
-                cache.0 = Some(c.clone());
-                c
-            }
+    if cache.0.is_none() {
+        match load_config(&store.0, ctx.chain_id) {
+            Ok(c) => cache.0 = Some(c),
             Err(e) => {
                 fault.0 = Some(format!("token: {e}"));
                 return;
             }
-        },
-    };
+        }
+    }
     let mine: Vec<(u32, &PayloadSpec, AccountId)> = deferred
         .0
         .iter()
         .filter(|(i, p)| is_token(p) && outcomes.get(*i).is_some_and(|o| o.status == TxStatus::Ok))
         .filter_map(|(i, p)| {
-            let sender = senders.get(txs.0[*i as usize].sender).ok()?;
+            let sender = senders.get(txs.0.get(*i as usize)?.sender).ok()?;
             Some((*i, p, sender.0))
         })
         .collect();
-    let Some(cfg) = cfg else {
+    let Some(cfg) = cache.0.as_ref().and_then(Option::as_ref) else {
         // No tokens on this chain: refuse, and give back what was locked.
         for (i, p, sender) in mine {
             verdicts.set(i, TxStatus::UnsupportedPayload);
@@ -784,7 +781,7 @@ fn apply_token(
     if mine.is_empty() && !cfg.starts_epoch(ctx.height) {
         return;
     }
-    match execute(&store.0, ctx.chain_id, ctx.height, &cfg, &mine, &verdicts) {
+    match execute(&store.0, ctx.chain_id, ctx.height, cfg, &mine, &verdicts) {
         Ok(fx) => {
             if supply.0.merge(&fx.delta).is_none() {
                 fault.0 = Some("token: block supply delta overflows u128".into());
@@ -846,8 +843,17 @@ fn execute(
         total: None,
     };
     let epoch = cfg.epoch_of(height);
-    let mut price = stored_price(store, chain_id)?;
-    if cfg.starts_epoch(height) {
+    let starts = cfg.starts_epoch(height);
+    // The price, read only where a burn or the epoch's start needs it.
+    let burns = txs
+        .iter()
+        .any(|(_, p, _)| matches!(p, PayloadSpec::BurnForGas { .. }));
+    let mut price = if starts || burns {
+        stored_price(store, chain_id)?
+    } else {
+        None
+    };
+    if starts {
         price = fix_price(store, chain_id, epoch, price, &mut fx)?;
         clear_auctions(store, chain_id, cfg, epoch, &mut room, &mut fx)?;
     }
