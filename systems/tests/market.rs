@@ -496,6 +496,47 @@ fn discovery_filters_by_kind_region_and_price_cheapest_first() {
     assert_eq!(m.query(q(Some(1), "", Some(2), 10)), vec![]);
 }
 
+/// Several changes of one SKU in one block leave exactly one index entry,
+/// at the last price (a stale entry would show the SKU twice).
+#[test]
+fn a_block_of_changes_to_one_sku_leaves_one_index_entry() {
+    let mut m = M::new();
+    let (s, b) = (seller(0), buyer(0));
+    let sku = m.list(&s, listing(PriceModel::PriceTag, 0, 5, 10));
+    let update = |price, cap| PayloadSpec::UpdateSku {
+        sku,
+        unit_price: price,
+        capacity: cap,
+        metadata_hash: [0; 32],
+    };
+    let all = || SkuQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    // Price up, sold out, back at another price, one unit bought.
+    let txs = vec![
+        m.tx(&s, update(9, 10)).0,
+        m.tx(&s, update(9, 0)).0,
+        m.tx(&s, update(6, 4)).0,
+        m.tx(&b, buy(sku, 1, 6)).0,
+    ];
+    assert_eq!(m.block(txs), vec![TxStatus::Ok; 4]);
+    assert_eq!(m.query(all()), vec![(sku, 6)]);
+    assert_eq!(m.sku(&sku).capacity, 3);
+    // Sold out and back in one block at the committed price.
+    let txs = vec![m.tx(&b, buy(sku, 3, 6)).0, m.tx(&s, update(6, 2)).0];
+    assert_eq!(m.block(txs), vec![TxStatus::Ok; 2]);
+    assert_eq!(m.query(all()), vec![(sku, 6)]);
+    // Bought out and delisted in one block: gone.
+    let txs = vec![
+        m.tx(&b, buy(sku, 2, 6)).0,
+        m.tx(&s, PayloadSpec::DelistSku { sku }).0,
+    ];
+    assert_eq!(m.block(txs), vec![TxStatus::Ok; 2]);
+    assert_eq!(m.query(all()), vec![]);
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 36);
+}
+
 // ---------------------------------------------------------------------------
 // CPP.
 // ---------------------------------------------------------------------------

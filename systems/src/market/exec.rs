@@ -370,9 +370,23 @@ impl<'a> Overlay<'a> {
 
 struct Cx<'e, 'a> {
     env: &'e Env<'a>,
+    /// The group's SKU.
+    s: SkuRef,
+    /// The group's SKU record, read and decoded on first use and written
+    /// back once, at the end of the group ([`Cx::finish`]).
+    sku: Option<SkuSlot>,
     ov: Overlay<'a>,
     credits: Vec<Credit>,
     delta: SupplyDelta,
+}
+
+struct SkuSlot {
+    /// The index key of the committed record (`None`: not indexed).
+    committed_ix: Option<Vec<u8>>,
+    /// The record as this block's transactions left it so far.
+    now: Option<SkuRecord>,
+    /// Whether `now` was saved since it was read.
+    dirty: bool,
 }
 
 /// What is left of one transaction's lock while its handler disposes of it.
@@ -451,33 +465,66 @@ impl Cx<'_, '_> {
         self.ov.del(ObjectTable::State, key);
     }
 
-    fn sku(&self, s: &SkuRef) -> Result<Option<SkuRecord>, MarketError> {
-        self.state(&sku_key(s))?
-            .map(|b| SkuRecord::decode(&b))
-            .transpose()
+    /// The group's SKU (`s`) as this block left it so far.
+    fn sku(&mut self, s: &SkuRef) -> Result<Option<SkuRecord>, MarketError> {
+        debug_assert_eq!(*s, self.s, "a group touches only its own SKU");
+        if self.sku.is_none() {
+            let r = stored(
+                self.env.store,
+                self.env.chain_id,
+                &sku_key(s),
+                SkuRecord::decode,
+            )?;
+            self.sku = Some(SkuSlot {
+                committed_ix: r.as_ref().filter(|r| r.indexed()).map(|r| index_key(s, r)),
+                now: r,
+                dirty: false,
+            });
+        }
+        Ok(self.sku.as_ref().and_then(|x| x.now.clone()))
     }
 
     /// A listed (not delisted) SKU, or `UnknownSku`.
-    fn live(&self, s: &SkuRef) -> Result<Result<SkuRecord, TxStatus>, MarketError> {
+    fn live(&mut self, s: &SkuRef) -> Result<Result<SkuRecord, TxStatus>, MarketError> {
         Ok(match self.sku(s)? {
             Some(r) if !r.delisted => Ok(r),
             _ => Err(TxStatus::UnknownSku),
         })
     }
 
-    /// Stores a SKU and keeps its index entry in step.
-    fn save_sku(&mut self, s: &SkuRef, old: Option<&SkuRecord>, new: &SkuRecord) {
-        let old_ix = old.filter(|r| r.indexed()).map(|r| index_key(s, r));
-        let new_ix = new.indexed().then(|| index_key(s, new));
-        if old_ix != new_ix {
-            if let Some(k) = old_ix {
-                self.ov.del(ObjectTable::Derived, k);
+    /// Saves the group's SKU (read first with [`Cx::sku`]); it is stored,
+    /// and its index entry moved, at the end of the group.
+    fn save_sku(&mut self, s: &SkuRef, new: SkuRecord) {
+        debug_assert_eq!(*s, self.s, "a group touches only its own SKU");
+        let slot = self.sku.as_mut().expect("a SKU is read before it is saved");
+        slot.now = Some(new);
+        slot.dirty = true;
+    }
+
+    /// The group's writes: its SKU, once, with its index entry in step.
+    fn finish(mut self) -> Output {
+        if let Some(SkuSlot {
+            committed_ix,
+            now: Some(r),
+            dirty: true,
+        }) = self.sku.take()
+        {
+            let ix = r.indexed().then(|| index_key(&self.s, &r));
+            if committed_ix != ix {
+                if let Some(k) = committed_ix {
+                    self.ov.del(ObjectTable::Derived, k);
+                }
+                if let Some(k) = ix {
+                    self.ov.put(ObjectTable::Derived, k, Vec::new());
+                }
             }
-            if let Some(k) = new_ix {
-                self.ov.put(ObjectTable::Derived, k, Vec::new());
-            }
+            self.put(sku_key(&self.s), r.encode());
         }
-        self.put(sku_key(s), new.encode());
+        Output {
+            writes: self.ov.into_writes(),
+            credits: self.credits,
+            delta: self.delta,
+        }
     }
 
     fn channel(&self, d: &DealRef) -> Result<Option<ChannelRecord>, MarketError> {
@@ -508,7 +555,7 @@ impl Cx<'_, '_> {
     /// purchase (the checks every purchase starts with), or the status
     /// that refuses.
     fn offered(
-        &self,
+        &mut self,
         s: &SkuRef,
         model: PriceModel,
         buyer: &AccountId,
@@ -586,6 +633,8 @@ fn run_group(
 ) -> Result<Output, MarketError> {
     let mut cx = Cx {
         env,
+        s: *s,
+        sku: None,
         ov: Overlay {
             store: env.store,
             chain_id: env.chain_id,
@@ -605,11 +654,7 @@ fn run_group(
     for t in txs {
         run_tx(&mut cx, s, t)?;
     }
-    Ok(Output {
-        writes: cx.ov.into_writes(),
-        credits: cx.credits,
-        delta: cx.delta,
-    })
+    Ok(cx.finish())
 }
 
 /// Decides one transaction and disposes of its lock.
@@ -712,7 +757,7 @@ fn list(cx: &mut Cx<'_, '_>, s: &SkuRef, l: &SkuListing) -> Result<TxStatus, Mar
     if l.terms.model == PriceModel::Auction {
         ensure!(cx.open_window(s, &mut rec), S::InvalidArgument);
     }
-    cx.save_sku(s, None, &rec);
+    cx.save_sku(s, rec);
     Ok(S::Ok)
 }
 
@@ -729,14 +774,14 @@ fn update(
     let mut new = SkuRecord {
         capacity,
         metadata_hash,
-        ..old.clone()
+        ..old
     };
     new.terms.unit_price = unit_price;
     if new.terms.model == PriceModel::Auction && new.window_end == 0 && capacity > 0 {
         // Capacity again after a window closed with none: a new window.
         ensure!(cx.open_window(s, &mut new), TxStatus::InvalidArgument);
     }
-    cx.save_sku(s, Some(&old), &new);
+    cx.save_sku(s, new);
     Ok(TxStatus::Ok)
 }
 
@@ -746,14 +791,14 @@ fn delist(cx: &mut Cx<'_, '_>, s: &SkuRef, t: &TxWork<'_>) -> Result<TxStatus, M
     let new = SkuRecord {
         delisted: true,
         window_end: 0,
-        ..old.clone()
+        ..old
     };
     if old.window_end != 0 {
         // The open window's bids go back at once; its close is cancelled.
         refund_window(cx, s, old.window_end)?;
         cx.del(due_key(old.window_end, &Timer::AuctionClose(*s)));
     }
-    cx.save_sku(s, Some(&old), &new);
+    cx.save_sku(s, new);
     Ok(TxStatus::Ok)
 }
 
@@ -811,9 +856,9 @@ fn buy(
     cx.refund_rest(lock, t.sender);
     let new = SkuRecord {
         capacity: old.capacity - qty,
-        ..old.clone()
+        ..old
     };
-    cx.save_sku(s, Some(&old), &new);
+    cx.save_sku(s, new);
     Ok(S::Ok)
 }
 
@@ -953,13 +998,13 @@ fn close_auction(cx: &mut Cx<'_, '_>, s: &SkuRef, at: u64) -> Result<(), MarketE
     let mut new = SkuRecord {
         capacity: old.capacity - c.sold,
         window_end: 0,
-        ..old.clone()
+        ..old
     };
     if !new.delisted && new.capacity > 0 {
         // No next window when the height would overflow.
         cx.open_window(s, &mut new);
     }
-    cx.save_sku(s, Some(&old), &new);
+    cx.save_sku(s, new);
     Ok(())
 }
 
@@ -993,9 +1038,9 @@ fn order(
     cx.put(due_key(timeout, &Timer::OrderTimeout(d)), due_value());
     let new = SkuRecord {
         capacity: old.capacity - qty,
-        ..old.clone()
+        ..old
     };
-    cx.save_sku(s, Some(&old), &new);
+    cx.save_sku(s, new);
     Ok(S::Ok)
 }
 
@@ -1049,9 +1094,9 @@ fn time_out_order(cx: &mut Cx<'_, '_>, d: &DealRef) -> Result<(), MarketError> {
     if let Some(old) = cx.sku(&d.sku)? {
         let new = SkuRecord {
             capacity: old.capacity.saturating_add(o.remaining()),
-            ..old.clone()
+            ..old
         };
-        cx.save_sku(&d.sku, Some(&old), &new);
+        cx.save_sku(&d.sku, new);
     }
     Ok(())
 }

@@ -88,8 +88,9 @@
 //! # Costs
 //!
 //! A block without market transactions or due timers pays one B-tree seek
-//! (`mkt/due/`). A purchase is one SKU read and write plus its index entry;
-//! a claim or a seller's confirmation also one account read and one BLS
+//! (`mkt/due/`). A SKU's group reads and decodes the SKU once, and writes
+//! it and moves its index entry once, however many of the block's
+//! transactions and timers change it; a claim or a seller's confirmation also one account read and one BLS
 //! verification (about a millisecond; groups verify in parallel). An
 //! auction close reads and deletes its window's bids (linear in their
 //! number, plus a sort). A query scans the index range of its kind and
