@@ -58,7 +58,7 @@
 //! | `tok/price` | version, epoch, INT per fiat unit in force |
 //! | `tok/hist/` ‖ !epoch (u64 BE, inverted) | version, INT per fiat unit from that epoch on (written when it changes) |
 //! | `tok/rep/` ‖ epoch (u64 BE) ‖ oracle | version, INT per fiat unit reported |
-//! | `tok/round` | version, epoch, bids, INT escrowed (the open auction's counters) |
+//! | `tok/round` | version, epoch, bids (the open auction's bid count) |
 //! | `tok/bid/` ‖ epoch (u64 BE) ‖ height (u64 BE) ‖ tx index (u32 BE) | version, bidder, lots, INT per lot |
 //! | `tok/auction/` ‖ !epoch (u64 BE, inverted) | [`AuctionResult`] of an epoch that had bids |
 //!
@@ -77,12 +77,12 @@ use std::collections::BTreeMap;
 
 use bevy_ecs::prelude::*;
 use int_engine::storage::{ObjectTable, ObjectWrite, StorageError, Store};
-use int_engine::supply::{SUPPLY_KEY, Supply, SupplyDelta};
+use int_engine::supply::{SUPPLY_KEY, Supply, SupplyDelta, escrow_add};
 use int_engine::world::{
     AccountKey, BlockContext, BlockSupply, BlockTxs, Credit, Credits, DeferredPayloads, ExecFault,
     ObjectWrites, Outcomes, PayloadVerdicts, Plugin, Stage, StoreHandle,
 };
-use int_schemas::market::GAS_PER_FIAT;
+use int_schemas::market::{GAS_PER_FIAT, total};
 use int_schemas::wire::TxStatus;
 use int_schemas::{AccountId, Escrow, PayloadSpec};
 
@@ -437,22 +437,20 @@ fn report_key(epoch: u64, oracle: &AccountId) -> Vec<u8> {
     k
 }
 
-/// The open auction's counters: which epoch, how many bids, how much INT
-/// they escrow.
+/// The open auction's counter: which epoch, how many bids (the INT they
+/// escrow is the supply's `int_escrow`, not kept twice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Round {
     epoch: u64,
     bids: u32,
-    escrow: u128,
 }
 
 impl Round {
     fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(29);
+        let mut v = Vec::with_capacity(13);
         v.push(VERSION);
         v.extend_from_slice(&self.epoch.to_le_bytes());
         v.extend_from_slice(&self.bids.to_le_bytes());
-        v.extend_from_slice(&self.escrow.to_le_bytes());
         v
     }
 
@@ -462,7 +460,6 @@ impl Round {
         let round = Self {
             epoch: r.u64()?,
             bids: r.u32()?,
-            escrow: r.u128()?,
         };
         r.end()?;
         if round.bids > BIDS_PER_EPOCH_MAX {
@@ -539,7 +536,7 @@ impl StoredBid {
         if bid.lots == 0 || bid.int_per_lot == 0 {
             return Err(corrupt(KEY, "empty bid"));
         }
-        if bid.int_per_lot.checked_mul(bid.lots as u128).is_none() {
+        if total(bid.lots, bid.int_per_lot).is_none() {
             return Err(corrupt(KEY, "escrow overflows u128"));
         }
         Ok(bid)
@@ -857,7 +854,7 @@ fn execute(
         price = fix_price(store, chain_id, epoch, price, &mut fx)?;
         clear_auctions(store, chain_id, cfg, epoch, &mut room, &mut fx)?;
     }
-    // The open auction's counters, read when a bid first needs them.
+    // The open auction's bid count, read when a bid first needs it.
     let mut round: Option<Round> = None;
 
     for &(i, payload, sender) in txs {
@@ -895,37 +892,29 @@ fn execute(
                         Some(r) => r,
                         None => open_round(store, chain_id, epoch)?,
                     };
-                    let escrow = r.escrow.checked_add(locked.int);
-                    match escrow {
-                        Some(escrow) if r.bids < BIDS_PER_EPOCH_MAX => {
-                            let key = BidKey {
-                                epoch,
-                                height,
-                                index: i,
-                            };
-                            let bid = StoredBid {
-                                bidder: sender,
-                                lots,
-                                int_per_lot,
-                            };
-                            fx.writes.insert(key.encode(), Some(bid.encode()));
-                            fx.delta.escrowed.int =
-                                fx.delta
-                                    .escrowed
-                                    .int
-                                    .checked_add(locked.int)
-                                    .ok_or_else(|| corrupt("tok/round", "escrow overflows"))?;
-                            round = Some(Round {
-                                epoch,
-                                bids: r.bids + 1,
-                                escrow,
-                            });
-                            TxStatus::Ok
-                        }
-                        _ => {
-                            round = Some(r);
-                            TxStatus::AuctionClosed
-                        }
+                    if r.bids < BIDS_PER_EPOCH_MAX {
+                        let key = BidKey {
+                            epoch,
+                            height,
+                            index: i,
+                        };
+                        let bid = StoredBid {
+                            bidder: sender,
+                            lots,
+                            int_per_lot,
+                        };
+                        fx.writes.insert(key.encode(), Some(bid.encode()));
+                        // The locks were taken from accounts, so their sum fits.
+                        fx.delta.escrowed = escrow_add(fx.delta.escrowed, locked)
+                            .ok_or_else(|| corrupt("ledger/supply", "escrow overflows u128"))?;
+                        round = Some(Round {
+                            epoch,
+                            bids: r.bids + 1,
+                        });
+                        TxStatus::Ok
+                    } else {
+                        round = Some(r);
+                        TxStatus::AuctionClosed
                     }
                 }
             }
@@ -945,7 +934,7 @@ fn execute(
     Ok(fx)
 }
 
-/// The counters of `epoch`'s auction (zero if the stored round is an
+/// The bid count of `epoch`'s auction (zero if the stored round is an
 /// older epoch's, which the epoch's first block has cleared).
 fn open_round(store: &Store, chain_id: u32, epoch: u64) -> Result<Round, TokenError> {
     let stored = store
@@ -1043,10 +1032,9 @@ pub fn median(xs: &mut [u128]) -> Option<u128> {
     Some(xs[(xs.len() - 1) / 2])
 }
 
-/// Clears the stored auctions of epochs before `epoch` (the one of
-/// `epoch − 1`, at the first block of `epoch`): burns what the winners
-/// pay, mints and credits their GAS, refunds the rest of every bid,
-/// records the result and deletes the bids.
+/// Clears the auction of `epoch − 1` at the first block of `epoch`: burns
+/// what the winners pay, mints and credits their GAS, refunds the rest of
+/// every bid, records the result and deletes the bids and the round.
 fn clear_auctions(
     store: &Store,
     chain_id: u32,
@@ -1059,80 +1047,72 @@ fn clear_auctions(
     if bids.is_empty() {
         return Ok(());
     }
-    let mut by_epoch: BTreeMap<u64, Vec<(BidKey, StoredBid)>> = BTreeMap::new();
-    for (k, b) in bids {
-        if k.epoch >= epoch {
-            return Err(corrupt("tok/bid", "bid for an epoch not yet closed"));
-        }
-        by_epoch.entry(k.epoch).or_default().push((k, b));
+    // Bids are only accepted for the block's epoch and every epoch's first
+    // block clears them, so all stored bids are of the epoch closing, and
+    // the counter kept while bidding must agree.
+    let closed = epoch - 1;
+    if bids.iter().any(|(k, _)| k.epoch != closed) {
+        return Err(corrupt(
+            "tok/bid",
+            "bid for another epoch than the one closing",
+        ));
     }
-    // The counters kept while bidding must agree with the bids stored.
     let round = store
         .object(chain_id, ObjectTable::State, ROUND_KEY)?
         .map(|b| Round::decode(&b))
         .transpose()?;
-    if let Some(r) = round {
-        let stored = by_epoch.get(&r.epoch).map_or((0, 0), |b| {
-            let escrow = b
-                .iter()
-                .try_fold(0u128, |a, (_, x)| a.checked_add(x.escrow()));
-            (b.len(), escrow.unwrap_or(u128::MAX))
-        });
-        if stored != (r.bids as usize, r.escrow) {
-            return Err(corrupt("tok/round", "counters disagree with the bids"));
-        }
+    if round.is_none_or(|r| r.epoch != closed || r.bids as usize != bids.len()) {
+        return Err(corrupt("tok/round", "counter disagrees with the bids"));
     }
     fx.writes.insert(ROUND_KEY.to_vec(), None);
-    for (e, bids) in by_epoch {
-        // Never mint past u128::MAX: the capacity shrinks to what fits.
-        let fit = room.left(fx.delta.gas_minted)? / GAS_PER_FIAT;
-        let capacity = (cfg.auction_lots_per_epoch as u128).min(fit) as u64;
-        let book: Vec<Bid<(u64, u32)>> = bids
-            .iter()
-            .map(|(k, b)| Bid {
-                key: (k.height, k.index),
-                qty: b.lots,
-                unit_price: b.int_per_lot,
-            })
-            .collect();
-        let c = clear_uniform(&book, capacity);
-        let price = c.price.unwrap_or(0);
-        let mut burned = 0u128;
-        let mut escrow = 0u128;
-        let overflow = || corrupt("tok/bid", "auction amounts overflow u128");
-        for ((k, b), &fill) in bids.iter().zip(&c.fills) {
-            let held = b.escrow();
-            let paid = price * fill as u128; // at most held: price ≤ its bid
-            let gas = fill as u128 * GAS_PER_FIAT;
-            escrow = escrow.checked_add(held).ok_or_else(overflow)?;
-            burned = burned.checked_add(paid).ok_or_else(overflow)?;
-            let amount = Escrow {
-                int: held - paid,
-                gas,
-            };
-            if !amount.is_none() {
-                fx.credits.push(Credit {
-                    to: b.bidder,
-                    amount,
-                });
-            }
-            fx.writes.insert(k.encode(), None);
-        }
-        let minted = c.sold as u128 * GAS_PER_FIAT;
-        let d = &mut fx.delta;
-        d.released.int = d.released.int.checked_add(escrow).ok_or_else(overflow)?;
-        d.int_burned = d.int_burned.checked_add(burned).ok_or_else(overflow)?;
-        d.gas_minted += minted; // within the room computed above
-        let result = AuctionResult {
-            epoch: e,
-            clearing_int_per_lot: c.price.filter(|_| c.sold > 0),
-            lots_sold: c.sold,
-            bids: bids.len() as u32,
-            int_burned: burned,
+    // Never mint past u128::MAX: the capacity shrinks to what fits.
+    let fit = room.left(fx.delta.gas_minted)? / GAS_PER_FIAT;
+    let capacity = (cfg.auction_lots_per_epoch as u128).min(fit) as u64;
+    let book: Vec<Bid<(u64, u32)>> = bids
+        .iter()
+        .map(|(k, b)| Bid {
+            key: (k.height, k.index),
+            qty: b.lots,
+            unit_price: b.int_per_lot,
+        })
+        .collect();
+    let c = clear_uniform(&book, capacity);
+    let price = c.price.unwrap_or(0);
+    let mut burned = 0u128;
+    let mut escrow = 0u128;
+    let overflow = || corrupt("tok/bid", "auction amounts overflow u128");
+    for ((k, b), &fill) in bids.iter().zip(&c.fills) {
+        let held = b.escrow();
+        let paid = price * fill as u128; // at most held: price ≤ its bid
+        let gas = fill as u128 * GAS_PER_FIAT;
+        escrow = escrow.checked_add(held).ok_or_else(overflow)?;
+        burned = burned.checked_add(paid).ok_or_else(overflow)?;
+        let amount = Escrow {
+            int: held - paid,
+            gas,
         };
-        fx.writes
-            .insert(AuctionResult::key(e), Some(result.encode()));
+        if !amount.is_none() {
+            fx.credits.push(Credit {
+                to: b.bidder,
+                amount,
+            });
+        }
+        fx.writes.insert(k.encode(), None);
     }
+    let d = &mut fx.delta;
+    d.released.int = d.released.int.checked_add(escrow).ok_or_else(overflow)?;
+    d.int_burned = d.int_burned.checked_add(burned).ok_or_else(overflow)?;
+    d.gas_minted += c.sold as u128 * GAS_PER_FIAT; // within the room computed above
+    let result = AuctionResult {
+        epoch: closed,
+        // Set exactly when something sold.
+        clearing_int_per_lot: c.price,
+        lots_sold: c.sold,
+        bids: bids.len() as u32,
+        int_burned: burned,
+    };
+    fx.writes
+        .insert(AuctionResult::key(closed), Some(result.encode()));
     Ok(())
 }
 
@@ -1209,11 +1189,7 @@ mod tests {
         assert!(decode_amount("x", &encode_amount(0)).is_err());
         assert!(decode_amount("x", &[VERSION, 1, 2]).is_err());
 
-        let r = Round {
-            epoch: 3,
-            bids: 2,
-            escrow: 1234,
-        };
+        let r = Round { epoch: 3, bids: 2 };
         assert_eq!(Round::decode(&r.encode()).unwrap(), r);
         let over = Round {
             bids: BIDS_PER_EPOCH_MAX + 1,
