@@ -219,7 +219,7 @@ fn state_write(key: Vec<u8>, value: Option<Vec<u8>>) -> ObjectWrite {
 
 /// `⌊a × m / d⌋` computed exactly through a 256-bit product; `None` when
 /// `d` is 0 or the quotient does not fit `u128`.
-pub fn mul_div_floor(a: u128, m: u128, d: u128) -> Option<u128> {
+fn mul_div_floor(a: u128, m: u128, d: u128) -> Option<u128> {
     if d == 0 {
         return None;
     }
@@ -257,7 +257,7 @@ pub fn mul_div_floor(a: u128, m: u128, d: u128) -> Option<u128> {
 /// The GAS `int_amount` INT buys at `int_per_fiat` INT per fiat unit:
 /// `⌊int_amount × GAS_PER_FIAT / int_per_fiat⌋`, exact; `None` when the
 /// price is 0 or the GAS does not fit `u128`.
-pub fn gas_for(int_amount: u128, int_per_fiat: u128) -> Option<u128> {
+fn gas_for(int_amount: u128, int_per_fiat: u128) -> Option<u128> {
     mul_div_floor(int_amount, GAS_PER_FIAT, int_per_fiat)
 }
 
@@ -289,7 +289,7 @@ impl TokenConfig {
     }
 
     /// Whether the block at `height` is the first of an epoch after 0.
-    pub fn starts_epoch(&self, height: u64) -> bool {
+    fn starts_epoch(&self, height: u64) -> bool {
         height > 0 && height.is_multiple_of(self.epoch_blocks)
     }
 
@@ -1024,7 +1024,7 @@ fn fix_price(
 }
 
 /// The lower median of `xs` (sorted in place); `None` when empty.
-pub fn median(xs: &mut [u128]) -> Option<u128> {
+fn median(xs: &mut [u128]) -> Option<u128> {
     if xs.is_empty() {
         return None;
     }
