@@ -1267,8 +1267,33 @@ mod tests {
                     + (u128::MAX % (GAS_PER_FIAT + 1)) * GAS_PER_FIAT / (GAS_PER_FIAT + 1)
             )
         );
-        // Against u128 where the product fits, and a split identity where
-        // it does not.
+        // Against a split identity, a × m / d = (a / d) × m + (a % d) × m / d,
+        // whose last term comes from Horner's rule over m's bits with the
+        // remainder kept mod d: no wide product, and not the function under
+        // test.
+        fn rem_mul_div(r: u128, m: u128, d: u128) -> u128 {
+            let (mut q, mut rem) = (0u128, 0u128);
+            for i in (0..128 - m.leading_zeros()).rev() {
+                q <<= 1;
+                if rem >= d - rem {
+                    rem -= d - rem;
+                    q += 1;
+                } else {
+                    rem <<= 1;
+                }
+                if (m >> i) & 1 == 1 {
+                    if rem >= d - r {
+                        rem -= d - r;
+                        q += 1;
+                    } else {
+                        rem += r;
+                    }
+                }
+            }
+            q
+        }
+        assert_eq!(rem_mul_div(5, 7, 6), 5);
+        assert_eq!(rem_mul_div(u128::MAX - 1, 3, u128::MAX), 2);
         let mut x = 0x9e37_79b9_7f4a_7c15_u128;
         for _ in 0..2000 {
             x = x
@@ -1278,15 +1303,9 @@ mod tests {
             let d = (x.rotate_left(37) >> (x % 100) as u32).max(1);
             let m = GAS_PER_FIAT;
             let (q, r) = (a / d, a % d);
-            let expect = q.checked_mul(m).and_then(|hi| {
-                // r × m / d without overflow for d < 2^108.
-                let lo = if d <= u128::MAX / m {
-                    r * m / d
-                } else {
-                    mul_div_floor(r, m, d)?
-                };
-                hi.checked_add(lo)
-            });
+            let expect = q
+                .checked_mul(m)
+                .and_then(|hi| hi.checked_add(rem_mul_div(r, m, d)));
             assert_eq!(mul_div_floor(a, m, d), expect, "{a} {m} {d}");
         }
         assert_eq!(gas_for(3, 2), Some(1_500_000));
