@@ -320,20 +320,20 @@ impl Chain {
         // their plugins must account for every unit of it. A payload no
         // plugin decided gets its lock back here.
         let mut locked = Escrow::NONE;
-        for (i, p) in &deferred {
-            if let Some(out) = outcomes[*i as usize].get_mut()
+        for d in &deferred {
+            if let Some(out) = outcomes[d.index as usize].get_mut()
                 && out.status == TxStatus::Ok
             {
-                let escrow = p.escrow();
+                let escrow = d.payload.escrow();
                 // Each lock came out of a balance, so their sum is bounded
                 // by the supply, which fits u128.
                 locked = escrow_add(locked, escrow).expect("locks are bounded by the supply");
-                out.status = match verdicts.get(*i) {
+                out.status = match verdicts.get(d.index) {
                     Some(v) => *v,
                     None => {
                         if !escrow.is_none() {
                             credits.push(Credit {
-                                to: txs[*i as usize].sender,
+                                to: d.sender,
                                 amount: escrow,
                             });
                         }
@@ -493,7 +493,12 @@ impl Chain {
                             token: *token,
                         },
                         other => {
-                            deferred.push((i as u32, other.clone()));
+                            deferred.push(DeferredTx {
+                                index: i as u32,
+                                sender: tx.sender,
+                                nonce: tx.nonce,
+                                payload: other.clone(),
+                            });
                             Call::Deferred {
                                 escrow: other.escrow(),
                             }

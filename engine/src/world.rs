@@ -203,7 +203,38 @@ pub type Outcomes = TxSlots<Outcome>;
 /// The payloads of the block's [`Call::Deferred`] transactions, with their
 /// index in [`BlockTxs`], in block order.
 #[derive(Resource, Debug, Default)]
-pub struct DeferredPayloads(pub Vec<(u32, PayloadSpec)>);
+pub struct DeferredPayloads(pub Vec<DeferredTx>);
+
+/// One transaction of the block whose payload a plugin decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredTx {
+    /// Its index in [`BlockTxs`] (and in [`Outcomes`], [`PayloadVerdicts`]).
+    pub index: u32,
+    /// The sending account.
+    pub sender: AccountId,
+    /// The nonce it carries.
+    pub nonce: u64,
+    /// The payload.
+    pub payload: PayloadSpec,
+}
+
+impl DeferredPayloads {
+    /// The payloads `owns` claims whose envelope the Debit stage accepted
+    /// (nonce advanced, fee and lock taken), in block order: exactly those
+    /// the owning plugin must decide.
+    pub fn accepted<'a>(
+        &'a self,
+        outcomes: &'a Outcomes,
+        owns: impl Fn(&PayloadSpec) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a DeferredTx> + 'a {
+        self.0.iter().filter(move |d| {
+            owns(&d.payload)
+                && outcomes
+                    .get(d.index)
+                    .is_some_and(|o| o.status == TxStatus::Ok)
+        })
+    }
+}
 
 /// The status a plugin gave a deferred payload whose envelope the ledger
 /// accepted (outcome `Ok`, fee taken). The receipt shows it instead of the

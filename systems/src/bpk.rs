@@ -61,8 +61,8 @@ use bevy_ecs::prelude::*;
 use int_engine::ingress::{ProofRejection, ProofVerifier};
 use int_engine::storage::{ObjectTable, ObjectWrite, StorageError, Store};
 use int_engine::world::{
-    AccountKey, BlockContext, BlockTxs, DeferredPayloads, ExecFault, ObjectWrites, Outcomes,
-    PayloadVerdicts, Plugin, Stage, StoreHandle,
+    BlockContext, DeferredPayloads, ExecFault, ObjectWrites, Outcomes, PayloadVerdicts, Plugin,
+    Stage, StoreHandle,
 };
 use int_schemas::wire::TxStatus;
 use int_schemas::{AccountId, AnonIntentSpec, FieldBytes, PayloadSpec, ProofBytes};
@@ -772,22 +772,15 @@ fn apply_bpk(
     ctx: Res<BlockContext>,
     store: Res<StoreHandle>,
     deferred: Res<DeferredPayloads>,
-    txs: Res<BlockTxs>,
     outcomes: Res<Outcomes>,
     verdicts: Res<PayloadVerdicts>,
-    senders: Query<&AccountKey>,
     hasher: Res<IdentityHasher>,
     mut writes: ResMut<ObjectWrites>,
     mut fault: ResMut<ExecFault>,
 ) {
     let mine: Vec<(u32, &PayloadSpec, AccountId)> = deferred
-        .0
-        .iter()
-        .filter(|(i, p)| is_bpk(p) && outcomes.get(*i).is_some_and(|o| o.status == TxStatus::Ok))
-        .filter_map(|(i, p)| {
-            let sender = senders.get(txs.0[*i as usize].sender).ok()?;
-            Some((*i, p, sender.0))
-        })
+        .accepted(&outcomes, is_bpk)
+        .map(|d| (d.index, &d.payload, d.sender))
         .collect();
     if mine.is_empty() {
         return;

@@ -79,8 +79,8 @@ use bevy_ecs::prelude::*;
 use int_engine::storage::{ObjectTable, ObjectWrite, StorageError, Store};
 use int_engine::supply::{SUPPLY_KEY, Supply, SupplyDelta, escrow_add};
 use int_engine::world::{
-    AccountKey, BlockContext, BlockSupply, BlockTxs, Credit, Credits, DeferredPayloads, ExecFault,
-    ObjectWrites, Outcomes, PayloadVerdicts, Plugin, Stage, StoreHandle,
+    BlockContext, BlockSupply, Credit, Credits, DeferredPayloads, ExecFault, ObjectWrites,
+    Outcomes, PayloadVerdicts, Plugin, Stage, StoreHandle,
 };
 use int_schemas::market::{GAS_PER_FIAT, total};
 use int_schemas::wire::TxStatus;
@@ -736,10 +736,8 @@ fn apply_token(
     ctx: Res<BlockContext>,
     store: Res<StoreHandle>,
     deferred: Res<DeferredPayloads>,
-    txs: Res<BlockTxs>,
     outcomes: Res<Outcomes>,
     verdicts: Res<PayloadVerdicts>,
-    senders: Query<&AccountKey>,
     mut credits: ResMut<Credits>,
     mut supply: ResMut<BlockSupply>,
     mut writes: ResMut<ObjectWrites>,
@@ -756,13 +754,8 @@ fn apply_token(
         }
     }
     let mine: Vec<(u32, &PayloadSpec, AccountId)> = deferred
-        .0
-        .iter()
-        .filter(|(i, p)| is_token(p) && outcomes.get(*i).is_some_and(|o| o.status == TxStatus::Ok))
-        .filter_map(|(i, p)| {
-            let sender = senders.get(txs.0.get(*i as usize)?.sender).ok()?;
-            Some((*i, p, sender.0))
-        })
+        .accepted(&outcomes, is_token)
+        .map(|d| (d.index, &d.payload, d.sender))
         .collect();
     let Some(cfg) = cache.0.as_ref().and_then(Option::as_ref) else {
         // No tokens on this chain: refuse, and give back what was locked.

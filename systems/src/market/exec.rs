@@ -14,8 +14,8 @@ use int_engine::crypto::bls::PublicKey;
 use int_engine::storage::{KeyValue, ObjectTable, ObjectWrite, Store};
 use int_engine::supply::SupplyDelta;
 use int_engine::world::{
-    AccountKey, BlockContext, BlockSupply, BlockTxs, Credit, Credits, DeferredPayloads, ExecConfig,
-    ExecFault, ObjectWrites, Outcomes, PayloadVerdicts, StoreHandle,
+    BlockContext, BlockSupply, Credit, Credits, DeferredPayloads, ExecConfig, ExecFault,
+    ObjectWrites, Outcomes, PayloadVerdicts, StoreHandle,
 };
 use int_schemas::market::{
     BUILTIN_KINDS, CUSTOM_KIND_FIRST, channel_receipt_message, total, usage_attestation_message,
@@ -114,10 +114,8 @@ pub(crate) fn apply_market(
     cfg: Res<ExecConfig>,
     store: Res<StoreHandle>,
     deferred: Res<DeferredPayloads>,
-    txs: Res<BlockTxs>,
     outcomes: Res<Outcomes>,
     verdicts: Res<PayloadVerdicts>,
-    senders: Query<&AccountKey>,
     (mut writes, mut credits, mut supply, mut fault): (
         ResMut<ObjectWrites>,
         ResMut<Credits>,
@@ -126,18 +124,12 @@ pub(crate) fn apply_market(
     ),
 ) {
     let mine: Vec<TxWork<'_>> = deferred
-        .0
-        .iter()
-        .filter(|(i, p)| is_market(p) && outcomes.get(*i).is_some_and(|o| o.status == TxStatus::Ok))
-        .filter_map(|(i, p)| {
-            let tx = txs.0.get(*i as usize)?;
-            let sender = senders.get(tx.sender).ok()?;
-            Some(TxWork {
-                index: *i,
-                sender: sender.0,
-                nonce: tx.nonce,
-                payload: p,
-            })
+        .accepted(&outcomes, is_market)
+        .map(|d| TxWork {
+            index: d.index,
+            sender: d.sender,
+            nonce: d.nonce,
+            payload: &d.payload,
         })
         .collect();
     match execute(
