@@ -428,21 +428,25 @@ impl Store {
     }
 
     /// Calls `f` for every committed object of a chain in `table` whose key
-    /// starts with `prefix`, in key order, until `f` returns `false`: one
-    /// seek, then a cursor walk over that key range only.
-    pub fn scan_prefix(
+    /// starts with `prefix`, in key order, until `f` returns `Ok(false)` or
+    /// an error (which is returned): one seek, then a cursor walk over that
+    /// key range only. `f`'s error type takes storage errors too, so a
+    /// caller that decodes what it reads gets one error type back.
+    pub fn scan_prefix<E: From<StorageError>>(
         &self,
         chain_id: u32,
         table: ObjectTable,
         prefix: &[u8],
-        mut f: impl FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StorageError> {
-        let txn = self.env.begin_ro_txn()?;
-        let mut cur = txn.open_ro_cursor(self.table(table))?;
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let txn = self.env.begin_ro_txn().map_err(StorageError::from)?;
+        let mut cur = txn
+            .open_ro_cursor(self.table(table))
+            .map_err(StorageError::from)?;
         let full_prefix = object_key(chain_id, prefix);
         for item in cur.iter_from(&full_prefix) {
-            let (k, v) = item?;
-            if !k.starts_with(&full_prefix) || !f(&k[4..], v) {
+            let (k, v) = item.map_err(StorageError::from)?;
+            if !k.starts_with(&full_prefix) || !f(&k[4..], v)? {
                 break;
             }
         }
@@ -856,7 +860,7 @@ mod tests {
             store
                 .scan_prefix(2, ObjectTable::State, prefix, |k, _| {
                     keys.push(k.to_vec());
-                    keys.len() < most
+                    Ok::<_, StorageError>(keys.len() < most)
                 })
                 .unwrap();
             keys
@@ -868,6 +872,17 @@ mod tests {
         assert_eq!(scan(b"p/", 1), vec![b"p/\x00\x05".to_vec()]);
         assert_eq!(scan(b"q", 10), vec![b"q/1".to_vec()]);
         assert!(scan(b"r", 10).is_empty());
+        // An error from `f` stops the walk and comes back as is.
+        let mut seen = 0;
+        let r = store.scan_prefix(2, ObjectTable::State, b"p/", |_, _| {
+            seen += 1;
+            Err(StorageError::Corrupt {
+                table: "objects",
+                what: "stop".into(),
+            })
+        });
+        assert!(matches!(r, Err(StorageError::Corrupt { what, .. }) if what == "stop"));
+        assert_eq!(seen, 1);
         // The audit covers the state objects, not the derived ones.
         assert_eq!(recompute_root(&store, 2).unwrap(), (root, 0));
         // Deleting an object takes it out.

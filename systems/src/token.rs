@@ -198,15 +198,9 @@ fn scan(
     prefix: &[u8],
     mut f: impl FnMut(&[u8], &[u8]) -> Result<(), TokenError>,
 ) -> Result<(), TokenError> {
-    let mut err = None;
-    store.scan_prefix(chain_id, ObjectTable::State, prefix, |k, v| match f(k, v) {
-        Ok(()) => true,
-        Err(e) => {
-            err = Some(e);
-            false
-        }
-    })?;
-    err.map_or(Ok(()), Err)
+    store.scan_prefix(chain_id, ObjectTable::State, prefix, |k, v| {
+        f(k, v).map(|()| true)
+    })
 }
 
 fn state_write(key: Vec<u8>, value: Option<Vec<u8>>) -> ObjectWrite {

@@ -163,27 +163,15 @@ pub(crate) fn due_timers(
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    let mut bad = None;
-    store.scan_prefix(
-        chain_id,
-        ObjectTable::State,
-        DUE_PREFIX,
-        |k, _| match parse_due_key(k) {
-            Ok((at, t)) if at <= height => {
-                out.push((at, t));
-                out.len() < cap
-            }
-            Ok(_) => false,
-            Err(e) => {
-                bad = Some(e);
-                false
-            }
-        },
-    )?;
-    match bad {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    store.scan_prefix(chain_id, ObjectTable::State, DUE_PREFIX, |k, _| {
+        let (at, t) = parse_due_key(k)?;
+        if at > height {
+            return Ok(false);
+        }
+        out.push((at, t));
+        Ok::<_, MarketError>(out.len() < cap)
+    })?;
+    Ok(out)
 }
 
 /// Decides the block's market transactions and runs its due timers (see
@@ -333,7 +321,7 @@ impl<'a> Overlay<'a> {
         self.store
             .scan_prefix(self.chain_id, table, prefix, |k, v| {
                 m.insert(k.to_vec(), v.to_vec());
-                true
+                Ok::<_, MarketError>(true)
             })?;
         for ((t, k), v) in self.map.range((table, prefix.to_vec())..) {
             if *t != table || !k.starts_with(prefix) {

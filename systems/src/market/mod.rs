@@ -232,27 +232,17 @@ pub fn query(store: &Store, chain_id: u32, q: &SkuQuery) -> Result<Vec<SkuView>,
     }
     // The `limit` cheapest so far, as (price, id).
     let mut best: BTreeSet<(u128, SkuRef)> = BTreeSet::new();
-    let mut bad = None;
     store.scan_prefix(chain_id, ObjectTable::Derived, &prefix, |k, _| {
-        let (s, region, price) = match parse_index_key(k) {
-            Ok(x) => x,
-            Err(e) => {
-                bad = Some(e);
-                return false;
-            }
-        };
+        let (s, region, price) = parse_index_key(k)?;
         if q.max_price.is_some_and(|m| price > m) || !region.starts_with(q.near.as_bytes()) {
-            return true;
+            return Ok(true);
         }
         best.insert((price, s));
         if best.len() > q.limit {
             best.pop_last();
         }
-        true
+        Ok::<_, MarketError>(true)
     })?;
-    if let Some(e) = bad {
-        return Err(e);
-    }
     let mut out = Vec::with_capacity(best.len());
     for (_, s) in best {
         if let Some(v) = sku(store, chain_id, &s)?
@@ -357,36 +347,21 @@ pub struct BidView {
 pub fn bids(store: &Store, chain_id: u32, id: &SkuRef) -> Result<Vec<BidView>, MarketError> {
     let prefix = bid_sku_prefix(id);
     let mut out = Vec::new();
-    let mut bad = None;
     store.scan_prefix(chain_id, ObjectTable::State, &prefix, |k, v| {
-        let r = (|| {
-            let (window_end, bidder, nonce) = parse_bid_key(k)?;
-            let b = BidRecord::decode(v)?;
-            Ok::<_, MarketError>(BidView {
-                bidder,
-                nonce,
-                window_end,
-                qty: b.qty,
-                unit_price: b.unit_price,
-                height: b.height,
-                index: b.index,
-            })
-        })();
-        match r {
-            Ok(b) => {
-                out.push(b);
-                true
-            }
-            Err(e) => {
-                bad = Some(e);
-                false
-            }
-        }
+        let (window_end, bidder, nonce) = parse_bid_key(k)?;
+        let b = BidRecord::decode(v)?;
+        out.push(BidView {
+            bidder,
+            nonce,
+            window_end,
+            qty: b.qty,
+            unit_price: b.unit_price,
+            height: b.height,
+            index: b.index,
+        });
+        Ok::<_, MarketError>(true)
     })?;
-    match bad {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    Ok(out)
 }
 
 /// The GAS held in every market escrow object: the unclaimed part of each
@@ -394,28 +369,16 @@ pub fn bids(store: &Store, chain_id: u32, id: &SkuRef) -> Result<Vec<BidView>, M
 /// The supply audit compares it with the chain's escrow total.
 pub fn escrow_held(store: &Store, chain_id: u32) -> Result<Escrow, MarketError> {
     let mut gas: u128 = 0;
-    let mut bad = None;
     let mut sum = |prefix: &[u8], held: &dyn Fn(&[u8]) -> Result<u128, MarketError>| {
         store.scan_prefix(chain_id, ObjectTable::State, prefix, |_, v| {
-            match held(v).and_then(|h| gas.checked_add(h).ok_or(MarketError::Overflow)) {
-                Ok(g) => {
-                    gas = g;
-                    true
-                }
-                Err(e) => {
-                    bad = Some(e);
-                    false
-                }
-            }
+            gas = gas.checked_add(held(v)?).ok_or(MarketError::Overflow)?;
+            Ok::<_, MarketError>(true)
         })
     };
     sum(CHAN_PREFIX, &|v| Ok(ChannelRecord::decode(v)?.held()))?;
     sum(ORDER_PREFIX, &|v| Ok(OrderRecord::decode(v)?.held()))?;
     sum(BID_PREFIX, &|v| Ok(BidRecord::decode(v)?.held()))?;
-    match bad {
-        Some(e) => Err(e),
-        None => Ok(Escrow { int: 0, gas }),
-    }
+    Ok(Escrow { int: 0, gas })
 }
 
 /// The name of a resource kind: built in, or registered; `None` for a
