@@ -72,6 +72,7 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
         Ok(int_systems::audit::audit(&store, chain_id)?)
     })?;
     let bpk = bpk_summary(&store, chain_id, head.height)?;
+    let tokens = token_summary(&store, chain_id, head.height)?;
     let stats = store.stats()?;
     let tables: serde_json::Map<String, Value> = stats
         .tables
@@ -101,6 +102,7 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
         "head_block_ok": verified.is_ok(),
         "head_block_error": verified.err().map(|e| e.to_string()),
         "bpk": bpk,
+        "tokens": tokens,
         // `null` on a chain without a supply record yet (made before supply
         // accounting; its next block writes one).
         "supply": audited.as_ref().map(|(s, _)| supply_fields(s)),
@@ -140,6 +142,32 @@ pub fn supply_fields(s: &Supply) -> std::collections::BTreeMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+/// The chain's token state: the epoch, the oracle price in force, and the
+/// last GAS auction (`null` when the chain has no token configuration).
+fn token_summary(store: &Store, chain_id: u32, height: u64) -> Result<Value> {
+    use int_systems::token;
+    let Some(cfg) = token::load_config(store, chain_id)? else {
+        return Ok(Value::Null);
+    };
+    let price = token::price_in_force(store, chain_id)?;
+    let auction = token::last_auction(store, chain_id)?;
+    Ok(json!({
+        "epoch": cfg.epoch_of(height),
+        "epoch_blocks": cfg.epoch_blocks,
+        "oracles": cfg.oracles.len(),
+        "price_epoch": price.map(|(e, _)| e),
+        "int_per_fiat": price.map(|(_, p)| p.to_string()),
+        "auction_lots_per_epoch": cfg.auction_lots_per_epoch,
+        "last_auction": auction.map(|a| json!({
+            "epoch": a.epoch,
+            "clearing_int_per_lot": a.clearing_int_per_lot.map(|p| p.to_string()),
+            "lots_sold": a.lots_sold,
+            "bids": a.bids,
+            "int_burned": a.int_burned.to_string(),
+        })),
+    }))
 }
 
 /// The chain's BPK state: epoch, identities, centroid commitment in force

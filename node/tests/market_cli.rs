@@ -49,6 +49,16 @@ fn devnet_trades_through_every_model_and_conserves_value() {
     assert_eq!(state["value_conserved"], true, "{state}");
     assert_eq!(state["root_ok"], true, "{state}");
     assert!(state["supply"]["fees_paid"].as_str().is_some(), "{state}");
+    // About 80 blocks of 40-block epochs: the oracles' median is in force
+    // and at least one GAS auction has been cleared.
+    let tokens = &state["tokens"];
+    assert_eq!(tokens["oracles"], 3, "{state}");
+    assert!(tokens["epoch"].as_u64().is_some_and(|e| e >= 1), "{state}");
+    assert!(tokens["int_per_fiat"].as_str().is_some(), "{state}");
+    assert!(
+        tokens["last_auction"]["lots_sold"].as_u64().is_some(),
+        "{state}"
+    );
 
     // Discovery: every model of the network kind, cheapest first.
     let list = json(&ok(&[
