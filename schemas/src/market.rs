@@ -178,7 +178,10 @@ pub struct PolicySpec {
     pub max_unit_price: u128,
     /// Most GAS spent per epoch.
     pub budget_per_epoch: u128,
-    /// Geohash prefix the SKU must lie in (empty: anywhere).
+    /// Geohash, 0 to 12 characters. Under `Cheapest`, the area the SKU
+    /// must lie in (its region starts with this; empty: anywhere); under
+    /// `Nearest`, the buyer's position: SKUs sharing a longer prefix with it
+    /// come first, searched outward one character at a time.
     pub region: String,
     /// How to choose among matching SKUs.
     pub preference: Preference,

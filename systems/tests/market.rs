@@ -15,12 +15,14 @@ use std::collections::HashMap;
 use common::*;
 use int_engine::crypto::bls::SecretKey;
 use int_engine::world::Plugin;
-use int_schemas::wire::{Authority, PriceModel, TxStatus, Unit};
-use int_schemas::{AccountId, DealRef, PayloadSpec, SkuListing, SkuRef, Terms};
+use int_schemas::wire::{Authority, Preference, PriceModel, TxStatus, Unit};
+use int_schemas::{AccountId, DealRef, PayloadSpec, PolicySpec, SkuListing, SkuRef, Terms};
 use int_systems::LedgerPlugin;
 use int_systems::market::{
-    self, MarketPlugin, SkuQuery, SkuView, escrow_held, kind_by_name, kind_name, receipt,
+    self, MarketPlugin, POLICY_DEAL_NONCE_BIT, PolicyView, SkuQuery, SkuView, escrow_held,
+    kind_by_name, kind_name, receipt,
 };
+use int_systems::token::{self, TokenConfig};
 use proptest::prelude::*;
 
 const FEE: u128 = 1;
@@ -94,7 +96,16 @@ impl M {
     }
 
     fn with(cfg: int_engine::chain::ChainConfig) -> Self {
-        let net = Net::with_plugins(&alloc(), cfg, with_market, &[]);
+        Self::with_objects(cfg, &[])
+    }
+
+    /// A market chain with plugin objects at genesis (a token
+    /// configuration, for its epochs).
+    fn with_objects(
+        cfg: int_engine::chain::ChainConfig,
+        objects: &[int_engine::storage::ObjectWrite],
+    ) -> Self {
+        let net = Net::with_plugins(&alloc(), cfg, with_market, objects);
         let genesis = totals(&net.store);
         Self {
             net,
@@ -206,6 +217,45 @@ fn deal(sku: SkuRef, b: &SecretKey, nonce: u64) -> DealRef {
         sku,
         buyer: id(b),
         nonce,
+    }
+}
+
+/// A policy for kind 1: `units` every `interval` blocks at most `max` a
+/// unit, `budget` per epoch, `deposit` added.
+#[allow(clippy::too_many_arguments)]
+fn policy(
+    preference: Preference,
+    model: PriceModel,
+    region: &str,
+    max: u128,
+    units: u64,
+    interval: u32,
+    budget: u128,
+    deposit: u128,
+) -> PayloadSpec {
+    PayloadSpec::SetPolicy(Box::new(PolicySpec {
+        kind: 1,
+        max_unit_price: max,
+        budget_per_epoch: budget,
+        region: region.into(),
+        preference,
+        model,
+        units,
+        interval_blocks: interval,
+        deposit,
+    }))
+}
+
+fn listed_at(model: PriceModel, price: u128, capacity: u64, region: &str) -> SkuListing {
+    SkuListing {
+        region: region.into(),
+        ..listing(model, 5, price, capacity)
+    }
+}
+
+impl M {
+    fn policy(&self, sk: &SecretKey) -> Option<PolicyView> {
+        market::policy(&self.net.store, CHAIN, &id(sk), 1).expect("read policy")
     }
 }
 
@@ -1031,6 +1081,20 @@ enum Op {
         who: u8,
         name: u8,
     },
+    Policy {
+        who: u8,
+        nearest: bool,
+        cpp: bool,
+        region: u8,
+        max: u8,
+        units: u8,
+        interval: u8,
+        budget: u8,
+        deposit: u8,
+    },
+    Cancel {
+        who: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -1055,7 +1119,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(who, sku, qty, max)| Op::Order { who, sku, qty, max }),
         2 => (a.clone(), any::<u8>(), 0..4u8, any::<bool>())
             .prop_map(|(who, deal, qty, attest)| Op::Confirm { who, deal, qty, attest }),
-        1 => (a, 0..3u8).prop_map(|(who, name)| Op::Kind { who, name }),
+        1 => (a.clone(), 0..3u8).prop_map(|(who, name)| Op::Kind { who, name }),
+        2 => (a.clone(), any::<bool>(), prop::bool::weighted(0.3), 0..4u8, 0..14u8, 0..4u8, 0..4u8, 0..30u8, 0..60u8)
+            .prop_map(|(who, nearest, cpp, region, max, units, interval, budget, deposit)| Op::Policy {
+                who, nearest, cpp, region, max, units, interval, budget, deposit
+            }),
+        1 => a.prop_map(|who| Op::Cancel { who }),
     ]
 }
 
@@ -1239,6 +1308,38 @@ fn build(
                 name: ["lidar", "radar", "power"][name as usize].into(),
             },
         ),
+        Op::Policy {
+            who,
+            nearest,
+            cpp,
+            region,
+            max,
+            units,
+            interval,
+            budget,
+            deposit,
+        } => (
+            who,
+            policy(
+                if nearest {
+                    Preference::Nearest
+                } else {
+                    Preference::Cheapest
+                },
+                if cpp {
+                    PriceModel::Cpp
+                } else {
+                    PriceModel::PriceTag
+                },
+                ["", "wx4", "wx4g0b", "u0"][region as usize],
+                max as u128,
+                units as u64,
+                interval as u32,
+                budget as u128,
+                deposit as u128,
+            ),
+        ),
+        Op::Cancel { who } => (who, PayloadSpec::CancelPolicy { kind: 1 }),
     };
     let sender = sk(who);
     let n = nonces.entry(id(sender)).or_insert(0);
@@ -1326,8 +1427,369 @@ proptest! {
             prop_assert_eq!(par.query(all.clone()), seq.query(all));
         }
         prop_assert_eq!(par.escrow(), seq.escrow());
+        let pols = |m: &M| market::policies(&m.net.store, CHAIN, 100).unwrap();
+        prop_assert_eq!(pols(&par), pols(&seq));
         if std::env::var_os("MARKET_PROPTEST_STATS").is_some() {
-            eprintln!("{stats:?}");
+            let buys: u64 = pols(&par).iter().map(|p| p.buys).sum();
+            eprintln!("{stats:?} policy buys: {buys}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Standing policies.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_policy_buys_the_cheapest_in_its_area_every_interval() {
+    let mut m = M::new();
+    let (b, s0, s1, s2) = (buyer(0), seller(0), seller(1), seller(2));
+    let near = m.list(&s0, listed_at(PriceModel::PriceTag, 5, 10, "wx4g0"));
+    let cheap = m.list(&s1, listed_at(PriceModel::PriceTag, 3, 10, "wx4g1"));
+    // Cheaper, but outside the area.
+    let far = m.list(&s2, listed_at(PriceModel::PriceTag, 2, 10, "u0000"));
+    let p = policy(
+        Preference::Cheapest,
+        PriceModel::PriceTag,
+        "wx4",
+        6,
+        2,
+        3,
+        1000,
+        100,
+    );
+    assert_eq!(m.send(&b, p), TxStatus::Ok);
+    let set_at = m.height();
+    assert_eq!(m.escrow(), 100);
+    assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 100);
+    let v = m.policy(&b).unwrap();
+    assert_eq!((v.balance, v.buys, v.next_due), (100, 0, set_at + 1));
+
+    // The next block buys 2 units of the cheapest SKU in the area, paid
+    // out of the policy: 6 to its seller, nothing from the owner's account.
+    m.block(vec![]);
+    assert_eq!(m.gas(&s1), GAS0 - m.fees(&s1) + 6);
+    assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 100);
+    assert_eq!(m.sku(&cheap).capacity, 8);
+    assert_eq!((m.sku(&near).capacity, m.sku(&far).capacity), (10, 10));
+    let v = m.policy(&b).unwrap();
+    assert_eq!((v.balance, v.buys, v.spent_total), (94, 1, 6));
+    assert_eq!(v.next_due, set_at + 1 + 3);
+    assert_eq!(m.escrow(), 94);
+
+    // Nothing until the interval has passed, then again.
+    m.idle_until(set_at + 3);
+    assert_eq!(m.policy(&b).unwrap().buys, 1);
+    m.block(vec![]);
+    assert_eq!(m.policy(&b).unwrap().buys, 2);
+    assert_eq!(m.sku(&cheap).capacity, 6);
+
+    // The cheap SKU goes above the policy's bound: the next SKU it buys is
+    // the other one in the area.
+    let up = PayloadSpec::UpdateSku {
+        sku: cheap,
+        unit_price: 7,
+        capacity: 6,
+        metadata_hash: [0; 32],
+    };
+    assert_eq!(m.send(&s1, up), TxStatus::Ok);
+    let due = m.policy(&b).unwrap().next_due;
+    m.idle_until(due);
+    assert_eq!(m.sku(&near).capacity, 8);
+    assert_eq!(m.gas(&s0), GAS0 - m.fees(&s0) + 10);
+    let v = m.policy(&b).unwrap();
+    assert_eq!((v.balance, v.buys, v.spent_total), (78, 3, 22));
+
+    // Cancelling returns the balance; a second cancel finds nothing.
+    let cancel = PayloadSpec::CancelPolicy { kind: 1 };
+    assert_eq!(m.send(&b, cancel.clone()), TxStatus::Ok);
+    assert_eq!(m.policy(&b), None);
+    assert_eq!(m.escrow(), 0);
+    assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 22);
+    assert_eq!(m.send(&b, cancel), TxStatus::UnknownPolicy);
+    m.idle_until(m.height() + 5);
+    assert_eq!(m.sku(&near).capacity, 8);
+}
+
+#[test]
+fn a_policy_spends_at_most_its_budget_per_epoch_and_its_balance() {
+    let oracle = key(900);
+    let cfg = TokenConfig {
+        epoch_blocks: 8,
+        oracles: vec![id(&oracle)],
+        initial_int_per_fiat: 1000,
+        auction_lots_per_epoch: 0,
+        auction_reserve_int_per_lot: 1,
+    };
+    let objects = token::genesis_objects(&cfg).unwrap();
+    let mut m = M::with_objects(config(true, 1024), &objects);
+    let (b, s) = (buyer(0), seller(0));
+    let sku = m.list(&s, listed_at(PriceModel::PriceTag, 3, 100, "wx4g0")); // block 1
+    // One unit a block, 7 GAS an epoch: two purchases of 3 fit, a third
+    // does not.
+    let p = policy(
+        Preference::Cheapest,
+        PriceModel::PriceTag,
+        "",
+        3,
+        1,
+        1,
+        7,
+        20,
+    );
+    assert_eq!(m.send(&b, p), TxStatus::Ok); // block 2
+    m.idle_until(7);
+    let v = m.policy(&b).unwrap();
+    assert_eq!((v.buys, v.epoch, v.spent_in_epoch), (2, 0, 6));
+    assert_eq!(m.sku(&sku).capacity, 98);
+    // Epoch 1 starts at block 8: the budget is new.
+    m.block(vec![]);
+    let v = m.policy(&b).unwrap();
+    assert_eq!((v.buys, v.epoch, v.spent_in_epoch), (3, 1, 3));
+    // Two a block in epochs 1 (8, 9) and 2 (16, 17): 20 GAS buys 6 units
+    // in all; the policy stays, with 2 left.
+    m.idle_until(17);
+    let v = m.policy(&b).unwrap();
+    assert_eq!((v.buys, v.balance, v.spent_total), (6, 2, 18));
+    m.idle_until(30);
+    assert_eq!(m.policy(&b).unwrap().buys, 6);
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 18);
+    // Topping up (the same kind again) keeps the counts and buys again.
+    let top = policy(
+        Preference::Cheapest,
+        PriceModel::PriceTag,
+        "",
+        3,
+        1,
+        1,
+        7,
+        4,
+    );
+    assert_eq!(m.send(&b, top), TxStatus::Ok);
+    assert_eq!(m.policy(&b).unwrap().balance, 6);
+    m.idle_until(m.height() + 2);
+    let v = m.policy(&b).unwrap();
+    assert_eq!((v.buys, v.balance), (8, 0));
+}
+
+#[test]
+fn nearest_searches_outward_from_the_position() {
+    let mut m = M::new();
+    let b = buyer(0);
+    let s = seller(0);
+    let same_cell = m.list(&s, listed_at(PriceModel::PriceTag, 9, 1, "wx4g0"));
+    let next_cell = m.list(&s, listed_at(PriceModel::PriceTag, 2, 1, "wx4g1"));
+    let far = m.list(&s, listed_at(PriceModel::PriceTag, 1, 1, "wx5"));
+    let too_dear = m.list(&s, listed_at(PriceModel::PriceTag, 11, 1, "wx4g0b"));
+    let mut other_kind = listed_at(PriceModel::PriceTag, 1, 1, "wx4g0b");
+    other_kind.kind = 2;
+    let other_kind = m.list(&s, other_kind);
+    let p = policy(
+        Preference::Nearest,
+        PriceModel::PriceTag,
+        "wx4g0b",
+        10,
+        1,
+        1,
+        1000,
+        100,
+    );
+    assert_eq!(m.send(&b, p), TxStatus::Ok);
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        m.block(vec![]);
+        for (name, sku) in [("same", same_cell), ("next", next_cell), ("far", far)] {
+            if m.sku(&sku).capacity == 0 && !order.contains(&name) {
+                order.push(name);
+            }
+        }
+    }
+    assert_eq!(order, vec!["same", "next", "far"]);
+    assert_eq!(m.sku(&too_dear).capacity, 1);
+    assert_eq!(m.sku(&other_kind).capacity, 1);
+    assert_eq!(m.policy(&b).unwrap().buys, 3);
+}
+
+#[test]
+fn policies_due_together_share_capacity_in_owner_order() {
+    let mut m = M::new();
+    let s = seller(0);
+    let a = m.list(&s, listed_at(PriceModel::PriceTag, 1, 2, "wx4g0"));
+    let c = m.list(&s, listed_at(PriceModel::PriceTag, 2, 2, "wx4g0"));
+    let mut owners = [buyer(0), buyer(1), buyer(2)];
+    owners.sort_by_key(id);
+    let p = || {
+        policy(
+            Preference::Cheapest,
+            PriceModel::PriceTag,
+            "wx4",
+            5,
+            2,
+            50,
+            100,
+            10,
+        )
+    };
+    let txs = owners.iter().map(|o| m.tx(o, p()).0).collect();
+    assert_eq!(m.block(txs), vec![TxStatus::Ok; 3]);
+    m.block(vec![]);
+    let buys: Vec<u64> = owners.iter().map(|o| m.policy(o).unwrap().buys).collect();
+    assert_eq!(buys, vec![1, 1, 0]);
+    assert_eq!((m.sku(&a).capacity, m.sku(&c).capacity), (0, 0));
+    assert_eq!(m.policy(&owners[0]).unwrap().spent_total, 2);
+    assert_eq!(m.policy(&owners[1]).unwrap().spent_total, 4);
+    // The third found nothing: it tries again after its interval.
+    let last = m.policy(&owners[2]).unwrap();
+    assert_eq!(last.next_due, m.height() + 50);
+}
+
+#[test]
+fn a_purchase_the_block_outran_is_retried_the_next_block() {
+    let mut m = M::new();
+    let (b, s0, s1) = (buyer(0), seller(0), seller(1));
+    let cheap = m.list(&s0, listed_at(PriceModel::PriceTag, 1, 5, "wx4g0"));
+    let dear = m.list(&s1, listed_at(PriceModel::PriceTag, 2, 5, "wx4g0"));
+    let p = policy(
+        Preference::Cheapest,
+        PriceModel::PriceTag,
+        "",
+        5,
+        1,
+        10,
+        100,
+        10,
+    );
+    assert_eq!(m.send(&b, p), TxStatus::Ok);
+    // The block the policy is due in delists the SKU it planned on (from
+    // the committed state): the purchase misses, and the next block buys
+    // the other.
+    let delist = PayloadSpec::DelistSku { sku: cheap };
+    assert_eq!(m.send(&s0, delist), TxStatus::Ok);
+    let v = m.policy(&b).unwrap();
+    assert_eq!((v.buys, v.next_due), (0, m.height() + 1));
+    m.block(vec![]);
+    assert_eq!(m.policy(&b).unwrap().buys, 1);
+    assert_eq!(m.sku(&dear).capacity, 4);
+    assert_eq!(m.sku(&cheap).capacity, 5);
+}
+
+#[test]
+fn a_cpp_policy_opens_orders_the_owner_confirms() {
+    let mut m = M::new();
+    let (b, s) = (buyer(0), seller(0));
+    let sku = m.list(&s, listed_at(PriceModel::Cpp, 4, 10, "wx4g0"));
+    let p = policy(
+        Preference::Cheapest,
+        PriceModel::Cpp,
+        "wx4g",
+        4,
+        2,
+        100,
+        100,
+        50,
+    );
+    assert_eq!(m.send(&b, p), TxStatus::Ok);
+    m.block(vec![]);
+    let h = m.height();
+    let d = DealRef {
+        sku,
+        buyer: id(&b),
+        nonce: POLICY_DEAL_NONCE_BIT | h,
+    };
+    let o = market::order(&m.net.store, CHAIN, &d).unwrap().unwrap();
+    assert_eq!((o.qty, o.unit_price, o.timeout), (2, 4, h + 5));
+    assert_eq!(m.sku(&sku).capacity, 8);
+    // The cost moved from the policy into the order.
+    assert_eq!(m.policy(&b).unwrap().balance, 42);
+    assert_eq!(m.escrow(), 50);
+    let confirm = PayloadSpec::ConfirmUse {
+        order: d,
+        qty: 1,
+        attestation: None,
+    };
+    assert_eq!(m.send(&b, confirm), TxStatus::Ok);
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 4);
+    // The unconfirmed unit returns to the owner's account at the timeout.
+    m.idle_until(h + 5);
+    assert_eq!(market::order(&m.net.store, CHAIN, &d).unwrap(), None);
+    assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 50 + 4);
+    assert_eq!(m.sku(&sku).capacity, 9);
+    assert_eq!(m.escrow(), 42);
+}
+
+#[test]
+fn policies_refuse_bad_terms_and_skip_skus_that_do_not_admit_them() {
+    let mut m = M::new();
+    let (b, s) = (buyer(0), seller(0));
+    let ok = || {
+        policy(
+            Preference::Cheapest,
+            PriceModel::PriceTag,
+            "",
+            5,
+            1,
+            1,
+            100,
+            10,
+        )
+    };
+    let with = |f: &dyn Fn(&mut PolicySpec)| {
+        let PayloadSpec::SetPolicy(mut p) = ok() else {
+            unreachable!()
+        };
+        f(&mut p);
+        PayloadSpec::SetPolicy(p)
+    };
+    let txs = vec![
+        m.tx(&b, with(&|p| p.kind = 999)).0,
+        m.tx(&b, with(&|p| p.model = PriceModel::Auction)).0,
+        m.tx(&b, with(&|p| p.model = PriceModel::Metered)).0,
+        m.tx(&b, with(&|p| p.units = 0)).0,
+        m.tx(&b, with(&|p| p.interval_blocks = 0)).0,
+        m.tx(&b, with(&|p| p.budget_per_epoch = 0)).0,
+        m.tx(&b, with(&|p| p.deposit = 0)).0,
+        m.tx(&b, PayloadSpec::CancelPolicy { kind: 1 }).0,
+    ];
+    assert_eq!(
+        m.block(txs),
+        vec![
+            TxStatus::InvalidArgument,
+            TxStatus::WrongModel,
+            TxStatus::WrongModel,
+            TxStatus::InvalidArgument,
+            TxStatus::InvalidArgument,
+            TxStatus::InvalidArgument,
+            TxStatus::InvalidArgument,
+            TxStatus::UnknownPolicy,
+        ]
+    );
+    // Every deposit came back.
+    assert_eq!(m.gas(&b), GAS0 - m.fees(&b));
+    assert_eq!(m.escrow(), 0);
+    // A deposit above the balance: the Debit stage refuses it.
+    let p = poor();
+    assert_eq!(
+        m.send(&p, with(&|x| x.deposit = POOR_GAS)),
+        TxStatus::InsufficientBalance
+    );
+
+    // SKUs that do not admit the owner are passed over.
+    let mut allow = listed_at(PriceModel::PriceTag, 1, 5, "wx4g0");
+    allow.authority = Authority::Allowlist;
+    allow.allow = vec![id(&buyer(1))];
+    let allow = m.list(&s, allow);
+    let mut clusters = listed_at(PriceModel::PriceTag, 1, 5, "wx4g0");
+    clusters.authority = Authority::Clusters;
+    clusters.clusters = vec![3];
+    let clusters = m.list(&s, clusters);
+    let open = m.list(&s, listed_at(PriceModel::PriceTag, 2, 5, "wx4g0"));
+    assert_eq!(m.send(&b, ok()), TxStatus::Ok);
+    m.block(vec![]);
+    assert_eq!(m.sku(&open).capacity, 4);
+    assert_eq!((m.sku(&allow).capacity, m.sku(&clusters).capacity), (5, 5));
+    // A policy on the allowlist buys the cheaper one.
+    let b1 = buyer(1);
+    assert_eq!(m.send(&b1, ok()), TxStatus::Ok);
+    m.block(vec![]);
+    assert_eq!(m.sku(&allow).capacity, 4);
 }

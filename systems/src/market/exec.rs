@@ -25,6 +25,7 @@ use int_schemas::{AccountId, DealRef, Escrow, PayloadSpec, SkuListing, SkuRef};
 use rayon::prelude::*;
 
 use super::MarketError;
+use super::policy::{POLICY_DEAL_NONCE_BIT, Policies, PolicyBuy, due_policies};
 use super::receipt::verify;
 use super::records::*;
 use crate::auction::{Bid, clear_uniform};
@@ -33,8 +34,7 @@ use crate::auction::{Bid, clear_uniform};
 /// blocks, earliest first.
 pub const TIMERS_PER_BLOCK: usize = 4096;
 
-/// Whether the market decides `p` (policies are left to the step that
-/// builds them).
+/// Whether the market decides `p`.
 pub(crate) fn is_market(p: &PayloadSpec) -> bool {
     matches!(
         p,
@@ -48,6 +48,8 @@ pub(crate) fn is_market(p: &PayloadSpec) -> bool {
             | PayloadSpec::Order { .. }
             | PayloadSpec::ConfirmUse { .. }
             | PayloadSpec::RegisterKind { .. }
+            | PayloadSpec::SetPolicy(_)
+            | PayloadSpec::CancelPolicy { .. }
     )
 }
 
@@ -61,7 +63,8 @@ pub(crate) struct TxWork<'a> {
 }
 
 impl TxWork<'_> {
-    /// The SKU whose group decides it (`None` for `RegisterKind`).
+    /// The SKU whose group decides it (`None` for `RegisterKind` and the
+    /// policy payloads).
     fn sku(&self) -> Option<SkuRef> {
         Some(match self.payload {
             PayloadSpec::ListSku(_) => SkuRef {
@@ -106,6 +109,8 @@ pub(crate) struct Output {
     pub writes: Vec<ObjectWrite>,
     pub credits: Vec<Credit>,
     pub delta: SupplyDelta,
+    /// The planned policy purchases: their cost, or `None` when missed.
+    pub bought: Vec<(PolicyId, Option<u128>)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -185,7 +190,8 @@ pub(crate) fn execute(
     parallel: bool,
 ) -> Result<Output, MarketError> {
     let timers = due_timers(store, chain_id, height, TIMERS_PER_BLOCK)?;
-    if txs.is_empty() && timers.is_empty() {
+    let due = due_policies(store, chain_id, height)?;
+    if txs.is_empty() && timers.is_empty() && due.is_empty() {
         return Ok(Output::default());
     }
     let mut out = Output::default();
@@ -206,31 +212,60 @@ pub(crate) fn execute(
         new_kinds,
         verdicts,
     };
-    type Work<'a, 'b> = (Vec<(u64, Timer)>, Vec<&'b TxWork<'a>>);
+    // Policies: their transactions, then the plan of this block's purchases.
+    let mut pol = Policies::new(&env);
+    for t in txs.iter().filter(|t| is_policy(t.payload)) {
+        pol.decide(t)?;
+    }
+    let buys = pol.plan(due)?;
     let mut groups: BTreeMap<SkuRef, Work<'_, '_>> = BTreeMap::new();
     for (at, t) in timers {
-        groups.entry(t.sku()).or_default().0.push((at, t));
+        groups.entry(t.sku()).or_default().timers.push((at, t));
     }
     for t in txs {
         if let Some(s) = t.sku() {
-            groups.entry(s).or_default().1.push(t);
+            groups.entry(s).or_default().txs.push(t);
         }
     }
+    for (s, b) in buys {
+        groups.entry(s).or_default().buys.push(b);
+    }
     let groups: Vec<(SkuRef, Work<'_, '_>)> = groups.into_iter().collect();
-    let run = |(s, (timers, txs)): &(SkuRef, Work<'_, '_>)| run_group(&env, s, timers, txs);
+    let run = |(s, w): &(SkuRef, Work<'_, '_>)| run_group(&env, s, w);
     let results: Vec<Result<Output, MarketError>> = if parallel {
         groups.par_iter().map(run).collect()
     } else {
         groups.iter().map(run).collect()
     };
     let overflow = || MarketError::Overflow;
+    let mut bought = BTreeMap::new();
     for r in results {
         let g = r?;
         out.writes.extend(g.writes);
         out.credits.extend(g.credits);
         out.delta.merge(&g.delta).ok_or_else(overflow)?;
+        bought.extend(g.bought);
     }
+    pol.settle(&bought)?;
+    out.credits.extend(std::mem::take(&mut pol.credits));
+    out.delta.merge(&pol.delta).ok_or_else(overflow)?;
+    out.writes.extend(pol.finish());
     Ok(out)
+}
+
+fn is_policy(p: &PayloadSpec) -> bool {
+    matches!(
+        p,
+        PayloadSpec::SetPolicy(_) | PayloadSpec::CancelPolicy { .. }
+    )
+}
+
+/// What one SKU's group does, in this order.
+#[derive(Default)]
+struct Work<'a, 'b> {
+    timers: Vec<(u64, Timer)>,
+    txs: Vec<&'b TxWork<'a>>,
+    buys: Vec<PolicyBuy>,
 }
 
 /// The registry pre-pass: each name gets the next number from 256, unless
@@ -358,6 +393,7 @@ struct Cx<'e, 'a> {
     ov: Overlay<'a>,
     credits: Vec<Credit>,
     delta: SupplyDelta,
+    bought: Vec<(PolicyId, Option<u128>)>,
 }
 
 struct SkuSlot {
@@ -374,7 +410,7 @@ struct Lock {
     left: u128,
 }
 
-fn gas(amount: u128) -> Escrow {
+pub(crate) fn gas(amount: u128) -> Escrow {
     Escrow {
         int: 0,
         gas: amount,
@@ -504,6 +540,7 @@ impl Cx<'_, '_> {
             writes: self.ov.into_writes(),
             credits: self.credits,
             delta: self.delta,
+            bought: self.bought,
         }
     }
 
@@ -580,23 +617,27 @@ impl Cx<'_, '_> {
     }
 
     fn kind_known(&self, kind: u16) -> Result<bool, MarketError> {
-        if (kind as usize) < BUILTIN_KINDS.len() {
-            return Ok(true);
-        }
-        if kind < CUSTOM_KIND_FIRST {
-            return Ok(false);
-        }
-        Ok(self.env.new_kinds.contains(&kind)
-            || self
-                .env
-                .store
-                .object(self.env.chain_id, ObjectTable::State, &kind_key(kind))?
-                .is_some())
+        kind_known(self.env, kind)
     }
 }
 
+/// Whether `kind` is built in, registered, or registered by this block.
+pub(crate) fn kind_known(env: &Env<'_>, kind: u16) -> Result<bool, MarketError> {
+    if (kind as usize) < BUILTIN_KINDS.len() {
+        return Ok(true);
+    }
+    if kind < CUSTOM_KIND_FIRST {
+        return Ok(false);
+    }
+    Ok(env.new_kinds.contains(&kind)
+        || env
+            .store
+            .object(env.chain_id, ObjectTable::State, &kind_key(kind))?
+            .is_some())
+}
+
 /// Whether the SKU's authority admits `buyer` to a plain purchase.
-fn admits(r: &SkuRecord, buyer: &AccountId) -> Result<(), TxStatus> {
+pub(crate) fn admits(r: &SkuRecord, buyer: &AccountId) -> Result<(), TxStatus> {
     match r.authority {
         Authority::Open => Ok(()),
         Authority::Allowlist if r.allow.contains(buyer) => Ok(()),
@@ -605,12 +646,7 @@ fn admits(r: &SkuRecord, buyer: &AccountId) -> Result<(), TxStatus> {
     }
 }
 
-fn run_group(
-    env: &Env<'_>,
-    s: &SkuRef,
-    timers: &[(u64, Timer)],
-    txs: &[&TxWork<'_>],
-) -> Result<Output, MarketError> {
+fn run_group(env: &Env<'_>, s: &SkuRef, w: &Work<'_, '_>) -> Result<Output, MarketError> {
     let mut cx = Cx {
         env,
         s: *s,
@@ -622,8 +658,9 @@ fn run_group(
         },
         credits: Vec::new(),
         delta: SupplyDelta::default(),
+        bought: Vec::new(),
     };
-    for (at, t) in timers {
+    for (at, t) in &w.timers {
         cx.del(due_key(*at, t));
         match t {
             Timer::ChannelClose(d) => close_channel(&mut cx, d)?,
@@ -631,8 +668,12 @@ fn run_group(
             Timer::AuctionClose(_) => close_auction(&mut cx, s, *at)?,
         }
     }
-    for t in txs {
+    for t in &w.txs {
         run_tx(&mut cx, s, t)?;
+    }
+    for b in &w.buys {
+        let cost = policy_buy(&mut cx, s, b)?;
+        cx.bought.push((b.id, cost));
     }
     Ok(cx.finish())
 }
@@ -1079,6 +1120,52 @@ fn time_out_order(cx: &mut Cx<'_, '_>, d: &DealRef) -> Result<(), MarketError> {
         cx.save_sku(&d.sku, new);
     }
     Ok(())
+}
+
+/// A policy's purchase on the group's SKU, checked against the SKU as the
+/// block left it: its cost, or `None` when it no longer fits. The cost
+/// leaves the policy's escrow: to the seller (price tag), or into an order
+/// (CPP).
+fn policy_buy(cx: &mut Cx<'_, '_>, s: &SkuRef, b: &PolicyBuy) -> Result<Option<u128>, MarketError> {
+    let owner = b.id.0;
+    let Ok(old) = cx.offered(s, b.model, &owner)? else {
+        return Ok(None);
+    };
+    if old.capacity < b.units || old.terms.unit_price > b.max_unit_price {
+        return Ok(None);
+    }
+    let Some(cost) = total(b.units, old.terms.unit_price).filter(|c| *c <= b.allowance) else {
+        return Ok(None);
+    };
+    if b.model == PriceModel::Cpp {
+        let Some(timeout) = cx.env.height.checked_add(old.terms.period_blocks as u64) else {
+            return Ok(None);
+        };
+        let d = DealRef {
+            sku: *s,
+            buyer: owner,
+            nonce: POLICY_DEAL_NONCE_BIT | cx.env.height,
+        };
+        if cx.order(&d)?.is_some() {
+            return Ok(None);
+        }
+        let o = OrderRecord {
+            qty: b.units,
+            confirmed: 0,
+            unit_price: old.terms.unit_price,
+            timeout,
+        };
+        cx.put(order_key(&d), o.encode());
+        cx.put(due_key(timeout, &Timer::OrderTimeout(d)), due_value());
+    } else {
+        cx.release(s.seller, cost)?;
+    }
+    let new = SkuRecord {
+        capacity: old.capacity - b.units,
+        ..old
+    };
+    cx.save_sku(s, new);
+    Ok(Some(cost))
 }
 
 #[cfg(test)]

@@ -44,11 +44,14 @@
 //! a missing or delisted SKU is `UnknownSku`; of a SKU whose allowlist
 //! does not hold the buyer, `Unauthorized`.
 //!
+//! Standing policies (`SetPolicy`, `CancelPolicy`) buy by price tag or CPP
+//! on their owner's behalf every few blocks, out of GAS escrowed in them
+//! ([`policy`]).
+//!
 //! **Not built yet:** SKUs with `Authority::Clusters` are meant to be
 //! bought anonymously through a BPK intent; that path does not exist, so
-//! every plain purchase of such a SKU is `Unauthorized`. Standing policies
-//! (`SetPolicy`, `CancelPolicy`) are not decided here: the chain answers
-//! them `UnsupportedPayload` and returns their deposit.
+//! every plain purchase of such a SKU is `Unauthorized` (and no policy
+//! buys one).
 //!
 //! # Money
 //!
@@ -65,9 +68,11 @@
 //! # Execution
 //!
 //! One Apply-stage system. Registrations of custom kinds (a global
-//! registry) run first, in block order. Everything else is grouped by SKU:
-//! per SKU, first its timers due at this height (key order: earliest
-//! first), then its transactions in block order. A group touches only its
+//! registry) run first, in block order; then the policy transactions and
+//! the plan of the block's policy purchases ([`policy`]). Everything else
+//! is grouped by SKU: per SKU, first its timers due at this height (key
+//! order: earliest first), then its transactions in block order, then the
+//! policy purchases planned on it. A group touches only its
 //! SKU's objects, so groups run in parallel (rayon, when
 //! `ExecConfig::parallel`) and their writes, credits and supply deltas are
 //! merged in SKU order: the result equals the sequential run bit for bit.
@@ -97,6 +102,7 @@
 //! geohash prefix (all kinds without one), keeps the `limit` cheapest, and
 //! reads those SKUs.
 
+pub mod policy;
 pub mod receipt;
 pub mod records;
 
@@ -108,10 +114,14 @@ use bevy_ecs::prelude::*;
 use int_engine::storage::{ObjectTable, StorageError, Store};
 use int_engine::world::{Plugin, Stage};
 use int_schemas::market::{BUILTIN_KINDS, CUSTOM_KIND_FIRST, KIND_NAME_BYTES_MAX, is_geohash};
-use int_schemas::wire::{Authority, Unit};
+use int_schemas::wire::{Authority, Preference, PriceModel, Unit};
 use int_schemas::{AccountId, DealRef, Escrow, Hash32, SkuRef, Terms};
 
 pub use exec::TIMERS_PER_BLOCK;
+pub use policy::{
+    AREA_SCAN_MAX, CANDIDATES_TRIED_MAX, POLICY_DEAL_NONCE_BIT, POLICY_EPOCH_BLOCKS_DEFAULT,
+    POLICY_RUNS_PER_BLOCK,
+};
 pub use records::KINDS_MAX;
 use records::*;
 
@@ -364,9 +374,101 @@ pub fn bids(store: &Store, chain_id: u32, id: &SkuRef) -> Result<Vec<BidView>, M
     Ok(out)
 }
 
+/// A standing policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyView {
+    /// Who set it (and whom it buys for).
+    pub owner: AccountId,
+    /// Resource kind it buys.
+    pub kind: u16,
+    /// Highest price per unit it pays.
+    pub max_unit_price: u128,
+    /// Most GAS it spends per epoch.
+    pub budget_per_epoch: u128,
+    /// Its area (cheapest) or position (nearest), a geohash.
+    pub region: String,
+    /// How it chooses among matching SKUs.
+    pub preference: Preference,
+    /// Price tag or CPP.
+    pub model: PriceModel,
+    /// Units per purchase.
+    pub units: u64,
+    /// Blocks between purchases.
+    pub interval_blocks: u32,
+    /// GAS escrowed in it, left to spend.
+    pub balance: u128,
+    /// The budget epoch of `spent_in_epoch`.
+    pub epoch: u64,
+    /// GAS spent in that epoch.
+    pub spent_in_epoch: u128,
+    /// Height of its next purchase attempt.
+    pub next_due: u64,
+    /// Purchases made since it was set.
+    pub buys: u64,
+    /// GAS those purchases spent.
+    pub spent_total: u128,
+}
+
+impl PolicyView {
+    fn new((owner, kind): PolicyId, r: PolicyRecord) -> Self {
+        Self {
+            owner,
+            kind,
+            max_unit_price: r.max_unit_price,
+            budget_per_epoch: r.budget_per_epoch,
+            region: r.region,
+            preference: r.preference,
+            model: r.model,
+            units: r.units,
+            interval_blocks: r.interval_blocks,
+            balance: r.balance,
+            epoch: r.epoch,
+            spent_in_epoch: r.spent_in_epoch,
+            next_due: r.next_due,
+            buys: r.buys,
+            spent_total: r.spent_total,
+        }
+    }
+}
+
+/// `owner`'s policy for `kind`; `None` if none is set.
+pub fn policy(
+    store: &Store,
+    chain_id: u32,
+    owner: &AccountId,
+    kind: u16,
+) -> Result<Option<PolicyView>, MarketError> {
+    let id = (*owner, kind);
+    Ok(
+        stored(store, chain_id, &policy_key(&id), PolicyRecord::decode)?
+            .map(|r| PolicyView::new(id, r)),
+    )
+}
+
+/// Standing policies by owner then kind, at most `limit`.
+pub fn policies(
+    store: &Store,
+    chain_id: u32,
+    limit: usize,
+) -> Result<Vec<PolicyView>, MarketError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    store.scan_prefix(chain_id, ObjectTable::State, POLICY_PREFIX, |k, v| {
+        out.push(PolicyView::new(
+            parse_policy_key(k)?,
+            PolicyRecord::decode(v)?,
+        ));
+        Ok::<_, MarketError>(out.len() < limit)
+    })?;
+    Ok(out)
+}
+
 /// The GAS held in every market escrow object: the unclaimed part of each
-/// channel's deposit, the unconfirmed units of each order, every open bid.
-/// The supply audit compares it with the chain's escrow total.
+/// channel's deposit, the unconfirmed units of each order, every open bid,
+/// every policy's balance. The supply audit compares it with the chain's
+/// escrow total.
 pub fn escrow_held(store: &Store, chain_id: u32) -> Result<Escrow, MarketError> {
     let mut gas: u128 = 0;
     let mut sum = |prefix: &[u8], held: &dyn Fn(&[u8]) -> Result<u128, MarketError>| {
@@ -378,6 +480,7 @@ pub fn escrow_held(store: &Store, chain_id: u32) -> Result<Escrow, MarketError> 
     sum(CHAN_PREFIX, &|v| Ok(ChannelRecord::decode(v)?.held()))?;
     sum(ORDER_PREFIX, &|v| Ok(OrderRecord::decode(v)?.held()))?;
     sum(BID_PREFIX, &|v| Ok(BidRecord::decode(v)?.held()))?;
+    sum(POLICY_PREFIX, &|v| Ok(PolicyRecord::decode(v)?.balance))?;
     Ok(Escrow { int: 0, gas })
 }
 

@@ -15,6 +15,8 @@
 //! | `mkt/kind/` ‖ number (2) | state | version, name |
 //! | `mkt/kindname/` ‖ name | state | version, number (2) |
 //! | `mkt/ix/` ‖ kind (2) ‖ region (12, 0x00-padded) ‖ unit price (16) ‖ sku (40) | derived | empty |
+//! | `mkt/pol/` ‖ owner (32) ‖ kind (2) | state | terms, GAS balance, budget epoch and its spending, next due height, purchases and GAS spent in all |
+//! | `mkt/pdue/` ‖ height (8) ‖ owner (32) ‖ kind (2) | state | version byte |
 //!
 //! The longest key is a due entry of a deal, 97 bytes, under the store's
 //! 128.
@@ -23,7 +25,7 @@ use int_engine::storage::{OBJECT_KEY_BYTES_MAX, ObjectTable, Store};
 use int_schemas::market::{
     ALLOW_MAX, CLUSTERS_MAX, GEOHASH_CHARS_MAX, KIND_NAME_BYTES_MAX, is_geohash, total,
 };
-use int_schemas::wire::{Authority, PriceModel, Unit};
+use int_schemas::wire::{Authority, Preference, PriceModel, Unit};
 use int_schemas::{AccountId, DealRef, Hash32, SkuRef, Terms};
 
 use super::MarketError;
@@ -37,6 +39,8 @@ pub(crate) const KINDS_KEY: &[u8] = b"mkt/kinds";
 pub(crate) const KIND_PREFIX: &[u8] = b"mkt/kind/";
 pub(crate) const KIND_NAME_PREFIX: &[u8] = b"mkt/kindname/";
 pub(crate) const INDEX_PREFIX: &[u8] = b"mkt/ix/";
+pub(crate) const POLICY_PREFIX: &[u8] = b"mkt/pol/";
+pub(crate) const POLICY_DUE_PREFIX: &[u8] = b"mkt/pdue/";
 
 const VERSION: u8 = 1;
 
@@ -48,6 +52,7 @@ const _: () = assert!(DUE_PREFIX.len() + 8 + 1 + 80 <= OBJECT_KEY_BYTES_MAX);
 const _: () = assert!(BID_PREFIX.len() + 40 + 8 + 32 + 8 <= OBJECT_KEY_BYTES_MAX);
 const _: () = assert!(INDEX_PREFIX.len() + 2 + GEOHASH_CHARS_MAX + 16 + 40 <= OBJECT_KEY_BYTES_MAX);
 const _: () = assert!(KIND_NAME_PREFIX.len() + KIND_NAME_BYTES_MAX <= OBJECT_KEY_BYTES_MAX);
+const _: () = assert!(POLICY_DUE_PREFIX.len() + 8 + 34 <= OBJECT_KEY_BYTES_MAX);
 
 pub(crate) fn corrupt(key: &str, what: impl ToString) -> MarketError {
     MarketError::Corrupt {
@@ -557,6 +562,144 @@ impl BidRecord {
     }
 }
 
+/// A standing policy: who and what are in its key (owner, kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PolicyRecord {
+    pub max_unit_price: u128,
+    pub budget_per_epoch: u128,
+    /// Geohash, 0 to 12 characters (see `PolicySpec::region`).
+    pub region: String,
+    pub preference: Preference,
+    /// Price tag or CPP.
+    pub model: PriceModel,
+    /// Units per purchase, at least 1.
+    pub units: u64,
+    /// Blocks between purchases, at least 1.
+    pub interval_blocks: u32,
+    /// GAS escrowed in the policy, spent by its purchases.
+    pub balance: u128,
+    /// The budget epoch `spent_in_epoch` counts in.
+    pub epoch: u64,
+    pub spent_in_epoch: u128,
+    /// Height of the next purchase attempt (its `mkt/pdue/` entry).
+    pub next_due: u64,
+    /// Purchases made, and GAS they spent, since the policy was set.
+    pub buys: u64,
+    pub spent_total: u128,
+}
+
+impl PolicyRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1 + 16 * 5 + 13 + 2 + 8 * 4 + 4);
+        v.push(VERSION);
+        v.extend_from_slice(&self.max_unit_price.to_be_bytes());
+        v.extend_from_slice(&self.budget_per_epoch.to_be_bytes());
+        v.push(self.region.len() as u8);
+        v.extend_from_slice(self.region.as_bytes());
+        v.push(self.preference.0);
+        v.push(self.model.0);
+        v.extend_from_slice(&self.units.to_be_bytes());
+        v.extend_from_slice(&self.interval_blocks.to_be_bytes());
+        v.extend_from_slice(&self.balance.to_be_bytes());
+        v.extend_from_slice(&self.epoch.to_be_bytes());
+        v.extend_from_slice(&self.spent_in_epoch.to_be_bytes());
+        v.extend_from_slice(&self.next_due.to_be_bytes());
+        v.extend_from_slice(&self.buys.to_be_bytes());
+        v.extend_from_slice(&self.spent_total.to_be_bytes());
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, MarketError> {
+        const KEY: &str = "mkt/pol";
+        let mut r = Reader::new(b, KEY)?;
+        let max_unit_price = r.u128()?;
+        let budget_per_epoch = r.u128()?;
+        let n = r.u8()? as usize;
+        let region = std::str::from_utf8(r.take(n)?)
+            .ok()
+            .filter(|s| is_geohash(s, 0))
+            .ok_or_else(|| corrupt(KEY, "region is not a geohash"))?
+            .to_string();
+        let p = Self {
+            max_unit_price,
+            budget_per_epoch,
+            region,
+            preference: Preference(r.u8()?),
+            model: PriceModel(r.u8()?),
+            units: r.u64()?,
+            interval_blocks: r.u32()?,
+            balance: r.u128()?,
+            epoch: r.u64()?,
+            spent_in_epoch: r.u128()?,
+            next_due: r.u64()?,
+            buys: r.u64()?,
+            spent_total: r.u128()?,
+        };
+        r.end()?;
+        if !(Preference::ENUM_MIN..=Preference::ENUM_MAX).contains(&p.preference.0)
+            || !policy_model(p.model)
+        {
+            return Err(corrupt(KEY, "unknown enum value"));
+        }
+        if p.units == 0 || p.interval_blocks == 0 {
+            return Err(corrupt(KEY, "zero units or interval"));
+        }
+        Ok(p)
+    }
+}
+
+/// Whether a policy may buy through `model` (the models whose purchase
+/// completes in one step: a price tag, or a CPP order).
+pub(crate) fn policy_model(model: PriceModel) -> bool {
+    model == PriceModel::PriceTag || model == PriceModel::Cpp
+}
+
+/// A policy's id: its owner and kind.
+pub(crate) type PolicyId = (AccountId, u16);
+
+fn policy_id_bytes(id: &PolicyId) -> [u8; 34] {
+    let mut b = [0u8; 34];
+    b[..32].copy_from_slice(&id.0);
+    b[32..].copy_from_slice(&id.1.to_be_bytes());
+    b
+}
+
+fn parse_policy_id(b: &[u8]) -> Option<PolicyId> {
+    let b: &[u8; 34] = b.try_into().ok()?;
+    let (owner, kind) = b.split_at(32);
+    Some((
+        owner.try_into().ok()?,
+        u16::from_be_bytes(kind.try_into().ok()?),
+    ))
+}
+
+pub(crate) fn policy_key(id: &PolicyId) -> Vec<u8> {
+    cat(&[POLICY_PREFIX, &policy_id_bytes(id)])
+}
+
+/// The policy id of a `mkt/pol/` key.
+pub(crate) fn parse_policy_key(key: &[u8]) -> Result<PolicyId, MarketError> {
+    key.strip_prefix(POLICY_PREFIX)
+        .and_then(parse_policy_id)
+        .ok_or_else(|| corrupt("mkt/pol", "bad key"))
+}
+
+pub(crate) fn policy_due_key(at: u64, id: &PolicyId) -> Vec<u8> {
+    cat(&[POLICY_DUE_PREFIX, &at.to_be_bytes(), &policy_id_bytes(id)])
+}
+
+/// The height and policy of a `mkt/pdue/` key.
+pub(crate) fn parse_policy_due_key(key: &[u8]) -> Result<(u64, PolicyId), MarketError> {
+    let bad = || corrupt("mkt/pdue", "bad key");
+    let rest = key.strip_prefix(POLICY_DUE_PREFIX).ok_or_else(bad)?;
+    if rest.len() != 8 + 34 {
+        return Err(bad());
+    }
+    let (h, id) = rest.split_at(8);
+    let h = u64::from_be_bytes(h.try_into().map_err(|_| bad())?);
+    Ok((h, parse_policy_id(id).ok_or_else(bad)?))
+}
+
 /// The number of custom kinds registered (`mkt/kinds`).
 pub(crate) fn encode_kind_count(n: u32) -> Vec<u8> {
     let mut v = vec![VERSION];
@@ -729,6 +872,69 @@ mod tests {
             ..b
         };
         assert!(BidRecord::decode(&huge.encode()).is_err());
+    }
+
+    #[test]
+    fn policies_round_trip_and_reject_garbage() {
+        let p = PolicyRecord {
+            max_unit_price: 1 << 90,
+            budget_per_epoch: 500,
+            region: "wx4".into(),
+            preference: Preference::Nearest,
+            model: PriceModel::Cpp,
+            units: 3,
+            interval_blocks: 7,
+            balance: 1_000,
+            epoch: 2,
+            spent_in_epoch: 40,
+            next_due: 99,
+            buys: 4,
+            spent_total: 160,
+        };
+        assert_eq!(PolicyRecord::decode(&p.encode()).unwrap(), p);
+        truncations_fail(&p.encode(), PolicyRecord::decode);
+        let anywhere = PolicyRecord {
+            region: String::new(),
+            ..p.clone()
+        };
+        assert_eq!(PolicyRecord::decode(&anywhere.encode()).unwrap(), anywhere);
+        for bad in [
+            PolicyRecord {
+                model: PriceModel::Auction,
+                ..p.clone()
+            },
+            PolicyRecord {
+                model: PriceModel::Metered,
+                ..p.clone()
+            },
+            PolicyRecord {
+                preference: Preference(9),
+                ..p.clone()
+            },
+            PolicyRecord {
+                units: 0,
+                ..p.clone()
+            },
+            PolicyRecord {
+                interval_blocks: 0,
+                ..p.clone()
+            },
+            PolicyRecord {
+                region: "wx4a".into(),
+                ..p.clone()
+            },
+        ] {
+            assert!(PolicyRecord::decode(&bad.encode()).is_err(), "{bad:?}");
+        }
+        let id: PolicyId = ([7; 32], 300);
+        assert_eq!(parse_policy_key(&policy_key(&id)).unwrap(), id);
+        assert!(parse_policy_key(&policy_key(&id)[1..]).is_err());
+        let k = policy_due_key(42, &id);
+        assert!(k.len() <= OBJECT_KEY_BYTES_MAX);
+        assert_eq!(parse_policy_due_key(&k).unwrap(), (42, id));
+        assert!(parse_policy_due_key(&k[..k.len() - 1]).is_err());
+        // Due entries sort by height first.
+        assert!(policy_due_key(1, &([9; 32], 9)) < policy_due_key(2, &([0; 32], 0)));
     }
 
     #[test]

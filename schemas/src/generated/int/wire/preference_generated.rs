@@ -14,6 +14,10 @@ pub const ENUM_VALUES_PREFERENCE: [Preference; 2] = [
 ];
 
 /// Which SKU a standing policy prefers among those that match.
+/// Cheapest: the lowest unit price among SKUs whose region lies inside the
+/// policy's region. Nearest: the SKU whose region shares the longest
+/// geohash prefix with the policy's region (the buyer's position), searched
+/// outward one character at a time, then the lowest price.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct Preference(pub u8);
