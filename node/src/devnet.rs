@@ -149,6 +149,12 @@ pub struct Summary {
     pub auction: u64,
     /// CPP: confirmed uses that released escrow to a seller.
     pub cpp: u64,
+    /// Purchases the standing policies made (no transaction each: the
+    /// chain buys on the policy's behalf), summed over the policies at the
+    /// end.
+    pub policy_buys: u64,
+    /// Standing policies at the end.
+    pub policies: u64,
     /// Other market transactions that succeeded (listings, updates,
     /// channel opens, orders, kinds).
     pub market_other_ok: u64,
@@ -728,6 +734,8 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     };
     let proofs_made = sim_stats.proofs.load(Ordering::Relaxed);
     let audited = int_systems::audit::audit(&store, chain_id).context("supply audit")?;
+    let policies = int_systems::market::policies(&store, chain_id, usize::MAX)
+        .context("reading the policies")?;
     let skus = int_systems::market::query(
         &store,
         chain_id,
@@ -771,6 +779,8 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         metered: market.metered,
         auction: market.auction,
         cpp: market.cpp,
+        policy_buys: policies.iter().map(|p| p.buys).sum(),
+        policies: policies.len() as u64,
         market_other_ok: market.other_ok,
         market_refused: market.refused,
         burns: market.burns,

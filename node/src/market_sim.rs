@@ -12,10 +12,13 @@
 //!   kind seller 0 registers), then claim the latest metering receipt each
 //!   channel's buyer handed them, confirm CPP orders with the buyer's
 //!   usage attestation, and restock SKUs running low;
-//! - buyers pick a price-tag purchase, a channel (then pay it off chain by
-//!   signed cumulative receipts), a bid in an auction's open window, a CPP
-//!   order (then confirm its use), a burn of INT for GAS or a GAS-auction
-//!   bid;
+//! - buyers first set a standing policy (power, network or compute, by
+//!   price tag or every fourth by CPP, cheapest in their area or nearest
+//!   to their position), which the chain then buys through on its own;
+//!   then they pick a price-tag purchase, a channel (then pay it off chain
+//!   by signed cumulative receipts), a bid in an auction's open window, a
+//!   CPP order (then confirm its use), a burn of INT for GAS or a
+//!   GAS-auction bid;
 //! - oracles report a drifting INT price once per token epoch.
 
 use std::collections::BTreeMap;
@@ -27,9 +30,9 @@ use anyhow::Result;
 use int_engine::crypto::bls::{SecretKey, tx_message};
 use int_engine::storage::{AccountRecord, Store};
 use int_schemas::market::{ChannelReceipt, DealRef, SkuListing, Terms};
-use int_schemas::wire::{Authority, PriceModel, Unit};
+use int_schemas::wire::{Authority, Preference, PriceModel, Unit};
 use int_schemas::{
-    AccountId, PayloadSpec, SignatureBytes, TxBodySpec, build_envelope, build_tx_body,
+    AccountId, PayloadSpec, PolicySpec, SignatureBytes, TxBodySpec, build_envelope, build_tx_body,
 };
 use int_systems::market::{self, SkuQuery, SkuView, receipt};
 use int_systems::token::{self, TokenConfig};
@@ -239,6 +242,7 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
     let mut chans: Vec<Option<OpenChan>> = (0..BUYERS).map(|_| None).collect();
     let mut price = GENESIS_INT_PER_FIAT;
     let mut reported_epoch: Vec<Option<u64>> = vec![None; ORACLES];
+    let mut policy_sent = vec![false; BUYERS];
 
     while !ctx.stop.load(Ordering::Relaxed) {
         let Some(head) = ctx.store.head(ctx.chain_id)? else {
@@ -287,18 +291,23 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
                 )?
             } else if p < SELLERS + BUYERS {
                 let b = p - SELLERS;
-                buyer_step(
-                    ctx,
-                    key,
-                    nonce,
-                    height,
-                    &mut chans[b],
-                    &of_model,
-                    &mut receipts,
-                    &mut to_confirm,
-                    &mut attested,
-                    &mut rng,
-                )
+                if !policy_sent[b] {
+                    policy_sent[b] = true;
+                    Some(standing_policy(b))
+                } else {
+                    buyer_step(
+                        ctx,
+                        key,
+                        nonce,
+                        height,
+                        &mut chans[b],
+                        &of_model,
+                        &mut receipts,
+                        &mut to_confirm,
+                        &mut attested,
+                        &mut rng,
+                    )
+                }
             } else {
                 let o = p - SELLERS - BUYERS;
                 let epoch = height / TOKEN_EPOCH_BLOCKS;
@@ -408,6 +417,35 @@ fn seller_step(
 
 fn custom_kind(ctx: &Ctx<'_>) -> Result<Option<u16>> {
     Ok(market::kind_by_name(ctx.store, ctx.chain_id, CUSTOM_KIND)?)
+}
+
+/// Buyer `b`'s standing policy: a basic service bought every few blocks.
+fn standing_policy(b: usize) -> PayloadSpec {
+    // Power, network, compute.
+    let kind = [0u16, 1, 3][b % 3];
+    let nearest = b % 2 == 1;
+    let region = REGIONS[b % REGIONS.len()];
+    PayloadSpec::SetPolicy(Box::new(PolicySpec {
+        kind,
+        // Above every listed price (at most 1.5 × 200).
+        max_unit_price: 400,
+        budget_per_epoch: 50_000,
+        // Nearest: the buyer's position; cheapest: its city's area.
+        region: if nearest { region } else { &region[..3] }.to_string(),
+        preference: if nearest {
+            Preference::Nearest
+        } else {
+            Preference::Cheapest
+        },
+        model: if b % 4 == 3 {
+            PriceModel::Cpp
+        } else {
+            PriceModel::PriceTag
+        },
+        units: 1 + (b % 3) as u64,
+        interval_blocks: 4 + (b % 5) as u32,
+        deposit: 1_000_000,
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -36,7 +36,14 @@ fn devnet_trades_through_every_model_and_conserves_value() {
         "100",
         "--json",
     ]));
-    for model in ["price_tag", "metered", "auction", "cpp", "oracle_reports"] {
+    for model in [
+        "price_tag",
+        "metered",
+        "auction",
+        "cpp",
+        "policy_buys",
+        "oracle_reports",
+    ] {
         assert!(
             sum[model].as_u64().is_some_and(|n| n > 0),
             "no successful {model} transactions: {sum}"
@@ -44,6 +51,8 @@ fn devnet_trades_through_every_model_and_conserves_value() {
     }
     assert_eq!(sum["value_conserved"], true, "{sum}");
     assert!(sum["skus"].as_u64().is_some_and(|n| n >= 24), "{sum}");
+    // Every simulated buyer set a standing policy first.
+    assert_eq!(sum["policies"], 16, "{sum}");
 
     let state = json(&ok(&["state", "--data-dir", d, "--json"]));
     assert_eq!(state["value_conserved"], true, "{state}");
