@@ -1,6 +1,7 @@
 //! The throughput harness behind `int bench tps`.
 //!
-//! One run measures, in this order:
+//! One run measures, in this order (`--workload market` skips phases 1 and
+//! 2, and `transfers`, the default, the market blocks of phase 3):
 //!
 //! 1. **Raw bound.** `S` signed transfers are made by a [`Fleet`] of
 //!    devices before any timing. Their signatures are checked over all cores
@@ -29,8 +30,27 @@
 //!    and admitted with [`ingress::assume_verified`] (one real signature
 //!    reused in every envelope: sealing aggregates the signatures, so they
 //!    must be valid points). Transactions per second over the blocks, and
-//!    where the time went ([`BlockResult::timings`] summed). Then the same
-//!    at each size of `--sizes`, for the plot.
+//!    where the time went ([`BlockResult::timings`] summed).
+//!
+//!    With `--workload market` or `both`, the chain also runs the
+//!    [`MarketPlugin`] (a block without market work pays one B-tree seek
+//!    for it), every account's key is a real one from a pool of 256, and
+//!    after the transfer blocks the same chain runs market blocks
+//!    (`market.rs` has the details): an untimed block lists SKUs under the
+//!    four price models (up to 64 each, one per seller) and an untimed
+//!    warm-up block opens channels and CPP orders; then `--blocks` blocks
+//!    of `--block-txs` operations are built (the metering receipts the
+//!    buyers sign made here, before timing) and timed, a sixth each of
+//!    price-tag `Buy`, `PlaceBid` into the open auction window, `Order`,
+//!    the buyer's `ConfirmUse` of an earlier order, `OpenChannel`, and the
+//!    seller's `ClaimChannel` of an earlier channel, whose receipt
+//!    signature the chain verifies. Succeeded operations per second, `ok`
+//!    beside `total` (per operation too; the harness fails when fewer than
+//!    99% succeed), and their ratio to the transfers per second of the same
+//!    run. An untimed block then delists the auctions, so that no market
+//!    timer runs in the blocks after.
+//!
+//!    Then transfers at each size of `--sizes`, for the plot.
 //!
 //! The report goes to `OUT/tps.json`, the plot of throughput against batch
 //! and block size to `OUT/tps.svg` (`OUT` is `--out`, default `bench-out`).
@@ -38,6 +58,7 @@
 //!
 //! [`BlockResult::timings`]: int_engine::chain::BlockResult
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,7 +75,8 @@ use int_schemas::wire::{Token, TxStatus};
 use int_schemas::{
     AccountId, DecodeError, PayloadSpec, TxBodySpec, build_envelope, build_tx_body, decode_tx,
 };
-use int_systems::LedgerPlugin;
+use int_systems::market::MarketError;
+use int_systems::{LedgerPlugin, MarketPlugin};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -62,6 +84,7 @@ use serde::Serialize;
 
 use crate::devices::{DEVICE_FEE, Fleet, now_ms, validator_account};
 
+mod market;
 mod plot;
 
 /// Chain id of the chains the harness builds.
@@ -106,6 +129,48 @@ pub struct TpsArgs {
     /// Batch and block sizes of the plot (comma separated).
     #[arg(long, value_delimiter = ',', default_values_t = [256, 1024, 4096, 16384, 65536])]
     pub sizes: Vec<usize>,
+    /// What to measure: `transfers` (the signature phases and execution +
+    /// commit of transfers), `market` (execution + commit of transfers and
+    /// of market operations on the same chain, no signature phases), or
+    /// `both`.
+    #[arg(long, value_enum, default_value_t = Workload::Transfers)]
+    pub workload: Workload,
+}
+
+/// The workloads of `int bench tps --workload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Signed transfers (raw bound, end to end) and verified transfers
+    /// (execution + commit): the three phases.
+    #[default]
+    Transfers,
+    /// Execution + commit of verified transfers, then of market operations
+    /// on the same chain; the signature phases are skipped.
+    Market,
+    /// The three phases, and the market blocks after the transfer blocks.
+    Both,
+}
+
+impl Workload {
+    /// Its name on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Transfers => "transfers",
+            Self::Market => "market",
+            Self::Both => "both",
+        }
+    }
+
+    /// Whether the raw bound and the end-to-end run are measured.
+    fn signatures(self) -> bool {
+        self != Self::Market
+    }
+
+    /// Whether the market blocks are measured.
+    fn market(self) -> bool {
+        self != Self::Transfers
+    }
 }
 
 /// Errors of the harness.
@@ -117,6 +182,9 @@ pub enum TpsError {
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Reading the market's state failed.
+    #[error(transparent)]
+    Market(#[from] MarketError),
     /// A file or directory could not be written or created.
     #[error("{path}: {source}")]
     Io {
@@ -258,6 +326,51 @@ pub struct ExecReport {
     pub storage_last_page: u64,
 }
 
+/// One kind of market operation of the measured market blocks.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarketOpCount {
+    /// The payload.
+    pub op: &'static str,
+    /// Executed.
+    pub total: u64,
+    /// Of which with status `Ok`.
+    pub ok: u64,
+}
+
+/// The market blocks of the execution + commit phase in detail.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarketReport {
+    /// Operations (transactions) per block.
+    pub block_txs: usize,
+    /// Blocks measured.
+    pub blocks: usize,
+    /// Operations executed.
+    pub total: u64,
+    /// Of which with status `Ok` (the harness fails below 99%).
+    pub ok: u64,
+    /// The other statuses, by name, and how many of each.
+    pub failed: BTreeMap<String, u64>,
+    /// Executed and succeeded, per operation.
+    pub ops: Vec<MarketOpCount>,
+    /// Wall time of the measured blocks.
+    pub seconds: f64,
+    /// Where the measured blocks' time went.
+    pub stage_us: StageUs,
+    /// SKUs listed per price model (one per seller).
+    pub skus_per_model: usize,
+    /// Metering receipts the buyers signed before timing, which the
+    /// sellers' claims carry and the chain verifies.
+    pub receipts: usize,
+    /// Auction windows closed in the measured blocks.
+    pub auction_closes: u64,
+    /// Time to list the SKUs and run the warm-up block (not timed).
+    pub setup_s: f64,
+    /// Time to build the blocks, receipts signed included (not timed).
+    pub build_s: f64,
+    /// Bytes the process wrote to storage per measured block, MiB (Linux).
+    pub written_mib_per_block: Option<f64>,
+}
+
 /// One point of the plot.
 #[derive(Debug, Clone, Serialize)]
 pub struct SizePoint {
@@ -272,40 +385,55 @@ pub struct SizePoint {
     pub exec_blocks: usize,
 }
 
-/// The report of one run.
+/// The report of one run. The fields of the signature phases are absent
+/// under `--workload market`, the market's under `--workload transfers`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TpsReport {
+    /// What was measured.
+    pub workload: Workload,
     /// The machine.
     pub machine: Machine,
     /// Signatures (signed transfers) of the raw and end-to-end phases.
-    pub sigs: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigs: Option<usize>,
     /// Raw bound: `aggregate_verify` of `sigs` signatures, per second.
-    pub raw_verify_sigs_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_verify_sigs_per_s: Option<f64>,
     /// The raw bound with the subgroup checks that aggregating signatures
     /// received from a wire needs (`aggregate` + `aggregate_verify`).
-    pub raw_checked_verify_sigs_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_checked_verify_sigs_per_s: Option<f64>,
     /// `batch_verify` (random scalars, what ingress uses) of the same
     /// signatures, per second.
-    pub batch_verify_sigs_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_verify_sigs_per_s: Option<f64>,
     /// blst's own `verify_multiple_aggregate_signatures` of the same
     /// signatures, per second (the baseline `batch_verify` improves on).
-    pub batch_verify_blst_sigs_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_verify_blst_sigs_per_s: Option<f64>,
     /// Signing, per second over all cores (the fleet's cost, for scale).
-    pub sign_sigs_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sign_sigs_per_s: Option<f64>,
     /// Aggregating the signatures into one as sealing does
     /// (`aggregate_verified`, no subgroup checks), per second, one core.
-    pub aggregate_sigs_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregate_sigs_per_s: Option<f64>,
     /// Signed transfers through ingress, mempool, execution and commit.
-    pub e2e_tx_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2e_tx_per_s: Option<f64>,
     /// `e2e_tx_per_s / raw_verify_sigs_per_s` (target ≥ 0.8).
-    pub e2e_ratio: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2e_ratio: Option<f64>,
     /// `e2e_tx_per_s / raw_checked_verify_sigs_per_s`.
-    pub e2e_vs_checked_raw: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2e_vs_checked_raw: Option<f64>,
     /// `e2e_tx_per_s / batch_verify_sigs_per_s`: how close the pipeline
     /// gets to the verification it cannot avoid.
-    pub e2e_vs_batch_verify: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2e_vs_batch_verify: Option<f64>,
     /// The end-to-end run in detail.
-    pub e2e: E2eReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2e: Option<E2eReport>,
     /// Accounts in the state of the execution phase.
     pub accounts: usize,
     /// Time of the genesis of `accounts` accounts (`Chain::genesis`).
@@ -316,10 +444,20 @@ pub struct TpsReport {
     pub genesis_db_mib: f64,
     /// Execution + commit of verified transfers, per second.
     pub exec_commit_tx_per_s: f64,
+    /// Execution + commit of market operations (succeeded ones), per
+    /// second, on the same chain as `exec_commit_tx_per_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec_commit_market_ops_per_s: Option<f64>,
+    /// `exec_commit_market_ops_per_s / exec_commit_tx_per_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec_commit_market_vs_transfers: Option<f64>,
     /// Where execution + commit's time went, summed over the measured blocks.
     pub stage_us: StageUs,
     /// The execution + commit run in detail.
     pub exec: ExecReport,
+    /// The market blocks in detail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub market: Option<MarketReport>,
     /// Throughput against batch and block size (the plot's data).
     pub sizes: Vec<SizePoint>,
     /// Peak resident memory of the run, MiB (Linux).
@@ -404,6 +542,9 @@ pub fn run(args: &TpsArgs) -> Result<TpsReport, TpsError> {
     if args.accounts < 2 {
         return Err(TpsError::BadArgs("--accounts must be at least 2".into()));
     }
+    if args.workload.market() {
+        market::check_args(args.accounts, args.block_txs)?;
+    }
     let out_dir = args
         .out
         .clone()
@@ -421,31 +562,53 @@ pub fn run(args: &TpsArgs) -> Result<TpsReport, TpsError> {
     let mut sizes: Vec<usize> = args.sizes.iter().copied().filter(|&s| s > 0).collect();
     sizes.sort_unstable();
     sizes.dedup();
+    let signed = if args.workload.signatures() {
+        format!("{} signed transfers, ", args.sigs)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "int bench tps: {} cores, {} signed transfers, {} accounts, blocks of {}",
-        machine.cores, args.sigs, args.accounts, args.block_txs
+        "int bench tps: {} cores, workload {}, {signed}{} accounts, blocks of {}",
+        machine.cores,
+        args.workload.name(),
+        args.accounts,
+        args.block_txs
     );
 
-    // 1. Raw bound.
-    let signed = sign_transfers(args)?;
-    let raw = raw_bound(&signed, &sizes)?;
+    // 1. Raw bound, and 2. end to end with the same envelopes.
+    let (raw, e2e) = if args.workload.signatures() {
+        let signed = sign_transfers(args)?;
+        let raw = raw_bound(&signed, &sizes)?;
+        let e2e = end_to_end(args, signed)?;
+        let e2e_tx_per_s = per_s(e2e.ok as usize, Duration::from_secs_f64(e2e.seconds));
+        eprintln!(
+            "  end to end: {e2e_tx_per_s:.0} tx/s = {:.2} of the raw bound ({:.0} sigs/s), {:.2} of the raw bound with subgroup checks ({:.0} sigs/s), {:.2} of batch_verify ({:.0} sigs/s)",
+            e2e_tx_per_s / raw.aggregate_verify_per_s,
+            raw.aggregate_verify_per_s,
+            e2e_tx_per_s / raw.checked_aggregate_verify_per_s,
+            raw.checked_aggregate_verify_per_s,
+            e2e_tx_per_s / raw.batch_verify_per_s,
+            raw.batch_verify_per_s
+        );
+        (Some(raw), Some((e2e, e2e_tx_per_s)))
+    } else {
+        (None, None)
+    };
 
-    // 2. End to end, with the same envelopes.
-    let e2e = end_to_end(args, signed)?;
-    let e2e_tx_per_s = per_s(e2e.ok as usize, Duration::from_secs_f64(e2e.seconds));
-    let e2e_ratio = e2e_tx_per_s / raw.aggregate_verify_per_s;
-    eprintln!(
-        "  end to end: {e2e_tx_per_s:.0} tx/s = {:.2} of the raw bound ({:.0} sigs/s), {:.2} of the raw bound with subgroup checks ({:.0} sigs/s), {:.2} of batch_verify ({:.0} sigs/s)",
-        e2e_ratio,
-        raw.aggregate_verify_per_s,
-        e2e_tx_per_s / raw.checked_aggregate_verify_per_s,
-        raw.checked_aggregate_verify_per_s,
-        e2e_tx_per_s / raw.batch_verify_per_s,
-        raw.batch_verify_per_s
-    );
-
-    // 3. Execution + commit over many accounts.
+    // 3. Execution + commit over many accounts (and the market blocks).
     let exec = exec_commit(args, &sizes)?;
+    let exec_commit_tx_per_s = per_s(exec.report.ok as usize, exec_wall(&exec.report));
+    let market_ops_per_s = exec
+        .market
+        .as_ref()
+        .map(|m| per_s(m.ok as usize, Duration::from_secs_f64(m.seconds)));
+    let market_vs_transfers = market_ops_per_s.map(|m| m / exec_commit_tx_per_s);
+    if let (Some(m), Some(r)) = (market_ops_per_s, market_vs_transfers) {
+        eprintln!(
+            "  execution + commit: market {m:.0} ops/s = {r:.3} of transfers ({exec_commit_tx_per_s:.0} tx/s), same chain, blocks of {}",
+            args.block_txs
+        );
+    }
 
     let points: Vec<SizePoint> = sizes
         .iter()
@@ -453,7 +616,10 @@ pub fn run(args: &TpsArgs) -> Result<TpsReport, TpsError> {
             let exec_pt = exec.sweep.iter().find(|p| p.0 == size);
             SizePoint {
                 size,
-                batch_verify_sigs_per_s: raw.sweep.iter().find(|p| p.0 == size).map(|p| p.1),
+                batch_verify_sigs_per_s: raw
+                    .as_ref()
+                    .and_then(|r| r.sweep.iter().find(|p| p.0 == size))
+                    .map(|p| p.1),
                 exec_commit_tx_per_s: exec_pt.map(|p| p.1),
                 exec_blocks: exec_pt.map_or(0, |p| p.2),
             }
@@ -462,27 +628,34 @@ pub fn run(args: &TpsArgs) -> Result<TpsReport, TpsError> {
 
     let json_path = out_dir.join("tps.json");
     let svg_path = out_dir.join("tps.svg");
+    let e2e_tx_per_s = e2e.as_ref().map(|e| e.1);
+    let raw_ratio =
+        |f: fn(&RawResult) -> f64| raw.as_ref().zip(e2e_tx_per_s).map(|(r, e)| e / f(r));
     let report = TpsReport {
+        workload: args.workload,
         machine,
-        sigs: args.sigs,
-        raw_verify_sigs_per_s: raw.aggregate_verify_per_s,
-        raw_checked_verify_sigs_per_s: raw.checked_aggregate_verify_per_s,
-        batch_verify_sigs_per_s: raw.batch_verify_per_s,
-        batch_verify_blst_sigs_per_s: raw.batch_verify_blst_per_s,
-        sign_sigs_per_s: raw.sign_per_s,
-        aggregate_sigs_per_s: raw.aggregate_per_s,
+        sigs: args.workload.signatures().then_some(args.sigs),
+        raw_verify_sigs_per_s: raw.as_ref().map(|r| r.aggregate_verify_per_s),
+        raw_checked_verify_sigs_per_s: raw.as_ref().map(|r| r.checked_aggregate_verify_per_s),
+        batch_verify_sigs_per_s: raw.as_ref().map(|r| r.batch_verify_per_s),
+        batch_verify_blst_sigs_per_s: raw.as_ref().map(|r| r.batch_verify_blst_per_s),
+        sign_sigs_per_s: raw.as_ref().map(|r| r.sign_per_s),
+        aggregate_sigs_per_s: raw.as_ref().map(|r| r.aggregate_per_s),
         e2e_tx_per_s,
-        e2e_ratio,
-        e2e_vs_checked_raw: e2e_tx_per_s / raw.checked_aggregate_verify_per_s,
-        e2e_vs_batch_verify: e2e_tx_per_s / raw.batch_verify_per_s,
-        e2e,
+        e2e_ratio: raw_ratio(|r| r.aggregate_verify_per_s),
+        e2e_vs_checked_raw: raw_ratio(|r| r.checked_aggregate_verify_per_s),
+        e2e_vs_batch_verify: raw_ratio(|r| r.batch_verify_per_s),
+        e2e: e2e.map(|e| e.0),
         accounts: args.accounts,
         genesis_s: exec.genesis_s,
         genesis_peak_rss_mib: exec.genesis_peak_rss_mib,
         genesis_db_mib: exec.genesis_db_mib,
-        exec_commit_tx_per_s: per_s(exec.report.ok as usize, exec_wall(&exec.report)),
+        exec_commit_tx_per_s,
+        exec_commit_market_ops_per_s: market_ops_per_s,
+        exec_commit_market_vs_transfers: market_vs_transfers,
         stage_us: exec.stage_us,
         exec: exec.report,
+        market: exec.market,
         sizes: points,
         peak_rss_mib: proc_status_mib("VmHWM:"),
         total_s: began.elapsed().as_secs_f64(),
@@ -853,6 +1026,7 @@ struct ExecResult {
     genesis_db_mib: f64,
     report: ExecReport,
     stage_us: StageUs,
+    market: Option<MarketReport>,
     /// (block size, tx/s, blocks).
     sweep: Vec<(usize, f64, usize)>,
 }
@@ -942,6 +1116,7 @@ fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> 
     let dir = temp_dir("exec")?;
     let store = std::sync::Arc::new(Store::open(dir.path())?);
     let validator = validator();
+    let with_market = args.workload.market();
     let mut chain = Chain::open(
         store,
         ChainConfig {
@@ -949,9 +1124,21 @@ fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> 
             hot_capacity: args.hot_capacity,
             parallel: true,
         },
-        &[&LedgerPlugin],
+        if with_market {
+            &[&LedgerPlugin, &MarketPlugin]
+        } else {
+            &[&LedgerPlugin]
+        },
     )?;
     let sig = validator.sign(b"INT/bench/reused-signature").to_bytes();
+    // The market's claims are checked against their buyers' keys: real
+    // keys from a pool then; a placeholder otherwise.
+    let keys = if with_market {
+        market::key_pool(n)
+    } else {
+        Vec::new()
+    };
+    let pks: Vec<[u8; 96]> = keys.par_iter().map(|k| k.public_key().to_bytes()).collect();
 
     eprintln!("  execution + commit: genesis of {n} accounts ...");
     let t = Instant::now();
@@ -965,7 +1152,20 @@ fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> 
         device_kind: 0,
         metadata_hash: [0; 32],
     };
-    let mut alloc: Vec<(AccountId, AccountRecord)> = ids.iter().map(|id| (*id, record)).collect();
+    let mut alloc: Vec<(AccountId, AccountRecord)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let public_key = pks.get(i % pks.len().max(1)).copied().or(record.public_key);
+            (
+                *id,
+                AccountRecord {
+                    public_key,
+                    ..record
+                },
+            )
+        })
+        .collect();
     alloc.push(validator_account(&validator));
     let alloc_s = t.elapsed().as_secs_f64();
     reset_peak_rss();
@@ -1035,6 +1235,20 @@ fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> 
         );
     }
 
+    let market = if with_market {
+        Some(market::measure(
+            &mut chain,
+            &validator,
+            &mut accts,
+            keys,
+            args.blocks,
+            args.block_txs,
+            &sig,
+        )?)
+    } else {
+        None
+    };
+
     let mut sweep = Vec::new();
     for &size in sizes {
         let nblocks = 32_768usize.div_ceil(size).clamp(2, 32);
@@ -1075,6 +1289,7 @@ fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> 
             storage_last_page: stats.last_page,
         },
         stage_us,
+        market,
         sweep,
     })
 }

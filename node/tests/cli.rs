@@ -476,3 +476,93 @@ fn bench_tps_smoke() {
         serde_json::from_str(&std::fs::read_to_string(out.join("tps.json")).unwrap()).unwrap();
     assert_eq!(written["sigs"], 128);
 }
+
+/// `int bench tps --workload market` at toy sizes: transfer blocks and
+/// market blocks (price tag, auction bids across a window's close, CPP
+/// orders and confirmations, metering channels and claims with receipts the
+/// buyers signed) on the same chain; the signature phases are skipped.
+/// Every market operation is built to succeed, so `ok == total` (the
+/// harness itself fails below 99%); a failure here means the harness and
+/// the market's rules disagree. No wall-clock figure is checked beyond
+/// being positive.
+#[test]
+fn bench_tps_market_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let stdout = ok(&[
+        "bench",
+        "tps",
+        "--workload",
+        "market",
+        "--accounts",
+        "200",
+        "--block-txs",
+        "60",
+        "--blocks",
+        "4",
+        "--sizes",
+        "64",
+        "--json",
+        "--out",
+        p(&out),
+    ]);
+    let r = json(&stdout);
+    assert_eq!(r["workload"], "market", "{r}");
+    for key in [
+        "exec_commit_tx_per_s",
+        "exec_commit_market_ops_per_s",
+        "exec_commit_market_vs_transfers",
+    ] {
+        let v = r[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing in {r}"));
+        assert!(v > 0.0, "{key} = {v}");
+    }
+    for key in ["e2e", "e2e_tx_per_s", "raw_verify_sigs_per_s", "sigs"] {
+        assert!(r.get(key).is_none(), "{key} under --workload market: {r}");
+    }
+    assert_eq!(r["exec"]["ok"], 240, "every transfer succeeds: {r}");
+    let m = &r["market"];
+    assert_eq!(m["total"], 240, "{m}");
+    assert_eq!(m["ok"], m["total"], "every market operation succeeds: {m}");
+    let ops = m["ops"].as_array().expect("ops");
+    let names: Vec<&str> = ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "Buy",
+            "PlaceBid",
+            "Order",
+            "ConfirmUse",
+            "OpenChannel",
+            "ClaimChannel"
+        ]
+    );
+    for o in ops {
+        assert!(o["total"].as_u64().unwrap() >= 10, "{o}");
+        assert_eq!(o["ok"], o["total"], "{o}");
+    }
+    assert_eq!(m["receipts"], 40, "{m}");
+    assert!(m["auction_closes"].as_u64().unwrap() > 0, "{m}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tps.json")).unwrap()).unwrap();
+    assert_eq!(written["market"]["ok"], 240);
+    let svg = std::fs::read_to_string(out.join("tps.svg")).unwrap();
+    assert!(
+        svg.contains("market operations/s"),
+        "the plot marks the market"
+    );
+
+    // Too small for a block with one of each operation.
+    let err = fails(&[
+        "bench",
+        "tps",
+        "--workload",
+        "market",
+        "--block-txs",
+        "5",
+        "--out",
+        p(&out),
+    ]);
+    assert!(err.contains("--block-txs"), "{err}");
+}

@@ -11,6 +11,7 @@ const BLUE_: RGBColor = RGBColor(31, 119, 180);
 const ORANGE_: RGBColor = RGBColor(255, 127, 14);
 const GREEN_: RGBColor = RGBColor(44, 160, 44);
 const RED_: RGBColor = RGBColor(214, 39, 40);
+const PURPLE_: RGBColor = RGBColor(148, 103, 189);
 
 fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
@@ -43,7 +44,7 @@ fn human(v: f64) -> String {
 }
 
 /// Draws the report's size sweep (and the raw bound and end-to-end figures
-/// at `sigs`) into `path`.
+/// at `sigs`, the market's at the block size, where measured) into `path`.
 pub fn draw(path: &Path, r: &TpsReport) -> Result<(), String> {
     // x is log2 of the size, so that every power of two gets a tick.
     let lg = |n: usize| (n.max(1) as f64).log2();
@@ -57,15 +58,24 @@ pub fn draw(path: &Path, r: &TpsReport) -> Result<(), String> {
         .iter()
         .filter_map(|p| p.exec_commit_tx_per_s.map(|v| (lg(p.size), v)))
         .collect();
-    let raw = (lg(r.sigs), r.raw_verify_sigs_per_s);
-    let e2e = (lg(r.sigs), r.e2e_tx_per_s);
+    let raw = r.sigs.zip(r.raw_verify_sigs_per_s).map(|(n, v)| (lg(n), v));
+    let e2e = r.sigs.zip(r.e2e_tx_per_s).map(|(n, v)| (lg(n), v));
+    let market = r
+        .exec_commit_market_ops_per_s
+        .map(|v| (lg(r.exec.block_txs), v));
+    let marks = [raw, e2e, market];
 
-    let xs = verify.iter().chain(&exec).map(|p| p.0).chain([raw.0]);
+    let xs = verify
+        .iter()
+        .chain(&exec)
+        .chain(marks.iter().flatten())
+        .map(|p| p.0);
     let ys = verify
         .iter()
         .chain(&exec)
+        .chain(marks.iter().flatten())
         .map(|p| p.1)
-        .chain([raw.1, e2e.1, r.exec_commit_tx_per_s]);
+        .chain([r.exec_commit_tx_per_s]);
     let fold = |it: &mut dyn Iterator<Item = f64>| {
         it.filter(|v| v.is_finite() && *v > 0.0)
             .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
@@ -154,23 +164,41 @@ pub fn draw(path: &Path, r: &TpsReport) -> Result<(), String> {
             .draw_series(exec.iter().map(|&p| Circle::new(p, 4, ORANGE_.filled())))
             .map_err(err)?;
     }
-    chart
-        .draw_series(std::iter::once(TriangleMarker::new(
-            raw,
-            7,
-            GREEN_.filled(),
-        )))
-        .map_err(err)?
-        .label("aggregate_verify (raw bound), signatures/s")
-        .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, GREEN_.filled()));
-    chart
-        .draw_series(std::iter::once(Cross::new(e2e, 7, RED_.stroke_width(3))))
-        .map_err(err)?
-        .label(format!(
-            "end to end, transactions/s ({:.2} of the raw bound)",
-            r.e2e_ratio
-        ))
-        .legend(|(x, y)| Cross::new((x + 10, y), 6, RED_.stroke_width(3)));
+    if let Some(raw) = raw {
+        chart
+            .draw_series(std::iter::once(TriangleMarker::new(
+                raw,
+                7,
+                GREEN_.filled(),
+            )))
+            .map_err(err)?
+            .label("aggregate_verify (raw bound), signatures/s")
+            .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, GREEN_.filled()));
+    }
+    if let Some(e2e) = e2e {
+        chart
+            .draw_series(std::iter::once(Cross::new(e2e, 7, RED_.stroke_width(3))))
+            .map_err(err)?
+            .label(format!(
+                "end to end, transactions/s ({:.2} of the raw bound)",
+                r.e2e_ratio.unwrap_or(f64::NAN)
+            ))
+            .legend(|(x, y)| Cross::new((x + 10, y), 6, RED_.stroke_width(3)));
+    }
+    if let Some(market) = market {
+        chart
+            .draw_series(std::iter::once(Circle::new(
+                market,
+                7,
+                PURPLE_.stroke_width(3),
+            )))
+            .map_err(err)?
+            .label(format!(
+                "execute + commit, market operations/s ({:.2} of transfers)",
+                r.exec_commit_market_vs_transfers.unwrap_or(f64::NAN)
+            ))
+            .legend(|(x, y)| Circle::new((x + 10, y), 6, PURPLE_.stroke_width(3)));
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
