@@ -122,7 +122,8 @@ pub enum Call {
     /// the ledger takes the envelope's nonce and fee and locks `escrow`
     /// from the sender (`InsufficientBalance` when it cannot); the owning
     /// plugin sets the payload's status in [`PayloadVerdicts`] during
-    /// [`Stage::Apply`] and spends, escrows or refunds ([`Credits`]) exactly
+    /// [`Stage::Admit`] or [`Stage::Apply`] and spends, escrows or refunds
+    /// ([`Credits`]) exactly
     /// what was locked.
     Deferred {
         /// What the payload locks (`PayloadSpec::escrow`).
@@ -315,6 +316,11 @@ pub struct HotSet {
 pub enum Stage {
     /// Checks and debits, per sender in block order (senders in parallel).
     Debit,
+    /// Deferred payloads that admit others, decided first: the anonymous
+    /// intents' on-chain checks (BPK), whose admitted intents a plugin in
+    /// [`Stage::Apply`] may then carry out (a purchase from a SKU that
+    /// admits the proven cluster).
+    Admit,
     /// Deferred payloads, decided by the plugins that own them (after the
     /// ledger has taken the fees, before the credits).
     Apply,
@@ -338,7 +344,16 @@ pub trait Plugin {
 /// parallel executor mode.
 pub fn block_schedule(parallel: bool) -> Schedule {
     let mut s = Schedule::new(ExecuteBlock);
-    s.configure_sets((Stage::Debit, Stage::Apply, Stage::Credit, Stage::Finalize).chain());
+    s.configure_sets(
+        (
+            Stage::Debit,
+            Stage::Admit,
+            Stage::Apply,
+            Stage::Credit,
+            Stage::Finalize,
+        )
+            .chain(),
+    );
     if parallel {
         s.set_executor(MultiThreadedExecutor::new());
     } else {

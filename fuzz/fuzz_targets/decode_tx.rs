@@ -1,4 +1,5 @@
-//! Hostile bytes into the transaction decoders: they must return `Ok` or
+//! Hostile bytes into the transaction decoders (and the intent payload's
+//! market purchase): they must return `Ok` or
 //! `Err`, never panic, and every accessor of an accepted transaction must be
 //! readable.
 #![no_main]
@@ -20,4 +21,6 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(b) = decode_body(data) {
         touch_body(&b);
     }
+    // The same bytes as an intent's payload (a market purchase or opaque).
+    let _ = int_schemas::ClusterBuy::decode(data);
 });

@@ -242,7 +242,7 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
     let mut chans: Vec<Option<OpenChan>> = (0..BUYERS).map(|_| None).collect();
     let mut price = GENESIS_INT_PER_FIAT;
     let mut reported_epoch: Vec<Option<u64>> = vec![None; ORACLES];
-    let mut policy_sent = vec![false; BUYERS];
+    let mut policy_sent = [false; BUYERS];
 
     while !ctx.stop.load(Ordering::Relaxed) {
         let Some(head) = ctx.store.head(ctx.chain_id)? else {

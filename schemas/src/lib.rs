@@ -23,7 +23,9 @@ mod generated;
 pub use generated::int::wire;
 
 pub mod market;
-pub use market::{ChannelReceipt, DealRef, Escrow, PolicySpec, SkuListing, SkuRef, Terms};
+pub use market::{
+    ChannelReceipt, ClusterBuy, DealRef, Escrow, PolicySpec, SkuListing, SkuRef, Terms,
+};
 
 use flatbuffers::{FlatBufferBuilder, InvalidFlatbuffer, Verifiable, VerifierOptions};
 use wire::{
@@ -544,6 +546,12 @@ impl PayloadSpec {
                 int: 0,
                 gas: *deposit,
             },
+            PayloadSpec::AnonIntent(a) => {
+                market::ClusterBuy::decode(&a.payload).map_or(Escrow::NONE, |c| Escrow {
+                    int: 0,
+                    gas: product(c.qty, c.max_unit_price),
+                })
+            }
             PayloadSpec::SetPolicy(p) => Escrow {
                 int: 0,
                 gas: p.deposit,

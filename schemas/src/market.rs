@@ -12,8 +12,9 @@ use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
 use crate::wire::{
     self, Authority, BidGas, BlsSignature, BurnForGas, Buy, Bytes32, CancelPolicy, ClaimChannel,
-    ConfirmUse, DealId, DelistSku, ListSku, OpenChannel, OracleReport, Order, Payload, PlaceBid,
-    Preference, PriceModel, PriceTerms, RegisterKind, SetPolicy, SkuId, TxBody, Unit, UpdateSku,
+    ClusterBuy as WireClusterBuy, ConfirmUse, DealId, DelistSku, ListSku, OpenChannel,
+    OracleReport, Order, Payload, PlaceBid, Preference, PriceModel, PriceTerms, RegisterKind,
+    SetPolicy, SkuId, TxBody, Unit, UpdateSku,
 };
 use crate::{AccountId, DecodeError, Hash32, SignatureBytes, amount, wire_amount};
 
@@ -33,6 +34,68 @@ pub const BUILTIN_KINDS: [&str; 6] = ["power", "network", "data", "compute", "st
 /// a millionth of the oracle's fiat unit), and so in one lot of the GAS
 /// auction.
 pub const GAS_PER_FIAT: u128 = 1_000_000;
+
+/// The file identifier of a [`ClusterBuy`] in an intent's payload.
+pub const CLUSTER_BUY_IDENTIFIER: &str = "IMKB";
+
+/// A purchase through an anonymous intent (`ClusterBuy` in `int.fbs`): the
+/// payload of an `AnonIntent` whose target is the SKU's seller. The chain
+/// recognises it by its file identifier; any other intent payload stays
+/// opaque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterBuy {
+    /// The SKU bought (price tag or CPP).
+    pub sku: SkuRef,
+    /// Units.
+    pub qty: u64,
+    /// Highest price per unit (the sender's lock is `qty ×` this).
+    pub max_unit_price: u128,
+}
+
+impl ClusterBuy {
+    /// The intent payload bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::with_capacity(128);
+        let sku = self.sku.wire();
+        let max = wire_amount(self.max_unit_price);
+        let o = WireClusterBuy::create(
+            &mut fbb,
+            &wire::ClusterBuyArgs {
+                sku: Some(&sku),
+                qty: self.qty,
+                max_unit_price: Some(&max),
+            },
+        );
+        fbb.finish(o, Some(CLUSTER_BUY_IDENTIFIER));
+        fbb.finished_data().to_vec()
+    }
+
+    /// The purchase an intent payload holds; `None` for any payload that is
+    /// not one (no identifier, malformed, longer than an intent payload, or
+    /// with an escrow that does not fit `u128`).
+    pub fn decode(payload: &[u8]) -> Option<Self> {
+        // The identifier check reads bytes 4..8 unchecked.
+        if payload.len() < 8
+            || payload.len() > crate::INTENT_PAYLOAD_BYTES_MAX
+            || !flatbuffers::buffer_has_identifier(payload, CLUSTER_BUY_IDENTIFIER, false)
+        {
+            return None;
+        }
+        let opts = flatbuffers::VerifierOptions {
+            max_depth: 4,
+            max_tables: 4,
+            max_apparent_size: 2 * crate::INTENT_PAYLOAD_BYTES_MAX,
+            ignore_missing_null_terminator: false,
+        };
+        let b = flatbuffers::root_with_opts::<WireClusterBuy>(&opts, payload).ok()?;
+        let c = Self {
+            sku: SkuRef::from_wire(b.sku()),
+            qty: b.qty(),
+            max_unit_price: amount(b.max_unit_price()),
+        };
+        total(c.qty, c.max_unit_price).map(|_| c)
+    }
+}
 
 /// The characters of a geohash (base 32 without a, i, l, o).
 const GEOHASH_ALPHABET: &[u8; 32] = b"0123456789bcdefghjkmnpqrstuvwxyz";

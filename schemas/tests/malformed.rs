@@ -7,10 +7,10 @@ use int_schemas::wire::{
     TxEnvelope, TxStatus, U128,
 };
 use int_schemas::{
-    AnonIntentSpec, BlockRef, CENTROID_COORDS_MAX, DecodeError, HeaderFields,
-    INTENT_PAYLOAD_BYTES_MAX, PayloadSpec, ReceiptFields, TxBodySpec, TxRef, amount, build_block,
-    build_envelope, build_header, build_receipts, build_tx_body, decode_block, decode_body,
-    decode_header, decode_receipts, decode_tx, payload_spec,
+    AnonIntentSpec, BlockRef, CENTROID_COORDS_MAX, ClusterBuy, DecodeError, HeaderFields,
+    INTENT_PAYLOAD_BYTES_MAX, PayloadSpec, ReceiptFields, SkuRef, TxBodySpec, TxRef, amount,
+    build_block, build_envelope, build_header, build_receipts, build_tx_body, decode_block,
+    decode_body, decode_header, decode_receipts, decode_tx, payload_spec,
 };
 use proptest::prelude::*;
 
@@ -152,6 +152,10 @@ fn decode_all(bytes: &[u8]) {
     }
     if let Ok(r) = decode_receipts(bytes) {
         touch_receipts(&r);
+    }
+    if let Some(c) = ClusterBuy::decode(bytes) {
+        // What decodes can be locked: its escrow fits u128.
+        assert!(int_schemas::market::total(c.qty, c.max_unit_price).is_some());
     }
 }
 
@@ -374,6 +378,29 @@ fn mutate(mut bytes: Vec<u8>, edits: &[(prop::sample::Index, u8)]) -> Vec<u8> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cluster_buys_round_trip_and_their_damage_is_refused(
+        seller in field(),
+        seq in any::<u64>(),
+        qty in any::<u64>(),
+        max in u128_edge(),
+        cut in any::<prop::sample::Index>(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..=8),
+    ) {
+        let c = ClusterBuy { sku: SkuRef { seller, seq }, qty, max_unit_price: max };
+        let bytes = c.encode();
+        let fits = int_schemas::market::total(qty, max).is_some();
+        prop_assert_eq!(ClusterBuy::decode(&bytes), fits.then_some(c));
+        // A strict prefix is never a purchase; a mutation never panics.
+        let cut = cut.index(bytes.len());
+        prop_assert_eq!(ClusterBuy::decode(&bytes[..cut]), None);
+        decode_all(&mutate(bytes.clone(), &edits));
+        // Without the identifier it is an opaque payload.
+        let mut other = bytes;
+        other[4] ^= 0x20;
+        prop_assert_eq!(ClusterBuy::decode(&other), None);
+    }
 
     #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..8192)) {

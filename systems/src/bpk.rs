@@ -18,7 +18,7 @@
 //!   block's proofs are verified in one random-linear-combination batch
 //!   (one multi-Miller loop, one final exponentiation), bisected on failure.
 //! * **Execution, in block order** (the [`BpkPlugin`]'s system, in the
-//!   engine's Apply stage, after the ledger took the fee): the epoch must
+//!   engine's Admit stage, after the ledger took the fee): the epoch must
 //!   be the block's (`height / epoch_blocks`, else `WrongEpoch`); the root
 //!   one of the last `root_history` roots of the identity tree
 //!   (`UnknownRoot`); the centroid commitment the one in force for the
@@ -27,6 +27,16 @@
 //!   intent per scope per epoch). Registrations and intents run in block
 //!   order, so an intent may use a root that a registration earlier in the
 //!   same block produced.
+//! * **Purchases by cluster.** An intent whose payload is a market
+//!   purchase ([`ClusterBuy`], addressed to the SKU's seller) locks
+//!   `qty × max_unit_price` GAS from its sender in the Debit stage. This
+//!   system runs in the engine's Admit stage, before the plugins of the
+//!   Apply stage: when such an intent passes the checks above it is not
+//!   decided here but listed in [`AdmittedIntents`], and the market buys
+//!   from the SKU if its authority admits the proven cluster; when it
+//!   fails, its lock returns with the refusal. The sender pays, so the
+//!   seller learns the cluster and the paying account, never the user's
+//!   identity.
 //!
 //! State, all in the engine's plugin tables under the prefix `bpk/`, so
 //! the state root covers it and a block commits it atomically:
@@ -61,11 +71,11 @@ use bevy_ecs::prelude::*;
 use int_engine::ingress::{ProofRejection, ProofVerifier};
 use int_engine::storage::{ObjectTable, ObjectWrite, StorageError, Store};
 use int_engine::world::{
-    BlockContext, DeferredPayloads, ExecFault, ObjectWrites, Outcomes, PayloadVerdicts, Plugin,
-    Stage, StoreHandle,
+    BlockContext, Credit, Credits, DeferredPayloads, ExecFault, ObjectWrites, Outcomes,
+    PayloadVerdicts, Plugin, Stage, StoreHandle,
 };
 use int_schemas::wire::TxStatus;
-use int_schemas::{AccountId, AnonIntentSpec, FieldBytes, PayloadSpec, ProofBytes};
+use int_schemas::{AccountId, AnonIntentSpec, ClusterBuy, FieldBytes, PayloadSpec, ProofBytes};
 use int_zk::batch::{self, CpuMsm, G1Msm};
 use int_zk::circuit::{self, BpkParams, BpkWitness, NUM_PUBLIC_INPUTS, PublicInputs};
 use int_zk::export::fr_to_be_bytes;
@@ -729,7 +739,7 @@ impl Default for IdentityHasher {
     }
 }
 
-/// Registers the system that executes BPK payloads (Apply stage) and the
+/// Registers the system that executes BPK payloads (Admit stage) and the
 /// [`IdentityHasher`] it appends registrations with.
 #[derive(Clone, Default)]
 pub struct BpkPlugin {
@@ -754,8 +764,31 @@ impl BpkPlugin {
 impl Plugin for BpkPlugin {
     fn build(&self, world: &mut World, schedule: &mut Schedule) {
         world.insert_resource(self.hasher.clone());
-        schedule.add_systems(apply_bpk.in_set(Stage::Apply));
+        world.insert_resource(AdmittedIntents::default());
+        schedule.add_systems(apply_bpk.in_set(Stage::Admit));
     }
+}
+
+/// The block's anonymous intents that passed every on-chain check and
+/// carry a market purchase ([`ClusterBuy`]), in block order: the BPK
+/// system leaves their verdict, and the disposal of their lock, to the
+/// market, which runs after it ([`Stage::Apply`]). Without the market
+/// plugin nobody decides them, and the chain refunds their lock as
+/// `UnsupportedPayload`. Rewritten every block.
+#[derive(Resource, Debug, Default, Clone)]
+pub struct AdmittedIntents(pub Vec<AdmittedIntent>);
+
+/// One admitted intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmittedIntent {
+    /// Its index in the block.
+    pub index: u32,
+    /// The behaviour cluster its proof shows the user belongs to.
+    pub cluster: u32,
+    /// The account its proof names (the SKU's seller).
+    pub target: AccountId,
+    /// The purchase.
+    pub buy: ClusterBuy,
 }
 
 fn is_bpk(p: &PayloadSpec) -> bool {
@@ -775,9 +808,14 @@ fn apply_bpk(
     outcomes: Res<Outcomes>,
     verdicts: Res<PayloadVerdicts>,
     hasher: Res<IdentityHasher>,
-    mut writes: ResMut<ObjectWrites>,
-    mut fault: ResMut<ExecFault>,
+    (mut writes, mut credits, mut admitted, mut fault): (
+        ResMut<ObjectWrites>,
+        ResMut<Credits>,
+        ResMut<AdmittedIntents>,
+        ResMut<ExecFault>,
+    ),
 ) {
+    admitted.0.clear();
     let mine: Vec<(u32, &PayloadSpec, AccountId)> = deferred
         .accepted(&outcomes, is_bpk)
         .map(|d| (d.index, &d.payload, d.sender))
@@ -793,14 +831,49 @@ fn apply_bpk(
         &verdicts,
         hasher.0.as_ref(),
     ) {
-        Ok(w) => writes.0.extend(w),
+        Ok(out) => {
+            writes.0.extend(out.writes);
+            credits.0.extend(out.refunds);
+            admitted.0 = out.admitted;
+        }
         Err(e) => fault.0 = Some(format!("bpk: {e}")),
     }
 }
 
-/// Decides the block's BPK payloads in block order; returns the writes.
-/// Registrations are appended to the identity tree with `hasher`, each
-/// maximal run of consecutive ones as one batch.
+/// What the block's BPK payloads did.
+#[derive(Debug, Default)]
+struct Effects {
+    writes: Vec<ObjectWrite>,
+    /// The locks of refused intents that carried a purchase.
+    refunds: Vec<Credit>,
+    admitted: Vec<AdmittedIntent>,
+}
+
+/// Sets a refusal verdict; an intent that locked GAS for a purchase gets
+/// it back.
+fn refuse(
+    verdicts: &PayloadVerdicts,
+    refunds: &mut Vec<Credit>,
+    i: u32,
+    payload: &PayloadSpec,
+    sender: AccountId,
+    status: TxStatus,
+) {
+    debug_assert_ne!(status, TxStatus::Ok);
+    let lock = payload.escrow();
+    if !lock.is_none() {
+        refunds.push(Credit {
+            to: sender,
+            amount: lock,
+        });
+    }
+    verdicts.set(i, status);
+}
+
+/// Decides the block's BPK payloads in block order. Registrations are
+/// appended to the identity tree with `hasher`, each maximal run of
+/// consecutive ones as one batch. An intent carrying a purchase that
+/// passes is admitted for the market instead of decided.
 fn execute(
     store: &Store,
     chain_id: u32,
@@ -808,12 +881,20 @@ fn execute(
     txs: &[(u32, &PayloadSpec, AccountId)],
     verdicts: &PayloadVerdicts,
     hasher: &dyn PairHasher,
-) -> Result<Vec<ObjectWrite>, BpkError> {
+) -> Result<Effects, BpkError> {
+    let mut out = Effects::default();
     let Some(cfg) = load_config(store, chain_id)? else {
-        for (i, _, _) in txs {
-            verdicts.set(*i, TxStatus::BpkDisabled);
+        for (i, p, sender) in txs {
+            refuse(
+                verdicts,
+                &mut out.refunds,
+                *i,
+                p,
+                *sender,
+                TxStatus::BpkDisabled,
+            );
         }
-        return Ok(Vec::new());
+        return Ok(out);
     };
     let epoch = cfg.epoch_of(height);
     let mut tree = open_tree(store, chain_id, &cfg)?;
@@ -913,12 +994,25 @@ fn execute(
                     TxStatus::NullifierUsed
                 } else {
                     nullifiers.insert(a.nullifier);
+                    if let Some(buy) = ClusterBuy::decode(&a.payload) {
+                        out.admitted.push(AdmittedIntent {
+                            index: *i,
+                            cluster: a.cluster,
+                            target: a.target,
+                            buy,
+                        });
+                        continue;
+                    }
                     TxStatus::Ok
                 }
             }
             _ => unreachable!("only BPK payloads are passed"),
         };
-        verdicts.set(*i, status);
+        if status == TxStatus::Ok {
+            verdicts.set(*i, status);
+        } else {
+            refuse(verdicts, &mut out.refunds, *i, payload, *sender, status);
+        }
     }
 
     if tree.len() != tree_len {
@@ -938,7 +1032,8 @@ fn execute(
     for (from, set) in new_centroids {
         writes.push(state_write(centroid_key(from), set.encode()));
     }
-    Ok(writes)
+    out.writes = writes;
+    Ok(out)
 }
 
 #[cfg(test)]

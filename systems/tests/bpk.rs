@@ -14,11 +14,15 @@ use int_engine::chain::{Chain, ChainConfig};
 use int_engine::crypto::bls::SecretKey;
 use int_engine::ingress::{CheckedBatch, IngressError, KeyCache, check_batch_with};
 use int_engine::storage::{Store, recompute_root};
+use int_engine::world::Plugin;
 use int_schemas::wire::TxStatus;
+use int_schemas::wire::{Authority, PriceModel, Unit};
 use int_schemas::{AccountId, AnonIntentSpec, PayloadSpec, TxBodySpec, build_tx_body};
+use int_schemas::{ClusterBuy, SkuListing, SkuRef, Terms};
 use int_systems::bpk::{
     self, BpkGenesis, Groth16Intents, IntentRequest, centroids_at, identity_tree, nullifier_used,
 };
+use int_systems::market::{self, MarketPlugin, escrow_held};
 use int_systems::{BpkPlugin, LedgerPlugin};
 use int_zk::circuit::{centroid_commitment, identity_leaf};
 use int_zk::export::fr_to_be_bytes;
@@ -73,6 +77,11 @@ fn target() -> AccountId {
     fresh_id(77)
 }
 
+/// Sells to clusters (in the tests with the market).
+fn seller() -> SecretKey {
+    key(2)
+}
+
 struct BpkNet {
     chain: Chain,
     store: Arc<Store>,
@@ -92,11 +101,12 @@ impl BpkNet {
 
     /// As [`BpkNet::new`], executing in parallel or sequentially.
     fn with(bpk: bool, parallel: bool) -> Self {
-        Self::with_plugin(bpk, parallel, BpkPlugin::new())
+        Self::with_plugin(bpk, parallel, BpkPlugin::new(), false)
     }
 
-    /// As [`BpkNet::with`], with the BPK plugin `bpk_plugin`.
-    fn with_plugin(bpk: bool, parallel: bool, bpk_plugin: BpkPlugin) -> Self {
+    /// As [`BpkNet::with`], with the BPK plugin `bpk_plugin`, and the market
+    /// plugin too with `market`.
+    fn with_plugin(bpk: bool, parallel: bool, bpk_plugin: BpkPlugin, market: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let proposer = proposer_key();
@@ -104,13 +114,19 @@ impl BpkNet {
             (id(&proposer), registered(&proposer, 0, 0)),
             (id(&governance()), registered(&governance(), 0, 1_000)),
             (id(&relayer()), registered(&relayer(), 0, 1_000)),
+            (id(&seller()), registered(&seller(), 0, 1_000)),
         ];
         let cfg = ChainConfig {
             chain_id: CHAIN,
             hot_capacity: 1024,
             parallel,
         };
-        let mut chain = Chain::open(store.clone(), cfg, &[&LedgerPlugin, &bpk_plugin]).unwrap();
+        let plugins: Vec<&dyn Plugin> = if market {
+            vec![&LedgerPlugin, &bpk_plugin, &MarketPlugin]
+        } else {
+            vec![&LedgerPlugin, &bpk_plugin]
+        };
+        let mut chain = Chain::open(store.clone(), cfg, &plugins).unwrap();
         let objects = if bpk {
             bpk::genesis_objects(&BpkGenesis {
                 epoch_blocks: EPOCH_BLOCKS,
@@ -220,6 +236,19 @@ impl BpkNet {
         centroids: &[Vec<u16>],
         payload: &[u8],
     ) -> AnonIntentSpec {
+        self.intent_to(u, leaf_index, epoch, centroids, target(), payload)
+    }
+
+    /// As [`BpkNet::intent`], addressed to `target`.
+    fn intent_to(
+        &self,
+        u: &User,
+        leaf_index: u64,
+        epoch: u64,
+        centroids: &[Vec<u16>],
+        target: AccountId,
+        payload: &[u8],
+    ) -> AnonIntentSpec {
         let tree = identity_tree(&self.store, CHAIN).unwrap();
         let req = IntentRequest {
             chain_id: CHAIN,
@@ -228,7 +257,7 @@ impl BpkNet {
             centroids,
             path: tree.path(leaf_index).unwrap(),
             epoch,
-            target: target(),
+            target,
             payload,
         };
         bpk::prove_intent(&keys().0, &req, &mut ChaCha20Rng::seed_from_u64(leaf_index)).unwrap()
@@ -630,7 +659,7 @@ impl PairHasher for CountingHasher {
 #[test]
 fn runs_of_registrations_are_batched_between_intents() {
     let hasher = Arc::new(CountingHasher::default());
-    let mut net = BpkNet::with_plugin(true, true, BpkPlugin::with_hasher(hasher.clone()));
+    let mut net = BpkNet::with_plugin(true, true, BpkPlugin::with_hasher(hasher.clone()), false);
     let us = users();
     let extra: Vec<User> = (10..16).map(|i| User::new(i, [i as u16, 7])).collect();
     net.register(&us[..1]);
@@ -683,4 +712,163 @@ fn runs_of_registrations_are_batched_between_intents() {
             TxStatus::UnknownRoot
         ]
     );
+}
+
+/// A SKU selling to cluster 1 only.
+fn cluster_listing(model: PriceModel) -> SkuListing {
+    SkuListing {
+        kind: 1,
+        unit: Unit::Mb,
+        terms: Terms {
+            model,
+            period_blocks: 4,
+            unit_price: 5,
+        },
+        capacity: 10,
+        region: "wx4g0".into(),
+        authority: Authority::Clusters,
+        allow: vec![],
+        clusters: vec![1],
+        metadata_hash: [0; 32],
+    }
+}
+
+#[test]
+fn cluster_skus_sell_through_admitted_intents_to_their_clusters_only() {
+    let mut net = BpkNet::with_plugin(true, true, BpkPlugin::new(), true);
+    let us = users();
+    assert_eq!(net.register(&us), vec![TxStatus::Ok; 3]);
+    let (s, r) = (seller(), relayer());
+    let gas =
+        |net: &BpkNet, sk: &SecretKey| net.store.account(CHAIN, &id(sk)).unwrap().unwrap().gas;
+    let list = |net: &mut BpkNet, model| {
+        let nonce = net.nonces.get(&id(&s)).copied().unwrap_or(0);
+        let tx = net.signed(&s, PayloadSpec::ListSku(Box::new(cluster_listing(model))));
+        assert_eq!(net.block_ok(vec![tx]), vec![TxStatus::Ok]);
+        SkuRef {
+            seller: id(&s),
+            seq: nonce,
+        }
+    };
+    let sku = list(&mut net, PriceModel::PriceTag);
+    let cpp = list(&mut net, PriceModel::Cpp);
+    let (seller0, relayer0) = (gas(&net, &s), gas(&net, &r));
+    let epoch = net.next_epoch();
+    let buy = |sku, qty| {
+        ClusterBuy {
+            sku,
+            qty,
+            max_unit_price: 6,
+        }
+        .encode()
+    };
+
+    // User 1 (cluster 1) buys 2 units through the relayer: 10 to the
+    // seller, the rest of the 12 locked back; the user stays unnamed.
+    let a = net.intent_to(&us[1], 1, epoch, &centroids0(), id(&s), &buy(sku, 2));
+    assert_eq!(a.cluster, 1);
+    let nullifier = a.nullifier;
+    let tx = net.send_intent(a.clone());
+    assert_eq!(net.block_ok(vec![tx]), vec![TxStatus::Ok]);
+    assert_eq!(gas(&net, &s), seller0 + 10);
+    assert_eq!(gas(&net, &r), relayer0 - FEE - 10);
+    assert_eq!(
+        market::sku(&net.store, CHAIN, &sku)
+            .unwrap()
+            .unwrap()
+            .capacity,
+        8
+    );
+    assert!(
+        nullifier_used(&net.store, CHAIN, &nullifier)
+            .unwrap()
+            .is_some()
+    );
+
+    // Refused, each with its lock back (only the fee is taken): the same
+    // proof again (nullifier used), a user of cluster 0, an intent naming
+    // someone other than the seller, too many units, and a plain purchase.
+    let replay = net.send_intent(a);
+    let other_cluster = net.intent_to(&us[0], 0, epoch, &centroids0(), id(&s), &buy(sku, 1));
+    assert_eq!(other_cluster.cluster, 0);
+    let other_cluster = net.send_intent(other_cluster);
+    let elsewhere = net.intent_to(&us[1], 1, epoch, &centroids0(), target(), &buy(sku, 1));
+    let elsewhere = net.send_intent(elsewhere);
+    let too_many = net.intent_to(&us[1], 1, epoch, &centroids0(), id(&s), &buy(sku, 9));
+    let too_many = net.send_intent(too_many);
+    let plain = net.signed(
+        &r,
+        PayloadSpec::Buy {
+            sku,
+            qty: 1,
+            max_unit_price: 6,
+        },
+    );
+    let relayer1 = gas(&net, &r);
+    let st = net.block_ok(vec![replay, other_cluster, elsewhere, too_many, plain]);
+    assert_eq!(
+        st,
+        vec![
+            TxStatus::NullifierUsed,
+            TxStatus::Unauthorized,
+            TxStatus::InvalidArgument,
+            TxStatus::OverCapacity,
+            TxStatus::Unauthorized,
+        ]
+    );
+    assert_eq!(gas(&net, &r), relayer1 - 5 * FEE);
+    assert_eq!(gas(&net, &s), seller0 + 10);
+
+    // A CPP SKU: the intent opens an order in the sender's name.
+    let epoch = net.next_epoch();
+    let a = net.intent_to(&us[1], 1, epoch, &centroids0(), id(&s), &buy(cpp, 3));
+    let nonce = net.nonces.get(&id(&r)).copied().unwrap_or(0);
+    let tx = net.send_intent(a);
+    assert_eq!(net.block_ok(vec![tx]), vec![TxStatus::Ok]);
+    let d = int_schemas::DealRef {
+        sku: cpp,
+        buyer: id(&r),
+        nonce,
+    };
+    let o = market::order(&net.store, CHAIN, &d).unwrap().unwrap();
+    assert_eq!((o.qty, o.unit_price), (3, 5));
+    assert_eq!(escrow_held(&net.store, CHAIN).unwrap().gas, 15);
+    assert_eq!(net.chain.supply().unwrap().gas_escrow, 15);
+    net.audit();
+}
+
+#[test]
+fn purchase_intents_without_the_market_are_refunded() {
+    // BPK admits the intent; no plugin buys: the chain refunds its lock.
+    let mut net = BpkNet::new(true);
+    let us = users();
+    assert_eq!(net.register(&us), vec![TxStatus::Ok; 3]);
+    let r = relayer();
+    let before = net.store.account(CHAIN, &id(&r)).unwrap().unwrap().gas;
+    let sku = SkuRef {
+        seller: target(),
+        seq: 0,
+    };
+    let payload = ClusterBuy {
+        sku,
+        qty: 2,
+        max_unit_price: 100,
+    }
+    .encode();
+    let epoch = net.next_epoch();
+    let a = net.intent(&us[1], 1, epoch, &centroids0(), &payload);
+    let tx = net.send_intent(a);
+    assert_eq!(net.block_ok(vec![tx]), vec![TxStatus::UnsupportedPayload]);
+    let after = net.store.account(CHAIN, &id(&r)).unwrap().unwrap().gas;
+    assert_eq!(before - after, FEE);
+    // A lock above the balance fails in the Debit stage.
+    let big = ClusterBuy {
+        sku,
+        qty: 1,
+        max_unit_price: 10_000,
+    }
+    .encode();
+    let a = net.intent(&us[2], 2, epoch, &centroids0(), &big);
+    let tx = net.send_intent(a);
+    assert_eq!(net.block_ok(vec![tx]), vec![TxStatus::InsufficientBalance]);
 }

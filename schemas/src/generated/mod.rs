@@ -52,6 +52,8 @@ pub mod int {
     pub use self::list_sku_generated::*;
     mod update_sku_generated;
     pub use self::update_sku_generated::*;
+    mod cluster_buy_generated;
+    pub use self::cluster_buy_generated::*;
     mod delist_sku_generated;
     pub use self::delist_sku_generated::*;
     mod buy_generated;

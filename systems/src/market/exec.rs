@@ -29,6 +29,7 @@ use super::policy::{POLICY_DEAL_NONCE_BIT, Policies, PolicyBuy, due_policies};
 use super::receipt::verify;
 use super::records::*;
 use crate::auction::{Bid, clear_uniform};
+use crate::bpk::{AdmittedIntent, AdmittedIntents};
 
 /// Most timers run in one block; the rest stay due and run in the next
 /// blocks, earliest first.
@@ -60,6 +61,9 @@ pub(crate) struct TxWork<'a> {
     pub sender: AccountId,
     pub nonce: u64,
     pub payload: &'a PayloadSpec,
+    /// For an anonymous intent the BPK checks admitted: the purchase, the
+    /// proven cluster and the account the proof names.
+    pub intent: Option<AdmittedIntent>,
 }
 
 impl TxWork<'_> {
@@ -79,6 +83,7 @@ impl TxWork<'_> {
             | PayloadSpec::Order { sku, .. } => *sku,
             PayloadSpec::ClaimChannel { channel, .. } => channel.sku,
             PayloadSpec::ConfirmUse { order, .. } => order.sku,
+            PayloadSpec::AnonIntent(_) => self.intent?.buy.sku,
             _ => return None,
         })
     }
@@ -121,6 +126,7 @@ pub(crate) fn apply_market(
     deferred: Res<DeferredPayloads>,
     outcomes: Res<Outcomes>,
     verdicts: Res<PayloadVerdicts>,
+    admitted: Option<Res<AdmittedIntents>>,
     (mut writes, mut credits, mut supply, mut fault): (
         ResMut<ObjectWrites>,
         ResMut<Credits>,
@@ -128,15 +134,36 @@ pub(crate) fn apply_market(
         ResMut<ExecFault>,
     ),
 ) {
-    let mine: Vec<TxWork<'_>> = deferred
+    let mut mine: Vec<TxWork<'_>> = deferred
         .accepted(&outcomes, is_market)
         .map(|d| TxWork {
             index: d.index,
             sender: d.sender,
             nonce: d.nonce,
             payload: &d.payload,
+            intent: None,
         })
         .collect();
+    // Intents the BPK checks admitted, in block order (the deferred
+    // payloads are in block order too).
+    for a in admitted.iter().flat_map(|a| a.0.iter()) {
+        let Ok(at) = deferred.0.binary_search_by_key(&a.index, |d| d.index) else {
+            fault.0 = Some(format!(
+                "market: admitted intent {} is not deferred",
+                a.index
+            ));
+            return;
+        };
+        let d = &deferred.0[at];
+        mine.push(TxWork {
+            index: d.index,
+            sender: d.sender,
+            nonce: d.nonce,
+            payload: &d.payload,
+            intent: Some(*a),
+        });
+    }
+    mine.sort_by_key(|t| t.index);
     match execute(
         &store.0,
         ctx.chain_id,
@@ -568,20 +595,21 @@ impl Cx<'_, '_> {
             .is_some_and(|pk| verify(&pk, msg, sig)))
     }
 
-    /// A listed SKU of `model` whose authority admits `buyer` to a plain
-    /// purchase (the checks every purchase starts with), or the status
+    /// A listed SKU of `model` whose authority admits `buyer`, or a member
+    /// of `cluster` (the checks every purchase starts with), or the status
     /// that refuses.
     fn offered(
         &mut self,
         s: &SkuRef,
         model: PriceModel,
         buyer: &AccountId,
+        cluster: Option<u32>,
     ) -> Result<Result<SkuRecord, TxStatus>, MarketError> {
         Ok(self.live(s)?.and_then(|r| {
             if r.terms.model != model {
                 Err(TxStatus::WrongModel)
             } else {
-                admits(&r, buyer).map(|()| r)
+                admits(&r, buyer, cluster).map(|()| r)
             }
         }))
     }
@@ -636,12 +664,17 @@ pub(crate) fn kind_known(env: &Env<'_>, kind: u16) -> Result<bool, MarketError> 
             .is_some())
 }
 
-/// Whether the SKU's authority admits `buyer` to a plain purchase.
-pub(crate) fn admits(r: &SkuRecord, buyer: &AccountId) -> Result<(), TxStatus> {
+/// Whether the SKU's authority admits `buyer`, or a member of `cluster`
+/// (proven by a BPK intent the chain admitted).
+pub(crate) fn admits(
+    r: &SkuRecord,
+    buyer: &AccountId,
+    cluster: Option<u32>,
+) -> Result<(), TxStatus> {
     match r.authority {
         Authority::Open => Ok(()),
         Authority::Allowlist if r.allow.contains(buyer) => Ok(()),
-        // Cluster SKUs are bought through a BPK intent, not built yet.
+        Authority::Clusters if cluster.is_some_and(|c| r.clusters.contains(&c)) => Ok(()),
         _ => Err(TxStatus::Unauthorized),
     }
 }
@@ -721,6 +754,7 @@ fn run_tx(cx: &mut Cx<'_, '_>, s: &SkuRef, t: &TxWork<'_>) -> Result<(), MarketE
             qty,
             attestation,
         } => confirm(cx, t, order, *qty, attestation.as_ref())?,
+        PayloadSpec::AnonIntent(_) => cluster_buy(cx, s, t, &mut lock)?,
         _ => unreachable!("only SKU payloads reach a group"),
     };
     if status == TxStatus::Ok {
@@ -844,7 +878,7 @@ fn priced(
 ) -> Result<Result<(SkuRecord, u128), TxStatus>, MarketError> {
     use TxStatus as S;
     let refuse = |st| Ok(Err(st));
-    let old = match cx.offered(s, model, &t.sender)? {
+    let old = match cx.offered(s, model, &t.sender, t.intent.map(|i| i.cluster))? {
         Ok(v) => v,
         Err(st) => return refuse(st),
     };
@@ -883,6 +917,26 @@ fn buy(
     Ok(S::Ok)
 }
 
+/// A purchase through an admitted intent: by price tag or CPP as the SKU's
+/// model says, admitted by the proven cluster, paid by the sender.
+fn cluster_buy(
+    cx: &mut Cx<'_, '_>,
+    s: &SkuRef,
+    t: &TxWork<'_>,
+    lock: &mut Lock,
+) -> Result<TxStatus, MarketError> {
+    let i = t.intent.expect("only admitted intents reach the market");
+    // The proof names the seller: a purchase from anyone else's SKU would
+    // carry a proof the seller never saw addressed to it.
+    ensure!(i.target == s.seller, TxStatus::InvalidArgument);
+    let sku = check!(cx.live(s)?);
+    match sku.terms.model {
+        PriceModel::PriceTag => buy(cx, s, t, lock, i.buy.qty, i.buy.max_unit_price),
+        PriceModel::Cpp => order(cx, s, t, lock, i.buy.qty, i.buy.max_unit_price),
+        _ => Ok(TxStatus::WrongModel),
+    }
+}
+
 fn open_channel(
     cx: &mut Cx<'_, '_>,
     s: &SkuRef,
@@ -892,7 +946,7 @@ fn open_channel(
     expiry: u64,
 ) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
-    let sku = check!(cx.offered(s, PriceModel::Metered, &t.sender)?);
+    let sku = check!(cx.offered(s, PriceModel::Metered, &t.sender, None)?);
     ensure!(deposit >= sku.terms.unit_price, S::DepositTooSmall);
     ensure!(deposit > 0, S::InvalidArgument);
     ensure!(expiry > cx.env.height, S::ChannelExpired);
@@ -965,7 +1019,7 @@ fn place_bid(
     window_end: u64,
 ) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
-    let sku = check!(cx.offered(s, PriceModel::Auction, &t.sender)?);
+    let sku = check!(cx.offered(s, PriceModel::Auction, &t.sender, None)?);
     ensure!(qty >= 1, S::InvalidArgument);
     ensure!(
         sku.window_end != 0 && window_end == sku.window_end && cx.env.height < window_end,
@@ -1128,7 +1182,7 @@ fn time_out_order(cx: &mut Cx<'_, '_>, d: &DealRef) -> Result<(), MarketError> {
 /// (CPP).
 fn policy_buy(cx: &mut Cx<'_, '_>, s: &SkuRef, b: &PolicyBuy) -> Result<Option<u128>, MarketError> {
     let owner = b.id.0;
-    let Ok(old) = cx.offered(s, b.model, &owner)? else {
+    let Ok(old) = cx.offered(s, b.model, &owner, None)? else {
         return Ok(None);
     };
     if old.capacity < b.units || old.terms.unit_price > b.max_unit_price {
@@ -1281,12 +1335,14 @@ mod tests {
                 sender: [1; 32],
                 nonce: 0,
                 payload: &p0,
+                intent: None,
             },
             TxWork {
                 index: 1,
                 sender: [1; 32],
                 nonce: 1,
                 payload: &p1,
+                intent: None,
             },
         ];
         let regs: Vec<&TxWork<'_>> = txs.iter().collect();

@@ -48,10 +48,12 @@
 //! on their owner's behalf every few blocks, out of GAS escrowed in them
 //! ([`policy`]).
 //!
-//! **Not built yet:** SKUs with `Authority::Clusters` are meant to be
-//! bought anonymously through a BPK intent; that path does not exist, so
-//! every plain purchase of such a SKU is `Unauthorized` (and no policy
-//! buys one).
+//! A SKU with `Authority::Clusters` is bought through an anonymous intent
+//! (`AnonIntent` whose payload is a [`ClusterBuy`](int_schemas::ClusterBuy)
+//! and whose target is the seller): once the BPK checks admit it
+//! ([`crate::bpk::AdmittedIntents`]), the market buys by price tag or CPP
+//! for the intent's sender if the SKU admits the proven cluster. A plain
+//! purchase of such a SKU is `Unauthorized`, and policies pass it over.
 //!
 //! # Money
 //!
@@ -67,7 +69,8 @@
 //!
 //! # Execution
 //!
-//! One Apply-stage system. Registrations of custom kinds (a global
+//! One Apply-stage system (after the BPK checks of the Admit stage).
+//! Registrations of custom kinds (a global
 //! registry) run first, in block order; then the policy transactions and
 //! the plan of the block's policy purchases ([`policy`]). Everything else
 //! is grouped by SKU: per SKU, first its timers due at this height (key

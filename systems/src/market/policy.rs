@@ -486,7 +486,7 @@ impl Search<'_, '_> {
             let taken = self.taken.get(&s).copied().unwrap_or(0);
             let fits = !sku.delisted
                 && sku.terms.model == r.model
-                && admits(sku, &id.0).is_ok()
+                && admits(sku, &id.0, None).is_ok()
                 && sku.capacity.saturating_sub(taken) >= r.units
                 && sku.terms.unit_price <= r.max_unit_price
                 && total(r.units, sku.terms.unit_price).is_some_and(|c| c <= allowance);
