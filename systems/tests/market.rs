@@ -1793,3 +1793,77 @@ fn policies_refuse_bad_terms_and_skip_skus_that_do_not_admit_them() {
     m.block(vec![]);
     assert_eq!(m.sku(&allow).capacity, 4);
 }
+
+// ---------------------------------------------------------------------------
+// Buyer signatures, checked in one batch per block.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_blocks_receipts_are_batched_and_a_forged_one_fails_alone() {
+    let mut m = M::new();
+    let s = seller(0);
+    let sku = m.list(&s, listing(PriceModel::Metered, 3, 10, 100));
+    let expiry = m.height() + 20;
+    let buyers = [buyer(0), buyer(1), buyer(2)];
+    let mut chans = Vec::new();
+    let mut txs = Vec::new();
+    for b in &buyers {
+        let (tx, n) = m.tx(b, open(sku, 100, expiry));
+        txs.push(tx);
+        chans.push(deal(sku, b, n));
+    }
+    assert_eq!(m.block(txs), vec![TxStatus::Ok; 3]);
+    let claim = |m: &mut M, b: &SecretKey, ch: &DealRef, amount, seq| {
+        m.tx(
+            &s,
+            claim_of(&receipt::sign_receipt(b, CHAIN, ch, amount, seq)),
+        )
+        .0
+    };
+    // Every receipt good: the batch passes.
+    let txs: Vec<Vec<u8>> = buyers
+        .iter()
+        .zip(&chans)
+        .map(|(b, ch)| claim(&mut m, b, ch, 20, 1))
+        .collect();
+    assert_eq!(m.block(txs), vec![TxStatus::Ok; 3]);
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 60);
+    // One receipt signed by the wrong key (another buyer's): the batch
+    // fails, each is checked alone, and only the forged one is refused.
+    let txs = vec![
+        claim(&mut m, &buyers[0], &chans[0], 30, 2),
+        claim(&mut m, &buyers[2], &chans[1], 30, 2),
+        claim(&mut m, &buyers[2], &chans[2], 30, 2),
+    ];
+    assert_eq!(
+        m.block(txs),
+        vec![TxStatus::Ok, TxStatus::BadSignature, TxStatus::Ok]
+    );
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 80);
+}
+
+#[test]
+fn two_attested_confirmations_of_one_order_in_a_block_both_count() {
+    let mut m = M::new();
+    let (s, b) = (seller(0), buyer(0));
+    let sku = m.list(&s, listing(PriceModel::Cpp, 10, 5, 10));
+    let (tx, n) = m.tx(&b, cpp_order(sku, 4, 5));
+    assert_eq!(m.block(vec![tx]), vec![TxStatus::Ok]);
+    let d = deal(sku, &b, n);
+    // The second attestation covers 1 + 2 units in total: its message
+    // depends on the first confirmation of the same block, which the
+    // batched precheck (committed state) cannot know; the handler checks
+    // it on its own.
+    let confirm = |qty, total| PayloadSpec::ConfirmUse {
+        order: d,
+        qty,
+        attestation: Some(receipt::sign_usage(&b, CHAIN, &d, total)),
+    };
+    let txs = vec![m.tx(&s, confirm(1, 1)).0, m.tx(&s, confirm(2, 3)).0];
+    assert_eq!(m.block(txs), vec![TxStatus::Ok, TxStatus::Ok]);
+    assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 15);
+    // Replaying the first attestation now is refused.
+    assert_eq!(m.send(&s, confirm(1, 1)), TxStatus::BadSignature);
+    let o = market::order(&m.net.store, CHAIN, &d).unwrap().unwrap();
+    assert_eq!(o.confirmed, 3);
+}

@@ -28,6 +28,7 @@ use super::MarketError;
 use super::policy::{POLICY_DEAL_NONCE_BIT, Policies, PolicyBuy, due_policies};
 use super::receipt::verify;
 use super::records::*;
+use super::sigs::{SigChecks, precheck};
 use crate::auction::{Bid, clear_uniform};
 use crate::bpk::{AdmittedIntent, AdmittedIntents};
 
@@ -106,6 +107,8 @@ pub(crate) struct Env<'a> {
     /// Custom kinds the block's registrations added (the pre-pass).
     pub new_kinds: BTreeSet<u16>,
     pub verdicts: &'a PayloadVerdicts,
+    /// The block's buyer signatures, checked in one batch.
+    pub sigs: SigChecks,
 }
 
 /// The block's market effects, in a deterministic order.
@@ -238,6 +241,7 @@ pub(crate) fn execute(
         height,
         new_kinds,
         verdicts,
+        sigs: precheck(store, chain_id, txs, parallel)?,
     };
     // Policies: their transactions, then the plan of this block's purchases.
     let mut pol = Policies::new(&env);
@@ -583,9 +587,20 @@ impl Cx<'_, '_> {
             .transpose()
     }
 
-    /// Whether `sig` is the deal's buyer's signature of `msg` (under its
-    /// registered key; `false` without one that decodes).
-    fn buyer_signed(&self, d: &DealRef, msg: &[u8], sig: &[u8; 48]) -> Result<bool, MarketError> {
+    /// Whether `sig`, in transaction `t`, is the deal's buyer's signature
+    /// of `msg` (under its registered key; `false` without one that
+    /// decodes): the block's batched precheck, or a check of its own when
+    /// the precheck covered another message.
+    fn buyer_signed(
+        &self,
+        t: &TxWork<'_>,
+        d: &DealRef,
+        msg: &[u8],
+        sig: &[u8; 48],
+    ) -> Result<bool, MarketError> {
+        if let Some(ok) = self.env.sigs.verdict(t.index, msg) {
+            return Ok(ok);
+        }
         Ok(self
             .env
             .store
@@ -989,7 +1004,7 @@ fn claim(
     ensure!(sequence > c.last_sequence, S::StaleReceipt);
     ensure!(c.paid <= amount && amount <= c.deposit, S::BadReceiptAmount);
     let msg = channel_receipt_message(cx.env.chain_id, d, amount, sequence);
-    ensure!(cx.buyer_signed(d, &msg, sig)?, S::BadSignature);
+    ensure!(cx.buyer_signed(t, d, &msg, sig)?, S::BadSignature);
     cx.release(d.sku.seller, amount - c.paid)?;
     let new = ChannelRecord {
         paid: amount,
@@ -1142,7 +1157,7 @@ fn confirm(
             return Ok(S::BadSignature);
         };
         let msg = usage_attestation_message(cx.env.chain_id, d, total);
-        ensure!(cx.buyer_signed(d, &msg, sig)?, S::BadSignature);
+        ensure!(cx.buyer_signed(t, d, &msg, sig)?, S::BadSignature);
     }
     cx.release(d.sku.seller, qty as u128 * o.unit_price)?;
     if total == o.qty {

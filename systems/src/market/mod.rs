@@ -95,21 +95,27 @@
 //!
 //! # Costs
 //!
-//! A block without market transactions or due timers pays one B-tree seek
-//! (`mkt/due/`). A SKU's group reads and decodes the SKU once, and writes
-//! it and moves its index entry once, however many of the block's
-//! transactions and timers change it; a claim or a seller's confirmation also one account read and one BLS
-//! verification (about a millisecond; groups verify in parallel). An
-//! auction close reads and deletes its window's bids (linear in their
-//! number, plus a sort). A query scans the index range of its kind and
-//! geohash prefix (all kinds without one), keeps the `limit` cheapest, and
-//! reads those SKUs.
+//! A block without market transactions, due timers or due policies pays
+//! two B-tree seeks (`mkt/due/`, `mkt/pdue/`). A SKU's group reads and
+//! decodes the SKU once, and writes it and moves its index entry once,
+//! however many of the block's transactions and timers change it. The
+//! block's buyer signatures (claims, sellers' confirmations) are checked
+//! together before the groups: one account read each and one random-scalar
+//! BLS batch for the block (one final exponentiation, Miller loops on every
+//! core), each on its own only when the batch fails. An auction close reads
+//! and deletes its window's bids (linear in their number, plus a sort). A
+//! due policy reads its record, at most [`CANDIDATES_TRIED_MAX`] SKUs, and
+//! the index areas it searches (each scanned once per block, at most
+//! [`AREA_SCAN_MAX`] entries). A query scans the index range of its kind
+//! and geohash prefix (all kinds without one), keeps the `limit` cheapest,
+//! and reads those SKUs.
 
 pub mod policy;
 pub mod receipt;
 pub mod records;
 
 mod exec;
+mod sigs;
 
 use std::collections::BTreeSet;
 
