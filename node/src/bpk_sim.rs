@@ -16,7 +16,9 @@
 //! The thread sends through the devnet's ingress like any client: first a
 //! `RegisterIdentity` per user, then one intent at a time, proven against
 //! the committed identity tree (read from storage) for the next block's
-//! epoch, signed and paid for by the validator acting as relayer.
+//! epoch, signed and paid for by the validator acting as relayer. Every
+//! other intent, once the market lists a SKU sold to BPK clusters, is an
+//! anonymous purchase of one unit of it (`ClusterBuy`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
@@ -27,8 +29,10 @@ use ark_bn254::Bn254;
 use ark_groth16::{ProvingKey, VerifyingKey};
 use int_engine::crypto::bls::{SecretKey, tx_message};
 use int_engine::storage::Store;
-use int_schemas::{AccountId, PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
+use int_schemas::wire::{Authority, PriceModel};
+use int_schemas::{AccountId, ClusterBuy, PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
 use int_systems::bpk::{self, BpkGenesis, IntentRequest};
+use int_systems::market::{self, SkuQuery, SkuView};
 use int_zk::Fr;
 use int_zk::circuit::{DEFAULT_CLUSTERS, DEFAULT_DIM, identity_leaf};
 use int_zk::clusters;
@@ -193,6 +197,23 @@ impl Ctx<'_> {
     }
 }
 
+/// A listed SKU sold to BPK clusters, if the market has one.
+fn cluster_sku(ctx: &Ctx<'_>) -> Result<Option<SkuView>> {
+    let all = market::query(
+        ctx.store,
+        ctx.chain_id,
+        &SkuQuery {
+            kind: None,
+            near: String::new(),
+            max_price: None,
+            limit: 4096,
+        },
+    )?;
+    Ok(all
+        .into_iter()
+        .find(|v| v.authority == Authority::Clusters && v.terms.model == PriceModel::PriceTag))
+}
+
 /// The users' thread: registers the identities still missing, then sends
 /// intents until the devnet stops.
 pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result<()> {
@@ -245,8 +266,25 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
             .context("no centroids in force")?
             .rows();
         let tree = bpk::identity_tree(ctx.store, ctx.chain_id)?;
-        let target = ctx.targets[rng.gen_range(0..ctx.targets.len())];
-        let payload = format!("want network 1 MB #{n}");
+        // Every other intent buys a unit of a SKU sold to clusters (when
+        // the market lists one), paid by the relayer; the others are
+        // requests to a device, opaque to the chain.
+        let (target, payload) = match cluster_sku(ctx)?.filter(|_| n % 2 == 1) {
+            Some(v) => (
+                v.seller,
+                ClusterBuy {
+                    sku: v.id,
+                    qty: 1,
+                    max_unit_price: v.terms.unit_price,
+                    reference: n,
+                }
+                .encode(),
+            ),
+            None => (
+                ctx.targets[rng.gen_range(0..ctx.targets.len())],
+                format!("want network 1 MB #{n}").into_bytes(),
+            ),
+        };
         let req = IntentRequest {
             chain_id: ctx.chain_id,
             secret: u.secret,
@@ -255,7 +293,7 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
             path: tree.path(i as u64)?,
             epoch,
             target,
-            payload: payload.as_bytes(),
+            payload: &payload,
         };
         let t = Instant::now();
         let intent = bpk::prove_intent(&sim.pk, &req, &mut ChaCha20Rng::from_rng(&mut rng)?)?;

@@ -30,7 +30,7 @@ use int_engine::ingress::{
 use int_engine::mempool::Mempool;
 use int_engine::storage::Store;
 use int_schemas::wire::TxStatus;
-use int_schemas::{AccountId, PayloadSpec};
+use int_schemas::{AccountId, ClusterBuy, PayloadSpec};
 use int_systems::bpk::{self, Groth16Intents};
 use int_systems::market::MarketPlugin;
 use int_systems::token::{self, TokenPlugin};
@@ -149,6 +149,9 @@ pub struct Summary {
     pub auction: u64,
     /// CPP: confirmed uses that released escrow to a seller.
     pub cpp: u64,
+    /// Anonymous purchases: intents carrying a `ClusterBuy` that bought
+    /// from a SKU sold to BPK clusters (also counted in `intents_ok`).
+    pub cluster_buys: u64,
     /// Purchases the standing policies made (no transaction each: the
     /// chain buys on the policy's behalf), summed over the policies at the
     /// end.
@@ -779,6 +782,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         metered: market.metered,
         auction: market.auction,
         cpp: market.cpp,
+        cluster_buys: market.cluster_buys,
         policy_buys: policies.iter().map(|p| p.buys).sum(),
         policies: policies.len() as u64,
         market_other_ok: market.other_ok,
@@ -801,6 +805,7 @@ struct MarketCounts {
     metered: u64,
     auction: u64,
     cpp: u64,
+    cluster_buys: u64,
     other_ok: u64,
     refused: u64,
     burns: u64,
@@ -816,6 +821,7 @@ impl MarketCounts {
             P::ClaimChannel { .. } => &mut self.metered,
             P::PlaceBid { .. } => &mut self.auction,
             P::ConfirmUse { .. } => &mut self.cpp,
+            P::AnonIntent(a) if ClusterBuy::decode(&a.payload).is_some() => &mut self.cluster_buys,
             P::BurnForGas { .. } => &mut self.burns,
             P::OracleReport { .. } => &mut self.oracle_reports,
             P::BidGas { .. } => &mut self.gas_bids,

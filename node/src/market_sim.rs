@@ -9,7 +9,8 @@
 //! past it) sends its next one:
 //!
 //! - sellers list their SKUs (6 built-in kinds × 4 models, plus a custom
-//!   kind seller 0 registers), then claim the latest metering receipt each
+//!   kind seller 0 registers, and a network SKU seller 1 sells to BPK
+//!   clusters only, which the BPK users buy through intents), then claim the latest metering receipt each
 //!   channel's buyer handed them, confirm CPP orders with the buyer's
 //!   usage attestation, and restock SKUs running low;
 //! - buyers first set a standing policy (power, network or compute, by
@@ -36,6 +37,7 @@ use int_schemas::{
 };
 use int_systems::market::{self, SkuQuery, SkuView, receipt};
 use int_systems::token::{self, TokenConfig};
+use int_zk::circuit::DEFAULT_CLUSTERS;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -260,8 +262,11 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
                 limit: 4096,
             },
         )?;
+        // Buyers buy in their own name: open SKUs only.
         let of_model = |m: PriceModel| -> Vec<&SkuView> {
-            skus.iter().filter(|s| s.terms.model == m).collect()
+            skus.iter()
+                .filter(|s| s.terms.model == m && s.authority == Authority::Open)
+                .collect()
         };
         let mut batch = Vec::new();
         for (p, key) in keys.iter().enumerate() {
@@ -368,6 +373,18 @@ fn seller_step(
         return Ok(Some(PayloadSpec::ListSku(Box::new(listing(
             kind, model, s, rng,
         )))));
+    }
+    // Seller 1 also sells network to BPK clusters only: the simulated BPK
+    // users buy it anonymously, through intents.
+    if s == 1
+        && !skus
+            .iter()
+            .any(|v| v.id.seller == me && v.authority == Authority::Clusters)
+    {
+        let mut l = listing(1, PriceModel::PriceTag, s, rng);
+        l.authority = Authority::Clusters;
+        l.clusters = (0..DEFAULT_CLUSTERS as u32).collect();
+        return Ok(Some(PayloadSpec::ListSku(Box::new(l))));
     }
     if s == 0
         && let Some(kind) = custom_kind(ctx)?

@@ -129,6 +129,11 @@ fn devnet_sends_anonymous_intents() {
     );
     assert_eq!(sum["intents_refused"], 0, "{sum}");
     assert!(sum["prove_ms_mean"].as_f64().unwrap() > 0.0, "{sum}");
+    // Every other intent, once listed, buys from the SKU sold to clusters.
+    assert!(
+        sum["cluster_buys"].as_u64().unwrap() >= 1,
+        "no anonymous purchase: {sum}"
+    );
 
     let st = json(&ok(&["state", "--data-dir", d, "--json"]));
     assert_eq!(st["root_ok"], true, "{st}");

@@ -50,6 +50,9 @@ pub struct ClusterBuy {
     pub qty: u64,
     /// Highest price per unit (the sender's lock is `qty ×` this).
     pub max_unit_price: u128,
+    /// Makes two purchases of the same terms distinct intents (the
+    /// nullifier admits one intent per payload per epoch).
+    pub reference: u64,
 }
 
 impl ClusterBuy {
@@ -64,6 +67,7 @@ impl ClusterBuy {
                 sku: Some(&sku),
                 qty: self.qty,
                 max_unit_price: Some(&max),
+                reference: self.reference,
             },
         );
         fbb.finish(o, Some(CLUSTER_BUY_IDENTIFIER));
@@ -92,6 +96,7 @@ impl ClusterBuy {
             sku: SkuRef::from_wire(b.sku()),
             qty: b.qty(),
             max_unit_price: amount(b.max_unit_price()),
+            reference: b.reference(),
         };
         total(c.qty, c.max_unit_price).map(|_| c)
     }

@@ -385,10 +385,11 @@ proptest! {
         seq in any::<u64>(),
         qty in any::<u64>(),
         max in u128_edge(),
+        reference in any::<u64>(),
         cut in any::<prop::sample::Index>(),
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..=8),
     ) {
-        let c = ClusterBuy { sku: SkuRef { seller, seq }, qty, max_unit_price: max };
+        let c = ClusterBuy { sku: SkuRef { seller, seq }, qty, max_unit_price: max, reference };
         let bytes = c.encode();
         let fits = int_schemas::market::total(qty, max).is_some();
         prop_assert_eq!(ClusterBuy::decode(&bytes), fits.then_some(c));

@@ -759,6 +759,7 @@ fn cluster_skus_sell_through_admitted_intents_to_their_clusters_only() {
             sku,
             qty,
             max_unit_price: 6,
+            reference: 0,
         }
         .encode()
     };
@@ -787,7 +788,8 @@ fn cluster_skus_sell_through_admitted_intents_to_their_clusters_only() {
 
     // Refused, each with its lock back (only the fee is taken): the same
     // proof again (nullifier used), a user of cluster 0, an intent naming
-    // someone other than the seller, too many units, and a plain purchase.
+    // someone other than the seller, too many units (9 of the 8 left), and
+    // a plain purchase.
     let replay = net.send_intent(a);
     let other_cluster = net.intent_to(&us[0], 0, epoch, &centroids0(), id(&s), &buy(sku, 1));
     assert_eq!(other_cluster.cluster, 0);
@@ -804,8 +806,22 @@ fn cluster_skus_sell_through_admitted_intents_to_their_clusters_only() {
             max_unit_price: 6,
         },
     );
+    // The same terms under another reference are another intent: bought.
+    let again = ClusterBuy {
+        reference: 1,
+        ..ClusterBuy::decode(&buy(sku, 2)).unwrap()
+    };
+    let again = net.intent_to(&us[1], 1, epoch, &centroids0(), id(&s), &again.encode());
+    let again = net.send_intent(again);
     let relayer1 = gas(&net, &r);
-    let st = net.block_ok(vec![replay, other_cluster, elsewhere, too_many, plain]);
+    let st = net.block_ok(vec![
+        replay,
+        other_cluster,
+        elsewhere,
+        too_many,
+        plain,
+        again,
+    ]);
     assert_eq!(
         st,
         vec![
@@ -814,10 +830,11 @@ fn cluster_skus_sell_through_admitted_intents_to_their_clusters_only() {
             TxStatus::InvalidArgument,
             TxStatus::OverCapacity,
             TxStatus::Unauthorized,
+            TxStatus::Ok,
         ]
     );
-    assert_eq!(gas(&net, &r), relayer1 - 5 * FEE);
-    assert_eq!(gas(&net, &s), seller0 + 10);
+    assert_eq!(gas(&net, &r), relayer1 - 6 * FEE - 10);
+    assert_eq!(gas(&net, &s), seller0 + 20);
 
     // A CPP SKU: the intent opens an order in the sender's name.
     let epoch = net.next_epoch();
@@ -853,6 +870,7 @@ fn purchase_intents_without_the_market_are_refunded() {
         sku,
         qty: 2,
         max_unit_price: 100,
+        reference: 0,
     }
     .encode();
     let epoch = net.next_epoch();
@@ -866,6 +884,7 @@ fn purchase_intents_without_the_market_are_refunded() {
         sku,
         qty: 1,
         max_unit_price: 10_000,
+        reference: 0,
     }
     .encode();
     let a = net.intent(&us[2], 2, epoch, &centroids0(), &big);

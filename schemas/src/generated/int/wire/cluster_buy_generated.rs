@@ -27,6 +27,7 @@ impl<'a> ClusterBuy<'a> {
   pub const VT_SKU: ::flatbuffers::VOffsetT = 4;
   pub const VT_QTY: ::flatbuffers::VOffsetT = 6;
   pub const VT_MAX_UNIT_PRICE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REFERENCE: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -38,6 +39,7 @@ impl<'a> ClusterBuy<'a> {
     args: &'args ClusterBuyArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ClusterBuy<'bldr>> {
     let mut builder = ClusterBuyBuilder::new(_fbb);
+    builder.add_reference(args.reference);
     builder.add_qty(args.qty);
     if let Some(x) = args.max_unit_price { builder.add_max_unit_price(x); }
     if let Some(x) = args.sku { builder.add_sku(x); }
@@ -66,6 +68,15 @@ impl<'a> ClusterBuy<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<U128>(ClusterBuy::VT_MAX_UNIT_PRICE, None).unwrap()}
   }
+  /// Chosen by the user so that two purchases of the same terms differ:
+  /// the nullifier admits one intent per payload per epoch.
+  #[inline]
+  pub fn reference(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ClusterBuy::VT_REFERENCE, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ClusterBuy<'_> {
@@ -77,6 +88,7 @@ impl ::flatbuffers::Verifiable for ClusterBuy<'_> {
      .visit_field::<SkuId>("sku", Self::VT_SKU, true)?
      .visit_field::<u64>("qty", Self::VT_QTY, false)?
      .visit_field::<U128>("max_unit_price", Self::VT_MAX_UNIT_PRICE, true)?
+     .visit_field::<u64>("reference", Self::VT_REFERENCE, false)?
      .finish();
     Ok(())
   }
@@ -85,6 +97,7 @@ pub struct ClusterBuyArgs<'a> {
     pub sku: Option<&'a SkuId>,
     pub qty: u64,
     pub max_unit_price: Option<&'a U128>,
+    pub reference: u64,
 }
 impl<'a> Default for ClusterBuyArgs<'a> {
   #[inline]
@@ -93,6 +106,7 @@ impl<'a> Default for ClusterBuyArgs<'a> {
       sku: None, // required field
       qty: 0,
       max_unit_price: None, // required field
+      reference: 0,
     }
   }
 }
@@ -113,6 +127,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClusterBuyBuilder<'a, 'b, A> 
   #[inline]
   pub fn add_max_unit_price(&mut self, max_unit_price: &U128) {
     self.fbb_.push_slot_always::<&U128>(ClusterBuy::VT_MAX_UNIT_PRICE, max_unit_price);
+  }
+  #[inline]
+  pub fn add_reference(&mut self, reference: u64) {
+    self.fbb_.push_slot::<u64>(ClusterBuy::VT_REFERENCE, reference, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClusterBuyBuilder<'a, 'b, A> {
@@ -137,6 +155,7 @@ impl ::core::fmt::Debug for ClusterBuy<'_> {
       ds.field("sku", &self.sku());
       ds.field("qty", &self.qty());
       ds.field("max_unit_price", &self.max_unit_price());
+      ds.field("reference", &self.reference());
       ds.finish()
   }
 }
