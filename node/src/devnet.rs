@@ -783,7 +783,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         auction: market.auction,
         cpp: market.cpp,
         cluster_buys: market.cluster_buys,
-        policy_buys: policies.iter().map(|p| p.buys).sum(),
+        policy_buys: policies.iter().map(|p| p.record.buys).sum(),
         policies: policies.len() as u64,
         market_other_ok: market.other_ok,
         market_refused: market.refused,

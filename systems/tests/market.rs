@@ -18,9 +18,10 @@ use int_engine::world::Plugin;
 use int_schemas::wire::{Authority, Preference, PriceModel, TxStatus, Unit};
 use int_schemas::{AccountId, DealRef, PayloadSpec, PolicySpec, SkuListing, SkuRef, Terms};
 use int_systems::LedgerPlugin;
+use int_systems::market::records::PolicyRecord;
 use int_systems::market::{
-    self, MarketPlugin, POLICY_DEAL_NONCE_BIT, PolicyView, SkuQuery, SkuView, escrow_held,
-    kind_by_name, kind_name, receipt,
+    self, MarketPlugin, POLICY_DEAL_NONCE_BIT, SkuQuery, SkuView, escrow_held, kind_by_name,
+    kind_name, receipt,
 };
 use int_systems::token::{self, TokenConfig};
 use proptest::prelude::*;
@@ -254,8 +255,10 @@ fn listed_at(model: PriceModel, price: u128, capacity: u64, region: &str) -> Sku
 }
 
 impl M {
-    fn policy(&self, sk: &SecretKey) -> Option<PolicyView> {
-        market::policy(&self.net.store, CHAIN, &id(sk), 1).expect("read policy")
+    fn policy(&self, sk: &SecretKey) -> Option<PolicyRecord> {
+        market::policy(&self.net.store, CHAIN, &id(sk), 1)
+            .expect("read policy")
+            .map(|v| v.record)
     }
 }
 
@@ -1430,7 +1433,7 @@ proptest! {
         let pols = |m: &M| market::policies(&m.net.store, CHAIN, 100).unwrap();
         prop_assert_eq!(pols(&par), pols(&seq));
         if std::env::var_os("MARKET_PROPTEST_STATS").is_some() {
-            let buys: u64 = pols(&par).iter().map(|p| p.buys).sum();
+            let buys: u64 = pols(&par).iter().map(|p| p.record.buys).sum();
             eprintln!("{stats:?} policy buys: {buys}");
         }
     }

@@ -46,7 +46,7 @@
 //!
 //! Standing policies (`SetPolicy`, `CancelPolicy`) buy by price tag or CPP
 //! on their owner's behalf every few blocks, out of GAS escrowed in them
-//! ([`policy`]).
+//! ([`policy`](mod@policy)).
 //!
 //! A SKU with `Authority::Clusters` is bought through an anonymous intent
 //! (`AnonIntent` whose payload is a [`ClusterBuy`](int_schemas::ClusterBuy)
@@ -72,7 +72,7 @@
 //! One Apply-stage system (after the BPK checks of the Admit stage).
 //! Registrations of custom kinds (a global
 //! registry) run first, in block order; then the policy transactions and
-//! the plan of the block's policy purchases ([`policy`]). Everything else
+//! the plan of the block's policy purchases ([`policy`](mod@policy)). Everything else
 //! is grouped by SKU: per SKU, first its timers due at this height (key
 //! order: earliest first), then its transactions in block order, then the
 //! policy purchases planned on it. A group touches only its
@@ -123,7 +123,7 @@ use bevy_ecs::prelude::*;
 use int_engine::storage::{ObjectTable, StorageError, Store};
 use int_engine::world::{Plugin, Stage};
 use int_schemas::market::{BUILTIN_KINDS, CUSTOM_KIND_FIRST, KIND_NAME_BYTES_MAX, is_geohash};
-use int_schemas::wire::{Authority, Preference, PriceModel, Unit};
+use int_schemas::wire::{Authority, Unit};
 use int_schemas::{AccountId, DealRef, Escrow, Hash32, SkuRef, Terms};
 
 pub use exec::TIMERS_PER_BLOCK;
@@ -383,59 +383,23 @@ pub fn bids(store: &Store, chain_id: u32, id: &SkuRef) -> Result<Vec<BidView>, M
     Ok(out)
 }
 
-/// A standing policy.
+/// A standing policy: whose, for which kind, and its stored state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyView {
     /// Who set it (and whom it buys for).
     pub owner: AccountId,
     /// Resource kind it buys.
     pub kind: u16,
-    /// Highest price per unit it pays.
-    pub max_unit_price: u128,
-    /// Most GAS it spends per epoch.
-    pub budget_per_epoch: u128,
-    /// Its area (cheapest) or position (nearest), a geohash.
-    pub region: String,
-    /// How it chooses among matching SKUs.
-    pub preference: Preference,
-    /// Price tag or CPP.
-    pub model: PriceModel,
-    /// Units per purchase.
-    pub units: u64,
-    /// Blocks between purchases.
-    pub interval_blocks: u32,
-    /// GAS escrowed in it, left to spend.
-    pub balance: u128,
-    /// The budget epoch of `spent_in_epoch`.
-    pub epoch: u64,
-    /// GAS spent in that epoch.
-    pub spent_in_epoch: u128,
-    /// Height of its next purchase attempt.
-    pub next_due: u64,
-    /// Purchases made since it was set.
-    pub buys: u64,
-    /// GAS those purchases spent.
-    pub spent_total: u128,
+    /// Its terms, balance and counts.
+    pub record: PolicyRecord,
 }
 
 impl PolicyView {
-    fn new((owner, kind): PolicyId, r: PolicyRecord) -> Self {
+    fn new((owner, kind): PolicyId, record: PolicyRecord) -> Self {
         Self {
             owner,
             kind,
-            max_unit_price: r.max_unit_price,
-            budget_per_epoch: r.budget_per_epoch,
-            region: r.region,
-            preference: r.preference,
-            model: r.model,
-            units: r.units,
-            interval_blocks: r.interval_blocks,
-            balance: r.balance,
-            epoch: r.epoch,
-            spent_in_epoch: r.spent_in_epoch,
-            next_due: r.next_due,
-            buys: r.buys,
-            spent_total: r.spent_total,
+            record,
         }
     }
 }

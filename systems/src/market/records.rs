@@ -562,13 +562,18 @@ impl BidRecord {
     }
 }
 
-/// A standing policy: who and what are in its key (owner, kind).
+/// A standing policy as stored (its owner and kind are in its key; see
+/// [`super::PolicyView`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PolicyRecord {
+pub struct PolicyRecord {
+    /// Highest price per unit it pays.
     pub max_unit_price: u128,
+    /// Most GAS it spends per epoch.
     pub budget_per_epoch: u128,
-    /// Geohash, 0 to 12 characters (see `PolicySpec::region`).
+    /// Its area (cheapest) or position (nearest): a geohash of 0 to 12
+    /// characters (see `PolicySpec::region`).
     pub region: String,
+    /// How it chooses among matching SKUs.
     pub preference: Preference,
     /// Price tag or CPP.
     pub model: PriceModel,
@@ -576,19 +581,22 @@ pub(crate) struct PolicyRecord {
     pub units: u64,
     /// Blocks between purchases, at least 1.
     pub interval_blocks: u32,
-    /// GAS escrowed in the policy, spent by its purchases.
+    /// GAS escrowed in the policy, left for its purchases.
     pub balance: u128,
     /// The budget epoch `spent_in_epoch` counts in.
     pub epoch: u64,
+    /// GAS spent in that epoch.
     pub spent_in_epoch: u128,
     /// Height of the next purchase attempt (its `mkt/pdue/` entry).
     pub next_due: u64,
-    /// Purchases made, and GAS they spent, since the policy was set.
+    /// Purchases made since the policy was set.
     pub buys: u64,
+    /// GAS those purchases spent.
     pub spent_total: u128,
 }
 
 impl PolicyRecord {
+    /// The stored bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(1 + 16 * 5 + 13 + 2 + 8 * 4 + 4);
         v.push(VERSION);
@@ -609,6 +617,8 @@ impl PolicyRecord {
         v
     }
 
+    /// The record of stored bytes; [`MarketError::Corrupt`] for anything a
+    /// node never writes.
     pub fn decode(b: &[u8]) -> Result<Self, MarketError> {
         const KEY: &str = "mkt/pol";
         let mut r = Reader::new(b, KEY)?;
