@@ -203,10 +203,8 @@ fn cluster_sku(ctx: &Ctx<'_>) -> Result<Option<SkuView>> {
         ctx.store,
         ctx.chain_id,
         &SkuQuery {
-            kind: None,
-            near: String::new(),
-            max_price: None,
             limit: 4096,
+            ..SkuQuery::default()
         },
     )?;
     Ok(all

@@ -256,10 +256,8 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
             ctx.store,
             ctx.chain_id,
             &SkuQuery {
-                kind: None,
-                near: String::new(),
-                max_price: None,
                 limit: 4096,
+                ..SkuQuery::default()
             },
         )?;
         // Buyers buy in their own name: open SKUs only.

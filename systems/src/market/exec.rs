@@ -194,12 +194,28 @@ pub(crate) fn due_timers(
     height: u64,
     cap: usize,
 ) -> Result<Vec<(u64, Timer)>, MarketError> {
-    if cap == 0 {
-        return Ok(Vec::new());
-    }
+    scan_due(store, chain_id, DUE_PREFIX, height, cap, parse_due_key)
+}
+
+/// The entries of a due index (`prefix` ‖ height ‖ id) at or before
+/// `height`, earliest first, at most `cap`.
+pub(crate) fn scan_due<T, P>(
+    store: &Store,
+    chain_id: u32,
+    prefix: &[u8],
+    height: u64,
+    cap: usize,
+    parse: P,
+) -> Result<Vec<(u64, T)>, MarketError>
+where
+    P: Fn(&[u8]) -> Result<(u64, T), MarketError>,
+{
     let mut out = Vec::new();
-    store.scan_prefix(chain_id, ObjectTable::State, DUE_PREFIX, |k, _| {
-        let (at, t) = parse_due_key(k)?;
+    if cap == 0 {
+        return Ok(out);
+    }
+    store.scan_prefix(chain_id, ObjectTable::State, prefix, |k, _| {
+        let (at, t) = parse(k)?;
         if at > height {
             return Ok(false);
         }

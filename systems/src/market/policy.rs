@@ -52,7 +52,7 @@ use int_schemas::wire::{Preference, PriceModel, TxStatus};
 use int_schemas::{PayloadSpec, PolicySpec, SkuRef};
 
 use super::MarketError;
-use super::exec::{Env, TxWork, admits, gas, kind_known};
+use super::exec::{Env, TxWork, admits, gas, kind_known, scan_due};
 use super::records::*;
 use crate::token;
 
@@ -381,16 +381,14 @@ pub(crate) fn due_policies(
     chain_id: u32,
     height: u64,
 ) -> Result<Vec<(u64, PolicyId)>, MarketError> {
-    let mut due = Vec::new();
-    store.scan_prefix(chain_id, ObjectTable::State, POLICY_DUE_PREFIX, |k, _| {
-        let (at, id) = parse_policy_due_key(k)?;
-        if at > height {
-            return Ok(false);
-        }
-        due.push((at, id));
-        Ok::<_, MarketError>(due.len() < POLICY_RUNS_PER_BLOCK)
-    })?;
-    Ok(due)
+    scan_due(
+        store,
+        chain_id,
+        POLICY_DUE_PREFIX,
+        height,
+        POLICY_RUNS_PER_BLOCK,
+        parse_policy_due_key,
+    )
 }
 
 /// The plan's reads of the committed index and SKUs, shared by the block's
