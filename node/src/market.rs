@@ -153,7 +153,8 @@ pub fn run(cmd: MarketCmd) -> Result<()> {
                     s("model"),
                     s("unit_price"),
                     s("unit"),
-                    r["capacity"],
+                    // A JSON value ignores the width; the number keeps it.
+                    r["capacity"].as_u64().unwrap_or_default(),
                     s("region"),
                     s("authority"),
                     s("sku")
