@@ -737,7 +737,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     };
     let proofs_made = sim_stats.proofs.load(Ordering::Relaxed);
     let audited = int_systems::audit::audit(&store, chain_id).context("supply audit")?;
-    let policies = int_systems::market::policies(&store, chain_id, usize::MAX)
+    let policies = int_systems::market::policies(&store, chain_id, None, usize::MAX)
         .context("reading the policies")?;
     let skus = int_systems::market::query(
         &store,

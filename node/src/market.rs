@@ -3,6 +3,9 @@
 //! `int market list --kind network --near wx4g --max-price P [--json]`
 //! reads the market's discovery index (kind, geohash prefix, price) at the
 //! committed head: the same query the gateway's RPC serves.
+//!
+//! `int market policies [--owner ACCOUNT] [--json]` lists the standing
+//! policies (all, or one account's): terms, balance, purchases made.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use int_engine::storage::Store;
 use int_schemas::market::{BUILTIN_KINDS, is_geohash};
-use int_systems::market::{self, SkuQuery, SkuView};
+use int_systems::market::{self, PolicyView, SkuQuery, SkuView};
 use serde_json::{Value, json};
 
 /// `int market` subcommands.
@@ -18,6 +21,28 @@ use serde_json::{Value, json};
 pub enum MarketCmd {
     /// SKUs on offer, cheapest first.
     List(ListArgs),
+    /// Standing purchase policies, by owner then kind.
+    Policies(PoliciesArgs),
+}
+
+/// Arguments of `int market policies`.
+#[derive(Args)]
+pub struct PoliciesArgs {
+    /// Data directory of the node.
+    #[arg(long, default_value = "int-data")]
+    data_dir: PathBuf,
+    /// Chain to read.
+    #[arg(long, default_value_t = 1)]
+    chain_id: u32,
+    /// Only this account's policies (64 hex characters).
+    #[arg(long)]
+    owner: Option<String>,
+    /// Most policies to show.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// One JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `int market list`.
@@ -76,6 +101,100 @@ fn kind_label(store: &Store, chain_id: u32, k: u16) -> Result<String> {
     Ok(market::kind_name(store, chain_id, k)?.unwrap_or_else(|| k.to_string()))
 }
 
+fn policy_json(store: &Store, chain_id: u32, p: &PolicyView) -> Result<Value> {
+    let r = &p.record;
+    Ok(json!({
+        "owner": hex::encode(p.owner),
+        "kind": kind_label(store, chain_id, p.kind)?,
+        "model": r.model.variant_name().unwrap_or("?"),
+        "preference": r.preference.variant_name().unwrap_or("?"),
+        "region": r.region,
+        "units": r.units,
+        "interval_blocks": r.interval_blocks,
+        "max_unit_price": r.max_unit_price.to_string(),
+        "budget_per_epoch": r.budget_per_epoch.to_string(),
+        "balance": r.balance.to_string(),
+        "epoch": r.epoch,
+        "spent_in_epoch": r.spent_in_epoch.to_string(),
+        "next_due": r.next_due,
+        "buys": r.buys,
+        "spent_total": r.spent_total.to_string(),
+    }))
+}
+
+/// `int market policies`.
+fn list_policies(a: &PoliciesArgs) -> Result<()> {
+    let owner = a
+        .owner
+        .as_deref()
+        .map(|h| -> Result<[u8; 32]> {
+            let v = hex::decode(h).with_context(|| format!("--owner {h:?} is not hex"))?;
+            v.try_into()
+                .map_err(|_| anyhow::anyhow!("--owner must be 32 bytes (64 hex characters)"))
+        })
+        .transpose()?;
+    if a.limit == 0 {
+        bail!("--limit must be at least 1");
+    }
+    let store = open(&a.data_dir)?;
+    let head = store
+        .head(a.chain_id)?
+        .with_context(|| format!("chain {} has no blocks", a.chain_id))?;
+    let found = market::policies(&store, a.chain_id, owner.as_ref(), a.limit)?;
+    let rows = found
+        .iter()
+        .map(|p| policy_json(&store, a.chain_id, p))
+        .collect::<Result<Vec<_>>>()?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string(&json!({
+                "height": head.height,
+                "count": rows.len(),
+                "policies": rows,
+            }))?
+        );
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no policies (height {})", head.height);
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<8} {:<8} {:<9} {:<12} {:>5} {:>8} {:>12} {:>6} {:>12} {:>8}",
+        "owner",
+        "kind",
+        "model",
+        "prefer",
+        "region",
+        "units",
+        "interval",
+        "balance",
+        "buys",
+        "spent",
+        "next_due"
+    );
+    for (p, r) in found.iter().zip(&rows) {
+        let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+        println!(
+            "{:<16} {:<8} {:<8} {:<9} {:<12} {:>5} {:>8} {:>12} {:>6} {:>12} {:>8}",
+            &s("owner")[..16],
+            s("kind"),
+            s("model"),
+            s("preference"),
+            s("region"),
+            p.record.units,
+            p.record.interval_blocks,
+            s("balance"),
+            p.record.buys,
+            s("spent_total"),
+            p.record.next_due,
+        );
+    }
+    println!("{} policies at height {}", rows.len(), head.height);
+    Ok(())
+}
+
 fn view_json(store: &Store, chain_id: u32, v: &SkuView) -> Result<Value> {
     Ok(json!({
         "sku": format!("{}:{}", hex::encode(v.id.seller), v.id.seq),
@@ -96,6 +215,7 @@ fn view_json(store: &Store, chain_id: u32, v: &SkuView) -> Result<Value> {
 /// Runs `int market …`.
 pub fn run(cmd: MarketCmd) -> Result<()> {
     match cmd {
+        MarketCmd::Policies(a) => list_policies(&a)?,
         MarketCmd::List(a) => {
             if !a.near.is_empty() && !is_geohash(&a.near, 1) {
                 bail!(

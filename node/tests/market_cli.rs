@@ -1,6 +1,7 @@
 //! The market as a user meets it: a devnet whose simulated devices trade
-//! through all four price models and the token tiers, then `int market
-//! list` and the supply audit of `int state`.
+//! through all four price models, standing policies and the token tiers,
+//! then `int market list`, `int market policies` and the supply audit of
+//! `int state`.
 //!
 //! Runs the real binary.
 
@@ -157,4 +158,37 @@ fn devnet_trades_through_every_model_and_conserves_value() {
     let empty = tempfile::tempdir().unwrap();
     let (_, err) = run(&["market", "list", "--data-dir", p(empty.path())], 1);
     assert!(err.contains("int devnet"), "{err}");
+
+    // The standing policies: every buyer's, their purchases summing to the
+    // summary's; one owner's alone.
+    let pols = json(&ok(&["market", "policies", "--data-dir", d, "--json"]));
+    let all = pols["policies"].as_array().expect("policies");
+    assert_eq!(all.len(), 16, "{pols}");
+    let buys: u64 = all.iter().map(|p| p["buys"].as_u64().unwrap()).sum();
+    assert_eq!(buys, sum["policy_buys"].as_u64().unwrap(), "{pols}");
+    let owner = all[3]["owner"].as_str().unwrap();
+    let one = json(&ok(&[
+        "market",
+        "policies",
+        "--data-dir",
+        d,
+        "--owner",
+        owner,
+        "--json",
+    ]));
+    assert_eq!(one["count"], 1, "{one}");
+    assert_eq!(one["policies"][0], all[3], "{one}");
+    let table = ok(&["market", "policies", "--data-dir", d]);
+    assert!(table.contains("policies at height"), "{table}");
+    for (args, says) in [
+        (vec!["--owner", "zz"], "not hex"),
+        (vec!["--owner", "abcd"], "32 bytes"),
+        (vec!["--limit", "0"], "--limit"),
+    ] {
+        let mut all = vec!["market", "policies", "--data-dir", d];
+        all.extend(args);
+        let (_, err) = run(&all, 1);
+        assert!(err.contains(says), "{all:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }

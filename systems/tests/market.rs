@@ -1430,7 +1430,7 @@ proptest! {
             prop_assert_eq!(par.query(all.clone()), seq.query(all));
         }
         prop_assert_eq!(par.escrow(), seq.escrow());
-        let pols = |m: &M| market::policies(&m.net.store, CHAIN, 100).unwrap();
+        let pols = |m: &M| market::policies(&m.net.store, CHAIN, None, 100).unwrap();
         prop_assert_eq!(pols(&par), pols(&seq));
         if std::env::var_os("MARKET_PROPTEST_STATS").is_some() {
             let buys: u64 = pols(&par).iter().map(|p| p.record.buys).sum();

@@ -418,17 +418,23 @@ pub fn policy(
     )
 }
 
-/// Standing policies by owner then kind, at most `limit`.
+/// Standing policies by owner then kind (only `owner`'s when given), at
+/// most `limit`.
 pub fn policies(
     store: &Store,
     chain_id: u32,
+    owner: Option<&AccountId>,
     limit: usize,
 ) -> Result<Vec<PolicyView>, MarketError> {
     let mut out = Vec::new();
     if limit == 0 {
         return Ok(out);
     }
-    store.scan_prefix(chain_id, ObjectTable::State, POLICY_PREFIX, |k, v| {
+    let mut prefix = POLICY_PREFIX.to_vec();
+    if let Some(o) = owner {
+        prefix.extend_from_slice(o);
+    }
+    store.scan_prefix(chain_id, ObjectTable::State, &prefix, |k, v| {
         out.push(PolicyView::new(
             parse_policy_key(k)?,
             PolicyRecord::decode(v)?,
