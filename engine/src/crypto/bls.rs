@@ -338,13 +338,47 @@ impl BlsG1Backend for CpuG1 {
 /// [`batch_verify`]. The random scalars, the checks and the verdict are the
 /// same either way.
 pub fn batch_verify_with(items: &[BatchItem<'_>], dst: &[u8], g1: &dyn BlsG1Backend) -> bool {
+    let mut rng = rand::thread_rng();
+    let rands: Vec<u64> = items.iter().map(|_| random_scalar(&mut rng)).collect();
+    batch_verify_scalars(items, dst, g1, &rands)
+}
+
+/// [`batch_verify`] with the scalars drawn from `seed` (BLAKE3's output
+/// stream keyed by it), for
+/// consensus code, which may not use randomness the block does not carry:
+/// every node checks the block's batch with the same scalars and reaches
+/// the same verdict. `seed` must commit to every item of the batch (a hash
+/// of their keys, messages and signatures), so no signer learns its scalar
+/// before its signature is fixed (Fiat–Shamir). Known scalars let only
+/// someone who holds valid signatures of the batch's messages make other
+/// ones pass (`σ₁ + Δ`, `σ₂ − (r₁/r₂)·Δ`); no one can forge a signature of
+/// a key they cannot sign with.
+pub fn batch_verify_seeded(items: &[BatchItem<'_>], dst: &[u8], seed: [u8; 32]) -> bool {
+    let mut stream = blake3::Hasher::new_keyed(&seed).finalize_xof();
+    let rands: Vec<u64> = items
+        .iter()
+        .map(|_| {
+            let mut b = [0u8; 8];
+            stream.fill(&mut b);
+            u64::from_le_bytes(b).max(1)
+        })
+        .collect();
+    batch_verify_scalars(items, dst, &CpuG1, &rands)
+}
+
+/// The batch check with the scalars `rands` (one per item, non-zero).
+fn batch_verify_scalars(
+    items: &[BatchItem<'_>],
+    dst: &[u8],
+    g1: &dyn BlsG1Backend,
+    rands: &[u64],
+) -> bool {
     use blst::MultiPoint;
     use rayon::prelude::*;
+    assert_eq!(rands.len(), items.len(), "one scalar per item");
     if items.is_empty() {
         return true;
     }
-    let mut rng = rand::thread_rng();
-    let rands: Vec<u64> = items.iter().map(|_| random_scalar(&mut rng)).collect();
     // blst scalars are little-endian byte strings.
     let scalars: Vec<u8> = rands.iter().flat_map(|r| r.to_le_bytes()).collect();
     const SCALAR_BYTES: usize = RAND_BITS / 8;
@@ -353,10 +387,10 @@ pub fn batch_verify_with(items: &[BatchItem<'_>], dst: &[u8], g1: &dyn BlsG1Back
     // The backend's hashes, when it takes them: the Miller loops then pair
     // each key with its ready point instead of hashing and scaling here.
     let hashed: Option<Vec<blst::blst_p1_affine>> = g1
-        .hash_scaled(items, dst, &rands)
+        .hash_scaled(items, dst, rands)
         .filter(|h| h.len() == items.len());
     let (sig_sum, parts) = rayon::join(
-        || match g1.sig_sum(items, &rands) {
+        || match g1.sig_sum(items, rands) {
             Some(sum) => sum,
             None => {
                 let sigs: Vec<bls::Signature> = items.iter().map(|it| it.sig.0).collect();
@@ -420,7 +454,7 @@ pub fn batch_verify_with(items: &[BatchItem<'_>], dst: &[u8], g1: &dyn BlsG1Back
     acc.finalverify(Some(&gt))
 }
 
-/// A non-zero 64-bit batch scalar from a CSPRNG.
+/// A non-zero 64-bit batch scalar from a CSPRNG (or a seeded one).
 fn random_scalar(rng: &mut impl RngCore) -> u64 {
     match rng.next_u64() {
         0 => 1,
@@ -876,6 +910,7 @@ mod tests {
             prop_assert_eq!(batch_verify(&it, DST_SIG), singles);
             prop_assert_eq!(batch_verify_blst(&it, DST_SIG), singles);
             prop_assert_eq!(batch_verify_with(&it, DST_SIG, &TakesAll), singles);
+            prop_assert_eq!(batch_verify_seeded(&it, DST_SIG, [7; 32]), singles);
             let bad: Vec<usize> = (0..n).filter(|&i| !it[i].sig.verify(it[i].pk, it[i].msg)).collect();
             prop_assert_eq!(batch_verify_bisect_with(&it, DST_SIG, &TakesAll), bad);
         }

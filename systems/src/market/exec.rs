@@ -257,7 +257,7 @@ pub(crate) fn execute(
         height,
         new_kinds,
         verdicts,
-        sigs: precheck(store, chain_id, txs, parallel)?,
+        sigs: precheck(store, chain_id, height, txs, parallel)?,
     };
     // Policies: their transactions, then the plan of this block's purchases.
     let mut pol = Policies::new(&env);

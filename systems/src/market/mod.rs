@@ -100,9 +100,9 @@
 //! decodes the SKU once, and writes it and moves its index entry once,
 //! however many of the block's transactions and timers change it. The
 //! block's buyer signatures (claims, sellers' confirmations) are checked
-//! together before the groups: one account read each and one random-scalar
-//! BLS batch for the block (one final exponentiation, Miller loops on every
-//! core), each on its own only when the batch fails. An auction close reads
+//! together before the groups: one account read each and one BLS batch for
+//! the block (scalars hashed from the batch; one final exponentiation,
+//! Miller loops on every core), each on its own only when the batch fails. An auction close reads
 //! and deletes its window's bids (linear in their number, plus a sort). A
 //! due policy reads its record, at most [`CANDIDATES_TRIED_MAX`] SKUs, and
 //! the index areas it searches (each scanned once per block, at most

@@ -2,13 +2,16 @@
 //! run: each `ClaimChannel` (the buyer's metering receipt) and each
 //! seller's `ConfirmUse` (the buyer's usage attestation).
 //!
-//! They go through one random-scalar BLS batch ([`bls::batch_verify`]: one
-//! final exponentiation for the block, Miller loops on every core) instead
-//! of a pairing check each. When the batch fails, every item is checked on
-//! its own (in parallel), so one forged receipt costs the block a second
-//! pass, never a wrong verdict. A batch with a bad signature passes with
-//! probability about 2⁻⁶⁴ (the scalars are random), the same bound ingress
-//! accepts for transaction signatures.
+//! They go through one BLS batch ([`bls::batch_verify_seeded`]: one final
+//! exponentiation for the block, Miller loops on every core) instead of a
+//! pairing check each. When the batch fails, every item is checked on its
+//! own (in parallel), so one forged receipt costs the block a second pass.
+//! The batch's scalars come from a BLAKE3 hash of the chain, the height and
+//! every (key, message, signature) of the batch, not from a random source:
+//! consensus code uses no randomness the block does not carry, so every
+//! node reaches the same verdict. Someone who holds valid signatures of the
+//! batch's messages could make altered ones pass together; no one can make
+//! a receipt pass for a key they cannot sign with.
 //!
 //! The message of an attestation depends on the order's confirmed units,
 //! which an earlier confirmation in the same block may change; the
@@ -93,11 +96,26 @@ fn wanted(store: &Store, chain_id: u32, t: &TxWork<'_>) -> Result<Option<Item>, 
     })
 }
 
+/// The batch's scalar seed: a hash of everything in it.
+fn seed(chain_id: u32, height: u64, batch: &[BatchItem<'_>]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("INT market receipt batch v1");
+    h.update(&chain_id.to_be_bytes());
+    h.update(&height.to_be_bytes());
+    for b in batch {
+        h.update(&b.pk.to_bytes());
+        h.update(&(b.msg.len() as u64).to_be_bytes());
+        h.update(b.msg);
+        h.update(&b.sig.to_bytes());
+    }
+    *h.finalize().as_bytes()
+}
+
 /// Checks the signatures of the block's market transactions `txs`
 /// together (see the module documentation).
 pub(crate) fn precheck(
     store: &Store,
     chain_id: u32,
+    height: u64,
     txs: &[TxWork<'_>],
     parallel: bool,
 ) -> Result<SigChecks, MarketError> {
@@ -130,16 +148,17 @@ pub(crate) fn precheck(
             sig,
         })
         .collect();
-    let verdicts: Vec<bool> = if bls::batch_verify(&batch, DST_SIG) {
-        vec![true; batch.len()]
-    } else if parallel {
-        batch
-            .par_iter()
-            .map(|b| b.sig.verify(b.pk, b.msg))
-            .collect()
-    } else {
-        batch.iter().map(|b| b.sig.verify(b.pk, b.msg)).collect()
-    };
+    let verdicts: Vec<bool> =
+        if bls::batch_verify_seeded(&batch, DST_SIG, seed(chain_id, height, &batch)) {
+            vec![true; batch.len()]
+        } else if parallel {
+            batch
+                .par_iter()
+                .map(|b| b.sig.verify(b.pk, b.msg))
+                .collect()
+        } else {
+            batch.iter().map(|b| b.sig.verify(b.pk, b.msg)).collect()
+        };
     for ((n, _, _), ok) in good.iter().zip(verdicts) {
         let i = &items[*n];
         out.0.insert(i.index, (i.msg.clone(), ok));
@@ -246,7 +265,7 @@ mod tests {
             intent: None,
         });
         for parallel in [true, false] {
-            let checks = precheck(&store, CHAIN, &txs, parallel).unwrap();
+            let checks = precheck(&store, CHAIN, 5, &txs, parallel).unwrap();
             assert_eq!(checks.len(), 5);
             let msg = |i: usize| msg_of(&txs[i]);
             let got: Vec<Option<bool>> =
@@ -266,7 +285,7 @@ mod tests {
             assert_eq!(checks.verdict(9, &msg(0)), None);
         }
         // All good: one batch, all true.
-        let good = precheck(&store, CHAIN, &[txs[0], txs[2]], true).unwrap();
+        let good = precheck(&store, CHAIN, 5, &[txs[0], txs[2]], true).unwrap();
         assert_eq!(good.verdict(0, &msg_of(&txs[0])), Some(true));
         assert_eq!(good.verdict(2, &msg_of(&txs[2])), Some(true));
     }
