@@ -66,6 +66,8 @@ pub struct DevnetOpts {
     pub intent_ms: u64,
     /// Where batch verification's curve arithmetic runs.
     pub accel: int_gpu::Accel,
+    /// The JSON-RPC server's address; `None`: no server.
+    pub rpc_addr: Option<std::net::SocketAddr>,
 }
 
 /// The devnet's persistent parameters, in `DATA_DIR/devnet.json`.
@@ -580,6 +582,10 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         hex::encode(fleet.ids[0])
     );
 
+    let rpc_listener = opts.rpc_addr.map(crate::rpc::bind).transpose()?;
+    if let Some(l) = &rpc_listener {
+        eprintln!("JSON-RPC on http://{}", l.local_addr()?);
+    }
     let stats = Stats::default();
     let sim_stats = SimStats::default();
     let (mut intents, mut intents_ok) = (0u64, 0u64);
@@ -613,6 +619,18 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
             s.spawn(move || {
                 if let Err(err) = bpk_sim::run(&ctx, &users_out) {
                     tracing::warn!(%err, "simulated BPK users stopped");
+                }
+            });
+        }
+        if let Some(listener) = rpc_listener {
+            let ctx = crate::rpc::RpcCtx {
+                store: store_ref,
+                chain_id,
+                submit: Some(in_tx.clone()),
+            };
+            s.spawn(move || {
+                if let Err(err) = crate::rpc::serve(listener, &ctx, stop_ref) {
+                    tracing::warn!(%err, "JSON-RPC server stopped");
                 }
             });
         }

@@ -9,13 +9,14 @@ mod devnet;
 mod gpu;
 mod market;
 mod market_sim;
+mod rpc;
 mod state;
 mod zk;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -91,6 +92,10 @@ struct DevnetArgs {
     /// adapter, error without one). Default: $INT_ACCEL, else auto.
     #[arg(long, value_name = "auto|cpu|gpu")]
     accel: Option<String>,
+    /// Address of the JSON-RPC server (`off` for none). When the port is
+    /// taken, another is chosen and logged.
+    #[arg(long, default_value = "127.0.0.1:8645", value_name = "ADDR|off")]
+    rpc_addr: String,
 }
 
 #[derive(Args)]
@@ -174,6 +179,13 @@ fn main() -> Result<ExitCode> {
                 accel: match &a.accel {
                     Some(v) => v.parse()?,
                     None => int_gpu::Accel::from_env()?,
+                },
+                rpc_addr: match a.rpc_addr.as_str() {
+                    "off" => None,
+                    s => Some(
+                        s.parse()
+                            .with_context(|| format!("--rpc-addr {s:?} is not HOST:PORT"))?,
+                    ),
                 },
             })?;
             print(&serde_json::to_value(&s)?, a.json)?;

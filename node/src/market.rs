@@ -195,7 +195,7 @@ fn list_policies(a: &PoliciesArgs) -> Result<()> {
     Ok(())
 }
 
-fn view_json(store: &Store, chain_id: u32, v: &SkuView) -> Result<Value> {
+pub(crate) fn view_json(store: &Store, chain_id: u32, v: &SkuView) -> Result<Value> {
     Ok(json!({
         "sku": format!("{}:{}", hex::encode(v.id.seller), v.id.seq),
         "seller": hex::encode(v.id.seller),

@@ -206,7 +206,12 @@ pub fn account(data_dir: &Path, chain_id: u32, id_hex: &str, proof: bool) -> Res
     })
 }
 
-fn account_at_head(store: &Store, chain_id: u32, id: &[u8; 32], proof: bool) -> Result<Value> {
+pub(crate) fn account_at_head(
+    store: &Store,
+    chain_id: u32,
+    id: &[u8; 32],
+    proof: bool,
+) -> Result<Value> {
     let head = store
         .head(chain_id)?
         .with_context(|| format!("chain {chain_id} has no blocks"))?;

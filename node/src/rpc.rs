@@ -1,0 +1,698 @@
+//! JSON-RPC 2.0 over HTTP/1.1 for developers and wallets, on a `mio` event
+//! loop (no async runtime), loopback by default.
+//!
+//! `POST /` with a request object or a batch (an array, at most
+//! [`BATCH_MAX`]); the methods read the committed state at the head:
+//!
+//! | method | params | result |
+//! |---|---|---|
+//! | `int_chainInfo` | none | chain id, height, state root, accounts |
+//! | `int_getAccount` | `[id_hex, proof?]` | balances, nonce, key; with `proof`, a Merkle proof against the head's state root |
+//! | `int_getBlock` | `[height]` | header fields and the transaction count |
+//! | `int_getReceipt` | `[height, index]` | the transaction's hash, status (name and code) and fee |
+//! | `int_querySkus` | `{kind?, near?, max_price?, limit?}` | SKUs on offer, cheapest first (as `int market list --json`) |
+//! | `int_sendTransaction` | `[envelope_hex]` | the envelope is decoded and handed to the node's ingress; its sender and nonce |
+//!
+//! Errors are the spec's: -32700 parse error, -32600 invalid request,
+//! -32601 method not found, -32602 invalid params, -32603 internal error.
+//! A batch of notifications only is answered `204 No Content`.
+//!
+//! HTTP is parsed with `httparse` (headers) and a `Content-Length` body;
+//! every response closes its connection. Bounds: at most
+//! [`CONNECTIONS_MAX`] connections (more are closed at accept), a request
+//! of at most [`REQUEST_BYTES_MAX`] (`413` past it), [`BATCH_MAX`] calls a
+//! batch. A malformed request answers that client only.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use int_engine::storage::Store;
+use int_schemas::{AccountId, decode_block, decode_receipts, decode_tx};
+use int_systems::market::{self, SkuQuery};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use serde_json::{Value, json};
+
+/// Most open connections.
+pub const CONNECTIONS_MAX: usize = 256;
+/// Largest request, headers and body.
+pub const REQUEST_BYTES_MAX: usize = 1 << 20;
+/// Most calls in one batch.
+pub const BATCH_MAX: usize = 100;
+/// Most SKUs one `int_querySkus` returns.
+pub const SKUS_MAX: usize = 1000;
+
+const LISTENER: Token = Token(usize::MAX);
+
+/// Where accepted envelopes go: the node's ingress queue, as (sender,
+/// envelope) batches.
+pub type Submit = SyncSender<Vec<(AccountId, Vec<u8>)>>;
+
+/// What the methods read and where transactions go.
+pub struct RpcCtx<'a> {
+    /// The committed state.
+    pub store: &'a Store,
+    /// The chain served.
+    pub chain_id: u32,
+    /// The node's ingress (sender, envelope); `None`: read-only.
+    pub submit: Option<Submit>,
+}
+
+/// A JSON-RPC error: code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcError {
+    /// The spec's code.
+    pub code: i64,
+    /// What went wrong.
+    pub message: String,
+}
+
+fn err(code: i64, message: impl Into<String>) -> RpcError {
+    RpcError {
+        code,
+        message: message.into(),
+    }
+}
+
+fn invalid_params(m: impl Into<String>) -> RpcError {
+    err(-32602, m)
+}
+
+fn internal(e: impl std::fmt::Display) -> RpcError {
+    err(-32603, format!("internal error: {e}"))
+}
+
+fn response(id: Value, r: Result<Value, RpcError>) -> Value {
+    match r {
+        Ok(result) => json!({"jsonrpc": "2.0", "result": result, "id": id}),
+        Err(e) => json!({
+            "jsonrpc": "2.0",
+            "error": {"code": e.code, "message": e.message},
+            "id": id,
+        }),
+    }
+}
+
+/// The answer to an HTTP body: `None` when nothing is to be returned (a
+/// notification, or a batch of them).
+pub fn handle_body(ctx: &RpcCtx<'_>, body: &[u8]) -> Option<Value> {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(response(
+                Value::Null,
+                Err(err(-32700, format!("parse error: {e}"))),
+            ));
+        }
+    };
+    match v {
+        Value::Array(calls) => {
+            if calls.is_empty() {
+                return Some(response(Value::Null, Err(err(-32600, "empty batch"))));
+            }
+            if calls.len() > BATCH_MAX {
+                return Some(response(
+                    Value::Null,
+                    Err(err(
+                        -32600,
+                        format!("a batch holds at most {BATCH_MAX} calls"),
+                    )),
+                ));
+            }
+            let out: Vec<Value> = calls.iter().filter_map(|c| handle_call(ctx, c)).collect();
+            (!out.is_empty()).then_some(Value::Array(out))
+        }
+        other => handle_call(ctx, &other),
+    }
+}
+
+/// One call; `None` for a notification (no `id`).
+fn handle_call(ctx: &RpcCtx<'_>, call: &Value) -> Option<Value> {
+    let Some(obj) = call.as_object() else {
+        return Some(response(
+            Value::Null,
+            Err(err(-32600, "a call is an object")),
+        ));
+    };
+    let id = obj.get("id").cloned();
+    let id_ok = matches!(
+        id,
+        None | Some(Value::Null | Value::Number(_) | Value::String(_))
+    );
+    let params = obj.get("params");
+    let valid = obj.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
+        && obj.get("method").is_some_and(Value::is_string)
+        && id_ok
+        && params.is_none_or(|p| p.is_array() || p.is_object());
+    if !valid {
+        let id = if id_ok {
+            id.unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
+        return Some(response(
+            id,
+            Err(err(
+                -32600,
+                "invalid request: needs jsonrpc \"2.0\", a method name, params as an array or object, an id as a number, string or null",
+            )),
+        ));
+    }
+    let method = obj
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let r = dispatch(ctx, method, params.unwrap_or(&Value::Null));
+    // A notification gets no answer, whatever happened.
+    id.map(|id| response(id, r))
+}
+
+/// The `i`th positional parameter.
+fn arg(params: &Value, i: usize) -> Option<&Value> {
+    params.as_array().and_then(|a| a.get(i))
+}
+
+fn hex32(v: Option<&Value>, what: &str) -> Result<[u8; 32], RpcError> {
+    let s = v
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid_params(format!("{what}: a hex string")))?;
+    hex::decode(s.strip_prefix("0x").unwrap_or(s))
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| invalid_params(format!("{what}: 32 bytes in hex (64 digits)")))
+}
+
+fn uint(v: Option<&Value>, what: &str) -> Result<u64, RpcError> {
+    v.and_then(Value::as_u64)
+        .ok_or_else(|| invalid_params(format!("{what}: a non-negative integer")))
+}
+
+fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, RpcError> {
+    let head = || {
+        ctx.store
+            .head(ctx.chain_id)
+            .map_err(internal)?
+            .ok_or_else(|| err(-32603, format!("chain {} has no blocks", ctx.chain_id)))
+    };
+    match method {
+        "int_chainInfo" => {
+            let h = head()?;
+            Ok(json!({
+                "chain_id": ctx.chain_id,
+                "height": h.height,
+                "state_root": hex::encode(h.state_root),
+                "accounts": h.accounts,
+            }))
+        }
+        "int_getAccount" => {
+            let id = hex32(arg(params, 0), "params[0] (account id)")?;
+            let proof = match arg(params, 1) {
+                None => false,
+                Some(v) => v
+                    .as_bool()
+                    .ok_or_else(|| invalid_params("params[1] (proof): a boolean"))?,
+            };
+            crate::state::account_at_head(ctx.store, ctx.chain_id, &id, proof).map_err(internal)
+        }
+        "int_getBlock" => {
+            let height = uint(arg(params, 0), "params[0] (height)")?;
+            let Some(bytes) = ctx.store.block(ctx.chain_id, height).map_err(internal)? else {
+                return Ok(Value::Null);
+            };
+            let b = decode_block(&bytes).map_err(internal)?;
+            let h = b.header;
+            Ok(json!({
+                "height": h.height(),
+                "hash": hex::encode(blake3::hash(b.header_bytes).as_bytes()),
+                "parent_hash": hex::encode(h.parent_hash().0),
+                "state_root": hex::encode(h.state_root().0),
+                "tx_root": hex::encode(h.tx_root().0),
+                "receipts_root": hex::encode(h.receipts_root().0),
+                "time_ms": h.time_ms(),
+                "proposer": hex::encode(h.proposer().0),
+                "tx_count": h.tx_count(),
+            }))
+        }
+        "int_getReceipt" => {
+            let height = uint(arg(params, 0), "params[0] (height)")?;
+            let index = uint(arg(params, 1), "params[1] (index)")?;
+            let Some(bytes) = ctx.store.receipts(ctx.chain_id, height).map_err(internal)? else {
+                return Ok(Value::Null);
+            };
+            let rs = decode_receipts(&bytes).map_err(internal)?;
+            let list = rs.receipts();
+            if index >= list.len() as u64 {
+                return Ok(Value::Null);
+            }
+            let r = list.get(index as usize);
+            Ok(json!({
+                "tx_hash": hex::encode(r.tx_hash().0),
+                "height": r.height(),
+                "index": r.index(),
+                "status": r.status().variant_name().unwrap_or("?"),
+                "code": r.status().0,
+                "fee_charged": int_schemas::amount(r.fee_charged()).to_string(),
+            }))
+        }
+        "int_querySkus" => {
+            let p = if params.is_null() { &json!({}) } else { params };
+            let Some(p) = p.as_object() else {
+                return Err(invalid_params(
+                    "params: an object {kind, near, max_price, limit}",
+                ));
+            };
+            let kind = match p.get("kind") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(name)) => Some(
+                    market::kind_by_name(ctx.store, ctx.chain_id, name)
+                        .map_err(internal)?
+                        .ok_or_else(|| invalid_params(format!("unknown kind {name:?}")))?,
+                ),
+                Some(v) => Some(
+                    v.as_u64()
+                        .and_then(|k| u16::try_from(k).ok())
+                        .ok_or_else(|| invalid_params("kind: a name or a number below 65536"))?,
+                ),
+            };
+            let near = match p.get("near") {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) if int_schemas::market::is_geohash(s, 0) => s.clone(),
+                Some(_) => return Err(invalid_params("near: a geohash prefix")),
+            };
+            let max_price = match p.get("max_price") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_str()
+                        .and_then(|s| s.parse::<u128>().ok())
+                        .or_else(|| v.as_u64().map(u128::from))
+                        .ok_or_else(|| {
+                            invalid_params("max_price: an integer (or its decimal string)")
+                        })?,
+                ),
+            };
+            let limit = match p.get("limit") {
+                None | Some(Value::Null) => 50,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|n| (1..=SKUS_MAX as u64).contains(n))
+                    .ok_or_else(|| invalid_params(format!("limit: 1 to {SKUS_MAX}")))?
+                    as usize,
+            };
+            let q = SkuQuery {
+                kind,
+                near,
+                max_price,
+                limit,
+            };
+            let h = head()?;
+            let skus = market::query(ctx.store, ctx.chain_id, &q).map_err(internal)?;
+            let rows = skus
+                .iter()
+                .map(|v| crate::market::view_json(ctx.store, ctx.chain_id, v))
+                .collect::<Result<Vec<_>>>()
+                .map_err(internal)?;
+            Ok(json!({"height": h.height, "count": rows.len(), "skus": rows}))
+        }
+        "int_sendTransaction" => {
+            let s = arg(params, 0)
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid_params("params[0]: the envelope in hex"))?;
+            let bytes = hex::decode(s.strip_prefix("0x").unwrap_or(s))
+                .map_err(|e| invalid_params(format!("params[0] is not hex: {e}")))?;
+            let tx = decode_tx(&bytes)
+                .map_err(|e| invalid_params(format!("not a transaction envelope: {e}")))?;
+            let sender = tx.body.sender().0;
+            let nonce = tx.body.nonce();
+            let Some(submit) = &ctx.submit else {
+                return Err(err(-32603, "this node takes no transactions"));
+            };
+            // Blocks while the ingress queue is full (it drains a batch at
+            // a time), so a client is answered once its envelope is queued.
+            submit
+                .send(vec![(sender, bytes)])
+                .map_err(|_| err(-32603, "the node is stopping"))?;
+            Ok(json!({"sender": hex::encode(sender), "nonce": nonce, "queued": true}))
+        }
+        _ => Err(err(-32601, format!("method not found: {method}"))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP on mio.
+// ---------------------------------------------------------------------------
+
+struct Conn {
+    stream: TcpStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    /// A response is queued: no more input is read.
+    answered: bool,
+}
+
+/// What a request's bytes so far amount to.
+enum Parsed {
+    /// More bytes needed.
+    Partial,
+    /// A full response to send.
+    Respond(Vec<u8>),
+}
+
+fn http(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Parses the request in `input` and answers it when complete.
+fn parse_request(ctx: &RpcCtx<'_>, input: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(e) => {
+            return Parsed::Respond(http(
+                "400 Bad Request",
+                "text/plain",
+                format!("bad request: {e}\n").as_bytes(),
+            ));
+        }
+    };
+    if req.method != Some("POST") || req.path != Some("/") {
+        return Parsed::Respond(http(
+            "404 Not Found",
+            "text/plain",
+            b"JSON-RPC 2.0: POST /\n",
+        ));
+    }
+    let length = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let Some(length) = length else {
+        return Parsed::Respond(http(
+            "411 Length Required",
+            "text/plain",
+            b"a Content-Length is required\n",
+        ));
+    };
+    if head_len.saturating_add(length) > REQUEST_BYTES_MAX {
+        return Parsed::Respond(http(
+            "413 Payload Too Large",
+            "text/plain",
+            format!("requests are at most {REQUEST_BYTES_MAX} bytes\n").as_bytes(),
+        ));
+    }
+    let Some(body) = input.get(head_len..head_len + length) else {
+        return Parsed::Partial;
+    };
+    match handle_body(ctx, body) {
+        Some(v) => Parsed::Respond(http("200 OK", "application/json", v.to_string().as_bytes())),
+        None => Parsed::Respond(http("204 No Content", "application/json", b"")),
+    }
+}
+
+/// Binds `addr`; when it is taken, an ephemeral port on the same address
+/// (logged), so a second node on one machine still serves.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == ErrorKind::AddrInUse && addr.port() != 0 => {
+            let any = SocketAddr::new(addr.ip(), 0);
+            let l = std::net::TcpListener::bind(any)
+                .with_context(|| format!("binding the RPC to {any}"))?;
+            tracing::warn!(%addr, bound = %l.local_addr()?, "RPC port in use; serving on another");
+            Ok(l)
+        }
+        Err(e) => Err(e).with_context(|| format!("binding the RPC to {addr}")),
+    }
+}
+
+/// Serves `listener` until `stop` is set.
+pub fn serve(listener: std::net::TcpListener, ctx: &RpcCtx<'_>, stop: &AtomicBool) -> Result<()> {
+    listener.set_nonblocking(true)?;
+    let mut listener = TcpListener::from_std(listener);
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut events = Events::with_capacity(256);
+    let mut conns: HashMap<Token, Conn> = HashMap::new();
+    let mut next = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        match poll.poll(&mut events, Some(Duration::from_millis(100))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+        for ev in events.iter() {
+            if ev.token() == LISTENER {
+                loop {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => {
+                            if conns.len() >= CONNECTIONS_MAX {
+                                // Closed at once: the bound holds.
+                                continue;
+                            }
+                            let t = Token(next);
+                            next = (next + 1) % (usize::MAX - 1);
+                            poll.registry().register(
+                                &mut stream,
+                                t,
+                                Interest::READABLE | Interest::WRITABLE,
+                            )?;
+                            conns.insert(
+                                t,
+                                Conn {
+                                    stream,
+                                    input: Vec::new(),
+                                    output: Vec::new(),
+                                    written: 0,
+                                    answered: false,
+                                },
+                            );
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::debug!(%e, "RPC accept failed");
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
+            let t = ev.token();
+            let Some(c) = conns.get_mut(&t) else {
+                continue;
+            };
+            let done = drive(ctx, c, &mut buf);
+            if done && let Some(mut c) = conns.remove(&t) {
+                let _ = poll.registry().deregister(&mut c.stream);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads, answers and writes what the connection allows now; `true` when
+/// it is finished (answered and flushed, closed, or failed).
+fn drive(ctx: &RpcCtx<'_>, c: &mut Conn, buf: &mut [u8]) -> bool {
+    while !c.answered {
+        match c.stream.read(buf) {
+            Ok(0) => return true,
+            Ok(n) => {
+                c.input.extend_from_slice(&buf[..n]);
+                let parsed = if c.input.len() > REQUEST_BYTES_MAX {
+                    Parsed::Respond(http(
+                        "413 Payload Too Large",
+                        "text/plain",
+                        b"request too large\n",
+                    ))
+                } else {
+                    parse_request(ctx, &c.input)
+                };
+                if let Parsed::Respond(out) = parsed {
+                    c.output = out;
+                    c.answered = true;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return true,
+        }
+    }
+    while c.answered && c.written < c.output.len() {
+        match c.stream.write(&c.output[c.written..]) {
+            Ok(0) => return true,
+            Ok(n) => c.written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return true,
+        }
+    }
+    c.answered && c.written == c.output.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::sync_channel;
+
+    use int_engine::crypto::bls::{SecretKey, tx_message};
+    use int_schemas::{PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
+
+    use super::*;
+
+    fn with_ctx(f: impl FnOnce(&RpcCtx<'_>)) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ctx = RpcCtx {
+            store: &store,
+            chain_id: 1,
+            submit: None,
+        };
+        f(&ctx);
+    }
+
+    fn answer(ctx: &RpcCtx<'_>, body: &str) -> Value {
+        handle_body(ctx, body.as_bytes()).expect("an answer")
+    }
+
+    #[test]
+    fn requests_get_the_specs_errors() {
+        with_ctx(|ctx| {
+            let code = |v: &Value| v["error"]["code"].as_i64();
+            assert_eq!(code(&answer(ctx, "{")), Some(-32700));
+            assert_eq!(code(&answer(ctx, "[]")), Some(-32600));
+            assert_eq!(code(&answer(ctx, "7")), Some(-32600));
+            for bad in [
+                r#"{"method":"int_chainInfo","id":1}"#,
+                r#"{"jsonrpc":"2.0","id":1}"#,
+                r#"{"jsonrpc":"2.0","method":5,"id":1}"#,
+                r#"{"jsonrpc":"2.0","method":"int_chainInfo","params":3,"id":1}"#,
+                r#"{"jsonrpc":"2.0","method":"int_chainInfo","id":[1]}"#,
+            ] {
+                assert_eq!(code(&answer(ctx, bad)), Some(-32600), "{bad}");
+            }
+            let v = answer(ctx, r#"{"jsonrpc":"2.0","method":"x","id":"a"}"#);
+            assert_eq!((code(&v), &v["id"]), (Some(-32601), &json!("a")));
+            // No blocks yet: an internal error, not a panic.
+            let v = answer(ctx, r#"{"jsonrpc":"2.0","method":"int_chainInfo","id":1}"#);
+            assert_eq!(code(&v), Some(-32603));
+            for params in [
+                r#"[]"#,
+                r#"["zz"]"#,
+                r#"["00"]"#,
+                r#"["0000000000000000000000000000000000000000000000000000000000000000", 1]"#,
+            ] {
+                let body = format!(
+                    r#"{{"jsonrpc":"2.0","method":"int_getAccount","params":{params},"id":1}}"#
+                );
+                assert_eq!(code(&answer(ctx, &body)), Some(-32602), "{params}");
+            }
+            let v = answer(
+                ctx,
+                r#"{"jsonrpc":"2.0","method":"int_querySkus","params":{"limit":0},"id":1}"#,
+            );
+            assert_eq!(code(&v), Some(-32602));
+            // Notifications are not answered, alone or in a batch.
+            assert!(handle_body(ctx, br#"{"jsonrpc":"2.0","method":"x"}"#).is_none());
+            assert!(handle_body(ctx, br#"[{"jsonrpc":"2.0","method":"x"}]"#).is_none());
+            let big = format!(
+                "[{}]",
+                vec![r#"{"jsonrpc":"2.0","method":"x","id":1}"#; BATCH_MAX + 1].join(",")
+            );
+            assert_eq!(code(&answer(ctx, &big)), Some(-32600));
+        });
+    }
+
+    #[test]
+    fn a_sent_envelope_reaches_ingress_as_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tx, rx) = sync_channel(1);
+        let ctx = RpcCtx {
+            store: &store,
+            chain_id: 1,
+            submit: Some(tx),
+        };
+        let sk = SecretKey::from_seed(&[5; 32]);
+        let sender = sk.public_key().account_id();
+        let body = build_tx_body(&TxBodySpec {
+            chain_id: 1,
+            sender,
+            nonce: 7,
+            fee: 1,
+            payload: PayloadSpec::Transfer {
+                to: [9; 32],
+                amount: 3,
+                token: int_schemas::wire::Token::Int,
+            },
+        });
+        let env = build_envelope(&body, &sk.sign(&tx_message(1, &body)).to_bytes());
+        let call = json!({
+            "jsonrpc": "2.0",
+            "method": "int_sendTransaction",
+            "params": [hex::encode(&env)],
+            "id": 1,
+        });
+        let v = handle_body(&ctx, call.to_string().as_bytes()).unwrap();
+        assert_eq!(v["result"]["nonce"], 7, "{v}");
+        assert_eq!(v["result"]["sender"], hex::encode(sender));
+        assert_eq!(rx.try_recv().unwrap(), vec![(sender, env)]);
+    }
+
+    #[test]
+    fn http_requests_are_bounded_and_parsed_whole() {
+        with_ctx(|ctx| {
+            let body = r#"{"jsonrpc":"2.0","method":"x","id":1}"#;
+            let req = format!(
+                "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            // Every strict prefix waits for more.
+            for n in 0..req.len() {
+                assert!(
+                    matches!(parse_request(ctx, &req.as_bytes()[..n]), Parsed::Partial),
+                    "{n}"
+                );
+            }
+            let Parsed::Respond(out) = parse_request(ctx, req.as_bytes()) else {
+                panic!("a whole request is answered");
+            };
+            assert!(out.starts_with(b"HTTP/1.1 200 OK"));
+            let status = |r: &str| match parse_request(ctx, r.as_bytes()) {
+                Parsed::Respond(o) => String::from_utf8_lossy(&o[9..12]).to_string(),
+                Parsed::Partial => "partial".into(),
+            };
+            assert_eq!(status("POST / HTTP/1.1\r\n\r\n"), "411");
+            assert_eq!(status("GET /x HTTP/1.1\r\n\r\n"), "404");
+            assert_eq!(status("\x00\x01 HTTP\r\n\r\n"), "400");
+            let huge = format!("POST / HTTP/1.1\r\nContent-Length: {REQUEST_BYTES_MAX}\r\n\r\n");
+            assert_eq!(status(&huge), "413");
+        });
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Hostile bytes as a body or as a whole request never panic.
+        #[test]
+        fn hostile_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            with_ctx(|ctx| {
+                let _ = handle_body(ctx, &bytes);
+                let _ = parse_request(ctx, &bytes);
+            });
+        }
+    }
+}
