@@ -1,5 +1,6 @@
 //! The JSON-RPC server as a developer meets it: a devnet serving on an
-//! ephemeral loopback port, plain HTTP requests, the spec's errors.
+//! ephemeral loopback port, plain HTTP requests, the spec's errors, and a
+//! transfer sent through it and included.
 //!
 //! Runs the real binary.
 
@@ -11,6 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{BIN, p};
+use int_engine::crypto::bls::{SecretKey, tx_message};
+use int_schemas::{PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
 use serde_json::{Value, json};
 
 /// One HTTP request; (status, body).
@@ -61,7 +64,7 @@ fn devnet_serves_json_rpc() {
             "--users",
             "0",
             "--duration",
-            "8",
+            "12",
             "--block-ms",
             "100",
             "--rpc-addr",
@@ -156,6 +159,58 @@ fn devnet_serves_json_rpc() {
     assert_eq!(status, 204);
     // Not JSON-RPC's path or method.
     assert_eq!(http(&addr, "GET", "/", b"").0, 404);
+
+    // A transaction signed by the validator (its devnet key, from
+    // devnet.json; it holds the fees it earned, no INT) goes in through the
+    // RPC and is included: it registers a resource kind the query then
+    // knows.
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("devnet.json")).expect("devnet.json"),
+    )
+    .unwrap();
+    let seed: [u8; 32] = hex::decode(file["validator_seed"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let sk = SecretKey::from_seed(&seed);
+    let me = sk.public_key().account_id();
+    let account = |n| call(&addr, &req("int_getAccount", json!([hex::encode(me)]), n));
+    let before = account(13)["result"].clone();
+    let nonce = before["nonce"].as_u64().expect("validator nonce");
+    let unknown = call(
+        &addr,
+        &req("int_querySkus", json!({"kind": "rpc-probe"}), 17),
+    );
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+    let body = build_tx_body(&TxBodySpec {
+        chain_id: 1,
+        sender: me,
+        nonce,
+        fee: 1,
+        payload: PayloadSpec::RegisterKind {
+            name: "rpc-probe".into(),
+        },
+    });
+    let env = build_envelope(&body, &sk.sign(&tx_message(1, &body)).to_bytes());
+    let sent = call(
+        &addr,
+        &req("int_sendTransaction", json!([hex::encode(&env)]), 14),
+    );
+    assert_eq!(sent["result"]["nonce"], nonce, "{sent}");
+    let mut included = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        if account(15)["result"]["nonce"].as_u64() > Some(nonce) {
+            included = true;
+            break;
+        }
+    }
+    assert!(included, "the transaction was not included");
+    let known = call(
+        &addr,
+        &req("int_querySkus", json!({"kind": "rpc-probe"}), 16),
+    );
+    assert_eq!(known["result"]["count"], 0, "{known}");
 
     let out = child.wait_with_output().expect("devnet exits");
     assert!(out.status.success());
