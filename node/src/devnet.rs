@@ -214,6 +214,73 @@ struct Stats {
     verify_ns: AtomicU64,
     rejected: AtomicU64,
     intents_refused: AtomicU64,
+    /// Blocks and transactions this run committed (for `/metrics`).
+    blocks: AtomicU64,
+    txs: AtomicU64,
+    txs_ok: AtomicU64,
+}
+
+impl Stats {
+    /// The node's metrics in Prometheus' text format (version 0.0.4).
+    fn prometheus(&self, store: &Store, chain_id: u32, mempool: usize) -> String {
+        let head = store.head(chain_id).ok().flatten();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, v: String| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        metric(
+            "int_height",
+            "gauge",
+            "Height of the committed head.",
+            head.as_ref().map_or(0, |h| h.height).to_string(),
+        );
+        metric(
+            "int_accounts",
+            "gauge",
+            "Accounts in the state.",
+            head.as_ref().map_or(0, |h| h.accounts).to_string(),
+        );
+        metric(
+            "int_blocks_total",
+            "counter",
+            "Blocks this node committed since it started.",
+            get(&self.blocks),
+        );
+        metric(
+            "int_transactions_total",
+            "counter",
+            "Transactions included since start (rate() gives tx/s).",
+            get(&self.txs),
+        );
+        metric(
+            "int_transactions_ok_total",
+            "counter",
+            "Included transactions that succeeded.",
+            get(&self.txs_ok),
+        );
+        metric(
+            "int_mempool_transactions",
+            "gauge",
+            "Verified transactions waiting for a block.",
+            mempool.to_string(),
+        );
+        metric(
+            "int_verify_seconds_total",
+            "counter",
+            "Time ingress spent decoding and checking signatures in batches.",
+            format!("{:.6}", self.verify_ns.load(Ordering::Relaxed) as f64 / 1e9),
+        );
+        metric(
+            "int_rejected_total",
+            "counter",
+            "Transactions refused at ingress.",
+            get(&self.rejected),
+        );
+        out
+    }
 }
 
 /// What the devices learn about their transactions.
@@ -622,13 +689,19 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
                 }
             });
         }
+        let in_tx_rpc = in_tx.clone();
         if let Some(listener) = rpc_listener {
-            let ctx = crate::rpc::RpcCtx {
-                store: store_ref,
-                chain_id,
-                submit: Some(in_tx.clone()),
+            let metrics = move || {
+                let waiting = pool_ref.lock().unwrap_or_else(|e| e.into_inner()).len();
+                stats_ref.prometheus(store_ref, chain_id, waiting)
             };
             s.spawn(move || {
+                let ctx = crate::rpc::RpcCtx {
+                    store: store_ref,
+                    chain_id,
+                    submit: Some(in_tx_rpc),
+                    metrics: Some(&metrics),
+                };
                 if let Err(err) = crate::rpc::serve(listener, &ctx, stop_ref) {
                     tracing::warn!(%err, "JSON-RPC server stopped");
                 }
@@ -689,6 +762,12 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
                 let res = chain.execute_block(&txs, now_ms(), &validator)?;
                 blocks += 1;
                 txs_total += txs.len() as u64;
+                stats.blocks.fetch_add(1, Ordering::Relaxed);
+                stats.txs.fetch_add(txs.len() as u64, Ordering::Relaxed);
+                stats.txs_ok.fetch_add(
+                    res.statuses.iter().filter(|s| **s == TxStatus::Ok).count() as u64,
+                    Ordering::Relaxed,
+                );
                 window.1 += txs.len() as u64;
                 for (tx, st) in txs.iter().zip(&res.statuses) {
                     if *st == TxStatus::Ok {

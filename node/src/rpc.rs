@@ -1,7 +1,9 @@
 //! JSON-RPC 2.0 over HTTP/1.1 for developers and wallets, on a `mio` event
 //! loop (no async runtime), loopback by default.
 //!
-//! `POST /` with a request object or a batch (an array, at most
+//! `GET /metrics` answers the node's metrics in Prometheus' text format
+//! (height, accounts, blocks, transactions, mempool, time in signature
+//! checks, ingress refusals). `POST /` takes a request object or a batch (an array, at most
 //! [`BATCH_MAX`]); the methods read the committed state at the head:
 //!
 //! | method | params | result |
@@ -61,6 +63,9 @@ pub struct RpcCtx<'a> {
     pub chain_id: u32,
     /// The node's ingress (sender, envelope); `None`: read-only.
     pub submit: Option<Submit>,
+    /// `GET /metrics`: the node's metrics in Prometheus' text format;
+    /// `None`: 404.
+    pub metrics: Option<&'a (dyn Fn() -> String + Sync)>,
 }
 
 /// A JSON-RPC error: code and message.
@@ -388,6 +393,12 @@ fn parse_request(ctx: &RpcCtx<'_>, input: &[u8]) -> Parsed {
             ));
         }
     };
+    if req.method == Some("GET") && req.path == Some("/metrics") {
+        return Parsed::Respond(match ctx.metrics {
+            Some(m) => http("200 OK", "text/plain; version=0.0.4", m().as_bytes()),
+            None => http("404 Not Found", "text/plain", b"no metrics here\n"),
+        });
+    }
     if req.method != Some("POST") || req.path != Some("/") {
         return Parsed::Respond(http(
             "404 Not Found",
@@ -561,6 +572,7 @@ mod tests {
             store: &store,
             chain_id: 1,
             submit: None,
+            metrics: None,
         };
         f(&ctx);
     }
@@ -626,6 +638,7 @@ mod tests {
             store: &store,
             chain_id: 1,
             submit: Some(tx),
+            metrics: None,
         };
         let sk = SecretKey::from_seed(&[5; 32]);
         let sender = sk.public_key().account_id();
@@ -678,6 +691,8 @@ mod tests {
             };
             assert_eq!(status("POST / HTTP/1.1\r\n\r\n"), "411");
             assert_eq!(status("GET /x HTTP/1.1\r\n\r\n"), "404");
+            // No metrics source: 404.
+            assert_eq!(status("GET /metrics HTTP/1.1\r\n\r\n"), "404");
             assert_eq!(status("\x00\x01 HTTP\r\n\r\n"), "400");
             let huge = format!("POST / HTTP/1.1\r\nContent-Length: {REQUEST_BYTES_MAX}\r\n\r\n");
             assert_eq!(status(&huge), "413");

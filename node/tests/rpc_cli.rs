@@ -160,6 +160,27 @@ fn devnet_serves_json_rpc() {
     // Not JSON-RPC's path or method.
     assert_eq!(http(&addr, "GET", "/", b"").0, 404);
 
+    // Prometheus metrics.
+    let (status, text) = http(&addr, "GET", "/metrics", b"");
+    assert_eq!(status, 200, "{text}");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert!(value("int_height") >= 1.0, "{text}");
+    assert!(value("int_transactions_total") >= 1.0, "{text}");
+    assert!(value("int_blocks_total") >= 1.0, "{text}");
+    for name in [
+        "int_mempool_transactions",
+        "int_verify_seconds_total",
+        "int_rejected_total",
+    ] {
+        value(name);
+        assert!(text.contains(&format!("# TYPE {name} ")), "{text}");
+    }
+
     // A transaction signed by the validator (its devnet key, from
     // devnet.json; it holds the fees it earned, no INT) goes in through the
     // RPC and is included: it registers a resource kind the query then
