@@ -896,20 +896,24 @@ fn refund_window(cx: &mut Cx<'_, '_>, s: &SkuRef, window_end: u64) -> Result<(),
     Ok(())
 }
 
-/// The checks a price-tag purchase and a CPP order share: a live SKU of
-/// `model` that admits the buyer, `1 ≤ qty ≤` capacity, its price within
-/// the buyer's bound. The SKU and `qty × price`, or the status that refuses.
+/// The checks every price-tag purchase and CPP order share (a
+/// transaction's, an intent's, a policy's): a live SKU of `model` that
+/// admits `buyer` (or a member of `cluster`), `1 ≤ qty ≤` capacity, its
+/// price within the buyer's bound. The SKU and `qty × price`, or the
+/// status that refuses.
+#[allow(clippy::too_many_arguments)]
 fn priced(
     cx: &mut Cx<'_, '_>,
     s: &SkuRef,
-    t: &TxWork<'_>,
     model: PriceModel,
+    buyer: &AccountId,
+    cluster: Option<u32>,
     qty: u64,
     max_unit_price: u128,
 ) -> Result<Result<(SkuRecord, u128), TxStatus>, MarketError> {
     use TxStatus as S;
     let refuse = |st| Ok(Err(st));
-    let old = match cx.offered(s, model, &t.sender, t.intent.map(|i| i.cluster))? {
+    let old = match cx.offered(s, model, buyer, cluster)? {
         Ok(v) => v,
         Err(st) => return refuse(st),
     };
@@ -937,15 +941,57 @@ fn buy(
     max_unit_price: u128,
 ) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
-    let (old, cost) = check!(priced(cx, s, t, PriceModel::PriceTag, qty, max_unit_price)?);
+    let cluster = t.intent.map(|i| i.cluster);
+    let (old, cost) = check!(priced(
+        cx,
+        s,
+        PriceModel::PriceTag,
+        &t.sender,
+        cluster,
+        qty,
+        max_unit_price
+    )?);
     cx.pay(lock, s.seller, cost);
     cx.refund_rest(lock, t.sender);
+    take_units(cx, s, old, qty);
+    Ok(S::Ok)
+}
+
+/// Saves the SKU with `qty` fewer units (checked against its capacity).
+fn take_units(cx: &mut Cx<'_, '_>, s: &SkuRef, old: SkuRecord, qty: u64) {
     let new = SkuRecord {
         capacity: old.capacity - qty,
         ..old
     };
     cx.save_sku(s, new);
-    Ok(S::Ok)
+}
+
+/// Opens CPP order `d` for `qty` units of `old` at its price: the order,
+/// its timeout, the units off the SKU. Refused (`InvalidArgument`, nothing
+/// written) when the timeout height overflows or the order exists.
+fn open_order(
+    cx: &mut Cx<'_, '_>,
+    s: &SkuRef,
+    d: DealRef,
+    old: SkuRecord,
+    qty: u64,
+) -> Result<Result<(), TxStatus>, MarketError> {
+    let Some(timeout) = cx.env.height.checked_add(old.terms.period_blocks as u64) else {
+        return Ok(Err(TxStatus::InvalidArgument));
+    };
+    if cx.order(&d)?.is_some() {
+        return Ok(Err(TxStatus::InvalidArgument));
+    }
+    let o = OrderRecord {
+        qty,
+        confirmed: 0,
+        unit_price: old.terms.unit_price,
+        timeout,
+    };
+    cx.put(order_key(&d), o.encode());
+    cx.put(due_key(timeout, &Timer::OrderTimeout(d)), due_value());
+    take_units(cx, s, old, qty);
+    Ok(Ok(()))
 }
 
 /// A purchase through an admitted intent: by price tag or CPP as the SKU's
@@ -1123,30 +1169,19 @@ fn order(
     max_unit_price: u128,
 ) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
-    let (old, cost) = check!(priced(cx, s, t, PriceModel::Cpp, qty, max_unit_price)?);
-    let timeout = check!(
-        cx.env
-            .height
-            .checked_add(old.terms.period_blocks as u64)
-            .ok_or(S::InvalidArgument)
-    );
-    let d = t.deal(s);
-    ensure!(cx.order(&d)?.is_none(), S::InvalidArgument);
+    let cluster = t.intent.map(|i| i.cluster);
+    let (old, cost) = check!(priced(
+        cx,
+        s,
+        PriceModel::Cpp,
+        &t.sender,
+        cluster,
+        qty,
+        max_unit_price
+    )?);
+    check!(open_order(cx, s, t.deal(s), old, qty)?);
     cx.hold(lock, cost)?;
     cx.refund_rest(lock, t.sender);
-    let o = OrderRecord {
-        qty,
-        confirmed: 0,
-        unit_price: old.terms.unit_price,
-        timeout,
-    };
-    cx.put(order_key(&d), o.encode());
-    cx.put(due_key(timeout, &Timer::OrderTimeout(d)), due_value());
-    let new = SkuRecord {
-        capacity: old.capacity - qty,
-        ..old
-    };
-    cx.save_sku(s, new);
     Ok(S::Ok)
 }
 
@@ -1213,43 +1248,25 @@ fn time_out_order(cx: &mut Cx<'_, '_>, d: &DealRef) -> Result<(), MarketError> {
 /// (CPP).
 fn policy_buy(cx: &mut Cx<'_, '_>, s: &SkuRef, b: &PolicyBuy) -> Result<Option<u128>, MarketError> {
     let owner = b.id.0;
-    let Ok(old) = cx.offered(s, b.model, &owner, None)? else {
+    let Ok((old, cost)) = priced(cx, s, b.model, &owner, None, b.units, b.max_unit_price)? else {
         return Ok(None);
     };
-    if old.capacity < b.units || old.terms.unit_price > b.max_unit_price {
+    if cost > b.allowance {
         return Ok(None);
     }
-    let Some(cost) = total(b.units, old.terms.unit_price).filter(|c| *c <= b.allowance) else {
-        return Ok(None);
-    };
     if b.model == PriceModel::Cpp {
-        let Some(timeout) = cx.env.height.checked_add(old.terms.period_blocks as u64) else {
-            return Ok(None);
-        };
         let d = DealRef {
             sku: *s,
             buyer: owner,
             nonce: POLICY_DEAL_NONCE_BIT | cx.env.height,
         };
-        if cx.order(&d)?.is_some() {
+        if open_order(cx, s, d, old, b.units)?.is_err() {
             return Ok(None);
         }
-        let o = OrderRecord {
-            qty: b.units,
-            confirmed: 0,
-            unit_price: old.terms.unit_price,
-            timeout,
-        };
-        cx.put(order_key(&d), o.encode());
-        cx.put(due_key(timeout, &Timer::OrderTimeout(d)), due_value());
     } else {
         cx.release(s.seller, cost)?;
+        take_units(cx, s, old, b.units);
     }
-    let new = SkuRecord {
-        capacity: old.capacity - b.units,
-        ..old
-    };
-    cx.save_sku(s, new);
     Ok(Some(cost))
 }
 
