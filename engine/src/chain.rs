@@ -414,24 +414,10 @@ impl Chain {
         })
     }
 
-    /// Brings every account the block touches into the world and fills the
-    /// block's resources; returns the touched entities.
-    fn load(
-        &mut self,
-        txs: &[VerifiedTx],
-        proposer: AccountId,
-        height: u64,
-    ) -> Result<Vec<Entity>, ChainError> {
-        let mut ids: Vec<AccountId> = Vec::with_capacity(txs.len() * 2 + 1);
-        ids.push(proposer);
-        for tx in txs {
-            ids.push(tx.sender);
-            if let PayloadSpec::Transfer { to, .. } = &tx.payload {
-                ids.push(*to);
-            }
-        }
-        ids.sort_unstable();
-        ids.dedup();
+    /// Brings the accounts of `ids` that are not in the world into it,
+    /// from storage (an account never stored starts empty), and indexes
+    /// them in the [`HotSet`].
+    fn load_accounts(&mut self, ids: &[AccountId], height: u64) -> Result<(), ChainError> {
         let missing: Vec<AccountId> = {
             let hot = self.world.resource::<HotSet>();
             ids.iter()
@@ -457,12 +443,32 @@ impl Chain {
             )
         });
         let spawned: Vec<Entity> = self.world.spawn_batch(bundles).collect();
-        {
-            let mut hot = self.world.resource_mut::<HotSet>();
-            for (id, e) in missing.iter().zip(spawned) {
-                hot.index.insert(*id, e);
+        let mut hot = self.world.resource_mut::<HotSet>();
+        for (id, e) in missing.iter().zip(spawned) {
+            hot.index.insert(*id, e);
+        }
+        Ok(())
+    }
+
+    /// Brings every account the block touches into the world and fills the
+    /// block's resources; returns the touched entities.
+    fn load(
+        &mut self,
+        txs: &[VerifiedTx],
+        proposer: AccountId,
+        height: u64,
+    ) -> Result<Vec<Entity>, ChainError> {
+        let mut ids: Vec<AccountId> = Vec::with_capacity(txs.len() * 2 + 1);
+        ids.push(proposer);
+        for tx in txs {
+            ids.push(tx.sender);
+            if let PayloadSpec::Transfer { to, .. } = &tx.payload {
+                ids.push(*to);
             }
         }
+        ids.sort_unstable();
+        ids.dedup();
+        self.load_accounts(&ids, height)?;
         // Every id of the block is in the index now (spawned just above).
         let mut deferred = Vec::new();
         let (touched, calls, proposer_entity) = {
@@ -763,36 +769,8 @@ impl Chain {
         if per_account.is_empty() {
             return Ok(());
         }
-        let missing: Vec<AccountId> = {
-            let hot = self.world.resource::<HotSet>();
-            per_account
-                .keys()
-                .filter(|id| !hot.index.contains_key(*id))
-                .copied()
-                .collect()
-        };
-        let records = self.store.accounts(self.cfg.chain_id, &missing)?;
-        for (id, rec) in missing.iter().zip(&records) {
-            let (b, n, d) = rec.unwrap_or_default().components();
-            let e = self
-                .world
-                .spawn((
-                    AccountKey(*id),
-                    b,
-                    n,
-                    d,
-                    HotMeta {
-                        dirty: false,
-                        stored: rec.is_some(),
-                        last_touched: height,
-                    },
-                    Outbox::default(),
-                    Inbox::default(),
-                ))
-                .id();
-            self.world.resource_mut::<HotSet>().index.insert(*id, e);
-            touched.push(e);
-        }
+        let ids: Vec<AccountId> = per_account.keys().copied().collect();
+        self.load_accounts(&ids, height)?;
         for (id, amount) in per_account {
             let e = self.world.resource::<HotSet>().index[&id];
             let mut ent = self.world.entity_mut(e);
