@@ -22,15 +22,17 @@
 //! HTTP is parsed with `httparse` (headers) and a `Content-Length` body;
 //! every response closes its connection. Bounds: at most
 //! [`CONNECTIONS_MAX`] connections (more are closed at accept), a request
-//! of at most [`REQUEST_BYTES_MAX`] (`413` past it), [`BATCH_MAX`] calls a
-//! batch. A malformed request answers that client only.
+//! of at most [`REQUEST_BYTES_MAX`] (`413` past it) with a head of at most
+//! [`HEAD_BYTES_MAX`] (`431` past it), [`BATCH_MAX`] calls a batch; a
+//! connection that makes no progress for [`IDLE_TIMEOUT`] is closed. A
+//! malformed request answers that client only.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use int_engine::storage::Store;
@@ -44,6 +46,12 @@ use serde_json::{Value, json};
 pub const CONNECTIONS_MAX: usize = 256;
 /// Largest request, headers and body.
 pub const REQUEST_BYTES_MAX: usize = 1 << 20;
+/// Largest request head (request line and headers).
+pub const HEAD_BYTES_MAX: usize = 16 << 10;
+/// A connection that neither sends nor takes a byte for this long is
+/// closed, so an idle client does not hold one of the
+/// [`CONNECTIONS_MAX`] slots for ever.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most calls in one batch.
 pub const BATCH_MAX: usize = 100;
 /// Most SKUs one `int_querySkus` returns.
@@ -358,12 +366,17 @@ struct Conn {
     written: usize,
     /// A response is queued: no more input is read.
     answered: bool,
+    /// The request's whole length, once its head is parsed: it is not
+    /// parsed again before that many bytes are in.
+    need: Option<usize>,
+    /// The last byte read or written (or the accept).
+    active: Instant,
 }
 
 /// What a request's bytes so far amount to.
 enum Parsed {
-    /// More bytes needed.
-    Partial,
+    /// More bytes needed: the request's whole length when the head is in.
+    Partial(Option<usize>),
     /// A full response to send.
     Respond(Vec<u8>),
 }
@@ -384,7 +397,14 @@ fn parse_request(ctx: &RpcCtx<'_>, input: &[u8]) -> Parsed {
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(input) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Ok(httparse::Status::Partial) if input.len() > HEAD_BYTES_MAX => {
+            return Parsed::Respond(http(
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                format!("request heads are at most {HEAD_BYTES_MAX} bytes\n").as_bytes(),
+            ));
+        }
+        Ok(httparse::Status::Partial) => return Parsed::Partial(None),
         Err(e) => {
             return Parsed::Respond(http(
                 "400 Bad Request",
@@ -427,7 +447,7 @@ fn parse_request(ctx: &RpcCtx<'_>, input: &[u8]) -> Parsed {
         ));
     }
     let Some(body) = input.get(head_len..head_len + length) else {
-        return Parsed::Partial;
+        return Parsed::Partial(Some(head_len + length));
     };
     match handle_body(ctx, body) {
         Some(v) => Parsed::Respond(http("200 OK", "application/json", v.to_string().as_bytes())),
@@ -453,6 +473,16 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
 
 /// Serves `listener` until `stop` is set.
 pub fn serve(listener: std::net::TcpListener, ctx: &RpcCtx<'_>, stop: &AtomicBool) -> Result<()> {
+    serve_with(listener, ctx, stop, IDLE_TIMEOUT)
+}
+
+/// [`serve`], closing connections idle for `idle`.
+fn serve_with(
+    listener: std::net::TcpListener,
+    ctx: &RpcCtx<'_>,
+    stop: &AtomicBool,
+    idle: Duration,
+) -> Result<()> {
     listener.set_nonblocking(true)?;
     let mut listener = TcpListener::from_std(listener);
     let mut poll = Poll::new()?;
@@ -468,6 +498,13 @@ pub fn serve(listener: std::net::TcpListener, ctx: &RpcCtx<'_>, stop: &AtomicBoo
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         }
+        conns.retain(|_, c| {
+            let live = c.active.elapsed() < idle;
+            if !live {
+                let _ = poll.registry().deregister(&mut c.stream);
+            }
+            live
+        });
         for ev in events.iter() {
             if ev.token() == LISTENER {
                 loop {
@@ -492,6 +529,8 @@ pub fn serve(listener: std::net::TcpListener, ctx: &RpcCtx<'_>, stop: &AtomicBoo
                                     output: Vec::new(),
                                     written: 0,
                                     answered: false,
+                                    need: None,
+                                    active: Instant::now(),
                                 },
                             );
                         }
@@ -524,7 +563,11 @@ fn drive(ctx: &RpcCtx<'_>, c: &mut Conn, buf: &mut [u8]) -> bool {
         match c.stream.read(buf) {
             Ok(0) => return true,
             Ok(n) => {
+                c.active = Instant::now();
                 c.input.extend_from_slice(&buf[..n]);
+                if c.need.is_some_and(|need| c.input.len() < need) {
+                    continue;
+                }
                 let parsed = if c.input.len() > REQUEST_BYTES_MAX {
                     Parsed::Respond(http(
                         "413 Payload Too Large",
@@ -534,9 +577,12 @@ fn drive(ctx: &RpcCtx<'_>, c: &mut Conn, buf: &mut [u8]) -> bool {
                 } else {
                     parse_request(ctx, &c.input)
                 };
-                if let Parsed::Respond(out) = parsed {
-                    c.output = out;
-                    c.answered = true;
+                match parsed {
+                    Parsed::Partial(need) => c.need = need,
+                    Parsed::Respond(out) => {
+                        c.output = out;
+                        c.answered = true;
+                    }
                 }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -547,7 +593,10 @@ fn drive(ctx: &RpcCtx<'_>, c: &mut Conn, buf: &mut [u8]) -> bool {
     while c.answered && c.written < c.output.len() {
         match c.stream.write(&c.output[c.written..]) {
             Ok(0) => return true,
-            Ok(n) => c.written += n,
+            Ok(n) => {
+                c.written += n;
+                c.active = Instant::now();
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => return true,
@@ -674,12 +723,14 @@ mod tests {
                 "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             );
-            // Every strict prefix waits for more.
+            // Every strict prefix waits for more; once the head is in, for
+            // the whole request's length.
+            let head_len = req.len() - body.len();
             for n in 0..req.len() {
-                assert!(
-                    matches!(parse_request(ctx, &req.as_bytes()[..n]), Parsed::Partial),
-                    "{n}"
-                );
+                let Parsed::Partial(need) = parse_request(ctx, &req.as_bytes()[..n]) else {
+                    panic!("a prefix of {n} bytes is answered");
+                };
+                assert_eq!(need, (n >= head_len).then_some(req.len()), "{n}");
             }
             let Parsed::Respond(out) = parse_request(ctx, req.as_bytes()) else {
                 panic!("a whole request is answered");
@@ -687,7 +738,7 @@ mod tests {
             assert!(out.starts_with(b"HTTP/1.1 200 OK"));
             let status = |r: &str| match parse_request(ctx, r.as_bytes()) {
                 Parsed::Respond(o) => String::from_utf8_lossy(&o[9..12]).to_string(),
-                Parsed::Partial => "partial".into(),
+                Parsed::Partial(_) => "partial".into(),
             };
             assert_eq!(status("POST / HTTP/1.1\r\n\r\n"), "411");
             assert_eq!(status("GET /x HTTP/1.1\r\n\r\n"), "404");
@@ -696,6 +747,37 @@ mod tests {
             assert_eq!(status("\x00\x01 HTTP\r\n\r\n"), "400");
             let huge = format!("POST / HTTP/1.1\r\nContent-Length: {REQUEST_BYTES_MAX}\r\n\r\n");
             assert_eq!(status(&huge), "413");
+            // A head that never ends is refused once past its bound.
+            let endless = format!("POST / HTTP/1.1\r\nX: {}", "a".repeat(HEAD_BYTES_MAX));
+            assert_eq!(status(&endless), "431");
+            assert_eq!(status(&endless[..HEAD_BYTES_MAX]), "partial");
+        });
+    }
+
+    /// A client that connects and sends nothing is closed after the idle
+    /// timeout; another is still answered meanwhile.
+    #[test]
+    fn idle_connections_are_closed() {
+        with_ctx(|ctx| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| serve_with(listener, ctx, &stop, Duration::from_millis(300)).unwrap());
+                let mut idle = std::net::TcpStream::connect(addr).unwrap();
+                idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut busy = std::net::TcpStream::connect(addr).unwrap();
+                busy.write_all(b"GET /x HTTP/1.1\r\n\r\n").unwrap();
+                let mut out = Vec::new();
+                busy.read_to_end(&mut out).unwrap();
+                assert!(out.starts_with(b"HTTP/1.1 404"), "{out:?}");
+                let t = Instant::now();
+                let mut b = [0u8; 1];
+                let n = idle.read(&mut b);
+                stop.store(true, Ordering::Relaxed);
+                assert_eq!(n.expect("closed, not timed out"), 0);
+                assert!(t.elapsed() < Duration::from_secs(4));
+            });
         });
     }
 
