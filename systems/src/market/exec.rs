@@ -636,13 +636,9 @@ impl Cx<'_, '_> {
         buyer: &AccountId,
         cluster: Option<u32>,
     ) -> Result<Result<SkuRecord, TxStatus>, MarketError> {
-        Ok(self.live(s)?.and_then(|r| {
-            if r.terms.model != model {
-                Err(TxStatus::WrongModel)
-            } else {
-                admits(&r, buyer, cluster).map(|()| r)
-            }
-        }))
+        Ok(self
+            .live(s)?
+            .and_then(|r| offers(&r, model, buyer, cluster).map(|()| r)))
     }
 
     /// Opens `r`'s next auction window, `period_blocks` from this height,
@@ -695,13 +691,23 @@ pub(crate) fn kind_known(env: &Env<'_>, kind: u16) -> Result<bool, MarketError> 
             .is_some())
 }
 
-/// Whether the SKU's authority admits `buyer`, or a member of `cluster`
-/// (proven by a BPK intent the chain admitted).
-pub(crate) fn admits(
+/// Whether SKU `r` sells under `model` to `buyer` (or a member of
+/// `cluster`).
+fn offers(
     r: &SkuRecord,
+    model: PriceModel,
     buyer: &AccountId,
     cluster: Option<u32>,
 ) -> Result<(), TxStatus> {
+    if r.terms.model != model {
+        return Err(TxStatus::WrongModel);
+    }
+    admits(r, buyer, cluster)
+}
+
+/// Whether the SKU's authority admits `buyer`, or a member of `cluster`
+/// (proven by a BPK intent the chain admitted).
+fn admits(r: &SkuRecord, buyer: &AccountId, cluster: Option<u32>) -> Result<(), TxStatus> {
     match r.authority {
         Authority::Open => Ok(()),
         Authority::Allowlist if r.allow.contains(buyer) => Ok(()),
@@ -911,25 +917,46 @@ fn priced(
     qty: u64,
     max_unit_price: u128,
 ) -> Result<Result<(SkuRecord, u128), TxStatus>, MarketError> {
+    Ok(cx.live(s)?.and_then(|old| {
+        let cost = purchase_cost(
+            &old,
+            old.capacity,
+            model,
+            buyer,
+            cluster,
+            qty,
+            max_unit_price,
+        )?;
+        Ok((old, cost))
+    }))
+}
+
+/// What buying `qty` units of listed SKU `r` with `capacity` units left
+/// costs `buyer` (or a member of `cluster`) under `model` and its bound,
+/// or the status that refuses: the SKU's model, its authority, `1 ≤ qty ≤
+/// capacity`, the price. A policy's plan asks it of committed SKUs, a
+/// purchase of the SKU as the block left it.
+pub(crate) fn purchase_cost(
+    r: &SkuRecord,
+    capacity: u64,
+    model: PriceModel,
+    buyer: &AccountId,
+    cluster: Option<u32>,
+    qty: u64,
+    max_unit_price: u128,
+) -> Result<u128, TxStatus> {
     use TxStatus as S;
-    let refuse = |st| Ok(Err(st));
-    let old = match cx.offered(s, model, buyer, cluster)? {
-        Ok(v) => v,
-        Err(st) => return refuse(st),
-    };
+    offers(r, model, buyer, cluster)?;
     if qty == 0 {
-        return refuse(S::InvalidArgument);
+        return Err(S::InvalidArgument);
     }
-    if qty > old.capacity {
-        return refuse(S::OverCapacity);
+    if qty > capacity {
+        return Err(S::OverCapacity);
     }
-    if old.terms.unit_price > max_unit_price {
-        return refuse(S::PriceAboveMax);
+    if r.terms.unit_price > max_unit_price {
+        return Err(S::PriceAboveMax);
     }
-    match total(qty, old.terms.unit_price) {
-        Some(cost) => Ok(Ok((old, cost))),
-        None => refuse(S::InvalidArgument),
-    }
+    total(qty, r.terms.unit_price).ok_or(S::InvalidArgument)
 }
 
 fn buy(

@@ -47,12 +47,11 @@ use std::collections::BTreeMap;
 use int_engine::storage::{ObjectTable, ObjectWrite, Store};
 use int_engine::supply::SupplyDelta;
 use int_engine::world::Credit;
-use int_schemas::market::total;
 use int_schemas::wire::{Preference, PriceModel, TxStatus};
 use int_schemas::{PayloadSpec, PolicySpec, SkuRef};
 
 use super::MarketError;
-use super::exec::{Env, TxWork, admits, gas, kind_known, scan_due};
+use super::exec::{Env, TxWork, gas, kind_known, purchase_cost, scan_due};
 use super::records::*;
 use crate::token;
 
@@ -481,13 +480,12 @@ impl Search<'_, '_> {
             let Some(sku) = self.skus[&s].as_ref() else {
                 continue;
             };
-            let taken = self.taken.get(&s).copied().unwrap_or(0);
+            let left = sku
+                .capacity
+                .saturating_sub(self.taken.get(&s).copied().unwrap_or(0));
             let fits = !sku.delisted
-                && sku.terms.model == r.model
-                && admits(sku, &id.0, None).is_ok()
-                && sku.capacity.saturating_sub(taken) >= r.units
-                && sku.terms.unit_price <= r.max_unit_price
-                && total(r.units, sku.terms.unit_price).is_some_and(|c| c <= allowance);
+                && purchase_cost(sku, left, r.model, &id.0, None, r.units, r.max_unit_price)
+                    .is_ok_and(|c| c <= allowance);
             if fits {
                 *self.taken.entry(s).or_default() += r.units;
                 return Ok(Some(s));
