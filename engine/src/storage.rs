@@ -461,17 +461,10 @@ impl Store {
         table: ObjectTable,
         mut f: impl FnMut(&[u8], &[u8]),
     ) -> Result<(), StorageError> {
-        let txn = self.env.begin_ro_txn()?;
-        let mut cur = txn.open_ro_cursor(self.table(table))?;
-        let prefix = chain_id.to_be_bytes();
-        for item in cur.iter_from(prefix) {
-            let (k, v) = item?;
-            if k[..4.min(k.len())] != prefix {
-                break;
-            }
-            f(&k[4..], v);
-        }
-        Ok(())
+        self.scan_prefix(chain_id, table, &[], |k, v| {
+            f(k, v);
+            Ok::<_, StorageError>(true)
+        })
     }
 
     /// Reads a stored block.
