@@ -454,7 +454,7 @@ fn batch_verify_scalars(
     acc.finalverify(Some(&gt))
 }
 
-/// A non-zero 64-bit batch scalar from a CSPRNG (or a seeded one).
+/// A non-zero 64-bit batch scalar from a CSPRNG.
 fn random_scalar(rng: &mut impl RngCore) -> u64 {
     match rng.next_u64() {
         0 => 1,
