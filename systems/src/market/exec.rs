@@ -645,7 +645,11 @@ impl Cx<'_, '_> {
     /// and schedules its close; `false` (nothing changed) when the height
     /// would overflow.
     fn open_window(&mut self, s: &SkuRef, r: &mut SkuRecord) -> bool {
-        let Some(end) = self.env.height.checked_add(r.terms.period_blocks as u64) else {
+        let Some(end) = self
+            .env
+            .height
+            .checked_add(r.listing.terms.period_blocks as u64)
+        else {
             return false;
         };
         r.window_end = end;
@@ -699,7 +703,7 @@ fn offers(
     buyer: &AccountId,
     cluster: Option<u32>,
 ) -> Result<(), TxStatus> {
-    if r.terms.model != model {
+    if r.listing.terms.model != model {
         return Err(TxStatus::WrongModel);
     }
     admits(r, buyer, cluster)
@@ -708,10 +712,10 @@ fn offers(
 /// Whether the SKU's authority admits `buyer`, or a member of `cluster`
 /// (proven by a BPK intent the chain admitted).
 fn admits(r: &SkuRecord, buyer: &AccountId, cluster: Option<u32>) -> Result<(), TxStatus> {
-    match r.authority {
+    match r.listing.authority {
         Authority::Open => Ok(()),
-        Authority::Allowlist if r.allow.contains(buyer) => Ok(()),
-        Authority::Clusters if cluster.is_some_and(|c| r.clusters.contains(&c)) => Ok(()),
+        Authority::Allowlist if r.listing.allow.contains(buyer) => Ok(()),
+        Authority::Clusters if cluster.is_some_and(|c| r.listing.clusters.contains(&c)) => Ok(()),
         _ => Err(TxStatus::Unauthorized),
     }
 }
@@ -833,15 +837,7 @@ fn list(cx: &mut Cx<'_, '_>, s: &SkuRef, l: &SkuListing) -> Result<TxStatus, Mar
     );
     ensure!(cx.sku(s)?.is_none(), S::InvalidArgument);
     let mut rec = SkuRecord {
-        kind: l.kind,
-        unit: l.unit,
-        terms: l.terms,
-        capacity: l.capacity,
-        region: l.region.clone(),
-        authority: l.authority,
-        allow: l.allow.clone(),
-        clusters: l.clusters.clone(),
-        metadata_hash: l.metadata_hash,
+        listing: l.clone(),
         listed_height: cx.env.height,
         delisted: false,
         window_end: 0,
@@ -863,13 +859,11 @@ fn update(
 ) -> Result<TxStatus, MarketError> {
     let old = check!(cx.live(s)?);
     ensure!(t.sender == s.seller, TxStatus::NotSeller);
-    let mut new = SkuRecord {
-        capacity,
-        metadata_hash,
-        ..old
-    };
-    new.terms.unit_price = unit_price;
-    if new.terms.model == PriceModel::Auction && new.window_end == 0 && capacity > 0 {
+    let mut new = old;
+    new.listing.capacity = capacity;
+    new.listing.metadata_hash = metadata_hash;
+    new.listing.terms.unit_price = unit_price;
+    if new.listing.terms.model == PriceModel::Auction && new.window_end == 0 && capacity > 0 {
         // Capacity again after a window closed with none: a new window.
         ensure!(cx.open_window(s, &mut new), TxStatus::InvalidArgument);
     }
@@ -920,7 +914,7 @@ fn priced(
     Ok(cx.live(s)?.and_then(|old| {
         let cost = purchase_cost(
             &old,
-            old.capacity,
+            old.listing.capacity,
             model,
             buyer,
             cluster,
@@ -953,10 +947,10 @@ pub(crate) fn purchase_cost(
     if qty > capacity {
         return Err(S::OverCapacity);
     }
-    if r.terms.unit_price > max_unit_price {
+    if r.listing.terms.unit_price > max_unit_price {
         return Err(S::PriceAboveMax);
     }
-    total(qty, r.terms.unit_price).ok_or(S::InvalidArgument)
+    total(qty, r.listing.terms.unit_price).ok_or(S::InvalidArgument)
 }
 
 fn buy(
@@ -986,10 +980,8 @@ fn buy(
 
 /// Saves the SKU with `qty` fewer units (checked against its capacity).
 fn take_units(cx: &mut Cx<'_, '_>, s: &SkuRef, old: SkuRecord, qty: u64) {
-    let new = SkuRecord {
-        capacity: old.capacity - qty,
-        ..old
-    };
+    let mut new = old;
+    new.listing.capacity -= qty;
     cx.save_sku(s, new);
 }
 
@@ -1003,7 +995,11 @@ fn open_order(
     old: SkuRecord,
     qty: u64,
 ) -> Result<Result<(), TxStatus>, MarketError> {
-    let Some(timeout) = cx.env.height.checked_add(old.terms.period_blocks as u64) else {
+    let Some(timeout) = cx
+        .env
+        .height
+        .checked_add(old.listing.terms.period_blocks as u64)
+    else {
         return Ok(Err(TxStatus::InvalidArgument));
     };
     if cx.order(&d)?.is_some() {
@@ -1012,7 +1008,7 @@ fn open_order(
     let o = OrderRecord {
         qty,
         confirmed: 0,
-        unit_price: old.terms.unit_price,
+        unit_price: old.listing.terms.unit_price,
         timeout,
     };
     cx.put(order_key(&d), o.encode());
@@ -1034,7 +1030,7 @@ fn cluster_buy(
     // carry a proof the seller never saw addressed to it.
     ensure!(i.target == s.seller, TxStatus::InvalidArgument);
     let sku = check!(cx.live(s)?);
-    match sku.terms.model {
+    match sku.listing.terms.model {
         PriceModel::PriceTag => buy(cx, s, t, lock, i.buy.qty, i.buy.max_unit_price),
         PriceModel::Cpp => order(cx, s, t, lock, i.buy.qty, i.buy.max_unit_price),
         _ => Ok(TxStatus::WrongModel),
@@ -1051,7 +1047,7 @@ fn open_channel(
 ) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
     let sku = check!(cx.offered(s, PriceModel::Metered, &t.sender, None)?);
-    ensure!(deposit >= sku.terms.unit_price, S::DepositTooSmall);
+    ensure!(deposit >= sku.listing.terms.unit_price, S::DepositTooSmall);
     ensure!(deposit > 0, S::InvalidArgument);
     ensure!(expiry > cx.env.height, S::ChannelExpired);
     let c = ChannelRecord {
@@ -1059,7 +1055,7 @@ fn open_channel(
         paid: 0,
         last_sequence: 0,
         expiry,
-        challenge_blocks: sku.terms.period_blocks,
+        challenge_blocks: sku.listing.terms.period_blocks,
     };
     // Closes the block after the last one a claim is accepted in.
     let close = check!(
@@ -1129,7 +1125,7 @@ fn place_bid(
         sku.window_end != 0 && window_end == sku.window_end && cx.env.height < window_end,
         S::AuctionClosed
     );
-    ensure!(unit_price >= sku.terms.unit_price, S::BelowReserve);
+    ensure!(unit_price >= sku.listing.terms.unit_price, S::BelowReserve);
     let held = lock.left;
     cx.hold(lock, held)?;
     let b = BidRecord {
@@ -1161,7 +1157,7 @@ fn close_auction(cx: &mut Cx<'_, '_>, s: &SkuRef, at: u64) -> Result<(), MarketE
             unit_price: b.unit_price,
         })
         .collect();
-    let c = clear_uniform(&bids, old.capacity);
+    let c = clear_uniform(&bids, old.listing.capacity);
     let mut to_seller: u128 = 0;
     for ((bidder, b), fill) in taken.iter().zip(&c.fills) {
         let paid = match c.price {
@@ -1175,11 +1171,11 @@ fn close_auction(cx: &mut Cx<'_, '_>, s: &SkuRef, at: u64) -> Result<(), MarketE
     }
     cx.release(s.seller, to_seller)?;
     let mut new = SkuRecord {
-        capacity: old.capacity - c.sold,
         window_end: 0,
         ..old
     };
-    if !new.delisted && new.capacity > 0 {
+    new.listing.capacity -= c.sold;
+    if !new.delisted && new.listing.capacity > 0 {
         // No next window when the height would overflow.
         cx.open_window(s, &mut new);
     }
@@ -1260,10 +1256,8 @@ fn time_out_order(cx: &mut Cx<'_, '_>, d: &DealRef) -> Result<(), MarketError> {
     cx.release(d.buyer, o.held())?;
     cx.del(order_key(d));
     if let Some(old) = cx.sku(&d.sku)? {
-        let new = SkuRecord {
-            capacity: old.capacity.saturating_add(o.remaining()),
-            ..old
-        };
+        let mut new = old;
+        new.listing.capacity = new.listing.capacity.saturating_add(o.remaining());
         cx.save_sku(&d.sku, new);
     }
     Ok(())

@@ -481,6 +481,7 @@ impl Search<'_, '_> {
                 continue;
             };
             let left = sku
+                .listing
                 .capacity
                 .saturating_sub(self.taken.get(&s).copied().unwrap_or(0));
             let fits = !sku.delisted

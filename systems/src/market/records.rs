@@ -26,7 +26,7 @@ use int_schemas::market::{
     ALLOW_MAX, CLUSTERS_MAX, GEOHASH_CHARS_MAX, KIND_NAME_BYTES_MAX, is_geohash, total,
 };
 use int_schemas::wire::{Authority, Preference, PriceModel, Unit};
-use int_schemas::{AccountId, DealRef, Hash32, SkuRef, Terms};
+use int_schemas::{AccountId, DealRef, SkuListing, SkuRef, Terms};
 
 use super::MarketError;
 
@@ -123,12 +123,12 @@ pub(crate) fn kind_name_key(name: &str) -> Vec<u8> {
 /// The discovery index key of a SKU.
 pub(crate) fn index_key(s: &SkuRef, r: &SkuRecord) -> Vec<u8> {
     let mut region = [0u8; GEOHASH_CHARS_MAX];
-    region[..r.region.len()].copy_from_slice(r.region.as_bytes());
+    region[..r.listing.region.len()].copy_from_slice(r.listing.region.as_bytes());
     cat(&[
         INDEX_PREFIX,
-        &r.kind.to_be_bytes(),
+        &r.listing.kind.to_be_bytes(),
         &region,
-        &r.terms.unit_price.to_be_bytes(),
+        &r.listing.terms.unit_price.to_be_bytes(),
         &s.to_bytes(),
     ])
 }
@@ -302,20 +302,13 @@ impl<'a> Reader<'a> {
 // Records.
 // ---------------------------------------------------------------------------
 
-/// A listed SKU as stored.
+/// A listed SKU as stored: the listing as it stands now (price, capacity
+/// left and metadata as updated) and the market's state of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SkuRecord {
-    pub kind: u16,
-    pub unit: Unit,
-    pub terms: Terms,
-    /// Units left (the auction's and CPP's capacity; advertised for
-    /// metering).
-    pub capacity: u64,
-    pub region: String,
-    pub authority: Authority,
-    pub allow: Vec<AccountId>,
-    pub clusters: Vec<u32>,
-    pub metadata_hash: Hash32,
+    /// The listing; its `capacity` is the units left (the auction's and
+    /// CPP's capacity; advertised for metering).
+    pub listing: SkuListing,
     pub listed_height: u64,
     pub delisted: bool,
     /// Close height of the open auction window; 0 when none is open.
@@ -324,28 +317,28 @@ pub(crate) struct SkuRecord {
 
 impl SkuRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(
-            100 + self.region.len() + 32 * self.allow.len() + 4 * self.clusters.len(),
-        );
+        let l = &self.listing;
+        let mut v =
+            Vec::with_capacity(100 + l.region.len() + 32 * l.allow.len() + 4 * l.clusters.len());
         v.push(VERSION);
-        v.extend_from_slice(&self.kind.to_be_bytes());
-        v.push(self.unit.0);
-        v.push(self.terms.model.0);
-        v.extend_from_slice(&self.terms.period_blocks.to_be_bytes());
-        v.extend_from_slice(&self.terms.unit_price.to_be_bytes());
-        v.extend_from_slice(&self.capacity.to_be_bytes());
-        v.push(self.region.len() as u8);
-        v.extend_from_slice(self.region.as_bytes());
-        v.push(self.authority.0);
-        v.push(self.allow.len() as u8);
-        for a in &self.allow {
+        v.extend_from_slice(&l.kind.to_be_bytes());
+        v.push(l.unit.0);
+        v.push(l.terms.model.0);
+        v.extend_from_slice(&l.terms.period_blocks.to_be_bytes());
+        v.extend_from_slice(&l.terms.unit_price.to_be_bytes());
+        v.extend_from_slice(&l.capacity.to_be_bytes());
+        v.push(l.region.len() as u8);
+        v.extend_from_slice(l.region.as_bytes());
+        v.push(l.authority.0);
+        v.push(l.allow.len() as u8);
+        for a in &l.allow {
             v.extend_from_slice(a);
         }
-        v.push(self.clusters.len() as u8);
-        for c in &self.clusters {
+        v.push(l.clusters.len() as u8);
+        for c in &l.clusters {
             v.extend_from_slice(&c.to_be_bytes());
         }
-        v.extend_from_slice(&self.metadata_hash);
+        v.extend_from_slice(&l.metadata_hash);
         v.extend_from_slice(&self.listed_height.to_be_bytes());
         v.push(self.delisted as u8);
         v.extend_from_slice(&self.window_end.to_be_bytes());
@@ -390,19 +383,21 @@ impl SkuRecord {
             return Err(corrupt(KEY, "unknown enum value"));
         }
         Ok(Self {
-            kind,
-            unit,
-            terms: Terms {
-                model,
-                period_blocks,
-                unit_price,
+            listing: SkuListing {
+                kind,
+                unit,
+                terms: Terms {
+                    model,
+                    period_blocks,
+                    unit_price,
+                },
+                capacity,
+                region,
+                authority,
+                allow,
+                clusters,
+                metadata_hash,
             },
-            capacity,
-            region,
-            authority,
-            allow,
-            clusters,
-            metadata_hash,
             listed_height,
             delisted,
             window_end,
@@ -412,7 +407,7 @@ impl SkuRecord {
     /// Whether the SKU appears in the discovery index: listed, with units
     /// left.
     pub fn indexed(&self) -> bool {
-        !self.delisted && self.capacity > 0
+        !self.delisted && self.listing.capacity > 0
     }
 }
 
@@ -766,19 +761,21 @@ mod tests {
 
     fn sku_rec() -> SkuRecord {
         SkuRecord {
-            kind: 257,
-            unit: Unit::Gb,
-            terms: Terms {
-                model: PriceModel::Auction,
-                period_blocks: 5,
-                unit_price: 1 << 100,
+            listing: SkuListing {
+                kind: 257,
+                unit: Unit::Gb,
+                terms: Terms {
+                    model: PriceModel::Auction,
+                    period_blocks: 5,
+                    unit_price: 1 << 100,
+                },
+                capacity: 40,
+                region: "wx4g0".into(),
+                authority: Authority::Allowlist,
+                allow: vec![[1; 32], [2; 32]],
+                clusters: vec![3, 4, 5],
+                metadata_hash: [9; 32],
             },
-            capacity: 40,
-            region: "wx4g0".into(),
-            authority: Authority::Allowlist,
-            allow: vec![[1; 32], [2; 32]],
-            clusters: vec![3, 4, 5],
-            metadata_hash: [9; 32],
             listed_height: 12,
             delisted: false,
             window_end: 17,
@@ -817,24 +814,18 @@ mod tests {
         assert!(SkuRecord::decode(&v).is_err());
         // Lists above their bounds, with every entry present (a count alone
         // would fail as too short, whether or not the bound is checked).
-        let at_bound = SkuRecord {
-            allow: vec![[1; 32]; ALLOW_MAX],
-            clusters: vec![3; CLUSTERS_MAX],
-            ..sku_rec()
-        };
+        let mut at_bound = sku_rec();
+        at_bound.listing.allow = vec![[1; 32]; ALLOW_MAX];
+        at_bound.listing.clusters = vec![3; CLUSTERS_MAX];
         assert_eq!(SkuRecord::decode(&at_bound.encode()).unwrap(), at_bound);
-        let long_allow = SkuRecord {
-            allow: vec![[1; 32]; ALLOW_MAX + 1],
-            ..sku_rec()
-        };
+        let mut long_allow = sku_rec();
+        long_allow.listing.allow = vec![[1; 32]; ALLOW_MAX + 1];
         assert!(matches!(
             SkuRecord::decode(&long_allow.encode()),
             Err(MarketError::Corrupt { what, .. }) if what == "allowlist too long"
         ));
-        let many_clusters = SkuRecord {
-            clusters: vec![3; CLUSTERS_MAX + 1],
-            ..sku_rec()
-        };
+        let mut many_clusters = sku_rec();
+        many_clusters.listing.clusters = vec![3; CLUSTERS_MAX + 1];
         assert!(matches!(
             SkuRecord::decode(&many_clusters.encode()),
             Err(MarketError::Corrupt { what, .. }) if what == "too many clusters"
@@ -997,7 +988,7 @@ mod tests {
         padded[..5].copy_from_slice(b"wx4g0");
         assert_eq!(
             parse_index_key(&ik).unwrap(),
-            (s, &padded[..], r.terms.unit_price)
+            (s, &padded[..], r.listing.terms.unit_price)
         );
         assert!(parse_index_key(&ik[1..]).is_err());
 
