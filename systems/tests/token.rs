@@ -127,12 +127,23 @@ impl TokNet {
     }
 
     /// Accounts plus escrow equal the supply to the unit; the state root
-    /// covers the token objects.
+    /// covers the token objects. Checked through the audit that `int state`
+    /// and the devnet run (`int_systems::audit::audit`), which reads the
+    /// stored supply record and every plugin's escrow.
     fn audit(&mut self) {
-        let supply = self.net.chain().supply().unwrap();
+        let (supply, audit) = int_systems::audit::audit(&self.net.store, CHAIN)
+            .unwrap()
+            .expect("a chain with tokens stores its supply");
+        assert_eq!(supply, self.net.chain().supply().unwrap());
         let (int, gas) = totals(&self.net.store);
-        let escrow = escrow_held(&self.net.store, CHAIN).unwrap();
-        let audit = supply.audit(Escrow { int, gas }, escrow);
+        assert_eq!((audit.int_in_accounts, audit.gas_in_accounts), (int, gas));
+        assert_eq!(
+            Escrow {
+                int: audit.int_in_escrow,
+                gas: audit.gas_in_escrow
+            },
+            escrow_held(&self.net.store, CHAIN).unwrap()
+        );
         assert!(audit.balanced(), "{audit:?} {supply:?}");
         let (root, _) = recompute_root(&self.net.store, CHAIN).unwrap();
         assert_eq!(root, self.net.head().state_root);
