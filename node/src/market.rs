@@ -7,7 +7,7 @@
 //! `int market policies [--owner ACCOUNT] [--json]` lists the standing
 //! policies (all, or one account's): terms, balance, purchases made.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -15,6 +15,8 @@ use int_engine::storage::Store;
 use int_schemas::market::{BUILTIN_KINDS, is_geohash};
 use int_systems::market::{self, PolicyView, SkuQuery, SkuView};
 use serde_json::{Value, json};
+
+use crate::state::open;
 
 /// `int market` subcommands.
 #[derive(Subcommand)]
@@ -70,17 +72,6 @@ pub struct ListArgs {
     /// One JSON document instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-fn open(data_dir: &Path) -> Result<Store> {
-    let dir = data_dir.join("lmdb");
-    if !dir.join("data.mdb").exists() {
-        bail!(
-            "no chain data in {} (run `int devnet` first)",
-            data_dir.display()
-        );
-    }
-    Store::open(&dir).with_context(|| format!("opening {}", dir.display()))
 }
 
 /// A kind's number from its name (built in or registered) or number.
@@ -145,22 +136,7 @@ fn list_policies(a: &PoliciesArgs) -> Result<()> {
         .iter()
         .map(|p| policy_json(&store, a.chain_id, p))
         .collect::<Result<Vec<_>>>()?;
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string(&json!({
-                "height": head.height,
-                "count": rows.len(),
-                "policies": rows,
-            }))?
-        );
-        return Ok(());
-    }
-    if rows.is_empty() {
-        println!("no policies (height {})", head.height);
-        return Ok(());
-    }
-    println!(
+    let header = format!(
         "{:<16} {:<8} {:<8} {:<9} {:<12} {:>5} {:>8} {:>12} {:>6} {:>12} {:>8}",
         "owner",
         "kind",
@@ -174,11 +150,11 @@ fn list_policies(a: &PoliciesArgs) -> Result<()> {
         "spent",
         "next_due"
     );
-    for (p, r) in found.iter().zip(&rows) {
+    let lines = found.iter().zip(&rows).map(|(p, r)| {
         let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
-        println!(
+        format!(
             "{:<16} {:<8} {:<8} {:<9} {:<12} {:>5} {:>8} {:>12} {:>6} {:>12} {:>8}",
-            &s("owner")[..16],
+            hex::encode(&p.owner[..8]),
             s("kind"),
             s("model"),
             s("preference"),
@@ -189,9 +165,39 @@ fn list_policies(a: &PoliciesArgs) -> Result<()> {
             p.record.buys,
             s("spent_total"),
             p.record.next_due,
-        );
+        )
+    });
+    print_rows(a.json, head.height, "policies", &rows, &header, lines)
+}
+
+/// Prints `rows` read at `height`: as one JSON document `{height, count,
+/// <what in lower case>: rows}` with `json`, else as `header` and `lines`
+/// with a count below (or a line saying there are none).
+fn print_rows(
+    json: bool,
+    height: u64,
+    what: &str,
+    rows: &[Value],
+    header: &str,
+    lines: impl Iterator<Item = String>,
+) -> Result<()> {
+    if json {
+        let mut doc = serde_json::Map::new();
+        doc.insert("height".into(), height.into());
+        doc.insert("count".into(), rows.len().into());
+        doc.insert(what.to_lowercase(), rows.into());
+        println!("{}", Value::Object(doc));
+        return Ok(());
     }
-    println!("{} policies at height {}", rows.len(), head.height);
+    if rows.is_empty() {
+        println!("no {what} match (height {height})");
+        return Ok(());
+    }
+    println!("{header}");
+    for line in lines {
+        println!("{line}");
+    }
+    println!("{} {what} at height {height}", rows.len());
     Ok(())
 }
 
@@ -246,28 +252,13 @@ pub fn run(cmd: MarketCmd) -> Result<()> {
                 .iter()
                 .map(|v| view_json(&store, a.chain_id, v))
                 .collect::<Result<Vec<_>>>()?;
-            if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&json!({
-                        "height": head.height,
-                        "count": rows.len(),
-                        "skus": rows,
-                    }))?
-                );
-                return Ok(());
-            }
-            if rows.is_empty() {
-                println!("no SKUs match (height {})", head.height);
-                return Ok(());
-            }
-            println!(
+            let header = format!(
                 "{:<10} {:<9} {:>14} {:<8} {:>10} {:<12} {:<10} sku",
                 "kind", "model", "unit_price", "unit", "capacity", "region", "authority"
             );
-            for r in &rows {
+            let lines = rows.iter().map(|r| {
                 let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
-                println!(
+                format!(
                     "{:<10} {:<9} {:>14} {:<8} {:>10} {:<12} {:<10} {}",
                     s("kind"),
                     s("model"),
@@ -278,9 +269,9 @@ pub fn run(cmd: MarketCmd) -> Result<()> {
                     s("region"),
                     s("authority"),
                     s("sku")
-                );
-            }
-            println!("{} SKUs at height {}", rows.len(), head.height);
+                )
+            });
+            print_rows(a.json, head.height, "SKUs", &rows, &header, lines)?;
         }
     }
     Ok(())

@@ -9,7 +9,8 @@ use int_engine::storage::{Store, recompute_root};
 use int_engine::supply::Supply;
 use serde_json::{Value, json};
 
-fn open(data_dir: &Path) -> Result<Store> {
+/// The store in `data_dir`, or a clear error when there is none.
+pub(crate) fn open(data_dir: &Path) -> Result<Store> {
     let dir = data_dir.join("lmdb");
     if !dir.join("data.mdb").exists() {
         bail!(
