@@ -324,7 +324,7 @@ impl Chain {
             if let Some(out) = outcomes[d.index as usize].get_mut()
                 && out.status == TxStatus::Ok
             {
-                let escrow = d.payload.escrow();
+                let escrow = d.escrow;
                 // Each lock came out of a balance, so their sum is bounded
                 // by the supply, which fits u128.
                 locked = escrow_add(locked, escrow).expect("locks are bounded by the supply");
@@ -499,15 +499,15 @@ impl Chain {
                             token: *token,
                         },
                         other => {
+                            let escrow = other.escrow();
                             deferred.push(DeferredTx {
                                 index: i as u32,
                                 sender: tx.sender,
                                 nonce: tx.nonce,
                                 payload: other.clone(),
+                                escrow,
                             });
-                            Call::Deferred {
-                                escrow: other.escrow(),
-                            }
+                            Call::Deferred { escrow }
                         }
                     },
                 })

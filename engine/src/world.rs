@@ -217,6 +217,9 @@ pub struct DeferredTx {
     pub nonce: u64,
     /// The payload.
     pub payload: PayloadSpec,
+    /// What the Debit stage locks for it (`PayloadSpec::escrow`, computed
+    /// once when the block is loaded).
+    pub escrow: Escrow,
 }
 
 impl DeferredPayloads {

@@ -79,8 +79,8 @@ use bevy_ecs::prelude::*;
 use int_engine::storage::{ObjectTable, ObjectWrite, StorageError, Store};
 use int_engine::supply::{SUPPLY_KEY, Supply, SupplyDelta, escrow_add};
 use int_engine::world::{
-    BlockContext, BlockSupply, Credit, Credits, DeferredPayloads, ExecFault, ObjectWrites,
-    Outcomes, PayloadVerdicts, Plugin, Stage, StoreHandle,
+    BlockContext, BlockSupply, Credit, Credits, DeferredPayloads, DeferredTx, ExecFault,
+    ObjectWrites, Outcomes, PayloadVerdicts, Plugin, Stage, StoreHandle,
 };
 use int_schemas::market::{GAS_PER_FIAT, total};
 use int_schemas::wire::TxStatus;
@@ -747,17 +747,16 @@ fn apply_token(
             }
         }
     }
-    let mine: Vec<(u32, &PayloadSpec, AccountId)> = deferred
-        .accepted(&outcomes, is_token)
-        .map(|d| (d.index, &d.payload, d.sender))
-        .collect();
+    let mine: Vec<&DeferredTx> = deferred.accepted(&outcomes, is_token).collect();
     let Some(cfg) = cache.0.as_ref().and_then(Option::as_ref) else {
         // No tokens on this chain: refuse, and give back what was locked.
-        for (i, p, sender) in mine {
-            verdicts.set(i, TxStatus::UnsupportedPayload);
-            let amount = p.escrow();
-            if !amount.is_none() {
-                credits.0.push(Credit { to: sender, amount });
+        for d in mine {
+            verdicts.set(d.index, TxStatus::UnsupportedPayload);
+            if !d.escrow.is_none() {
+                credits.0.push(Credit {
+                    to: d.sender,
+                    amount: d.escrow,
+                });
             }
         }
         return;
@@ -817,7 +816,7 @@ fn execute(
     chain_id: u32,
     height: u64,
     cfg: &TokenConfig,
-    txs: &[(u32, &PayloadSpec, AccountId)],
+    txs: &[&DeferredTx],
     verdicts: &PayloadVerdicts,
 ) -> Result<Effects, TokenError> {
     let mut fx = Effects::default();
@@ -831,7 +830,7 @@ fn execute(
     // The price, read only where a burn or the epoch's start needs it.
     let burns = txs
         .iter()
-        .any(|(_, p, _)| matches!(p, PayloadSpec::BurnForGas { .. }));
+        .any(|d| matches!(d.payload, PayloadSpec::BurnForGas { .. }));
     let mut price = if starts || burns {
         stored_price(store, chain_id)?
     } else {
@@ -844,9 +843,9 @@ fn execute(
     // The open auction's bid count, read when a bid first needs it.
     let mut round: Option<Round> = None;
 
-    for &(i, payload, sender) in txs {
-        let locked = payload.escrow();
-        let status = match *payload {
+    for d in txs {
+        let (i, sender, locked) = (d.index, d.sender, d.escrow);
+        let status = match d.payload {
             PayloadSpec::OracleReport { int_per_fiat } => {
                 if !cfg.oracles.contains(&sender) {
                     TxStatus::NotOracle
