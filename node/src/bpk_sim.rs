@@ -32,7 +32,7 @@ use int_engine::storage::Store;
 use int_schemas::wire::{Authority, PriceModel};
 use int_schemas::{AccountId, ClusterBuy, PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
 use int_systems::bpk::{self, BpkGenesis, IntentRequest};
-use int_systems::market::{self, SkuQuery, SkuView};
+use int_systems::market::SkuView;
 use int_zk::Fr;
 use int_zk::circuit::{DEFAULT_CLUSTERS, DEFAULT_DIM, identity_leaf};
 use int_zk::clusters;
@@ -199,15 +199,7 @@ impl Ctx<'_> {
 
 /// A listed SKU sold to BPK clusters, if the market has one.
 fn cluster_sku(ctx: &Ctx<'_>) -> Result<Option<SkuView>> {
-    let all = market::query(
-        ctx.store,
-        ctx.chain_id,
-        &SkuQuery {
-            limit: 4096,
-            ..SkuQuery::default()
-        },
-    )?;
-    Ok(all
+    Ok(crate::market_sim::all_skus(ctx.store, ctx.chain_id)?
         .into_iter()
         .find(|v| v.authority == Authority::Clusters && v.terms.model == PriceModel::PriceTag))
 }
@@ -267,7 +259,8 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
         // Every other intent buys a unit of a SKU sold to clusters (when
         // the market lists one), paid by the relayer; the others are
         // requests to a device, opaque to the chain.
-        let (target, payload) = match cluster_sku(ctx)?.filter(|_| n % 2 == 1) {
+        let sku = if n % 2 == 1 { cluster_sku(ctx)? } else { None };
+        let (target, payload) = match sku {
             Some(v) => (
                 v.seller,
                 ClusterBuy {

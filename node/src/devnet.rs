@@ -764,15 +764,11 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
                 txs_total += txs.len() as u64;
                 stats.blocks.fetch_add(1, Ordering::Relaxed);
                 stats.txs.fetch_add(txs.len() as u64, Ordering::Relaxed);
-                stats.txs_ok.fetch_add(
-                    res.statuses.iter().filter(|s| **s == TxStatus::Ok).count() as u64,
-                    Ordering::Relaxed,
-                );
+                let ok = res.statuses.iter().filter(|s| **s == TxStatus::Ok).count() as u64;
+                txs_ok += ok;
+                stats.txs_ok.fetch_add(ok, Ordering::Relaxed);
                 window.1 += txs.len() as u64;
                 for (tx, st) in txs.iter().zip(&res.statuses) {
-                    if *st == TxStatus::Ok {
-                        txs_ok += 1;
-                    }
                     market.count(&tx.payload, *st);
                     if let PayloadSpec::AnonIntent(a) = &tx.payload {
                         intents += 1;
@@ -836,17 +832,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     let audited = int_systems::audit::audit(&store, chain_id).context("supply audit")?;
     let policies = int_systems::market::policies(&store, chain_id, None, usize::MAX)
         .context("reading the policies")?;
-    let skus = int_systems::market::query(
-        &store,
-        chain_id,
-        &int_systems::market::SkuQuery {
-            kind: None,
-            near: String::new(),
-            max_price: None,
-            limit: usize::MAX,
-        },
-    )?
-    .len() as u64;
+    let skus = market_sim::all_skus(&store, chain_id)?.len() as u64;
     Ok(Summary {
         chain_id,
         height: head.height,
@@ -936,6 +922,10 @@ impl MarketCounts {
             *counter += 1;
         } else {
             self.refused += 1;
+            if !tracing::enabled!(tracing::Level::DEBUG) {
+                return;
+            }
+            // The payload's variant name, without its fields.
             let name = format!("{p:?}");
             let name = name.split([' ', '(', '{']).next().unwrap_or("");
             tracing::debug!(status = ?st, payload = name, "market transaction refused");

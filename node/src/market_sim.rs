@@ -58,6 +58,18 @@ const RESYNC_AFTER: Duration = Duration::from_secs(20);
 const REGIONS: [&str; 4] = ["wx4g0s", "wtw3sj", "u09tvw", "u33dc0"];
 const CUSTOM_KIND: &str = "ev-charging";
 
+/// Every SKU listed on `chain_id`, cheapest first.
+pub fn all_skus(store: &Store, chain_id: u32) -> Result<Vec<SkuView>> {
+    Ok(market::query(
+        store,
+        chain_id,
+        &SkuQuery {
+            limit: usize::MAX,
+            ..SkuQuery::default()
+        },
+    )?)
+}
+
 /// The simulated market's keys.
 pub struct MarketSim {
     sellers: Vec<SecretKey>,
@@ -252,14 +264,7 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
             continue;
         };
         let height = head.height + 1;
-        let skus: Vec<SkuView> = market::query(
-            ctx.store,
-            ctx.chain_id,
-            &SkuQuery {
-                limit: 4096,
-                ..SkuQuery::default()
-            },
-        )?;
+        let skus = all_skus(ctx.store, ctx.chain_id)?;
         // Buyers buy in their own name: open SKUs only.
         let of_model = |m: PriceModel| -> Vec<&SkuView> {
             skus.iter()
