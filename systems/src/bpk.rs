@@ -71,7 +71,7 @@ use bevy_ecs::prelude::*;
 use int_engine::ingress::{ProofRejection, ProofVerifier};
 use int_engine::storage::{ObjectTable, ObjectWrite, StorageError, Store};
 use int_engine::world::{
-    BlockContext, Credit, Credits, DeferredPayloads, ExecFault, ObjectWrites, Outcomes,
+    BlockContext, Credit, Credits, DeferredPayloads, DeferredTx, ExecFault, ObjectWrites, Outcomes,
     PayloadVerdicts, Plugin, Stage, StoreHandle,
 };
 use int_schemas::wire::TxStatus;
@@ -816,10 +816,7 @@ fn apply_bpk(
     ),
 ) {
     admitted.0.clear();
-    let mine: Vec<(u32, &PayloadSpec, AccountId)> = deferred
-        .accepted(&outcomes, is_bpk)
-        .map(|d| (d.index, &d.payload, d.sender))
-        .collect();
+    let mine: Vec<&DeferredTx> = deferred.accepted(&outcomes, is_bpk).collect();
     if mine.is_empty() {
         return;
     }
@@ -851,23 +848,15 @@ struct Effects {
 
 /// Sets a refusal verdict; an intent that locked GAS for a purchase gets
 /// it back.
-fn refuse(
-    verdicts: &PayloadVerdicts,
-    refunds: &mut Vec<Credit>,
-    i: u32,
-    payload: &PayloadSpec,
-    sender: AccountId,
-    status: TxStatus,
-) {
+fn refuse(verdicts: &PayloadVerdicts, refunds: &mut Vec<Credit>, d: &DeferredTx, status: TxStatus) {
     debug_assert_ne!(status, TxStatus::Ok);
-    let lock = payload.escrow();
-    if !lock.is_none() {
+    if !d.escrow.is_none() {
         refunds.push(Credit {
-            to: sender,
-            amount: lock,
+            to: d.sender,
+            amount: d.escrow,
         });
     }
-    verdicts.set(i, status);
+    verdicts.set(d.index, status);
 }
 
 /// Decides the block's BPK payloads in block order. Registrations are
@@ -878,21 +867,14 @@ fn execute(
     store: &Store,
     chain_id: u32,
     height: u64,
-    txs: &[(u32, &PayloadSpec, AccountId)],
+    txs: &[&DeferredTx],
     verdicts: &PayloadVerdicts,
     hasher: &dyn PairHasher,
 ) -> Result<Effects, BpkError> {
     let mut out = Effects::default();
     let Some(cfg) = load_config(store, chain_id)? else {
-        for (i, p, sender) in txs {
-            refuse(
-                verdicts,
-                &mut out.refunds,
-                *i,
-                p,
-                *sender,
-                TxStatus::BpkDisabled,
-            );
+        for d in txs {
+            refuse(verdicts, &mut out.refunds, d, TxStatus::BpkDisabled);
         }
         return Ok(out);
     };
@@ -918,13 +900,13 @@ fn execute(
         // of the sequential appends.
         let run = txs[next..]
             .iter()
-            .take_while(|(_, p, _)| matches!(p, PayloadSpec::RegisterIdentity { .. }))
+            .take_while(|d| matches!(d.payload, PayloadSpec::RegisterIdentity { .. }))
             .count();
         if run > 0 {
             let batch = &txs[next..next + run];
             let leaves: Vec<Fr> = batch
                 .iter()
-                .filter_map(|(_, p, _)| match p {
+                .filter_map(|d| match &d.payload {
                     PayloadSpec::RegisterIdentity { commitment } => Some(fr_from_bytes(commitment)),
                     _ => None,
                 })
@@ -933,18 +915,19 @@ fn execute(
             let done = tree.append_batch(&leaves, hasher)?;
             let appended = (done.appended.end - done.appended.start) as usize;
             debug_assert_eq!(appended + done.refused, run);
-            for (j, (i, _, _)) in batch.iter().enumerate() {
+            for (j, d) in batch.iter().enumerate() {
                 let status = if j < appended {
                     TxStatus::Ok
                 } else {
                     TxStatus::IdentityTreeFull
                 };
-                verdicts.set(*i, status);
+                verdicts.set(d.index, status);
             }
             next += run;
             continue;
         }
-        let (i, payload, sender) = &txs[next];
+        let d = txs[next];
+        let (i, payload, sender) = (&d.index, &d.payload, &d.sender);
         next += 1;
         let status = match payload {
             PayloadSpec::RegisterIdentity { .. } => {
@@ -1011,7 +994,7 @@ fn execute(
         if status == TxStatus::Ok {
             verdicts.set(*i, status);
         } else {
-            refuse(verdicts, &mut out.refunds, *i, payload, *sender, status);
+            refuse(verdicts, &mut out.refunds, d, status);
         }
     }
 

@@ -62,6 +62,8 @@ pub(crate) struct TxWork<'a> {
     pub sender: AccountId,
     pub nonce: u64,
     pub payload: &'a PayloadSpec,
+    /// What the Debit stage locked for it (`PayloadSpec::escrow`).
+    pub escrow: Escrow,
     /// For an anonymous intent the BPK checks admitted: the purchase, the
     /// proven cluster and the account the proof names.
     pub intent: Option<AdmittedIntent>,
@@ -144,6 +146,7 @@ pub(crate) fn apply_market(
             sender: d.sender,
             nonce: d.nonce,
             payload: &d.payload,
+            escrow: d.escrow,
             intent: None,
         })
         .collect();
@@ -163,6 +166,7 @@ pub(crate) fn apply_market(
             sender: d.sender,
             nonce: d.nonce,
             payload: &d.payload,
+            escrow: d.escrow,
             intent: Some(*a),
         });
     }
@@ -754,7 +758,7 @@ fn run_group(env: &Env<'_>, s: &SkuRef, w: &Work<'_, '_>) -> Result<Output, Mark
 
 /// Decides one transaction and disposes of its lock.
 fn run_tx(cx: &mut Cx<'_, '_>, s: &SkuRef, t: &TxWork<'_>) -> Result<(), MarketError> {
-    let total = t.payload.escrow().gas;
+    let total = t.escrow.gas;
     let mut lock = Lock { left: total };
     let status = match t.payload {
         PayloadSpec::ListSku(l) => list(cx, s, l)?,
@@ -1404,6 +1408,7 @@ mod tests {
                 sender: [1; 32],
                 nonce: 0,
                 payload: &p0,
+                escrow: p0.escrow(),
                 intent: None,
             },
             TxWork {
@@ -1411,6 +1416,7 @@ mod tests {
                 sender: [1; 32],
                 nonce: 1,
                 payload: &p1,
+                escrow: p1.escrow(),
                 intent: None,
             },
         ];

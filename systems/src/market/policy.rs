@@ -156,7 +156,7 @@ impl<'e, 'a> Policies<'e, 'a> {
 
     /// Decides one `SetPolicy` or `CancelPolicy` and disposes of its lock.
     pub fn decide(&mut self, t: &TxWork<'_>) -> Result<(), MarketError> {
-        let lock = t.payload.escrow().gas;
+        let lock = t.escrow.gas;
         let status = match t.payload {
             PayloadSpec::SetPolicy(p) => self.set(t, p)?,
             PayloadSpec::CancelPolicy { kind } => self.cancel(t, *kind)?,

@@ -252,6 +252,7 @@ mod tests {
                 sender: seller,
                 nonce: i as u64,
                 payload: p,
+                escrow: p.escrow(),
                 intent: None,
             })
             .collect();
@@ -262,6 +263,7 @@ mod tests {
             sender: a.public_key().account_id(),
             nonce: 0,
             payload: &by_buyer,
+            escrow: by_buyer.escrow(),
             intent: None,
         });
         for parallel in [true, false] {
