@@ -426,6 +426,14 @@ fn devnet_rejects_bad_options() {
     assert!(err.contains("--devices"), "{err}");
 }
 
+/// `r[key]` is a number above zero.
+fn assert_positive(r: &serde_json::Value, key: &str) {
+    let v = r[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {r}"));
+    assert!(v > 0.0, "{key} = {v}");
+}
+
 /// `int bench tps` at toy sizes: it runs all three measurements, prints one
 /// JSON report, and writes the report and the plot where asked.
 #[test]
@@ -462,10 +470,7 @@ fn bench_tps_smoke() {
         "e2e_tx_per_s",
         "exec_commit_tx_per_s",
     ] {
-        let v = r[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing in {r}"));
-        assert!(v > 0.0, "{key} = {v}");
+        assert_positive(&r, key);
     }
     assert_eq!(r["e2e"]["ok"], 128, "every signed transfer succeeds: {r}");
     assert_eq!(
@@ -477,8 +482,7 @@ fn bench_tps_smoke() {
         svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
         "plot is a whole SVG document"
     );
-    let written: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("tps.json")).unwrap()).unwrap();
+    let written = json(&std::fs::read_to_string(out.join("tps.json")).unwrap());
     assert_eq!(written["sigs"], 128);
 }
 
@@ -518,10 +522,7 @@ fn bench_tps_market_smoke() {
         "exec_commit_market_ops_per_s",
         "exec_commit_market_vs_transfers",
     ] {
-        let v = r[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing in {r}"));
-        assert!(v > 0.0, "{key} = {v}");
+        assert_positive(&r, key);
     }
     for key in ["e2e", "e2e_tx_per_s", "raw_verify_sigs_per_s", "sigs"] {
         assert!(r.get(key).is_none(), "{key} under --workload market: {r}");
@@ -549,8 +550,7 @@ fn bench_tps_market_smoke() {
     }
     assert_eq!(m["receipts"], 40, "{m}");
     assert!(m["auction_closes"].as_u64().unwrap() > 0, "{m}");
-    let written: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("tps.json")).unwrap()).unwrap();
+    let written = json(&std::fs::read_to_string(out.join("tps.json")).unwrap());
     assert_eq!(written["market"]["ok"], 240);
     let svg = std::fs::read_to_string(out.join("tps.svg")).unwrap();
     assert!(

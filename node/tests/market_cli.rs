@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{p, run};
+use common::{devnet_args, p, run};
 
 fn ok(args: &[&str]) -> String {
     run(args, 0).0
@@ -23,20 +23,7 @@ fn devnet_trades_through_every_model_and_conserves_value() {
     let d = p(dir.path());
     // 100 ms blocks for 8 s: about 80 blocks, two token epochs (40
     // blocks), so oracle medians and a GAS auction close run too.
-    let sum = json(&ok(&[
-        "devnet",
-        "--data-dir",
-        d,
-        "--devices",
-        "20",
-        "--users",
-        "0",
-        "--duration",
-        "8",
-        "--block-ms",
-        "100",
-        "--json",
-    ]));
+    let sum = json(&ok(&devnet_args(d, "8", &[])));
     for model in [
         "price_tag",
         "metered",

@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, p};
+use common::{BIN, devnet_args, p};
 use int_engine::crypto::bls::{SecretKey, tx_message};
 use int_schemas::{PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
 use serde_json::{Value, json};
@@ -55,22 +55,7 @@ fn devnet_serves_json_rpc() {
     let dir = tempfile::tempdir().unwrap();
     let d = p(dir.path());
     let mut child = Command::new(BIN)
-        .args([
-            "devnet",
-            "--data-dir",
-            d,
-            "--devices",
-            "20",
-            "--users",
-            "0",
-            "--duration",
-            "12",
-            "--block-ms",
-            "100",
-            "--rpc-addr",
-            "127.0.0.1:0",
-            "--json",
-        ])
+        .args(devnet_args(d, "12", &["--rpc-addr", "127.0.0.1:0"]))
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

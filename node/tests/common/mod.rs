@@ -45,6 +45,28 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `int devnet` as the market and RPC tests run it: 20 devices, no BPK
+/// users, 100 ms blocks for `secs` seconds, a JSON summary; `extra` goes
+/// before `--json`.
+pub fn devnet_args<'a>(data_dir: &'a str, secs: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "devnet",
+        "--data-dir",
+        data_dir,
+        "--devices",
+        "20",
+        "--users",
+        "0",
+        "--duration",
+        secs,
+        "--block-ms",
+        "100",
+    ];
+    args.extend_from_slice(extra);
+    args.push("--json");
+    args
+}
+
 /// A temp path as an argument.
 pub fn p(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")
