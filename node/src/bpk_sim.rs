@@ -201,7 +201,10 @@ impl Ctx<'_> {
 fn cluster_sku(ctx: &Ctx<'_>) -> Result<Option<SkuView>> {
     Ok(crate::market_sim::all_skus(ctx.store, ctx.chain_id)?
         .into_iter()
-        .find(|v| v.authority == Authority::Clusters && v.terms.model == PriceModel::PriceTag))
+        .find(|v| {
+            v.listing.authority == Authority::Clusters
+                && v.listing.terms.model == PriceModel::PriceTag
+        }))
 }
 
 /// The users' thread: registers the identities still missing, then sends
@@ -262,11 +265,11 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
         let sku = if n % 2 == 1 { cluster_sku(ctx)? } else { None };
         let (target, payload) = match sku {
             Some(v) => (
-                v.seller,
+                v.id.seller,
                 ClusterBuy {
                     sku: v.id,
                     qty: 1,
-                    max_unit_price: v.terms.unit_price,
+                    max_unit_price: v.listing.terms.unit_price,
                     reference: n,
                 }
                 .encode(),

@@ -268,7 +268,7 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
         // Buyers buy in their own name: open SKUs only.
         let of_model = |m: PriceModel| -> Vec<&SkuView> {
             skus.iter()
-                .filter(|s| s.terms.model == m && s.authority == Authority::Open)
+                .filter(|s| s.listing.terms.model == m && s.listing.authority == Authority::Open)
                 .collect()
         };
         let mut batch = Vec::new();
@@ -382,7 +382,7 @@ fn seller_step(
     if s == 1
         && !skus
             .iter()
-            .any(|v| v.id.seller == me && v.authority == Authority::Clusters)
+            .any(|v| v.id.seller == me && v.listing.authority == Authority::Clusters)
     {
         let mut l = listing(1, PriceModel::PriceTag, s, rng);
         l.authority = Authority::Clusters;
@@ -391,7 +391,7 @@ fn seller_step(
     }
     if s == 0
         && let Some(kind) = custom_kind(ctx)?
-        && !skus.iter().any(|v| v.kind == kind)
+        && !skus.iter().any(|v| v.listing.kind == kind)
     {
         return Ok(Some(PayloadSpec::ListSku(Box::new(listing(
             kind,
@@ -423,11 +423,11 @@ fn seller_step(
     // Restock a SKU running low.
     if let Some(v) = skus
         .iter()
-        .find(|v| v.id.seller == me && v.capacity < 1_000)
+        .find(|v| v.id.seller == me && v.listing.capacity < 1_000)
     {
         return Ok(Some(PayloadSpec::UpdateSku {
             sku: v.id,
-            unit_price: v.terms.unit_price,
+            unit_price: v.listing.terms.unit_price,
             capacity: 10_000,
             metadata_hash: [0; 32],
         }));
@@ -508,10 +508,10 @@ fn buyer_step<'v>(
         0..=2 => pick(of_model(PriceModel::PriceTag), rng).map(|v| PayloadSpec::Buy {
             sku: v.id,
             qty: rng.gen_range(1..=5),
-            max_unit_price: v.terms.unit_price,
+            max_unit_price: v.listing.terms.unit_price,
         }),
         3 if chan.is_none() => pick(of_model(PriceModel::Metered), rng).map(|v| {
-            let deposit = v.terms.unit_price * 100;
+            let deposit = v.listing.terms.unit_price * 100;
             *chan = Some(OpenChan {
                 id: DealRef {
                     sku: v.id,
@@ -521,7 +521,7 @@ fn buyer_step<'v>(
                 deposit,
                 paid: 0,
                 seq: 0,
-                price: v.terms.unit_price,
+                price: v.listing.terms.unit_price,
             });
             PayloadSpec::OpenChannel {
                 sku: v.id,
@@ -532,7 +532,7 @@ fn buyer_step<'v>(
         4..=5 => pick(of_model(PriceModel::Auction), rng).map(|v| PayloadSpec::PlaceBid {
             sku: v.id,
             qty: rng.gen_range(1..=20),
-            unit_price: v.terms.unit_price + rng.gen_range(0..=v.terms.unit_price),
+            unit_price: v.listing.terms.unit_price + rng.gen_range(0..=v.listing.terms.unit_price),
             window_end: v.window_end,
         }),
         6 => pick(of_model(PriceModel::Cpp), rng).map(|v| {
@@ -548,7 +548,7 @@ fn buyer_step<'v>(
             PayloadSpec::Order {
                 sku: v.id,
                 qty,
-                max_unit_price: v.terms.unit_price,
+                max_unit_price: v.listing.terms.unit_price,
             }
         }),
         7 => {

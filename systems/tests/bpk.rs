@@ -777,6 +777,7 @@ fn cluster_skus_sell_through_admitted_intents_to_their_clusters_only() {
         market::sku(&net.store, CHAIN, &sku)
             .unwrap()
             .unwrap()
+            .listing
             .capacity,
         8
     );

@@ -192,7 +192,7 @@ impl M {
         market::query(&self.net.store, CHAIN, &q)
             .expect("query")
             .into_iter()
-            .map(|v| (v.id, v.terms.unit_price))
+            .map(|v| (v.id, v.listing.terms.unit_price))
             .collect()
     }
 }
@@ -271,12 +271,12 @@ fn price_tag_pays_the_seller_and_refunds_the_rest() {
     let mut m = M::new();
     let (s, b) = (seller(0), buyer(0));
     let sku = m.list(&s, listing(PriceModel::PriceTag, 0, 7, 10));
-    assert_eq!(m.sku(&sku).capacity, 10);
+    assert_eq!(m.sku(&sku).listing.capacity, 10);
     // 3 units at 7, the buyer's bound 10: 21 to the seller, 9 back.
     assert_eq!(m.send(&b, buy(sku, 3, 10)), TxStatus::Ok);
     assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 21);
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 21);
-    assert_eq!(m.sku(&sku).capacity, 7);
+    assert_eq!(m.sku(&sku).listing.capacity, 7);
     assert_eq!(m.escrow(), 0);
 
     // Refusals, each refunded in full (only the fee stays taken).
@@ -314,12 +314,12 @@ fn price_tag_pays_the_seller_and_refunds_the_rest() {
     let b1 = buyer(1);
     let txs = vec![m.tx(&b, buy(sku, 6, 7)).0, m.tx(&b1, buy(sku, 2, 7)).0];
     assert_eq!(m.block(txs), vec![TxStatus::Ok, TxStatus::OverCapacity]);
-    assert_eq!(m.sku(&sku).capacity, 1);
+    assert_eq!(m.sku(&sku).listing.capacity, 1);
     assert_eq!(m.gas(&b1), GAS0 - m.fees(&b1));
     assert_eq!(m.send(&b1, buy(sku, 1, 7)), TxStatus::Ok);
     assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 70);
     // Sold out: gone from discovery, still readable.
-    assert_eq!(m.sku(&sku).capacity, 0);
+    assert_eq!(m.sku(&sku).listing.capacity, 0);
     let found = m.query(SkuQuery {
         kind: Some(1),
         limit: 10,
@@ -343,7 +343,11 @@ fn updates_and_delisting_are_the_sellers_own() {
     assert_eq!(m.send(&s, update(9, 20)), TxStatus::Ok);
     let v = m.sku(&sku);
     assert_eq!(
-        (v.terms.unit_price, v.capacity, v.metadata_hash),
+        (
+            v.listing.terms.unit_price,
+            v.listing.capacity,
+            v.listing.metadata_hash
+        ),
         (9, 20, [8; 32])
     );
     assert_eq!(m.send(&b, buy(sku, 1, 8)), TxStatus::PriceAboveMax);
@@ -475,7 +479,7 @@ fn custom_kinds_are_registered_once_and_listable() {
         seller: id(&s1),
         seq: lnonce,
     };
-    assert_eq!(m.sku(&sku).kind, 256);
+    assert_eq!(m.sku(&sku).listing.kind, 256);
     let lidar = m.query(SkuQuery {
         kind: Some(256),
         limit: 10,
@@ -575,7 +579,7 @@ fn a_block_of_changes_to_one_sku_leaves_one_index_entry() {
     ];
     assert_eq!(m.block(txs), vec![TxStatus::Ok; 4]);
     assert_eq!(m.query(all()), vec![(sku, 6)]);
-    assert_eq!(m.sku(&sku).capacity, 3);
+    assert_eq!(m.sku(&sku).listing.capacity, 3);
     // Sold out and back in one block at the committed price.
     let txs = vec![m.tx(&b, buy(sku, 3, 6)).0, m.tx(&s, update(6, 2)).0];
     assert_eq!(m.block(txs), vec![TxStatus::Ok; 2]);
@@ -606,7 +610,7 @@ fn cpp_releases_on_confirmed_use_and_refunds_on_timeout() {
     let d = deal(sku, &b, n);
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 20);
     assert_eq!(m.escrow(), 20);
-    assert_eq!(m.sku(&sku).capacity, 6);
+    assert_eq!(m.sku(&sku).listing.capacity, 6);
     let o = market::order(&m.net.store, CHAIN, &d).unwrap().unwrap();
     assert_eq!((o.qty, o.confirmed, o.unit_price), (4, 0, 5));
     assert_eq!(o.timeout, opened + 10);
@@ -664,7 +668,7 @@ fn cpp_releases_on_confirmed_use_and_refunds_on_timeout() {
     let opened = m.height() + 1;
     assert_eq!(m.block(vec![tx]), vec![TxStatus::Ok]);
     let d2 = deal(sku, &b, n);
-    assert_eq!(m.sku(&sku).capacity, 3);
+    assert_eq!(m.sku(&sku).listing.capacity, 3);
     let c2 = PayloadSpec::ConfirmUse {
         order: d2,
         qty: 1,
@@ -681,7 +685,7 @@ fn cpp_releases_on_confirmed_use_and_refunds_on_timeout() {
     assert_eq!(market::order(&m.net.store, CHAIN, &d2).unwrap(), None);
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 25);
     assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 25);
-    assert_eq!(m.sku(&sku).capacity, 5);
+    assert_eq!(m.sku(&sku).listing.capacity, 5);
     assert_eq!(m.escrow(), 0);
 
     // Refusals of orders.
@@ -949,7 +953,7 @@ fn auctions_clear_at_one_price_and_refund_the_rest() {
     assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 120);
     let v = m.sku(&sku);
     // Sold out: no next window until the seller adds capacity.
-    assert_eq!((v.capacity, v.window_end), (0, 0));
+    assert_eq!((v.listing.capacity, v.window_end), (0, 0));
     assert_eq!(
         m.send(&b1, bid(sku, 1, 50, end + 5)),
         TxStatus::AuctionClosed
@@ -992,7 +996,7 @@ fn auction_windows_roll_while_capacity_is_left() {
     m.idle_until(end);
     // Partial: 3 of 100 sold at 7; the next window opened at the close.
     let v = m.sku(&sku);
-    assert_eq!((v.capacity, v.window_end), (97, end + 3));
+    assert_eq!((v.listing.capacity, v.window_end), (97, end + 3));
     assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 21);
     // A window without bids closes and the next one opens.
     m.idle_until(end + 3);
@@ -1011,7 +1015,7 @@ fn auction_windows_roll_while_capacity_is_left() {
     assert_eq!(m.escrow(), 0);
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 21 - 24);
     let v = m.sku(&sku);
-    assert_eq!((v.capacity, v.window_end), (0, 0));
+    assert_eq!((v.listing.capacity, v.window_end), (0, 0));
 }
 
 // ---------------------------------------------------------------------------
@@ -1473,8 +1477,11 @@ fn a_policy_buys_the_cheapest_in_its_area_every_interval() {
     m.block(vec![]);
     assert_eq!(m.gas(&s1), GAS0 - m.fees(&s1) + 6);
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 100);
-    assert_eq!(m.sku(&cheap).capacity, 8);
-    assert_eq!((m.sku(&near).capacity, m.sku(&far).capacity), (10, 10));
+    assert_eq!(m.sku(&cheap).listing.capacity, 8);
+    assert_eq!(
+        (m.sku(&near).listing.capacity, m.sku(&far).listing.capacity),
+        (10, 10)
+    );
     let v = m.policy(&b).unwrap();
     assert_eq!((v.balance, v.buys, v.spent_total), (94, 1, 6));
     assert_eq!(v.next_due, set_at + 1 + 3);
@@ -1485,7 +1492,7 @@ fn a_policy_buys_the_cheapest_in_its_area_every_interval() {
     assert_eq!(m.policy(&b).unwrap().buys, 1);
     m.block(vec![]);
     assert_eq!(m.policy(&b).unwrap().buys, 2);
-    assert_eq!(m.sku(&cheap).capacity, 6);
+    assert_eq!(m.sku(&cheap).listing.capacity, 6);
 
     // The cheap SKU goes above the policy's bound: the next SKU it buys is
     // the other one in the area.
@@ -1498,7 +1505,7 @@ fn a_policy_buys_the_cheapest_in_its_area_every_interval() {
     assert_eq!(m.send(&s1, up), TxStatus::Ok);
     let due = m.policy(&b).unwrap().next_due;
     m.idle_until(due);
-    assert_eq!(m.sku(&near).capacity, 8);
+    assert_eq!(m.sku(&near).listing.capacity, 8);
     assert_eq!(m.gas(&s0), GAS0 - m.fees(&s0) + 10);
     let v = m.policy(&b).unwrap();
     assert_eq!((v.balance, v.buys, v.spent_total), (78, 3, 22));
@@ -1511,7 +1518,7 @@ fn a_policy_buys_the_cheapest_in_its_area_every_interval() {
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 22);
     assert_eq!(m.send(&b, cancel), TxStatus::UnknownPolicy);
     m.idle_until(m.height() + 5);
-    assert_eq!(m.sku(&near).capacity, 8);
+    assert_eq!(m.sku(&near).listing.capacity, 8);
 }
 
 #[test]
@@ -1544,7 +1551,7 @@ fn a_policy_spends_at_most_its_budget_per_epoch_and_its_balance() {
     m.idle_until(7);
     let v = m.policy(&b).unwrap();
     assert_eq!((v.buys, v.epoch, v.spent_in_epoch), (2, 0, 6));
-    assert_eq!(m.sku(&sku).capacity, 98);
+    assert_eq!(m.sku(&sku).listing.capacity, 98);
     // Epoch 1 starts at block 8: the budget is new.
     m.block(vec![]);
     let v = m.policy(&b).unwrap();
@@ -1602,14 +1609,14 @@ fn nearest_searches_outward_from_the_position() {
     for _ in 0..4 {
         m.block(vec![]);
         for (name, sku) in [("same", same_cell), ("next", next_cell), ("far", far)] {
-            if m.sku(&sku).capacity == 0 && !order.contains(&name) {
+            if m.sku(&sku).listing.capacity == 0 && !order.contains(&name) {
                 order.push(name);
             }
         }
     }
     assert_eq!(order, vec!["same", "next", "far"]);
-    assert_eq!(m.sku(&too_dear).capacity, 1);
-    assert_eq!(m.sku(&other_kind).capacity, 1);
+    assert_eq!(m.sku(&too_dear).listing.capacity, 1);
+    assert_eq!(m.sku(&other_kind).listing.capacity, 1);
     assert_eq!(m.policy(&b).unwrap().buys, 3);
 }
 
@@ -1638,7 +1645,10 @@ fn policies_due_together_share_capacity_in_owner_order() {
     m.block(vec![]);
     let buys: Vec<u64> = owners.iter().map(|o| m.policy(o).unwrap().buys).collect();
     assert_eq!(buys, vec![1, 1, 0]);
-    assert_eq!((m.sku(&a).capacity, m.sku(&c).capacity), (0, 0));
+    assert_eq!(
+        (m.sku(&a).listing.capacity, m.sku(&c).listing.capacity),
+        (0, 0)
+    );
     assert_eq!(m.policy(&owners[0]).unwrap().spent_total, 2);
     assert_eq!(m.policy(&owners[1]).unwrap().spent_total, 4);
     // The third found nothing: it tries again after its interval.
@@ -1672,8 +1682,8 @@ fn a_purchase_the_block_outran_is_retried_the_next_block() {
     assert_eq!((v.buys, v.next_due), (0, m.height() + 1));
     m.block(vec![]);
     assert_eq!(m.policy(&b).unwrap().buys, 1);
-    assert_eq!(m.sku(&dear).capacity, 4);
-    assert_eq!(m.sku(&cheap).capacity, 5);
+    assert_eq!(m.sku(&dear).listing.capacity, 4);
+    assert_eq!(m.sku(&cheap).listing.capacity, 5);
 }
 
 #[test]
@@ -1701,7 +1711,7 @@ fn a_cpp_policy_opens_orders_the_owner_confirms() {
     };
     let o = market::order(&m.net.store, CHAIN, &d).unwrap().unwrap();
     assert_eq!((o.qty, o.unit_price, o.timeout), (2, 4, h + 5));
-    assert_eq!(m.sku(&sku).capacity, 8);
+    assert_eq!(m.sku(&sku).listing.capacity, 8);
     // The cost moved from the policy into the order.
     assert_eq!(m.policy(&b).unwrap().balance, 42);
     assert_eq!(m.escrow(), 50);
@@ -1716,7 +1726,7 @@ fn a_cpp_policy_opens_orders_the_owner_confirms() {
     m.idle_until(h + 5);
     assert_eq!(market::order(&m.net.store, CHAIN, &d).unwrap(), None);
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 50 + 4);
-    assert_eq!(m.sku(&sku).capacity, 9);
+    assert_eq!(m.sku(&sku).listing.capacity, 9);
     assert_eq!(m.escrow(), 42);
 }
 
@@ -1788,13 +1798,19 @@ fn policies_refuse_bad_terms_and_skip_skus_that_do_not_admit_them() {
     let open = m.list(&s, listed_at(PriceModel::PriceTag, 2, 5, "wx4g0"));
     assert_eq!(m.send(&b, ok()), TxStatus::Ok);
     m.block(vec![]);
-    assert_eq!(m.sku(&open).capacity, 4);
-    assert_eq!((m.sku(&allow).capacity, m.sku(&clusters).capacity), (5, 5));
+    assert_eq!(m.sku(&open).listing.capacity, 4);
+    assert_eq!(
+        (
+            m.sku(&allow).listing.capacity,
+            m.sku(&clusters).listing.capacity
+        ),
+        (5, 5)
+    );
     // A policy on the allowlist buys the cheaper one.
     let b1 = buyer(1);
     assert_eq!(m.send(&b1, ok()), TxStatus::Ok);
     m.block(vec![]);
-    assert_eq!(m.sku(&allow).capacity, 4);
+    assert_eq!(m.sku(&allow).listing.capacity, 4);
 }
 
 // ---------------------------------------------------------------------------

@@ -123,8 +123,7 @@ use bevy_ecs::prelude::*;
 use int_engine::storage::{ObjectTable, StorageError, Store};
 use int_engine::world::{Plugin, Stage};
 use int_schemas::market::{BUILTIN_KINDS, CUSTOM_KIND_FIRST, KIND_NAME_BYTES_MAX, is_geohash};
-use int_schemas::wire::{Authority, Unit};
-use int_schemas::{AccountId, DealRef, Escrow, Hash32, SkuRef, Terms};
+use int_schemas::{AccountId, DealRef, Escrow, SkuListing, SkuRef};
 
 pub use exec::TIMERS_PER_BLOCK;
 pub use policy::{
@@ -169,31 +168,16 @@ impl Plugin for MarketPlugin {
 // Reads for the node (RPC, CLI) and the supply audit.
 // ---------------------------------------------------------------------------
 
-/// A SKU as clients see it.
+/// A SKU as clients see it: its id (the seller is `id.seller`), the
+/// listing as it stands (price, capacity left and metadata as updated) and
+/// the market's state of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkuView {
     /// Its id.
     pub id: SkuRef,
-    /// The account paid for it (`id.seller`).
-    pub seller: AccountId,
-    /// Resource kind (see [`kind_name`]).
-    pub kind: u16,
-    /// What a unit measures.
-    pub unit: Unit,
-    /// Price model and parameters (the price as updated).
-    pub terms: Terms,
-    /// Units left.
-    pub capacity: u64,
-    /// Geohash of where the resource is.
-    pub region: String,
-    /// Who may buy.
-    pub authority: Authority,
-    /// The accounts admitted under an allowlist.
-    pub allow: Vec<AccountId>,
-    /// The clusters admitted under [`Authority::Clusters`].
-    pub clusters: Vec<u32>,
-    /// Hash of off-chain metadata.
-    pub metadata_hash: Hash32,
+    /// Kind, unit, price model and parameters, units left, region, who may
+    /// buy, metadata hash (see [`kind_name`] for the kind).
+    pub listing: SkuListing,
     /// Height of the listing.
     pub listed_height: u64,
     /// Taken off the market (only [`sku`] returns such SKUs).
@@ -207,16 +191,7 @@ impl SkuView {
     fn new(id: SkuRef, r: SkuRecord) -> Self {
         Self {
             id,
-            seller: id.seller,
-            kind: r.listing.kind,
-            unit: r.listing.unit,
-            terms: r.listing.terms,
-            capacity: r.listing.capacity,
-            region: r.listing.region,
-            authority: r.listing.authority,
-            allow: r.listing.allow,
-            clusters: r.listing.clusters,
-            metadata_hash: r.listing.metadata_hash,
+            listing: r.listing,
             listed_height: r.listed_height,
             delisted: r.delisted,
             window_end: r.window_end,
