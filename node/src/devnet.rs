@@ -293,6 +293,8 @@ enum Feedback {
 }
 
 const DEVICE_BATCH: usize = 512;
+/// Transactions the RPC may queue for ingress before it answers "full".
+const RPC_QUEUE: usize = 1024;
 /// Most simulated devices: each costs a key derivation at start (about
 /// 0.1 ms of a core) and a few hundred bytes, so 10 million is minutes and
 /// gigabytes; a larger count in a hand-edited devnet.json is refused.
@@ -689,8 +691,18 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
                 }
             });
         }
-        let in_tx_rpc = in_tx.clone();
         if let Some(listener) = rpc_listener {
+            // The RPC's own queue, forwarded into ingress by a thread that
+            // may wait on it, so the RPC's event loop never does.
+            let (rpc_tx, rpc_rx) = sync_channel::<Vec<(AccountId, Vec<u8>)>>(RPC_QUEUE);
+            let to_ingress = in_tx.clone();
+            s.spawn(move || {
+                for batch in rpc_rx {
+                    if to_ingress.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
             let metrics = move || {
                 let waiting = pool_ref.lock().unwrap_or_else(|e| e.into_inner()).len();
                 stats_ref.prometheus(store_ref, chain_id, waiting)
@@ -699,7 +711,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
                 let ctx = crate::rpc::RpcCtx {
                     store: store_ref,
                     chain_id,
-                    submit: Some(in_tx_rpc),
+                    submit: Some(rpc_tx),
                     metrics: Some(&metrics),
                 };
                 if let Err(err) = crate::rpc::serve(listener, &ctx, stop_ref) {

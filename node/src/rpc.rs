@@ -16,7 +16,8 @@
 //! | `int_sendTransaction` | `[envelope_hex]` | the envelope is decoded and handed to the node's ingress; its sender and nonce |
 //!
 //! Errors are the spec's: -32700 parse error, -32600 invalid request,
-//! -32601 method not found, -32602 invalid params, -32603 internal error.
+//! -32601 method not found, -32602 invalid params, -32603 internal error;
+//! and -32005 ([`QUEUE_FULL`]) when the node's transaction queue is full.
 //! A batch of notifications only is answered `204 No Content`.
 //!
 //! HTTP is parsed with `httparse` (headers) and a `Content-Length` body;
@@ -31,7 +32,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -54,13 +55,17 @@ pub const HEAD_BYTES_MAX: usize = 16 << 10;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most calls in one batch.
 pub const BATCH_MAX: usize = 100;
+/// The error of `int_sendTransaction` when the node's transaction queue is
+/// full (the server-error range the spec leaves to implementations).
+pub const QUEUE_FULL: i64 = -32005;
 /// Most SKUs one `int_querySkus` returns.
 pub const SKUS_MAX: usize = 1000;
 
 const LISTENER: Token = Token(usize::MAX);
 
-/// Where accepted envelopes go: the node's ingress queue, as (sender,
-/// envelope) batches.
+/// Where accepted envelopes go, as (sender, envelope) batches: a bounded
+/// queue the node drains into its ingress. A full queue answers
+/// [`QUEUE_FULL`]; the event loop never waits on it.
 pub type Submit = SyncSender<Vec<(AccountId, Vec<u8>)>>;
 
 /// What the methods read and where transactions go.
@@ -344,11 +349,16 @@ fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, Rpc
             let Some(submit) = &ctx.submit else {
                 return Err(err(-32603, "this node takes no transactions"));
             };
-            // Blocks while the ingress queue is full (it drains a batch at
-            // a time), so a client is answered once its envelope is queued.
+            // Never blocks the event loop: a full queue is the client's to
+            // retry.
             submit
-                .send(vec![(sender, bytes)])
-                .map_err(|_| err(-32603, "the node is stopping"))?;
+                .try_send(vec![(sender, bytes)])
+                .map_err(|e| match e {
+                    TrySendError::Full(_) => {
+                        err(QUEUE_FULL, "the node's transaction queue is full; retry")
+                    }
+                    TrySendError::Disconnected(_) => err(-32603, "the node is stopping"),
+                })?;
             Ok(json!({"sender": hex::encode(sender), "nonce": nonce, "queued": true}))
         }
         _ => Err(err(-32601, format!("method not found: {method}"))),
@@ -712,7 +722,13 @@ mod tests {
         let v = handle_body(&ctx, call.to_string().as_bytes()).unwrap();
         assert_eq!(v["result"]["nonce"], 7, "{v}");
         assert_eq!(v["result"]["sender"], hex::encode(sender));
+        // The queue (one batch) is full now: the answer says so at once.
+        let v = handle_body(&ctx, call.to_string().as_bytes()).unwrap();
+        assert_eq!(v["error"]["code"], QUEUE_FULL, "{v}");
         assert_eq!(rx.try_recv().unwrap(), vec![(sender, env)]);
+        drop(rx);
+        let v = handle_body(&ctx, call.to_string().as_bytes()).unwrap();
+        assert_eq!(v["error"]["code"], -32603, "{v}");
     }
 
     #[test]
