@@ -342,6 +342,15 @@ pub fn decode_receipts(bytes: &[u8]) -> Result<BlockReceipts<'_>, DecodeError> {
     root::<BlockReceipts>(bytes, BLOCK_BYTES_MAX)
 }
 
+/// Verifies and decodes one receipt published on its own (the MQTT
+/// gateway's receipt topic).
+pub fn decode_receipt(bytes: &[u8]) -> Result<Receipt<'_>, DecodeError> {
+    root::<Receipt>(bytes, RECEIPT_BYTES_MAX)
+}
+
+/// Bytes of a receipt on its own; far above the ~100 a receipt takes.
+pub const RECEIPT_BYTES_MAX: usize = 1024;
+
 /// The fields of an anonymous intent (see `AnonIntent` in `int.fbs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnonIntentSpec {
@@ -841,6 +850,24 @@ impl ReceiptFields {
             fee_charged: amount(r.fee_charged()),
         }
     }
+}
+
+/// Builds one receipt as a buffer of its own (see [`decode_receipt`]).
+pub fn build_receipt(r: &ReceiptFields) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(128);
+    let (h, fee) = (Bytes32(r.tx_hash), wire_amount(r.fee_charged));
+    let off = Receipt::create(
+        &mut fbb,
+        &wire::ReceiptArgs {
+            tx_hash: Some(&h),
+            height: r.height,
+            index: r.index,
+            status: r.status,
+            fee_charged: Some(&fee),
+        },
+    );
+    fbb.finish(off, None);
+    fbb.finished_data().to_vec()
 }
 
 /// Builds the receipts of one block.

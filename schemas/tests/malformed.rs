@@ -9,8 +9,9 @@ use int_schemas::wire::{
 use int_schemas::{
     AnonIntentSpec, BlockRef, CENTROID_COORDS_MAX, ClusterBuy, DecodeError, HeaderFields,
     INTENT_PAYLOAD_BYTES_MAX, PayloadSpec, ReceiptFields, SkuRef, TxBodySpec, TxRef, amount,
-    build_block, build_envelope, build_header, build_receipts, build_tx_body, decode_block,
-    decode_body, decode_header, decode_receipts, decode_tx, payload_spec,
+    build_block, build_envelope, build_header, build_receipt, build_receipts, build_tx_body,
+    decode_block, decode_body, decode_header, decode_receipt, decode_receipts, decode_tx,
+    payload_spec,
 };
 use proptest::prelude::*;
 
@@ -152,6 +153,9 @@ fn decode_all(bytes: &[u8]) {
     }
     if let Ok(r) = decode_receipts(bytes) {
         touch_receipts(&r);
+    }
+    if let Ok(r) = decode_receipt(bytes) {
+        let _ = (ReceiptFields::from_wire(&r), format!("{r:?}"));
     }
     if let Some(c) = ClusterBuy::decode(bytes) {
         // What decodes can be locked: its escrow fits u128.
@@ -360,6 +364,7 @@ fn valid_message() -> impl Strategy<Value = Vec<u8>> {
         block(),
         header_fields().prop_map(|h| build_header(&h)),
         receipts(),
+        receipt().prop_map(|r| build_receipt(&r)),
     ]
 }
 
@@ -378,6 +383,14 @@ fn mutate(mut bytes: Vec<u8>, edits: &[(prop::sample::Index, u8)]) -> Vec<u8> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    /// A receipt on its own decodes to the fields it was built from.
+    #[test]
+    fn single_receipt_round_trips(r in receipt()) {
+        let bytes = build_receipt(&r);
+        let got = decode_receipt(&bytes).map(|w| ReceiptFields::from_wire(&w));
+        prop_assert_eq!(got.ok(), Some(r));
+    }
 
     #[test]
     fn cluster_buys_round_trip_and_their_damage_is_refused(

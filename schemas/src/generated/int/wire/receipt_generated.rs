@@ -5,7 +5,10 @@ use super::*;
 pub enum ReceiptOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// What happened to one transaction of a block.
+/// What happened to one transaction of a block. Also a message of its own
+/// (the root of the buffer): the MQTT gateway publishes one per
+/// transaction on `int/<chain>/receipts/<sender-hex>`, with height 0 for a
+/// transaction refused before any block.
 pub struct Receipt<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }

@@ -5,10 +5,10 @@ use super::*;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_TX_STATUS: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_TX_STATUS: u16 = 40;
+pub const ENUM_MAX_TX_STATUS: u16 = 47;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_TX_STATUS: [TxStatus; 41] = [
+pub const ENUM_VALUES_TX_STATUS: [TxStatus; 48] = [
   TxStatus::Ok,
   TxStatus::BadNonce,
   TxStatus::InsufficientFee,
@@ -50,6 +50,13 @@ pub const ENUM_VALUES_TX_STATUS: [TxStatus; 41] = [
   TxStatus::NoOraclePrice,
   TxStatus::KindTaken,
   TxStatus::DepositTooSmall,
+  TxStatus::Malformed,
+  TxStatus::WrongChain,
+  TxStatus::FeeTooLow,
+  TxStatus::BadPublicKey,
+  TxStatus::BadProof,
+  TxStatus::MempoolFull,
+  TxStatus::DuplicateNonce,
 ];
 
 /// The outcome of a transaction. Append only; the numeric values are
@@ -144,9 +151,26 @@ impl TxStatus {
   pub const KindTaken: Self = Self(39);
   /// The deposit is below the SKU's minimum.
   pub const DepositTooSmall: Self = Self(40);
+  /// The codes below are refusals before any block (ingress and mempool):
+  /// such a transaction has no height. The MQTT gateway publishes them on
+  /// the sender's receipt topic with height 0.
+  /// The bytes are not a valid envelope (size, FlatBuffers, payload).
+  pub const Malformed: Self = Self(41);
+  /// The transaction names another chain.
+  pub const WrongChain: Self = Self(42);
+  /// The fee is under this node's floor.
+  pub const FeeTooLow: Self = Self(43);
+  /// The public key of a registration does not decode or validate.
+  pub const BadPublicKey: Self = Self(44);
+  /// An anonymous intent's proof does not decode or verify.
+  pub const BadProof: Self = Self(45);
+  /// The mempool is full.
+  pub const MempoolFull: Self = Self(46);
+  /// A transaction with the same sender and nonce is already waiting.
+  pub const DuplicateNonce: Self = Self(47);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 40;
+  pub const ENUM_MAX: u16 = 47;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::BadNonce,
@@ -189,6 +213,13 @@ impl TxStatus {
     Self::NoOraclePrice,
     Self::KindTaken,
     Self::DepositTooSmall,
+    Self::Malformed,
+    Self::WrongChain,
+    Self::FeeTooLow,
+    Self::BadPublicKey,
+    Self::BadProof,
+    Self::MempoolFull,
+    Self::DuplicateNonce,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -234,6 +265,13 @@ impl TxStatus {
       Self::NoOraclePrice => Some("NoOraclePrice"),
       Self::KindTaken => Some("KindTaken"),
       Self::DepositTooSmall => Some("DepositTooSmall"),
+      Self::Malformed => Some("Malformed"),
+      Self::WrongChain => Some("WrongChain"),
+      Self::FeeTooLow => Some("FeeTooLow"),
+      Self::BadPublicKey => Some("BadPublicKey"),
+      Self::BadProof => Some("BadProof"),
+      Self::MempoolFull => Some("MempoolFull"),
+      Self::DuplicateNonce => Some("DuplicateNonce"),
       _ => None,
     }
   }
