@@ -78,6 +78,26 @@ pub enum IngressError {
     BadProof,
 }
 
+impl IngressError {
+    /// The stable code a client is told (the `TxStatus` of a transaction
+    /// refused before any block).
+    pub fn status(&self) -> int_schemas::wire::TxStatus {
+        use int_schemas::wire::TxStatus as S;
+        match self {
+            Self::Decode(_) => S::Malformed,
+            Self::WrongChain { .. } => S::WrongChain,
+            Self::FeeTooLow { .. } => S::FeeTooLow,
+            Self::UnknownSender => S::UnknownSender,
+            Self::SenderKeyMismatch => S::SenderKeyMismatch,
+            Self::BadPublicKey => S::BadPublicKey,
+            Self::MalformedSignature | Self::BadSignature => S::BadSignature,
+            Self::BadPop => S::InvalidPop,
+            Self::IntentsDisabled => S::BpkDisabled,
+            Self::MalformedProof(_) | Self::BadProof => S::BadProof,
+        }
+    }
+}
+
 /// Why a [`ProofVerifier`] refused one proof.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProofRejection {

@@ -29,6 +29,18 @@ pub enum MempoolError {
     },
 }
 
+impl MempoolError {
+    /// The stable code a client is told.
+    pub fn status(&self) -> int_schemas::wire::TxStatus {
+        use int_schemas::wire::TxStatus as S;
+        match self {
+            Self::Full(_) => S::MempoolFull,
+            Self::Duplicate(_) => S::DuplicateNonce,
+            Self::StaleNonce { .. } => S::BadNonce,
+        }
+    }
+}
+
 /// Verified transactions waiting for inclusion.
 pub struct Mempool {
     by_sender: HashMap<AccountId, BTreeMap<u64, VerifiedTx>>,

@@ -68,6 +68,8 @@ pub struct DevnetOpts {
     pub accel: int_gpu::Accel,
     /// The JSON-RPC server's address; `None`: no server.
     pub rpc_addr: Option<std::net::SocketAddr>,
+    /// The MQTT gateway's address; `None`: no gateway.
+    pub mqtt_addr: Option<std::net::SocketAddr>,
 }
 
 /// The devnet's persistent parameters, in `DATA_DIR/devnet.json`.
@@ -222,7 +224,13 @@ struct Stats {
 
 impl Stats {
     /// The node's metrics in Prometheus' text format (version 0.0.4).
-    fn prometheus(&self, store: &Store, chain_id: u32, mempool: usize) -> String {
+    fn prometheus(
+        &self,
+        store: &Store,
+        chain_id: u32,
+        mempool: usize,
+        mqtt: Option<&int_gateway::Stats>,
+    ) -> String {
         let head = store.head(chain_id).ok().flatten();
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, v: String| {
@@ -279,6 +287,53 @@ impl Stats {
             "Transactions refused at ingress.",
             get(&self.rejected),
         );
+        if let Some(m) = mqtt {
+            metric(
+                "int_mqtt_connections",
+                "gauge",
+                "Open MQTT connections (after CONNECT).",
+                get(&m.connections),
+            );
+            metric(
+                "int_mqtt_connections_total",
+                "counter",
+                "MQTT connections accepted since start.",
+                get(&m.connections_total),
+            );
+            metric(
+                "int_mqtt_ingested_total",
+                "counter",
+                "Messages devices published to the transaction topic.",
+                get(&m.ingested),
+            );
+            metric(
+                "int_mqtt_delivered_total",
+                "counter",
+                "Messages delivered to MQTT subscribers.",
+                get(&m.delivered),
+            );
+            metric(
+                "int_mqtt_events_dropped_total",
+                "counter",
+                "Node messages the gateway dropped because its queue was full.",
+                get(&m.events_dropped),
+            );
+            out.push_str(
+                "# HELP int_mqtt_dropped_total MQTT clients dropped, by reason.\n\
+                 # TYPE int_mqtt_dropped_total counter\n",
+            );
+            for (reason, v) in [
+                ("slow_consumer", &m.dropped_slow),
+                ("malformed", &m.dropped_malformed),
+                ("timeout", &m.dropped_timeout),
+                ("over_connection_limit", &m.refused),
+            ] {
+                out.push_str(&format!(
+                    "int_mqtt_dropped_total{{reason=\"{reason}\"}} {}\n",
+                    v.load(Ordering::Relaxed)
+                ));
+            }
+        }
         out
     }
 }
@@ -431,23 +486,99 @@ fn device_loop(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ingress_loop(
-    store: &Store,
+/// Ingress for every source (devices, users, RPC, MQTT): checks a batch
+/// (decoding, signatures and intent proofs in batches), admits what passes
+/// to the mempool, and answers, per input, `Ok` or the status that refused
+/// it. Shared by the threads that feed it (the key cache is behind a lock).
+pub(crate) struct Admitter<'a> {
+    store: &'a Store,
     chain_id: u32,
-    proofs: Option<&dyn ProofVerifier>,
-    g1: &dyn BlsG1Backend,
+    proofs: Option<&'a dyn ProofVerifier>,
+    g1: &'a dyn BlsG1Backend,
+    keys: KeyCache<'a>,
+    mempool: &'a Mutex<Mempool>,
+    stats: &'a Stats,
+}
+
+impl<'a> Admitter<'a> {
+    fn new(
+        store: &'a Store,
+        chain_id: u32,
+        proofs: Option<&'a dyn ProofVerifier>,
+        g1: &'a dyn BlsG1Backend,
+        mempool: &'a Mutex<Mempool>,
+        stats: &'a Stats,
+    ) -> Self {
+        Self {
+            store,
+            chain_id,
+            proofs,
+            g1,
+            keys: KeyCache::new(store, chain_id, 1 << 20),
+            mempool,
+            stats,
+        }
+    }
+
+    /// Checks and admits `batch`; one answer per input, in order.
+    pub(crate) fn admit(&self, batch: Vec<Vec<u8>>) -> Vec<Result<(), TxStatus>> {
+        let cfg = IngressConfig {
+            chain_id: self.chain_id,
+            min_fee: 1,
+        };
+        let n = batch.len();
+        let t = Instant::now();
+        let checked = check_batch_on(&cfg, &self.keys, self.proofs, self.g1, batch);
+        self.stats
+            .verify_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let mut out: Vec<Result<(), TxStatus>> = vec![Ok(()); n];
+        for (i, err) in &checked.rejected {
+            tracing::debug!(%err, "ingress refused a transaction");
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            if matches!(
+                err,
+                IngressError::BadProof
+                    | IngressError::MalformedProof(_)
+                    | IngressError::IntentsDisabled
+            ) {
+                self.stats.intents_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(o) = out.get_mut(*i) {
+                *o = Err(err.status());
+            }
+        }
+        // The accepted ones are the others, in input order.
+        let accepted_at: Vec<usize> = (0..n).filter(|i| out[*i].is_ok()).collect();
+        debug_assert_eq!(accepted_at.len(), checked.accepted.len());
+        // Replays are refused against the committed nonces; if they cannot
+        // be read, admission goes on without that check (execution still
+        // rejects a stale nonce).
+        let nonces =
+            committed_nonces(self.store, self.chain_id, &checked.accepted).unwrap_or_else(|err| {
+                tracing::warn!(%err, "reading committed nonces");
+                vec![None; checked.accepted.len()]
+            });
+        let mut pool = self.mempool.lock().unwrap_or_else(|e| e.into_inner());
+        for ((tx, committed), i) in checked.accepted.into_iter().zip(nonces).zip(accepted_at) {
+            if let Err(err) = pool.admit(tx, committed) {
+                tracing::debug!(%err, "mempool refused a transaction");
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                out[i] = Err(err.status());
+            }
+        }
+        out
+    }
+}
+
+/// The devnet's own ingress: batches from the simulated devices, users,
+/// market and the RPC; a refused transaction is reported to its device.
+fn ingress_loop(
+    admitter: &Admitter<'_>,
     input: Receiver<Vec<(AccountId, Vec<u8>)>>,
-    mempool: &Mutex<Mempool>,
     feedback: &SyncSender<Feedback>,
-    stats: &Stats,
     stop: &AtomicBool,
 ) {
-    let keys = KeyCache::new(store, chain_id, 1 << 20);
-    let cfg = IngressConfig {
-        chain_id,
-        min_fee: 1,
-    };
     while !stop.load(Ordering::Relaxed) {
         let batch = match input.recv_timeout(Duration::from_millis(50)) {
             Ok(b) => b,
@@ -456,39 +587,8 @@ fn ingress_loop(
         };
         // The devices say who they are: no decoding just to learn the sender.
         let (senders, batch): (Vec<AccountId>, Vec<Vec<u8>>) = batch.into_iter().unzip();
-        let t = Instant::now();
-        let checked = check_batch_on(&cfg, &keys, proofs, g1, batch);
-        stats
-            .verify_ns
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        for (i, err) in &checked.rejected {
-            tracing::debug!(%err, "ingress refused a transaction");
-            stats.rejected.fetch_add(1, Ordering::Relaxed);
-            if matches!(
-                err,
-                IngressError::BadProof
-                    | IngressError::MalformedProof(_)
-                    | IngressError::IntentsDisabled
-            ) {
-                stats.intents_refused.fetch_add(1, Ordering::Relaxed);
-            }
-            if let Some(id) = senders.get(*i) {
-                let _ = feedback.try_send(Feedback::Done(*id, None));
-            }
-        }
-        // Replays are refused against the committed nonces; if they cannot
-        // be read, admission goes on without that check (execution still
-        // rejects a stale nonce).
-        let nonces = committed_nonces(store, chain_id, &checked.accepted).unwrap_or_else(|err| {
-            tracing::warn!(%err, "reading committed nonces");
-            vec![None; checked.accepted.len()]
-        });
-        let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
-        for (tx, committed) in checked.accepted.into_iter().zip(nonces) {
-            let sender = tx.sender;
-            if let Err(err) = pool.admit(tx, committed) {
-                tracing::debug!(%err, "mempool refused a transaction");
-                stats.rejected.fetch_add(1, Ordering::Relaxed);
+        for (sender, answer) in senders.into_iter().zip(admitter.admit(batch)) {
+            if answer.is_err() {
                 let _ = feedback.try_send(Feedback::Done(sender, None));
             }
         }
@@ -655,6 +755,21 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     if let Some(l) = &rpc_listener {
         eprintln!("JSON-RPC on http://{}", l.local_addr()?);
     }
+    let mqtt = match opts.mqtt_addr {
+        Some(addr) => {
+            let l = crate::rpc::bind_service(addr, "MQTT gateway")?;
+            l.set_nonblocking(true)?;
+            let (gw, handle, ingest) = int_gateway::Gateway::new(
+                mio::net::TcpListener::from_std(l),
+                int_gateway::Config::for_chain(chain_id),
+            )
+            .context("starting the MQTT gateway")?;
+            eprintln!("MQTT on mqtt://{}", gw.local_addr()?);
+            Some((gw, handle, ingest))
+        }
+        None => None,
+    };
+    let mqtt_handle = mqtt.as_ref().map(|(_, h, _)| h.clone());
     let stats = Stats::default();
     let sim_stats = SimStats::default();
     let (mut intents, mut intents_ok) = (0u64, 0u64);
@@ -669,8 +784,11 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     let mut blocks = 0u64;
     let mut market = MarketCounts::default();
 
+    let proofs_ref = proofs.as_deref().map(|p| p as &dyn ProofVerifier);
+    let admitter = Admitter::new(&store, chain_id, proofs_ref, &bls_g1, &mempool, &stats);
     let result: Result<()> = std::thread::scope(|s| {
         let stop_ref: &AtomicBool = &stop;
+        let admitter_ref = &admitter;
         let (store_ref, fleet_ref, stats_ref, pool_ref) = (&*store, &fleet, &stats, &mempool);
         let fb_ingress = fb_tx.clone();
         if let Some(sim) = &sim {
@@ -703,9 +821,10 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
                     }
                 }
             });
+            let mqtt_stats = mqtt_handle.as_ref().map(|h| h.stats.clone());
             let metrics = move || {
                 let waiting = pool_ref.lock().unwrap_or_else(|e| e.into_inner()).len();
-                stats_ref.prometheus(store_ref, chain_id, waiting)
+                stats_ref.prometheus(store_ref, chain_id, waiting, mqtt_stats.as_deref())
             };
             s.spawn(move || {
                 let ctx = crate::rpc::RpcCtx {
@@ -717,6 +836,17 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
                 if let Err(err) = crate::rpc::serve(listener, &ctx, stop_ref) {
                     tracing::warn!(%err, "JSON-RPC server stopped");
                 }
+            });
+        }
+        if let Some((gw, handle, ingest)) = mqtt {
+            s.spawn(move || {
+                if let Err(err) = gw.run(stop_ref) {
+                    tracing::warn!(%err, "MQTT gateway stopped");
+                }
+            });
+            s.spawn(move || {
+                let admit = |b: Vec<Vec<u8>>| admitter_ref.admit(b);
+                crate::mqtt::serve_ingest(&ingest, &handle, chain_id, &admit, stop_ref);
             });
         }
         if let Some(m) = &market_sim {
@@ -735,20 +865,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
             });
         }
         s.spawn(move || device_loop(fleet_ref, store_ref, chain_id, fb_rx, in_tx, stop_ref));
-        let proofs_ref = proofs.as_deref().map(|p| p as &dyn ProofVerifier);
-        s.spawn(move || {
-            ingress_loop(
-                store_ref,
-                chain_id,
-                proofs_ref,
-                &bls_g1,
-                in_rx,
-                pool_ref,
-                &fb_ingress,
-                stats_ref,
-                stop_ref,
-            )
-        });
+        s.spawn(move || ingress_loop(admitter_ref, in_rx, &fb_ingress, stop_ref));
 
         let mut next_block = Instant::now() + Duration::from_millis(opts.block_ms);
         let mut last_status = Instant::now();
@@ -790,6 +907,14 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
                     let _ = fb_tx.try_send(Feedback::Done(tx.sender, Some(*st)));
                 }
                 let _ = fb_tx.try_send(Feedback::Head(res.head.height));
+                if let Some(h) = &mqtt_handle {
+                    match crate::mqtt::block_messages(&store, chain_id, res.head.height) {
+                        Ok(msgs) => {
+                            let _ = h.publish(msgs);
+                        }
+                        Err(err) => tracing::warn!(%err, "MQTT messages of a block"),
+                    }
+                }
                 tracing::debug!(height = res.head.height, txs = txs.len(), timings = ?res.timings, "block committed");
                 if last_status.elapsed() >= Duration::from_secs(1) {
                     let secs = window.0.elapsed().as_secs_f64();

@@ -9,6 +9,7 @@ mod devnet;
 mod gpu;
 mod market;
 mod market_sim;
+mod mqtt;
 mod rpc;
 mod state;
 mod zk;
@@ -96,6 +97,10 @@ struct DevnetArgs {
     /// taken, another is chosen and logged.
     #[arg(long, default_value = "127.0.0.1:8645", value_name = "ADDR|off")]
     rpc_addr: String,
+    /// Address of the MQTT device gateway (`off` for none). When the port
+    /// is taken, another is chosen and logged.
+    #[arg(long, default_value = mqtt::DEFAULT_ADDR, value_name = "ADDR|off")]
+    mqtt_addr: String,
 }
 
 #[derive(Args)]
@@ -185,6 +190,13 @@ fn main() -> Result<ExitCode> {
                     s => Some(
                         s.parse()
                             .with_context(|| format!("--rpc-addr {s:?} is not HOST:PORT"))?,
+                    ),
+                },
+                mqtt_addr: match a.mqtt_addr.as_str() {
+                    "off" => None,
+                    s => Some(
+                        s.parse()
+                            .with_context(|| format!("--mqtt-addr {s:?} is not HOST:PORT"))?,
                     ),
                 },
             })?;

@@ -468,16 +468,22 @@ fn parse_request(ctx: &RpcCtx<'_>, input: &[u8]) -> Parsed {
 /// Binds `addr`; when it is taken, an ephemeral port on the same address
 /// (logged), so a second node on one machine still serves.
 pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    bind_service(addr, "RPC")
+}
+
+/// Binds `addr` for the service `what` (for messages); when the port is
+/// taken, a free port on the same interface instead, with a warning.
+pub fn bind_service(addr: SocketAddr, what: &str) -> Result<std::net::TcpListener> {
     match std::net::TcpListener::bind(addr) {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == ErrorKind::AddrInUse && addr.port() != 0 => {
             let any = SocketAddr::new(addr.ip(), 0);
             let l = std::net::TcpListener::bind(any)
-                .with_context(|| format!("binding the RPC to {any}"))?;
-            tracing::warn!(%addr, bound = %l.local_addr()?, "RPC port in use; serving on another");
+                .with_context(|| format!("binding the {what} to {any}"))?;
+            tracing::warn!(%addr, bound = %l.local_addr()?, "{what} port in use; serving on another");
             Ok(l)
         }
-        Err(e) => Err(e).with_context(|| format!("binding the RPC to {addr}")),
+        Err(e) => Err(e).with_context(|| format!("binding the {what} to {addr}")),
     }
 }
 
