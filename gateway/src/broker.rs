@@ -451,6 +451,10 @@ impl Gateway {
                 return Flow::Close(None);
             };
             let buf = &rbuf[used..];
+            // The first packet must be a CONNECT: known from its first byte.
+            if c.version.is_none() && buf.first().is_some_and(|b| b >> 4 != 1) {
+                break self.malformed(PacketError::NotConnect);
+            }
             let len = match packet::frame_len(buf, self.cfg.packet_bytes_max) {
                 Ok(Some(len)) if len <= buf.len() => len,
                 Ok(_) => break Flow::Go,

@@ -8,6 +8,8 @@
 //! the bytes are.
 
 pub mod broker;
+pub mod client;
+pub mod load;
 pub mod packet;
 pub mod topic;
 

@@ -541,6 +541,59 @@ mod tests {
         }
     }
 
+    /// What the broker does with a client's bytes, minus the sockets.
+    fn replay(mut rest: &[u8]) {
+        let mut version = None;
+        while let Ok(Some(len)) = frame_len(rest, 16 * 1024) {
+            let Some(frame) = rest.get(..len) else { return };
+            rest = &rest[len..];
+            let v = match version {
+                Some(v) => v,
+                None => match connect_version(frame) {
+                    Ok(v) => v,
+                    Err(_) => return,
+                },
+            };
+            match decode(frame, v) {
+                Ok(Inbound::Connect(c)) => version = Some(c.version),
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2048, ..Default::default() })]
+
+        /// Random bytes, alone or after a valid CONNECT, never panic.
+        #[test]
+        fn hostile_streams_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024),
+            level in 3u8..=5,
+        ) {
+            replay(&bytes);
+            let mut s = v3_connect(level, if level == 3 { b"MQIsdp" } else { b"MQTT" });
+            s.extend_from_slice(&bytes);
+            replay(&s);
+        }
+
+        /// Valid packets with bytes overwritten never panic.
+        #[test]
+        fn mutated_packets_never_panic(
+            edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 1..8),
+            v5 in proptest::prelude::any::<bool>(),
+        ) {
+            let version = if v5 { Version::V5 } else { Version::V3 };
+            let mut s = crate::client::encode_connect(version, "dev", 30).unwrap();
+            s.extend(crate::client::encode_publish(version, "int/1/tx", 3, b"payload").unwrap());
+            for (i, b) in edits {
+                let at = i.index(s.len());
+                s[at] = b;
+            }
+            replay(&s);
+        }
+    }
+
     #[test]
     fn qos2_and_server_packets_are_protocol_errors() {
         // PUBREL pid 1
