@@ -7,6 +7,8 @@ mod accel;
 mod bpk_sim;
 mod devnet;
 mod gpu;
+mod keys;
+mod keystore;
 mod market;
 mod market_sim;
 mod mqtt;
@@ -55,6 +57,12 @@ enum Cmd {
     Market {
         #[command(subcommand)]
         cmd: market::MarketCmd,
+    },
+    /// Validator and device BLS keys in EIP-2335 keystore files (password:
+    /// $INT_KEYSTORE_PASSWORD, else asked on the terminal).
+    Keys {
+        #[command(subcommand)]
+        cmd: keys::KeysCmd,
     },
 }
 
@@ -253,6 +261,7 @@ fn main() -> Result<ExitCode> {
         Cmd::Zk { cmd } => return Ok(zk::run(cmd)),
         Cmd::Gpu { cmd } => return gpu::run(cmd),
         Cmd::Market { cmd } => market::run(cmd)?,
+        Cmd::Keys { cmd } => keys::run(cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }
