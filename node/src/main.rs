@@ -4,6 +4,7 @@
 //! into messages (`anyhow`). The work is in the library crates.
 
 mod accel;
+mod bench_mqtt;
 mod bpk_sim;
 mod devnet;
 mod gpu;
@@ -13,7 +14,9 @@ mod market;
 mod market_sim;
 mod mqtt;
 mod rpc;
+mod rpc_client;
 mod state;
+mod tx_cmd;
 mod zk;
 
 use std::path::PathBuf;
@@ -63,6 +66,11 @@ enum Cmd {
     Keys {
         #[command(subcommand)]
         cmd: keys::KeysCmd,
+    },
+    /// Build, sign and send transactions through a node's JSON-RPC.
+    Tx {
+        #[command(subcommand)]
+        cmd: tx_cmd::TxCmd,
     },
 }
 
@@ -147,6 +155,9 @@ enum BenchCmd {
     /// multiplications and MSM on both curves, hash to G1, Poseidon),
     /// naming the adapter.
     Gpu(int_bench::gpu::GpuArgs),
+    /// The MQTT gateway under client load (signed transactions at QoS 1),
+    /// with the node's admission, as a bare broker, and mosquitto beside it.
+    Mqtt(bench_mqtt::MqttBenchArgs),
 }
 
 fn print(v: &serde_json::Value, json: bool) -> Result<()> {
@@ -224,6 +235,14 @@ fn main() -> Result<ExitCode> {
                 let report = int_bench::tps::run(&args)?;
                 print(&serde_json::to_value(&report)?, args.json)?;
             }
+            BenchCmd::Mqtt(args) => {
+                let report = bench_mqtt::run(&args)?;
+                if args.json() {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    bench_mqtt::print_table(&report);
+                }
+            }
             BenchCmd::Gpu(args) => {
                 let report = int_bench::gpu::run(&args)?;
                 if args.json {
@@ -262,6 +281,10 @@ fn main() -> Result<ExitCode> {
         Cmd::Gpu { cmd } => return gpu::run(cmd),
         Cmd::Market { cmd } => market::run(cmd)?,
         Cmd::Keys { cmd } => keys::run(cmd)?,
+        Cmd::Tx { cmd } => {
+            let (v, json) = tx_cmd::run(cmd)?;
+            print(&v, json)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
