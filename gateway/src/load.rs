@@ -97,6 +97,8 @@ pub fn run(cfg: &LoadConfig, payload: &dyn Fn(usize, u64) -> Vec<u8>) -> io::Res
     let mut conns = Vec::with_capacity(cfg.connections);
     for i in 0..cfg.connections {
         let mut sock = TcpStream::connect(cfg.addr)?;
+        // As the gateway does on its side: a PUBLISH goes out at once.
+        let _ = sock.set_nodelay(true);
         poll.registry()
             .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)?;
         let mut c = Conn {

@@ -211,8 +211,10 @@ fn load_or_create(path: &Path, devices: usize, users: usize) -> Result<DevnetFil
 }
 
 /// Counters shared by the threads.
+/// Counters of a running node (ingress, blocks), for the status line and
+/// `/metrics`.
 #[derive(Default)]
-struct Stats {
+pub(crate) struct Stats {
     verify_ns: AtomicU64,
     rejected: AtomicU64,
     intents_refused: AtomicU64,
@@ -501,7 +503,8 @@ pub(crate) struct Admitter<'a> {
 }
 
 impl<'a> Admitter<'a> {
-    fn new(
+    /// Ingress over `store`'s committed state into `mempool`.
+    pub(crate) fn new(
         store: &'a Store,
         chain_id: u32,
         proofs: Option<&'a dyn ProofVerifier>,
