@@ -199,6 +199,9 @@ pub struct Store {
     meta: Database,
     objects: Database,
     derived: Database,
+    /// Transaction hash → (height, index): where each included transaction
+    /// is, for receipts by hash. Derived from the receipts, not in the root.
+    txs: Database,
 }
 
 /// Which plugin table a write goes to.
@@ -335,6 +338,7 @@ impl Store {
             meta: open("meta")?,
             objects: open("objects")?,
             derived: open("derived")?,
+            txs: open("txs")?,
             env,
         })
     }
@@ -564,6 +568,17 @@ impl Store {
             }
         }
         let hk = height_key(w.chain_id, w.height);
+        // The chain's receipts always decode; bytes that do not (tests'
+        // placeholders) index nothing.
+        if let Ok(rs) = int_schemas::decode_receipts(w.receipts) {
+            for r in rs.receipts().iter() {
+                let mut at = [0u8; 12];
+                at[..8].copy_from_slice(&w.height.to_le_bytes());
+                at[8..].copy_from_slice(&r.index().to_le_bytes());
+                let k: [u8; 36] = chain_key(w.chain_id, &r.tx_hash().0);
+                txn.put(self.txs, &k, &at, WriteFlags::empty())?;
+            }
+        }
         txn.put(self.blocks, &hk, &w.block, WriteFlags::empty())?;
         txn.put(self.receipts, &hk, &w.receipts, WriteFlags::empty())?;
         txn.put(
@@ -574,6 +589,31 @@ impl Store {
         )?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Where an included transaction is: its block height and index, by
+    /// its hash (BLAKE3 of the body); `None` for one never included.
+    pub fn tx_location(
+        &self,
+        chain_id: u32,
+        tx_hash: &Hash32,
+    ) -> Result<Option<(u64, u32)>, StorageError> {
+        let txn = self.env.begin_ro_txn()?;
+        let k: [u8; 36] = chain_key(chain_id, tx_hash);
+        let Some(v) = get_opt(&txn, self.txs, &k)? else {
+            return Ok(None);
+        };
+        let (Some(h), Some(i)) = (v.get(..8), v.get(8..12)) else {
+            return Err(StorageError::Corrupt {
+                table: "txs",
+                what: format!("entry of {} bytes, not 12", v.len()),
+            });
+        };
+        let mut hb = [0u8; 8];
+        hb.copy_from_slice(h);
+        let mut ib = [0u8; 4];
+        ib.copy_from_slice(i);
+        Ok(Some((u64::from_le_bytes(hb), u32::from_le_bytes(ib))))
     }
 
     /// Page counts per table and the file's high-water mark.
@@ -587,6 +627,7 @@ impl Store {
             ("meta", self.meta),
             ("objects", self.objects),
             ("derived", self.derived),
+            ("txs", self.txs),
         ]
         .into_iter()
         .map(|(name, db)| {
@@ -769,6 +810,44 @@ mod tests {
         assert_eq!(entries("blocks"), 1);
         assert_eq!(entries("meta"), 1);
         assert!(stats.last_page > 0);
+    }
+
+    #[test]
+    fn included_transactions_are_found_by_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let receipt = |h: u8, index: u32| int_schemas::ReceiptFields {
+            tx_hash: [h; 32],
+            height: 5,
+            index,
+            status: int_schemas::wire::TxStatus::Ok,
+            fee_charged: 1,
+        };
+        let receipts = int_schemas::build_receipts(5, &[receipt(0xa, 0), receipt(0xb, 1)]);
+        let reader = store.node_reader(3).unwrap();
+        let (root, nodes) = smt::update(&reader, &smt::EMPTY, &[]).unwrap();
+        drop(reader);
+        store
+            .commit_block(&BlockWrite {
+                chain_id: 3,
+                accounts: &[],
+                nodes: &nodes,
+                height: 5,
+                block: b"block",
+                receipts: &receipts,
+                head: Head {
+                    height: 5,
+                    hash: [7; 32],
+                    state_root: root,
+                    accounts: 0,
+                },
+                objects: &[],
+            })
+            .unwrap();
+        assert_eq!(store.tx_location(3, &[0xa; 32]).unwrap(), Some((5, 0)));
+        assert_eq!(store.tx_location(3, &[0xb; 32]).unwrap(), Some((5, 1)));
+        assert_eq!(store.tx_location(3, &[0xc; 32]).unwrap(), None);
+        assert_eq!(store.tx_location(4, &[0xa; 32]).unwrap(), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! | `int_chainInfo` | none | chain id, height, state root, accounts |
 //! | `int_getAccount` | `[id_hex, proof?]` | balances, nonce, key; with `proof`, a Merkle proof against the head's state root |
 //! | `int_getBlock` | `[height]` | header fields and the transaction count |
-//! | `int_getReceipt` | `[height, index]` | the transaction's hash, status (name and code) and fee |
+//! | `int_getReceipt` | `[tx_hash_hex]` or `[height, index]` | the transaction's hash, height, index, status (name and code) and fee; `null` if it is not in a block |
 //! | `int_querySkus` | `{kind?, near?, max_price?, limit?}` | SKUs on offer, cheapest first (as `int market list --json`) |
 //! | `int_sendTransaction` | `[envelope_hex]` | the envelope is decoded and handed to the node's ingress; its sender and nonce |
 //!
@@ -257,8 +257,22 @@ fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, Rpc
             }))
         }
         "int_getReceipt" => {
-            let height = uint(arg(params, 0), "params[0] (height)")?;
-            let index = uint(arg(params, 1), "params[1] (index)")?;
+            let (height, index) = if arg(params, 0).is_some_and(Value::is_string) {
+                let hash = hex32(arg(params, 0), "params[0] (tx hash)")?;
+                match ctx
+                    .store
+                    .tx_location(ctx.chain_id, &hash)
+                    .map_err(internal)?
+                {
+                    Some((h, i)) => (h, u64::from(i)),
+                    None => return Ok(Value::Null),
+                }
+            } else {
+                (
+                    uint(arg(params, 0), "params[0] (height, or a tx hash)")?,
+                    uint(arg(params, 1), "params[1] (index)")?,
+                )
+            };
             let Some(bytes) = ctx.store.receipts(ctx.chain_id, height).map_err(internal)? else {
                 return Ok(Value::Null);
             };

@@ -90,6 +90,14 @@ fn devnet_serves_json_rpc() {
     );
     let r = call(&addr, &req("int_getReceipt", json!([1, 0]), 4));
     assert!(r["result"]["status"].as_str().is_some(), "{r}");
+    // The same receipt by the transaction's hash; an unknown hash is null.
+    let hash = r["result"]["tx_hash"].as_str().unwrap().to_string();
+    let by_hash = call(&addr, &req("int_getReceipt", json!([hash]), 4));
+    assert_eq!(by_hash["result"], r["result"], "{by_hash}");
+    let none = call(&addr, &req("int_getReceipt", json!(["00".repeat(32)]), 4));
+    assert_eq!(none["result"], Value::Null, "{none}");
+    let bad = call(&addr, &req("int_getReceipt", json!(["zz"]), 4));
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
 
     let proposer = b["result"]["proposer"].as_str().unwrap().to_string();
     let a = call(&addr, &req("int_getAccount", json!([proposer, true]), 5));
