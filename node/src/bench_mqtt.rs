@@ -31,7 +31,7 @@ use int_systems::LedgerPlugin;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::devnet::{Admitter, Stats};
+use crate::node::{Admitter, Stats};
 
 /// Arguments of `int bench mqtt`.
 #[derive(Args, Debug, Clone)]
@@ -147,8 +147,25 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The mosquitto binary: `bin` itself when it is a path, else the first on
+/// PATH, else Debian's `/usr/sbin` (not on a normal user's PATH).
+fn find_mosquitto(bin: &str) -> PathBuf {
+    if bin.contains('/') {
+        return PathBuf::from(bin);
+    }
+    let dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    dirs.into_iter()
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(bin))
+}
+
 /// Starts mosquitto on a free loopback port and waits until it accepts.
 fn start_mosquitto(bin: &str, dir: &Path) -> Result<(Killed, SocketAddr)> {
+    let bin = find_mosquitto(bin);
     let port = free_port()?;
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
@@ -158,14 +175,17 @@ fn start_mosquitto(bin: &str, dir: &Path) -> Result<(Killed, SocketAddr)> {
              max_inflight_messages 0\nmax_queued_messages 0\n"
         ),
     )?;
-    let child = Command::new(bin)
+    let child = Command::new(&bin)
         .arg("-c")
         .arg(&conf)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| {
-            format!("starting {bin:?} (install mosquitto, or pass --mosquitto PATH or off)")
+            format!(
+                "starting {} (install mosquitto, or pass --mosquitto PATH or off)",
+                bin.display()
+            )
         })?;
     let child = Killed(child);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;

@@ -13,6 +13,7 @@ mod keystore;
 mod market;
 mod market_sim;
 mod mqtt;
+mod node;
 mod rpc;
 mod rpc_client;
 mod state;
