@@ -124,9 +124,13 @@ pub fn run(cfg: &LoadConfig, payload: &dyn Fn(usize, u64) -> Vec<u8>) -> io::Res
     let mut events = Events::with_capacity(1024);
     let total = cfg.connections as u64 * cfg.messages_per_connection;
     let mut chunk = vec![0u8; 64 * 1024];
+    // Publishing starts once every connection is open (or a tenth of the
+    // deadline passed), so the figures are not a connection ramp.
+    let ramp_max = cfg.deadline / 10;
+    let mut publishing = false;
+    let mut touched: Vec<usize> = Vec::new();
     while report.acked < total && began.elapsed() < cfg.deadline {
-        let live = conns.iter().filter(|c| !c.closed).count();
-        if live == 0 {
+        if conns.iter().all(|c| c.closed) {
             break;
         }
         let timeout = if cfg.rate_per_connection > 0 {
@@ -138,7 +142,11 @@ pub fn run(cfg: &LoadConfig, payload: &dyn Fn(usize, u64) -> Vec<u8>) -> io::Res
         for ev in events.iter() {
             let Token(i) = ev.token();
             let Some(c) = conns.get_mut(i) else { continue };
-            if c.closed || !ev.is_readable() {
+            if c.closed {
+                continue;
+            }
+            touched.push(i);
+            if !ev.is_readable() {
                 continue;
             }
             loop {
@@ -186,55 +194,59 @@ pub fn run(cfg: &LoadConfig, payload: &dyn Fn(usize, u64) -> Vec<u8>) -> io::Res
             }
             c.rbuf.drain(..used);
         }
+        if !publishing && (report.connected == cfg.connections || began.elapsed() >= ramp_max) {
+            publishing = true;
+            touched.extend(0..conns.len());
+        }
+        if publishing && cfg.rate_per_connection > 0 {
+            // Rated: any connection may be due.
+            touched.extend(0..conns.len());
+        }
+        touched.sort_unstable();
+        touched.dedup();
         // Publish what each window and rate allow, then write.
         let now = Instant::now();
-        for (i, c) in conns.iter_mut().enumerate() {
-            if !c.connected || c.closed {
-                continue;
-            }
-            let started = *c.started.get_or_insert(now);
-            while c.next_seq < cfg.messages_per_connection && c.in_flight.len() < cfg.window {
-                if cfg.rate_per_connection > 0 {
-                    let due = started
-                        + Duration::from_secs_f64(
-                            c.next_seq as f64 / f64::from(cfg.rate_per_connection),
-                        );
-                    if due > now {
-                        break;
+        for &i in &touched {
+            let c = &mut conns[i];
+            if publishing && c.connected && !c.closed {
+                let started = *c.started.get_or_insert(now);
+                while c.next_seq < cfg.messages_per_connection && c.in_flight.len() < cfg.window {
+                    if cfg.rate_per_connection > 0 {
+                        let due = started
+                            + Duration::from_secs_f64(
+                                c.next_seq as f64 / f64::from(cfg.rate_per_connection),
+                            );
+                        if due > now {
+                            break;
+                        }
                     }
+                    let mut pid = c.next_pid;
+                    while c.in_flight.contains_key(&pid) {
+                        pid = pid.checked_add(1).unwrap_or(1);
+                    }
+                    c.next_pid = pid.checked_add(1).unwrap_or(1);
+                    let bytes =
+                        encode_publish(cfg.version, &cfg.topic, pid, &payload(i, c.next_seq))?;
+                    c.wbuf.extend_from_slice(&bytes);
+                    c.in_flight.insert(pid, now);
+                    c.next_seq += 1;
+                    first_publish.get_or_insert(now);
                 }
-                let mut pid = c.next_pid;
-                while c.in_flight.contains_key(&pid) {
-                    pid = pid.checked_add(1).unwrap_or(1);
-                }
-                c.next_pid = pid.checked_add(1).unwrap_or(1);
-                let bytes = encode_publish(cfg.version, &cfg.topic, pid, &payload(i, c.next_seq))?;
-                c.wbuf.extend_from_slice(&bytes);
-                c.in_flight.insert(pid, now);
-                c.next_seq += 1;
-                first_publish.get_or_insert(now);
             }
-        }
-        for c in conns.iter_mut().filter(|c| !c.closed) {
-            while !c.wbuf.is_empty() {
+            while !c.closed && !c.wbuf.is_empty() {
                 match c.sock.write(&c.wbuf) {
-                    Ok(0) => {
-                        c.closed = true;
-                        break;
-                    }
+                    Ok(0) => c.closed = true,
                     Ok(n) => {
                         c.wbuf.drain(..n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
-                    Err(_) => {
-                        c.closed = true;
-                        break;
-                    }
+                    Err(_) => c.closed = true,
                 }
             }
         }
+        touched.clear();
     }
     report.closed_early = conns.iter().filter(|c| c.closed).count();
     report.sent = conns.iter().map(|c| c.next_seq).sum();

@@ -694,3 +694,110 @@ fn malformed_client_is_dropped_others_keep_working() {
         "{text}"
     );
 }
+
+/// A listing published through the gateway comes back, once, on the topic
+/// of a prefix of its geohash, as the body of the transaction that made it.
+#[test]
+fn a_listing_reaches_its_geohash_prefix_topic() {
+    if !mosquitto_clients("a_listing_reaches_its_geohash_prefix_topic") {
+        return;
+    }
+    let net = Devnet::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let sk = net.validator();
+    let me = sk.public_key().account_id();
+    let nonce = net.wait_for_gas(&me, 1);
+    // A region no simulated seller uses, so the only message on its topic
+    // is ours.
+    let listing = int_schemas::market::SkuListing {
+        kind: 3,
+        unit: int_schemas::wire::Unit::Second,
+        terms: int_schemas::market::Terms {
+            model: int_schemas::wire::PriceModel::PriceTag,
+            period_blocks: 0,
+            unit_price: 9,
+        },
+        capacity: 100,
+        region: "zzzzzz".into(),
+        authority: int_schemas::wire::Authority::Open,
+        allow: Vec::new(),
+        clusters: Vec::new(),
+        metadata_hash: [5; 32],
+    };
+    let body = build_tx_body(&TxBodySpec {
+        chain_id: net.chain_id,
+        sender: me,
+        nonce,
+        fee: 1,
+        payload: PayloadSpec::ListSku(Box::new(listing)),
+    });
+    let sig = sk.sign(&tx_message(net.chain_id, &body)).to_bytes();
+    let file = payload_file(scratch.path(), "list.bin", &build_envelope(&body, &sig));
+    let topic = net.topic("sku/compute/zzz");
+    let sub = Sub::start(&net, &topic, Mqtt::V5);
+    let sent = publish(
+        net.port,
+        &net.topic("tx"),
+        Mqtt::V5,
+        &["-f", p(&file)],
+        scratch.path(),
+    );
+    assert_eq!(sent.code, Some(0), "{}\n{}", sent.stdout, sent.stderr);
+    let (retained, bytes) = sub.next_on(&topic);
+    assert!(!retained);
+    assert_eq!(bytes, body, "the ListSku's body");
+    let decoded = int_schemas::decode_body(&bytes).expect("a TxBody");
+    assert_eq!(decoded.nonce(), nonce, "the SKU id is (sender, nonce)");
+}
+
+/// `int bench mqtt` runs the same load against the gateway (with the node's
+/// admission, and bare) and mosquitto, and every transaction is admitted.
+#[test]
+fn bench_mqtt_runs_the_gateway_beside_mosquitto() {
+    let broker = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .into_iter()
+        .map(PathBuf::from)
+        .chain(
+            std::env::var_os("PATH")
+                .map(|p| {
+                    std::env::split_paths(&p)
+                        .map(|d| d.join("mosquitto"))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        )
+        .find(|p| p.is_file());
+    let Some(broker) = broker else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "the mosquitto broker is missing under CI=true: scripts/test installs it"
+        );
+        eprintln!("SKIPPED bench_mqtt_runs_the_gateway_beside_mosquitto: no mosquitto broker");
+        return;
+    };
+    let out = Command::new(BIN)
+        .args(["bench", "mqtt", "--connections", "8", "--messages", "25"])
+        .args(["--window", "4", "--mqtt", "5", "--json", "--mosquitto"])
+        .arg(&broker)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run int bench mqtt");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for run in ["int", "int_broker_only", "mosquitto"] {
+        assert_eq!(v[run]["connected"], 8, "{run}: {v}");
+        assert_eq!(v[run]["acked"], 200, "{run}: {v}");
+        assert_eq!(v[run]["refused"], 0, "{run}: {v}");
+        assert!(v[run]["msgs_per_s"].as_f64().unwrap() > 0.0, "{run}: {v}");
+        let l = &v[run]["latency_us"];
+        assert!(l["p50"].as_u64() <= l["p99"].as_u64() && l["p99"].as_u64() <= l["max"].as_u64());
+    }
+    assert_eq!(v["int_admitted_to_mempool"], 200, "{v}");
+    assert!(v["ratio_int_to_mosquitto"].as_f64().unwrap() > 0.0);
+}
