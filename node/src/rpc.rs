@@ -25,8 +25,9 @@
 //! [`CONNECTIONS_MAX`] connections (more are closed at accept), a request
 //! of at most [`REQUEST_BYTES_MAX`] (`413` past it) with a head of at most
 //! [`HEAD_BYTES_MAX`] (`431` past it), [`BATCH_MAX`] calls a batch; a
-//! connection that makes no progress for [`IDLE_TIMEOUT`] is closed. A
-//! malformed request answers that client only.
+//! connection that makes no progress for [`IDLE_TIMEOUT`] is closed, and so
+//! is one whose request is not all in after [`REQUEST_TIMEOUT`] (a client
+//! dripping a byte at a time). A malformed request answers that client only.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -53,6 +54,9 @@ pub const HEAD_BYTES_MAX: usize = 16 << 10;
 /// closed, so an idle client does not hold one of the
 /// [`CONNECTIONS_MAX`] slots for ever.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request must be all in this long after its connection opened (three
+/// idle timeouts), however steadily its bytes trickle in.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most calls in one batch.
 pub const BATCH_MAX: usize = 100;
 /// The error of `int_sendTransaction` when the node's transaction queue is
@@ -395,6 +399,8 @@ struct Conn {
     need: Option<usize>,
     /// The last byte read or written (or the accept).
     active: Instant,
+    /// The accept.
+    opened: Instant,
 }
 
 /// What a request's bytes so far amount to.
@@ -506,7 +512,13 @@ pub fn serve(listener: std::net::TcpListener, ctx: &RpcCtx<'_>, stop: &AtomicBoo
     serve_with(listener, ctx, stop, IDLE_TIMEOUT)
 }
 
-/// [`serve`], closing connections idle for `idle`.
+/// [`REQUEST_TIMEOUT`] in idle timeouts.
+const REQUEST_TIMEOUT_IDLES: u32 = 3;
+const _: () =
+    assert!(IDLE_TIMEOUT.as_secs() * REQUEST_TIMEOUT_IDLES as u64 == REQUEST_TIMEOUT.as_secs());
+
+/// [`serve`], closing connections idle for `idle` (and requests not all in
+/// after three times that).
 fn serve_with(
     listener: std::net::TcpListener,
     ctx: &RpcCtx<'_>,
@@ -529,7 +541,8 @@ fn serve_with(
             Err(e) => return Err(e.into()),
         }
         conns.retain(|_, c| {
-            let live = c.active.elapsed() < idle;
+            let live = c.active.elapsed() < idle
+                && (c.answered || c.opened.elapsed() < idle * REQUEST_TIMEOUT_IDLES);
             if !live {
                 let _ = poll.registry().deregister(&mut c.stream);
             }
@@ -561,6 +574,7 @@ fn serve_with(
                                     answered: false,
                                     need: None,
                                     active: Instant::now(),
+                                    opened: Instant::now(),
                                 },
                             );
                         }
@@ -813,6 +827,41 @@ mod tests {
                 stop.store(true, Ordering::Relaxed);
                 assert_eq!(n.expect("closed, not timed out"), 0);
                 assert!(t.elapsed() < Duration::from_secs(4));
+            });
+        });
+    }
+
+    /// A client that drips its request a byte at a time, never idle for
+    /// long, is closed once the request timeout (three idle timeouts) has
+    /// passed without the request being all in.
+    #[test]
+    fn dripping_requests_are_closed() {
+        with_ctx(|ctx| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| serve_with(listener, ctx, &stop, Duration::from_millis(300)).unwrap());
+                let mut drip = std::net::TcpStream::connect(addr).unwrap();
+                let head = format!(
+                    "POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n{}",
+                    "x".repeat(1000)
+                );
+                let t = Instant::now();
+                let mut closed = false;
+                for b in head.bytes() {
+                    if drip.write_all(&[b]).is_err() {
+                        closed = true;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    if t.elapsed() > Duration::from_secs(20) {
+                        break;
+                    }
+                }
+                stop.store(true, Ordering::Relaxed);
+                assert!(closed, "a dripping client was never closed");
+                assert!(t.elapsed() >= Duration::from_millis(900));
             });
         });
     }
