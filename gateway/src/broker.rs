@@ -310,8 +310,11 @@ impl Gateway {
     pub fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
+        let mut backlog = false;
         while !stop.load(Ordering::Relaxed) {
-            let timeout = if self.paused.is_empty() {
+            let timeout = if backlog {
+                Duration::ZERO
+            } else if self.paused.is_empty() {
                 Duration::from_millis(100)
             } else {
                 Duration::from_millis(5)
@@ -335,7 +338,7 @@ impl Gateway {
                     }
                 }
             }
-            self.node_events();
+            backlog = self.node_events();
             self.flush_pending();
             self.resume_paused();
             if last_sweep.elapsed() >= Duration::from_millis(500) {
@@ -540,7 +543,7 @@ impl Gateway {
                 c.unacked_out.remove(&pid);
                 Flow::Go
             }
-            Inbound::Subscribe { pid, filters } => self.subscribe(slot, who, version, pid, filters),
+            Inbound::Subscribe { pid, filters } => self.subscribe(slot, who, pid, filters),
             Inbound::Unsubscribe { pid, filters } => {
                 for f in &filters {
                     self.subs.remove(f, who);
@@ -652,7 +655,6 @@ impl Gateway {
         &mut self,
         slot: usize,
         who: Subscriber,
-        version: Version,
         pid: u16,
         filters: Vec<(mqtt_proto::TopicFilter, QoS)>,
     ) -> Flow {
@@ -681,7 +683,6 @@ impl Gateway {
                 granted.push((filter.to_string(), qos));
             }
         }
-        let _ = version;
         if let Flow::Close(r) = self.send(slot, &Outbound::Suback(pid, &codes)) {
             return Flow::Close(r);
         }
@@ -776,7 +777,9 @@ impl Gateway {
         )
     }
 
-    fn node_events(&mut self) {
+    /// Handles up to [`EVENTS_PER_TURN`] node events; whether more may wait
+    /// (their wake-up is spent, so the next poll must not sleep).
+    fn node_events(&mut self) -> bool {
         for _ in 0..EVENTS_PER_TURN {
             match self.events.try_recv() {
                 Ok(Event::Verdicts(v)) => self.verdicts(v),
@@ -785,9 +788,10 @@ impl Gateway {
                         self.publish_out(m);
                     }
                 }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return false,
             }
         }
+        true
     }
 
     fn verdicts(&mut self, verdicts: Vec<(Ticket, Verdict)>) {
