@@ -670,6 +670,29 @@ mod tests {
         f(&ctx);
     }
 
+    /// Runs `f` against a server on a free port with idle timeout `idle`,
+    /// stopping the server after.
+    fn with_server(idle: Duration, f: impl FnOnce(SocketAddr)) {
+        with_ctx(|ctx| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stop = AtomicBool::new(false);
+            /// Stops the server even when `f` panics, so the test fails
+            /// instead of waiting for it.
+            struct StopOnDrop<'a>(&'a AtomicBool);
+            impl Drop for StopOnDrop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            std::thread::scope(|s| {
+                s.spawn(|| serve_with(listener, ctx, &stop, idle).unwrap());
+                let _stop = StopOnDrop(&stop);
+                f(addr);
+            });
+        });
+    }
+
     fn answer(ctx: &RpcCtx<'_>, body: &str) -> Value {
         handle_body(ctx, body.as_bytes()).expect("an answer")
     }
@@ -808,26 +831,19 @@ mod tests {
     /// timeout; another is still answered meanwhile.
     #[test]
     fn idle_connections_are_closed() {
-        with_ctx(|ctx| {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let stop = AtomicBool::new(false);
-            std::thread::scope(|s| {
-                s.spawn(|| serve_with(listener, ctx, &stop, Duration::from_millis(300)).unwrap());
-                let mut idle = std::net::TcpStream::connect(addr).unwrap();
-                idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut busy = std::net::TcpStream::connect(addr).unwrap();
-                busy.write_all(b"GET /x HTTP/1.1\r\n\r\n").unwrap();
-                let mut out = Vec::new();
-                busy.read_to_end(&mut out).unwrap();
-                assert!(out.starts_with(b"HTTP/1.1 404"), "{out:?}");
-                let t = Instant::now();
-                let mut b = [0u8; 1];
-                let n = idle.read(&mut b);
-                stop.store(true, Ordering::Relaxed);
-                assert_eq!(n.expect("closed, not timed out"), 0);
-                assert!(t.elapsed() < Duration::from_secs(4));
-            });
+        with_server(Duration::from_millis(300), |addr| {
+            let mut idle = std::net::TcpStream::connect(addr).unwrap();
+            idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut busy = std::net::TcpStream::connect(addr).unwrap();
+            busy.write_all(b"GET /x HTTP/1.1\r\n\r\n").unwrap();
+            let mut out = Vec::new();
+            busy.read_to_end(&mut out).unwrap();
+            assert!(out.starts_with(b"HTTP/1.1 404"), "{out:?}");
+            let t = Instant::now();
+            let mut b = [0u8; 1];
+            let n = idle.read(&mut b);
+            assert_eq!(n.expect("closed, not timed out"), 0);
+            assert!(t.elapsed() < Duration::from_secs(4));
         });
     }
 
@@ -836,33 +852,26 @@ mod tests {
     /// passed without the request being all in.
     #[test]
     fn dripping_requests_are_closed() {
-        with_ctx(|ctx| {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let stop = AtomicBool::new(false);
-            std::thread::scope(|s| {
-                s.spawn(|| serve_with(listener, ctx, &stop, Duration::from_millis(300)).unwrap());
-                let mut drip = std::net::TcpStream::connect(addr).unwrap();
-                let head = format!(
-                    "POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n{}",
-                    "x".repeat(1000)
-                );
-                let t = Instant::now();
-                let mut closed = false;
-                for b in head.bytes() {
-                    if drip.write_all(&[b]).is_err() {
-                        closed = true;
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                    if t.elapsed() > Duration::from_secs(20) {
-                        break;
-                    }
+        with_server(Duration::from_millis(300), |addr| {
+            let mut drip = std::net::TcpStream::connect(addr).unwrap();
+            let head = format!(
+                "POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n{}",
+                "x".repeat(1000)
+            );
+            let t = Instant::now();
+            let mut closed = false;
+            for b in head.bytes() {
+                if drip.write_all(&[b]).is_err() {
+                    closed = true;
+                    break;
                 }
-                stop.store(true, Ordering::Relaxed);
-                assert!(closed, "a dripping client was never closed");
-                assert!(t.elapsed() >= Duration::from_millis(900));
-            });
+                std::thread::sleep(Duration::from_millis(100));
+                if t.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+            }
+            assert!(closed, "a dripping client was never closed");
+            assert!(t.elapsed() >= Duration::from_millis(900));
         });
     }
 

@@ -852,12 +852,14 @@ impl ReceiptFields {
     }
 }
 
-/// Builds one receipt as a buffer of its own (see [`decode_receipt`]).
-pub fn build_receipt(r: &ReceiptFields) -> Vec<u8> {
-    let mut fbb = FlatBufferBuilder::with_capacity(128);
+/// Writes one receipt table into `fbb`.
+fn create_receipt<'b>(
+    fbb: &mut FlatBufferBuilder<'b>,
+    r: &ReceiptFields,
+) -> flatbuffers::WIPOffset<Receipt<'b>> {
     let (h, fee) = (Bytes32(r.tx_hash), wire_amount(r.fee_charged));
-    let off = Receipt::create(
-        &mut fbb,
+    Receipt::create(
+        fbb,
         &wire::ReceiptArgs {
             tx_hash: Some(&h),
             height: r.height,
@@ -865,7 +867,13 @@ pub fn build_receipt(r: &ReceiptFields) -> Vec<u8> {
             status: r.status,
             fee_charged: Some(&fee),
         },
-    );
+    )
+}
+
+/// Builds one receipt as a buffer of its own (see [`decode_receipt`]).
+pub fn build_receipt(r: &ReceiptFields) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(128);
+    let off = create_receipt(&mut fbb, r);
     fbb.finish(off, None);
     fbb.finished_data().to_vec()
 }
@@ -873,20 +881,10 @@ pub fn build_receipt(r: &ReceiptFields) -> Vec<u8> {
 /// Builds the receipts of one block.
 pub fn build_receipts(height: u64, receipts: &[ReceiptFields]) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(64 + receipts.len() * 96);
-    let mut offs = Vec::with_capacity(receipts.len());
-    for r in receipts {
-        let (h, fee) = (Bytes32(r.tx_hash), wire_amount(r.fee_charged));
-        offs.push(Receipt::create(
-            &mut fbb,
-            &wire::ReceiptArgs {
-                tx_hash: Some(&h),
-                height: r.height,
-                index: r.index,
-                status: r.status,
-                fee_charged: Some(&fee),
-            },
-        ));
-    }
+    let offs: Vec<_> = receipts
+        .iter()
+        .map(|r| create_receipt(&mut fbb, r))
+        .collect();
     let v = fbb.create_vector(&offs);
     let br = BlockReceipts::create(
         &mut fbb,
