@@ -6,6 +6,7 @@
 mod accel;
 mod bench_mqtt;
 mod bpk_sim;
+mod config;
 mod devnet;
 mod gpu;
 mod keys;
@@ -16,6 +17,7 @@ mod mqtt;
 mod node;
 mod rpc;
 mod rpc_client;
+mod run;
 mod state;
 mod tx_cmd;
 mod zk;
@@ -39,6 +41,14 @@ struct Cli {
 enum Cmd {
     /// Run a single-validator devnet with simulated devices.
     Devnet(DevnetArgs),
+    /// Run a node from its configuration file (validator key from a
+    /// keystore; see `int config default`).
+    Run(RunArgs),
+    /// The node's configuration file.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Show and audit the state in a data directory.
     State(StateArgs),
     /// Benchmarks.
@@ -118,6 +128,26 @@ struct DevnetArgs {
     /// is taken, another is chosen and logged.
     #[arg(long, default_value = mqtt::DEFAULT_ADDR, value_name = "ADDR|off")]
     mqtt_addr: String,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The configuration file (TOML; `int config default` prints one).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the default configuration, every key commented; `int run
+    /// --config` accepts it as is.
+    Default,
 }
 
 #[derive(Args)]
@@ -222,6 +252,16 @@ fn main() -> Result<ExitCode> {
             })?;
             print(&serde_json::to_value(&s)?, a.json)?;
         }
+        Cmd::Run(a) => {
+            let s = run::run(&run::RunOpts {
+                config: a.config,
+                duration_s: a.duration,
+            })?;
+            print(&serde_json::to_value(&s)?, a.json)?;
+        }
+        Cmd::Config { cmd } => match cmd {
+            ConfigCmd::Default => print!("{}", config::DEFAULT_TOML),
+        },
         Cmd::State(a) => {
             let v = match a.cmd {
                 None => state::summary(&a.data_dir, a.chain_id)?,

@@ -1,0 +1,314 @@
+//! `int run --config FILE` as an operator meets it: a validator key made
+//! with `int keys new`, the config `int config default` prints with its
+//! data dir, ports and a funded genesis account edited in, the node
+//! producing blocks and including a transfer sent through its JSON-RPC,
+//! then killed and started again to continue from its head.
+//!
+//! Runs the real binary.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, p, run, text};
+use int_engine::crypto::bls::{SecretKey, tx_message};
+use int_schemas::wire::Token;
+use int_schemas::{PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// `int ARGS` with the keystore password set; waits for it.
+fn int_pw(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("INT_KEYSTORE_PASSWORD", PASSWORD)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running int")
+}
+
+/// Starts `int run --config FILE ARGS`; returns the child, its RPC address
+/// and MQTT address (as printed on stderr), and the rest of stderr.
+fn start(config: &Path, args: &[&str]) -> (Child, String, String, BufReader<ChildStderr>) {
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", p(config)])
+        .args(args)
+        .env("INT_KEYSTORE_PASSWORD", PASSWORD)
+        .env_remove("RUST_BACKTRACE")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start int run");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let (mut rpc, mut mqtt) = (None, None);
+    let mut seen = String::new();
+    let mut line = String::new();
+    while rpc.is_none() || mqtt.is_none() {
+        line.clear();
+        if err.read_line(&mut line).expect("read stderr") == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if let Some(a) = line.trim().strip_prefix("JSON-RPC on http://") {
+            rpc = Some(a.to_string());
+        }
+        if let Some(a) = line.trim().strip_prefix("MQTT on mqtt://") {
+            mqtt = Some(a.to_string());
+        }
+    }
+    let (Some(rpc), Some(mqtt)) = (rpc, mqtt) else {
+        let _ = child.kill();
+        panic!("int run did not name its RPC and MQTT addresses:\n{seen}");
+    };
+    (child, rpc, mqtt, err)
+}
+
+/// One JSON-RPC call over HTTP.
+fn call(addr: &str, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
+    let mut s = TcpStream::connect(addr).expect("connect to the RPC");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the response");
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    assert!(v.get("error").is_none(), "{method}: {v}");
+    v["result"].clone()
+}
+
+fn height(addr: &str) -> u64 {
+    call(addr, "int_chainInfo", json!([]))["height"]
+        .as_u64()
+        .expect("height")
+}
+
+/// Polls `f` every 100 ms for up to 20 s.
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn int_balance(addr: &str, id: &[u8; 32]) -> u128 {
+    call(addr, "int_getAccount", json!([hex::encode(id)]))["int"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The field `key = ...` of the config text replaced by `key = value`
+/// (the first line that sets it).
+fn set(config: &str, key: &str, value: &str) -> String {
+    let mut done = false;
+    let out: Vec<String> = config
+        .lines()
+        .map(|l| {
+            if !done && l.starts_with(&format!("{key} = ")) {
+                done = true;
+                format!("{key} = {value}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(done, "no {key} in the default config");
+    out.join("\n") + "\n"
+}
+
+#[test]
+fn run_from_a_config_file_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let data = dir.path().join("data");
+
+    // The validator's keystore.
+    let out = int_pw(&[
+        "keys",
+        "new",
+        "--dir",
+        p(&keys),
+        "--name",
+        "validator",
+        "--kdf",
+        "pbkdf2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let made: Value = serde_json::from_slice(&out.stdout).expect("keys new --json");
+    let validator = made["account_id"].as_str().expect("account_id").to_string();
+
+    // A funded account whose key the test holds, registered at genesis,
+    // and a receiver known only by its id.
+    let sk = SecretKey::from_seed(&[42u8; 32]);
+    let me = sk.public_key().account_id();
+    let to = [7u8; 32];
+
+    let (default, _) = run(&["config", "default"], 0);
+    let mut config = default.clone();
+    config = set(&config, "data_dir", &format!("{:?}", p(&data)));
+    config = set(&config, "block_ms", "100");
+    config = config.replace("addr = \"127.0.0.1:8645\"", "addr = \"127.0.0.1:0\"");
+    config = config.replace("addr = \"127.0.0.1:1883\"", "addr = \"127.0.0.1:0\"");
+    config = set(
+        &config,
+        "keystore",
+        &format!("{:?}", p(&keys.join("validator.json"))),
+    );
+    config = set(
+        &config,
+        "accounts",
+        &format!(
+            "[\n  {{ public_key = \"{}\", int = \"1000000\", gas = \"1000000\" }},\n  {{ id = \"{}\", int = \"5\" }},\n]",
+            hex::encode(sk.public_key().to_bytes()),
+            hex::encode(to)
+        ),
+    );
+    assert_ne!(config, default);
+    let file = dir.path().join("int.toml");
+    std::fs::write(&file, &config).unwrap();
+
+    // First run: blocks, and a transfer through the RPC.
+    let (mut child, rpc, _mqtt, _err) = start(&file, &[]);
+    let info = call(&rpc, "int_chainInfo", json!([]));
+    assert_eq!(info["chain_id"], 1, "{info}");
+    let h0 = height(&rpc);
+    wait_for("two blocks", || height(&rpc) >= h0 + 2);
+    let acct = call(&rpc, "int_getAccount", json!([hex::encode(me)]));
+    assert_eq!(acct["exists"], true, "{acct}");
+    assert!(
+        acct["public_key"].is_string(),
+        "registered at genesis: {acct}"
+    );
+    let v = call(&rpc, "int_getAccount", json!([validator]));
+    assert_eq!(v["exists"], true, "the validator is in genesis: {v}");
+    assert_eq!(int_balance(&rpc, &to), 5);
+
+    let body = build_tx_body(&TxBodySpec {
+        chain_id: 1,
+        sender: me,
+        nonce: 0,
+        fee: 1,
+        payload: PayloadSpec::Transfer {
+            to,
+            amount: 1234,
+            token: Token::Int,
+        },
+    });
+    let env = build_envelope(&body, &sk.sign(&tx_message(1, &body)).to_bytes());
+    let tx_hash = hex::encode(blake3::hash(&body).as_bytes());
+    let sent = call(&rpc, "int_sendTransaction", json!([hex::encode(&env)]));
+    assert_eq!(sent["nonce"], 0, "{sent}");
+    wait_for("the receiver's balance", || {
+        int_balance(&rpc, &to) == 5 + 1234
+    });
+    // Its receipt says Ok.
+    let head = height(&rpc);
+    let mut status = None;
+    for h in h0..=head {
+        let block = call(&rpc, "int_getBlock", json!([h]));
+        for i in 0..block["tx_count"].as_u64().unwrap_or(0) {
+            let r = call(&rpc, "int_getReceipt", json!([h, i]));
+            if r["tx_hash"] == tx_hash.as_str() {
+                status = Some(r["status"].clone());
+            }
+        }
+    }
+    assert_eq!(status, Some(json!("Ok")), "receipt of {tx_hash}");
+    assert_eq!(int_balance(&rpc, &me), 1_000_000 - 1234);
+
+    // Killed (no clean stop), then started again on the same data dir.
+    let before = height(&rpc);
+    child.kill().expect("kill int run");
+    child.wait().expect("reap int run");
+    let (mut child, rpc, _mqtt, mut err) = start(&file, &["--duration", "3", "--json"]);
+    let again = height(&rpc);
+    assert!(again >= before, "restarted at {again}, below {before}");
+    wait_for("a block after the restart", || height(&rpc) > again);
+    assert_eq!(int_balance(&rpc, &to), 5 + 1234, "state kept");
+    let status = child.wait().expect("int run stops by itself");
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(status.success(), "{rest}");
+    assert!(!rest.contains("panicked"), "{rest}");
+    let summary: Value = serde_json::from_str(stdout.trim()).expect("--json summary");
+    assert!(
+        summary["start_height"].as_u64() >= Some(before),
+        "{summary}"
+    );
+    assert!(
+        summary["height"].as_u64() > summary["start_height"].as_u64(),
+        "{summary}"
+    );
+    assert_eq!(summary["validator"], validator.as_str(), "{summary}");
+
+    // The same data dir under another chain id is refused.
+    std::fs::write(&file, set(&config, "chain_id", "2")).unwrap();
+    let out = int_pw(&["run", "--config", p(&file), "--duration", "1"]);
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("chain id 2") && !e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn bad_configs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("int.toml");
+    let (default, _) = run(&["config", "default"], 0);
+    for (text_, expect) in [
+        (format!("{default}\nport = 1\n"), "unknown field `port`"),
+        (
+            default.replace("127.0.0.1:8645", "localhost"),
+            "rpc.addr: \"localhost\" is not IP:PORT",
+        ),
+        (
+            default.replace("accounts = []", "accounts = [ { id = \"xyz\" } ]"),
+            "genesis.accounts[0].id: not hex",
+        ),
+        // The keystore is missing: named, before anything is written.
+        (default.clone(), "validator.keystore"),
+    ] {
+        std::fs::write(&file, &text_).unwrap();
+        let out = int_pw(&["run", "--config", p(&file), "--duration", "1"]);
+        let e = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{e}");
+        assert!(
+            e.contains(expect) && !e.contains("panicked"),
+            "{expect}: {e}"
+        );
+    }
+    assert!(
+        !dir.path().join("int-node").exists(),
+        "no data dir for a refused config"
+    );
+    let out = int_pw(&["run", "--config", p(&dir.path().join("none.toml"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("none.toml"));
+}
