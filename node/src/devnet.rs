@@ -92,39 +92,17 @@ struct DevnetFile {
     market_seed: Option<String>,
 }
 
-/// What a run did; printed at the end, as JSON with `--json`.
+/// What a run did; printed at the end, as JSON with `--json`: the node's
+/// summary and what the simulators did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    /// Chain id.
-    pub chain_id: u32,
-    /// Head height at the end.
-    pub height: u64,
-    /// Height at the start of this run.
-    pub start_height: u64,
-    /// Blocks produced by this run.
-    pub blocks: u64,
-    /// Transactions included by this run.
-    pub txs: u64,
-    /// Of which succeeded.
-    pub txs_ok: u64,
-    /// Included transactions per second of this run.
-    pub tps: f64,
-    /// State root at the head, hex.
-    pub state_root: String,
-    /// Accounts in the state.
-    pub accounts: u64,
+    /// Height, transactions, tps, state root, accounts, validator, ….
+    #[serde(flatten)]
+    pub node: crate::node::RunSummary,
     /// Simulated devices.
     pub devices: usize,
-    /// Transactions refused at ingress or by the mempool.
-    pub rejected: u64,
     /// Share of wall time the ingress thread spent in signature checks.
     pub sig_check_share: f64,
-    /// Seconds this run lasted.
-    pub duration_s: f64,
-    /// Data directory.
-    pub data_dir: String,
-    /// The validator's account id, hex (try `int state account ID --proof`).
-    pub validator: String,
     /// The account id of simulated device 0, hex.
     pub device0: String,
     /// Simulated BPK users (0: intents off).
@@ -139,9 +117,6 @@ pub struct Summary {
     pub intents_refused: u64,
     /// Mean time to prove one intent, milliseconds.
     pub prove_ms_mean: f64,
-    /// Where batch verification's curve arithmetic ran: the `--accel`
-    /// choice and the adapter (`auto: cpu` without one).
-    pub accel: String,
     /// Price-tag purchases that succeeded (`Buy`).
     pub price_tag: u64,
     /// Metering: channel claims that paid a seller (`ClaimChannel`).
@@ -570,7 +545,6 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     }
 
     let store = node.store();
-    let head = node.head()?;
     let secs = began.elapsed().as_secs_f64();
     let identities = match bpk::identity_tree(store, chain_id) {
         Ok(t) => t.len(),
@@ -584,21 +558,9 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     let skus = market_sim::all_skus(store, chain_id)?.len() as u64;
     let market = &ran.market;
     Ok(Summary {
-        chain_id,
-        height: head.height,
-        start_height: start.height,
-        blocks: ran.blocks,
-        txs: ran.txs,
-        txs_ok: ran.txs_ok,
-        tps: ran.txs as f64 / secs,
-        state_root: hex::encode(head.state_root),
-        accounts: head.accounts,
+        node: node.summary(&ran, secs)?,
         devices: fleet.len(),
-        rejected: ran.rejected,
         sig_check_share: ran.verify_s / secs,
-        duration_s: secs,
-        data_dir: opts.data_dir.display().to_string(),
-        validator: hex::encode(validator.public_key().account_id()),
         device0: hex::encode(fleet.ids[0]),
         users: sim.as_ref().map_or(0, Sim::len),
         identities,
@@ -610,7 +572,6 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         } else {
             sim_stats.prove_us.load(Ordering::Relaxed) as f64 / 1e3 / proofs_made as f64
         },
-        accel: node.accel(),
         price_tag: market.price_tag,
         metered: market.metered,
         auction: market.auction,

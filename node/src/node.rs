@@ -116,92 +116,99 @@ impl Stats {
         mqtt: Option<&int_gateway::Stats>,
     ) -> String {
         let head = store.head(chain_id).ok().flatten();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        // (name, type, help, value)
+        let mut rows: Vec<(&str, &str, &str, String)> = vec![
+            (
+                "int_height",
+                "gauge",
+                "Height of the committed head.",
+                head.as_ref().map_or(0, |h| h.height).to_string(),
+            ),
+            (
+                "int_accounts",
+                "gauge",
+                "Accounts in the state.",
+                head.as_ref().map_or(0, |h| h.accounts).to_string(),
+            ),
+            (
+                "int_blocks_total",
+                "counter",
+                "Blocks this node committed since it started.",
+                get(&self.blocks),
+            ),
+            (
+                "int_transactions_total",
+                "counter",
+                "Transactions included since start (rate() gives tx/s).",
+                get(&self.txs),
+            ),
+            (
+                "int_transactions_ok_total",
+                "counter",
+                "Included transactions that succeeded.",
+                get(&self.txs_ok),
+            ),
+            (
+                "int_mempool_transactions",
+                "gauge",
+                "Verified transactions waiting for a block.",
+                mempool.to_string(),
+            ),
+            (
+                "int_verify_seconds_total",
+                "counter",
+                "Time ingress spent decoding and checking signatures in batches.",
+                format!("{:.6}", self.verify_ns.load(Ordering::Relaxed) as f64 / 1e9),
+            ),
+            (
+                "int_rejected_total",
+                "counter",
+                "Transactions refused at ingress.",
+                get(&self.rejected),
+            ),
+        ];
+        if let Some(m) = mqtt {
+            rows.extend([
+                (
+                    "int_mqtt_connections",
+                    "gauge",
+                    "Open MQTT connections (after CONNECT).",
+                    get(&m.connections),
+                ),
+                (
+                    "int_mqtt_connections_total",
+                    "counter",
+                    "MQTT connections accepted since start.",
+                    get(&m.connections_total),
+                ),
+                (
+                    "int_mqtt_ingested_total",
+                    "counter",
+                    "Messages devices published to the transaction topic.",
+                    get(&m.ingested),
+                ),
+                (
+                    "int_mqtt_delivered_total",
+                    "counter",
+                    "Messages delivered to MQTT subscribers.",
+                    get(&m.delivered),
+                ),
+                (
+                    "int_mqtt_events_dropped_total",
+                    "counter",
+                    "Node messages the gateway dropped because its queue was full.",
+                    get(&m.events_dropped),
+                ),
+            ]);
+        }
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, v: String| {
+        for (name, kind, help, v) in rows {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
             ));
-        };
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        metric(
-            "int_height",
-            "gauge",
-            "Height of the committed head.",
-            head.as_ref().map_or(0, |h| h.height).to_string(),
-        );
-        metric(
-            "int_accounts",
-            "gauge",
-            "Accounts in the state.",
-            head.as_ref().map_or(0, |h| h.accounts).to_string(),
-        );
-        metric(
-            "int_blocks_total",
-            "counter",
-            "Blocks this node committed since it started.",
-            get(&self.blocks),
-        );
-        metric(
-            "int_transactions_total",
-            "counter",
-            "Transactions included since start (rate() gives tx/s).",
-            get(&self.txs),
-        );
-        metric(
-            "int_transactions_ok_total",
-            "counter",
-            "Included transactions that succeeded.",
-            get(&self.txs_ok),
-        );
-        metric(
-            "int_mempool_transactions",
-            "gauge",
-            "Verified transactions waiting for a block.",
-            mempool.to_string(),
-        );
-        metric(
-            "int_verify_seconds_total",
-            "counter",
-            "Time ingress spent decoding and checking signatures in batches.",
-            format!("{:.6}", self.verify_ns.load(Ordering::Relaxed) as f64 / 1e9),
-        );
-        metric(
-            "int_rejected_total",
-            "counter",
-            "Transactions refused at ingress.",
-            get(&self.rejected),
-        );
+        }
         if let Some(m) = mqtt {
-            metric(
-                "int_mqtt_connections",
-                "gauge",
-                "Open MQTT connections (after CONNECT).",
-                get(&m.connections),
-            );
-            metric(
-                "int_mqtt_connections_total",
-                "counter",
-                "MQTT connections accepted since start.",
-                get(&m.connections_total),
-            );
-            metric(
-                "int_mqtt_ingested_total",
-                "counter",
-                "Messages devices published to the transaction topic.",
-                get(&m.ingested),
-            );
-            metric(
-                "int_mqtt_delivered_total",
-                "counter",
-                "Messages delivered to MQTT subscribers.",
-                get(&m.delivered),
-            );
-            metric(
-                "int_mqtt_events_dropped_total",
-                "counter",
-                "Node messages the gateway dropped because its queue was full.",
-                get(&m.events_dropped),
-            );
             out.push_str(
                 "# HELP int_mqtt_dropped_total MQTT clients dropped, by reason.\n\
                  # TYPE int_mqtt_dropped_total counter\n",
@@ -388,6 +395,41 @@ pub(crate) struct Run {
     pub market: MarketCounts,
 }
 
+/// What a run of the node did: `int run`'s summary, and the part of
+/// `int devnet`'s it shares (flattened into it).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct RunSummary {
+    /// Chain id.
+    pub chain_id: u32,
+    /// Head height at the end.
+    pub height: u64,
+    /// Height at the start of this run.
+    pub start_height: u64,
+    /// Blocks produced by this run.
+    pub blocks: u64,
+    /// Transactions included by this run.
+    pub txs: u64,
+    /// Of which succeeded.
+    pub txs_ok: u64,
+    /// Included transactions per second of this run.
+    pub tps: f64,
+    /// State root at the head, hex.
+    pub state_root: String,
+    /// Accounts in the state.
+    pub accounts: u64,
+    /// Transactions refused at ingress or by the mempool.
+    pub rejected: u64,
+    /// Seconds this run lasted.
+    pub duration_s: f64,
+    /// Data directory.
+    pub data_dir: String,
+    /// The validator's account id, hex (try `int state account ID --proof`).
+    pub validator: String,
+    /// Where batch verification's curve arithmetic ran: the `--accel`
+    /// choice and the adapter (`auto: cpu` without one).
+    pub accel: String,
+}
+
 /// An open node: its store, its chain (genesis written) and its validator.
 pub(crate) struct Node {
     cfg: NodeConfig,
@@ -486,6 +528,27 @@ impl Node {
     /// The committed head now.
     pub(crate) fn head(&self) -> Result<Head> {
         self.chain.head().context("no head")
+    }
+
+    /// The summary of a run that lasted `secs` and did `ran`.
+    pub(crate) fn summary(&self, ran: &Run, secs: f64) -> Result<RunSummary> {
+        let head = self.head()?;
+        Ok(RunSummary {
+            chain_id: self.cfg.chain_id,
+            height: head.height,
+            start_height: self.start.height,
+            blocks: ran.blocks,
+            txs: ran.txs,
+            txs_ok: ran.txs_ok,
+            tps: ran.txs as f64 / secs,
+            state_root: hex::encode(head.state_root),
+            accounts: head.accounts,
+            rejected: ran.rejected,
+            duration_s: secs,
+            data_dir: self.cfg.data_dir.display().to_string(),
+            validator: hex::encode(self.validator.public_key().account_id()),
+            accel: self.accel(),
+        })
     }
 
     /// Where batch verification's curve arithmetic runs, in words.

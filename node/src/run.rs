@@ -13,7 +13,6 @@ use anyhow::{Context, Result, anyhow};
 use int_bench::devices::validator_account;
 use int_engine::crypto::bls::SecretKey;
 use int_gpu::{Accelerator, ThresholdPolicy};
-use serde::Serialize;
 
 use crate::config::Settings;
 use crate::node::{Genesis, Hooks, Node, NodeConfig};
@@ -31,37 +30,7 @@ pub struct RunOpts {
 }
 
 /// What a run did; printed when it stops, as JSON with `--json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    /// Chain id.
-    pub chain_id: u32,
-    /// Head height at the end.
-    pub height: u64,
-    /// Height at the start of this run.
-    pub start_height: u64,
-    /// Blocks produced by this run.
-    pub blocks: u64,
-    /// Transactions included by this run.
-    pub txs: u64,
-    /// Of which succeeded.
-    pub txs_ok: u64,
-    /// Included transactions per second of this run.
-    pub tps: f64,
-    /// State root at the head, hex.
-    pub state_root: String,
-    /// Accounts in the state.
-    pub accounts: u64,
-    /// Transactions refused at ingress or by the mempool.
-    pub rejected: u64,
-    /// Seconds this run lasted.
-    pub duration_s: f64,
-    /// Data directory.
-    pub data_dir: String,
-    /// The validator's account id, hex.
-    pub validator: String,
-    /// Where batch verification's curve arithmetic ran.
-    pub accel: String,
-}
+pub type Summary = crate::node::RunSummary;
 
 /// Opens the validator's keystore (`DIR/NAME.json`) and decrypts it with
 /// the password from `$INT_KEYSTORE_PASSWORD` or the terminal.
@@ -145,24 +114,7 @@ pub fn run(opts: &RunOpts) -> Result<Summary> {
 
     let began = std::time::Instant::now();
     let ran = node.run(Vec::new(), Hooks::default())?;
-    let head = node.head()?;
-    let secs = began.elapsed().as_secs_f64();
-    Ok(Summary {
-        chain_id: settings.chain_id,
-        height: head.height,
-        start_height: start.height,
-        blocks: ran.blocks,
-        txs: ran.txs,
-        txs_ok: ran.txs_ok,
-        tps: ran.txs as f64 / secs,
-        state_root: hex::encode(head.state_root),
-        accounts: head.accounts,
-        rejected: ran.rejected,
-        duration_s: secs,
-        data_dir: settings.data_dir.display().to_string(),
-        validator: vid,
-        accel: node.accel(),
-    })
+    node.summary(&ran, began.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]
