@@ -206,6 +206,14 @@ fn print(v: &serde_json::Value, json: bool) -> Result<()> {
 }
 
 fn main() -> Result<ExitCode> {
+    // `int … | head`: when the reader goes away, end quietly as Unix tools
+    // do, instead of panicking in println!. Sockets are unaffected: the
+    // standard library sends with MSG_NOSIGNAL.
+    #[cfg(unix)]
+    // SAFETY: sets the disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // arkworks opens a tracing span (targets `gr1cs`, `r1cs`) per allocated
     // variable and records the span stack with every constraint; under the fmt
     // subscriber a Groth16 setup of the BPK circuit then grows to tens of GB.
