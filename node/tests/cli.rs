@@ -7,10 +7,9 @@
 
 mod common;
 
-use common::{int, p, run, text};
+use common::{devnet_seed, devnet_validator, int, json, p, run, text};
 
 use int_bench::devices::Fleet;
-use int_engine::crypto::bls::SecretKey;
 
 /// Runs `int ARGS`, expects success, returns stdout.
 fn ok(args: &[&str]) -> String {
@@ -32,20 +31,6 @@ fn fails(args: &[&str]) -> String {
         args.join(" ")
     );
     err
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-fn seed(file: &serde_json::Value, key: &str) -> [u8; 32] {
-    let s = file[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("devnet.json has no {key}: {file}"));
-    hex::decode(s)
-        .expect("hex seed")
-        .try_into()
-        .expect("32-byte seed")
 }
 
 #[test]
@@ -181,11 +166,8 @@ fn devnet_then_account_proofs() {
 
     // The CLI prints no account id anywhere (summary, `int state`), so the
     // ids are derived from the seeds in devnet.json, as the devnet does.
-    let file = json(&std::fs::read_to_string(dir.path().join("devnet.json")).unwrap());
-    let fleet = Fleet::derive(2, &seed(&file, "fleet_seed"));
-    let validator = SecretKey::from_seed(&seed(&file, "validator_seed"))
-        .public_key()
-        .account_id();
+    let fleet = Fleet::derive(2, &devnet_seed(dir.path(), "fleet_seed"));
+    let validator = devnet_validator(dir.path()).public_key().account_id();
     let ids = [fleet.ids[0], fleet.ids[1], validator];
 
     for id in ids {

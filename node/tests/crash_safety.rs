@@ -7,29 +7,22 @@
 //! The delays come from a seeded LCG; set `INT_CRASH_SEED` to replay or
 //! vary a run, `INT_CRASH_KILLS` to change the number of kills.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_int");
+use common::BIN;
+use common::child::KillOnDrop;
+
 const DEVICES: usize = 200;
 /// Accounts at genesis: the devices, the validator, and the simulated
 /// market's 8 sellers, 16 buyers and 3 oracles.
 const GENESIS_ACCOUNTS: u64 = DEVICES as u64 + 1 + 27;
-
-/// Kills (SIGKILL on Unix) and reaps the child when dropped, so that a
-/// failed assertion never leaves a devnet running.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A 64-bit LCG (Knuth's MMIX constants); good enough for delays.
 struct Lcg(u64);

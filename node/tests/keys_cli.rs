@@ -9,27 +9,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Output, Stdio};
 
-use common::{BIN, devnet_args, p, text};
+use common::child::{Node, wait_for};
+use common::rpc::{call, find_receipt, height};
+use common::{devnet_args, devnet_validator, expect_exit, int_command, json, p, text};
 use int_engine::crypto::bls::SecretKey;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple";
 
 /// Runs `int ARGS` with `password` in INT_KEYSTORE_PASSWORD (none: unset).
 fn int_pw(args: &[&str], password: Option<&str>) -> Output {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .env_remove("INT_KEYSTORE_PASSWORD")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null());
+    let mut c = int_command(args);
+    c.env_remove("INT_KEYSTORE_PASSWORD");
     if let Some(pw) = password {
         c.env("INT_KEYSTORE_PASSWORD", pw);
     }
@@ -39,24 +34,11 @@ fn int_pw(args: &[&str], password: Option<&str>) -> Output {
 /// Runs `int ARGS` with the test's password; expects exit `code` and no
 /// panic; (stdout, stderr).
 fn run_pw(args: &[&str], password: Option<&str>, code: i32) -> (String, String) {
-    let out = int_pw(args, password);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "`int {}`:\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        args.join(" ")
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    (stdout, stderr)
+    expect_exit(args, &int_pw(args, password), code)
 }
 
 fn ok(args: &[&str]) -> String {
     run_pw(args, Some(PASSWORD), 0).0
-}
-
-fn json_of(s: &str) -> Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
 #[test]
@@ -65,7 +47,7 @@ fn keys_new_list_export_import() {
     let dir = tmp.path().join("keys");
     let d = p(&dir);
 
-    let alice = json_of(&ok(&[
+    let alice = json(&ok(&[
         "keys", "new", "--dir", d, "--name", "alice", "--json",
     ]));
     let alice_id = alice["account_id"].as_str().unwrap().to_string();
@@ -80,7 +62,7 @@ fn keys_new_list_export_import() {
         assert_eq!(mode & 0o777, 0o600, "keystore mode {mode:o}");
     }
     // An EIP-2335 file: version 4, scrypt at the EIP's cost, our 96-byte key.
-    let ks = json_of(&std::fs::read_to_string(&file).unwrap());
+    let ks = json(&std::fs::read_to_string(&file).unwrap());
     assert_eq!(ks["version"], 4);
     assert_eq!(ks["path"], "");
     assert_eq!(ks["crypto"]["kdf"]["params"]["n"], 262144);
@@ -108,7 +90,7 @@ fn keys_new_list_export_import() {
     let sk = SecretKey::from_seed(&[7u8; 32]);
     let secret_file = tmp.path().join("secret.hex");
     std::fs::write(&secret_file, format!("{}\n", hex::encode(sk.to_bytes()))).unwrap();
-    let imp = json_of(&ok(&[
+    let imp = json(&ok(&[
         "keys",
         "import",
         "--dir",
@@ -123,16 +105,15 @@ fn keys_new_list_export_import() {
     let carol_id = hex::encode(sk.public_key().account_id());
     assert_eq!(imp["account_id"], carol_id);
     // And from stdin.
-    let mut child = Command::new(BIN)
-        .args([
-            "keys", "import", "--dir", d, "--name", "dave", "--kdf", "pbkdf2", "--json",
-        ])
-        .env("INT_KEYSTORE_PASSWORD", PASSWORD)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = int_command(&[
+        "keys", "import", "--dir", d, "--name", "dave", "--kdf", "pbkdf2", "--json",
+    ])
+    .env("INT_KEYSTORE_PASSWORD", PASSWORD)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     child
         .stdin
         .take()
@@ -141,7 +122,7 @@ fn keys_new_list_export_import() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(json_of(&text(&out.stdout))["account_id"], carol_id);
+    assert_eq!(json(&text(&out.stdout))["account_id"], carol_id);
     // Not a secret key.
     std::fs::write(&secret_file, "00".repeat(32)).unwrap();
     let (_, err) = run_pw(
@@ -162,7 +143,7 @@ fn keys_new_list_export_import() {
     // A malformed file and an Ethereum-style (48-byte pubkey) entry do not
     // stop the listing; they say what is wrong with them.
     std::fs::write(dir.join("broken.json"), "{not json").unwrap();
-    let list = json_of(&ok(&["keys", "list", "--dir", d, "--json"]));
+    let list = json(&ok(&["keys", "list", "--dir", d, "--json"]));
     let rows = list.as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["alice", "bob", "broken", "carol", "dave"], "{list}");
@@ -213,67 +194,43 @@ fn keys_new_list_export_import() {
     assert!(err.contains("empty password"), "{err}");
 }
 
-/// One JSON-RPC call over plain HTTP (the test's own client, apart from
-/// the one under test).
-fn call(addr: &str, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read response");
-    let (_, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
-    let v = json_of(body);
-    assert!(v.get("error").is_none(), "{method}: {v}");
-    v["result"].clone()
+/// `int tx transfer` of `amount` INT from keystore `key` in `keys_dir` to
+/// `to`, then `rest`.
+fn transfer<'a>(
+    key: &'a str,
+    keys_dir: &'a str,
+    to: &'a str,
+    amount: &'a str,
+    rest: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "tx",
+        "transfer",
+        "--key",
+        key,
+        "--keys-dir",
+        keys_dir,
+        "--to",
+        to,
+        "--amount",
+        amount,
+    ];
+    args.extend_from_slice(rest);
+    args
 }
 
 /// Waits until `id`'s committed nonce passes `nonce`.
 fn wait_nonce_past(addr: &str, id: &str, nonce: u64) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(15) {
-        if call(addr, "int_getAccount", json!([id]))["nonce"].as_u64() > Some(nonce) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("nonce {nonce} of {id} was not used within 15 s");
-}
-
-/// The receipt with `tx_hash` in blocks `from..=head`.
-fn find_receipt(addr: &str, from: u64, tx_hash: &str) -> Option<Value> {
-    let head = call(addr, "int_chainInfo", json!([]))["height"]
-        .as_u64()
-        .unwrap();
-    for h in from..=head {
-        let n = call(addr, "int_getBlock", json!([h]))["tx_count"]
-            .as_u64()
-            .unwrap_or(0);
-        for i in 0..n {
-            let r = call(addr, "int_getReceipt", json!([h, i]));
-            if r["tx_hash"] == tx_hash {
-                return Some(r);
-            }
-        }
-    }
-    None
+    wait_for(&format!("nonce {nonce} of {id} to be used"), || {
+        call(addr, "int_getAccount", json!([id]))["nonce"].as_u64() > Some(nonce)
+    });
 }
 
 fn import_validator(data_dir: &Path, keys: &str) -> String {
-    let file = json_of(&std::fs::read_to_string(data_dir.join("devnet.json")).unwrap());
-    let seed: [u8; 32] = hex::decode(file["validator_seed"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let sk = SecretKey::from_seed(&seed);
+    let sk = devnet_validator(data_dir);
     let secret = data_dir.join("validator.hex");
     std::fs::write(&secret, hex::encode(sk.to_bytes())).unwrap();
-    let v = json_of(&ok(&[
+    let v = json(&ok(&[
         "keys",
         "import",
         "--dir",
@@ -299,7 +256,7 @@ fn transfers_reach_a_devnet() {
     let k = p(&keys_dir);
 
     // A receiver with no account yet, and errors that need no node.
-    let fresh = json_of(&ok(&[
+    let fresh = json(&ok(&[
         "keys", "new", "--dir", k, "--name", "fresh", "--kdf", "pbkdf2", "--json",
     ]));
     let fresh_id = fresh["account_id"].as_str().unwrap().to_string();
@@ -310,38 +267,13 @@ fn transfers_reach_a_devnet() {
         .port();
     let dead = format!("http://127.0.0.1:{port}");
     let (_, err) = run_pw(
-        &[
-            "tx",
-            "transfer",
-            "--key",
-            "fresh",
-            "--keys-dir",
-            k,
-            "--to",
-            &fresh_id,
-            "--amount",
-            "1",
-            "--rpc",
-            &dead,
-            "--send",
-        ],
+        &transfer("fresh", k, &fresh_id, "1", &["--rpc", &dead, "--send"]),
         Some(PASSWORD),
         1,
     );
     assert!(err.contains("cannot reach the node at 127.0.0.1"), "{err}");
     let (_, err) = run_pw(
-        &[
-            "tx",
-            "transfer",
-            "--key",
-            "fresh",
-            "--keys-dir",
-            k,
-            "--to",
-            &fresh_id,
-            "--amount",
-            "1",
-        ],
+        &transfer("fresh", k, &fresh_id, "1", &[]),
         Some(PASSWORD),
         2,
     );
@@ -351,80 +283,35 @@ fn transfers_reach_a_devnet() {
     let (_, err) = run_pw(&["tx", "send", p(&junk), "--rpc", &dead], Some(PASSWORD), 1);
     assert!(err.contains("is not a transaction envelope"), "{err}");
 
-    let mut child = Command::new(BIN)
-        .args(devnet_args(
+    let node = Node::start(
+        &mut int_command(&devnet_args(
             p(&data),
             "25",
             &["--rpc-addr", "127.0.0.1:0", "--mqtt-addr", "off"],
-        ))
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the devnet");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut addr = None;
-    let mut line = String::new();
-    while err.read_line(&mut line).unwrap() > 0 {
-        if let Some(a) = line.trim().strip_prefix("JSON-RPC on http://") {
-            addr = Some(a.to_string());
-            break;
-        }
-        line.clear();
-    }
-    let addr = addr.expect("the devnet names its RPC address");
+        )),
+        false,
+    );
+    let addr = node.rpc.clone();
     let rpc = format!("http://{addr}");
-    // Drain the devnet's stderr so it never blocks on a full pipe.
-    let drain = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = err.read_to_string(&mut rest);
-        rest
-    });
 
     let validator = import_validator(&data, k);
     // A fresh key has no account: a clear error before any password.
     let (_, e) = run_pw(
-        &[
-            "tx",
-            "transfer",
-            "--key",
-            "fresh",
-            "--keys-dir",
-            k,
-            "--to",
-            &validator,
-            "--amount",
-            "1",
-            "--rpc",
-            &rpc,
-            "--send",
-        ],
+        &transfer("fresh", k, &validator, "1", &["--rpc", &rpc, "--send"]),
         None,
         1,
     );
     assert!(e.contains("has no account on chain 1"), "{e}");
 
     // Chain id and nonce from the node; sent through int_sendTransaction.
-    let start = call(&addr, "int_chainInfo", json!([]))["height"]
-        .as_u64()
-        .unwrap();
-    let sent = json_of(&ok(&[
-        "tx",
-        "transfer",
-        "--key",
+    let start = height(&addr);
+    let sent = json(&ok(&transfer(
         "validator",
-        "--keys-dir",
         k,
-        "--to",
         &fresh_id,
-        "--amount",
         "5",
-        "--rpc",
-        &rpc,
-        "--send",
-        "--json",
-    ]));
+        &["--rpc", &rpc, "--send", "--json"],
+    )));
     assert_eq!(sent["sender"], validator.as_str(), "{sent}");
     assert_eq!(sent["chain_id"], 1, "{sent}");
     assert_eq!(sent["result"]["queued"], true, "{sent}");
@@ -448,41 +335,33 @@ fn transfers_reach_a_devnet() {
     // sent with `int tx send`.
     let env = tmp.path().join("transfer.tx");
     let next = (nonce + 1).to_string();
-    let saved = json_of(&ok(&[
-        "tx",
-        "transfer",
-        "--key",
+    let saved = json(&ok(&transfer(
         "validator",
-        "--keys-dir",
         k,
-        "--to",
         &fresh_id,
-        "--amount",
         "3",
-        "--chain-id",
-        "1",
-        "--nonce",
-        &next,
-        "--rpc",
-        &dead,
-        "--out",
-        p(&env),
-        "--json",
-    ]));
+        &[
+            "--chain-id",
+            "1",
+            "--nonce",
+            &next,
+            "--rpc",
+            &dead,
+            "--out",
+            p(&env),
+            "--json",
+        ],
+    )));
     assert_eq!(saved["nonce"], nonce + 1);
     assert!(std::fs::metadata(&env).unwrap().len() > 100);
-    let start = call(&addr, "int_chainInfo", json!([]))["height"]
-        .as_u64()
-        .unwrap();
-    let out = json_of(&ok(&["tx", "send", p(&env), "--rpc", &rpc, "--json"]));
+    let start = height(&addr);
+    let out = json(&ok(&["tx", "send", p(&env), "--rpc", &rpc, "--json"]));
     assert_eq!(out["tx_hash"], saved["tx_hash"], "{out}");
     assert_eq!(out["result"]["queued"], true, "{out}");
     wait_nonce_past(&addr, &validator, nonce + 1);
     let tx_hash = saved["tx_hash"].as_str().unwrap();
     assert!(find_receipt(&addr, start, tx_hash).is_some());
 
-    let out = child.wait_with_output().expect("devnet exits");
-    let rest = drain.join().unwrap();
-    assert!(out.status.success(), "{rest}");
-    assert!(!rest.contains("panicked"), "{rest}");
+    // The devnet stops by itself, successfully and without a panic.
+    node.finish();
 }

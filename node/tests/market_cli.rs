@@ -7,14 +7,10 @@
 
 mod common;
 
-use common::{devnet_args, p, run};
+use common::{devnet_args, json, p, run};
 
 fn ok(args: &[&str]) -> String {
     run(args, 0).0
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
 #[test]

@@ -17,23 +17,19 @@
 mod common;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, p};
+use common::child::{KillOnDrop, Lines, Node, wait_exit, wait_for};
+use common::rpc::{call, height, metrics, sample};
+use common::{DEADLINE, devnet_validator, int_command, p};
 use int_engine::crypto::bls::{SecretKey, tx_message};
 use int_schemas::wire::{Token, TxStatus};
 use int_schemas::{PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
 use serde_json::{Value, json};
-
-/// How long anything that should happen may take (generous: CI machines
-/// are shared); nothing is asserted about how fast it happens.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Whether the mosquitto clients are on PATH; without them a test skips,
 /// loudly, or fails under `CI=true`.
@@ -63,67 +59,11 @@ fn mosquitto_clients(test: &str) -> bool {
     false
 }
 
-/// A child process killed and reaped when dropped, so no test leaves one
-/// behind (or hangs on one), whatever fails.
-struct Kid(Child);
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Lines of a child's output, read on a thread of their own (so its pipe
-/// never fills), and what was read so far for failure messages.
-struct Lines {
-    rx: Receiver<String>,
-    seen: Arc<Mutex<String>>,
-}
-
-impl Lines {
-    fn of(out: impl Read + Send + 'static) -> Lines {
-        let (tx, rx) = mpsc::channel();
-        let seen = Arc::new(Mutex::new(String::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                log.lock().unwrap().push_str(&format!("{line}\n"));
-                // The test may have stopped listening; keep draining.
-                let _ = tx.send(line);
-            }
-        });
-        Lines { rx, seen }
-    }
-
-    /// The next line, or `None` at end of output.
-    fn next(&self, until: Instant, what: &str) -> Option<String> {
-        let left = until.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(left) {
-            Ok(line) => Some(line),
-            Err(RecvTimeoutError::Disconnected) => None,
-            Err(RecvTimeoutError::Timeout) => {
-                panic!(
-                    "timed out waiting for {what}; output so far:\n{}",
-                    self.seen()
-                )
-            }
-        }
-    }
-
-    fn seen(&self) -> String {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
 /// A devnet with RPC and MQTT on ephemeral loopback ports. Killed when
 /// dropped (before its data directory is removed).
 struct Devnet {
-    _kid: Kid,
+    node: Node,
     dir: tempfile::TempDir,
-    log: Lines,
-    rpc: String,
     port: u16,
     chain_id: u32,
 }
@@ -131,8 +71,8 @@ struct Devnet {
 impl Devnet {
     fn start() -> Devnet {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BIN)
-            .args([
+        let node = Node::start(
+            &mut int_command(&[
                 "devnet",
                 "--data-dir",
                 p(dir.path()),
@@ -150,64 +90,36 @@ impl Devnet {
                 "--mqtt-addr",
                 "127.0.0.1:0",
                 "--json",
-            ])
-            .env_remove("RUST_BACKTRACE")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the devnet");
-        let log = Lines::of(child.stderr.take().unwrap());
-        let kid = Kid(child);
-        let until = Instant::now() + DEADLINE;
-        let (mut rpc, mut mqtt) = (None, None);
-        while rpc.is_none() || mqtt.is_none() {
-            let line = log
-                .next(until, "the devnet's RPC and MQTT addresses")
-                .unwrap_or_else(|| panic!("the devnet exited early:\n{}", log.seen()));
-            if let Some(a) = line.trim().strip_prefix("JSON-RPC on http://") {
-                rpc = Some(a.to_string());
-            }
-            if let Some(a) = line.trim().strip_prefix("MQTT on mqtt://") {
-                mqtt = Some(a.to_string());
-            }
-        }
-        let (rpc, mqtt) = (rpc.unwrap(), mqtt.unwrap());
-        let port = mqtt
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse().ok())
-            .unwrap_or_else(|| panic!("no port in the MQTT address {mqtt:?}"));
-        let info = call(&rpc, "int_chainInfo", json!([]));
+            ]),
+            true,
+        );
+        let port = node.mqtt_port();
+        let info = call(&node.rpc, "int_chainInfo", json!([]));
         let chain_id = info["chain_id"]
             .as_u64()
             .and_then(|c| u32::try_from(c).ok())
             .unwrap_or_else(|| panic!("no chain id: {info}"));
         Devnet {
-            _kid: kid,
+            node,
             dir,
-            log,
-            rpc,
             port,
             chain_id,
         }
     }
 
+    /// A devnet for `test`, or `None` (the test skips) without the
+    /// mosquitto clients.
+    fn for_mosquitto(test: &str) -> Option<Devnet> {
+        mosquitto_clients(test).then(Devnet::start)
+    }
+
     /// The validator's key, from devnet.json.
     fn validator(&self) -> SecretKey {
-        let file: Value = serde_json::from_str(
-            &std::fs::read_to_string(self.dir.path().join("devnet.json")).expect("devnet.json"),
-        )
-        .unwrap();
-        let seed: [u8; 32] = hex::decode(file["validator_seed"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        SecretKey::from_seed(&seed)
+        devnet_validator(self.dir.path())
     }
 
     fn account(&self, id: &[u8; 32]) -> Value {
-        call(&self.rpc, "int_getAccount", json!([hex::encode(id)]))
+        call(&self.node.rpc, "int_getAccount", json!([hex::encode(id)]))
     }
 
     /// Waits until `id` holds at least `gas` GAS (the validator earns the
@@ -225,19 +137,15 @@ impl Devnet {
             assert!(
                 Instant::now() < until,
                 "the account never held {gas} GAS: {a}\n{}",
-                self.log.seen()
+                self.node.log.seen()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// Waits until the chain has a block at least `height` high.
-    fn wait_for_height(&self, height: u64) {
-        let until = Instant::now() + DEADLINE;
-        while call(&self.rpc, "int_chainInfo", json!([]))["height"].as_u64() < Some(height) {
-            assert!(Instant::now() < until, "no block {height} in time");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    fn wait_for_height(&self, h: u64) {
+        wait_for(&format!("block {h}"), || height(&self.node.rpc) >= h);
     }
 
     fn topic(&self, rest: &str) -> String {
@@ -246,44 +154,24 @@ impl Devnet {
 
     /// Prometheus text of the RPC's `GET /metrics`.
     fn metrics(&self) -> String {
-        let (status, text) = http(&self.rpc, "GET", "/metrics", b"");
-        assert_eq!(status, 200, "{text}");
-        text
+        metrics(&self.node.rpc)
     }
-}
 
-/// One HTTP request; (status, body).
-fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the RPC");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the RPC's response");
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {out:?}"));
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
+    /// Publishes to the transactions topic with `mosquitto_pub` (see
+    /// [`publish`]).
+    fn publish_tx(&self, version: Mqtt, payload: &[&str], scratch: &Path) -> Pub {
+        publish(self.port, &self.topic("tx"), version, payload, scratch)
+    }
 
-/// A JSON-RPC call's result.
-fn call(addr: &str, method: &str, params: Value) -> Value {
-    let req = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
-    let (status, body) = http(addr, "POST", "/", req.to_string().as_bytes());
-    assert_eq!(status, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
-    assert!(v["error"].is_null(), "{method} failed: {v}");
-    v["result"].clone()
+    /// A new `version` subscriber to the blocks topic, and the header it
+    /// got first, which must be the retained one.
+    fn retained_header(&self, version: Mqtt) -> (Sub, Vec<u8>) {
+        let blocks = self.topic("blocks");
+        let sub = Sub::start(self, &blocks, version);
+        let (retained, bytes) = sub.next_on(&blocks);
+        assert!(retained, "the first header is the retained one");
+        (sub, bytes)
+    }
 }
 
 /// A transaction of the validator's, signed (or, with `sign_other`, signed
@@ -338,7 +226,7 @@ impl Mqtt {
 /// are all it prints: `-F "%r %t %x"`, the retain flag, the topic and the
 /// payload as hex.
 struct Sub {
-    _kid: Kid,
+    _kid: KillOnDrop,
     out: Lines,
     blocks: String,
 }
@@ -362,9 +250,9 @@ impl Sub {
             .stderr(Stdio::null())
             .spawn()
             .expect("start mosquitto_sub");
-        let stdout: ChildStdout = child.stdout.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
         let sub = Sub {
-            _kid: Kid(child),
+            _kid: KillOnDrop(child),
             out: Lines::of(stdout),
             blocks,
         };
@@ -399,18 +287,6 @@ impl Sub {
     }
 }
 
-/// Waits for `child` to exit, at most [`DEADLINE`]; its exit code.
-fn wait(child: &mut Child, what: &str) -> Option<i32> {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().expect("waiting for a child") {
-            return status.code();
-        }
-        assert!(Instant::now() < until, "{what} did not exit in time");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// What a `mosquitto_pub -d` run said and how it ended.
 struct Pub {
     code: Option<i32>,
@@ -431,8 +307,8 @@ fn publish(port: u16, topic: &str, version: Mqtt, payload: &[&str], scratch: &Pa
         .stderr(File::create(&err).unwrap())
         .spawn()
         .expect("start mosquitto_pub");
-    let mut kid = Kid(child);
-    let code = wait(&mut kid.0, "mosquitto_pub");
+    let mut kid = KillOnDrop(child);
+    let code = wait_exit(&mut kid.0, "mosquitto_pub").code();
     Pub {
         code,
         stdout: std::fs::read_to_string(out).unwrap(),
@@ -447,20 +323,11 @@ fn payload_file(scratch: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
-/// The value of an unlabelled or labelled sample in Prometheus text.
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-}
-
 #[test]
 fn mosquitto_pub_tx_and_mosquitto_sub_receipt() {
-    if !mosquitto_clients("mosquitto_pub_tx_and_mosquitto_sub_receipt") {
+    let Some(net) = Devnet::for_mosquitto("mosquitto_pub_tx_and_mosquitto_sub_receipt") else {
         return;
-    }
-    let net = Devnet::start();
+    };
     let scratch = tempfile::tempdir().unwrap();
     let me = net.validator().public_key().account_id();
     let receipts = net.topic(&format!("receipts/{}", hex::encode(me)));
@@ -471,13 +338,7 @@ fn mosquitto_pub_tx_and_mosquitto_sub_receipt() {
         let (body, env) = validator_tx(&net, nonce, false);
         let file = payload_file(scratch.path(), &format!("tx{i}.bin"), &env);
         let sub = Sub::start(&net, &receipts, version);
-        let sent = publish(
-            net.port,
-            &net.topic("tx"),
-            version,
-            &["-f", p(&file)],
-            scratch.path(),
-        );
+        let sent = net.publish_tx(version, &["-f", p(&file)], scratch.path());
         assert_eq!(
             sent.code,
             Some(0),
@@ -499,7 +360,11 @@ fn mosquitto_pub_tx_and_mosquitto_sub_receipt() {
         // The chain agrees: the nonce moved past this transaction, and the
         // RPC's receipt at that place is this one.
         assert!(net.account(&me)["nonce"].as_u64() > Some(nonce));
-        let at = call(&net.rpc, "int_getReceipt", json!([r.height(), r.index()]));
+        let at = call(
+            &net.node.rpc,
+            "int_getReceipt",
+            json!([r.height(), r.index()]),
+        );
         assert_eq!(
             at["tx_hash"].as_str(),
             Some(hex::encode(hash).as_str()),
@@ -511,10 +376,9 @@ fn mosquitto_pub_tx_and_mosquitto_sub_receipt() {
 
 #[test]
 fn refused_transaction_gets_a_refusal_receipt() {
-    if !mosquitto_clients("refused_transaction_gets_a_refusal_receipt") {
+    let Some(net) = Devnet::for_mosquitto("refused_transaction_gets_a_refusal_receipt") else {
         return;
-    }
-    let net = Devnet::start();
+    };
     let scratch = tempfile::tempdir().unwrap();
     let me = net.validator().public_key().account_id();
     let nonce = net.wait_for_gas(&me, 1);
@@ -523,13 +387,7 @@ fn refused_transaction_gets_a_refusal_receipt() {
 
     let receipts = net.topic(&format!("receipts/{}", hex::encode(me)));
     let sub = Sub::start(&net, &receipts, Mqtt::V5);
-    let sent = publish(
-        net.port,
-        &net.topic("tx"),
-        Mqtt::V5,
-        &["-f", p(&file)],
-        scratch.path(),
-    );
+    let sent = net.publish_tx(Mqtt::V5, &["-f", p(&file)], scratch.path());
     // A 5.0 client is told: reason 0x80 (unspecified error), since a bad
     // signature has no reason code of its own.
     assert!(
@@ -553,13 +411,7 @@ fn refused_transaction_gets_a_refusal_receipt() {
     // format invalid), which mosquitto_pub reports on stderr; its exit code
     // (0 in 2.0.11) is not part of that, so only that it exited by itself
     // is asserted.
-    let sent = publish(
-        net.port,
-        &net.topic("tx"),
-        Mqtt::V5,
-        &["-m", "garbage"],
-        scratch.path(),
-    );
+    let sent = net.publish_tx(Mqtt::V5, &["-m", "garbage"], scratch.path());
     assert!(sent.code.is_some(), "mosquitto_pub was killed");
     assert!(
         sent.stdout.contains("received PUBACK (Mid: 1, RC:153)"),
@@ -574,33 +426,24 @@ fn refused_transaction_gets_a_refusal_receipt() {
     );
     // A 3.1.1 client has no reason codes: its PUBACK only says the message
     // was taken.
-    let sent = publish(
-        net.port,
-        &net.topic("tx"),
-        Mqtt::V311,
-        &["-m", "garbage"],
-        scratch.path(),
-    );
+    let sent = net.publish_tx(Mqtt::V311, &["-m", "garbage"], scratch.path());
     assert_eq!(sent.code, Some(0), "{}\n{}", sent.stdout, sent.stderr);
     assert!(sent.stdout.contains("received PUBACK"), "{}", sent.stdout);
 }
 
 #[test]
 fn blocks_topic_retains_the_latest_header() {
-    if !mosquitto_clients("blocks_topic_retains_the_latest_header") {
+    let Some(net) = Devnet::for_mosquitto("blocks_topic_retains_the_latest_header") else {
         return;
-    }
-    let net = Devnet::start();
+    };
     let blocks = net.topic("blocks");
-    let sub = Sub::start(&net, &blocks, Mqtt::V311);
-    let (retained, bytes) = sub.next_on(&blocks);
     // Sent at once because it is retained, not the next live one.
-    assert!(retained, "the first header is the retained one");
+    let (sub, bytes) = net.retained_header(Mqtt::V311);
     let h = int_schemas::decode_header(&bytes).expect("a BlockHeader FlatBuffer");
     assert!(h.height() >= 1);
     assert_eq!(h.chain_id(), net.chain_id);
     // Its BLAKE3 hash is the block hash the RPC names for that height.
-    let b = call(&net.rpc, "int_getBlock", json!([h.height()]));
+    let b = call(&net.node.rpc, "int_getBlock", json!([h.height()]));
     assert_eq!(
         b["hash"].as_str(),
         Some(hex::encode(blake3::hash(&bytes).as_bytes()).as_str()),
@@ -613,9 +456,7 @@ fn blocks_topic_retains_the_latest_header() {
     assert!(later.height() > h.height());
 
     // A 5.0 subscriber gets the retained one too.
-    let sub = Sub::start(&net, &blocks, Mqtt::V5);
-    let (retained, bytes) = sub.next_on(&blocks);
-    assert!(retained, "the first header is the retained one");
+    let (_sub, bytes) = net.retained_header(Mqtt::V5);
     let h = int_schemas::decode_header(&bytes).expect("a BlockHeader FlatBuffer");
     assert_eq!(h.chain_id(), net.chain_id);
 }
@@ -640,15 +481,12 @@ fn closed_by_server(s: &mut TcpStream) -> bool {
 
 #[test]
 fn malformed_client_is_dropped_others_keep_working() {
-    if !mosquitto_clients("malformed_client_is_dropped_others_keep_working") {
+    let Some(net) = Devnet::for_mosquitto("malformed_client_is_dropped_others_keep_working") else {
         return;
-    }
-    let net = Devnet::start();
+    };
     let blocks = net.topic("blocks");
     // A well-behaved client, connected before and kept throughout.
-    let before = Sub::start(&net, &blocks, Mqtt::V5);
-    let (retained, _) = before.next_on(&blocks);
-    assert!(retained, "the first header is the retained one");
+    let (before, _) = net.retained_header(Mqtt::V5);
     let addr = format!("127.0.0.1:{}", net.port);
     let hostile: [(&str, &[u8]); 2] = [
         // CONNECT whose remaining length never ends.
@@ -676,9 +514,7 @@ fn malformed_client_is_dropped_others_keep_working() {
     let (retained, bytes) = before.next_on(&blocks);
     assert!(!retained);
     assert!(int_schemas::decode_header(&bytes).is_ok());
-    let after = Sub::start(&net, &blocks, Mqtt::V311);
-    let (retained, bytes) = after.next_on(&blocks);
-    assert!(retained);
+    let (_after, bytes) = net.retained_header(Mqtt::V311);
     assert!(int_schemas::decode_header(&bytes).is_ok());
 
     // And /metrics counts the connections and the two drops.
@@ -699,10 +535,9 @@ fn malformed_client_is_dropped_others_keep_working() {
 /// of a prefix of its geohash, as the body of the transaction that made it.
 #[test]
 fn a_listing_reaches_its_geohash_prefix_topic() {
-    if !mosquitto_clients("a_listing_reaches_its_geohash_prefix_topic") {
+    let Some(net) = Devnet::for_mosquitto("a_listing_reaches_its_geohash_prefix_topic") else {
         return;
-    }
-    let net = Devnet::start();
+    };
     let scratch = tempfile::tempdir().unwrap();
     let sk = net.validator();
     let me = sk.public_key().account_id();
@@ -735,13 +570,7 @@ fn a_listing_reaches_its_geohash_prefix_topic() {
     let file = payload_file(scratch.path(), "list.bin", &build_envelope(&body, &sig));
     let topic = net.topic("sku/compute/zzz");
     let sub = Sub::start(&net, &topic, Mqtt::V5);
-    let sent = publish(
-        net.port,
-        &net.topic("tx"),
-        Mqtt::V5,
-        &["-f", p(&file)],
-        scratch.path(),
-    );
+    let sent = net.publish_tx(Mqtt::V5, &["-f", p(&file)], scratch.path());
     assert_eq!(sent.code, Some(0), "{}\n{}", sent.stdout, sent.stderr);
     let (retained, bytes) = sub.next_on(&topic);
     assert!(!retained);
@@ -776,12 +605,9 @@ fn bench_mqtt_runs_the_gateway_beside_mosquitto() {
         eprintln!("SKIPPED bench_mqtt_runs_the_gateway_beside_mosquitto: no mosquitto broker");
         return;
     };
-    let out = Command::new(BIN)
-        .args(["bench", "mqtt", "--connections", "8", "--messages", "25"])
+    let out = int_command(&["bench", "mqtt", "--connections", "8", "--messages", "25"])
         .args(["--window", "4", "--mqtt", "5", "--json", "--mosquitto"])
         .arg(&broker)
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
         .output()
         .expect("run int bench mqtt");
     assert!(

@@ -8,13 +8,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, ChildStderr, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{BIN, p, run, text};
+use common::child::{Node, wait_for};
+use common::rpc::{call, find_receipt, height};
+use common::{int_command, p, run, text};
 use int_engine::crypto::bls::{SecretKey, tx_message};
 use int_schemas::wire::Token;
 use int_schemas::{PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
@@ -24,90 +22,21 @@ const PASSWORD: &str = "correct horse battery staple";
 
 /// `int ARGS` with the keystore password set; waits for it.
 fn int_pw(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
+    int_command(args)
         .env("INT_KEYSTORE_PASSWORD", PASSWORD)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
         .output()
         .expect("running int")
 }
 
-/// Starts `int run --config FILE ARGS`; returns the child, its RPC address
-/// and MQTT address (as printed on stderr), and the rest of stderr.
-fn start(config: &Path, args: &[&str]) -> (Child, String, String, BufReader<ChildStderr>) {
-    let mut child = Command::new(BIN)
-        .args(["run", "--config", p(config)])
-        .args(args)
-        .env("INT_KEYSTORE_PASSWORD", PASSWORD)
-        .env_remove("RUST_BACKTRACE")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start int run");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let (mut rpc, mut mqtt) = (None, None);
-    let mut seen = String::new();
-    let mut line = String::new();
-    while rpc.is_none() || mqtt.is_none() {
-        line.clear();
-        if err.read_line(&mut line).expect("read stderr") == 0 {
-            break;
-        }
-        seen.push_str(&line);
-        if let Some(a) = line.trim().strip_prefix("JSON-RPC on http://") {
-            rpc = Some(a.to_string());
-        }
-        if let Some(a) = line.trim().strip_prefix("MQTT on mqtt://") {
-            mqtt = Some(a.to_string());
-        }
-    }
-    let (Some(rpc), Some(mqtt)) = (rpc, mqtt) else {
-        let _ = child.kill();
-        panic!("int run did not name its RPC and MQTT addresses:\n{seen}");
-    };
-    (child, rpc, mqtt, err)
-}
-
-/// One JSON-RPC call over HTTP.
-fn call(addr: &str, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).to_string();
-    let mut s = TcpStream::connect(addr).expect("connect to the RPC");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+/// Starts `int run --config FILE ARGS`, with the keystore password set;
+/// the node, once it has named its RPC and MQTT addresses on stderr.
+fn start(config: &Path, args: &[&str]) -> Node {
+    Node::start(
+        int_command(&["run", "--config", p(config)])
+            .args(args)
+            .env("INT_KEYSTORE_PASSWORD", PASSWORD),
+        true,
     )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the response");
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
-    assert!(v.get("error").is_none(), "{method}: {v}");
-    v["result"].clone()
-}
-
-fn height(addr: &str) -> u64 {
-    call(addr, "int_chainInfo", json!([]))["height"]
-        .as_u64()
-        .expect("height")
-}
-
-/// Polls `f` every 100 ms for up to 20 s.
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < until {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn int_balance(addr: &str, id: &[u8; 32]) -> u128 {
@@ -189,7 +118,8 @@ fn run_from_a_config_file_and_restart() {
     std::fs::write(&file, &config).unwrap();
 
     // First run: blocks, and a transfer through the RPC.
-    let (mut child, rpc, _mqtt, _err) = start(&file, &[]);
+    let mut node = start(&file, &[]);
+    let rpc = node.rpc.clone();
     let info = call(&rpc, "int_chainInfo", json!([]));
     assert_eq!(info["chain_id"], 1, "{info}");
     let h0 = height(&rpc);
@@ -223,41 +153,22 @@ fn run_from_a_config_file_and_restart() {
         int_balance(&rpc, &to) == 5 + 1234
     });
     // Its receipt says Ok.
-    let head = height(&rpc);
-    let mut status = None;
-    for h in h0..=head {
-        let block = call(&rpc, "int_getBlock", json!([h]));
-        for i in 0..block["tx_count"].as_u64().unwrap_or(0) {
-            let r = call(&rpc, "int_getReceipt", json!([h, i]));
-            if r["tx_hash"] == tx_hash.as_str() {
-                status = Some(r["status"].clone());
-            }
-        }
-    }
+    let status = find_receipt(&rpc, h0, &tx_hash).map(|r| r["status"].clone());
     assert_eq!(status, Some(json!("Ok")), "receipt of {tx_hash}");
     assert_eq!(int_balance(&rpc, &me), 1_000_000 - 1234);
 
     // Killed (no clean stop), then started again on the same data dir.
     let before = height(&rpc);
-    child.kill().expect("kill int run");
-    child.wait().expect("reap int run");
-    let (mut child, rpc, _mqtt, mut err) = start(&file, &["--duration", "3", "--json"]);
+    node.kid.0.kill().expect("kill int run");
+    node.kid.0.wait().expect("reap int run");
+    let node = start(&file, &["--duration", "3", "--json"]);
+    let rpc = node.rpc.clone();
     let again = height(&rpc);
     assert!(again >= before, "restarted at {again}, below {before}");
     wait_for("a block after the restart", || height(&rpc) > again);
     assert_eq!(int_balance(&rpc, &to), 5 + 1234, "state kept");
-    let status = child.wait().expect("int run stops by itself");
-    let mut rest = String::new();
-    err.read_to_string(&mut rest).unwrap();
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    assert!(status.success(), "{rest}");
-    assert!(!rest.contains("panicked"), "{rest}");
+    // It stops by itself, successfully and without a panic.
+    let stdout = node.finish();
     let summary: Value = serde_json::from_str(stdout.trim()).expect("--json summary");
     assert!(
         summary["start_height"].as_u64() >= Some(before),

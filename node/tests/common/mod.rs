@@ -1,30 +1,52 @@
 //! What the end-to-end tests of the `int` binary share: running it as a user
-//! would (no backtrace variables, no colour, no stdin) and reading its output.
+//! would (no backtrace variables, no colour, no stdin) and reading its output;
+//! [`child`] keeps a running node (or any child) in hand, [`rpc`] talks to
+//! its JSON-RPC server.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod child;
+pub mod rpc;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use int_engine::crypto::bls::SecretKey;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_int");
 
-/// Runs `int ARGS` to completion.
-pub fn int(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
+/// How long anything that should happen may take (generous: CI machines
+/// are shared); nothing is asserted about how fast it happens.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// `int ARGS` as a user would run it: no backtrace variables, no colour,
+/// stdin closed.
+pub fn int_command(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running int")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `int ARGS` to completion.
+pub fn int(args: &[&str]) -> Output {
+    int_command(args).output().expect("running int")
 }
 
 /// Runs `int ARGS`, expects exit code `code` and no panic; returns
 /// (stdout, stderr).
 pub fn run(args: &[&str], code: i32) -> (String, String) {
-    let out = int(args);
+    expect_exit(args, &int(args), code)
+}
+
+/// Expects `out`, of `int ARGS`, to have exited with `code` and without a
+/// panic; returns (stdout, stderr).
+pub fn expect_exit(args: &[&str], out: &Output, code: i32) -> (String, String) {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(
         out.status.code(),
@@ -38,6 +60,11 @@ pub fn run(args: &[&str], code: i32) -> (String, String) {
         args.join(" ")
     );
     (stdout, stderr)
+}
+
+/// Text that must be one JSON value.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
 /// Output bytes as text.
@@ -70,4 +97,22 @@ pub fn devnet_args<'a>(data_dir: &'a str, secs: &'a str, extra: &[&'a str]) -> V
 /// A temp path as an argument.
 pub fn p(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")
+}
+
+/// The 32-byte seed `key` (`validator_seed`, `fleet_seed`) of the
+/// devnet.json that `int devnet` wrote in `data_dir`.
+pub fn devnet_seed(data_dir: &Path, key: &str) -> [u8; 32] {
+    let file = json(&std::fs::read_to_string(data_dir.join("devnet.json")).expect("devnet.json"));
+    let s = file[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("devnet.json has no {key}: {file}"));
+    hex::decode(s)
+        .expect("hex seed")
+        .try_into()
+        .expect("32-byte seed")
+}
+
+/// The devnet validator's key, from its devnet.json in `data_dir`.
+pub fn devnet_validator(data_dir: &Path) -> SecretKey {
+    SecretKey::from_seed(&devnet_seed(data_dir, "validator_seed"))
 }
