@@ -53,6 +53,24 @@ fn help_lists_the_commands() {
     assert!(!text(&out.stderr).contains("panicked"));
 }
 
+/// `int … | head`: a reader that is gone ends the command quietly (by
+/// SIGPIPE, as Unix tools do), never with a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader); // every write now fails with EPIPE
+    let out = common::int_command(&["config", "default"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("running int");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE: {stderr}");
+}
+
 #[test]
 fn state_on_an_empty_dir_says_to_run_devnet() {
     let dir = tempfile::tempdir().unwrap();
