@@ -13,9 +13,7 @@ use std::path::Path;
 use common::child::{Node, wait_for};
 use common::rpc::{call, find_receipt, height};
 use common::{int_command, p, run, text};
-use int_engine::crypto::bls::{SecretKey, tx_message};
-use int_schemas::wire::Token;
-use int_schemas::{PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
+use int_engine::crypto::bls::SecretKey;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -134,27 +132,50 @@ fn run_from_a_config_file_and_restart() {
     assert_eq!(v["exists"], true, "the validator is in genesis: {v}");
     assert_eq!(int_balance(&rpc, &to), 5);
 
-    let body = build_tx_body(&TxBodySpec {
-        chain_id: 1,
-        sender: me,
-        nonce: 0,
-        fee: 1,
-        payload: PayloadSpec::Transfer {
-            to,
-            amount: 1234,
-            token: Token::Int,
-        },
-    });
-    let env = build_envelope(&body, &sk.sign(&tx_message(1, &body)).to_bytes());
-    let tx_hash = hex::encode(blake3::hash(&body).as_bytes());
-    let sent = call(&rpc, "int_sendTransaction", json!([hex::encode(&env)]));
-    assert_eq!(sent["nonce"], 0, "{sent}");
+    // The funded key into a keystore, and a transfer the way an operator
+    // makes one: `int tx transfer --send` through the node's RPC.
+    let secret = dir.path().join("secret.hex");
+    std::fs::write(&secret, hex::encode(sk.to_bytes())).unwrap();
+    let out = int_pw(&[
+        "keys",
+        "import",
+        "--dir",
+        p(&keys),
+        "--name",
+        "funded",
+        "--kdf",
+        "pbkdf2",
+        p(&secret),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let url = format!("http://{rpc}");
+    let out = int_pw(&[
+        "tx",
+        "transfer",
+        "--to",
+        &hex::encode(to),
+        "--amount",
+        "1234",
+        "--key",
+        "funded",
+        "--keys-dir",
+        p(&keys),
+        "--rpc",
+        &url,
+        "--send",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sent: Value = serde_json::from_slice(&out.stdout).expect("tx transfer --json");
+    let tx_hash = sent["tx_hash"].as_str().expect("tx_hash").to_string();
     wait_for("the receiver's balance", || {
         int_balance(&rpc, &to) == 5 + 1234
     });
-    // Its receipt says Ok.
-    let status = find_receipt(&rpc, h0, &tx_hash).map(|r| r["status"].clone());
-    assert_eq!(status, Some(json!("Ok")), "receipt of {tx_hash}");
+    // Its receipt, found by the hash `int tx transfer` printed, says Ok.
+    let receipt = call(&rpc, "int_getReceipt", json!([tx_hash]));
+    assert_eq!(receipt["status"], "Ok", "{receipt}");
+    assert_eq!(receipt["tx_hash"], json!(tx_hash), "{receipt}");
+    assert_eq!(find_receipt(&rpc, h0, &tx_hash), Some(receipt));
     assert_eq!(int_balance(&rpc, &me), 1_000_000 - 1234);
 
     // Killed (no clean stop), then started again on the same data dir.
