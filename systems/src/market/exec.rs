@@ -630,19 +630,19 @@ impl Cx<'_, '_> {
             .is_some_and(|pk| verify(&pk, msg, sig)))
     }
 
-    /// A listed SKU of `model` whose authority admits `buyer`, or a member
-    /// of `cluster` (the checks every purchase starts with), or the status
-    /// that refuses.
+    /// A listed SKU of `model` whose authority admits `buyer` in its own
+    /// name (the checks a channel and a bid start with; purchases, which
+    /// an intent's cluster may make too, go through [`priced`]), or the
+    /// status that refuses.
     fn offered(
         &mut self,
         s: &SkuRef,
         model: PriceModel,
         buyer: &AccountId,
-        cluster: Option<u32>,
     ) -> Result<Result<SkuRecord, TxStatus>, MarketError> {
         Ok(self
             .live(s)?
-            .and_then(|r| offers(&r, model, buyer, cluster).map(|()| r)))
+            .and_then(|r| offers(&r, model, buyer, None).map(|()| r)))
     }
 
     /// Opens `r`'s next auction window, `period_blocks` from this height,
@@ -1050,7 +1050,7 @@ fn open_channel(
     expiry: u64,
 ) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
-    let sku = check!(cx.offered(s, PriceModel::Metered, &t.sender, None)?);
+    let sku = check!(cx.offered(s, PriceModel::Metered, &t.sender)?);
     ensure!(deposit >= sku.listing.terms.unit_price, S::DepositTooSmall);
     ensure!(deposit > 0, S::InvalidArgument);
     ensure!(expiry > cx.env.height, S::ChannelExpired);
@@ -1123,7 +1123,7 @@ fn place_bid(
     window_end: u64,
 ) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
-    let sku = check!(cx.offered(s, PriceModel::Auction, &t.sender, None)?);
+    let sku = check!(cx.offered(s, PriceModel::Auction, &t.sender)?);
     ensure!(qty >= 1, S::InvalidArgument);
     ensure!(
         sku.window_end != 0 && window_end == sku.window_end && cx.env.height < window_end,
