@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use int_engine::storage::Store;
 use int_gateway::{Bytes, Handle, Ingested, Message, Refusal, Verdict};
 use int_schemas::market::BUILTIN_KINDS;
-use int_schemas::wire::TxStatus;
+use int_schemas::wire::{Payload, TxStatus};
 use int_schemas::{AccountId, PayloadSpec, ReceiptFields};
 
 /// Where `int devnet` serves MQTT unless told otherwise (MQTT's port).
@@ -141,6 +141,13 @@ pub fn block_messages(store: &Store, chain_id: u32, height: u64) -> Result<Vec<M
         .with_context(|| format!("receipts of block {height} are not stored"))?;
     let receipts =
         int_schemas::decode_receipts(&receipts_bytes).context("decoding stored receipts")?;
+    if receipts.receipts().len() != block.bodies.len() {
+        anyhow::bail!(
+            "block {height} holds {} transactions but {} receipts",
+            block.bodies.len(),
+            receipts.receipts().len()
+        );
+    }
     let mut out = Vec::with_capacity(1 + block.bodies.len());
     out.push(Message {
         topics: vec![blocks_topic(chain_id)],
@@ -155,7 +162,13 @@ pub fn block_messages(store: &Store, chain_id: u32, height: u64) -> Result<Vec<M
             payload: Bytes::from(int_schemas::build_receipt(&fields)),
             retain: false,
         });
-        if fields.status != TxStatus::Ok {
+        // Only a successful listing change has a listing message; the
+        // payload is decoded (owned) only for those.
+        let listing_change = matches!(
+            body.payload_type(),
+            Payload::ListSku | Payload::UpdateSku | Payload::DelistSku
+        );
+        if fields.status != TxStatus::Ok || !listing_change {
             continue;
         }
         let listing = match int_schemas::payload_spec(body) {
