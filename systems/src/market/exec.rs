@@ -298,8 +298,8 @@ pub(crate) fn execute(
         bought.extend(g.bought);
     }
     pol.settle(&bought)?;
-    out.credits.extend(std::mem::take(&mut pol.credits));
-    out.delta.merge(&pol.delta).ok_or_else(overflow)?;
+    out.credits.extend(std::mem::take(&mut pol.money.credits));
+    out.delta.merge(&pol.money.delta).ok_or_else(overflow)?;
     out.writes.extend(pol.finish());
     Ok(out)
 }
@@ -442,8 +442,7 @@ struct Cx<'e, 'a> {
     /// back once, at the end of the group ([`Cx::finish`]).
     sku: Option<SkuSlot>,
     ov: Overlay<'a>,
-    credits: Vec<Credit>,
-    delta: SupplyDelta,
+    money: Money,
     bought: Vec<(PolicyId, Option<u128>)>,
 }
 
@@ -461,30 +460,60 @@ struct Lock {
     left: u128,
 }
 
-pub(crate) fn gas(amount: u128) -> Escrow {
-    Escrow {
-        int: 0,
-        gas: amount,
-    }
+/// The GAS a group, or the block's policy pass, credits to accounts and
+/// moves into and out of escrow objects.
+#[derive(Debug, Default)]
+pub(crate) struct Money {
+    pub credits: Vec<Credit>,
+    pub delta: SupplyDelta,
 }
 
-impl Cx<'_, '_> {
-    fn credit(&mut self, to: AccountId, amount: u128) {
+impl Money {
+    /// Credits `amount` GAS to `to` (nothing when 0).
+    pub fn credit(&mut self, to: AccountId, amount: u128) {
         if amount > 0 {
             self.credits.push(Credit {
                 to,
-                amount: gas(amount),
+                amount: Escrow {
+                    int: 0,
+                    gas: amount,
+                },
             });
         }
     }
 
+    /// Counts `amount` GAS put into an escrow object.
+    pub fn escrow(&mut self, amount: u128) -> Result<(), MarketError> {
+        self.delta.escrowed.gas = self
+            .delta
+            .escrowed
+            .gas
+            .checked_add(amount)
+            .ok_or(MarketError::Overflow)?;
+        Ok(())
+    }
+
+    /// Takes `amount` out of an escrow object and credits it to `to`.
+    pub fn release(&mut self, to: AccountId, amount: u128) -> Result<(), MarketError> {
+        self.delta.released.gas = self
+            .delta
+            .released
+            .gas
+            .checked_add(amount)
+            .ok_or(MarketError::Overflow)?;
+        self.credit(to, amount);
+        Ok(())
+    }
+}
+
+impl Cx<'_, '_> {
     /// Pays `amount` of `lock` to `to`.
     fn pay(&mut self, lock: &mut Lock, to: AccountId, amount: u128) {
         lock.left = lock
             .left
             .checked_sub(amount)
             .expect("a handler spends at most its lock");
-        self.credit(to, amount);
+        self.money.credit(to, amount);
     }
 
     /// Returns what is left of `lock` to `to` (the sender).
@@ -499,25 +528,7 @@ impl Cx<'_, '_> {
             .left
             .checked_sub(amount)
             .expect("a handler escrows at most its lock");
-        self.delta.escrowed.gas = self
-            .delta
-            .escrowed
-            .gas
-            .checked_add(amount)
-            .ok_or(MarketError::Overflow)?;
-        Ok(())
-    }
-
-    /// Takes `amount` out of an escrow object and credits it to `to`.
-    fn release(&mut self, to: AccountId, amount: u128) -> Result<(), MarketError> {
-        self.delta.released.gas = self
-            .delta
-            .released
-            .gas
-            .checked_add(amount)
-            .ok_or(MarketError::Overflow)?;
-        self.credit(to, amount);
-        Ok(())
+        self.money.escrow(amount)
     }
 
     fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MarketError> {
@@ -589,8 +600,8 @@ impl Cx<'_, '_> {
         }
         Output {
             writes: self.ov.into_writes(),
-            credits: self.credits,
-            delta: self.delta,
+            credits: self.money.credits,
+            delta: self.money.delta,
             bought: self.bought,
         }
     }
@@ -734,8 +745,7 @@ fn run_group(env: &Env<'_>, s: &SkuRef, w: &Work<'_, '_>) -> Result<Output, Mark
             chain_id: env.chain_id,
             map: BTreeMap::new(),
         },
-        credits: Vec::new(),
-        delta: SupplyDelta::default(),
+        money: Money::default(),
         bought: Vec::new(),
     };
     for (at, t) in &w.timers {
@@ -806,7 +816,7 @@ fn run_tx(cx: &mut Cx<'_, '_>, s: &SkuRef, t: &TxWork<'_>) -> Result<(), MarketE
         assert_eq!(lock.left, 0, "a handler left part of its lock");
     } else {
         assert_eq!(lock.left, total, "a failed handler spent its lock");
-        cx.credit(t.sender, total);
+        cx.money.credit(t.sender, total);
     }
     cx.env.verdicts.set(t.index, status);
     Ok(())
@@ -895,7 +905,7 @@ fn delist(cx: &mut Cx<'_, '_>, s: &SkuRef, t: &TxWork<'_>) -> Result<TxStatus, M
 /// Returns every bid of a window to its bidder and deletes it.
 fn refund_window(cx: &mut Cx<'_, '_>, s: &SkuRef, window_end: u64) -> Result<(), MarketError> {
     for (bidder, b) in cx.take_window_bids(s, window_end)? {
-        cx.release(bidder, b.held())?;
+        cx.money.release(bidder, b.held())?;
     }
     Ok(())
 }
@@ -1094,7 +1104,7 @@ fn claim(
     ensure!(c.paid <= amount && amount <= c.deposit, S::BadReceiptAmount);
     let msg = channel_receipt_message(cx.env.chain_id, d, amount, sequence);
     ensure!(cx.buyer_signed(t, d, &msg, sig)?, S::BadSignature);
-    cx.release(d.sku.seller, amount - c.paid)?;
+    cx.money.release(d.sku.seller, amount - c.paid)?;
     let new = ChannelRecord {
         paid: amount,
         last_sequence: sequence,
@@ -1106,7 +1116,7 @@ fn claim(
 
 fn close_channel(cx: &mut Cx<'_, '_>, d: &DealRef) -> Result<(), MarketError> {
     if let Some(c) = cx.channel(d)? {
-        cx.release(d.buyer, c.held())?;
+        cx.money.release(d.buyer, c.held())?;
         cx.del(chan_key(d));
     }
     Ok(())
@@ -1171,9 +1181,9 @@ fn close_auction(cx: &mut Cx<'_, '_>, s: &SkuRef, at: u64) -> Result<(), MarketE
         };
         assert!(paid <= b.held(), "a winner pays at most its bid");
         to_seller = to_seller.checked_add(paid).ok_or(MarketError::Overflow)?;
-        cx.release(*bidder, b.held() - paid)?;
+        cx.money.release(*bidder, b.held() - paid)?;
     }
-    cx.release(s.seller, to_seller)?;
+    cx.money.release(s.seller, to_seller)?;
     let mut new = SkuRecord {
         window_end: 0,
         ..old
@@ -1237,7 +1247,7 @@ fn confirm(
         let msg = usage_attestation_message(cx.env.chain_id, d, total);
         ensure!(cx.buyer_signed(t, d, &msg, sig)?, S::BadSignature);
     }
-    cx.release(d.sku.seller, qty as u128 * o.unit_price)?;
+    cx.money.release(d.sku.seller, qty as u128 * o.unit_price)?;
     if total == o.qty {
         cx.del(order_key(d));
         cx.del(due_key(o.timeout, &Timer::OrderTimeout(*d)));
@@ -1257,7 +1267,7 @@ fn time_out_order(cx: &mut Cx<'_, '_>, d: &DealRef) -> Result<(), MarketError> {
     let Some(o) = cx.order(d)? else {
         return Ok(());
     };
-    cx.release(d.buyer, o.held())?;
+    cx.money.release(d.buyer, o.held())?;
     cx.del(order_key(d));
     if let Some(old) = cx.sku(&d.sku)? {
         let mut new = old;
@@ -1289,7 +1299,7 @@ fn policy_buy(cx: &mut Cx<'_, '_>, s: &SkuRef, b: &PolicyBuy) -> Result<Option<u
             return Ok(None);
         }
     } else {
-        cx.release(s.seller, cost)?;
+        cx.money.release(s.seller, cost)?;
         take_units(cx, s, old, b.units);
     }
     Ok(Some(cost))

@@ -45,13 +45,11 @@
 use std::collections::BTreeMap;
 
 use int_engine::storage::{ObjectTable, ObjectWrite, Store};
-use int_engine::supply::SupplyDelta;
-use int_engine::world::Credit;
 use int_schemas::wire::{Preference, PriceModel, TxStatus};
 use int_schemas::{PayloadSpec, PolicySpec, SkuRef};
 
 use super::MarketError;
-use super::exec::{Env, TxWork, gas, kind_known, purchase_cost, scan_due};
+use super::exec::{Env, Money, TxWork, kind_known, purchase_cost, scan_due};
 use super::records::*;
 use crate::token;
 
@@ -98,9 +96,8 @@ pub(crate) struct Policies<'e, 'a> {
     stale: Vec<Vec<u8>>,
     /// Policies planned to buy this block (settled by [`Policies::settle`]).
     planned: Vec<PolicyId>,
-    /// GAS the pass's transactions credit, and their supply delta.
-    pub credits: Vec<Credit>,
-    pub delta: SupplyDelta,
+    /// GAS the pass's transactions credit and escrow.
+    pub money: Money,
 }
 
 impl<'e, 'a> Policies<'e, 'a> {
@@ -110,8 +107,7 @@ impl<'e, 'a> Policies<'e, 'a> {
             slots: BTreeMap::new(),
             stale: Vec::new(),
             planned: Vec::new(),
-            credits: Vec::new(),
-            delta: SupplyDelta::default(),
+            money: Money::default(),
         }
     }
 
@@ -145,15 +141,6 @@ impl<'e, 'a> Policies<'e, 'a> {
         slot.dirty = true;
     }
 
-    fn credit(&mut self, t: &TxWork<'_>, amount: u128) {
-        if amount > 0 {
-            self.credits.push(Credit {
-                to: t.sender,
-                amount: gas(amount),
-            });
-        }
-    }
-
     /// Decides one `SetPolicy` or `CancelPolicy` and disposes of its lock.
     pub fn decide(&mut self, t: &TxWork<'_>) -> Result<(), MarketError> {
         let lock = t.escrow.gas;
@@ -163,7 +150,7 @@ impl<'e, 'a> Policies<'e, 'a> {
             _ => unreachable!("only policy payloads reach the policy pass"),
         };
         if status != TxStatus::Ok {
-            self.credit(t, lock);
+            self.money.credit(t.sender, lock);
         }
         self.env.verdicts.set(t.index, status);
         Ok(())
@@ -196,12 +183,7 @@ impl<'e, 'a> Policies<'e, 'a> {
         let Some(next_due) = self.env.height.checked_add(1) else {
             return Ok(S::InvalidArgument);
         };
-        self.delta.escrowed.gas = self
-            .delta
-            .escrowed
-            .gas
-            .checked_add(p.deposit)
-            .ok_or(MarketError::Overflow)?;
+        self.money.escrow(p.deposit)?;
         let (epoch, spent_in_epoch, buys, spent_total) = old.as_ref().map_or((0, 0, 0, 0), |o| {
             (o.epoch, o.spent_in_epoch, o.buys, o.spent_total)
         });
@@ -231,13 +213,7 @@ impl<'e, 'a> Policies<'e, 'a> {
         let Some(old) = self.get(&id)? else {
             return Ok(TxStatus::UnknownPolicy);
         };
-        self.delta.released.gas = self
-            .delta
-            .released
-            .gas
-            .checked_add(old.balance)
-            .ok_or(MarketError::Overflow)?;
-        self.credit(t, old.balance);
+        self.money.release(t.sender, old.balance)?;
         self.save(&id, None);
         Ok(TxStatus::Ok)
     }
