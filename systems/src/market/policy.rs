@@ -401,36 +401,29 @@ impl Search<'_, '_> {
     /// [`CANDIDATES_TRIED_MAX`].
     fn ranked(&mut self, kind: u16, r: &PolicyRecord) -> Result<Vec<SkuRef>, MarketError> {
         let region = r.region.as_bytes();
-        let by_price = |mut v: Vec<(u128, SkuRef)>| {
-            v.sort_unstable();
-            v.into_iter().map(|(_, s)| s)
+        // Cheapest: the SKUs of the area. Nearest: outward, the SKUs
+        // sharing exactly `k` leading characters with the position, for k
+        // from all of them down to none. Each ring by price.
+        let innermost = if r.preference == Preference::Nearest {
+            0
+        } else {
+            region.len()
         };
         let mut out = Vec::new();
-        if r.preference == Preference::Nearest {
-            // Outward: SKUs sharing exactly `k` leading characters with the
-            // position, for k from all of them down to none.
-            for k in (0..=region.len()).rev() {
-                let ring: Vec<(u128, SkuRef)> = self
-                    .area(kind, &region[..k])?
-                    .iter()
-                    .filter(|(_, reg, p)| {
-                        *p <= r.max_unit_price && (k == region.len() || reg[k] != region[k])
-                    })
-                    .map(|(s, _, p)| (*p, *s))
-                    .collect();
-                out.extend(by_price(ring));
-                if out.len() >= CANDIDATES_TRIED_MAX {
-                    break;
-                }
-            }
-        } else {
-            let all: Vec<(u128, SkuRef)> = self
-                .area(kind, region)?
+        for k in (innermost..=region.len()).rev() {
+            let mut ring: Vec<(u128, SkuRef)> = self
+                .area(kind, &region[..k])?
                 .iter()
-                .filter(|(_, _, p)| *p <= r.max_unit_price)
+                .filter(|(_, reg, p)| {
+                    *p <= r.max_unit_price && (k == region.len() || reg[k] != region[k])
+                })
                 .map(|(s, _, p)| (*p, *s))
                 .collect();
-            out.extend(by_price(all));
+            ring.sort_unstable();
+            out.extend(ring.into_iter().map(|(_, s)| s));
+            if out.len() >= CANDIDATES_TRIED_MAX {
+                break;
+            }
         }
         out.truncate(CANDIDATES_TRIED_MAX);
         Ok(out)
