@@ -461,11 +461,7 @@ impl Gateway {
             let len = match packet::frame_len(buf, self.cfg.packet_bytes_max) {
                 Ok(Some(len)) if len <= buf.len() => len,
                 Ok(_) => break Flow::Go,
-                Err(e) => {
-                    tracing::debug!(%e, "MQTT client sent a bad packet");
-                    self.stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
-                    break Flow::Close(Some(0x95));
-                }
+                Err(e) => break self.malformed(e),
             };
             // A PUBLISH waits while the connection or the node is at a bound.
             if buf[0] >> 4 == 3 {
@@ -880,9 +876,11 @@ impl Gateway {
         let mut late = Vec::new();
         for (slot, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
+            // A paused connection is not silent: the gateway is not reading
+            // it (its PINGREQs wait in the socket).
             let over = match (c.version, c.keep_alive) {
                 (None, _) => now.duration_since(c.opened) > self.cfg.connect_timeout,
-                (Some(_), Some(k)) => now.duration_since(c.last_rx) > k,
+                (Some(_), Some(k)) => !c.paused && now.duration_since(c.last_rx) > k,
                 (Some(_), None) => false,
             };
             if over {

@@ -113,8 +113,6 @@ fn remaining_digits(frame: &[u8]) -> usize {
 pub struct Connect {
     /// 3.1.1 or 5.0.
     pub version: Version,
-    /// Clean session (3.1.1) or clean start (5.0).
-    pub clean: bool,
     /// Keep-alive in seconds (0: none).
     pub keep_alive_s: u16,
     /// The client identifier (may be empty).
@@ -181,7 +179,6 @@ fn decode_v3(frame: &[u8]) -> Result<Inbound, PacketError> {
     Ok(match packet {
         v3::Packet::Connect(c) => Inbound::Connect(Connect {
             version: Version::V3,
-            clean: c.clean_session,
             keep_alive_s: c.keep_alive,
             client_id: c.client_id.to_string(),
             receive_max: u16::MAX,
@@ -220,7 +217,6 @@ fn decode_v5(frame: &[u8]) -> Result<Inbound, PacketError> {
     Ok(match packet {
         v5::Packet::Connect(c) => Inbound::Connect(Connect {
             version: Version::V5,
-            clean: c.clean_start,
             keep_alive_s: c.keep_alive,
             client_id: c.client_id.to_string(),
             receive_max: c.properties.receive_max.unwrap_or(u16::MAX),

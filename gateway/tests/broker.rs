@@ -410,3 +410,62 @@ fn a_subscriber_over_its_byte_bound_is_dropped() {
     }
     assert!(closed(&mut stalled));
 }
+
+/// A connection the gateway stopped reading (its transactions wait for the
+/// node) is not closed for silence: its PINGREQs sit unread in the socket.
+#[test]
+fn a_paused_connection_is_not_timed_out() {
+    let listener = int_gateway::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (gw, handle, ingest) = Gateway::new(
+        listener,
+        Config {
+            inflight_max: 1,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    let addr = gw.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s1 = stop.clone();
+    let gw_thread = thread::spawn(move || gw.run(&s1).unwrap());
+    // A keep-alive of 1 s; the node never answers, so after one message
+    // the gateway stops reading this client.
+    let mut c = Client::connect(addr, Version::V3, "waiting", 1).unwrap();
+    c.publish("int/1/tx", 1, b"ok 1").unwrap();
+    c.publish("int/1/tx", 2, b"ok 2").unwrap();
+    for _ in 0..6 {
+        thread::sleep(Duration::from_millis(500));
+        c.ping().unwrap();
+    }
+    assert_eq!(handle.stats.dropped_timeout.load(Ordering::Relaxed), 0);
+    // Once the node answers, the client is read again: both messages are
+    // acknowledged and every PINGREQ answered.
+    let first = ingest.recv_timeout(Duration::from_secs(5)).unwrap();
+    handle
+        .verdicts(
+            first
+                .iter()
+                .map(|i| (i.ticket, Verdict::Admitted))
+                .collect(),
+        )
+        .unwrap();
+    let second = ingest.recv_timeout(Duration::from_secs(5)).unwrap();
+    handle
+        .verdicts(
+            second
+                .iter()
+                .map(|i| (i.ticket, Verdict::Admitted))
+                .collect(),
+        )
+        .unwrap();
+    let (mut acks, mut pongs) = (0, 0);
+    while acks < 2 || pongs < 6 {
+        match c.recv().unwrap() {
+            ServerPacket::Puback(..) => acks += 1,
+            ServerPacket::Pingresp => pongs += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    gw_thread.join().unwrap();
+}
