@@ -206,8 +206,9 @@ fn read_kdf(m: &Module) -> Result<(Kdf, Vec<u8>), KeystoreError> {
             if r == 0 || pp == 0 {
                 return Err(malformed("kdf.params.r and p: at least 1"));
             }
-            let memory = 128 * u64::from(r) * u64::from(n) * u64::from(pp);
-            if memory > SCRYPT_MEMORY_MAX {
+            // Below 2^103 for any u32 r, n, p: no overflow.
+            let memory = 128 * u128::from(r) * u128::from(n) * u128::from(pp);
+            if memory > u128::from(SCRYPT_MEMORY_MAX) {
                 return Err(KeystoreError::Unsupported(format!(
                     "scrypt would need {memory} bytes (at most {SCRYPT_MEMORY_MAX})"
                 )));
@@ -620,6 +621,14 @@ mod tests {
             ),
             (
                 vector_with(|v| v["crypto"]["kdf"]["params"]["n"] = json!(1u64 << 31)),
+                "scrypt would need",
+            ),
+            (
+                // 128 · r · n · p = 2^64: past u64, and past the bound.
+                vector_with(|v| {
+                    v["crypto"]["kdf"]["params"]["n"] = json!(1u64 << 30);
+                    v["crypto"]["kdf"]["params"]["r"] = json!(1u64 << 27);
+                }),
                 "scrypt would need",
             ),
             (
