@@ -125,7 +125,6 @@ pub(crate) fn precheck(
             items.push(i);
         }
     }
-    let mut out = SigChecks::default();
     // Keys and signatures that do not decode fail without a pairing.
     let mut good: Vec<(usize, PublicKey, Signature)> = Vec::with_capacity(items.len());
     for (n, i) in items.iter().enumerate() {
@@ -133,11 +132,8 @@ pub(crate) fn precheck(
             .account(chain_id, &i.buyer)?
             .and_then(|r| r.public_key)
             .and_then(|b| PublicKey::from_bytes(&b).ok());
-        match (pk, Signature::from_bytes(&i.sig)) {
-            (Some(pk), Ok(sig)) => good.push((n, pk, sig)),
-            _ => {
-                out.0.insert(i.index, (i.msg.clone(), false));
-            }
+        if let (Some(pk), Ok(sig)) = (pk, Signature::from_bytes(&i.sig)) {
+            good.push((n, pk, sig));
         }
     }
     let batch: Vec<BatchItem<'_>> = good
@@ -159,11 +155,17 @@ pub(crate) fn precheck(
         } else {
             batch.iter().map(|b| b.sig.verify(b.pk, b.msg)).collect()
         };
-    for ((n, _, _), ok) in good.iter().zip(verdicts) {
-        let i = &items[*n];
-        out.0.insert(i.index, (i.msg.clone(), ok));
+    let mut ok = vec![false; items.len()];
+    for ((n, _, _), v) in good.iter().zip(verdicts) {
+        ok[*n] = v;
     }
-    Ok(out)
+    Ok(SigChecks(
+        items
+            .into_iter()
+            .zip(ok)
+            .map(|(i, ok)| (i.index, (i.msg, ok)))
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
