@@ -696,7 +696,10 @@ impl Gateway {
             })
             .collect();
         for (topic, payload, qos) in retained {
-            if let Flow::Close(r) = self.deliver(slot, &topic, &payload, qos, true) {
+            let Ok(name) = TopicName::try_from(topic.as_str()) else {
+                continue; // the node's topics are valid; never a client's fault
+            };
+            if let Flow::Close(r) = self.deliver(slot, &name, &payload, qos, true) {
                 return Flow::Close(r);
             }
         }
@@ -728,14 +731,12 @@ impl Gateway {
     fn deliver(
         &mut self,
         slot: usize,
-        topic: &str,
+        name: &TopicName,
         payload: &Bytes,
         qos: QoS,
         retain: bool,
     ) -> Flow {
-        let Ok(name) = TopicName::try_from(topic) else {
-            return Flow::Go; // the node's topics are valid; never a client's fault
-        };
+        let topic: &str = name;
         let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return Flow::Close(None);
         };
@@ -765,7 +766,7 @@ impl Gateway {
         self.send(
             slot,
             &Outbound::Publish {
-                topic: &name,
+                topic: name,
                 qos_pid,
                 retain,
                 payload,
@@ -828,11 +829,23 @@ impl Gateway {
                 }
             });
         }
+        if targets.is_empty() {
+            return;
+        }
+        // Each topic name is made once, not once per subscriber.
+        let names: Vec<Option<TopicName>> = m
+            .topics
+            .iter()
+            .map(|t| TopicName::try_from(t.as_str()).ok())
+            .collect();
         for (who, (i, qos)) in targets {
+            // The node's topics are valid; an invalid one is never a
+            // client's fault: skipped.
+            let Some(name) = &names[i] else { continue };
             if !self.conn_is(who) {
                 continue;
             }
-            if let Flow::Close(r) = self.deliver(who.slot, &m.topics[i], &m.payload, qos, false) {
+            if let Flow::Close(r) = self.deliver(who.slot, name, &m.payload, qos, false) {
                 self.close(who.slot, r);
             }
         }
