@@ -689,10 +689,6 @@ impl Cx<'_, '_> {
         }
         Ok(out)
     }
-
-    fn kind_known(&self, kind: u16) -> Result<bool, MarketError> {
-        kind_known(self.env, kind)
-    }
 }
 
 /// Whether `kind` is built in, registered, or registered by this block.
@@ -843,7 +839,7 @@ macro_rules! check {
 
 fn list(cx: &mut Cx<'_, '_>, s: &SkuRef, l: &SkuListing) -> Result<TxStatus, MarketError> {
     use TxStatus as S;
-    ensure!(cx.kind_known(l.kind)?, S::InvalidArgument);
+    ensure!(kind_known(cx.env, l.kind)?, S::InvalidArgument);
     ensure!(l.capacity > 0, S::InvalidArgument);
     ensure!(
         l.terms.model == PriceModel::PriceTag || l.terms.period_blocks >= 1,
