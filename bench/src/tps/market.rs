@@ -202,6 +202,15 @@ fn next_nonce(accts: &mut Accounts, i: usize) -> u64 {
     n
 }
 
+/// The deal account `buyer`'s next transaction opens on `sku`.
+fn next_deal(accts: &Accounts, sku: SkuRef, buyer: usize) -> DealRef {
+    DealRef {
+        sku,
+        buyer: accts.ids[buyer],
+        nonce: accts.nonces[buyer],
+    }
+}
+
 impl Market {
     /// Close height of the auction window open at `height`.
     fn window_end(&self, height: u64) -> u64 {
@@ -266,11 +275,7 @@ impl Market {
                 Op::Order => {
                     let (sku, _) = self.pick(rng, 3);
                     new_orders.push(OpenOrder {
-                        deal: DealRef {
-                            sku,
-                            buyer: accts.ids[buyer],
-                            nonce: accts.nonces[buyer],
-                        },
+                        deal: next_deal(accts, sku, buyer),
                         buyer,
                         left: ORDER_UNITS,
                     });
@@ -294,11 +299,7 @@ impl Market {
                 Op::OpenChannel => {
                     let (sku, seller) = self.pick(rng, 1);
                     new_channels.push(Channel {
-                        deal: DealRef {
-                            sku,
-                            buyer: accts.ids[buyer],
-                            nonce: accts.nonces[buyer],
-                        },
+                        deal: next_deal(accts, sku, buyer),
                         seller,
                         buyer,
                         paid: 0,
