@@ -191,6 +191,16 @@ enum BenchCmd {
     Mqtt(bench_mqtt::MqttBenchArgs),
 }
 
+/// The value of `--FLAG ADDR|off`: the address, or `None` for `off`.
+fn addr_or_off(flag: &str, s: &str) -> Result<Option<std::net::SocketAddr>> {
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .with_context(|| format!("--{flag} {s:?} is not HOST:PORT"))
+}
+
 fn print(v: &serde_json::Value, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string(v)?);
@@ -243,20 +253,8 @@ fn main() -> Result<ExitCode> {
                     Some(v) => v.parse()?,
                     None => int_gpu::Accel::from_env()?,
                 },
-                rpc_addr: match a.rpc_addr.as_str() {
-                    "off" => None,
-                    s => Some(
-                        s.parse()
-                            .with_context(|| format!("--rpc-addr {s:?} is not HOST:PORT"))?,
-                    ),
-                },
-                mqtt_addr: match a.mqtt_addr.as_str() {
-                    "off" => None,
-                    s => Some(
-                        s.parse()
-                            .with_context(|| format!("--mqtt-addr {s:?} is not HOST:PORT"))?,
-                    ),
-                },
+                rpc_addr: addr_or_off("rpc-addr", &a.rpc_addr)?,
+                mqtt_addr: addr_or_off("mqtt-addr", &a.mqtt_addr)?,
             })?;
             print(&serde_json::to_value(&s)?, a.json)?;
         }
