@@ -92,7 +92,12 @@ struct Conn {
 
 /// Runs the load; `payload(connection, sequence)` gives each message's bytes.
 pub fn run(cfg: &LoadConfig, payload: &dyn Fn(usize, u64) -> Vec<u8>) -> io::Result<LoadReport> {
-    assert!(cfg.window > 0 && cfg.window < usize::from(u16::MAX));
+    if cfg.window == 0 || cfg.window >= usize::from(u16::MAX) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("window {} is not in 1..{}", cfg.window, u16::MAX),
+        ));
+    }
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(cfg.connections);
     for i in 0..cfg.connections {

@@ -199,14 +199,13 @@ fn start_mosquitto(bin: &str, dir: &Path) -> Result<(Killed, SocketAddr)> {
     Ok((child, addr))
 }
 
-fn row(r: &LoadReport) -> Value {
-    r.to_json()
-}
-
 /// Runs the bench; the report as JSON.
 pub fn run(a: &MqttBenchArgs) -> Result<Value> {
     if a.connections == 0 || a.messages == 0 || a.window == 0 {
         bail!("--connections, --messages and --window must be at least 1");
+    }
+    if a.window >= usize::from(u16::MAX) {
+        bail!("--window is at most {} (MQTT packet ids)", u16::MAX - 1);
     }
     if a.messages > u64::from(u32::MAX) {
         bail!("--messages is at most {}", u32::MAX);
@@ -297,10 +296,10 @@ pub fn run(a: &MqttBenchArgs) -> Result<Value> {
         "window": a.window,
         "mqtt": a.mqtt,
         "cores": std::thread::available_parallelism().map_or(1, |c| c.get()),
-        "int": row(&int),
+        "int": int.to_json(),
         "int_admitted_to_mempool": admitted,
-        "int_broker_only": row(&broker_only),
-        "mosquitto": mosquitto.as_ref().map(row),
+        "int_broker_only": broker_only.to_json(),
+        "mosquitto": mosquitto.as_ref().map(LoadReport::to_json),
         "ratio_int_to_mosquitto": ratio(&int),
         "ratio_broker_only_to_mosquitto": ratio(&broker_only),
     }))

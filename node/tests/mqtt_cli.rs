@@ -583,6 +583,15 @@ fn a_listing_reaches_its_geohash_prefix_topic() {
 /// admission, and bare) and mosquitto, and every transaction is admitted.
 #[test]
 fn bench_mqtt_runs_the_gateway_beside_mosquitto() {
+    // Bad sizes are clear errors, before anything starts.
+    for (flag, value) in [
+        ("--window", "70000"),
+        ("--window", "0"),
+        ("--connections", "0"),
+    ] {
+        let (_, stderr) = common::run(&["bench", "mqtt", flag, value, "--mosquitto", "off"], 1);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
     let broker = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
         .into_iter()
         .map(PathBuf::from)
