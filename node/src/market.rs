@@ -7,7 +7,7 @@
 //! `int market policies [--owner ACCOUNT] [--json]` lists the standing
 //! policies (all, or one account's): terms, balance, purchases made.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -74,6 +74,16 @@ pub struct ListArgs {
     json: bool,
 }
 
+/// The store in `data_dir` and the height of `chain_id`'s head, which the
+/// reads below are made at.
+fn open_at_head(data_dir: &Path, chain_id: u32) -> Result<(Store, u64)> {
+    let store = open(data_dir)?;
+    let head = store
+        .head(chain_id)?
+        .with_context(|| format!("chain {chain_id} has no blocks"))?;
+    Ok((store, head.height))
+}
+
 /// A kind's number from its name (built in or registered) or number.
 fn parse_kind(store: &Store, chain_id: u32, s: &str) -> Result<u16> {
     if let Some(k) = market::kind_by_name(store, chain_id, s)? {
@@ -127,10 +137,7 @@ fn list_policies(a: &PoliciesArgs) -> Result<()> {
     if a.limit == 0 {
         bail!("--limit must be at least 1");
     }
-    let store = open(&a.data_dir)?;
-    let head = store
-        .head(a.chain_id)?
-        .with_context(|| format!("chain {} has no blocks", a.chain_id))?;
+    let (store, height) = open_at_head(&a.data_dir, a.chain_id)?;
     let found = market::policies(&store, a.chain_id, owner.as_ref(), a.limit)?;
     let rows = found
         .iter()
@@ -167,7 +174,7 @@ fn list_policies(a: &PoliciesArgs) -> Result<()> {
             p.record.next_due,
         )
     });
-    print_rows(a.json, head.height, "policies", &rows, &header, lines)
+    print_rows(a.json, height, "policies", &rows, &header, lines)
 }
 
 /// Prints `rows` read at `height`: as one JSON document `{height, count,
@@ -232,10 +239,7 @@ pub fn run(cmd: MarketCmd) -> Result<()> {
             if a.limit == 0 {
                 bail!("--limit must be at least 1");
             }
-            let store = open(&a.data_dir)?;
-            let head = store
-                .head(a.chain_id)?
-                .with_context(|| format!("chain {} has no blocks", a.chain_id))?;
+            let (store, height) = open_at_head(&a.data_dir, a.chain_id)?;
             let kind = a
                 .kind
                 .as_deref()
@@ -271,7 +275,7 @@ pub fn run(cmd: MarketCmd) -> Result<()> {
                     s("sku")
                 )
             });
-            print_rows(a.json, head.height, "SKUs", &rows, &header, lines)?;
+            print_rows(a.json, height, "SKUs", &rows, &header, lines)?;
         }
     }
     Ok(())
