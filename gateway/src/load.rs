@@ -122,12 +122,12 @@ pub fn run(cfg: &LoadConfig, payload: &dyn Fn(usize, u64) -> Vec<u8>) -> io::Res
     }
     let mut report = LoadReport::default();
     let mut latencies: Vec<u64> =
-        Vec::with_capacity((cfg.connections as u64 * cfg.messages_per_connection) as usize);
+        Vec::with_capacity(cfg.messages_per_connection.min(1 << 20) as usize);
     let began = Instant::now();
     let mut first_publish: Option<Instant> = None;
     let mut last_ack = Instant::now();
     let mut events = Events::with_capacity(1024);
-    let total = cfg.connections as u64 * cfg.messages_per_connection;
+    let total = (cfg.connections as u64).saturating_mul(cfg.messages_per_connection);
     let mut chunk = vec![0u8; 64 * 1024];
     // Publishing starts once every connection is open (or a tenth of the
     // deadline passed), so the figures are not a connection ramp.

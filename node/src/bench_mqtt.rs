@@ -67,6 +67,8 @@ impl MqttBenchArgs {
 }
 
 const CHAIN_ID: u32 = 7;
+/// Most transactions one run signs and publishes.
+const TOTAL_MESSAGES_MAX: u128 = 10_000_000;
 const DEADLINE: Duration = Duration::from_secs(300);
 
 /// A temporary directory removed on drop.
@@ -207,8 +209,12 @@ pub fn run(a: &MqttBenchArgs) -> Result<Value> {
     if a.window >= usize::from(u16::MAX) {
         bail!("--window is at most {} (MQTT packet ids)", u16::MAX - 1);
     }
-    if a.messages > u64::from(u32::MAX) {
-        bail!("--messages is at most {}", u32::MAX);
+    // Every transaction is signed before the runs (about 300 bytes each).
+    let total = (a.connections as u128) * u128::from(a.messages);
+    if total > TOTAL_MESSAGES_MAX {
+        bail!(
+            "--connections × --messages is {total}, at most {TOTAL_MESSAGES_MAX} (they are signed in memory first)"
+        );
     }
     let dir = TempDir(std::env::temp_dir().join(format!("int-bench-mqtt-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0)?;

@@ -588,6 +588,7 @@ fn bench_mqtt_runs_the_gateway_beside_mosquitto() {
         ("--window", "70000"),
         ("--window", "0"),
         ("--connections", "0"),
+        ("--messages", "4000000000"),
     ] {
         let (_, stderr) = common::run(&["bench", "mqtt", flag, value, "--mosquitto", "off"], 1);
         assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
