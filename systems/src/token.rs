@@ -747,20 +747,12 @@ fn apply_token(
             }
         }
     }
-    let mine: Vec<&DeferredTx> = deferred.accepted(&outcomes, is_token).collect();
     let Some(cfg) = cache.0.as_ref().and_then(Option::as_ref) else {
-        // No tokens on this chain: refuse, and give back what was locked.
-        for d in mine {
-            verdicts.set(d.index, TxStatus::UnsupportedPayload);
-            if !d.escrow.is_none() {
-                credits.0.push(Credit {
-                    to: d.sender,
-                    amount: d.escrow,
-                });
-            }
-        }
+        // No tokens on this chain: no verdicts, so the chain answers each
+        // token payload `UnsupportedPayload` and gives back its lock.
         return;
     };
+    let mine: Vec<&DeferredTx> = deferred.accepted(&outcomes, is_token).collect();
     if mine.is_empty() && !cfg.starts_epoch(ctx.height) {
         return;
     }
