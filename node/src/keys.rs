@@ -34,34 +34,14 @@ pub enum KeysCmd {
     /// the account id and the file.
     New {
         #[command(flatten)]
-        dir: DirArg,
-        /// File name without `.json` (letters, digits, `.`, `_`, `-`);
-        /// default `key-` and the account id's first 8 hex digits.
-        #[arg(long)]
-        name: Option<String>,
-        /// Password KDF (EIP-2335 parameters: scrypt n=2^18 r=8 p=1,
-        /// pbkdf2 c=2^18 with hmac-sha256).
-        #[arg(long, value_enum, default_value_t = KdfArg::Scrypt)]
-        kdf: KdfArg,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        new: NewKeyArgs,
     },
     /// Write a keystore for an existing secret key: 64 hex digits (the
     /// 32-byte big-endian scalar, as `int keys export` prints it) read
     /// from FILE, or from stdin without FILE or with `-`.
     Import {
         #[command(flatten)]
-        dir: DirArg,
-        /// File name without `.json`; default as for `new`.
-        #[arg(long)]
-        name: Option<String>,
-        /// Password KDF.
-        #[arg(long, value_enum, default_value_t = KdfArg::Scrypt)]
-        kdf: KdfArg,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        new: NewKeyArgs,
         /// The file holding the secret key in hex (`-`: stdin).
         #[arg(value_name = "FILE")]
         secret_file: Option<PathBuf>,
@@ -90,6 +70,24 @@ pub struct DirArg {
     /// Keystore directory.
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
+}
+
+/// Where `new` and `import` write a key, and how.
+#[derive(Args)]
+pub struct NewKeyArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// File name without `.json` (letters, digits, `.`, `_`, `-`);
+    /// default `key-` and the account id's first 8 hex digits.
+    #[arg(long)]
+    name: Option<String>,
+    /// Password KDF (EIP-2335 parameters: scrypt n=2^18 r=8 p=1,
+    /// pbkdf2 c=2^18 with hmac-sha256).
+    #[arg(long, value_enum, default_value_t = KdfArg::Scrypt)]
+    kdf: KdfArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The KDF choice of `new` and `import`.
@@ -233,11 +231,14 @@ pub fn password(confirm: bool) -> Result<Zeroizing<String>> {
 }
 
 /// Encrypts `sk` and writes it as a new `DIR/NAME.json` (mode 0600; an
-/// existing file is an error, never overwritten).
-fn write_new(dir: &Path, name: Option<String>, sk: &SecretKey, kdf: Kdf) -> Result<Value> {
+/// existing file is an error, never overwritten); prints what it wrote.
+fn write_new(a: NewKeyArgs, sk: &SecretKey) -> Result<()> {
+    let (dir, kdf) = (a.dir.dir.as_path(), a.kdf.kdf());
     let pk = sk.public_key();
     let id = pk.account_id();
-    let name = name.unwrap_or_else(|| format!("key-{}", &hex::encode(id)[..8]));
+    let name = a
+        .name
+        .unwrap_or_else(|| format!("key-{}", &hex::encode(id)[..8]));
     check_name(&name)?;
     let path = key_path(dir, &name);
     let exists = || {
@@ -289,13 +290,14 @@ fn write_new(dir: &Path, name: Option<String>, sk: &SecretKey, kdf: Kdf) -> Resu
         return Err(anyhow!("writing {}: {e}", path.display()));
     }
     tracing::debug!(file = %path.display(), kdf = kdf.name(), "keystore written");
-    Ok(json!({
+    let v = json!({
         "name": name,
         "account_id": hex::encode(id),
         "public_key": hex::encode(pk.to_bytes()),
         "file": path.display().to_string(),
         "kdf": kdf.name(),
-    }))
+    });
+    crate::print(&v, a.json)
 }
 
 /// A secret key from hex text (64 digits, `0x` allowed, surrounding
@@ -388,32 +390,14 @@ fn list(dir: &Path) -> Result<Vec<Value>> {
 /// Runs an `int keys` command.
 pub fn run(cmd: KeysCmd) -> Result<()> {
     match cmd {
-        KeysCmd::New {
-            dir,
-            name,
-            kdf,
-            json,
-        } => {
-            if let Some(n) = &name {
-                check_name(n)?;
-            }
-            let sk = SecretKey::random(&mut rand::rngs::OsRng);
-            let v = write_new(&dir.dir, name, &sk, kdf.kdf())?;
-            crate::print(&v, json)?;
-        }
-        KeysCmd::Import {
-            dir,
-            name,
-            kdf,
-            json,
-            secret_file,
-        } => {
-            if let Some(n) = &name {
+        KeysCmd::New { new } => write_new(new, &SecretKey::random(&mut rand::rngs::OsRng))?,
+        KeysCmd::Import { new, secret_file } => {
+            // A bad name is said before the secret is asked for.
+            if let Some(n) = &new.name {
                 check_name(n)?;
             }
             let sk = read_secret(secret_file.as_deref())?;
-            let v = write_new(&dir.dir, name, &sk, kdf.kdf())?;
-            crate::print(&v, json)?;
+            write_new(new, &sk)?;
         }
         KeysCmd::List { dir, json } => {
             let rows = list(&dir.dir)?;
