@@ -100,7 +100,8 @@ pub(crate) struct Stats {
     verify_ns: AtomicU64,
     rejected: AtomicU64,
     intents_refused: AtomicU64,
-    /// Blocks and transactions this run committed (for `/metrics`).
+    /// Blocks and transactions this run committed (for `/metrics`, the
+    /// status line and [`Run`]).
     blocks: AtomicU64,
     txs: AtomicU64,
     txs_ok: AtomicU64,
@@ -691,12 +692,9 @@ impl Node {
                         .unwrap_or_else(|e| e.into_inner())
                         .take(cfg.block_txs_max);
                     let res = chain.execute_block(&txs, now_ms(), validator)?;
-                    run.blocks += 1;
-                    run.txs += txs.len() as u64;
                     stats.blocks.fetch_add(1, Ordering::Relaxed);
                     stats.txs.fetch_add(txs.len() as u64, Ordering::Relaxed);
                     let ok = res.statuses.iter().filter(|s| **s == TxStatus::Ok).count() as u64;
-                    run.txs_ok += ok;
                     stats.txs_ok.fetch_add(ok, Ordering::Relaxed);
                     window.1 += txs.len() as u64;
                     for (tx, st) in txs.iter().zip(&res.statuses) {
@@ -730,7 +728,7 @@ impl Node {
                         let line = format!(
                             "height={} txs={} tps={:.0} mempool={} sigcheck={:.0}% accounts={} intents={}",
                             res.head.height,
-                            run.txs,
+                            stats.txs.load(Ordering::Relaxed),
                             window.1 as f64 / secs,
                             pool_len,
                             share * 100.0,
@@ -754,9 +752,13 @@ impl Node {
             eprintln!();
         }
         result?;
-        run.rejected = stats.rejected.load(Ordering::Relaxed);
-        run.intents_refused = stats.intents_refused.load(Ordering::Relaxed);
-        run.verify_s = stats.verify_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        run.blocks = get(&stats.blocks);
+        run.txs = get(&stats.txs);
+        run.txs_ok = get(&stats.txs_ok);
+        run.rejected = get(&stats.rejected);
+        run.intents_refused = get(&stats.intents_refused);
+        run.verify_s = get(&stats.verify_ns) as f64 / 1e9;
         Ok(run)
     }
 }
