@@ -111,6 +111,7 @@ fn commit(c: &mut Criterion) {
             height: 1,
             block,
             receipts,
+            tx_hashes: &[],
             head,
             objects: &[],
         }

@@ -673,6 +673,7 @@ impl Chain {
             height,
             block: &block,
             receipts: &receipts_bytes,
+            tx_hashes: &tx_hashes,
             head,
             objects,
         })?;

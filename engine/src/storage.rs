@@ -254,6 +254,9 @@ pub struct BlockWrite<'a> {
     pub block: &'a [u8],
     /// Its receipts.
     pub receipts: &'a [u8],
+    /// The BLAKE3 hashes of its transactions' bodies, in block order: the
+    /// `txs` index (hash → height, position) is written from them.
+    pub tx_hashes: &'a [Hash32],
     /// The new head.
     pub head: Head,
     /// Plugin objects to write or delete (their state-tree leaves are in
@@ -568,16 +571,12 @@ impl Store {
             }
         }
         let hk = height_key(w.chain_id, w.height);
-        // The chain's receipts always decode; bytes that do not (tests'
-        // placeholders) index nothing.
-        if let Ok(rs) = int_schemas::decode_receipts(w.receipts) {
-            for r in rs.receipts().iter() {
-                let mut at = [0u8; 12];
-                at[..8].copy_from_slice(&w.height.to_le_bytes());
-                at[8..].copy_from_slice(&r.index().to_le_bytes());
-                let k: [u8; 36] = chain_key(w.chain_id, &r.tx_hash().0);
-                txn.put(self.txs, &k, &at, WriteFlags::empty())?;
-            }
+        for (index, hash) in (0u32..).zip(w.tx_hashes) {
+            let mut at = [0u8; 12];
+            at[..8].copy_from_slice(&w.height.to_le_bytes());
+            at[8..].copy_from_slice(&index.to_le_bytes());
+            let k: [u8; 36] = chain_key(w.chain_id, hash);
+            txn.put(self.txs, &k, &at, WriteFlags::empty())?;
         }
         txn.put(self.blocks, &hk, &w.block, WriteFlags::empty())?;
         txn.put(self.receipts, &hk, &w.receipts, WriteFlags::empty())?;
@@ -794,6 +793,7 @@ mod tests {
                 height: 0,
                 block: b"block",
                 receipts: b"receipts",
+                tx_hashes: &[],
                 head,
                 objects: &[],
             })
@@ -835,6 +835,7 @@ mod tests {
                 height: 5,
                 block: b"block",
                 receipts: &receipts,
+                tx_hashes: &[[0xa; 32], [0xb; 32]],
                 head: Head {
                     height: 5,
                     hash: [7; 32],
@@ -902,6 +903,7 @@ mod tests {
                 height: 0,
                 block: b"b",
                 receipts: b"r",
+                tx_hashes: &[],
                 head,
                 objects: &objects,
             })
@@ -970,6 +972,7 @@ mod tests {
                 height: 1,
                 block: b"b",
                 receipts: b"r",
+                tx_hashes: &[],
                 head: Head {
                     height: 1,
                     state_root: root2,

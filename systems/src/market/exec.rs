@@ -1321,6 +1321,7 @@ mod tests {
                 height: 0,
                 block: b"",
                 receipts: b"",
+                tx_hashes: &[],
                 head: Head::default(),
                 objects,
             })

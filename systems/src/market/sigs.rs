@@ -220,6 +220,7 @@ mod tests {
                 height: 0,
                 block: b"",
                 receipts: b"",
+                tx_hashes: &[],
                 head: Head::default(),
                 objects: &[],
             })
