@@ -11,31 +11,13 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 
 use common::child::{Node, wait_for};
 use common::rpc::{call, find_receipt, height};
-use common::{devnet_args, devnet_validator, expect_exit, int_command, json, p, text};
+use common::{PASSWORD, devnet_args, devnet_validator, int_command, json, p, run_pw, text};
 use int_engine::crypto::bls::SecretKey;
 use serde_json::json;
-
-const PASSWORD: &str = "correct horse battery staple";
-
-/// Runs `int ARGS` with `password` in INT_KEYSTORE_PASSWORD (none: unset).
-fn int_pw(args: &[&str], password: Option<&str>) -> Output {
-    let mut c = int_command(args);
-    c.env_remove("INT_KEYSTORE_PASSWORD");
-    if let Some(pw) = password {
-        c.env("INT_KEYSTORE_PASSWORD", pw);
-    }
-    c.output().expect("running int")
-}
-
-/// Runs `int ARGS` with the test's password; expects exit `code` and no
-/// panic; (stdout, stderr).
-fn run_pw(args: &[&str], password: Option<&str>, code: i32) -> (String, String) {
-    expect_exit(args, &int_pw(args, password), code)
-}
 
 fn ok(args: &[&str]) -> String {
     run_pw(args, Some(PASSWORD), 0).0

@@ -62,6 +62,25 @@ pub fn expect_exit(args: &[&str], out: &Output, code: i32) -> (String, String) {
     (stdout, stderr)
 }
 
+/// The keystore password the tests' keys are made with.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Runs `int ARGS` with `password` in INT_KEYSTORE_PASSWORD (none: unset).
+pub fn int_pw(args: &[&str], password: Option<&str>) -> Output {
+    let mut c = int_command(args);
+    c.env_remove("INT_KEYSTORE_PASSWORD");
+    if let Some(pw) = password {
+        c.env("INT_KEYSTORE_PASSWORD", pw);
+    }
+    c.output().expect("running int")
+}
+
+/// Runs `int ARGS` with `password` (see [`int_pw`]); expects exit `code`
+/// and no panic; (stdout, stderr).
+pub fn run_pw(args: &[&str], password: Option<&str>, code: i32) -> (String, String) {
+    expect_exit(args, &int_pw(args, password), code)
+}
+
 /// Text that must be one JSON value.
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
