@@ -526,14 +526,9 @@ impl Node {
         self.start
     }
 
-    /// The committed head now.
-    pub(crate) fn head(&self) -> Result<Head> {
-        self.chain.head().context("no head")
-    }
-
     /// The summary of a run that lasted `secs` and did `ran`.
     pub(crate) fn summary(&self, ran: &Run, secs: f64) -> Result<RunSummary> {
-        let head = self.head()?;
+        let head = self.chain.head().context("no head")?;
         Ok(RunSummary {
             chain_id: self.cfg.chain_id,
             height: head.height,
@@ -548,13 +543,8 @@ impl Node {
             duration_s: secs,
             data_dir: self.cfg.data_dir.display().to_string(),
             validator: hex::encode(self.validator.public_key().account_id()),
-            accel: self.accel(),
+            accel: self.acc.describe(),
         })
-    }
-
-    /// Where batch verification's curve arithmetic runs, in words.
-    pub(crate) fn accel(&self) -> String {
-        self.acc.describe()
     }
 
     /// Serves the node until the stop flag (Ctrl-C), the duration's end, or
