@@ -435,7 +435,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
             duration_s: opts.duration_s,
             rpc_addr: opts.rpc_addr,
             mqtt_addr: opts.mqtt_addr,
-            hot_capacity: 200_000.max(fleet.len() * 2),
+            hot_capacity: fleet.len() * 2,
         },
         acc,
         validator.clone(),

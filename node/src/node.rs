@@ -47,6 +47,8 @@ const RPC_QUEUE: usize = 1024;
 const INGRESS_QUEUE: usize = 4;
 /// Verified transactions the mempool holds.
 const MEMPOOL_TXS: usize = 1 << 20;
+/// Accounts the chain keeps in memory at least.
+const HOT_ACCOUNTS_MIN: usize = 200_000;
 
 /// A batch for ingress: each envelope with the sender its source names
 /// (so refusals can be told to it without decoding).
@@ -70,7 +72,7 @@ pub(crate) struct NodeConfig {
     pub rpc_addr: Option<SocketAddr>,
     /// The MQTT gateway's address; `None`: no gateway.
     pub mqtt_addr: Option<SocketAddr>,
-    /// Accounts the chain keeps in memory.
+    /// Accounts the chain keeps in memory (at least 200 000).
     pub hot_capacity: usize,
 }
 
@@ -488,7 +490,7 @@ impl Node {
             store.clone(),
             ChainConfig {
                 chain_id,
-                hot_capacity: cfg.hot_capacity,
+                hot_capacity: cfg.hot_capacity.max(HOT_ACCOUNTS_MIN),
                 parallel: true,
             },
             &[&LedgerPlugin, &bpk_plugin, &MarketPlugin, &TokenPlugin],

@@ -17,9 +17,6 @@ use int_gpu::{Accelerator, ThresholdPolicy};
 use crate::config::Settings;
 use crate::node::{Genesis, Hooks, Node, NodeConfig};
 
-/// Accounts the chain keeps in memory at least.
-const HOT_ACCOUNTS: usize = 200_000;
-
 /// Options of `int run`.
 #[derive(Debug, Clone)]
 pub struct RunOpts {
@@ -88,7 +85,7 @@ pub fn run(opts: &RunOpts) -> Result<Summary> {
             duration_s: opts.duration_s,
             rpc_addr: settings.rpc_addr,
             mqtt_addr: settings.mqtt_addr,
-            hot_capacity: HOT_ACCOUNTS.max(settings.genesis.len().saturating_mul(2)),
+            hot_capacity: settings.genesis.len().saturating_mul(2),
         },
         acc,
         validator.clone(),
