@@ -16,8 +16,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::BIN;
 use common::child::KillOnDrop;
+use common::{BIN, expect_exit, int, json, p, text};
 
 const DEVICES: usize = 200;
 /// Accounts at genesis: the devices, the validator, and the simulated
@@ -173,20 +173,15 @@ impl Devnet {
     }
 }
 
+/// `int state --json` of `data_dir`: it must succeed, without a panic.
 fn int_state(data_dir: &Path) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .arg("state")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--json")
-        .output()
-        .expect("running int state");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "int state failed: {stderr}");
+    let args = ["state", "--data-dir", p(data_dir), "--json"];
+    let out = int(&args);
+    expect_exit(&args, &out, 0);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "int state --json printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
+            text(&out.stdout)
         )
     })
 }
@@ -302,27 +297,28 @@ fn devnet_survives_sigkill_at_random_moments() {
 
     // A clean run on top of it: starts where the audit says, ends with a
     // summary on stdout.
-    let out = Command::new(BIN)
-        .arg("devnet")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--devices", &DEVICES.to_string(), "--block-ms", "100"])
-        .args(["--duration", "2", "--json"])
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running int devnet --duration 2");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "clean run failed: {stderr}");
-    assert!(!stderr.contains("panicked"), "clean run panicked: {stderr}");
+    let devices = DEVICES.to_string();
+    let args = [
+        "devnet",
+        "--data-dir",
+        p(&data),
+        "--devices",
+        &devices,
+        "--block-ms",
+        "100",
+        "--duration",
+        "2",
+        "--json",
+    ];
+    let out = int(&args);
+    expect_exit(&args, &out, 0);
     let stdout = String::from_utf8(out.stdout).expect("UTF-8 summary");
     assert_eq!(
         stdout.trim().lines().count(),
         1,
         "--json prints one line: {stdout}"
     );
-    let sum: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {stdout}"));
+    let sum = json(&stdout);
     let s_height = sum["height"].as_u64().expect("summary height");
     let s_start = sum["start_height"].as_u64().expect("summary start_height");
     assert_eq!(
