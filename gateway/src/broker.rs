@@ -156,7 +156,9 @@ pub struct Stats {
     pub ingested: AtomicU64,
     /// Messages delivered to subscribers.
     pub delivered: AtomicU64,
-    /// Node messages dropped because the gateway's event queue was full.
+    /// Node messages dropped because a queue towards the gateway was full
+    /// (the gateway's event queue, or the node's queue of blocks to publish:
+    /// a skipped block counts once).
     pub events_dropped: AtomicU64,
 }
 

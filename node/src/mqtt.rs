@@ -127,6 +127,33 @@ pub fn serve_ingest(
     }
 }
 
+/// Publishes the messages of each committed height it is sent, until the
+/// sender is gone or the node stops: the block loop hands heights over and
+/// never waits on this work.
+pub fn serve_blocks(
+    heights: &Receiver<u64>,
+    handle: &Handle,
+    store: &Store,
+    chain_id: u32,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let height = match heights.recv_timeout(Duration::from_millis(50)) {
+            Ok(h) => h,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        match block_messages(store, chain_id, height) {
+            Ok(msgs) => {
+                if handle.publish(msgs).is_err() {
+                    return;
+                }
+            }
+            Err(err) => tracing::warn!(%err, height, "MQTT messages of a block"),
+        }
+    }
+}
+
 /// The messages of a committed block: its header (retained), a receipt per
 /// transaction on its sender's topic, and each listing change on its
 /// region's topics. Read back from the store, so they say what was

@@ -200,7 +200,7 @@ impl Stats {
                 (
                     "int_mqtt_events_dropped_total",
                     "counter",
-                    "Node messages the gateway dropped because its queue was full.",
+                    "Node messages dropped because a queue towards the gateway was full (a block the publisher was too far behind to read counts once).",
                     get(&m.events_dropped),
                 ),
             ]);
@@ -433,6 +433,10 @@ pub(crate) struct RunSummary {
     pub accel: String,
 }
 
+/// Committed blocks the MQTT publisher may be behind before a block's
+/// messages are dropped.
+const PUBLISH_QUEUE_BLOCKS: usize = 64;
+
 /// An open node: its store, its chain (genesis written) and its validator.
 pub(crate) struct Node {
     cfg: NodeConfig,
@@ -591,6 +595,15 @@ impl Node {
             None => None,
         };
         let mqtt_handle = mqtt.as_ref().map(|(_, h, _)| h.clone());
+        // Committed heights for the MQTT publisher thread, which reads each
+        // block back and builds its messages off the block loop.
+        let (blocks_tx, blocks_rx) = match mqtt {
+            Some(_) => {
+                let (tx, rx) = sync_channel::<u64>(PUBLISH_QUEUE_BLOCKS);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let bls_g1 = GpuBls::new(acc.clone());
         let stats = Stats::default();
         let mempool = Mutex::new(Mempool::new(MEMPOOL_TXS));
@@ -651,10 +664,16 @@ impl Node {
                         tracing::warn!(%err, "MQTT gateway stopped");
                     }
                 });
+                let publisher = handle.clone();
                 s.spawn(move || {
                     let admit = |b: Vec<Vec<u8>>| admitter_ref.admit(b);
                     crate::mqtt::serve_ingest(&ingest, &handle, chain_id, &admit, stop);
                 });
+                if let Some(heights) = blocks_rx {
+                    s.spawn(move || {
+                        crate::mqtt::serve_blocks(&heights, &publisher, store, chain_id, stop)
+                    });
+                }
             }
             // Ingress ends when every sender is gone or at the stop flag.
             drop(in_tx);
@@ -700,13 +719,12 @@ impl Node {
                     if let Some(f) = on_block.as_mut() {
                         f(&txs, &res);
                     }
-                    if let Some(h) = &mqtt_handle {
-                        match crate::mqtt::block_messages(store, chain_id, res.head.height) {
-                            Ok(msgs) => {
-                                let _ = h.publish(msgs);
-                            }
-                            Err(err) => tracing::warn!(%err, "MQTT messages of a block"),
-                        }
+                    if let (Some(tx), Some(h)) = (&blocks_tx, &mqtt_handle)
+                        && tx.try_send(res.head.height).is_err()
+                    {
+                        // The publisher is a queue of blocks behind: this
+                        // block's messages are dropped, and counted.
+                        h.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                     tracing::debug!(height = res.head.height, txs = txs.len(), timings = ?res.timings, "block committed");
                     if last_status.elapsed() >= Duration::from_secs(1) {
