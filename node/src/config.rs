@@ -116,7 +116,7 @@ impl Default for Config {
             block_txs_max: 50_000,
             accel: None,
             rpc: Listen {
-                addr: "127.0.0.1:8645".into(),
+                addr: crate::rpc::DEFAULT_ADDR.into(),
             },
             mqtt: Listen {
                 addr: crate::mqtt::DEFAULT_ADDR.into(),

@@ -122,7 +122,7 @@ struct DevnetArgs {
     accel: Option<String>,
     /// Address of the JSON-RPC server (`off` for none). When the port is
     /// taken, another is chosen and logged.
-    #[arg(long, default_value = "127.0.0.1:8645", value_name = "ADDR|off")]
+    #[arg(long, default_value = rpc::DEFAULT_ADDR, value_name = "ADDR|off")]
     rpc_addr: String,
     /// Address of the MQTT device gateway (`off` for none). When the port
     /// is taken, another is chosen and logged.

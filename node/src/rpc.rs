@@ -44,6 +44,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use serde_json::{Value, json};
 
+/// Where `int devnet` and `int run` serve JSON-RPC unless told otherwise.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8645";
 /// Most open connections.
 pub const CONNECTIONS_MAX: usize = 256;
 /// Largest request, headers and body.

@@ -249,6 +249,11 @@ fn parse_response(buf: &[u8]) -> Result<(u16, &[u8]), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_endpoint_is_where_the_node_serves() {
+        assert_eq!(DEFAULT_RPC, format!("http://{}", crate::rpc::DEFAULT_ADDR));
+    }
     use std::net::TcpListener;
 
     /// A one-shot server answering `answer` to the first connection; the
