@@ -128,11 +128,7 @@ fn list_policies(a: &PoliciesArgs) -> Result<()> {
     let owner = a
         .owner
         .as_deref()
-        .map(|h| -> Result<[u8; 32]> {
-            let v = hex::decode(h).with_context(|| format!("--owner {h:?} is not hex"))?;
-            v.try_into()
-                .map_err(|_| anyhow::anyhow!("--owner must be 32 bytes (64 hex characters)"))
-        })
+        .map(|h| crate::state::parse_account(h, "--owner"))
         .transpose()?;
     if a.limit == 0 {
         bail!("--limit must be at least 1");

@@ -194,13 +194,20 @@ fn bpk_summary(store: &Store, chain_id: u32, height: u64) -> Result<Value> {
     }))
 }
 
+/// An account id given in hex (64 digits, `0x` allowed); errors name it
+/// as `what` (`account id`, `--owner`, …).
+pub(crate) fn parse_account(text: &str, what: &str) -> Result<int_schemas::AccountId> {
+    let bytes = hex::decode(text.strip_prefix("0x").unwrap_or(text))
+        .with_context(|| format!("{what} {text:?} is not hex"))?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{what} {text:?} must be 32 bytes (64 hex digits)"))
+}
+
 /// One account, with an inclusion (or exclusion) proof against the head's
 /// state root when asked.
 pub fn account(data_dir: &Path, chain_id: u32, id_hex: &str, proof: bool) -> Result<Value> {
-    let id: [u8; 32] = hex::decode(id_hex.strip_prefix("0x").unwrap_or(id_hex))
-        .context("account id is not hex")?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("account id must be 32 bytes (64 hex digits)"))?;
+    let id = parse_account(id_hex, "account id")?;
     let store = open(data_dir)?;
     consistent(&store, chain_id, || {
         account_at_head(&store, chain_id, &id, proof)
@@ -240,4 +247,23 @@ pub(crate) fn account_at_head(
         v["proof_ok"] = json!(p.verify(&head.state_root, id, value.as_ref()));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_ids_are_checked() {
+        let id = [7u8; 32];
+        assert_eq!(parse_account(&hex::encode(id), "--to").unwrap(), id);
+        assert_eq!(
+            parse_account(&format!("0x{}", hex::encode(id)), "--to").unwrap(),
+            id
+        );
+        for (bad, says) in [("", "32 bytes"), ("zz", "not hex"), ("0011", "32 bytes")] {
+            let e = parse_account(bad, "--to").unwrap_err().to_string();
+            assert!(e.starts_with("--to ") && e.contains(says), "{bad}: {e}");
+        }
+    }
 }

@@ -99,13 +99,6 @@ enum TokenArg {
     Gas,
 }
 
-fn account_id(s: &str) -> Result<AccountId> {
-    hex::decode(s.strip_prefix("0x").unwrap_or(s))
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| anyhow!("account id {s:?}: 32 bytes in hex (64 digits)"))
-}
-
 /// The node's chain id.
 fn chain_id(rpc: &RpcClient) -> Result<u32> {
     let info = rpc.call("int_chainInfo", json!([]))?;
@@ -138,7 +131,7 @@ fn next_nonce(rpc: &RpcClient, sender: &AccountId, chain: u32) -> Result<u64> {
 /// `int tx transfer`: the fields of the signed transaction and, with
 /// `--send`, the node's answer.
 pub fn transfer(a: &TransferArgs) -> Result<Value> {
-    let to = account_id(&a.to)?;
+    let to = crate::state::parse_account(&a.to, "--to")?;
     let key = keys::load(&a.keys_dir, &a.key)?;
     let sender = keys::public_key(&key.keystore)
         .with_context(|| format!("{}", key.path.display()))?
@@ -232,20 +225,5 @@ pub fn run(cmd: TxCmd) -> Result<(Value, bool)> {
     match cmd {
         TxCmd::Transfer(a) => Ok((transfer(&a)?, a.json)),
         TxCmd::Send { file, rpc, json } => Ok((send_file(&file, &rpc)?, json)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn account_ids_are_checked() {
-        let id = [7u8; 32];
-        assert_eq!(account_id(&hex::encode(id)).unwrap(), id);
-        assert_eq!(account_id(&format!("0x{}", hex::encode(id))).unwrap(), id);
-        for bad in ["", "zz", "0011"] {
-            assert!(account_id(bad).is_err(), "{bad}");
-        }
     }
 }
