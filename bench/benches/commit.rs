@@ -1,4 +1,4 @@
-//! The LMDB commit of one block: `Store::commit_block` with 10 000 dirty
+//! The LMDB commit of one block: `Storage::commit_block` with 10 000 dirty
 //! accounts and the tree-node batch `smt::update` returns for them, over a
 //! state of 1 000 000 accounts (written once by `Chain::genesis`, untimed).
 //!
@@ -11,14 +11,13 @@
 //! Run with `cargo bench -p int-bench --bench commit`; `-- --test` runs
 //! each bench once as a smoke test (after the genesis, a few seconds).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use int_engine::chain::{Chain, ChainConfig};
 use int_engine::crypto::bls::SecretKey;
 use int_engine::state::smt::{self, NodeBatch};
-use int_engine::storage::{AccountRecord, BlockWrite, Head, Store};
+use int_engine::storage::{AccountRecord, BlockWrite, Head};
 use int_schemas::AccountId;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -36,7 +35,7 @@ fn id(i: usize) -> AccountId {
 
 fn commit(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(Store::open(dir.path()).expect("open store"));
+    let store = int_engine::storage::open(dir.path()).expect("open store");
     let proposer = SecretKey::from_seed(&[1; 32]);
     let mut chain = Chain::open(
         store.clone(),
@@ -76,10 +75,11 @@ fn commit(c: &mut Criterion) {
         .collect();
     dirty.sort_unstable_by_key(|d| d.0);
     let updates: Vec<_> = dirty.iter().map(|(k, r)| (*k, Some(r.hash()))).collect();
-    let reader = store.node_reader(1).expect("node reader");
+    let view = store.parallel_snapshot().expect("snapshot");
+    let reader = view.nodes(1);
     let (state_root, nodes) =
         smt::update(&reader, &genesis.state_root, &updates).expect("smt update");
-    drop(reader);
+    drop(view);
     eprintln!(
         "commit bench: {} dirty accounts, {} node puts, {} node deletes, over {} accounts",
         dirty.len(),

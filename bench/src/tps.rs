@@ -70,7 +70,7 @@ use int_engine::crypto::bls::{
 };
 use int_engine::ingress::{self, IngressConfig, IngressError, KeyCache, KeySource, VerifiedTx};
 use int_engine::mempool::Mempool;
-use int_engine::storage::{AccountRecord, StorageError, Store};
+use int_engine::storage::{AccountRecord, StorageError};
 use int_schemas::wire::{Token, TxStatus};
 use int_schemas::{
     AccountId, DecodeError, PayloadSpec, TxBodySpec, build_envelope, build_tx_body, decode_tx,
@@ -861,7 +861,7 @@ fn raw_bound(s: &Signed, sizes: &[usize]) -> Result<RawResult, TpsError> {
 /// The end-to-end pipeline: an ingress thread and the producer (this one).
 fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
     let dir = temp_dir("e2e")?;
-    let store = std::sync::Arc::new(Store::open(dir.path())?);
+    let store = int_engine::storage::open(dir.path())?;
     let validator = validator();
     let mut chain = Chain::open(
         store.clone(),
@@ -881,7 +881,7 @@ fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
 
     // A running node has its senders' keys cached; warm the cache so that
     // the measurement is the steady state, not first contact.
-    let keys = KeyCache::new(&store, CHAIN_ID, 1 << 20);
+    let keys = KeyCache::new(&*store, CHAIN_ID, 1 << 20);
     let t = Instant::now();
     let known = s
         .fleet
@@ -929,7 +929,11 @@ fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
                     let checked = ingress::check_batch(&icfg, &keys, batch);
                     check_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     rejected.fetch_add(checked.rejected.len() as u64, Ordering::Relaxed);
-                    let nonces = ingress::committed_nonces(&store, CHAIN_ID, &checked.accepted)?;
+                    let nonces = ingress::committed_nonces(
+                        &*store.snapshot()?,
+                        CHAIN_ID,
+                        &checked.accepted,
+                    )?;
                     let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
                     for (tx, committed) in checked.accepted.into_iter().zip(nonces) {
                         if pool.admit(tx, committed).is_err() {
@@ -1114,7 +1118,7 @@ fn run_blocks(
 fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> {
     let n = args.accounts;
     let dir = temp_dir("exec")?;
-    let store = std::sync::Arc::new(Store::open(dir.path())?);
+    let store = int_engine::storage::open(dir.path())?;
     let validator = validator();
     let with_market = args.workload.market();
     let mut chain = Chain::open(

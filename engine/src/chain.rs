@@ -1,11 +1,34 @@
-//! One chain's block pipeline (DESIGN, data flow steps 3–5): load the hot
-//! set from LMDB into the ECS world, execute the block schedule, seal the
-//! block (one aggregate signature for all its transactions, the proposer's
-//! signature over the header), and commit everything in one LMDB write
-//! transaction with the state root updated incrementally.
+//! One chain's block pipeline (DESIGN, data flow steps 4–6), as three
+//! separate steps that types keep in order:
+//!
+//! 1. [`Chain::execute`]: a pure function of the parent state (a
+//!    [`StateView`] snapshot), the header fields the proposer chose (time,
+//!    proposer) and the transactions. No key, no clock, no write: it
+//!    returns an [`Executed`] holding every write, the receipts and the
+//!    header fields with the state, transaction and receipts roots.
+//!    Executing the same block twice from the same parent gives the same
+//!    bytes.
+//! 2. [`Chain::seal`]: the proposer signs the header and aggregates the
+//!    transactions' signatures into a [`Sealed`] block.
+//!    [`Chain::check_block`] is the other way to a [`Sealed`]: a block
+//!    someone else proposed, its signatures verified, re-executed from the
+//!    parent and refused unless its header's roots, receipts and
+//!    transactions are exactly what execution gives.
+//! 3. [`Chain::commit`]: writes, block, receipts and head in one atomic
+//!    storage commit.
+//!
+//! The ECS world keeps the hot set (recently touched accounts) between
+//! blocks as a cache of the committed head's state. Executing a block
+//! changes the cached entities; committing that block keeps them, and
+//! anything else (another block committed, a second execution, a failure)
+//! drops the cache, which reloads from storage. So a validator may execute
+//! several proposals for one height and commit the one decided.
+//!
+//! [`Chain::execute_block`] runs the three steps for a proposer that
+//! commits at once (the single-validator node, the benches).
 //!
 //! The relay chain is one `Chain`; parallel chains are more of them over
-//! the same [`Store`], told apart by the chain id in every key.
+//! the same [`Storage`], told apart by the chain id in every key.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,15 +36,18 @@ use std::time::Instant;
 use bevy_ecs::prelude::*;
 use int_schemas::wire::TxStatus;
 use int_schemas::{
-    AccountId, Escrow, Hash32, HeaderFields, PayloadSpec, ReceiptFields, build_block, build_header,
-    build_receipts, decode_block,
+    AccountId, Escrow, Hash32, HeaderFields, PayloadSpec, ReceiptFields, amount, build_block,
+    build_header, build_receipts, decode_block,
 };
 
-use crate::crypto::bls::{self, PublicKey, SecretKey, Signature, header_message, tx_message};
+use crate::crypto::bls::{
+    self, PublicKey, SecretKey, Signature, header_message, tx_message, verify_pop,
+};
 use crate::ingress::{ProofVerifier, VerifiedTx};
-use crate::state::smt::{self, SmtError};
+use crate::state::smt::{self, NodeBatch, SmtError};
 use crate::storage::{
-    AccountRecord, BlockWrite, Head, ObjectTable, ObjectWrite, StorageError, Store, object_leaf,
+    AccountRecord, BlockWrite, Head, ObjectTable, ObjectWrite, StateView, Storage, StorageError,
+    object_leaf,
 };
 use crate::supply::{SUPPLY_KEY, Supply, SupplyDelta, account_totals, escrow_add};
 use crate::world::*;
@@ -53,6 +79,21 @@ pub enum ChainError {
     /// A system could not execute the block (nothing was committed).
     #[error("block execution failed: {0}")]
     Exec(String),
+    /// The snapshot given as the parent is not at this chain's head (the
+    /// world caches the head's state, so execution needs exactly it).
+    #[error("parent snapshot at height {snapshot:?}, chain head at {head:?}")]
+    ParentMismatch {
+        /// Height of the snapshot's head.
+        snapshot: Option<u64>,
+        /// Height of the chain's head.
+        head: Option<u64>,
+    },
+    /// A sealed block was committed on a parent other than the head.
+    #[error("block {height} does not extend the head")]
+    NotOnHead {
+        /// Height of the block.
+        height: u64,
+    },
 }
 
 /// Parameters of a chain's pipeline.
@@ -77,7 +118,7 @@ pub struct Timings {
     pub root_us: u64,
     /// Building and signing the block.
     pub seal_us: u64,
-    /// The LMDB write transaction.
+    /// The storage commit.
     pub commit_us: u64,
 }
 
@@ -93,13 +134,161 @@ pub struct BlockResult {
     pub timings: Timings,
 }
 
+/// What execution reads of a transaction. Its signature was checked
+/// before: at ingress for a proposal, with the block's aggregate for a
+/// received block.
+pub trait BlockTx: Sync {
+    /// BLAKE3 hash of the body bytes.
+    fn hash(&self) -> &Hash32;
+    /// Sending account.
+    fn sender(&self) -> &AccountId;
+    /// Claimed nonce.
+    fn nonce(&self) -> u64;
+    /// Fee in GAS.
+    fn fee(&self) -> u128;
+    /// What it does.
+    fn payload(&self) -> &PayloadSpec;
+}
+
+impl BlockTx for VerifiedTx {
+    fn hash(&self) -> &Hash32 {
+        &self.hash
+    }
+    fn sender(&self) -> &AccountId {
+        &self.sender
+    }
+    fn nonce(&self) -> u64 {
+        self.nonce
+    }
+    fn fee(&self) -> u128 {
+        self.fee
+    }
+    fn payload(&self) -> &PayloadSpec {
+        &self.payload
+    }
+}
+
+/// A transaction of a received block, decoded from its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyTx {
+    /// BLAKE3 hash of the body bytes.
+    pub hash: Hash32,
+    /// Sending account.
+    pub sender: AccountId,
+    /// Claimed nonce.
+    pub nonce: u64,
+    /// Fee in GAS.
+    pub fee: u128,
+    /// What it does.
+    pub payload: PayloadSpec,
+}
+
+impl BlockTx for BodyTx {
+    fn hash(&self) -> &Hash32 {
+        &self.hash
+    }
+    fn sender(&self) -> &AccountId {
+        &self.sender
+    }
+    fn nonce(&self) -> u64 {
+        self.nonce
+    }
+    fn fee(&self) -> u128 {
+        self.fee
+    }
+    fn payload(&self) -> &PayloadSpec {
+        &self.payload
+    }
+}
+
+/// What the proposer chooses for a block besides its transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockFields {
+    /// The proposer's clock, milliseconds since the Unix epoch (carried in
+    /// the header; execution does not read it).
+    pub time_ms: u64,
+    /// The proposer, who receives the block's fees.
+    pub proposer: AccountId,
+}
+
+/// A block executed against its parent: everything it writes and the
+/// header it implies, not yet sealed or committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    parent: Head,
+    /// The header's fields, roots included (what a proposer signs and a
+    /// validator compares).
+    pub header: HeaderFields,
+    /// Each given transaction's status, in the order given.
+    pub statuses: Vec<TxStatus>,
+    /// Indices (into the given transactions) of those in the block: all
+    /// but the `UnknownSender` ones, which changed nothing.
+    pub included: Vec<u32>,
+    /// The receipts of the included transactions, in block order.
+    pub receipts: Vec<ReceiptFields>,
+    /// Hashes of the included transactions, in block order.
+    pub tx_hashes: Vec<Hash32>,
+    /// Accounts written, by id.
+    pub accounts: Vec<(AccountId, AccountRecord)>,
+    /// Plugin objects written, in the order the block wrote them.
+    pub objects: Vec<ObjectWrite>,
+    /// State-tree nodes written and deleted.
+    pub nodes: NodeBatch,
+    /// Accounts new to the state.
+    pub new_accounts: u64,
+    /// Where the time went (load, execute, root).
+    pub timings: Timings,
+}
+
+impl Executed {
+    /// The head this block would make.
+    fn head(&self, header_bytes: &[u8]) -> Head {
+        Head {
+            height: self.header.height,
+            hash: *blake3::hash(header_bytes).as_bytes(),
+            state_root: self.header.state_root,
+            accounts: self.parent.accounts + self.new_accounts,
+        }
+    }
+}
+
+/// A block ready to commit: executed, and sealed by its proposer (or
+/// received and checked).
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    executed: Executed,
+    block: Vec<u8>,
+    receipts: Vec<u8>,
+    head: Head,
+}
+
+impl Sealed {
+    /// The block's bytes.
+    pub fn block(&self) -> &[u8] {
+        &self.block
+    }
+
+    /// The head committing it makes.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// Its execution.
+    pub fn executed(&self) -> &Executed {
+        &self.executed
+    }
+}
+
 /// The pipeline of one chain.
 pub struct Chain {
-    store: Arc<Store>,
+    store: Arc<dyn Storage>,
     cfg: ChainConfig,
     world: World,
     schedule: Schedule,
     head: Option<Head>,
+    /// Set while the world holds the effects of an executed block not yet
+    /// committed: (height, state root) of that block.
+    uncommitted: Option<(u64, Hash32)>,
     proofs: Option<Arc<dyn ProofVerifier + Send>>,
 }
 
@@ -144,11 +333,25 @@ fn receipt_hash(r: &ReceiptFields) -> Hash32 {
     *h.finalize().as_bytes()
 }
 
+/// The supply totals of a chain in a snapshot, and whether they are
+/// stored. A chain created before supply accounting has no supply object;
+/// it held no escrow then, so the totals are the sums over its accounts
+/// (read once, then stored with the next block).
+fn stored_supply(view: &dyn StateView, chain_id: u32) -> Result<(Supply, bool), ChainError> {
+    if let Some(b) = view.object(chain_id, ObjectTable::State, SUPPLY_KEY)? {
+        return Ok((Supply::decode(&b)?, true));
+    }
+    match account_totals(view, chain_id)? {
+        Some(t) => Ok((Supply::genesis(t.int, t.gas), false)),
+        None => Err(ChainError::SupplyOverflow),
+    }
+}
+
 impl Chain {
     /// Opens the pipeline of `cfg.chain_id` over `store`, with the systems
     /// of `plugins`.
     pub fn open(
-        store: Arc<Store>,
+        store: Arc<dyn Storage>,
         cfg: ChainConfig,
         plugins: &[&dyn Plugin],
     ) -> Result<Self, ChainError> {
@@ -170,18 +373,18 @@ impl Chain {
         world.insert_resource(Credits::default());
         world.insert_resource(BlockSupply::default());
         world.insert_resource(ExecFault::default());
-        world.insert_resource(StoreHandle(store.clone()));
         let mut schedule = block_schedule(cfg.parallel);
         for p in plugins {
             p.build(&mut world, &mut schedule);
         }
-        let head = store.head(cfg.chain_id)?;
+        let head = store.snapshot()?.head(cfg.chain_id)?;
         Ok(Self {
             store,
             cfg,
             world,
             schedule,
             head,
+            uncommitted: None,
             proofs: None,
         })
     }
@@ -204,7 +407,7 @@ impl Chain {
     }
 
     /// The store under the chain.
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn Storage> {
         &self.store
     }
 
@@ -261,42 +464,115 @@ impl Chain {
             key: SUPPLY_KEY.to_vec(),
             value: Some(Supply::genesis(int, gas).encode().to_vec()),
         });
-        let objects = &objects[..];
-        let empty = Head::default();
-        let (head, _) = self.seal_and_commit(
-            &empty,
-            0,
-            &accounts,
-            accounts.len() as u64,
-            &[],
-            &[],
-            objects,
+        let view = self.store.parallel_snapshot()?;
+        let new_accounts = accounts.len() as u64;
+        let fields = BlockFields {
             time_ms,
-            proposer,
+            proposer: proposer.public_key().account_id(),
+        };
+        let executed = self.finish(
+            &*view,
+            Head::default(),
+            0,
+            fields,
+            Partial {
+                statuses: Vec::new(),
+                included: Vec::new(),
+                receipts: Vec::new(),
+                tx_hashes: Vec::new(),
+                accounts,
+                objects,
+                new_accounts,
+                timings: Timings::default(),
+            },
         )?;
-        self.head = Some(head);
-        Ok(head)
+        drop(view);
+        let sealed = self.seal_on(executed, &[], proposer)?;
+        self.write(sealed)
     }
 
     /// Executes `txs` (already verified at ingress) as the next block,
-    /// seals it with `proposer`'s key and commits it.
+    /// seals it with `proposer`'s key and commits it: [`Chain::execute`],
+    /// [`Chain::seal`] and [`Chain::commit`] in one call.
     pub fn execute_block(
         &mut self,
         txs: &[VerifiedTx],
         time_ms: u64,
         proposer: &SecretKey,
     ) -> Result<BlockResult, ChainError> {
-        let parent = self.head.ok_or(ChainError::NoGenesis(self.cfg.chain_id))?;
-        let height = parent.height + 1;
-        let proposer_id = proposer.public_key().account_id();
+        let parent = self.store.parallel_snapshot()?;
+        let fields = BlockFields {
+            time_ms,
+            proposer: proposer.public_key().account_id(),
+        };
+        let executed = self.execute(&parent, fields, txs)?;
+        drop(parent);
+        let statuses = executed.statuses.clone();
+        let sealed = self.seal(executed, txs, proposer)?;
+        let mut timings = sealed.executed.timings;
+        let t = Instant::now();
+        let head = self.commit(sealed)?;
+        timings.commit_us = us(t);
+        Ok(BlockResult {
+            head,
+            statuses,
+            timings,
+        })
+    }
+
+    /// Executes `txs` as the block after `parent`, which must be a snapshot
+    /// at this chain's head: loads what the block touches from `parent`,
+    /// runs the block schedule, settles credits and the supply, and
+    /// computes the new state root. Writes nothing: the result holds every
+    /// write. The world keeps the block's effects until
+    /// [`Chain::commit`] takes this block, or drops them when anything else
+    /// happens first.
+    pub fn execute<T: BlockTx>(
+        &mut self,
+        parent: &Arc<dyn StateView>,
+        fields: BlockFields,
+        txs: &[T],
+    ) -> Result<Executed, ChainError> {
+        let chain_id = self.cfg.chain_id;
+        let parent_head = parent.head(chain_id)?;
+        if parent_head != self.head {
+            return Err(ChainError::ParentMismatch {
+                snapshot: parent_head.map(|h| h.height),
+                head: self.head.map(|h| h.height),
+            });
+        }
+        let parent_head = parent_head.ok_or(ChainError::NoGenesis(chain_id))?;
+        if self.uncommitted.take().is_some() {
+            // The world holds an executed block nobody committed.
+            self.drop_hot_set();
+        }
+        let result = self.run_block(parent, parent_head, fields, txs);
+        match &result {
+            Ok(e) => self.uncommitted = Some((e.header.height, e.header.state_root)),
+            // The world holds half a block: forget it.
+            Err(_) => self.drop_hot_set(),
+        }
+        self.world.remove_resource::<ParentState>();
+        result
+    }
+
+    fn run_block<T: BlockTx>(
+        &mut self,
+        parent: &Arc<dyn StateView>,
+        parent_head: Head,
+        fields: BlockFields,
+        txs: &[T],
+    ) -> Result<Executed, ChainError> {
+        let height = parent_head.height + 1;
         let mut timings = Timings::default();
 
-        // 3. Load the accounts the block touches.
+        // Load the accounts the block touches.
         let t = Instant::now();
-        let mut touched = self.load(txs, proposer_id, height)?;
+        self.world.insert_resource(ParentState(parent.clone()));
+        let mut touched = self.load(&**parent, txs, fields.proposer, height)?;
         timings.load_us = us(t);
 
-        // 4. Execute the schedule.
+        // Execute the schedule.
         let t = Instant::now();
         self.schedule.run(&mut self.world);
         let mut objects = std::mem::take(&mut self.world.resource_mut::<ObjectWrites>().0);
@@ -305,8 +581,6 @@ impl Chain {
         // burns and mints.
         let delta = std::mem::take(&mut self.world.resource_mut::<BlockSupply>().0);
         if let Some(fault) = self.world.resource_mut::<ExecFault>().0.take() {
-            // The world holds half a block: forget it, commit nothing.
-            self.drop_hot_set();
             return Err(ChainError::Exec(fault));
         }
 
@@ -342,10 +616,15 @@ impl Chain {
                 };
             }
         }
-        if let Err(e) = self.settle(&mut touched, &credits, locked, &delta, height, &mut objects) {
-            self.drop_hot_set();
-            return Err(e);
-        }
+        self.settle(
+            &**parent,
+            &mut touched,
+            &credits,
+            locked,
+            &delta,
+            height,
+            &mut objects,
+        )?;
         timings.execute_us = us(t);
         let statuses: Vec<TxStatus> = outcomes
             .iter()
@@ -355,69 +634,333 @@ impl Chain {
         // nothing, and no one else could check its signature against the
         // chain's state: it stays out of the block (its status still goes
         // back to the caller).
-        let included: Vec<(&VerifiedTx, Outcome)> = txs
-            .iter()
-            .zip(&outcomes)
-            .map(|(tx, o)| {
-                let o = o.get().copied().unwrap_or(Outcome {
-                    status: TxStatus::UnsupportedPayload,
-                    fee_charged: 0,
-                });
-                (tx, o)
-            })
-            .filter(|(_, o)| o.status != TxStatus::UnknownSender)
-            .collect();
-        let receipts: Vec<ReceiptFields> = included
-            .iter()
-            .enumerate()
-            .map(|(i, (tx, o))| ReceiptFields {
-                tx_hash: tx.hash,
+        let mut included = Vec::with_capacity(txs.len());
+        let mut receipts = Vec::with_capacity(txs.len());
+        let mut tx_hashes = Vec::with_capacity(txs.len());
+        for (i, (tx, o)) in txs.iter().zip(&outcomes).enumerate() {
+            let o = o.get().copied().unwrap_or(Outcome {
+                status: TxStatus::UnsupportedPayload,
+                fee_charged: 0,
+            });
+            if o.status == TxStatus::UnknownSender {
+                continue;
+            }
+            receipts.push(ReceiptFields {
+                tx_hash: *tx.hash(),
                 height,
-                index: i as u32,
+                index: included.len() as u32,
                 status: o.status,
                 fee_charged: o.fee_charged,
-            })
-            .collect();
-        let block_txs: Vec<&VerifiedTx> = included.iter().map(|(tx, _)| *tx).collect();
+            });
+            included.push(i as u32);
+            tx_hashes.push(*tx.hash());
+        }
 
-        // 5. Collect dirty state and commit.
-        let (dirty, new_accounts) = self.take_dirty(&touched, height);
-        let committed = self.seal_and_commit(
-            &parent,
+        // Collect the dirty state and compute the root.
+        let (accounts, new_accounts) = self.take_dirty(&touched, height);
+        self.finish(
+            &**parent,
+            parent_head,
             height,
-            &dirty,
-            new_accounts,
-            &block_txs,
-            &receipts,
-            &objects,
-            time_ms,
-            proposer,
-        );
-        let (head, mut t2) = match committed {
-            Ok(c) => c,
-            Err(e) => {
-                // The world holds this block's effects (already marked
-                // clean) but storage does not: forget the hot set so the
-                // next block reloads the committed state.
-                self.drop_hot_set();
-                return Err(e);
-            }
+            fields,
+            Partial {
+                statuses,
+                included,
+                receipts,
+                tx_hashes,
+                accounts,
+                objects,
+                new_accounts,
+                timings,
+            },
+        )
+    }
+
+    /// Computes the state root of a block's writes over `parent` and the
+    /// header fields.
+    fn finish(
+        &self,
+        parent: &dyn StateView,
+        parent_head: Head,
+        height: u64,
+        fields: BlockFields,
+        p: Partial,
+    ) -> Result<Executed, ChainError> {
+        let chain_id = self.cfg.chain_id;
+        let mut timings = p.timings;
+        let t = Instant::now();
+        let updates: Vec<(Hash32, Option<Hash32>)> = p
+            .accounts
+            .iter()
+            .map(|(id, r)| (*id, Some(r.hash())))
+            .chain(
+                p.objects
+                    .iter()
+                    .filter(|o| o.table == ObjectTable::State)
+                    .map(|o| {
+                        (
+                            object_leaf(&o.key),
+                            o.value.as_ref().map(|v| *blake3::hash(v).as_bytes()),
+                        )
+                    }),
+            )
+            .collect();
+        let (state_root, nodes) =
+            smt::update(&parent.nodes(chain_id), &parent_head.state_root, &updates)?;
+        timings.root_us = us(t);
+        let receipt_hashes: Vec<Hash32> = p.receipts.iter().map(receipt_hash).collect();
+        let header = HeaderFields {
+            chain_id,
+            height,
+            parent_hash: parent_head.hash,
+            state_root,
+            tx_root: merkle_root(&p.tx_hashes),
+            receipts_root: merkle_root(&receipt_hashes),
+            time_ms: fields.time_ms,
+            proposer: fields.proposer,
+            tx_count: p.tx_hashes.len() as u32,
         };
-        t2.load_us = timings.load_us;
-        t2.execute_us = timings.execute_us;
-        self.head = Some(head);
-        self.evict();
-        Ok(BlockResult {
-            head,
-            statuses,
-            timings: t2,
+        Ok(Executed {
+            parent: parent_head,
+            header,
+            statuses: p.statuses,
+            included: p.included,
+            receipts: p.receipts,
+            tx_hashes: p.tx_hashes,
+            accounts: p.accounts,
+            objects: p.objects,
+            nodes,
+            new_accounts: p.new_accounts,
+            timings,
         })
     }
 
-    /// Brings the accounts of `ids` that are not in the world into it,
-    /// from storage (an account never stored starts empty), and indexes
-    /// them in the [`HotSet`].
-    fn load_accounts(&mut self, ids: &[AccountId], height: u64) -> Result<(), ChainError> {
+    /// Seals an executed block as its proposer: `txs` are the transactions
+    /// it was executed with (the included ones go into the block, their
+    /// signatures aggregated), `proposer` the key of the block's proposer.
+    pub fn seal(
+        &self,
+        executed: Executed,
+        txs: &[VerifiedTx],
+        proposer: &SecretKey,
+    ) -> Result<Sealed, ChainError> {
+        if executed.statuses.len() != txs.len() {
+            return Err(ChainError::Exec(format!(
+                "sealing {} transactions of a block executed with {}",
+                txs.len(),
+                executed.statuses.len()
+            )));
+        }
+        let included: Vec<&VerifiedTx> = executed
+            .included
+            .iter()
+            .map(|&i| &txs[i as usize])
+            .collect();
+        if included
+            .iter()
+            .zip(&executed.tx_hashes)
+            .any(|(tx, h)| tx.hash != *h)
+        {
+            return Err(ChainError::Exec(
+                "sealing other transactions than were executed".into(),
+            ));
+        }
+        self.seal_on(executed, &included, proposer)
+    }
+
+    fn seal_on(
+        &self,
+        mut executed: Executed,
+        txs: &[&VerifiedTx],
+        proposer: &SecretKey,
+    ) -> Result<Sealed, ChainError> {
+        let chain_id = self.cfg.chain_id;
+        if proposer.public_key().account_id() != executed.header.proposer {
+            return Err(ChainError::Exec(
+                "the sealing key is not the executed block's proposer".into(),
+            ));
+        }
+        let t = Instant::now();
+        let header = build_header(&executed.header);
+        let sigs: Vec<Signature> = txs.iter().map(|t| t.signature).collect();
+        // Verified at ingress (subgroup-checked there): no second check.
+        let agg = bls::aggregate_verified(&sigs)
+            .map_err(|e| ChainError::InvalidBlock(format!("aggregate: {e}")))?;
+        let proposer_sig = proposer.sign(&header_message(chain_id, &header));
+        let block = build_block(
+            &header,
+            txs.iter().map(|t| t.body()),
+            &agg.to_bytes(),
+            &proposer_sig.to_bytes(),
+        );
+        let receipts = build_receipts(executed.header.height, &executed.receipts);
+        let head = executed.head(&header);
+        executed.timings.seal_us = us(t);
+        Ok(Sealed {
+            executed,
+            block,
+            receipts,
+            head,
+        })
+    }
+
+    /// Checks a block someone else proposed, as the block after `parent`
+    /// (a snapshot at this chain's head): its structure, its transactions'
+    /// aggregate signature, the proofs of possession of the keys it
+    /// registers, its intents' proofs and its proposer's signature; then
+    /// executes it and refuses it unless the header's state root,
+    /// transaction root, receipts root and count are what execution gives
+    /// and every transaction is one execution includes. The checked block
+    /// is committed as received with [`Chain::commit`].
+    pub fn check_block(
+        &mut self,
+        parent: &Arc<dyn StateView>,
+        bytes: &[u8],
+    ) -> Result<Sealed, ChainError> {
+        let invalid = |s: String| ChainError::InvalidBlock(s);
+        let chain_id = self.cfg.chain_id;
+        let parent_head = parent
+            .head(chain_id)?
+            .ok_or(ChainError::NoGenesis(chain_id))?;
+        let b = decode_block(bytes).map_err(|e| invalid(e.to_string()))?;
+        let claimed = HeaderFields::from_wire(&b.header);
+        if claimed.chain_id != chain_id {
+            return Err(invalid(format!("chain id {}", claimed.chain_id)));
+        }
+        if claimed.height != parent_head.height + 1 || claimed.parent_hash != parent_head.hash {
+            return Err(invalid(format!(
+                "block {} does not extend the head at {}",
+                claimed.height, parent_head.height
+            )));
+        }
+        self.verify_block_in(&**parent, bytes)?;
+        let mut txs = Vec::with_capacity(b.bodies.len());
+        for (body, body_bytes) in &b.bodies {
+            if body.chain_id() != chain_id {
+                return Err(invalid(format!(
+                    "a transaction of chain {}",
+                    body.chain_id()
+                )));
+            }
+            let payload = int_schemas::payload_spec(body).map_err(|e| invalid(e.to_string()))?;
+            if let PayloadSpec::RegisterDevice {
+                public_key, pop, ..
+            } = &payload
+            {
+                let pk = PublicKey::from_bytes(public_key)
+                    .map_err(|e| invalid(format!("registered key: {e}")))?;
+                let pop = Signature::from_bytes(pop)
+                    .map_err(|e| invalid(format!("proof of possession: {e}")))?;
+                if pk.account_id() != body.sender().0 || !verify_pop(&pk, &pop) {
+                    return Err(invalid(
+                        "a registration without a valid proof of possession".into(),
+                    ));
+                }
+            }
+            txs.push(BodyTx {
+                hash: *blake3::hash(body_bytes).as_bytes(),
+                sender: body.sender().0,
+                nonce: body.nonce(),
+                fee: amount(body.fee()),
+                payload,
+            });
+        }
+        let fields = BlockFields {
+            time_ms: claimed.time_ms,
+            proposer: claimed.proposer,
+        };
+        let executed = self.execute(parent, fields, &txs)?;
+        let mismatch = if executed.included.len() != txs.len() {
+            Some(format!(
+                "{} of its transactions have unknown senders",
+                txs.len() - executed.included.len()
+            ))
+        } else if executed.header.state_root != claimed.state_root {
+            Some("its state root is not the one execution gives".to_string())
+        } else if executed.header.receipts_root != claimed.receipts_root {
+            Some("its receipts root is not the one execution gives".to_string())
+        } else if executed.header != claimed {
+            Some("its header is not the one execution gives".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = mismatch {
+            self.discard();
+            return Err(invalid(why));
+        }
+        let receipts = build_receipts(executed.header.height, &executed.receipts);
+        let head = executed.head(b.header_bytes);
+        Ok(Sealed {
+            executed,
+            block: bytes.to_vec(),
+            receipts,
+            head,
+        })
+    }
+
+    /// Forgets an executed block that will not be committed (the world
+    /// reloads the head's state).
+    pub fn discard(&mut self) {
+        if self.uncommitted.take().is_some() {
+            self.drop_hot_set();
+        }
+    }
+
+    /// Commits a sealed block on the head: its writes, the block, its
+    /// receipts, the transaction index and the new head, in one atomic
+    /// storage commit.
+    pub fn commit(&mut self, sealed: Sealed) -> Result<Head, ChainError> {
+        let e = &sealed.executed;
+        if Some(e.parent) != self.head {
+            return Err(ChainError::NotOnHead {
+                height: e.header.height,
+            });
+        }
+        let mine = self.uncommitted.take() == Some((e.header.height, e.header.state_root));
+        if !mine {
+            // The world holds another execution's effects, or none.
+            self.drop_hot_set();
+        }
+        let head = match self.write(sealed) {
+            Ok(h) => h,
+            Err(err) => {
+                // The world holds this block's effects, storage does not.
+                self.drop_hot_set();
+                return Err(err);
+            }
+        };
+        self.evict();
+        Ok(head)
+    }
+
+    fn write(&mut self, sealed: Sealed) -> Result<Head, ChainError> {
+        let e = &sealed.executed;
+        self.store.commit_block(&BlockWrite {
+            chain_id: self.cfg.chain_id,
+            accounts: &e.accounts,
+            nodes: &e.nodes,
+            height: e.header.height,
+            block: &sealed.block,
+            receipts: &sealed.receipts,
+            tx_hashes: &e.tx_hashes,
+            head: sealed.head,
+            objects: &e.objects,
+        })?;
+        self.head = Some(sealed.head);
+        Ok(sealed.head)
+    }
+
+    /// The supply totals at the head.
+    pub fn supply(&self) -> Result<Supply, ChainError> {
+        Ok(stored_supply(&*self.store.snapshot()?, self.cfg.chain_id)?.0)
+    }
+
+    fn load_accounts(
+        &mut self,
+        parent: &dyn StateView,
+        ids: &[AccountId],
+        height: u64,
+    ) -> Result<(), ChainError> {
         let missing: Vec<AccountId> = {
             let hot = self.world.resource::<HotSet>();
             ids.iter()
@@ -425,7 +968,7 @@ impl Chain {
                 .copied()
                 .collect()
         };
-        let records = self.store.accounts(self.cfg.chain_id, &missing)?;
+        let records = parent.accounts(self.cfg.chain_id, &missing)?;
         let bundles = missing.iter().zip(&records).map(|(id, rec)| {
             let (b, n, d) = rec.unwrap_or_default().components();
             (
@@ -452,23 +995,24 @@ impl Chain {
 
     /// Brings every account the block touches into the world and fills the
     /// block's resources; returns the touched entities.
-    fn load(
+    fn load<T: BlockTx>(
         &mut self,
-        txs: &[VerifiedTx],
+        parent: &dyn StateView,
+        txs: &[T],
         proposer: AccountId,
         height: u64,
     ) -> Result<Vec<Entity>, ChainError> {
         let mut ids: Vec<AccountId> = Vec::with_capacity(txs.len() * 2 + 1);
         ids.push(proposer);
         for tx in txs {
-            ids.push(tx.sender);
-            if let PayloadSpec::Transfer { to, .. } = &tx.payload {
+            ids.push(*tx.sender());
+            if let PayloadSpec::Transfer { to, .. } = tx.payload() {
                 ids.push(*to);
             }
         }
         ids.sort_unstable();
         ids.dedup();
-        self.load_accounts(&ids, height)?;
+        self.load_accounts(parent, &ids, height)?;
         // Every id of the block is in the index now (spawned just above).
         let mut deferred = Vec::new();
         let (touched, calls, proposer_entity) = {
@@ -479,10 +1023,10 @@ impl Chain {
                 .iter()
                 .enumerate()
                 .map(|(i, tx)| TxCall {
-                    sender: entity(&tx.sender),
-                    nonce: tx.nonce,
-                    fee: tx.fee,
-                    call: match &tx.payload {
+                    sender: entity(tx.sender()),
+                    nonce: tx.nonce(),
+                    fee: tx.fee(),
+                    call: match tx.payload() {
                         PayloadSpec::RegisterDevice {
                             public_key,
                             kind,
@@ -502,8 +1046,8 @@ impl Chain {
                             let escrow = other.escrow();
                             deferred.push(DeferredTx {
                                 index: i as u32,
-                                sender: tx.sender,
-                                nonce: tx.nonce,
+                                sender: *tx.sender(),
+                                nonce: tx.nonce(),
                                 payload: other.clone(),
                                 escrow,
                             });
@@ -538,7 +1082,7 @@ impl Chain {
         self.world
             .insert_resource(PayloadVerdicts::new(calls.len()));
         self.world.insert_resource(DeferredPayloads(deferred));
-        // execute_block takes both after every schedule run.
+        // run_block takes both after every schedule run.
         debug_assert!(self.world.resource::<ObjectWrites>().0.is_empty());
         debug_assert!(self.world.resource::<ExecFault>().0.is_none());
         self.world.resource_mut::<BlockTxs>().0 = calls;
@@ -594,116 +1138,6 @@ impl Chain {
         (dirty, new_accounts)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn seal_and_commit(
-        &mut self,
-        parent: &Head,
-        height: u64,
-        dirty: &[(AccountId, AccountRecord)],
-        new_accounts: u64,
-        txs: &[&VerifiedTx],
-        receipts: &[ReceiptFields],
-        objects: &[ObjectWrite],
-        time_ms: u64,
-        proposer: &SecretKey,
-    ) -> Result<(Head, Timings), ChainError> {
-        let chain_id = self.cfg.chain_id;
-        let mut timings = Timings::default();
-
-        let t = Instant::now();
-        let updates: Vec<(Hash32, Option<Hash32>)> = dirty
-            .iter()
-            .map(|(id, r)| (*id, Some(r.hash())))
-            .chain(
-                objects
-                    .iter()
-                    .filter(|o| o.table == ObjectTable::State)
-                    .map(|o| {
-                        (
-                            object_leaf(&o.key),
-                            o.value.as_ref().map(|v| *blake3::hash(v).as_bytes()),
-                        )
-                    }),
-            )
-            .collect();
-        let reader = self.store.node_reader(chain_id)?;
-        let (state_root, nodes) = smt::update(&reader, &parent.state_root, &updates)?;
-        drop(reader);
-        timings.root_us = us(t);
-
-        let t = Instant::now();
-        let tx_hashes: Vec<Hash32> = txs.iter().map(|t| t.hash).collect();
-        let receipt_hashes: Vec<Hash32> = receipts.iter().map(receipt_hash).collect();
-        let header = build_header(&HeaderFields {
-            chain_id,
-            height,
-            parent_hash: parent.hash,
-            state_root,
-            tx_root: merkle_root(&tx_hashes),
-            receipts_root: merkle_root(&receipt_hashes),
-            time_ms,
-            proposer: proposer.public_key().account_id(),
-            tx_count: txs.len() as u32,
-        });
-        let sigs: Vec<Signature> = txs.iter().map(|t| t.signature).collect();
-        // Verified at ingress (subgroup-checked there): no second check.
-        let agg = bls::aggregate_verified(&sigs)
-            .map_err(|e| ChainError::InvalidBlock(format!("aggregate: {e}")))?;
-        let proposer_sig = proposer.sign(&header_message(chain_id, &header));
-        let block = build_block(
-            &header,
-            txs.iter().map(|t| t.body()),
-            &agg.to_bytes(),
-            &proposer_sig.to_bytes(),
-        );
-        let receipts_bytes = build_receipts(height, receipts);
-        let head = Head {
-            height,
-            hash: *blake3::hash(&header).as_bytes(),
-            state_root,
-            accounts: parent.accounts + new_accounts,
-        };
-        timings.seal_us = us(t);
-
-        let t = Instant::now();
-        self.store.commit_block(&BlockWrite {
-            chain_id,
-            accounts: dirty,
-            nodes: &nodes,
-            height,
-            block: &block,
-            receipts: &receipts_bytes,
-            tx_hashes: &tx_hashes,
-            head,
-            objects,
-        })?;
-        timings.commit_us = us(t);
-        Ok((head, timings))
-    }
-
-    /// The supply totals at the head. A chain created before supply
-    /// accounting has no supply object; it held no escrow then, so the
-    /// totals are the sums over its accounts (read once, then stored with
-    /// the next block).
-    pub fn supply(&self) -> Result<Supply, ChainError> {
-        Ok(self.stored_supply()?.0)
-    }
-
-    /// The supply and whether it is stored.
-    fn stored_supply(&self) -> Result<(Supply, bool), ChainError> {
-        let chain_id = self.cfg.chain_id;
-        if let Some(b) = self
-            .store
-            .object(chain_id, ObjectTable::State, SUPPLY_KEY)?
-        {
-            return Ok((Supply::decode(&b)?, true));
-        }
-        match account_totals(&self.store, chain_id)? {
-            Some(t) => Ok((Supply::genesis(t.int, t.gas), false)),
-            None => Err(ChainError::SupplyOverflow),
-        }
-    }
-
     /// Checks that the block's plugins conserved value, applies their
     /// credits (loading the accounts that are not in the world) and writes
     /// the new supply totals.
@@ -711,8 +1145,10 @@ impl Chain {
     /// Conservation, per token: what the Debit stage locked for deferred
     /// payloads, plus what left escrow, plus what was minted, equals what
     /// was credited, plus what entered escrow, plus what was burned.
+    #[allow(clippy::too_many_arguments)]
     fn settle(
         &mut self,
+        parent: &dyn StateView,
         touched: &mut Vec<Entity>,
         credits: &[Credit],
         locked: Escrow,
@@ -754,7 +1190,7 @@ impl Chain {
             sources, sinks,
             "block {height}: plugins did not conserve value (locked {locked:?}, delta {delta:?}, credited {credited:?})"
         );
-        let (before, stored) = self.stored_supply()?;
+        let (before, stored) = stored_supply(parent, self.cfg.chain_id)?;
         let after = before.apply(delta).ok_or_else(|| {
             ChainError::Exec(format!(
                 "block {height}: supply delta {delta:?} breaks the totals {before:?}"
@@ -771,7 +1207,7 @@ impl Chain {
             return Ok(());
         }
         let ids: Vec<AccountId> = per_account.keys().copied().collect();
-        self.load_accounts(&ids, height)?;
+        self.load_accounts(parent, &ids, height)?;
         for (id, amount) in per_account {
             let e = self.world.resource::<HotSet>().index[&id];
             let mut ent = self.world.entity_mut(e);
@@ -841,6 +1277,11 @@ impl Chain {
     /// the aggregate signature of its transactions (`aggregate_verify` over
     /// each sender's key and message) and the proposer's signature.
     pub fn verify_block(&self, bytes: &[u8]) -> Result<(), ChainError> {
+        self.verify_block_in(&*self.store.snapshot()?, bytes)
+    }
+
+    /// [`Chain::verify_block`] with the senders' keys read from `view`.
+    pub fn verify_block_in(&self, view: &dyn StateView, bytes: &[u8]) -> Result<(), ChainError> {
         let invalid = |s: String| ChainError::InvalidBlock(s);
         let b = decode_block(bytes).map_err(|e| invalid(e.to_string()))?;
         let chain_id = b.header.chain_id();
@@ -848,8 +1289,7 @@ impl Chain {
             return Err(invalid(format!("chain id {chain_id}")));
         }
         let key_of = |id: &AccountId| -> Result<PublicKey, ChainError> {
-            let rec = self
-                .store
+            let rec = view
                 .account(chain_id, id)?
                 .ok_or_else(|| invalid(format!("unknown account {}", hex_id(id))))?;
             let pk = rec
@@ -930,6 +1370,18 @@ impl Chain {
         }
         Ok(())
     }
+}
+
+/// What execution collected before the state root is computed.
+struct Partial {
+    statuses: Vec<TxStatus>,
+    included: Vec<u32>,
+    receipts: Vec<ReceiptFields>,
+    tx_hashes: Vec<Hash32>,
+    accounts: Vec<(AccountId, AccountRecord)>,
+    objects: Vec<ObjectWrite>,
+    new_accounts: u64,
+    timings: Timings,
 }
 
 fn hex_id(id: &AccountId) -> String {

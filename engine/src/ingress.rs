@@ -24,7 +24,7 @@ use crate::crypto::bls::{
     self, BatchItem, BlsG1Backend, CpuG1, DST_POP, DST_SIG, PublicKey, Signature,
     batch_verify_bisect_with, tx_message,
 };
-use crate::storage::Store;
+use crate::storage::{StateView, Storage};
 
 /// Why a transaction was refused at ingress. Each one is refused alone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -426,7 +426,7 @@ pub fn check_batch_on(
 /// account not in storage), read in one parallel batch: what
 /// [`crate::mempool::Mempool::admit`] needs to refuse replays.
 pub fn committed_nonces(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     txs: &[VerifiedTx],
 ) -> Result<Vec<Option<u64>>, crate::storage::StorageError> {
@@ -442,7 +442,7 @@ pub fn committed_nonces(
 /// Parsing and validating a G2 key costs about as much as a verification,
 /// so each key is validated once and kept.
 pub struct KeyCache<'s> {
-    store: &'s Store,
+    store: &'s dyn Storage,
     chain_id: u32,
     capacity: usize,
     keys: RwLock<HashMap<AccountId, PublicKey>>,
@@ -450,7 +450,7 @@ pub struct KeyCache<'s> {
 
 impl<'s> KeyCache<'s> {
     /// A cache of at most `capacity` keys over `store`.
-    pub fn new(store: &'s Store, chain_id: u32, capacity: usize) -> Self {
+    pub fn new(store: &'s dyn Storage, chain_id: u32, capacity: usize) -> Self {
         assert!(capacity > 0);
         Self {
             store,
@@ -475,7 +475,12 @@ impl KeySource for KeyCache<'_> {
         if let Some(pk) = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(id) {
             return Some(*pk);
         }
-        let rec = self.store.account(self.chain_id, id).ok()??;
+        let rec = self
+            .store
+            .snapshot()
+            .ok()?
+            .account(self.chain_id, id)
+            .ok()??;
         let pk = bls::PublicKey::from_bytes(&rec.public_key?).ok()?;
         self.insert(*id, pk);
         Some(pk)

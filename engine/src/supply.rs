@@ -17,7 +17,7 @@
 
 use int_schemas::Escrow;
 
-use crate::storage::{StorageError, Store};
+use crate::storage::{StateView, StorageError};
 
 /// Key of the supply object in the state table.
 pub const SUPPLY_KEY: &[u8] = b"ledger/supply";
@@ -223,7 +223,10 @@ pub struct SupplyDelta {
 /// The INT and GAS of every stored account of a chain, summed (one pass
 /// over the accounts table); `None` when a sum exceeds u128, which a chain
 /// whose totals fit cannot reach.
-pub fn account_totals(store: &Store, chain_id: u32) -> Result<Option<Escrow>, StorageError> {
+pub fn account_totals(
+    store: &dyn StateView,
+    chain_id: u32,
+) -> Result<Option<Escrow>, StorageError> {
     let mut sum = Some(Escrow::NONE);
     store.for_each_account(chain_id, |_, r| {
         sum = sum.and_then(|s| {

@@ -2,7 +2,7 @@
 //! and outputs as resources, and the stages systems run in.
 //!
 //! Only the hot set lives in the world: the accounts the current block
-//! touches and those touched recently. Everything else stays in LMDB, so
+//! touches and those touched recently. Everything else stays in storage, so
 //! memory is bounded by [`HotSet::capacity`], not by the number of accounts.
 
 use std::collections::HashMap;
@@ -13,7 +13,7 @@ use bevy_ecs::schedule::{MultiThreadedExecutor, ScheduleLabel, SingleThreadedExe
 use int_schemas::wire::{DeviceKind, Token, TxStatus};
 use int_schemas::{AccountId, Escrow, Hash32, PayloadSpec, PublicKeyBytes};
 
-use crate::storage::{AccountRecord, ObjectWrite, Store};
+use crate::storage::{AccountRecord, ObjectWrite, StateView};
 use crate::supply::SupplyDelta;
 
 /// The account id of an entity; never changes while it lives.
@@ -273,11 +273,12 @@ pub struct BlockSupply(pub SupplyDelta);
 #[derive(Resource, Debug, Default)]
 pub struct ObjectWrites(pub Vec<ObjectWrite>);
 
-/// The committed store, for plugins that read their objects while a block
-/// executes (DESIGN step 3: objects come from LMDB, the block's own writes
-/// stay in the plugin until commit).
+/// The snapshot of the parent state the current block executes against,
+/// for plugins that read their objects while it executes (the block's own
+/// writes stay in the plugin until the block's end). Present only while a
+/// block executes.
 #[derive(Resource, Clone)]
-pub struct StoreHandle(pub Arc<Store>);
+pub struct ParentState(pub Arc<dyn StateView>);
 
 /// Set by a system that could not execute the block (a storage read
 /// failed): the chain then abandons the block, commits nothing, and reloads

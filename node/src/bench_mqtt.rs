@@ -24,7 +24,6 @@ use int_bench::devices::{Fleet, now_ms, validator_account};
 use int_engine::chain::{Chain, ChainConfig};
 use int_engine::crypto::bls::{CpuG1, SecretKey};
 use int_engine::mempool::Mempool;
-use int_engine::storage::Store;
 use int_gateway::load::{self, LoadConfig, LoadReport};
 use int_gateway::{Config, Gateway, Version};
 use int_systems::LedgerPlugin;
@@ -220,7 +219,7 @@ pub fn run(a: &MqttBenchArgs) -> Result<Value> {
     std::fs::create_dir_all(&dir.0)?;
 
     // A chain with one funded account per connection.
-    let store = std::sync::Arc::new(Store::open(&dir.0.join("db"))?);
+    let store = int_engine::storage::open(&dir.0.join("db"))?;
     let validator = SecretKey::from_seed(&[7; 32]);
     let fleet = Fleet::derive(a.connections, &[9; 32]);
     let mut chain = Chain::open(
@@ -264,7 +263,7 @@ pub fn run(a: &MqttBenchArgs) -> Result<Value> {
     let mempool = Mutex::new(Mempool::new(1 << 22));
     let stats = Stats::default();
     let g1 = CpuG1;
-    let admitter = Admitter::new(&store, CHAIN_ID, None, &g1, &mempool, &stats);
+    let admitter = Admitter::new(&*store, CHAIN_ID, None, &g1, &mempool, &stats);
     let admit = |b: Vec<Vec<u8>>| admitter.admit(b);
     let int = run_gateway(a, &payloads, &admit)?;
     let admitted = mempool.lock().map(|p| p.len()).unwrap_or(0);

@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use ark_bn254::Bn254;
 use ark_groth16::{ProvingKey, VerifyingKey};
 use int_engine::crypto::bls::{SecretKey, tx_message};
-use int_engine::storage::Store;
+use int_engine::storage::{StateView, Storage};
 use int_schemas::wire::{Authority, PriceModel};
 use int_schemas::{AccountId, ClusterBuy, PayloadSpec, TxBodySpec, build_envelope, build_tx_body};
 use int_systems::bpk::{self, BpkGenesis, IntentRequest};
@@ -147,7 +147,7 @@ pub struct Ctx<'a> {
     /// The simulation.
     pub sim: &'a Sim,
     /// The store (committed state: nonces, the identity tree, centroids).
-    pub store: &'a Store,
+    pub store: &'a dyn Storage,
     /// Chain id.
     pub chain_id: u32,
     /// The relayer (the validator's key on the devnet).
@@ -163,9 +163,14 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// A snapshot of the committed state.
+    fn view(&self) -> Result<std::sync::Arc<dyn StateView>> {
+        Ok(self.store.snapshot()?)
+    }
+
     fn nonce(&self) -> Result<u64> {
         Ok(self
-            .store
+            .view()?
             .account(self.chain_id, &self.relayer.public_key().account_id())?
             .map_or(0, |r| r.nonce))
     }
@@ -199,7 +204,7 @@ impl Ctx<'_> {
 
 /// A listed SKU sold to BPK clusters, if the market has one.
 fn cluster_sku(ctx: &Ctx<'_>) -> Result<Option<SkuView>> {
-    Ok(crate::market_sim::all_skus(ctx.store, ctx.chain_id)?
+    Ok(crate::market_sim::all_skus(&*ctx.view()?, ctx.chain_id)?
         .into_iter()
         .find(|v| {
             v.listing.authority == Authority::Clusters
@@ -218,7 +223,7 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
         if ctx.stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let have = bpk::identity_tree(ctx.store, ctx.chain_id)?.len() as usize;
+        let have = bpk::identity_tree(&*ctx.view()?, ctx.chain_id)?.len() as usize;
         if have >= sim.len() {
             break;
         }
@@ -245,20 +250,19 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
     tracing::info!(users = sim.len(), "BPK identities registered");
 
     // 2. Intents, one at a time.
-    let cfg = bpk::load_config(ctx.store, ctx.chain_id)?.context("the chain has no BPK config")?;
+    let cfg =
+        bpk::load_config(&*ctx.view()?, ctx.chain_id)?.context("the chain has no BPK config")?;
     let mut n = 0u64;
     while !ctx.stop.load(Ordering::Relaxed) {
         let i = (n as usize) % sim.len();
         let u = &sim.users[i];
-        let head = ctx
-            .store
-            .head(ctx.chain_id)?
-            .context("the chain has no head")?;
+        let view = ctx.view()?;
+        let head = view.head(ctx.chain_id)?.context("the chain has no head")?;
         let epoch = cfg.epoch_of(head.height + 1);
-        let centroids = bpk::centroids_at(ctx.store, ctx.chain_id, epoch)?
+        let centroids = bpk::centroids_at(&*view, ctx.chain_id, epoch)?
             .context("no centroids in force")?
             .rows();
-        let tree = bpk::identity_tree(ctx.store, ctx.chain_id)?;
+        let tree = bpk::identity_tree(&*view, ctx.chain_id)?;
         // Every other intent buys a unit of a SKU sold to clusters (when
         // the market lists one), paid by the relayer; the others are
         // requests to a device, opaque to the chain.

@@ -28,7 +28,7 @@ use int_bench::devices::{Fleet, validator_account};
 use int_engine::chain::BlockResult;
 use int_engine::crypto::bls::SecretKey;
 use int_engine::ingress::VerifiedTx;
-use int_engine::storage::Store;
+use int_engine::storage::Storage;
 use int_gpu::{Accelerator, ThresholdPolicy};
 use int_schemas::AccountId;
 use int_schemas::wire::TxStatus;
@@ -206,7 +206,7 @@ struct Device {
 
 fn device_loop(
     fleet: &Fleet,
-    store: &Store,
+    store: &dyn Storage,
     chain_id: u32,
     feedback: Receiver<Feedback>,
     out: SyncSender<Vec<(AccountId, Vec<u8>)>>,
@@ -220,7 +220,8 @@ fn device_loop(
         .collect();
     let read = |i: usize| -> Device {
         let rec = store
-            .account(chain_id, &fleet.ids[i])
+            .snapshot()
+            .and_then(|view| view.account(chain_id, &fleet.ids[i]))
             .ok()
             .flatten()
             .unwrap_or_default();
@@ -442,8 +443,8 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         stop,
         genesis,
     )?;
-    let store = node.store();
-    let sim = match (sim, bpk::load_config(store, chain_id)?) {
+    let view = node.store().snapshot()?;
+    let sim = match (sim, bpk::load_config(&*view, chain_id)?) {
         (Some(sim), Some(cfg)) if sim.matches(&cfg.verifying_key) => Some(sim),
         (Some(_), _) => {
             tracing::warn!("this chain's genesis has other BPK keys or none; no simulated intents");
@@ -452,7 +453,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         (None, _) => None,
     };
     let market_sim = match market_sim {
-        Some(m) if market_sim::matches(&m, store, chain_id)? => Some(m),
+        Some(m) if market_sim::matches(&m, &*view, chain_id)? => Some(m),
         Some(_) => {
             tracing::warn!(
                 "this chain's genesis has other token oracles or none; no simulated market"
@@ -461,6 +462,8 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         }
         None => None,
     };
+    // A snapshot held keeps the store from reusing the pages it sees.
+    drop(view);
     let start = node.start();
     eprintln!(
         "int devnet: chain {chain_id}, {} devices, block every {} ms, data in {}, starting at height {}",
@@ -544,7 +547,8 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         eprintln!("flamegraph written to {}", path.display());
     }
 
-    let store = node.store();
+    let view = node.store().snapshot()?;
+    let store = &*view;
     let secs = began.elapsed().as_secs_f64();
     let identities = match bpk::identity_tree(store, chain_id) {
         Ok(t) => t.len(),

@@ -8,10 +8,11 @@
 //! policies (all, or one account's): terms, balance, purchases made.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use int_engine::storage::Store;
+use int_engine::storage::StateView;
 use int_schemas::market::{BUILTIN_KINDS, is_geohash};
 use int_systems::market::{self, PolicyView, SkuQuery, SkuView};
 use serde_json::{Value, json};
@@ -76,8 +77,8 @@ pub struct ListArgs {
 
 /// The store in `data_dir` and the height of `chain_id`'s head, which the
 /// reads below are made at.
-fn open_at_head(data_dir: &Path, chain_id: u32) -> Result<(Store, u64)> {
-    let store = open(data_dir)?;
+fn open_at_head(data_dir: &Path, chain_id: u32) -> Result<(Arc<dyn StateView>, u64)> {
+    let store = open(data_dir)?.snapshot()?;
     let head = store
         .head(chain_id)?
         .with_context(|| format!("chain {chain_id} has no blocks"))?;
@@ -85,7 +86,7 @@ fn open_at_head(data_dir: &Path, chain_id: u32) -> Result<(Store, u64)> {
 }
 
 /// A kind's number from its name (built in or registered) or number.
-fn parse_kind(store: &Store, chain_id: u32, s: &str) -> Result<u16> {
+fn parse_kind(store: &dyn StateView, chain_id: u32, s: &str) -> Result<u16> {
     if let Some(k) = market::kind_by_name(store, chain_id, s)? {
         return Ok(k);
     }
@@ -98,11 +99,11 @@ fn parse_kind(store: &Store, chain_id: u32, s: &str) -> Result<u16> {
     )
 }
 
-fn kind_label(store: &Store, chain_id: u32, k: u16) -> Result<String> {
+fn kind_label(store: &dyn StateView, chain_id: u32, k: u16) -> Result<String> {
     Ok(market::kind_name(store, chain_id, k)?.unwrap_or_else(|| k.to_string()))
 }
 
-fn policy_json(store: &Store, chain_id: u32, p: &PolicyView) -> Result<Value> {
+fn policy_json(store: &dyn StateView, chain_id: u32, p: &PolicyView) -> Result<Value> {
     let r = &p.record;
     Ok(json!({
         "owner": hex::encode(p.owner),
@@ -134,10 +135,10 @@ fn list_policies(a: &PoliciesArgs) -> Result<()> {
         bail!("--limit must be at least 1");
     }
     let (store, height) = open_at_head(&a.data_dir, a.chain_id)?;
-    let found = market::policies(&store, a.chain_id, owner.as_ref(), a.limit)?;
+    let found = market::policies(&*store, a.chain_id, owner.as_ref(), a.limit)?;
     let rows = found
         .iter()
-        .map(|p| policy_json(&store, a.chain_id, p))
+        .map(|p| policy_json(&*store, a.chain_id, p))
         .collect::<Result<Vec<_>>>()?;
     let header = format!(
         "{:<16} {:<8} {:<8} {:<9} {:<12} {:>5} {:>8} {:>12} {:>6} {:>12} {:>8}",
@@ -204,7 +205,7 @@ fn print_rows(
     Ok(())
 }
 
-pub(crate) fn view_json(store: &Store, chain_id: u32, v: &SkuView) -> Result<Value> {
+pub(crate) fn view_json(store: &dyn StateView, chain_id: u32, v: &SkuView) -> Result<Value> {
     Ok(json!({
         "sku": format!("{}:{}", hex::encode(v.id.seller), v.id.seq),
         "seller": hex::encode(v.id.seller),
@@ -239,7 +240,7 @@ pub fn run(cmd: MarketCmd) -> Result<()> {
             let kind = a
                 .kind
                 .as_deref()
-                .map(|k| parse_kind(&store, a.chain_id, k))
+                .map(|k| parse_kind(&*store, a.chain_id, k))
                 .transpose()?;
             let q = SkuQuery {
                 kind,
@@ -247,10 +248,10 @@ pub fn run(cmd: MarketCmd) -> Result<()> {
                 max_price: a.max_price,
                 limit: a.limit,
             };
-            let skus = market::query(&store, a.chain_id, &q)?;
+            let skus = market::query(&*store, a.chain_id, &q)?;
             let rows = skus
                 .iter()
-                .map(|v| view_json(&store, a.chain_id, v))
+                .map(|v| view_json(&*store, a.chain_id, v))
                 .collect::<Result<Vec<_>>>()?;
             let header = format!(
                 "{:<10} {:<9} {:>14} {:<8} {:>10} {:<12} {:<10} sku",

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use int_engine::crypto::bls::{SecretKey, tx_message};
-use int_engine::storage::{AccountRecord, Store};
+use int_engine::storage::{AccountRecord, StateView, Storage};
 use int_schemas::market::{ChannelReceipt, DealRef, SkuListing, Terms};
 use int_schemas::wire::{Authority, Preference, PriceModel, Unit};
 use int_schemas::{
@@ -59,7 +59,7 @@ const REGIONS: [&str; 4] = ["wx4g0s", "wtw3sj", "u09tvw", "u33dc0"];
 const CUSTOM_KIND: &str = "ev-charging";
 
 /// Every SKU listed on `chain_id`, cheapest first.
-pub fn all_skus(store: &Store, chain_id: u32) -> Result<Vec<SkuView>> {
+pub fn all_skus(store: &dyn StateView, chain_id: u32) -> Result<Vec<SkuView>> {
     Ok(market::query(
         store,
         chain_id,
@@ -143,7 +143,7 @@ pub struct Ctx<'a> {
     /// The participants.
     pub sim: &'a MarketSim,
     /// The committed state.
-    pub store: &'a Store,
+    pub store: &'a dyn Storage,
     /// Chain id.
     pub chain_id: u32,
     /// Pause between steps.
@@ -259,12 +259,14 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
     let mut policy_sent = [false; BUYERS];
 
     while !ctx.stop.load(Ordering::Relaxed) {
-        let Some(head) = ctx.store.head(ctx.chain_id)? else {
+        // One snapshot per step: what the step sees is one committed state.
+        let view = ctx.store.snapshot()?;
+        let Some(head) = view.head(ctx.chain_id)? else {
             std::thread::sleep(ctx.step);
             continue;
         };
         let height = head.height + 1;
-        let skus = all_skus(ctx.store, ctx.chain_id)?;
+        let skus = all_skus(&*view, ctx.chain_id)?;
         // Buyers buy in their own name: open SKUs only.
         let of_model = |m: PriceModel| -> Vec<&SkuView> {
             skus.iter()
@@ -273,10 +275,7 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
         };
         let mut batch = Vec::new();
         for (p, key) in keys.iter().enumerate() {
-            let committed = ctx
-                .store
-                .account(ctx.chain_id, &ids[p])?
-                .map_or(0, |r| r.nonce);
+            let committed = view.account(ctx.chain_id, &ids[p])?.map_or(0, |r| r.nonce);
             let f = &mut flights[p];
             if let (Some(n), Some(since)) = (f.nonce, f.since)
                 && committed <= n
@@ -436,7 +435,11 @@ fn seller_step(
 }
 
 fn custom_kind(ctx: &Ctx<'_>) -> Result<Option<u16>> {
-    Ok(market::kind_by_name(ctx.store, ctx.chain_id, CUSTOM_KIND)?)
+    Ok(market::kind_by_name(
+        &*ctx.store.snapshot()?,
+        ctx.chain_id,
+        CUSTOM_KIND,
+    )?)
 }
 
 /// Buyer `b`'s standing policy: a basic service bought every few blocks.
@@ -582,7 +585,7 @@ fn buyer_step<'v>(
 }
 
 /// Whether `cfg` (the chain's, from its genesis) is this simulation's.
-pub fn matches(sim: &MarketSim, store: &Store, chain_id: u32) -> Result<bool> {
+pub fn matches(sim: &MarketSim, store: &dyn StateView, chain_id: u32) -> Result<bool> {
     Ok(match token::load_config(store, chain_id)? {
         Some(cfg) => cfg.oracles == sim.token_config().oracles,
         None => false,

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use int_engine::storage::Store;
+use int_engine::storage::{StateView, Storage};
 use int_gateway::{Bytes, Handle, Ingested, Message, Refusal, Verdict};
 use int_schemas::market::BUILTIN_KINDS;
 use int_schemas::wire::{Payload, TxStatus};
@@ -133,7 +133,7 @@ pub fn serve_ingest(
 pub fn serve_blocks(
     heights: &Receiver<u64>,
     handle: &Handle,
-    store: &Store,
+    store: &dyn Storage,
     chain_id: u32,
     stop: &AtomicBool,
 ) {
@@ -143,7 +143,11 @@ pub fn serve_blocks(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        match block_messages(store, chain_id, height) {
+        let msgs = store
+            .snapshot()
+            .map_err(anyhow::Error::from)
+            .and_then(|view| block_messages(&*view, chain_id, height));
+        match msgs {
             Ok(msgs) => {
                 if handle.publish(msgs).is_err() {
                     return;
@@ -158,7 +162,7 @@ pub fn serve_blocks(
 /// transaction on its sender's topic, and each listing change on its
 /// region's topics. Read back from the store, so they say what was
 /// committed.
-pub fn block_messages(store: &Store, chain_id: u32, height: u64) -> Result<Vec<Message>> {
+pub fn block_messages(store: &dyn StateView, chain_id: u32, height: u64) -> Result<Vec<Message>> {
     let block_bytes = store
         .block(chain_id, height)?
         .with_context(|| format!("block {height} is not stored"))?;

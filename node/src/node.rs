@@ -30,7 +30,7 @@ use int_engine::ingress::{
     committed_nonces,
 };
 use int_engine::mempool::Mempool;
-use int_engine::storage::{AccountRecord, Head, ObjectWrite, Store};
+use int_engine::storage::{AccountRecord, Head, ObjectWrite, Storage};
 use int_gpu::Accelerator;
 use int_schemas::wire::TxStatus;
 use int_schemas::{AccountId, ClusterBuy, PayloadSpec};
@@ -113,12 +113,15 @@ impl Stats {
     /// The node's metrics in Prometheus' text format (version 0.0.4).
     fn prometheus(
         &self,
-        store: &Store,
+        store: &dyn Storage,
         chain_id: u32,
         mempool: usize,
         mqtt: Option<&int_gateway::Stats>,
     ) -> String {
-        let head = store.head(chain_id).ok().flatten();
+        let head = store
+            .snapshot()
+            .ok()
+            .and_then(|v| v.head(chain_id).ok().flatten());
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
         // (name, type, help, value)
         let mut rows: Vec<(&str, &str, &str, String)> = vec![
@@ -237,7 +240,7 @@ impl Stats {
 /// to the mempool, and answers, per input, `Ok` or the status that refused
 /// it. Shared by the threads that feed it (the key cache is behind a lock).
 pub(crate) struct Admitter<'a> {
-    store: &'a Store,
+    store: &'a dyn Storage,
     chain_id: u32,
     proofs: Option<&'a dyn ProofVerifier>,
     g1: &'a dyn BlsG1Backend,
@@ -249,7 +252,7 @@ pub(crate) struct Admitter<'a> {
 impl<'a> Admitter<'a> {
     /// Ingress over `store`'s committed state into `mempool`.
     pub(crate) fn new(
-        store: &'a Store,
+        store: &'a dyn Storage,
         chain_id: u32,
         proofs: Option<&'a dyn ProofVerifier>,
         g1: &'a dyn BlsG1Backend,
@@ -301,8 +304,11 @@ impl<'a> Admitter<'a> {
         // Replays are refused against the committed nonces; if they cannot
         // be read, admission goes on without that check (execution still
         // rejects a stale nonce).
-        let nonces =
-            committed_nonces(self.store, self.chain_id, &checked.accepted).unwrap_or_else(|err| {
+        let nonces = self
+            .store
+            .snapshot()
+            .and_then(|view| committed_nonces(&*view, self.chain_id, &checked.accepted))
+            .unwrap_or_else(|err| {
                 tracing::warn!(%err, "reading committed nonces");
                 vec![None; checked.accepted.len()]
             });
@@ -348,7 +354,7 @@ fn ingress_loop(
 /// block loop fails).
 pub(crate) struct ExtraCtx<'a> {
     /// The committed state.
-    pub store: &'a Store,
+    pub store: &'a dyn Storage,
     /// The chain produced.
     pub chain_id: u32,
     /// The node's ingress.
@@ -440,7 +446,7 @@ const PUBLISH_QUEUE_BLOCKS: usize = 64;
 /// An open node: its store, its chain (genesis written) and its validator.
 pub(crate) struct Node {
     cfg: NodeConfig,
-    store: Arc<Store>,
+    store: Arc<dyn Storage>,
     chain: Chain,
     validator: SecretKey,
     acc: Accelerator,
@@ -467,11 +473,9 @@ impl Node {
             bail!("blocks must hold at least one transaction");
         }
         let chain_id = cfg.chain_id;
-        let store = Arc::new(
-            Store::open(&cfg.data_dir.join("lmdb"))
-                .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?,
-        );
-        if store.head(chain_id)?.is_none() {
+        let store = int_engine::storage::open(&cfg.data_dir.join("lmdb"))
+            .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+        if store.snapshot()?.head(chain_id)?.is_none() {
             let blocks = store
                 .stats()?
                 .tables
@@ -504,7 +508,7 @@ impl Node {
             let head = chain.genesis_with_objects(&g.accounts, &g.objects, now_ms(), &validator)?;
             tracing::info!(accounts = head.accounts, root = %hex::encode(head.state_root), "genesis written");
         }
-        let proofs = Groth16Intents::from_store(&store, chain_id)?
+        let proofs = Groth16Intents::from_store(&*store.snapshot()?, chain_id)?
             .map(|v| Arc::new(v.with_msm(Arc::new(GpuGroth::new(acc.clone())))));
         if let Some(p) = &proofs {
             chain.set_proof_verifier(p.clone());
@@ -523,8 +527,8 @@ impl Node {
     }
 
     /// The committed state.
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
+    pub(crate) fn store(&self) -> &dyn Storage {
+        &*self.store
     }
 
     /// The head when the node was opened.
@@ -569,7 +573,7 @@ impl Node {
             ..
         } = self;
         let chain_id = cfg.chain_id;
-        let store: &Store = store;
+        let store: &dyn Storage = &**store;
         let stop: &AtomicBool = stop;
         let Hooks {
             mut on_block,

@@ -37,7 +37,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use int_engine::storage::Store;
+use int_engine::storage::Storage;
 use int_schemas::{AccountId, decode_block, decode_receipts, decode_tx};
 use int_systems::market::{self, SkuQuery};
 use mio::net::{TcpListener, TcpStream};
@@ -76,8 +76,8 @@ pub type Submit = SyncSender<Vec<(AccountId, Vec<u8>)>>;
 
 /// What the methods read and where transactions go.
 pub struct RpcCtx<'a> {
-    /// The committed state.
-    pub store: &'a Store,
+    /// The committed state; each call reads one snapshot of it.
+    pub store: &'a dyn Storage,
     /// The chain served.
     pub chain_id: u32,
     /// The node's ingress (sender, envelope); `None`: read-only.
@@ -217,9 +217,12 @@ fn uint(v: Option<&Value>, what: &str) -> Result<u64, RpcError> {
 }
 
 fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, RpcError> {
+    // Every read of this call sees one version of the state, whatever the
+    // block loop commits meanwhile.
+    let view = ctx.store.snapshot().map_err(internal)?;
+    let view = &*view;
     let head = || {
-        ctx.store
-            .head(ctx.chain_id)
+        view.head(ctx.chain_id)
             .map_err(internal)?
             .ok_or_else(|| err(-32603, format!("chain {} has no blocks", ctx.chain_id)))
     };
@@ -241,11 +244,11 @@ fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, Rpc
                     .as_bool()
                     .ok_or_else(|| invalid_params("params[1] (proof): a boolean"))?,
             };
-            crate::state::account_at_head(ctx.store, ctx.chain_id, &id, proof).map_err(internal)
+            crate::state::account_at_head(view, ctx.chain_id, &id, proof).map_err(internal)
         }
         "int_getBlock" => {
             let height = uint(arg(params, 0), "params[0] (height)")?;
-            let Some(bytes) = ctx.store.block(ctx.chain_id, height).map_err(internal)? else {
+            let Some(bytes) = view.block(ctx.chain_id, height).map_err(internal)? else {
                 return Ok(Value::Null);
             };
             let b = decode_block(&bytes).map_err(internal)?;
@@ -265,11 +268,7 @@ fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, Rpc
         "int_getReceipt" => {
             let (height, index) = if arg(params, 0).is_some_and(Value::is_string) {
                 let hash = hex32(arg(params, 0), "params[0] (tx hash)")?;
-                match ctx
-                    .store
-                    .tx_location(ctx.chain_id, &hash)
-                    .map_err(internal)?
-                {
+                match view.tx_location(ctx.chain_id, &hash).map_err(internal)? {
                     Some((h, i)) => (h, u64::from(i)),
                     None => return Ok(Value::Null),
                 }
@@ -279,7 +278,7 @@ fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, Rpc
                     uint(arg(params, 1), "params[1] (index)")?,
                 )
             };
-            let Some(bytes) = ctx.store.receipts(ctx.chain_id, height).map_err(internal)? else {
+            let Some(bytes) = view.receipts(ctx.chain_id, height).map_err(internal)? else {
                 return Ok(Value::Null);
             };
             let rs = decode_receipts(&bytes).map_err(internal)?;
@@ -307,7 +306,7 @@ fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, Rpc
             let kind = match p.get("kind") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(name)) => Some(
-                    market::kind_by_name(ctx.store, ctx.chain_id, name)
+                    market::kind_by_name(view, ctx.chain_id, name)
                         .map_err(internal)?
                         .ok_or_else(|| invalid_params(format!("unknown kind {name:?}")))?,
                 ),
@@ -348,10 +347,10 @@ fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, Rpc
                 limit,
             };
             let h = head()?;
-            let skus = market::query(ctx.store, ctx.chain_id, &q).map_err(internal)?;
+            let skus = market::query(view, ctx.chain_id, &q).map_err(internal)?;
             let rows = skus
                 .iter()
-                .map(|v| crate::market::view_json(ctx.store, ctx.chain_id, v))
+                .map(|v| crate::market::view_json(view, ctx.chain_id, v))
                 .collect::<Result<Vec<_>>>()
                 .map_err(internal)?;
             Ok(json!({"height": h.height, "count": rows.len(), "skus": rows}))
@@ -662,9 +661,9 @@ mod tests {
 
     fn with_ctx(f: impl FnOnce(&RpcCtx<'_>)) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = int_engine::storage::open(dir.path()).unwrap();
         let ctx = RpcCtx {
-            store: &store,
+            store: &*store,
             chain_id: 1,
             submit: None,
             metrics: None,
@@ -750,10 +749,10 @@ mod tests {
     #[test]
     fn a_sent_envelope_reaches_ingress_as_is() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = int_engine::storage::open(dir.path()).unwrap();
         let (tx, rx) = sync_channel(1);
         let ctx = RpcCtx {
-            store: &store,
+            store: &*store,
             chain_id: 1,
             submit: Some(tx),
             metrics: None,

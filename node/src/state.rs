@@ -5,12 +5,12 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use int_engine::chain::{Chain, ChainConfig};
 use int_engine::state::smt;
-use int_engine::storage::{Store, recompute_root};
+use int_engine::storage::{StateView, Storage, recompute_root};
 use int_engine::supply::Supply;
 use serde_json::{Value, json};
 
 /// The store in `data_dir`, or a clear error when there is none.
-pub(crate) fn open(data_dir: &Path) -> Result<Store> {
+pub(crate) fn open(data_dir: &Path) -> Result<std::sync::Arc<dyn Storage>> {
     let dir = data_dir.join("lmdb");
     if !dir.join("data.mdb").exists() {
         bail!(
@@ -18,24 +18,7 @@ pub(crate) fn open(data_dir: &Path) -> Result<Store> {
             data_dir.display()
         );
     }
-    Store::open(&dir).with_context(|| format!("opening {}", dir.display()))
-}
-
-/// Tries a read of the store that must see one head throughout: a node may
-/// commit blocks while we read, so the answer counts only if the head did
-/// not move from before to after; otherwise read again.
-fn consistent<T>(store: &Store, chain_id: u32, mut read: impl FnMut() -> Result<T>) -> Result<T> {
-    const TRIES_MAX: usize = 20;
-    for _ in 0..TRIES_MAX {
-        let before = store.head(chain_id)?;
-        let v = read();
-        // A read that failed while the head moved (the tree changed under
-        // a proof, say) is retried too.
-        if store.head(chain_id)? == before {
-            return v;
-        }
-    }
-    bail!("the chain kept moving while it was read ({TRIES_MAX} tries); try again")
+    int_engine::storage::open(&dir).with_context(|| format!("opening {}", dir.display()))
 }
 
 /// The head, the state root, and the audit: the root recomputed from every
@@ -45,17 +28,16 @@ fn consistent<T>(store: &Store, chain_id: u32, mut read: impl FnMut() -> Result<
 /// every account's balances plus every escrow must equal the stored INT
 /// and GAS totals (`value_conserved`).
 pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
-    let store = std::sync::Arc::new(open(data_dir)?);
-    let (head, root, count, block) = consistent(&store, chain_id, || {
-        let head = store
-            .head(chain_id)?
-            .with_context(|| format!("chain {chain_id} has no blocks"))?;
-        let (root, count) = recompute_root(&store, chain_id)?;
-        let block = store
-            .block(chain_id, head.height)?
-            .context("head block missing")?;
-        Ok((head, root, count, block))
-    })?;
+    let store = open(data_dir)?;
+    // One snapshot for every read: a node may commit blocks meanwhile.
+    let view = store.snapshot()?;
+    let head = view
+        .head(chain_id)?
+        .with_context(|| format!("chain {chain_id} has no blocks"))?;
+    let (root, count) = recompute_root(&*view, chain_id)?;
+    let block = view
+        .block(chain_id, head.height)?
+        .context("head block missing")?;
     let mut chain = Chain::open(
         store.clone(),
         ChainConfig {
@@ -65,15 +47,13 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
         },
         &[],
     )?;
-    if let Some(v) = int_systems::bpk::Groth16Intents::from_store(&store, chain_id)? {
+    if let Some(v) = int_systems::bpk::Groth16Intents::from_store(&*view, chain_id)? {
         chain.set_proof_verifier(std::sync::Arc::new(v));
     }
-    let verified = chain.verify_block(&block);
-    let audited = consistent(&store, chain_id, || {
-        Ok(int_systems::audit::audit(&store, chain_id)?)
-    })?;
-    let bpk = bpk_summary(&store, chain_id, head.height)?;
-    let tokens = token_summary(&store, chain_id, head.height)?;
+    let verified = chain.verify_block_in(&*view, &block);
+    let audited = int_systems::audit::audit(&*view, chain_id)?;
+    let bpk = bpk_summary(&*view, chain_id, head.height)?;
+    let tokens = token_summary(&*view, chain_id, head.height)?;
     let stats = store.stats()?;
     let tables: serde_json::Map<String, Value> = stats
         .tables
@@ -147,7 +127,7 @@ pub fn supply_fields(s: &Supply) -> std::collections::BTreeMap<String, String> {
 
 /// The chain's token state: the epoch, the oracle price in force, and the
 /// last GAS auction (`null` when the chain has no token configuration).
-fn token_summary(store: &Store, chain_id: u32, height: u64) -> Result<Value> {
+fn token_summary(store: &dyn StateView, chain_id: u32, height: u64) -> Result<Value> {
     use int_systems::token;
     let Some(cfg) = token::load_config(store, chain_id)? else {
         return Ok(Value::Null);
@@ -173,7 +153,7 @@ fn token_summary(store: &Store, chain_id: u32, height: u64) -> Result<Value> {
 
 /// The chain's BPK state: epoch, identities, centroid commitment in force
 /// (`null` when the chain has no BPK configuration).
-fn bpk_summary(store: &Store, chain_id: u32, height: u64) -> Result<Value> {
+fn bpk_summary(store: &dyn StateView, chain_id: u32, height: u64) -> Result<Value> {
     use int_systems::bpk;
     let Some(cfg) = bpk::load_config(store, chain_id)? else {
         return Ok(Value::Null);
@@ -209,13 +189,11 @@ pub(crate) fn parse_account(text: &str, what: &str) -> Result<int_schemas::Accou
 pub fn account(data_dir: &Path, chain_id: u32, id_hex: &str, proof: bool) -> Result<Value> {
     let id = parse_account(id_hex, "account id")?;
     let store = open(data_dir)?;
-    consistent(&store, chain_id, || {
-        account_at_head(&store, chain_id, &id, proof)
-    })
+    account_at_head(&*store.snapshot()?, chain_id, &id, proof)
 }
 
 pub(crate) fn account_at_head(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     id: &[u8; 32],
     proof: bool,
@@ -240,8 +218,7 @@ pub(crate) fn account_at_head(
         v["value_hash"] = json!(hex::encode(r.hash()));
     }
     if proof {
-        let reader = store.node_reader(chain_id)?;
-        let p = smt::prove(&reader, &head.state_root, id)?;
+        let p = smt::prove(&store.nodes(chain_id), &head.state_root, id)?;
         let value = rec.map(|r| r.hash());
         v["proof"] = json!(hex::encode(p.to_bytes()));
         v["proof_ok"] = json!(p.verify(&head.state_root, id, value.as_ref()));

@@ -7,7 +7,7 @@
 //! summary and tests, not something a block runs; blocks keep the totals
 //! exact by the chain's per-block conservation check.
 
-use int_engine::storage::{ObjectTable, StorageError, Store};
+use int_engine::storage::{ObjectTable, StateView, StorageError};
 use int_engine::supply::{Audit, SUPPLY_KEY, Supply, account_totals, escrow_add};
 
 use crate::{market, token};
@@ -33,7 +33,7 @@ pub enum AuditError {
 /// chain that has no supply record yet (one created before supply
 /// accounting, which writes it with its next block): there is nothing to
 /// audit against.
-pub fn audit(store: &Store, chain_id: u32) -> Result<Option<(Supply, Audit)>, AuditError> {
+pub fn audit(store: &dyn StateView, chain_id: u32) -> Result<Option<(Supply, Audit)>, AuditError> {
     let supply = match store.object(chain_id, ObjectTable::State, SUPPLY_KEY)? {
         Some(b) => Supply::decode(&b)?,
         None => return Ok(None),

@@ -69,10 +69,10 @@ use ark_ff::PrimeField;
 use ark_groth16::{PreparedVerifyingKey, VerifyingKey};
 use bevy_ecs::prelude::*;
 use int_engine::ingress::{ProofRejection, ProofVerifier};
-use int_engine::storage::{ObjectTable, ObjectWrite, StorageError, Store};
+use int_engine::storage::{ObjectTable, ObjectWrite, StateView, StorageError};
 use int_engine::world::{
     BlockContext, Credit, Credits, DeferredPayloads, DeferredTx, ExecFault, ObjectWrites, Outcomes,
-    PayloadVerdicts, Plugin, Stage, StoreHandle,
+    ParentState, PayloadVerdicts, Plugin, Stage,
 };
 use int_schemas::wire::TxStatus;
 use int_schemas::{AccountId, AnonIntentSpec, ClusterBuy, FieldBytes, PayloadSpec, ProofBytes};
@@ -316,7 +316,7 @@ fn state_write(key: Vec<u8>, value: Vec<u8>) -> ObjectWrite {
 
 /// The chain's BPK configuration, or `None` if its genesis enabled no
 /// intents.
-pub fn load_config(store: &Store, chain_id: u32) -> Result<Option<BpkConfig>, BpkError> {
+pub fn load_config(store: &dyn StateView, chain_id: u32) -> Result<Option<BpkConfig>, BpkError> {
     store
         .object(chain_id, ObjectTable::State, CONFIG_KEY)?
         .map(|b| BpkConfig::decode(&b))
@@ -380,14 +380,14 @@ fn node_key(level: u8, index: u64) -> Vec<u8> {
 /// A [`TreeStore`] over the chain's committed tree nodes, with the writes
 /// of the block being executed buffered in memory until it commits.
 pub struct ChainTreeStore<'s> {
-    store: &'s Store,
+    store: &'s dyn StateView,
     chain_id: u32,
     pending: BTreeMap<(u8, u64), Fr>,
 }
 
 impl<'s> ChainTreeStore<'s> {
     /// A view of `chain_id`'s committed nodes.
-    pub fn new(store: &'s Store, chain_id: u32) -> Self {
+    pub fn new(store: &'s dyn StateView, chain_id: u32) -> Self {
         Self {
             store,
             chain_id,
@@ -437,7 +437,7 @@ impl TreeStore for ChainTreeStore<'_> {
 /// The committed identity tree of a chain, for provers: its root, its
 /// recent roots and any leaf's Merkle path, read from storage.
 pub fn identity_tree(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
 ) -> Result<IdentityTree<ChainTreeStore<'_>>, BpkError> {
     let cfg = load_config(store, chain_id)?.ok_or(BpkError::Disabled)?;
@@ -445,7 +445,7 @@ pub fn identity_tree(
 }
 
 fn open_tree<'s>(
-    store: &'s Store,
+    store: &'s dyn StateView,
     chain_id: u32,
     cfg: &BpkConfig,
 ) -> Result<IdentityTree<ChainTreeStore<'s>>, BpkError> {
@@ -539,7 +539,7 @@ fn centroid_key(epoch: u64) -> Vec<u8> {
 
 /// The centroids in force at `epoch` (the latest set at most `epoch`).
 pub fn centroids_at(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     epoch: u64,
 ) -> Result<Option<CentroidSet>, BpkError> {
@@ -562,7 +562,7 @@ fn nullifier_key(n: &FieldBytes) -> Vec<u8> {
 
 /// The height at which `nullifier` was used, if it was.
 pub fn nullifier_used(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     nullifier: &FieldBytes,
 ) -> Result<Option<u64>, BpkError> {
@@ -609,7 +609,7 @@ impl Groth16Intents {
 
     /// The verifier of `chain_id`'s intents, from its genesis configuration;
     /// `None` if the chain has none.
-    pub fn from_store(store: &Store, chain_id: u32) -> Result<Option<Self>, BpkError> {
+    pub fn from_store(store: &dyn StateView, chain_id: u32) -> Result<Option<Self>, BpkError> {
         let Some(cfg) = load_config(store, chain_id)? else {
             return Ok(None);
         };
@@ -803,7 +803,7 @@ fn is_bpk(p: &PayloadSpec) -> bool {
 #[allow(clippy::too_many_arguments)]
 fn apply_bpk(
     ctx: Res<BlockContext>,
-    store: Res<StoreHandle>,
+    store: Res<ParentState>,
     deferred: Res<DeferredPayloads>,
     outcomes: Res<Outcomes>,
     verdicts: Res<PayloadVerdicts>,
@@ -821,7 +821,7 @@ fn apply_bpk(
         return;
     }
     match execute(
-        &store.0,
+        &*store.0,
         ctx.chain_id,
         ctx.height,
         &mine,
@@ -864,7 +864,7 @@ fn refuse(verdicts: &PayloadVerdicts, refunds: &mut Vec<Credit>, d: &DeferredTx,
 /// consecutive ones as one batch. An intent carrying a purchase that
 /// passes is admitted for the market instead of decided.
 fn execute(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     height: u64,
     txs: &[&DeferredTx],

@@ -76,11 +76,11 @@
 use std::collections::BTreeMap;
 
 use bevy_ecs::prelude::*;
-use int_engine::storage::{ObjectTable, ObjectWrite, StorageError, Store};
+use int_engine::storage::{ObjectTable, ObjectWrite, StateView, StorageError};
 use int_engine::supply::{SUPPLY_KEY, Supply, SupplyDelta, escrow_add};
 use int_engine::world::{
     BlockContext, BlockSupply, Credit, Credits, DeferredPayloads, DeferredTx, ExecFault,
-    ObjectWrites, Outcomes, PayloadVerdicts, Plugin, Stage, StoreHandle,
+    ObjectWrites, Outcomes, ParentState, PayloadVerdicts, Plugin, Stage,
 };
 use int_schemas::market::{GAS_PER_FIAT, total};
 use int_schemas::wire::TxStatus;
@@ -193,7 +193,7 @@ impl<'a> Reader<'a> {
 /// Calls `f` on every stored state object under `prefix`, in key order,
 /// stopping at the first error `f` returns.
 fn scan(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     prefix: &[u8],
     mut f: impl FnMut(&[u8], &[u8]) -> Result<(), TokenError>,
@@ -358,7 +358,10 @@ pub fn genesis_objects(cfg: &TokenConfig) -> Result<Vec<ObjectWrite>, TokenError
 }
 
 /// The chain's token configuration, or `None` if its genesis has none.
-pub fn load_config(store: &Store, chain_id: u32) -> Result<Option<TokenConfig>, TokenError> {
+pub fn load_config(
+    store: &dyn StateView,
+    chain_id: u32,
+) -> Result<Option<TokenConfig>, TokenError> {
     store
         .object(chain_id, ObjectTable::State, CONFIG_KEY)?
         .map(|b| TokenConfig::decode(&b))
@@ -602,11 +605,14 @@ impl AuctionResult {
 
 /// The epoch of the price last fixed and that price (INT base units per
 /// fiat unit); `None` on a chain without tokens.
-pub fn price_in_force(store: &Store, chain_id: u32) -> Result<Option<(u64, u128)>, TokenError> {
+pub fn price_in_force(
+    store: &dyn StateView,
+    chain_id: u32,
+) -> Result<Option<(u64, u128)>, TokenError> {
     Ok(stored_price(store, chain_id)?.map(|p| (p.epoch, p.int_per_fiat)))
 }
 
-fn stored_price(store: &Store, chain_id: u32) -> Result<Option<Price>, TokenError> {
+fn stored_price(store: &dyn StateView, chain_id: u32) -> Result<Option<Price>, TokenError> {
     store
         .object(chain_id, ObjectTable::State, PRICE_KEY)?
         .map(|b| Price::decode(&b))
@@ -615,7 +621,11 @@ fn stored_price(store: &Store, chain_id: u32) -> Result<Option<Price>, TokenErro
 
 /// The price that was in force in `epoch`, if that epoch has begun (its
 /// price is fixed) on a chain with tokens.
-pub fn price_at(store: &Store, chain_id: u32, epoch: u64) -> Result<Option<u128>, TokenError> {
+pub fn price_at(
+    store: &dyn StateView,
+    chain_id: u32,
+    epoch: u64,
+) -> Result<Option<u128>, TokenError> {
     match stored_price(store, chain_id)? {
         Some(p) if epoch <= p.epoch => {}
         _ => return Ok(None),
@@ -629,7 +639,7 @@ pub fn price_at(store: &Store, chain_id: u32, epoch: u64) -> Result<Option<u128>
 /// The reports of the open epoch so far, by oracle (what the next epoch's
 /// price will be the median of).
 pub fn reports(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     epoch: u64,
 ) -> Result<Vec<(AccountId, u128)>, TokenError> {
@@ -648,7 +658,7 @@ pub fn reports(
 
 /// The INT and GAS the auction's stored bids escrow (what the supply's
 /// escrow must equal, for the audit).
-pub fn escrow_held(store: &Store, chain_id: u32) -> Result<Escrow, TokenError> {
+pub fn escrow_held(store: &dyn StateView, chain_id: u32) -> Result<Escrow, TokenError> {
     let mut int = 0u128;
     for (_, bid) in stored_bids(store, chain_id)? {
         int = int
@@ -659,7 +669,10 @@ pub fn escrow_held(store: &Store, chain_id: u32) -> Result<Escrow, TokenError> {
 }
 
 /// The latest recorded auction (the last epoch that had bids).
-pub fn last_auction(store: &Store, chain_id: u32) -> Result<Option<AuctionResult>, TokenError> {
+pub fn last_auction(
+    store: &dyn StateView,
+    chain_id: u32,
+) -> Result<Option<AuctionResult>, TokenError> {
     store
         .object_at_or_after(chain_id, ObjectTable::State, AUCTION_PREFIX, AUCTION_PREFIX)?
         .map(|(_, v)| AuctionResult::decode(&v))
@@ -668,7 +681,7 @@ pub fn last_auction(store: &Store, chain_id: u32) -> Result<Option<AuctionResult
 
 /// The recorded auction of `epoch`, if it had bids and was cleared.
 pub fn auction_result(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     epoch: u64,
 ) -> Result<Option<AuctionResult>, TokenError> {
@@ -679,7 +692,10 @@ pub fn auction_result(
 }
 
 /// Every stored bid, in key order (epoch, height, index).
-fn stored_bids(store: &Store, chain_id: u32) -> Result<Vec<(BidKey, StoredBid)>, TokenError> {
+fn stored_bids(
+    store: &dyn StateView,
+    chain_id: u32,
+) -> Result<Vec<(BidKey, StoredBid)>, TokenError> {
     let mut out = Vec::new();
     scan(store, chain_id, BID_PREFIX, |k, v| {
         out.push((BidKey::decode(k)?, StoredBid::decode(v)?));
@@ -728,7 +744,7 @@ struct Effects {
 #[allow(clippy::too_many_arguments)]
 fn apply_token(
     ctx: Res<BlockContext>,
-    store: Res<StoreHandle>,
+    store: Res<ParentState>,
     deferred: Res<DeferredPayloads>,
     outcomes: Res<Outcomes>,
     verdicts: Res<PayloadVerdicts>,
@@ -739,7 +755,7 @@ fn apply_token(
     mut cache: Local<ConfigCache>,
 ) {
     if cache.0.is_none() {
-        match load_config(&store.0, ctx.chain_id) {
+        match load_config(&*store.0, ctx.chain_id) {
             Ok(c) => cache.0 = Some(c),
             Err(e) => {
                 fault.0 = Some(format!("token: {e}"));
@@ -756,7 +772,7 @@ fn apply_token(
     if mine.is_empty() && !cfg.starts_epoch(ctx.height) {
         return;
     }
-    match execute(&store.0, ctx.chain_id, ctx.height, cfg, &mine, &verdicts) {
+    match execute(&*store.0, ctx.chain_id, ctx.height, cfg, &mine, &verdicts) {
         Ok(fx) => {
             if supply.0.merge(&fx.delta).is_none() {
                 fault.0 = Some("token: block supply delta overflows u128".into());
@@ -776,7 +792,7 @@ fn apply_token(
 /// The block's view of the supply: the committed totals, read when first
 /// needed, and what the block mints so far.
 struct GasRoom<'s> {
-    store: &'s Store,
+    store: &'s dyn StateView,
     chain_id: u32,
     total: Option<u128>,
 }
@@ -804,7 +820,7 @@ impl GasRoom<'_> {
 /// The epoch work of a first block and the block's token payloads, in
 /// block order.
 fn execute(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     height: u64,
     cfg: &TokenConfig,
@@ -914,7 +930,7 @@ fn execute(
 
 /// The bid count of `epoch`'s auction (zero if the stored round is an
 /// older epoch's, which the epoch's first block has cleared).
-fn open_round(store: &Store, chain_id: u32, epoch: u64) -> Result<Round, TokenError> {
+fn open_round(store: &dyn StateView, chain_id: u32, epoch: u64) -> Result<Round, TokenError> {
     let stored = store
         .object(chain_id, ObjectTable::State, ROUND_KEY)?
         .map(|b| Round::decode(&b))
@@ -970,7 +986,7 @@ fn burn(
 /// `None` only on a chain that never had one (a genesis without a price
 /// record) and got no reports.
 fn fix_price(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     epoch: u64,
     before: Option<Price>,
@@ -1014,7 +1030,7 @@ fn median(xs: &mut [u128]) -> Option<u128> {
 /// what the winners pay, mints and credits their GAS, refunds the rest of
 /// every bid, records the result and deletes the bids and the round.
 fn clear_auctions(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     cfg: &TokenConfig,
     epoch: u64,

@@ -13,7 +13,7 @@ use common::*;
 use int_engine::chain::{Chain, ChainConfig};
 use int_engine::crypto::bls::SecretKey;
 use int_engine::ingress::{CheckedBatch, IngressError, KeyCache, check_batch_with};
-use int_engine::storage::{Store, recompute_root};
+use int_engine::storage::{Storage, recompute_root};
 use int_engine::world::Plugin;
 use int_schemas::wire::TxStatus;
 use int_schemas::wire::{Authority, PriceModel, Unit};
@@ -84,7 +84,7 @@ fn seller() -> SecretKey {
 
 struct BpkNet {
     chain: Chain,
-    store: Arc<Store>,
+    store: Arc<dyn Storage>,
     proposer: SecretKey,
     time_ms: u64,
     nonces: std::collections::HashMap<AccountId, u64>,
@@ -108,7 +108,7 @@ impl BpkNet {
     /// plugin too with `market`.
     fn with_plugin(bpk: bool, parallel: bool, bpk_plugin: BpkPlugin, market: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let store = int_engine::storage::open(dir.path()).unwrap();
         let proposer = proposer_key();
         let alloc = vec![
             (id(&proposer), registered(&proposer, 0, 0)),
@@ -142,7 +142,7 @@ impl BpkNet {
         chain
             .genesis_with_objects(&alloc, &objects, T0, &proposer)
             .unwrap();
-        let verifier = Groth16Intents::from_store(&store, CHAIN).unwrap();
+        let verifier = Groth16Intents::from_store(&*store.snapshot().unwrap(), CHAIN).unwrap();
         assert_eq!(verifier.is_some(), bpk);
         Self {
             chain,
@@ -178,7 +178,7 @@ impl BpkNet {
     }
 
     fn ingress(&self, batch: Vec<Vec<u8>>) -> CheckedBatch {
-        let keys = KeyCache::new(&self.store, CHAIN, 1024);
+        let keys = KeyCache::new(&*self.store, CHAIN, 1024);
         let v = self
             .verifier
             .as_ref()
@@ -249,7 +249,8 @@ impl BpkNet {
         target: AccountId,
         payload: &[u8],
     ) -> AnonIntentSpec {
-        let tree = identity_tree(&self.store, CHAIN).unwrap();
+        let view = self.store.snapshot().unwrap();
+        let tree = identity_tree(&*view, CHAIN).unwrap();
         let req = IntentRequest {
             chain_id: CHAIN,
             secret: u.secret,
@@ -269,7 +270,7 @@ impl BpkNet {
 
     fn audit(&self) {
         let head = self.chain.head().unwrap();
-        let (root, _) = recompute_root(&self.store, CHAIN).unwrap();
+        let (root, _) = recompute_root(&*self.store.snapshot().unwrap(), CHAIN).unwrap();
         assert_eq!(root, head.state_root, "state root covers the BPK objects");
     }
 }
@@ -293,7 +294,8 @@ fn registered_user_sends_an_anonymous_intent_once_per_scope_and_epoch() {
     for u in &us {
         mem.append(u.leaf()).unwrap();
     }
-    let stored = identity_tree(&net.store, CHAIN).unwrap();
+    let view = net.store.snapshot().unwrap();
+    let stored = identity_tree(&*view, CHAIN).unwrap();
     assert_eq!(stored.len(), 3);
     assert_eq!(stored.root(), mem.root());
     assert_eq!(stored.path(1).unwrap(), mem.path(1).unwrap());
@@ -305,15 +307,21 @@ fn registered_user_sends_an_anonymous_intent_once_per_scope_and_epoch() {
     let tx = net.send_intent(a);
     assert_eq!(net.block_ok(vec![tx]), vec![TxStatus::Ok]);
     assert!(
-        nullifier_used(&net.store, CHAIN, &nullifier)
+        nullifier_used(&*net.store.snapshot().unwrap(), CHAIN, &nullifier)
             .unwrap()
             .is_some()
     );
     // The stored block re-verifies, its intent proof included; a chain
     // with no proof verifier cannot vouch for it.
-    let block = net.store.block(CHAIN, net.height()).unwrap().unwrap();
+    let block = net
+        .store
+        .snapshot()
+        .unwrap()
+        .block(CHAIN, net.height())
+        .unwrap()
+        .unwrap();
     assert!(net.chain.verify_block(&block).is_err());
-    let v = Groth16Intents::from_store(&net.store, CHAIN)
+    let v = Groth16Intents::from_store(&*net.store.snapshot().unwrap(), CHAIN)
         .unwrap()
         .unwrap();
     net.chain.set_proof_verifier(Arc::new(v));
@@ -323,6 +331,8 @@ fn registered_user_sends_an_anonymous_intent_once_per_scope_and_epoch() {
     // chain, fee taken.
     let gas_before = net
         .store
+        .snapshot()
+        .unwrap()
         .account(CHAIN, &id(&relayer()))
         .unwrap()
         .unwrap()
@@ -332,6 +342,8 @@ fn registered_user_sends_an_anonymous_intent_once_per_scope_and_epoch() {
     assert_eq!(net.block_ok(vec![tx]), vec![TxStatus::NullifierUsed]);
     let gas_after = net
         .store
+        .snapshot()
+        .unwrap()
         .account(CHAIN, &id(&relayer()))
         .unwrap()
         .unwrap()
@@ -508,19 +520,24 @@ fn governance_sets_future_centroids_and_intents_follow_them() {
         ]
     );
     let commitment = fr_to_be_bytes(&centroid_commitment(&new_c).unwrap());
-    let c = centroids_at(&net.store, CHAIN, now + 1).unwrap().unwrap();
+    let c = centroids_at(&*net.store.snapshot().unwrap(), CHAIN, now + 1)
+        .unwrap()
+        .unwrap();
     assert_eq!((c.epoch, c.commitment), (now + 1, commitment));
     assert_eq!(c.rows(), new_c);
     // Epochs after it keep it; the current one keeps the old set.
     assert_eq!(
-        centroids_at(&net.store, CHAIN, now + 5)
+        centroids_at(&*net.store.snapshot().unwrap(), CHAIN, now + 5)
             .unwrap()
             .unwrap()
             .epoch,
         now + 1
     );
     assert_eq!(
-        centroids_at(&net.store, CHAIN, now).unwrap().unwrap().epoch,
+        centroids_at(&*net.store.snapshot().unwrap(), CHAIN, now)
+            .unwrap()
+            .unwrap()
+            .epoch,
         0
     );
 
@@ -541,12 +558,16 @@ fn the_tree_survives_a_restart() {
     let mut net = BpkNet::new(true);
     let us = users();
     net.register(&us[..2]);
-    let root_before = identity_tree(&net.store, CHAIN).unwrap().root();
+    let root_before = identity_tree(&*net.store.snapshot().unwrap(), CHAIN)
+        .unwrap()
+        .root();
     // Reopen the pipeline over the same store.
     let cfg = *net.chain.config();
     net.chain = Chain::open(net.store.clone(), cfg, &[&LedgerPlugin, &BpkPlugin::new()]).unwrap();
     assert_eq!(
-        identity_tree(&net.store, CHAIN).unwrap().root(),
+        identity_tree(&*net.store.snapshot().unwrap(), CHAIN)
+            .unwrap()
+            .root(),
         root_before
     );
     net.register(&us[2..]);
@@ -554,7 +575,8 @@ fn the_tree_survives_a_restart() {
     for u in &us {
         mem.append(u.leaf()).unwrap();
     }
-    let tree = identity_tree(&net.store, CHAIN).unwrap();
+    let view = net.store.snapshot().unwrap();
+    let tree = identity_tree(&*view, CHAIN).unwrap();
     assert_eq!(tree.root(), mem.root());
     assert!(tree.is_known_root(&root_before));
     net.audit();
@@ -583,7 +605,7 @@ fn chains_without_bpk_refuse_its_payloads() {
         [(0, IngressError::IntentsDisabled)]
     ));
     assert!(matches!(
-        identity_tree(&net.store, CHAIN),
+        identity_tree(&*net.store.snapshot().unwrap(), CHAIN),
         Err(bpk::BpkError::Disabled)
     ));
 
@@ -687,7 +709,8 @@ fn runs_of_registrations_are_batched_between_intents() {
     for u in us.iter().chain(&extra[..3]) {
         mem.append(u.leaf()).unwrap();
     }
-    let tree = identity_tree(&net.store, CHAIN).unwrap();
+    let view = net.store.snapshot().unwrap();
+    let tree = identity_tree(&*view, CHAIN).unwrap();
     assert_eq!(tree.len(), 6);
     assert_eq!(tree.root(), mem.root());
     assert!(tree.root_history().eq(mem.root_history()));
@@ -739,8 +762,15 @@ fn cluster_skus_sell_through_admitted_intents_to_their_clusters_only() {
     let us = users();
     assert_eq!(net.register(&us), vec![TxStatus::Ok; 3]);
     let (s, r) = (seller(), relayer());
-    let gas =
-        |net: &BpkNet, sk: &SecretKey| net.store.account(CHAIN, &id(sk)).unwrap().unwrap().gas;
+    let gas = |net: &BpkNet, sk: &SecretKey| {
+        net.store
+            .snapshot()
+            .unwrap()
+            .account(CHAIN, &id(sk))
+            .unwrap()
+            .unwrap()
+            .gas
+    };
     let list = |net: &mut BpkNet, model| {
         let nonce = net.nonces.get(&id(&s)).copied().unwrap_or(0);
         let tx = net.signed(&s, PayloadSpec::ListSku(Box::new(cluster_listing(model))));
@@ -774,7 +804,7 @@ fn cluster_skus_sell_through_admitted_intents_to_their_clusters_only() {
     assert_eq!(gas(&net, &s), seller0 + 10);
     assert_eq!(gas(&net, &r), relayer0 - FEE - 10);
     assert_eq!(
-        market::sku(&net.store, CHAIN, &sku)
+        market::sku(&*net.store.snapshot().unwrap(), CHAIN, &sku)
             .unwrap()
             .unwrap()
             .listing
@@ -782,7 +812,7 @@ fn cluster_skus_sell_through_admitted_intents_to_their_clusters_only() {
         8
     );
     assert!(
-        nullifier_used(&net.store, CHAIN, &nullifier)
+        nullifier_used(&*net.store.snapshot().unwrap(), CHAIN, &nullifier)
             .unwrap()
             .is_some()
     );
@@ -848,9 +878,16 @@ fn cluster_skus_sell_through_admitted_intents_to_their_clusters_only() {
         buyer: id(&r),
         nonce,
     };
-    let o = market::order(&net.store, CHAIN, &d).unwrap().unwrap();
+    let o = market::order(&*net.store.snapshot().unwrap(), CHAIN, &d)
+        .unwrap()
+        .unwrap();
     assert_eq!((o.qty, o.unit_price), (3, 5));
-    assert_eq!(escrow_held(&net.store, CHAIN).unwrap().gas, 15);
+    assert_eq!(
+        escrow_held(&*net.store.snapshot().unwrap(), CHAIN)
+            .unwrap()
+            .gas,
+        15
+    );
     assert_eq!(net.chain.supply().unwrap().gas_escrow, 15);
     net.audit();
 }
@@ -862,7 +899,14 @@ fn purchase_intents_without_the_market_are_refunded() {
     let us = users();
     assert_eq!(net.register(&us), vec![TxStatus::Ok; 3]);
     let r = relayer();
-    let before = net.store.account(CHAIN, &id(&r)).unwrap().unwrap().gas;
+    let before = net
+        .store
+        .snapshot()
+        .unwrap()
+        .account(CHAIN, &id(&r))
+        .unwrap()
+        .unwrap()
+        .gas;
     let sku = SkuRef {
         seller: target(),
         seq: 0,
@@ -878,7 +922,14 @@ fn purchase_intents_without_the_market_are_refunded() {
     let a = net.intent(&us[1], 1, epoch, &centroids0(), &payload);
     let tx = net.send_intent(a);
     assert_eq!(net.block_ok(vec![tx]), vec![TxStatus::UnsupportedPayload]);
-    let after = net.store.account(CHAIN, &id(&r)).unwrap().unwrap().gas;
+    let after = net
+        .store
+        .snapshot()
+        .unwrap()
+        .account(CHAIN, &id(&r))
+        .unwrap()
+        .unwrap()
+        .gas;
     assert_eq!(before - after, FEE);
     // A lock above the balance fails in the Debit stage.
     let big = ClusterBuy {

@@ -107,7 +107,7 @@ impl M {
         objects: &[int_engine::storage::ObjectWrite],
     ) -> Self {
         let net = Net::with_plugins(&alloc(), cfg, with_market, objects);
-        let genesis = totals(&net.store);
+        let genesis = totals(&*net.store.snapshot().unwrap());
         Self {
             net,
             nonces: HashMap::new(),
@@ -167,19 +167,19 @@ impl M {
     }
 
     fn sku(&self, s: &SkuRef) -> SkuView {
-        market::sku(&self.net.store, CHAIN, s)
+        market::sku(&*self.net.view(), CHAIN, s)
             .expect("read sku")
             .expect("sku exists")
     }
 
     fn escrow(&self) -> u128 {
-        escrow_held(&self.net.store, CHAIN).expect("escrow").gas
+        escrow_held(&*self.net.view(), CHAIN).expect("escrow").gas
     }
 
     /// Accounts plus escrow objects equal genesis, and the chain's escrow
     /// total equals the objects.
     fn check(&mut self) {
-        let (int, gas) = totals(&self.net.store);
+        let (int, gas) = totals(&*self.net.view());
         let held = self.escrow();
         assert_eq!((int, gas + held), self.genesis, "value not conserved");
         let s = self.net.chain().supply().expect("supply");
@@ -189,7 +189,7 @@ impl M {
     }
 
     fn query(&self, q: SkuQuery) -> Vec<(SkuRef, u128)> {
-        market::query(&self.net.store, CHAIN, &q)
+        market::query(&*self.net.view(), CHAIN, &q)
             .expect("query")
             .into_iter()
             .map(|v| (v.id, v.listing.terms.unit_price))
@@ -256,7 +256,7 @@ fn listed_at(model: PriceModel, price: u128, capacity: u64, region: &str) -> Sku
 
 impl M {
     fn policy(&self, sk: &SecretKey) -> Option<PolicyRecord> {
-        market::policy(&self.net.store, CHAIN, &id(sk), 1)
+        market::policy(&*self.net.view(), CHAIN, &id(sk), 1)
             .expect("read policy")
             .map(|v| v.record)
     }
@@ -456,24 +456,24 @@ fn custom_kinds_are_registered_once_and_listable() {
             TxStatus::Ok,
         ]
     );
-    let st = m.net.store.clone();
+    let st = m.net.view();
     assert_eq!(
-        kind_name(&st, CHAIN, 256).unwrap().as_deref(),
+        kind_name(&*st, CHAIN, 256).unwrap().as_deref(),
         Some("lidar")
     );
     assert_eq!(
-        kind_name(&st, CHAIN, 257).unwrap().as_deref(),
+        kind_name(&*st, CHAIN, 257).unwrap().as_deref(),
         Some("radar")
     );
-    assert_eq!(kind_name(&st, CHAIN, 258).unwrap(), None);
+    assert_eq!(kind_name(&*st, CHAIN, 258).unwrap(), None);
     assert_eq!(
-        kind_name(&st, CHAIN, 1).unwrap().as_deref(),
+        kind_name(&*st, CHAIN, 1).unwrap().as_deref(),
         Some("network")
     );
-    assert_eq!(kind_name(&st, CHAIN, 6).unwrap(), None);
-    assert_eq!(kind_by_name(&st, CHAIN, "radar").unwrap(), Some(257));
-    assert_eq!(kind_by_name(&st, CHAIN, "storage").unwrap(), Some(4));
-    assert_eq!(kind_by_name(&st, CHAIN, "sonar").unwrap(), None);
+    assert_eq!(kind_name(&*st, CHAIN, 6).unwrap(), None);
+    assert_eq!(kind_by_name(&*st, CHAIN, "radar").unwrap(), Some(257));
+    assert_eq!(kind_by_name(&*st, CHAIN, "storage").unwrap(), Some(4));
+    assert_eq!(kind_by_name(&*st, CHAIN, "sonar").unwrap(), None);
     assert_eq!(m.send(&s0, reg("radar")), TxStatus::KindTaken);
     let sku = SkuRef {
         seller: id(&s1),
@@ -611,7 +611,7 @@ fn cpp_releases_on_confirmed_use_and_refunds_on_timeout() {
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 20);
     assert_eq!(m.escrow(), 20);
     assert_eq!(m.sku(&sku).listing.capacity, 6);
-    let o = market::order(&m.net.store, CHAIN, &d).unwrap().unwrap();
+    let o = market::order(&*m.net.view(), CHAIN, &d).unwrap().unwrap();
     assert_eq!((o.qty, o.confirmed, o.unit_price), (4, 0, 5));
     assert_eq!(o.timeout, opened + 10);
 
@@ -659,7 +659,7 @@ fn cpp_releases_on_confirmed_use_and_refunds_on_timeout() {
     // The last unit: the order is settled and deleted, with its timer.
     assert_eq!(m.send(&b, confirm(1, None)), TxStatus::Ok);
     assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 20);
-    assert_eq!(market::order(&m.net.store, CHAIN, &d).unwrap(), None);
+    assert_eq!(market::order(&*m.net.view(), CHAIN, &d).unwrap(), None);
     assert_eq!(m.escrow(), 0);
     assert_eq!(m.send(&b, confirm(1, None)), TxStatus::UnknownDeal);
 
@@ -678,11 +678,11 @@ fn cpp_releases_on_confirmed_use_and_refunds_on_timeout() {
     let paid = GAS0 - m.fees(&b) - 20 - 5;
     assert_eq!(m.gas(&b), paid - 10);
     m.idle_until(opened + 9);
-    assert!(market::order(&m.net.store, CHAIN, &d2).unwrap().is_some());
+    assert!(market::order(&*m.net.view(), CHAIN, &d2).unwrap().is_some());
     // The timeout block: the timer runs before the block's transactions.
     assert_eq!(m.send(&b, c2), TxStatus::UnknownDeal);
     assert_eq!(m.height(), opened + 10);
-    assert_eq!(market::order(&m.net.store, CHAIN, &d2).unwrap(), None);
+    assert_eq!(market::order(&*m.net.view(), CHAIN, &d2).unwrap(), None);
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 25);
     assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 25);
     assert_eq!(m.sku(&sku).listing.capacity, 5);
@@ -776,7 +776,9 @@ fn metering_pays_the_latest_receipt_and_returns_the_rest() {
     let ch = deal(sku, &b, n);
     assert_eq!(m.escrow(), 100);
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 100);
-    let view = market::channel(&m.net.store, CHAIN, &ch).unwrap().unwrap();
+    let view = market::channel(&*m.net.view(), CHAIN, &ch)
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (view.deposit, view.paid, view.last_sequence, view.expiry),
         (100, 0, 0, expiry)
@@ -847,11 +849,13 @@ fn metering_pays_the_latest_receipt_and_returns_the_rest() {
     m.idle_until(expiry + 2);
     assert_eq!(m.send(&s, claim_of(&r(60, 7))), TxStatus::Ok);
     assert_eq!(m.height(), expiry + 3);
-    let view = market::channel(&m.net.store, CHAIN, &ch).unwrap().unwrap();
+    let view = market::channel(&*m.net.view(), CHAIN, &ch)
+        .unwrap()
+        .unwrap();
     assert_eq!((view.paid, view.last_sequence), (60, 7));
     // The block after, the channel is closed before any claim.
     assert_eq!(m.send(&s, claim_of(&r(70, 8))), TxStatus::UnknownDeal);
-    assert_eq!(market::channel(&m.net.store, CHAIN, &ch).unwrap(), None);
+    assert_eq!(market::channel(&*m.net.view(), CHAIN, &ch).unwrap(), None);
     assert_eq!(m.escrow(), 0);
     assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 60);
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 60);
@@ -936,7 +940,7 @@ fn auctions_clear_at_one_price_and_refund_the_rest() {
     // A later bid at the marginal price loses the tie to the earlier one.
     assert_eq!(m.send(&b0, bid(sku, 1, 12, end)), TxStatus::Ok);
     assert_eq!(m.escrow(), 80 + 75 + 48 + 12);
-    assert_eq!(market::bids(&m.net.store, CHAIN, &sku).unwrap().len(), 4);
+    assert_eq!(market::bids(&*m.net.view(), CHAIN, &sku).unwrap().len(), 4);
     assert_eq!(m.gas(&b0), GAS0 - m.fees(&b0) - 92);
 
     // The close block: the window is over before its transactions.
@@ -946,7 +950,11 @@ fn auctions_clear_at_one_price_and_refund_the_rest() {
     // 4 to b0 and 5 to b1 at their prices' tier, the 10th unit to b2's
     // earlier 12; every winner pays 12.
     assert_eq!(m.escrow(), 0);
-    assert!(market::bids(&m.net.store, CHAIN, &sku).unwrap().is_empty());
+    assert!(
+        market::bids(&*m.net.view(), CHAIN, &sku)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(m.gas(&b0), GAS0 - m.fees(&b0) - 48);
     assert_eq!(m.gas(&b1), GAS0 - m.fees(&b1) - 60);
     assert_eq!(m.gas(&b2), GAS0 - m.fees(&b2) - 12);
@@ -977,7 +985,11 @@ fn auctions_clear_at_one_price_and_refund_the_rest() {
     // Delisting returns the open window's bids at once.
     assert_eq!(m.send(&s, PayloadSpec::DelistSku { sku }), TxStatus::Ok);
     assert_eq!(m.escrow(), 0);
-    assert!(market::bids(&m.net.store, CHAIN, &sku).unwrap().is_empty());
+    assert!(
+        market::bids(&*m.net.view(), CHAIN, &sku)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(m.gas(&b0), GAS0 - m.fees(&b0) - 48);
     assert_eq!(m.gas(&b1), GAS0 - m.fees(&b1) - 60);
     assert_eq!(m.send(&b1, bid(sku, 1, 50, end2)), TxStatus::UnknownSku);
@@ -1267,7 +1279,7 @@ fn build(
             late,
         } => {
             let s = sku_for(PriceModel::Auction, sku);
-            let end = market::sku(&m.net.store, CHAIN, &s)
+            let end = market::sku(&*m.net.view(), CHAIN, &s)
                 .unwrap()
                 .map_or(0, |v| v.window_end);
             let end = if late { end + 3 } else { end };
@@ -1288,7 +1300,7 @@ fn build(
                 buyer: [0xdd; 32],
                 nonce: 0,
             });
-            let confirmed = market::order(&m.net.store, CHAIN, &d)
+            let confirmed = market::order(&*m.net.view(), CHAIN, &d)
                 .unwrap()
                 .map_or(0, |o| o.confirmed);
             let buyer = keys.iter().find(|k| id(k) == d.buyer).unwrap_or(&keys[0]);
@@ -1434,7 +1446,7 @@ proptest! {
             prop_assert_eq!(par.query(all.clone()), seq.query(all));
         }
         prop_assert_eq!(par.escrow(), seq.escrow());
-        let pols = |m: &M| market::policies(&m.net.store, CHAIN, None, 100).unwrap();
+        let pols = |m: &M| market::policies(&*m.net.view(), CHAIN, None, 100).unwrap();
         prop_assert_eq!(pols(&par), pols(&seq));
         if std::env::var_os("MARKET_PROPTEST_STATS").is_some() {
             let buys: u64 = pols(&par).iter().map(|p| p.record.buys).sum();
@@ -1709,7 +1721,7 @@ fn a_cpp_policy_opens_orders_the_owner_confirms() {
         buyer: id(&b),
         nonce: POLICY_DEAL_NONCE_BIT | h,
     };
-    let o = market::order(&m.net.store, CHAIN, &d).unwrap().unwrap();
+    let o = market::order(&*m.net.view(), CHAIN, &d).unwrap().unwrap();
     assert_eq!((o.qty, o.unit_price, o.timeout), (2, 4, h + 5));
     assert_eq!(m.sku(&sku).listing.capacity, 8);
     // The cost moved from the policy into the order.
@@ -1724,7 +1736,7 @@ fn a_cpp_policy_opens_orders_the_owner_confirms() {
     assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 4);
     // The unconfirmed unit returns to the owner's account at the timeout.
     m.idle_until(h + 5);
-    assert_eq!(market::order(&m.net.store, CHAIN, &d).unwrap(), None);
+    assert_eq!(market::order(&*m.net.view(), CHAIN, &d).unwrap(), None);
     assert_eq!(m.gas(&b), GAS0 - m.fees(&b) - 50 + 4);
     assert_eq!(m.sku(&sku).listing.capacity, 9);
     assert_eq!(m.escrow(), 42);
@@ -1883,6 +1895,6 @@ fn two_attested_confirmations_of_one_order_in_a_block_both_count() {
     assert_eq!(m.gas(&s), GAS0 - m.fees(&s) + 15);
     // Replaying the first attestation now is refused.
     assert_eq!(m.send(&s, confirm(1, 1)), TxStatus::BadSignature);
-    let o = market::order(&m.net.store, CHAIN, &d).unwrap().unwrap();
+    let o = market::order(&*m.net.view(), CHAIN, &d).unwrap().unwrap();
     assert_eq!(o.confirmed, 3);
 }

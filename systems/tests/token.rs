@@ -123,7 +123,7 @@ impl TokNet {
     }
 
     fn price(&self) -> Option<(u64, u128)> {
-        price_in_force(&self.net.store, CHAIN).unwrap()
+        price_in_force(&*self.net.view(), CHAIN).unwrap()
     }
 
     /// Accounts plus escrow equal the supply to the unit; the state root
@@ -131,21 +131,21 @@ impl TokNet {
     /// and the devnet run (`int_systems::audit::audit`), which reads the
     /// stored supply record and every plugin's escrow.
     fn audit(&mut self) {
-        let (supply, audit) = int_systems::audit::audit(&self.net.store, CHAIN)
+        let (supply, audit) = int_systems::audit::audit(&*self.net.view(), CHAIN)
             .unwrap()
             .expect("a chain with tokens stores its supply");
         assert_eq!(supply, self.net.chain().supply().unwrap());
-        let (int, gas) = totals(&self.net.store);
+        let (int, gas) = totals(&*self.net.view());
         assert_eq!((audit.int_in_accounts, audit.gas_in_accounts), (int, gas));
         assert_eq!(
             Escrow {
                 int: audit.int_in_escrow,
                 gas: audit.gas_in_escrow
             },
-            escrow_held(&self.net.store, CHAIN).unwrap()
+            escrow_held(&*self.net.view(), CHAIN).unwrap()
         );
         assert!(audit.balanced(), "{audit:?} {supply:?}");
-        let (root, _) = recompute_root(&self.net.store, CHAIN).unwrap();
+        let (root, _) = recompute_root(&*self.net.view(), CHAIN).unwrap();
         assert_eq!(root, self.net.head().state_root);
     }
 }
@@ -244,14 +244,14 @@ fn a_chain_without_a_price_or_tokens_refuses_and_refunds() {
     t.advance_to_epoch(2);
     assert_eq!(t.one(&u, burn(500)), TxStatus::Ok);
     assert_eq!(t.price(), Some((2, 500)));
-    assert_eq!(price_at(&t.net.store, CHAIN, 1).unwrap(), None);
+    assert_eq!(price_at(&*t.net.view(), CHAIN, 1).unwrap(), None);
     assert_eq!(t.acct(&u).int, INT0 - 500);
     assert_eq!(t.acct(&u).gas, GAS0 - t.fees(&u) + GAS_PER_FIAT);
 
     // No token configuration at all: every token payload is unsupported
     // and its lock comes back.
     let mut t = TokNet::with(true, &[]);
-    assert!(token::load_config(&t.net.store, CHAIN).unwrap().is_none());
+    assert!(token::load_config(&*t.net.view(), CHAIN).unwrap().is_none());
     let batch = vec![
         t.tx(&u, burn(500)),
         t.tx(&u, bid(2, 300, 0)),
@@ -260,7 +260,7 @@ fn a_chain_without_a_price_or_tokens_refuses_and_refunds() {
     assert_eq!(t.block(batch), vec![TxStatus::UnsupportedPayload; 3]);
     let a = t.acct(&u);
     assert_eq!((a.int, a.gas), (INT0, GAS0 - t.fees(&u)));
-    assert_eq!(escrow_held(&t.net.store, CHAIN).unwrap(), Escrow::NONE);
+    assert_eq!(escrow_held(&*t.net.view(), CHAIN).unwrap(), Escrow::NONE);
 }
 
 #[test]
@@ -271,7 +271,7 @@ fn the_oracles_median_sets_the_next_epochs_price() {
     assert_eq!(t.block(batch), vec![TxStatus::Ok; 2]);
     let batch = vec![t.tx(&oracle(2), report(200)), t.tx(&oracle(0), report(400))];
     assert_eq!(t.block(batch), vec![TxStatus::Ok; 2]);
-    let mut now = token::reports(&t.net.store, CHAIN, 0).unwrap();
+    let mut now = token::reports(&*t.net.view(), CHAIN, 0).unwrap();
     now.sort();
     assert_eq!(now.len(), 3);
     assert!(now.contains(&(id(&oracle(0)), 400)));
@@ -283,7 +283,7 @@ fn the_oracles_median_sets_the_next_epochs_price() {
     assert_eq!(t.one(&u, burn(300)), TxStatus::Ok);
     assert_eq!(t.price(), Some((1, 300)));
     assert_eq!(t.acct(&u).gas, GAS0 - t.fees(&u) + GAS_PER_FIAT);
-    assert!(token::reports(&t.net.store, CHAIN, 0).unwrap().is_empty());
+    assert!(token::reports(&*t.net.view(), CHAIN, 0).unwrap().is_empty());
 
     // Epoch 1: four reports (lower median), one replaced within a block.
     assert_eq!(t.next_epoch(), 1);
@@ -303,7 +303,7 @@ fn the_oracles_median_sets_the_next_epochs_price() {
     t.advance_to_epoch(3);
     t.block(Vec::new());
     assert_eq!(t.price(), Some((3, 20)));
-    let s = &t.net.store;
+    let s = &*t.net.view();
     assert_eq!(price_at(s, CHAIN, 0).unwrap(), Some(PRICE0));
     assert_eq!(price_at(s, CHAIN, 1).unwrap(), Some(300));
     assert_eq!(price_at(s, CHAIN, 2).unwrap(), Some(20));
@@ -342,18 +342,18 @@ fn the_gas_auction_clears_at_one_price_and_refunds_the_rest() {
     );
     // The escrow is held by the bids and counted in the supply.
     let held = 4 * 300 + 5 * 200 + 3 * 150 + 2 * 150;
-    assert_eq!(escrow_held(&t.net.store, CHAIN).unwrap().int, held);
+    assert_eq!(escrow_held(&*t.net.view(), CHAIN).unwrap().int, held);
     assert_eq!(t.net.chain().supply().unwrap().int_escrow, held);
     assert_eq!(t.acct(&a).int, INT0 - 1_200);
     assert_eq!(t.acct(&x).int, INT0, "refused bids are refunded");
-    assert_eq!(last_auction(&t.net.store, CHAIN).unwrap(), None);
+    assert_eq!(last_auction(&*t.net.view(), CHAIN).unwrap(), None);
     let supply = t.net.chain().supply().unwrap();
 
     // A bid for a closed epoch, sent in the first block of the next one.
     t.advance_to_epoch(1);
     assert_eq!(t.one(&x, bid(1, 500, e)), TxStatus::AuctionClosed);
     // 10 lots: A 4 and B 5 in full, C 1 of 3, D none; all pay 150.
-    let r = last_auction(&t.net.store, CHAIN).unwrap().unwrap();
+    let r = last_auction(&*t.net.view(), CHAIN).unwrap().unwrap();
     assert_eq!(
         r,
         AuctionResult {
@@ -365,7 +365,7 @@ fn the_gas_auction_clears_at_one_price_and_refunds_the_rest() {
         }
     );
     assert_eq!(
-        token::auction_result(&t.net.store, CHAIN, 0).unwrap(),
+        token::auction_result(&*t.net.view(), CHAIN, 0).unwrap(),
         Some(r)
     );
     assert_eq!(t.acct(&a).int, INT0 - 4 * 150);
@@ -375,7 +375,7 @@ fn the_gas_auction_clears_at_one_price_and_refunds_the_rest() {
     assert_eq!(t.acct(&c).int, INT0 - 150);
     assert_eq!(t.acct(&c).gas, GAS0 - t.fees(&c) + GAS_PER_FIAT);
     assert_eq!((t.acct(&d).int, t.acct(&d).gas), (INT0, GAS0 - t.fees(&d)));
-    assert_eq!(escrow_held(&t.net.store, CHAIN).unwrap(), Escrow::NONE);
+    assert_eq!(escrow_held(&*t.net.view(), CHAIN).unwrap(), Escrow::NONE);
     let after = t.net.chain().supply().unwrap();
     assert_eq!(after.int_escrow, 0);
     assert_eq!(after.int_burned, supply.int_burned + 1_500);
@@ -386,7 +386,7 @@ fn the_gas_auction_clears_at_one_price_and_refunds_the_rest() {
     assert_eq!(t.block(batch), vec![TxStatus::Ok; 2]);
     t.advance_to_epoch(2);
     t.block(Vec::new());
-    let r = last_auction(&t.net.store, CHAIN).unwrap().unwrap();
+    let r = last_auction(&*t.net.view(), CHAIN).unwrap().unwrap();
     assert_eq!(
         (r.epoch, r.clearing_int_per_lot, r.lots_sold),
         (1, Some(250), 5)
@@ -395,8 +395,14 @@ fn the_gas_auction_clears_at_one_price_and_refunds_the_rest() {
     // Epoch 2 had no bids: nothing recorded, the last result stays.
     t.advance_to_epoch(3);
     t.block(Vec::new());
-    assert_eq!(last_auction(&t.net.store, CHAIN).unwrap().unwrap().epoch, 1);
-    assert_eq!(token::auction_result(&t.net.store, CHAIN, 2).unwrap(), None);
+    assert_eq!(
+        last_auction(&*t.net.view(), CHAIN).unwrap().unwrap().epoch,
+        1
+    );
+    assert_eq!(
+        token::auction_result(&*t.net.view(), CHAIN, 2).unwrap(),
+        None
+    );
 }
 
 /// Credits reach accounts the clearing block names nowhere (bidders hot in
@@ -425,7 +431,7 @@ fn state_survives_a_restart() {
     t.block(Vec::new());
     assert_eq!(t.price(), Some((1, 999)));
     assert_eq!(
-        last_auction(&t.net.store, CHAIN)
+        last_auction(&*t.net.view(), CHAIN)
             .unwrap()
             .unwrap()
             .lots_sold,
@@ -498,7 +504,7 @@ proptest! {
         par.block(Vec::new());
         seq.block(Vec::new());
         prop_assert_eq!(par.net.head().state_root, seq.net.head().state_root);
-        prop_assert_eq!(escrow_held(&par.net.store, CHAIN).unwrap(), Escrow::NONE);
+        prop_assert_eq!(escrow_held(&*par.net.view(), CHAIN).unwrap(), Escrow::NONE);
         let s = par.net.chain().supply().unwrap();
         prop_assert_eq!(s.int_escrow, 0);
         prop_assert_eq!(s.int_total, s.int_genesis - s.int_burned);

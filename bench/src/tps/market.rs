@@ -475,7 +475,7 @@ pub(super) fn measure(
     let txs = m.envelopes(&accts.ids, plans, sig)?;
     setup_block(chain, validator, &txs, "listing")?;
     let auction = m.skus[2][0].0;
-    let view = market::sku(chain.store(), CHAIN_ID, &auction)?
+    let view = market::sku(&*chain.store().snapshot()?, CHAIN_ID, &auction)?
         .ok_or_else(|| TpsError::Failed("market: a listed SKU is missing".into()))?;
     m.listed_height = view.listed_height;
     if view.window_end != m.listed_height + AUCTION_WINDOW as u64 {

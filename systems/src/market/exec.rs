@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bevy_ecs::prelude::*;
 use int_engine::crypto::bls::PublicKey;
-use int_engine::storage::{KeyValue, ObjectTable, ObjectWrite, Store};
+use int_engine::storage::{KeyValue, ObjectTable, ObjectWrite, StateView};
 use int_engine::supply::SupplyDelta;
 use int_engine::world::{
     BlockContext, BlockSupply, Credit, Credits, DeferredPayloads, ExecConfig, ExecFault,
-    ObjectWrites, Outcomes, PayloadVerdicts, StoreHandle,
+    ObjectWrites, Outcomes, ParentState, PayloadVerdicts,
 };
 use int_schemas::market::{
     BUILTIN_KINDS, CUSTOM_KIND_FIRST, channel_receipt_message, total, usage_attestation_message,
@@ -103,7 +103,7 @@ impl TxWork<'_> {
 
 /// What the block needs from outside the groups.
 pub(crate) struct Env<'a> {
-    pub store: &'a Store,
+    pub store: &'a dyn StateView,
     pub chain_id: u32,
     pub height: u64,
     /// Custom kinds the block's registrations added (the pre-pass).
@@ -127,7 +127,7 @@ pub(crate) struct Output {
 pub(crate) fn apply_market(
     ctx: Res<BlockContext>,
     cfg: Res<ExecConfig>,
-    store: Res<StoreHandle>,
+    store: Res<ParentState>,
     deferred: Res<DeferredPayloads>,
     outcomes: Res<Outcomes>,
     verdicts: Res<PayloadVerdicts>,
@@ -172,7 +172,7 @@ pub(crate) fn apply_market(
     }
     mine.sort_by_key(|t| t.index);
     match execute(
-        &store.0,
+        &*store.0,
         ctx.chain_id,
         ctx.height,
         &mine,
@@ -193,7 +193,7 @@ pub(crate) fn apply_market(
 
 /// The timers due at or before `height`, earliest first, at most `cap`.
 pub(crate) fn due_timers(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     height: u64,
     cap: usize,
@@ -204,7 +204,7 @@ pub(crate) fn due_timers(
 /// The entries of a due index (`prefix` ‖ height ‖ id) at or before
 /// `height`, earliest first, at most `cap`.
 pub(crate) fn scan_due<T, P>(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     prefix: &[u8],
     height: u64,
@@ -232,7 +232,7 @@ where
 /// Decides the block's market transactions and runs its due timers (see
 /// the module documentation of `market` for the order).
 pub(crate) fn execute(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     height: u64,
     txs: &[TxWork<'_>],
@@ -322,7 +322,7 @@ struct Work<'a, 'b> {
 /// The registry pre-pass: each name gets the next number from 256, unless
 /// it is built in, taken, or the registry is full (`KindTaken`).
 fn register_kinds(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     regs: &[&TxWork<'_>],
     verdicts: &PayloadVerdicts,
@@ -379,7 +379,7 @@ fn state_put(key: Vec<u8>, value: Vec<u8>) -> ObjectWrite {
 type Slot = (ObjectTable, Vec<u8>);
 
 struct Overlay<'a> {
-    store: &'a Store,
+    store: &'a dyn StateView,
     chain_id: u32,
     map: BTreeMap<Slot, Option<Vec<u8>>>,
 }
@@ -1305,14 +1305,15 @@ fn policy_buy(cx: &mut Cx<'_, '_>, s: &SkuRef, b: &PolicyBuy) -> Result<Option<u
 mod tests {
     use int_engine::state::smt::NodeBatch;
     use int_engine::storage::{BlockWrite, Head};
+    use std::sync::Arc;
 
     use super::*;
 
     const CHAIN: u32 = 3;
 
-    fn store_with(objects: &[ObjectWrite]) -> (tempfile::TempDir, Store) {
+    fn store_with(objects: &[ObjectWrite]) -> (tempfile::TempDir, Arc<dyn StateView>) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = int_engine::storage::open(dir.path()).unwrap();
         store
             .commit_block(&BlockWrite {
                 chain_id: CHAIN,
@@ -1326,7 +1327,7 @@ mod tests {
                 objects,
             })
             .unwrap();
-        (dir, store)
+        (dir, store.snapshot().unwrap())
     }
 
     fn sku(i: u8) -> SkuRef {
@@ -1344,7 +1345,7 @@ mod tests {
             .collect();
         let (_dir, store) = store_with(&due);
         let at = |h, cap| {
-            due_timers(&store, CHAIN, h, cap)
+            due_timers(&*store, CHAIN, h, cap)
                 .unwrap()
                 .into_iter()
                 .map(|(at, t)| (at, t.sku().seq))
@@ -1361,7 +1362,7 @@ mod tests {
         bad.pop();
         let (_dir, store) = store_with(&[state_put(bad, due_value())]);
         assert!(matches!(
-            due_timers(&store, CHAIN, 5, 10),
+            due_timers(&*store, CHAIN, 5, 10),
             Err(MarketError::Corrupt { .. })
         ));
     }
@@ -1375,7 +1376,7 @@ mod tests {
             state_put(b"mkt/t/b1".to_vec(), vec![4]),
         ]);
         let mut ov = Overlay {
-            store: &store,
+            store: &*store,
             chain_id: CHAIN,
             map: BTreeMap::new(),
         };
@@ -1435,7 +1436,7 @@ mod tests {
         )]);
         let verdicts = PayloadVerdicts::new(2);
         let mut writes = Vec::new();
-        let added = register_kinds(&store, CHAIN, &regs, &verdicts, &mut writes).unwrap();
+        let added = register_kinds(&*store, CHAIN, &regs, &verdicts, &mut writes).unwrap();
         let last = CUSTOM_KIND_FIRST + KINDS_MAX as u16 - 1;
         assert_eq!(added, BTreeSet::from([last]));
         assert_eq!(

@@ -120,7 +120,7 @@ mod sigs;
 use std::collections::BTreeSet;
 
 use bevy_ecs::prelude::*;
-use int_engine::storage::{ObjectTable, StorageError, Store};
+use int_engine::storage::{ObjectTable, StateView, StorageError};
 use int_engine::world::{Plugin, Stage};
 use int_schemas::market::{BUILTIN_KINDS, CUSTOM_KIND_FIRST, KIND_NAME_BYTES_MAX, is_geohash};
 use int_schemas::{AccountId, DealRef, Escrow, SkuListing, SkuRef};
@@ -215,7 +215,11 @@ pub struct SkuQuery {
 /// Listed SKUs with capacity left that match `q`, cheapest first (ties by
 /// id), at most `q.limit`. A `near` that is not a geohash prefix matches
 /// nothing.
-pub fn query(store: &Store, chain_id: u32, q: &SkuQuery) -> Result<Vec<SkuView>, MarketError> {
+pub fn query(
+    store: &dyn StateView,
+    chain_id: u32,
+    q: &SkuQuery,
+) -> Result<Vec<SkuView>, MarketError> {
     if q.limit == 0 || !is_geohash(&q.near, 0) {
         return Ok(Vec::new());
     }
@@ -250,7 +254,11 @@ pub fn query(store: &Store, chain_id: u32, q: &SkuQuery) -> Result<Vec<SkuView>,
 
 /// One SKU, listed or delisted (see [`SkuView::delisted`]); `None` if it
 /// never existed.
-pub fn sku(store: &Store, chain_id: u32, id: &SkuRef) -> Result<Option<SkuView>, MarketError> {
+pub fn sku(
+    store: &dyn StateView,
+    chain_id: u32,
+    id: &SkuRef,
+) -> Result<Option<SkuView>, MarketError> {
     Ok(stored(store, chain_id, &sku_key(id), SkuRecord::decode)?.map(|r| SkuView::new(*id, r)))
 }
 
@@ -273,7 +281,7 @@ pub struct ChannelView {
 
 /// An open channel; `None` if it never existed or was closed.
 pub fn channel(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     id: &DealRef,
 ) -> Result<Option<ChannelView>, MarketError> {
@@ -306,7 +314,11 @@ pub struct OrderView {
 
 /// An open order; `None` if it never existed, was fully confirmed or timed
 /// out.
-pub fn order(store: &Store, chain_id: u32, id: &DealRef) -> Result<Option<OrderView>, MarketError> {
+pub fn order(
+    store: &dyn StateView,
+    chain_id: u32,
+    id: &DealRef,
+) -> Result<Option<OrderView>, MarketError> {
     Ok(
         stored(store, chain_id, &order_key(id), OrderRecord::decode)?.map(|o| OrderView {
             id: *id,
@@ -338,7 +350,11 @@ pub struct BidView {
 }
 
 /// The open bids on a SKU, by window then bidder.
-pub fn bids(store: &Store, chain_id: u32, id: &SkuRef) -> Result<Vec<BidView>, MarketError> {
+pub fn bids(
+    store: &dyn StateView,
+    chain_id: u32,
+    id: &SkuRef,
+) -> Result<Vec<BidView>, MarketError> {
     let prefix = bid_sku_prefix(id);
     let mut out = Vec::new();
     store.scan_prefix(chain_id, ObjectTable::State, &prefix, |k, v| {
@@ -381,7 +397,7 @@ impl PolicyView {
 
 /// `owner`'s policy for `kind`; `None` if none is set.
 pub fn policy(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     owner: &AccountId,
     kind: u16,
@@ -396,7 +412,7 @@ pub fn policy(
 /// Standing policies by owner then kind (only `owner`'s when given), at
 /// most `limit`.
 pub fn policies(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     owner: Option<&AccountId>,
     limit: usize,
@@ -423,7 +439,7 @@ pub fn policies(
 /// channel's deposit, the unconfirmed units of each order, every open bid,
 /// every policy's balance. The supply audit compares it with the chain's
 /// escrow total.
-pub fn escrow_held(store: &Store, chain_id: u32) -> Result<Escrow, MarketError> {
+pub fn escrow_held(store: &dyn StateView, chain_id: u32) -> Result<Escrow, MarketError> {
     let mut gas: u128 = 0;
     let mut sum = |prefix: &[u8], held: &dyn Fn(&[u8]) -> Result<u128, MarketError>| {
         store.scan_prefix(chain_id, ObjectTable::State, prefix, |_, v| {
@@ -440,7 +456,11 @@ pub fn escrow_held(store: &Store, chain_id: u32) -> Result<Escrow, MarketError> 
 
 /// The name of a resource kind: built in, or registered; `None` for a
 /// number no kind has.
-pub fn kind_name(store: &Store, chain_id: u32, kind: u16) -> Result<Option<String>, MarketError> {
+pub fn kind_name(
+    store: &dyn StateView,
+    chain_id: u32,
+    kind: u16,
+) -> Result<Option<String>, MarketError> {
     if let Some(n) = BUILTIN_KINDS.get(kind as usize) {
         return Ok(Some(n.to_string()));
     }
@@ -452,7 +472,11 @@ pub fn kind_name(store: &Store, chain_id: u32, kind: u16) -> Result<Option<Strin
 
 /// The number of a resource kind by name (built in or registered), for
 /// `int market list --kind NAME`.
-pub fn kind_by_name(store: &Store, chain_id: u32, name: &str) -> Result<Option<u16>, MarketError> {
+pub fn kind_by_name(
+    store: &dyn StateView,
+    chain_id: u32,
+    name: &str,
+) -> Result<Option<u16>, MarketError> {
     if let Some(i) = BUILTIN_KINDS.iter().position(|k| *k == name) {
         return Ok(Some(i as u16));
     }

@@ -44,7 +44,7 @@
 
 use std::collections::BTreeMap;
 
-use int_engine::storage::{ObjectTable, ObjectWrite, Store};
+use int_engine::storage::{ObjectTable, ObjectWrite, StateView};
 use int_schemas::wire::{Preference, PriceModel, TxStatus};
 use int_schemas::{PayloadSpec, PolicySpec, SkuRef};
 
@@ -352,7 +352,7 @@ impl<'e, 'a> Policies<'e, 'a> {
 /// The policies due at or before `height`, earliest first, at most
 /// [`POLICY_RUNS_PER_BLOCK`].
 pub(crate) fn due_policies(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     height: u64,
 ) -> Result<Vec<(u64, PolicyId)>, MarketError> {

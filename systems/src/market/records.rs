@@ -21,7 +21,7 @@
 //! The longest key is a due entry of a deal, 97 bytes, under the store's
 //! 128.
 
-use int_engine::storage::{OBJECT_KEY_BYTES_MAX, ObjectTable, Store};
+use int_engine::storage::{OBJECT_KEY_BYTES_MAX, ObjectTable, StateView};
 use int_schemas::market::{
     ALLOW_MAX, CLUSTERS_MAX, GEOHASH_CHARS_MAX, KIND_NAME_BYTES_MAX, is_geohash, total,
 };
@@ -149,7 +149,7 @@ pub(crate) fn parse_index_key(key: &[u8]) -> Result<(SkuRef, &[u8], u128), Marke
 
 /// The committed state object at `key`, decoded; `None` when absent.
 pub(crate) fn stored<T>(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     key: &[u8],
     decode: impl FnOnce(&[u8]) -> Result<T, MarketError>,

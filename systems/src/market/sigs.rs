@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 
 use int_engine::crypto::bls::{self, BatchItem, DST_SIG, PublicKey, Signature};
-use int_engine::storage::Store;
+use int_engine::storage::StateView;
 use int_schemas::market::{channel_receipt_message, usage_attestation_message};
 use int_schemas::{AccountId, PayloadSpec};
 use rayon::prelude::*;
@@ -64,7 +64,11 @@ struct Item {
 
 /// The signature a transaction needs checked, with the message it must
 /// sign (as of the committed state).
-fn wanted(store: &Store, chain_id: u32, t: &TxWork<'_>) -> Result<Option<Item>, MarketError> {
+fn wanted(
+    store: &dyn StateView,
+    chain_id: u32,
+    t: &TxWork<'_>,
+) -> Result<Option<Item>, MarketError> {
     Ok(match t.payload {
         PayloadSpec::ClaimChannel {
             channel,
@@ -113,7 +117,7 @@ fn seed(chain_id: u32, height: u64, batch: &[BatchItem<'_>]) -> [u8; 32] {
 /// Checks the signatures of the block's market transactions `txs`
 /// together (see the module documentation).
 pub(crate) fn precheck(
-    store: &Store,
+    store: &dyn StateView,
     chain_id: u32,
     height: u64,
     txs: &[TxWork<'_>],
@@ -198,7 +202,7 @@ mod tests {
     #[test]
     fn the_batch_gives_each_signature_its_own_verdict() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let storage = int_engine::storage::open(dir.path()).unwrap();
         let (a, b, keyless) = (key(1), key(2), key(3));
         let accounts: Vec<(AccountId, AccountRecord)> = [&a, &b]
             .iter()
@@ -212,7 +216,7 @@ mod tests {
                 )
             })
             .collect();
-        store
+        storage
             .commit_block(&BlockWrite {
                 chain_id: CHAIN,
                 accounts: &accounts,
@@ -225,6 +229,7 @@ mod tests {
                 objects: &[],
             })
             .unwrap();
+        let store = storage.snapshot().unwrap();
         let claim = |r: int_schemas::ChannelReceipt| PayloadSpec::ClaimChannel {
             channel: r.channel,
             amount: r.amount,
@@ -270,7 +275,7 @@ mod tests {
             intent: None,
         });
         for parallel in [true, false] {
-            let checks = precheck(&store, CHAIN, 5, &txs, parallel).unwrap();
+            let checks = precheck(&*store, CHAIN, 5, &txs, parallel).unwrap();
             assert_eq!(checks.len(), 5);
             let msg = |i: usize| msg_of(&txs[i]);
             let got: Vec<Option<bool>> =
@@ -290,7 +295,7 @@ mod tests {
             assert_eq!(checks.verdict(9, &msg(0)), None);
         }
         // All good: one batch, all true.
-        let good = precheck(&store, CHAIN, 5, &[txs[0], txs[2]], true).unwrap();
+        let good = precheck(&*store, CHAIN, 5, &[txs[0], txs[2]], true).unwrap();
         assert_eq!(good.verdict(0, &msg_of(&txs[0])), Some(true));
         assert_eq!(good.verdict(2, &msg_of(&txs[2])), Some(true));
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use int_engine::chain::{BlockResult, Chain, ChainConfig};
 use int_engine::crypto::bls::{PublicKey, SecretKey, Signature, tx_message};
 use int_engine::ingress::{self, CheckedBatch, IngressConfig, KeyCache, VerifiedTx};
-use int_engine::storage::{AccountRecord, Head, ObjectWrite, Store};
+use int_engine::storage::{AccountRecord, Head, ObjectWrite, StateView, Storage};
 use int_engine::world::Plugin;
 use int_schemas::wire::{DeviceKind, Token, TxStatus};
 use int_schemas::{
@@ -162,7 +162,7 @@ pub fn ingress_cfg() -> IngressConfig {
 }
 
 /// Runs ingress over `batch` with keys read from `store`.
-pub fn check(store: &Store, batch: Vec<Vec<u8>>) -> CheckedBatch {
+pub fn check(store: &dyn Storage, batch: Vec<Vec<u8>>) -> CheckedBatch {
     let keys = KeyCache::new(store, CHAIN, 1 << 16);
     ingress::check_batch(&ingress_cfg(), &keys, batch)
 }
@@ -172,7 +172,7 @@ pub struct Net {
     /// The pipeline (dropped and reopened by the restart test).
     pub chain: Option<Chain>,
     /// The store.
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Storage>,
     /// The proposer of every block.
     pub proposer: SecretKey,
     /// Time of the next block.
@@ -218,7 +218,7 @@ impl Net {
         objects: &[ObjectWrite],
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Arc::new(Store::open(dir.path()).expect("open store"));
+        let store = int_engine::storage::open(dir.path()).expect("open store");
         let proposer = proposer_key();
         let mut all = alloc.to_vec();
         if !all.iter().any(|(a, _)| *a == id(&proposer)) {
@@ -248,7 +248,12 @@ impl Net {
 
     /// The committed head.
     pub fn head(&self) -> Head {
-        self.store.head(CHAIN).expect("head").expect("genesis")
+        self.store
+            .snapshot()
+            .unwrap()
+            .head(CHAIN)
+            .expect("head")
+            .expect("genesis")
     }
 
     /// Drops the pipeline and opens a new one over the same store.
@@ -261,7 +266,7 @@ impl Net {
 
     /// Runs ingress over `batch` against the committed state.
     pub fn ingress(&self, batch: Vec<Vec<u8>>) -> CheckedBatch {
-        check(&self.store, batch)
+        check(&*self.store, batch)
     }
 
     /// Executes already verified transactions as the next block.
@@ -293,18 +298,27 @@ impl Net {
 
     /// One committed account.
     pub fn account(&self, a: &AccountId) -> Option<AccountRecord> {
-        self.store.account(CHAIN, a).expect("read account")
+        self.store
+            .snapshot()
+            .unwrap()
+            .account(CHAIN, a)
+            .expect("read account")
+    }
+
+    /// A snapshot of the committed state.
+    pub fn view(&self) -> Arc<dyn StateView> {
+        self.store.snapshot().expect("snapshot")
     }
 
     /// Every committed account.
     pub fn accounts(&self) -> BTreeMap<AccountId, AccountRecord> {
-        all_accounts(&self.store)
+        all_accounts(&*self.store.snapshot().unwrap())
     }
 
     /// The receipts of the block at `height`.
     pub fn receipts(&self, height: u64) -> Vec<ReceiptFields> {
         let bytes = self
-            .store
+            .view()
             .receipts(CHAIN, height)
             .expect("read receipts")
             .expect("receipts stored");
@@ -317,7 +331,7 @@ impl Net {
 }
 
 /// Every committed account of [`CHAIN`] in `store`.
-pub fn all_accounts(store: &Store) -> BTreeMap<AccountId, AccountRecord> {
+pub fn all_accounts(store: &dyn StateView) -> BTreeMap<AccountId, AccountRecord> {
     let mut m = BTreeMap::new();
     store
         .for_each_account(CHAIN, |a, r| {
@@ -328,7 +342,7 @@ pub fn all_accounts(store: &Store) -> BTreeMap<AccountId, AccountRecord> {
 }
 
 /// Sum of INT and of GAS over every committed account.
-pub fn totals(store: &Store) -> (u128, u128) {
+pub fn totals(store: &dyn StateView) -> (u128, u128) {
     let (mut int, mut gas) = (0u128, 0u128);
     store
         .for_each_account(CHAIN, |_, r| {

@@ -1,0 +1,497 @@
+//! Storage: the interface through which everything reads and writes chain
+//! state, and its one implementation ([`lmdb`]).
+//!
+//! Layered as reth layers it: typed records first ([`AccountRecord`],
+//! [`Head`], plugin objects as [`ObjectWrite`]), then two providers as
+//! traits:
+//!
+//! - [`StateView`]: a consistent snapshot of what is committed — every
+//!   chain's head, accounts, plugin objects, state-tree nodes, blocks,
+//!   receipts and the transaction index — as of one instant. A block is
+//!   executed against the snapshot of its parent; an RPC request answers
+//!   from one snapshot. A commit after the snapshot was taken is invisible
+//!   to it.
+//! - [`Storage`]: opens snapshots and commits one block's writes
+//!   ([`BlockWrite`]) atomically: after a crash the store holds the whole
+//!   block or none of it.
+//!
+//! Only this module knows which store holds the data: [`open`] is the one
+//! constructor, and nothing outside `storage` names LMDB.
+//!
+//! Plugins (the BPK identity tree, nullifiers, centroids, SKUs, deals,
+//! bids, policies, token records) keep their state as objects in
+//! [`ObjectTable::State`], each under its own key prefix: the state tree
+//! commits to every object at leaf [`object_leaf`]`(key)` with value
+//! `blake3(value)`, beside the accounts. [`ObjectTable::Derived`] holds what
+//! follows from committed state and is kept only to serve it fast (the
+//! identity tree's inner nodes, the market's discovery index).
+
+pub mod lmdb;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::state::smt::{self, Node, NodeBatch, NodeKey, NodeReader, SmtError};
+use int_schemas::{AccountId, Hash32, PublicKeyBytes};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The store's engine reported an error.
+    #[error("store: {0}")]
+    Backend(String),
+    /// A stored value does not decode: the store is corrupt or foreign.
+    #[error("corrupt {table} record: {what}")]
+    Corrupt {
+        /// Table holding the record.
+        table: &'static str,
+        /// What is wrong.
+        what: String,
+    },
+    /// The state tree failed.
+    #[error("state tree: {0}")]
+    Smt(#[from] SmtError),
+    /// Creating the data directory failed.
+    #[error("data dir: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens (creating if needed) the store in `dir`.
+pub fn open(dir: &Path) -> Result<Arc<dyn Storage>, StorageError> {
+    Ok(Arc::new(lmdb::LmdbStore::open(dir)?))
+}
+
+/// The committed store: snapshots to read, one atomic commit per block.
+pub trait Storage: Send + Sync {
+    /// A snapshot of everything committed now, read by one thread at a time
+    /// (concurrent readers wait for each other): RPC requests, CLI reads,
+    /// key lookups.
+    fn snapshot(&self) -> Result<Arc<dyn StateView>, StorageError>;
+
+    /// The same snapshot, readable by every worker of rayon's pool at once
+    /// without waiting: block execution's loads and the state-root update.
+    fn parallel_snapshot(&self) -> Result<Arc<dyn StateView>, StorageError>;
+
+    /// Commits one block: accounts, tree nodes, objects, block, receipts,
+    /// the transaction index and the head. Either all of it is durable or
+    /// none; snapshots taken before see none of it.
+    fn commit_block(&self, w: &BlockWrite<'_>) -> Result<(), StorageError>;
+
+    /// Entries and pages per table and the file's high-water mark.
+    fn stats(&self) -> Result<StoreStats, StorageError>;
+
+    /// Flushes the data to disk (commits are durable already; this is for
+    /// relaxed-durability modes).
+    fn sync(&self) -> Result<(), StorageError>;
+}
+
+/// What [`StateView::scan`] calls for each key and value: `Ok(false)`
+/// stops the walk.
+pub type ScanFn<'f> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError> + 'f;
+
+/// Reads of committed state at one instant. Every method reads the same
+/// version of the store, whatever commits in between.
+pub trait StateView: Send + Sync {
+    /// The head of a chain, or `None` before its genesis.
+    fn head(&self, chain_id: u32) -> Result<Option<Head>, StorageError>;
+
+    /// One account.
+    fn account(&self, chain_id: u32, id: &AccountId)
+    -> Result<Option<AccountRecord>, StorageError>;
+
+    /// Many accounts, in the order of `ids` (read in parallel where the
+    /// snapshot allows).
+    fn accounts(
+        &self,
+        chain_id: u32,
+        ids: &[AccountId],
+    ) -> Result<Vec<Option<AccountRecord>>, StorageError> {
+        ids.iter().map(|id| self.account(chain_id, id)).collect()
+    }
+
+    /// One plugin object.
+    fn object(
+        &self,
+        chain_id: u32,
+        table: ObjectTable,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// The first object whose key is `>= from` and starts with `prefix`
+    /// (`from` must start with `prefix`): one seek. With keys that encode a
+    /// number inverted, this finds the entry in force at a height or epoch.
+    fn object_at_or_after(
+        &self,
+        chain_id: u32,
+        table: ObjectTable,
+        prefix: &[u8],
+        from: &[u8],
+    ) -> Result<Option<KeyValue>, StorageError>;
+
+    /// Calls `f` for every object of `table` whose key starts with
+    /// `prefix`, in key order, until `f` returns `Ok(false)` or an error
+    /// (returned). Callers use [`scan_prefix`](#method.scan_prefix), which
+    /// takes the caller's error type.
+    fn scan(
+        &self,
+        chain_id: u32,
+        table: ObjectTable,
+        prefix: &[u8],
+        f: &mut ScanFn<'_>,
+    ) -> Result<(), StorageError>;
+
+    /// Calls `f` for every account of a chain in id order until it returns
+    /// `false`.
+    fn scan_accounts(
+        &self,
+        chain_id: u32,
+        f: &mut dyn FnMut(AccountId, AccountRecord) -> bool,
+    ) -> Result<(), StorageError>;
+
+    /// One node of a chain's state tree.
+    fn node(&self, chain_id: u32, key: &NodeKey) -> Result<Option<Node>, SmtError>;
+
+    /// A sealed block.
+    fn block(&self, chain_id: u32, height: u64) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// The receipts of a block.
+    fn receipts(&self, chain_id: u32, height: u64) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Where an included transaction is (block height, index), by its hash
+    /// (BLAKE3 of the body); `None` for one never included.
+    fn tx_location(
+        &self,
+        chain_id: u32,
+        tx_hash: &Hash32,
+    ) -> Result<Option<(u64, u32)>, StorageError>;
+}
+
+impl dyn StateView + '_ {
+    /// [`StateView::scan`] with the caller's error type: `f`'s error stops
+    /// the walk and comes back as is, so a caller that decodes what it
+    /// reads gets one error type back.
+    pub fn scan_prefix<E: From<StorageError>>(
+        &self,
+        chain_id: u32,
+        table: ObjectTable,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let mut failed = None;
+        self.scan(chain_id, table, prefix, &mut |k, v| match f(k, v) {
+            Ok(more) => Ok(more),
+            Err(e) => {
+                failed = Some(e);
+                Ok(false)
+            }
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Calls `f` for every object of a chain in `table`, in key order.
+    pub fn for_each_object(
+        &self,
+        chain_id: u32,
+        table: ObjectTable,
+        mut f: impl FnMut(&[u8], &[u8]),
+    ) -> Result<(), StorageError> {
+        self.scan(chain_id, table, &[], &mut |k, v| {
+            f(k, v);
+            Ok(true)
+        })
+    }
+
+    /// Calls `f` for every account of a chain, in id order.
+    pub fn for_each_account(
+        &self,
+        chain_id: u32,
+        mut f: impl FnMut(AccountId, AccountRecord),
+    ) -> Result<(), StorageError> {
+        self.scan_accounts(chain_id, &mut |id, r| {
+            f(id, r);
+            true
+        })
+    }
+
+    /// The state tree of a chain in this snapshot, for [`smt::update`] and
+    /// [`smt::prove`].
+    pub fn nodes(&self, chain_id: u32) -> ChainNodes<'_> {
+        ChainNodes {
+            view: self,
+            chain_id,
+        }
+    }
+}
+
+/// One chain's state tree in a snapshot.
+pub struct ChainNodes<'v> {
+    view: &'v dyn StateView,
+    chain_id: u32,
+}
+
+impl NodeReader for ChainNodes<'_> {
+    fn get(&self, key: &NodeKey) -> Result<Option<Node>, SmtError> {
+        self.view.node(self.chain_id, key)
+    }
+}
+
+/// The encoded size of an [`AccountRecord`].
+pub const ACCOUNT_RECORD_BYTES: usize = 1 + 8 + 16 + 16 + 1 + 1 + 96 + 32;
+
+/// One account as stored: consensus-critical, since the state tree commits
+/// to `blake3` of these bytes. Fixed little-endian layout, version first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountRecord {
+    /// Next expected nonce.
+    pub nonce: u64,
+    /// INT balance.
+    pub int: u128,
+    /// GAS balance.
+    pub gas: u128,
+    /// Registered public key (compressed), if any.
+    pub public_key: Option<PublicKeyBytes>,
+    /// Device kind (the wire enum's value).
+    pub device_kind: u8,
+    /// Hash of the device's off-chain metadata.
+    pub metadata_hash: Hash32,
+}
+
+const ACCOUNT_RECORD_VERSION: u8 = 1;
+
+impl AccountRecord {
+    /// Encodes the record.
+    pub fn encode(&self) -> [u8; ACCOUNT_RECORD_BYTES] {
+        let mut out = [0u8; ACCOUNT_RECORD_BYTES];
+        out[0] = ACCOUNT_RECORD_VERSION;
+        out[1..9].copy_from_slice(&self.nonce.to_le_bytes());
+        out[9..25].copy_from_slice(&self.int.to_le_bytes());
+        out[25..41].copy_from_slice(&self.gas.to_le_bytes());
+        out[41] = self.public_key.is_some() as u8;
+        out[42] = self.device_kind;
+        if let Some(pk) = &self.public_key {
+            out[43..139].copy_from_slice(pk);
+        }
+        out[139..171].copy_from_slice(&self.metadata_hash);
+        out
+    }
+
+    /// Decodes a record; an error when the bytes are not one.
+    pub fn decode(b: &[u8]) -> Result<Self, StorageError> {
+        let corrupt = |what: &str| StorageError::Corrupt {
+            table: "accounts",
+            what: what.to_string(),
+        };
+        if b.len() != ACCOUNT_RECORD_BYTES {
+            return Err(corrupt("wrong length"));
+        }
+        if b[0] != ACCOUNT_RECORD_VERSION {
+            return Err(corrupt("unknown version"));
+        }
+        let arr = |r: std::ops::Range<usize>| -> [u8; 16] {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&b[r]);
+            a
+        };
+        let mut nonce = [0u8; 8];
+        nonce.copy_from_slice(&b[1..9]);
+        let public_key = match b[41] {
+            0 => None,
+            1 => {
+                let mut pk = [0u8; 96];
+                pk.copy_from_slice(&b[43..139]);
+                Some(pk)
+            }
+            _ => return Err(corrupt("bad key flag")),
+        };
+        let mut metadata_hash = [0u8; 32];
+        metadata_hash.copy_from_slice(&b[139..171]);
+        Ok(Self {
+            nonce: u64::from_le_bytes(nonce),
+            int: u128::from_le_bytes(arr(9..25)),
+            gas: u128::from_le_bytes(arr(25..41)),
+            public_key,
+            device_kind: b[42],
+            metadata_hash,
+        })
+    }
+
+    /// The value the state tree commits to for this account.
+    pub fn hash(&self) -> Hash32 {
+        *blake3::hash(&self.encode()).as_bytes()
+    }
+}
+
+/// The head of a chain: the last committed block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Head {
+    /// Height of the last committed block.
+    pub height: u64,
+    /// Hash of its header.
+    pub hash: Hash32,
+    /// State root after it.
+    pub state_root: Hash32,
+    /// Number of accounts in the state.
+    pub accounts: u64,
+}
+
+impl Head {
+    pub(crate) fn encode(&self) -> [u8; 80] {
+        let mut out = [0u8; 80];
+        out[0..8].copy_from_slice(&self.height.to_le_bytes());
+        out[8..40].copy_from_slice(&self.hash);
+        out[40..72].copy_from_slice(&self.state_root);
+        out[72..80].copy_from_slice(&self.accounts.to_le_bytes());
+        out
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<Self, StorageError> {
+        if b.len() != 80 {
+            return Err(StorageError::Corrupt {
+                table: "meta",
+                what: "head has the wrong length".into(),
+            });
+        }
+        let mut h = Self::default();
+        let mut u = [0u8; 8];
+        u.copy_from_slice(&b[0..8]);
+        h.height = u64::from_le_bytes(u);
+        h.hash.copy_from_slice(&b[8..40]);
+        h.state_root.copy_from_slice(&b[40..72]);
+        u.copy_from_slice(&b[72..80]);
+        h.accounts = u64::from_le_bytes(u);
+        Ok(h)
+    }
+}
+
+/// Which plugin table a write goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectTable {
+    /// Consensus state, covered by the state root.
+    State,
+    /// Recomputable data, not covered by the state root.
+    Derived,
+}
+
+/// A key and its value, as read from a plugin table.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Longest plugin key (LMDB allows 511 bytes with the chain prefix).
+pub const OBJECT_KEY_BYTES_MAX: usize = 128;
+
+/// One plugin write: `value` `None` deletes the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectWrite {
+    /// Table.
+    pub table: ObjectTable,
+    /// Key, starting with the plugin's prefix; at most
+    /// [`OBJECT_KEY_BYTES_MAX`] bytes.
+    pub key: Vec<u8>,
+    /// New value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// The state-tree key of an object: `blake3("INT/obj/v1" ‖ key)`, so
+/// objects and accounts (whose keys are account ids) never collide.
+pub fn object_leaf(key: &[u8]) -> Hash32 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"INT/obj/v1");
+    h.update(key);
+    *h.finalize().as_bytes()
+}
+
+/// Everything one block writes, applied in a single write transaction.
+pub struct BlockWrite<'a> {
+    /// Chain the block belongs to.
+    pub chain_id: u32,
+    /// Dirty accounts with their new records.
+    pub accounts: &'a [(AccountId, AccountRecord)],
+    /// Tree nodes to write and delete.
+    pub nodes: &'a NodeBatch,
+    /// Height of the block.
+    pub height: u64,
+    /// The sealed block.
+    pub block: &'a [u8],
+    /// Its receipts.
+    pub receipts: &'a [u8],
+    /// The BLAKE3 hashes of its transactions' bodies, in block order: the
+    /// transaction index (hash → height, position) is written from them.
+    pub tx_hashes: &'a [Hash32],
+    /// The new head.
+    pub head: Head,
+    /// Plugin objects to write or delete (their state-tree leaves are in
+    /// `nodes` already).
+    pub objects: &'a [ObjectWrite],
+}
+
+/// Entries and pages of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableStats {
+    /// Table name.
+    pub name: &'static str,
+    /// Entries.
+    pub entries: u64,
+    /// B-tree depth.
+    pub depth: u32,
+    /// Branch pages.
+    pub branch_pages: u64,
+    /// Leaf pages.
+    pub leaf_pages: u64,
+    /// Overflow pages (values larger than a page).
+    pub overflow_pages: u64,
+}
+
+/// What the store occupies, for operators and benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Page size in bytes.
+    pub page_size: u32,
+    /// Highest page in use: the data file's high-water mark, in pages.
+    pub last_page: u64,
+    /// Per table.
+    pub tables: Vec<TableStats>,
+}
+
+/// Recomputes a chain's state root from every account and state object of
+/// a snapshot, from scratch: the audit behind `int state`'s `root_ok`.
+/// Returns the root and the number of accounts.
+pub fn recompute_root(view: &dyn StateView, chain_id: u32) -> Result<(Hash32, u64), StorageError> {
+    let mut leaves = Vec::new();
+    view.for_each_account(chain_id, |id, rec| leaves.push((id, rec.hash())))?;
+    let n = leaves.len() as u64;
+    view.for_each_object(chain_id, ObjectTable::State, |k, v| {
+        leaves.push((object_leaf(k), *blake3::hash(v).as_bytes()))
+    })?;
+    Ok((smt::root_of(&mut leaves), n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_record_round_trips() {
+        let r = AccountRecord {
+            nonce: 7,
+            int: u128::MAX,
+            gas: 12,
+            public_key: Some([3; 96]),
+            device_kind: 4,
+            metadata_hash: [9; 32],
+        };
+        assert_eq!(AccountRecord::decode(&r.encode()).unwrap(), r);
+        let empty = AccountRecord::default();
+        assert_eq!(AccountRecord::decode(&empty.encode()).unwrap(), empty);
+    }
+
+    #[test]
+    fn corrupt_records_are_errors() {
+        assert!(AccountRecord::decode(&[]).is_err());
+        let mut b = AccountRecord::default().encode();
+        b[0] = 9;
+        assert!(AccountRecord::decode(&b).is_err());
+        let mut b = AccountRecord::default().encode();
+        b[41] = 2;
+        assert!(AccountRecord::decode(&b).is_err());
+        assert!(Head::decode(&[1, 2, 3]).is_err());
+    }
+}
