@@ -10,8 +10,17 @@
 //! ([`crate::calibrate`]) unless `INT_GPU_MIN_BATCH` or the caller sets
 //! them ([`ThresholdPolicy`]). `Gpu` always uses the adapter, software or
 //! not (that is how the kernels are exercised on machines without a GPU).
+//!
+//! A batch handed to the GPU that fails there (a device error, a wrong
+//! output) is served by the CPU instead, so the verdict never depends on the
+//! device; but the fallback is not silent: [`Accelerator::run`] counts GPU
+//! batches and fallbacks ([`GpuCounts`], the node's `/metrics` and devnet
+//! summary show them), logs each fallback with `tracing::warn!`, and under
+//! `INT_REQUIRE_GPU=1` ([`REQUIRE_GPU_ENV`], set by CI) panics on it, so a
+//! test that requires the GPU fails instead of passing on the CPU.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::calibrate::{self, CalibrateOptions, NEVER};
 use crate::{Accel, GpuContext, GpuError, GpuOptions};
@@ -111,6 +120,38 @@ impl Thresholds {
     }
 }
 
+/// The environment variable that makes a GPU fallback a failure: with
+/// `INT_REQUIRE_GPU=1` a batch the GPU was asked for and failed panics
+/// (naming the kind of work and the error) instead of running on the CPU.
+/// For tests and CI, where passing on the CPU would hide that the GPU did
+/// not run; the test helpers read the same variable to fail, not skip, when
+/// there is no adapter.
+pub const REQUIRE_GPU_ENV: &str = "INT_REQUIRE_GPU";
+
+/// Whether `INT_REQUIRE_GPU=1` is set.
+pub fn require_gpu_from_env() -> bool {
+    std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| v == "1")
+}
+
+/// How many batches an [`Accelerator`] (and its clones) sent to the GPU:
+/// served there, or failed there and served by the CPU. Batches kept on the
+/// CPU by choice (`Cpu`, or below a threshold under `Auto`) are in neither.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuCounts {
+    /// Batches the GPU computed.
+    pub gpu_batches: u64,
+    /// Batches the GPU failed (a device error or a wrong output) that the
+    /// CPU then computed.
+    pub gpu_fallbacks: u64,
+}
+
+/// The shared counters behind [`GpuCounts`].
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
 /// Where [`Accelerator::open`] takes its thresholds from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ThresholdPolicy {
@@ -183,6 +224,11 @@ pub struct Accelerator {
     ctx: Option<Arc<GpuContext>>,
     thresholds: Thresholds,
     source: ThresholdSource,
+    /// Shared by clones: every verifier backed by this accelerator counts
+    /// into the same totals.
+    counters: Arc<Counters>,
+    /// A fallback panics (`INT_REQUIRE_GPU=1` when opened).
+    require_gpu: bool,
 }
 
 impl Accelerator {
@@ -195,6 +241,9 @@ impl Accelerator {
     /// under `Measure`, `Auto` with a hardware adapter calibrates it once
     /// here, after the warm-up (seconds), and logs what it found; a failed
     /// calibration closes the GPU like a failed warm-up.
+    ///
+    /// `INT_REQUIRE_GPU=1` ([`REQUIRE_GPU_ENV`]) is read here: under it a
+    /// GPU fallback in [`Accelerator::run`] panics.
     pub fn open(accel: Accel, thresholds: impl Into<ThresholdPolicy>) -> Result<Self, GpuError> {
         let policy = thresholds.into();
         let ctx = match accel {
@@ -235,6 +284,8 @@ impl Accelerator {
             ctx: None,
             thresholds,
             source,
+            counters: Arc::default(),
+            require_gpu: require_gpu_from_env(),
         };
         let measured = match (accel, policy, &ctx) {
             (Accel::Auto, ThresholdPolicy::Measure, Some(c)) => {
@@ -280,6 +331,64 @@ impl Accelerator {
             Accel::Gpu => Some(ctx),
             Accel::Auto => (n >= self.thresholds.of(work)).then_some(ctx),
             Accel::Cpu => None,
+        }
+    }
+
+    /// Runs `n` items of `work` on the GPU when [`Accelerator::gpu_for`]
+    /// sends them there: `Some` of `gpu`'s result when it succeeds (counted
+    /// as a GPU batch); `None` when the batch stays on the CPU (not
+    /// counted) or when `gpu` fails, and the caller then computes it on the
+    /// CPU. A failure is counted as a fallback and logged with
+    /// `tracing::warn!`.
+    ///
+    /// # Panics
+    ///
+    /// On a failure when the accelerator requires the GPU
+    /// (`INT_REQUIRE_GPU=1` at [`Accelerator::open`], or
+    /// [`Accelerator::with_require_gpu`]), after counting it.
+    pub fn run<T>(
+        &self,
+        work: Work,
+        n: usize,
+        gpu: impl FnOnce(&GpuContext) -> Result<T, GpuError>,
+    ) -> Option<T> {
+        let ctx = self.gpu_for(work, n)?;
+        self.settle(work, n, gpu(ctx))
+    }
+
+    /// Counts the outcome of a batch the GPU was given (see
+    /// [`Accelerator::run`]).
+    fn settle<T>(&self, work: Work, n: usize, r: Result<T, GpuError>) -> Option<T> {
+        match r {
+            Ok(v) => {
+                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                Some(v)
+            }
+            Err(e) => {
+                self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%work, n, error = %e, "GPU batch failed; computing it on the CPU");
+                assert!(
+                    !self.require_gpu,
+                    "{REQUIRE_GPU_ENV}=1 but the GPU failed a {work} batch of {n} \
+                     (it would have fallen back to the CPU): {e}"
+                );
+                None
+            }
+        }
+    }
+
+    /// This accelerator with fallbacks fatal (`true`) or not, whatever
+    /// `INT_REQUIRE_GPU` said at open.
+    pub fn with_require_gpu(mut self, require: bool) -> Self {
+        self.require_gpu = require;
+        self
+    }
+
+    /// Batches sent to the GPU so far by this accelerator and its clones.
+    pub fn counts(&self) -> GpuCounts {
+        GpuCounts {
+            gpu_batches: self.counters.batches.load(Ordering::Relaxed),
+            gpu_fallbacks: self.counters.fallbacks.load(Ordering::Relaxed),
         }
     }
 
@@ -391,6 +500,60 @@ mod tests {
         assert!(a.is_ok_and(|a| a.thresholds() == (t, ThresholdSource::Defaults)));
         assert_eq!(threshold_text(NEVER), "never");
         assert_eq!(threshold_text(64), "≥ 64");
+    }
+
+    /// A batch the GPU fails is counted as a fallback (and the caller gets
+    /// `None`, so it computes on the CPU); a served batch is counted as a
+    /// GPU batch; clones share the totals.
+    #[test]
+    fn a_device_error_is_counted_as_a_fallback() {
+        let a = Accelerator::open(Accel::Cpu, Thresholds::default())
+            .expect("Cpu opens nothing")
+            .with_require_gpu(false);
+        let b = a.clone();
+        // `Cpu`: nothing goes to the GPU, nothing is counted.
+        assert_eq!(a.run(Work::Msm, 1 << 20, |_| Ok(())), None);
+        assert_eq!(a.counts(), GpuCounts::default());
+        let failed: Option<()> = b.settle(
+            Work::HashToG1,
+            64,
+            Err(GpuError::Device("lost (injected)".into())),
+        );
+        assert_eq!(failed, None);
+        assert_eq!(b.settle(Work::Msm, 64, Ok(7)), Some(7));
+        let want = GpuCounts {
+            gpu_batches: 1,
+            gpu_fallbacks: 1,
+        };
+        assert_eq!(a.counts(), want);
+        assert_eq!(b.counts(), want);
+    }
+
+    /// Under `INT_REQUIRE_GPU=1` (here set on the accelerator, as `open`
+    /// does from the variable) a device error panics, naming the work and
+    /// the error, and is still counted.
+    #[test]
+    fn require_gpu_turns_a_fallback_into_a_failure() {
+        let a = Accelerator::open(Accel::Cpu, Thresholds::default())
+            .expect("Cpu opens nothing")
+            .with_require_gpu(true);
+        let b = a.clone();
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            b.settle::<()>(
+                Work::Poseidon,
+                9,
+                Err(GpuError::Device("lost (injected)".into())),
+            )
+        }))
+        .expect_err("a fallback under INT_REQUIRE_GPU=1 must panic");
+        let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            msg.contains("INT_REQUIRE_GPU=1") && msg.contains("poseidon") && msg.contains("lost"),
+            "{msg}"
+        );
+        assert_eq!(a.counts().gpu_fallbacks, 1);
+        // A success is not a failure.
+        assert_eq!(a.settle(Work::Msm, 1, Ok(1)), Some(1));
     }
 
     #[test]

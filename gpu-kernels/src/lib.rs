@@ -23,7 +23,10 @@ pub mod limb13;
 pub mod msm;
 pub mod poseidon;
 
-pub use accel::{Accelerator, MIN_BATCH_ENV, ThresholdPolicy, ThresholdSource, Thresholds, Work};
+pub use accel::{
+    Accelerator, GpuCounts, MIN_BATCH_ENV, REQUIRE_GPU_ENV, ThresholdPolicy, ThresholdSource,
+    Thresholds, Work,
+};
 pub use calibrate::{CalRow, CalibrateOptions, Calibration, calibrate, calibrate_all, crossover};
 pub use context::{
     AdapterSummary, Arg, BackendChoice, DeviceWords, GpuContext, GpuOptions, LAUNCHES_IN_FLIGHT,

@@ -8,10 +8,14 @@
 //! level when a block registers identities) goes to the GPU's circom
 //! Poseidon kernel through [`GpuPoseidon`].
 //!
-//! Each call asks the accelerator whether this batch goes to the GPU
-//! (`--accel`, `INT_ACCEL`, the batch size); when it does not, or when the
-//! device fails, the work runs on the CPU exactly as without a GPU (a
-//! failure is logged, never fatal). The pairings stay on the CPU.
+//! Each call goes through [`Accelerator::run`], which decides whether this
+//! batch goes to the GPU (`--accel`, `INT_ACCEL`, the batch size); when it
+//! does not, or when the device fails, the work runs on the CPU exactly as
+//! without a GPU. A failure is counted as a fallback (`gpu_fallbacks` in
+//! `/metrics` and the devnet summary, beside `gpu_batches`) and logged; it
+//! is fatal only under `INT_REQUIRE_GPU=1`, which tests and CI set so that
+//! a verdict computed on the CPU cannot pass for the GPU's. The pairings
+//! stay on the CPU.
 //!
 //! blst and arkworks keep BLS12-381 base-field elements in the same
 //! Montgomery form (six 64-bit limbs, `R = 2³⁸⁴`), so points cross between
@@ -70,32 +74,32 @@ impl BlsG1Backend for GpuBls {
         dst: &[u8],
         scalars: &[u64],
     ) -> Option<Vec<blst::blst_p1_affine>> {
-        let ctx = self.acc.gpu_for(Work::HashToG1, items.len())?;
-        let run = || -> Result<Vec<blst::blst_p1_affine>, int_gpu::GpuError> {
+        self.acc.run(Work::HashToG1, items.len(), |ctx| {
             let msgs: Vec<&[u8]> = items.iter().map(|it| it.msg).collect();
             let hashed = ctx.hash_to_g1(&msgs, dst)?;
             let scaled =
                 ctx.scale_each::<ark_bls12_381::g1::Config>(&hashed, &bls_scalars(scalars))?;
+            // The engine would drop a short answer and hash on the CPU
+            // without a word: count it as the fallback it is.
+            if scaled.len() != items.len() {
+                return Err(int_gpu::GpuError::LengthMismatch(scaled.len(), items.len()));
+            }
             Ok(ark_bls12_381::G1Projective::normalize_batch(&scaled)
                 .iter()
                 .map(bls_to_blst)
                 .collect())
-        };
-        run()
-            .inspect_err(|e| tracing::warn!(error = %e, "GPU hash-to-G1 failed; using the CPU"))
-            .ok()
+        })
     }
 
     fn sig_sum(&self, items: &[BatchItem<'_>], scalars: &[u64]) -> Option<blst::blst_p1_affine> {
-        let ctx = self.acc.gpu_for(Work::Msm, items.len())?;
-        let pts: Vec<BlsAffine> = items
-            .iter()
-            .map(|it| bls_from_blst(&it.sig.to_affine()))
-            .collect();
-        ctx.msm::<ark_bls12_381::g1::Config>(&pts, &bls_scalars(scalars))
-            .inspect_err(|e| tracing::warn!(error = %e, "GPU MSM failed; using the CPU"))
-            .ok()
-            .map(|p| bls_to_blst(&p.into_affine()))
+        self.acc.run(Work::Msm, items.len(), |ctx| {
+            let pts: Vec<BlsAffine> = items
+                .iter()
+                .map(|it| bls_from_blst(&it.sig.to_affine()))
+                .collect();
+            ctx.msm::<ark_bls12_381::g1::Config>(&pts, &bls_scalars(scalars))
+                .map(|p| bls_to_blst(&p.into_affine()))
+        })
     }
 }
 
@@ -122,25 +126,20 @@ impl GpuGroth {
 
 impl G1Msm for GpuGroth {
     fn msm(&self, bases: &[BnAffine], scalars: &[BnFr]) -> BnProjective {
-        if let Some(ctx) = self.acc.gpu_for(Work::Msm, bases.len()) {
-            match ctx.msm::<ark_bn254::g1::Config>(bases, scalars) {
-                Ok(p) => return p,
-                Err(e) => tracing::warn!(error = %e, "GPU MSM failed; using the CPU"),
-            }
-        }
-        CpuMsm.msm(bases, scalars)
+        self.acc
+            .run(Work::Msm, bases.len(), |ctx| {
+                ctx.msm::<ark_bn254::g1::Config>(bases, scalars)
+            })
+            .unwrap_or_else(|| CpuMsm.msm(bases, scalars))
     }
 
     fn scale_each(&self, bases: &[BnAffine], scalars: &[BnFr]) -> Vec<BnAffine> {
-        if let Some(ctx) = self.acc.gpu_for(Work::ScaleEach, bases.len()) {
-            match ctx.scale_each::<ark_bn254::g1::Config>(bases, scalars) {
-                Ok(p) => return BnProjective::normalize_batch(&p),
-                Err(e) => {
-                    tracing::warn!(error = %e, "GPU scalar multiplications failed; using the CPU")
-                }
-            }
-        }
-        CpuMsm.scale_each(bases, scalars)
+        self.acc
+            .run(Work::ScaleEach, bases.len(), |ctx| {
+                ctx.scale_each::<ark_bn254::g1::Config>(bases, scalars)
+                    .map(|p| BnProjective::normalize_batch(&p))
+            })
+            .unwrap_or_else(|| CpuMsm.scale_each(bases, scalars))
     }
 }
 
@@ -162,19 +161,16 @@ impl GpuPoseidon {
 
 impl PairHasher for GpuPoseidon {
     fn hash_pairs(&self, pairs: &[(BnFr, BnFr)]) -> Vec<BnFr> {
-        if let Some(ctx) = self.acc.gpu_for(Work::Poseidon, pairs.len()) {
-            let flat: Vec<BnFr> = pairs.iter().flat_map(|(l, r)| [*l, *r]).collect();
-            match ctx.poseidon_batch(2, &flat) {
-                Ok(h) if h.len() == pairs.len() => return h,
-                Ok(h) => tracing::warn!(
-                    pairs = pairs.len(),
-                    got = h.len(),
-                    "GPU Poseidon returned the wrong number of hashes; using the CPU"
-                ),
-                Err(e) => tracing::warn!(error = %e, "GPU Poseidon failed; using the CPU"),
-            }
-        }
-        CpuPairHasher.hash_pairs(pairs)
+        self.acc
+            .run(Work::Poseidon, pairs.len(), |ctx| {
+                let flat: Vec<BnFr> = pairs.iter().flat_map(|(l, r)| [*l, *r]).collect();
+                let h = ctx.poseidon_batch(2, &flat)?;
+                if h.len() != pairs.len() {
+                    return Err(int_gpu::GpuError::LengthMismatch(h.len(), pairs.len()));
+                }
+                Ok(h)
+            })
+            .unwrap_or_else(|| CpuPairHasher.hash_pairs(pairs))
     }
 }
 
@@ -212,7 +208,7 @@ mod tests {
             Ok(a) => Some(a),
             Err(e) => {
                 assert!(
-                    !std::env::var("INT_REQUIRE_GPU").is_ok_and(|v| v == "1"),
+                    !int_gpu::accel::require_gpu_from_env(),
                     "INT_REQUIRE_GPU=1 but no adapter: {e}"
                 );
                 eprintln!("\n*** SKIPPED: no GPU adapter ({e}) ***\n");
@@ -231,7 +227,7 @@ mod tests {
             BatchItem, DST_SIG, SecretKey, batch_verify_bisect_with, batch_verify_with, tx_message,
         };
         let Some(acc) = gpu() else { return };
-        let g1 = GpuBls::new(acc);
+        let g1 = GpuBls::new(acc.clone());
         let n = 24;
         let keys: Vec<SecretKey> = (0..n as u8)
             .map(|i| SecretKey::from_seed(&[i; 32]))
@@ -263,6 +259,9 @@ mod tests {
         msgs[3].push(1);
         msgs[17][0] ^= 1;
         assert_eq!(check(&msgs), (false, vec![3, 17]));
+        // The verdicts came from the GPU, not from a CPU fallback.
+        let c = acc.counts();
+        assert!(c.gpu_batches > 0 && c.gpu_fallbacks == 0, "{c:?}");
     }
 
     /// Groth16 batches with the GPU's `rᵢ·Aᵢ` pass when good and fail when
@@ -272,7 +271,7 @@ mod tests {
         use int_zk::batch::{BatchItem, batch_verify, batch_verify_bisect};
         use rand::SeedableRng;
         let Some(acc) = gpu() else { return };
-        let msm = GpuGroth::new(acc);
+        let msm = GpuGroth::new(acc.clone());
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
         let keys = int_zk::fixture::PowKeys::setup(&mut rng).expect("setup");
         let mut proofs: Vec<(Vec<BnFr>, ark_groth16::Proof<ark_bn254::Bn254>)> = (0..6)
@@ -297,6 +296,8 @@ mod tests {
             batch_verify_bisect(&keys.pvk, &items, &msm, &mut rng).ok(),
             Some(vec![4])
         );
+        let c = acc.counts();
+        assert!(c.gpu_batches > 0 && c.gpu_fallbacks == 0, "{c:?}");
     }
 
     /// The GPU's arity-2 circom Poseidon is the zk crate's `hash2`, bit for

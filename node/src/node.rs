@@ -31,7 +31,7 @@ use int_engine::ingress::{
 };
 use int_engine::mempool::Mempool;
 use int_engine::storage::{AccountRecord, Head, ObjectWrite, Storage};
-use int_gpu::Accelerator;
+use int_gpu::{Accelerator, GpuCounts};
 use int_schemas::wire::TxStatus;
 use int_schemas::{AccountId, ClusterBuy, PayloadSpec};
 use int_systems::bpk::Groth16Intents;
@@ -116,6 +116,7 @@ impl Stats {
         store: &dyn Storage,
         chain_id: u32,
         mempool: usize,
+        gpu: GpuCounts,
         mqtt: Option<&int_gateway::Stats>,
     ) -> String {
         let head = store
@@ -172,6 +173,18 @@ impl Stats {
                 "counter",
                 "Transactions refused at ingress.",
                 get(&self.rejected),
+            ),
+            (
+                "int_gpu_batches_total",
+                "counter",
+                "Verification batches (hash to G1, MSM, scalar multiplications, Poseidon) the GPU computed.",
+                gpu.gpu_batches.to_string(),
+            ),
+            (
+                "int_gpu_fallbacks_total",
+                "counter",
+                "Batches handed to the GPU that failed there and were computed on the CPU (each logged as a warning).",
+                gpu.gpu_fallbacks.to_string(),
             ),
         ];
         if let Some(m) = mqtt {
@@ -437,6 +450,13 @@ pub(crate) struct RunSummary {
     /// Where batch verification's curve arithmetic ran: the `--accel`
     /// choice and the adapter (`auto: cpu` without one).
     pub accel: String,
+    /// Verification batches (hash to G1, MSMs, scalar multiplications,
+    /// Poseidon) the GPU computed; 0 with `--accel cpu` or without an
+    /// adapter.
+    pub gpu_batches: u64,
+    /// Batches handed to the GPU that failed there and were computed on the
+    /// CPU instead (each also logged; fatal under `INT_REQUIRE_GPU=1`).
+    pub gpu_fallbacks: u64,
 }
 
 /// Committed blocks the MQTT publisher may be behind before a block's
@@ -539,6 +559,7 @@ impl Node {
     /// The summary of a run that lasted `secs` and did `ran`.
     pub(crate) fn summary(&self, ran: &Run, secs: f64) -> Result<RunSummary> {
         let head = self.chain.head().context("no head")?;
+        let gpu = self.acc.counts();
         Ok(RunSummary {
             chain_id: self.cfg.chain_id,
             height: head.height,
@@ -554,6 +575,8 @@ impl Node {
             data_dir: self.cfg.data_dir.display().to_string(),
             validator: hex::encode(self.validator.public_key().account_id()),
             accel: self.acc.describe(),
+            gpu_batches: gpu.gpu_batches,
+            gpu_fallbacks: gpu.gpu_fallbacks,
         })
     }
 
@@ -624,6 +647,7 @@ impl Node {
         let admitter = Admitter::new(store, chain_id, proofs_ref, &bls_g1, &mempool, &stats);
         let result: Result<()> = std::thread::scope(|s| {
             let (admitter_ref, stats_ref, pool_ref) = (&admitter, &stats, &mempool);
+            let acc_ref: &Accelerator = acc;
             for extra in extras {
                 let ctx = ExtraCtx {
                     store,
@@ -648,7 +672,13 @@ impl Node {
                 let mqtt_stats = mqtt_handle.as_ref().map(|h| h.stats.clone());
                 let metrics = move || {
                     let waiting = pool_ref.lock().unwrap_or_else(|e| e.into_inner()).len();
-                    stats_ref.prometheus(store, chain_id, waiting, mqtt_stats.as_deref())
+                    stats_ref.prometheus(
+                        store,
+                        chain_id,
+                        waiting,
+                        acc_ref.counts(),
+                        mqtt_stats.as_deref(),
+                    )
                 };
                 s.spawn(move || {
                     let ctx = crate::rpc::RpcCtx {

@@ -172,10 +172,19 @@ fn devnet_then_account_proofs() {
         "2",
         "--block-ms",
         "100",
+        "--accel",
+        "cpu",
         "--json",
     ]);
     let sum = json(&out);
     assert_eq!(sum["devices"], 50, "{sum}");
+    // On the CPU by choice: nothing sent to a GPU, nothing fell back.
+    assert_eq!(sum["accel"], "cpu: cpu", "{sum}");
+    assert_eq!(
+        (&sum["gpu_batches"], &sum["gpu_fallbacks"]),
+        (&serde_json::json!(0), &serde_json::json!(0)),
+        "{sum}"
+    );
     assert_eq!(
         sum["accounts"], 78,
         "50 devices + the validator + the simulated market's 8 sellers, 16 buyers and 3 oracles: {sum}"

@@ -161,6 +161,9 @@ fn devnet_verifies_on_the_gpu() {
     );
     assert!(v["txs_ok"].as_u64().is_some_and(|n| n > 0), "{v}");
     assert_eq!(v["rejected"], 0, "{v}");
+    // The signatures were checked on the GPU, not by a silent CPU fallback.
+    assert!(v["gpu_batches"].as_u64().is_some_and(|n| n > 0), "{v}");
+    assert_eq!(v["gpu_fallbacks"], 0, "{v}");
 }
 
 #[test]

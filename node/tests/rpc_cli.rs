@@ -110,10 +110,14 @@ fn devnet_serves_json_rpc() {
     assert!(value("int_height") >= 1.0, "{text}");
     assert!(value("int_transactions_total") >= 1.0, "{text}");
     assert!(value("int_blocks_total") >= 1.0, "{text}");
+    // Whatever `auto` picked, no batch the GPU was given fell back.
+    assert_eq!(value("int_gpu_fallbacks_total"), 0.0, "{text}");
     for name in [
         "int_mempool_transactions",
         "int_verify_seconds_total",
         "int_rejected_total",
+        "int_gpu_batches_total",
+        "int_gpu_fallbacks_total",
     ] {
         value(name);
         assert!(text.contains(&format!("# TYPE {name} ")), "{text}");
