@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::proof::check_account_proof;
 use common::{devnet_seed, devnet_validator, int, json, p, run, text};
 
 use int_bench::devices::Fleet;
@@ -210,6 +211,7 @@ fn devnet_then_account_proofs() {
         ]));
         assert_eq!(v["exists"], true, "{v}");
         assert_eq!(v["proof_ok"], true, "inclusion proof: {v}");
+        assert!(check_account_proof(&v), "an inclusion proof: {v}");
         assert_eq!(v["id"], h.as_str(), "{v}");
         assert_eq!(v["state_root"], root.as_str(), "{v}");
         assert_eq!(v["height"], sum["height"], "{v}");
@@ -269,6 +271,7 @@ fn devnet_then_account_proofs() {
         ]));
         assert_eq!(v["exists"], false, "{v}");
         assert_eq!(v["proof_ok"], true, "exclusion proof: {v}");
+        assert!(!check_account_proof(&v), "an exclusion proof: {v}");
         assert!(v.get("nonce").is_none(), "{v}");
     }
     for id in ["00".repeat(32), "ff".repeat(32)] {
@@ -283,6 +286,7 @@ fn devnet_then_account_proofs() {
         ]));
         assert_eq!(v["exists"], false, "{v}");
         assert_eq!(v["proof_ok"], true, "exclusion proof for {id}: {v}");
+        assert!(!check_account_proof(&v), "an exclusion proof: {v}");
     }
 
     // Plain output: one `key value` line each.

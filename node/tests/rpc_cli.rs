@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::child::Node;
+use common::proof::check_account_proof;
 use common::rpc::{http, metrics, req, request, sample};
 use common::{devnet_args, devnet_validator, int_command, p};
 use int_engine::crypto::bls::tx_message;
@@ -54,6 +55,17 @@ fn devnet_serves_json_rpc() {
     let a = request(&addr, &req("int_getAccount", json!([proposer, true]), 5));
     assert_eq!(a["result"]["exists"], true, "{a}");
     assert_eq!(a["result"]["proof_ok"], true, "{a}");
+    // Checked here, against the root the answer names, not on the node's word.
+    assert!(check_account_proof(&a["result"]), "an inclusion proof: {a}");
+    let absent = request(
+        &addr,
+        &req("int_getAccount", json!(["ab".repeat(32), true]), 5),
+    );
+    assert_eq!(absent["result"]["exists"], false, "{absent}");
+    assert!(
+        !check_account_proof(&absent["result"]),
+        "an exclusion proof: {absent}"
+    );
 
     let skus = request(
         &addr,

@@ -20,7 +20,8 @@
 //!   memory during an update is proportional to the touched paths only.
 //! * **Inclusion and exclusion proofs** of ≈ 32 × log2(n) bytes (≈ 1 KiB at a
 //!   billion accounts), verifiable by an STM32-class client with one hash per
-//!   level.
+//!   level: [`super::proof::verify_proof`] checks the bytes with no store
+//!   and no allocation.
 //!
 //! The tree is the "compact" form used by Diem/Aptos: a full-depth (256-level)
 //! SMT would cost 256 hashes per update; instead
@@ -81,23 +82,14 @@ use std::collections::BTreeMap;
 use rayon::slice::ParallelSliceMut;
 use thiserror::Error;
 
-/// A 32-byte hash or key.
-pub type Hash32 = [u8; 32];
-
-/// Hash of an empty subtree (and the root of the empty tree).
-pub const EMPTY: Hash32 = [0; 32];
-
-/// Depth of the tree in bits: a key has 256 bits, so leaves sit at most at
-/// depth 256 and internal nodes at most at depth 255.
-const KEY_BITS: usize = 256;
+// The hashes, and the proof's terminal, are the storage-free verifier's
+// (`super::proof`), so a proof built here is checked by the same code a
+// client runs; re-exported under their old paths.
+pub use super::proof::{EMPTY, Hash32, Terminal, leaf_hash};
+use super::proof::{KEY_BITS, bit, internal_hash, truncate, verify_path};
 
 /// Updates are split in parallel while a subtree has at least this many.
 const PAR_MIN: usize = 2048;
-
-/// Domain tag of leaf hashes.
-const LEAF_TAG: u8 = 0x00;
-/// Domain tag of internal-node hashes.
-const INTERNAL_TAG: u8 = 0x01;
 
 /// Errors of the sparse Merkle tree.
 #[derive(Debug, Error)]
@@ -402,45 +394,11 @@ impl NodeReader for MemStore {
     }
 }
 
-/// Hash of a leaf: blake3(0x00 ‖ key ‖ value_hash).
-pub fn leaf_hash(key: &Hash32, value_hash: &Hash32) -> Hash32 {
-    let mut buf = [0u8; 65];
-    buf[0] = LEAF_TAG;
-    buf[1..33].copy_from_slice(key);
-    buf[33..].copy_from_slice(value_hash);
-    blake3::hash(&buf).into()
-}
-
-/// Hash of a subtree with ≥ 2 leaves: blake3(0x01 ‖ left ‖ right).
-fn internal_hash(left: &Hash32, right: &Hash32) -> Hash32 {
-    let mut buf = [0u8; 65];
-    buf[0] = INTERNAL_TAG;
-    buf[1..33].copy_from_slice(left);
-    buf[33..].copy_from_slice(right);
-    blake3::hash(&buf).into()
-}
-
-/// Bit `i` of `key`, MSB of byte 0 first.
-fn bit(key: &Hash32, i: usize) -> bool {
-    (key[i / 8] >> (7 - i % 8)) & 1 == 1
-}
-
 /// `key` with bit `i` set.
 fn with_bit(key: &Hash32, i: usize) -> Hash32 {
     let mut k = *key;
     k[i / 8] |= 1 << (7 - i % 8);
     k
-}
-
-/// The first `bits` bits of `key`, rest zeroed.
-fn truncate(key: &Hash32, bits: usize) -> Hash32 {
-    let mut out = EMPTY;
-    let full = bits / 8;
-    out[..full].copy_from_slice(&key[..full]);
-    if !bits.is_multiple_of(8) {
-        out[full] = key[full] & (0xffu8 << (8 - bits % 8));
-    }
-    out
 }
 
 fn take32(bytes: &[u8]) -> Result<(Hash32, &[u8]), SmtError> {
@@ -736,31 +694,6 @@ fn build<R: NodeReader>(
     }
 }
 
-/// What sits at the end of a proof's path: the position where the key would
-/// be is either empty or holds a single leaf (the key's own, or another key's,
-/// which proves the key absent).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Terminal {
-    /// No leaf at the key's position.
-    Empty,
-    /// The only leaf in the subtree at the key's position.
-    Leaf {
-        /// Its key (equal to the proved key for an inclusion proof).
-        key: Hash32,
-        /// Its value hash.
-        value_hash: Hash32,
-    },
-}
-
-impl Terminal {
-    fn hash(&self) -> Hash32 {
-        match self {
-            Terminal::Empty => EMPTY,
-            Terminal::Leaf { key, value_hash } => leaf_hash(key, value_hash),
-        }
-    }
-}
-
 /// Inclusion or exclusion proof for one key.
 ///
 /// `siblings[i]` is the hash of the sibling subtree at depth `i + 1` on the
@@ -777,36 +710,12 @@ pub struct Proof {
 
 impl Proof {
     /// Checks the proof against `root`: with `Some(v)`, that `key` is in the
-    /// tree with value hash `v`; with `None`, that `key` is absent.
+    /// tree with value hash `v`; with `None`, that `key` is absent. The
+    /// storage-free check of [`super::proof::verify_path`] (which says why a
+    /// proof fails); [`super::proof::verify_proof`] checks the encoded bytes
+    /// without decoding them first.
     pub fn verify(&self, root: &Hash32, key: &Hash32, value_hash: Option<&Hash32>) -> bool {
-        let n = self.siblings.len();
-        if n > KEY_BITS {
-            return false;
-        }
-        let terminal_ok = match (&self.terminal, value_hash) {
-            (
-                Terminal::Leaf {
-                    key: k,
-                    value_hash: v,
-                },
-                Some(want),
-            ) => k == key && v == want,
-            (Terminal::Leaf { key: k, .. }, None) => k != key && truncate(k, n) == truncate(key, n),
-            (Terminal::Empty, None) => true,
-            (Terminal::Empty, Some(_)) => false,
-        };
-        if !terminal_ok {
-            return false;
-        }
-        let mut h = self.terminal.hash();
-        for (i, sib) in self.siblings.iter().enumerate().rev() {
-            h = if bit(key, i) {
-                internal_hash(sib, &h)
-            } else {
-                internal_hash(&h, sib)
-            };
-        }
-        h == *root
+        verify_path(root, key, value_hash, &self.siblings, &self.terminal).is_ok()
     }
 
     /// Encoding: sibling count (u16 LE), the siblings, a terminal tag (0 =
@@ -1068,6 +977,70 @@ mod tests {
                 if let Ok(p) = Proof::from_bytes(&m) {
                     prop_assert!(!p.verify(&root, &k, v.as_ref()));
                 }
+            }
+        }
+
+        /// The storage-free verifier on the bytes a node returns, over random
+        /// states: every key's inclusion proof and random absent keys'
+        /// exclusion proofs pass; a flipped sibling byte, another value hash,
+        /// another key, or the opposite claim (absent for a present key,
+        /// present for an absent one) is refused; and on any single-byte
+        /// mutation it agrees with decoding and `Proof::verify`.
+        #[test]
+        fn byte_verifier_accepts_proofs_and_refuses_tampering(
+            leaves in prop::collection::btree_map(any::<[u8; 32]>(), any::<[u8; 32]>(), 0..60),
+            absent in prop::collection::vec(any::<[u8; 32]>(), 1..8),
+            pos in any::<prop::sample::Index>(),
+            xor in 1u8..=255,
+        ) {
+            use super::super::proof::{ProofError, verify_proof};
+            let mut store = MemStore::new();
+            let ups: Vec<Update> = leaves.iter().map(|(k, v)| (*k, Some(*v))).collect();
+            let root = apply(&mut store, &EMPTY, &ups);
+            prop_assert_eq!(root, model_root(&leaves));
+            let present = leaves.iter().map(|(k, v)| (*k, Some(*v)));
+            let absent = absent.iter().filter(|k| !leaves.contains_key(*k)).map(|k| (*k, None));
+            for (key, value) in present.chain(absent) {
+                let proof = prove(&store, &root, &key).expect("prove");
+                let bytes = proof.to_bytes();
+                prop_assert_eq!(verify_proof(&root, &key, value.as_ref(), &bytes), Ok(()));
+                // The opposite claim.
+                let other_claim = match value {
+                    Some(_) => None,
+                    None => Some([9u8; 32]),
+                };
+                prop_assert!(verify_proof(&root, &key, other_claim.as_ref(), &bytes).is_err());
+                // Another value hash.
+                if let Some(v) = value {
+                    let mut v2 = v;
+                    v2[pos.index(32)] ^= xor;
+                    prop_assert!(verify_proof(&root, &key, Some(&v2), &bytes).is_err());
+                }
+                // Another key (bit `i` flipped), same claim: refused for an
+                // inclusion, for a key that is present, and for one whose
+                // path leaves the proof's (an exclusion proof also proves
+                // absent the keys that share its path and are absent).
+                let mut k2 = key;
+                let i = pos.index(256);
+                k2[i / 8] ^= 0x80 >> (i % 8);
+                if value.is_some() || leaves.contains_key(&k2) || i < proof.siblings.len() {
+                    prop_assert!(verify_proof(&root, &k2, value.as_ref(), &bytes).is_err());
+                }
+                // A flipped byte in a sibling.
+                if !proof.siblings.is_empty() {
+                    let mut m = bytes.clone();
+                    m[2 + pos.index(32 * proof.siblings.len())] ^= xor;
+                    prop_assert_eq!(
+                        verify_proof(&root, &key, value.as_ref(), &m),
+                        Err(ProofError::RootMismatch)
+                    );
+                }
+                // Any byte: the same verdict as decoding then `Proof::verify`.
+                let mut m = bytes.clone();
+                m[pos.index(bytes.len())] ^= xor;
+                let decoded = Proof::from_bytes(&m).is_ok_and(|p| p.verify(&root, &key, value.as_ref()));
+                prop_assert_eq!(verify_proof(&root, &key, value.as_ref(), &m).is_ok(), decoded);
+                prop_assert!(!decoded, "a mutated proof verified");
             }
         }
 

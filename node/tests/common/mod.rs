@@ -1,11 +1,12 @@
 //! What the end-to-end tests of the `int` binary share: running it as a user
 //! would (no backtrace variables, no colour, no stdin) and reading its output;
 //! [`child`] keeps a running node (or any child) in hand, [`rpc`] talks to
-//! its JSON-RPC server.
+//! its JSON-RPC server, [`proof`] checks the Merkle proofs it returns.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod child;
+pub mod proof;
 pub mod rpc;
 
 use std::path::Path;

@@ -1,0 +1,113 @@
+//! Checks the Merkle proofs the node returns (`int state account ID --proof
+//! --json`, the RPC's `int_getAccount` with `proof`) as a client would:
+//! decode the hex bytes, recompute the account's value hash from the fields
+//! shown, and run the storage-free verifier (`int_engine::state::proof`)
+//! against the state root the answer names, never trusting the node's own
+//! `proof_ok`. Tampered proofs (a sibling byte flipped, another value,
+//! another key, the opposite claim) must be refused.
+
+use int_engine::state::proof::{Hash32, verify_proof};
+use int_engine::storage::AccountRecord;
+use serde_json::Value;
+
+/// 32 bytes from the hex string at `v[key]`.
+fn hash_at(v: &Value, key: &str) -> Hash32 {
+    let s = v[key].as_str().unwrap_or_else(|| panic!("{key}: {v}"));
+    let b = hex::decode(s).unwrap_or_else(|e| panic!("{key} is not hex ({e}): {v}"));
+    b.try_into()
+        .unwrap_or_else(|_| panic!("{key} is not 32 bytes: {v}"))
+}
+
+/// The value hash the state commits to for the account `v` shows, computed
+/// from its fields (nonce, balances, key, device kind, metadata hash), or
+/// `None` for an absent account.
+fn value_hash(v: &Value) -> Option<Hash32> {
+    if v["exists"] != true {
+        assert_eq!(v["exists"], false, "{v}");
+        return None;
+    }
+    let num = |key: &str| -> u128 {
+        v[key]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{key}: {v}"))
+    };
+    let public_key = match &v["public_key"] {
+        Value::Null => None,
+        Value::String(s) => Some(
+            hex::decode(s)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or_else(|| panic!("public_key: {v}")),
+        ),
+        other => panic!("public_key {other}: {v}"),
+    };
+    let rec = AccountRecord {
+        nonce: v["nonce"].as_u64().unwrap_or_else(|| panic!("nonce: {v}")),
+        int: num("int"),
+        gas: num("gas"),
+        public_key,
+        device_kind: v["device_kind"]
+            .as_u64()
+            .and_then(|k| u8::try_from(k).ok())
+            .unwrap_or_else(|| panic!("device_kind: {v}")),
+        metadata_hash: hash_at(v, "metadata_hash"),
+    };
+    let h = rec.hash();
+    assert_eq!(
+        hex::encode(h),
+        v["value_hash"].as_str().unwrap_or(""),
+        "{v}"
+    );
+    Some(h)
+}
+
+/// Verifies the proof in the account answer `v` against `v`'s state root,
+/// and checks that tampered versions of it are refused. Returns whether it
+/// was an inclusion proof.
+pub fn check_account_proof(v: &Value) -> bool {
+    let root = hash_at(v, "state_root");
+    let key = hash_at(v, "id");
+    let value = value_hash(v);
+    let bytes = hex::decode(v["proof"].as_str().unwrap_or_else(|| panic!("proof: {v}")))
+        .unwrap_or_else(|e| panic!("proof is not hex ({e}): {v}"));
+    if let Err(e) = verify_proof(&root, &key, value.as_ref(), &bytes) {
+        panic!("the node's proof does not verify ({e}): {v}");
+    }
+    let refused = |what: &str, root: &Hash32, key: &Hash32, value: Option<&Hash32>, b: &[u8]| {
+        assert!(
+            verify_proof(root, key, value, b).is_err(),
+            "a proof with {what} verified: {v}"
+        );
+    };
+    // The siblings start after the 2-byte count; flip a byte of the first.
+    let siblings = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
+    if siblings > 0 {
+        let mut m = bytes.clone();
+        m[2] ^= 0x01;
+        refused("a sibling byte flipped", &root, &key, value.as_ref(), &m);
+    }
+    // Another value, and the opposite claim.
+    match value {
+        Some(h) => {
+            let mut other = h;
+            other[0] ^= 0x01;
+            refused("another value hash", &root, &key, Some(&other), &bytes);
+            refused("the claim 'absent'", &root, &key, None, &bytes);
+        }
+        None => refused("the claim 'present'", &root, &key, Some(&[7; 32]), &bytes),
+    }
+    // Another key: its first bit flipped leaves the proof's path at the root
+    // (an exclusion proof also proves absent the absent keys on its path,
+    // so an exclusion proof with no siblings proves every absent key).
+    if value.is_some() || siblings > 0 {
+        let mut other = key;
+        other[0] ^= 0x80;
+        refused("another key", &root, &other, value.as_ref(), &bytes);
+    }
+    // Another root.
+    let mut other_root = root;
+    other_root[31] ^= 0x01;
+    refused("another root", &other_root, &key, value.as_ref(), &bytes);
+    value.is_some()
+}
