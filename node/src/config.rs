@@ -18,14 +18,12 @@ use std::path::{Path, PathBuf};
 
 use int_engine::crypto::bls::PublicKey;
 use int_engine::storage::AccountRecord;
-use int_schemas::{AccountId, PublicKeyBytes};
+use int_schemas::{AccountId, BLOCK_TXS_MAX, PublicKeyBytes};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Longest block interval: an hour (longer ones are a mistake, and the
 /// block timer must not overflow).
 pub const BLOCK_MS_MAX: u64 = 3_600_000;
-/// Most transactions per block: the mempool's capacity.
-pub const BLOCK_TXS_MAX: usize = 1 << 20;
 /// Most genesis accounts a config file may list.
 pub const GENESIS_ACCOUNTS_MAX: usize = 1_000_000;
 

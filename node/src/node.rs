@@ -33,7 +33,7 @@ use int_engine::mempool::Mempool;
 use int_engine::storage::{AccountRecord, Head, ObjectWrite, Storage};
 use int_gpu::{Accelerator, GpuCounts};
 use int_schemas::wire::TxStatus;
-use int_schemas::{AccountId, ClusterBuy, PayloadSpec};
+use int_schemas::{AccountId, BLOCK_TXS_MAX, ClusterBuy, PayloadSpec};
 use int_systems::bpk::Groth16Intents;
 use int_systems::market::MarketPlugin;
 use int_systems::token::TokenPlugin;
@@ -45,8 +45,12 @@ use crate::accel::{GpuBls, GpuGroth, GpuPoseidon};
 const RPC_QUEUE: usize = 1024;
 /// Batches waiting for the ingress thread.
 const INGRESS_QUEUE: usize = 4;
-/// Verified transactions the mempool holds.
-const MEMPOOL_TXS: usize = 1 << 20;
+/// Verified transactions the mempool holds: one block of the largest size
+/// ([`BLOCK_TXS_MAX`], the same constant, so a proposer can always fill
+/// one). At the bound admission refuses each further transaction (its
+/// sender is told `MempoolFull`, counted in `int_rejected_total`) until a
+/// block takes some.
+const MEMPOOL_TXS: usize = BLOCK_TXS_MAX;
 /// Accounts the chain keeps in memory at least.
 const HOT_ACCOUNTS_MIN: usize = 200_000;
 

@@ -82,7 +82,12 @@ pub const CENTROID_COORDS_MAX: usize = 12 * 12;
 pub const TX_BYTES_MAX: usize = 4 * 1024;
 /// Largest block accepted, in bytes.
 pub const BLOCK_BYTES_MAX: usize = 256 * 1024 * 1024;
-/// Most transactions a block may carry.
+/// Most transactions a block may carry, the one bound every layer uses: a
+/// block with more is refused whole by [`decode_block`]
+/// ([`DecodeError::TooManyTxs`]); `int run`'s config refuses a
+/// `block_txs_max` above it; and the node's mempool holds exactly this many
+/// verified transactions (one block of the largest size), refusing each
+/// further one at admission until a block takes some.
 pub const BLOCK_TXS_MAX: usize = 1 << 20;
 
 /// Why bytes from a wire or a file were refused.
