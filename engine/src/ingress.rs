@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use int_schemas::{
     AccountId, AnonIntentSpec, DecodeError, Hash32, PayloadSpec, PublicKeyBytes, amount, decode_tx,
@@ -441,39 +442,135 @@ pub fn committed_nonces(
 /// A bounded cache of registered keys in front of the committed state.
 /// Parsing and validating a G2 key costs about as much as a verification,
 /// so each key is validated once and kept.
+///
+/// At the bound, adding a key evicts one other, chosen by the CLOCK rule
+/// ([`BoundedKeys`]): keys looked up since the clock hand last passed them
+/// stay, so the keys of devices that keep sending are not evicted by a
+/// burst of new ones; an evicted key is read from the store and validated
+/// again on its next use.
 pub struct KeyCache<'s> {
     store: &'s dyn Storage,
     chain_id: u32,
-    capacity: usize,
-    keys: RwLock<HashMap<AccountId, PublicKey>>,
+    keys: RwLock<BoundedKeys>,
 }
 
 impl<'s> KeyCache<'s> {
     /// A cache of at most `capacity` keys over `store`.
+    ///
+    /// # Panics
+    /// If `capacity` is 0.
     pub fn new(store: &'s dyn Storage, chain_id: u32, capacity: usize) -> Self {
-        assert!(capacity > 0);
         Self {
             store,
             chain_id,
-            capacity,
-            keys: RwLock::new(HashMap::new()),
+            keys: RwLock::new(BoundedKeys::new(capacity)),
         }
     }
 
-    /// Adds a key known to be valid (a registration just admitted).
+    /// Adds a key known to be valid (a registration just admitted); at the
+    /// bound it evicts another ([`BoundedKeys::insert`]).
     pub fn insert(&self, id: AccountId, pk: PublicKey) {
-        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        if keys.len() >= self.capacity {
-            keys.clear();
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, pk);
+    }
+}
+
+/// At most `capacity` account keys, evicted one at a time by the CLOCK rule
+/// (second chance, an approximation of least-recently-used that needs no
+/// write lock on a hit): each slot has a used bit, set by [`get`]; when the
+/// map is full, [`insert`] moves a hand round the slots, clearing used bits,
+/// and evicts the first slot whose bit is already clear. Deterministic: the
+/// victim depends only on the order of the calls.
+///
+/// [`get`]: BoundedKeys::get
+/// [`insert`]: BoundedKeys::insert
+pub struct BoundedKeys {
+    capacity: usize,
+    /// Slot index of each cached account.
+    index: HashMap<AccountId, usize>,
+    slots: Vec<KeySlot>,
+    /// The next slot the clock looks at once the slots are all in use.
+    hand: usize,
+}
+
+/// One cached key and whether it was used since the hand last passed.
+struct KeySlot {
+    id: AccountId,
+    pk: PublicKey,
+    used: AtomicBool,
+}
+
+impl BoundedKeys {
+    /// Room for `capacity` keys.
+    ///
+    /// # Panics
+    /// If `capacity` is 0.
+    pub fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "a key cache holds at least one key");
+        Self {
+            capacity,
+            index: HashMap::new(),
+            slots: Vec::new(),
+            hand: 0,
         }
-        keys.insert(id, pk);
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The key of `id`, marking it used (so the next sweep spares it).
+    pub fn get(&self, id: &AccountId) -> Option<PublicKey> {
+        let slot = &self.slots[*self.index.get(id)?];
+        slot.used.store(true, Ordering::Relaxed);
+        Some(slot.pk)
+    }
+
+    /// Adds or replaces the key of `id`. When the cache is full and `id` is
+    /// new, evicts one other key (the first at or after the hand whose used
+    /// bit is clear, clearing the bits it passes); returns the evicted id.
+    pub fn insert(&mut self, id: AccountId, pk: PublicKey) -> Option<AccountId> {
+        if let Some(&i) = self.index.get(&id) {
+            self.slots[i].pk = pk;
+            self.slots[i].used.store(true, Ordering::Relaxed);
+            return None;
+        }
+        let slot = KeySlot {
+            id,
+            pk,
+            used: AtomicBool::new(false),
+        };
+        if self.slots.len() < self.capacity {
+            self.index.insert(id, self.slots.len());
+            self.slots.push(slot);
+            return None;
+        }
+        // Full: at most one lap clears every bit, so the second finds one.
+        loop {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % self.slots.len();
+            if !self.slots[i].used.swap(false, Ordering::Relaxed) {
+                let old = std::mem::replace(&mut self.slots[i], slot);
+                self.index.remove(&old.id);
+                self.index.insert(id, i);
+                return Some(old.id);
+            }
+        }
     }
 }
 
 impl KeySource for KeyCache<'_> {
     fn public_key(&self, id: &AccountId) -> Option<PublicKey> {
         if let Some(pk) = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(id) {
-            return Some(*pk);
+            return Some(pk);
         }
         let rec = self
             .store
@@ -484,5 +581,71 @@ impl KeySource for KeyCache<'_> {
         let pk = bls::PublicKey::from_bytes(&rec.public_key?).ok()?;
         self.insert(*id, pk);
         Some(pk)
+    }
+}
+
+#[cfg(test)]
+mod key_cache_tests {
+    use super::*;
+
+    fn id(n: u8) -> AccountId {
+        [n; 32]
+    }
+
+    fn pk(n: u8) -> PublicKey {
+        bls::SecretKey::from_seed(&[n; 32]).public_key()
+    }
+
+    /// Never more than the capacity; a new key at the bound evicts exactly
+    /// one, and with no use in between the oldest goes first (FIFO).
+    #[test]
+    fn bounded_and_evicts_one_at_a_time() {
+        let mut c = BoundedKeys::new(3);
+        for n in 0..3 {
+            assert_eq!(c.insert(id(n), pk(n)), None);
+        }
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.insert(id(3), pk(3)), Some(id(0)));
+        assert_eq!(c.insert(id(4), pk(4)), Some(id(1)));
+        assert_eq!(c.len(), 3);
+        assert!(c.get(&id(0)).is_none() && c.get(&id(1)).is_none());
+        for n in 2..5 {
+            assert_eq!(c.get(&id(n)), Some(pk(n)), "key {n}");
+        }
+        // Replacing a held key evicts nothing.
+        assert_eq!(c.insert(id(2), pk(9)), None);
+        assert_eq!(c.get(&id(2)), Some(pk(9)));
+        assert_eq!(c.len(), 3);
+    }
+
+    /// A key looked up since the hand last passed survives a burst of new
+    /// keys that evicts the unused ones.
+    #[test]
+    fn used_keys_get_a_second_chance() {
+        let mut c = BoundedKeys::new(4);
+        for n in 0..4 {
+            c.insert(id(n), pk(n));
+        }
+        // Device 1 keeps sending: looked up before each new key.
+        let mut evicted = Vec::new();
+        for n in 10..16 {
+            assert_eq!(c.get(&id(1)), Some(pk(1)));
+            evicted.extend(c.insert(id(n), pk(n)));
+        }
+        assert!(!evicted.contains(&id(1)), "{evicted:?}");
+        assert_eq!(evicted.len(), 6);
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.get(&id(1)), Some(pk(1)));
+    }
+
+    /// A capacity of one still works: each new key replaces the last.
+    #[test]
+    fn capacity_one() {
+        let mut c = BoundedKeys::new(1);
+        assert_eq!(c.insert(id(0), pk(0)), None);
+        assert_eq!(c.get(&id(0)), Some(pk(0)));
+        assert_eq!(c.insert(id(1), pk(1)), Some(id(0)));
+        assert_eq!(c.get(&id(1)), Some(pk(1)));
+        assert!(c.get(&id(0)).is_none());
     }
 }

@@ -51,6 +51,13 @@ const INGRESS_QUEUE: usize = 4;
 /// sender is told `MempoolFull`, counted in `int_rejected_total`) until a
 /// block takes some.
 const MEMPOOL_TXS: usize = BLOCK_TXS_MAX;
+/// Validated public keys ingress keeps in memory (estimated ≈ 0.3 KiB each:
+/// a 192-byte G2 point, its account id and an index entry; ≈ 300 MiB when
+/// full). At the bound, caching one more key
+/// evicts one other, a key not looked up since the cache's clock hand last
+/// passed it (`int_engine::ingress::BoundedKeys`); an evicted key is read
+/// from the store and validated again on its sender's next transaction.
+const KEY_CACHE_KEYS: usize = 1 << 20;
 /// Accounts the chain keeps in memory at least.
 const HOT_ACCOUNTS_MIN: usize = 200_000;
 
@@ -281,7 +288,7 @@ impl<'a> Admitter<'a> {
             chain_id,
             proofs,
             g1,
-            keys: KeyCache::new(store, chain_id, 1 << 20),
+            keys: KeyCache::new(store, chain_id, KEY_CACHE_KEYS),
             mempool,
             stats,
         }
