@@ -64,6 +64,15 @@ pub struct Config {
     pub subscriptions_max: usize,
     /// Ingest messages waiting for the node; while full, nothing is read.
     pub pending_max: usize,
+    /// Batches of ingest messages handed to the node and not yet taken
+    /// (the channel [`Gateway::new`] returns); while full, new messages
+    /// wait in the gateway (up to `pending_max`, then nothing is read).
+    pub ingest_batches_max: usize,
+    /// Events from the node (verdict batches, messages to publish) waiting
+    /// for the gateway's loop; while full, [`Handle::verdicts`] waits
+    /// (verdicts are never dropped) and [`Handle::publish`] drops the
+    /// messages and counts them in [`Stats::events_dropped`].
+    pub events_max: usize,
     /// Time a new connection has to send its CONNECT.
     pub connect_timeout: Duration,
 }
@@ -81,6 +90,8 @@ impl Config {
             out_inflight_max: 1_024,
             subscriptions_max: 64,
             pending_max: 16_384,
+            ingest_batches_max: 64,
+            events_max: 1_024,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -260,20 +271,30 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway on `listener`. Returns it, the node's handle, and the
     /// channel the node reads ingest batches from (at most `pending_max`
-    /// messages wait in the gateway beyond its 64 batches).
+    /// messages wait in the gateway beyond its `ingest_batches_max`
+    /// batches).
+    ///
+    /// # Panics
+    /// On a bound of 0 (or absurdly many connections).
     pub fn new(
         listener: TcpListener,
         cfg: Config,
     ) -> io::Result<(Self, Handle, Receiver<Vec<Ingested>>)> {
         assert!(cfg.connections_max > 0 && cfg.connections_max < usize::MAX / 4);
         assert!(cfg.packet_bytes_max >= 64 && cfg.inflight_max > 0);
+        // A zero-capacity channel would be a rendezvous: try_send would fail
+        // whenever the other side is not already waiting.
+        assert!(
+            cfg.ingest_batches_max > 0 && cfg.events_max > 0,
+            "ingest_batches_max and events_max must be at least 1"
+        );
         let poll = Poll::new()?;
         let mut listener = listener;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (ev_tx, ev_rx) = sync_channel(1024);
-        let (in_tx, in_rx) = sync_channel(64);
+        let (ev_tx, ev_rx) = sync_channel(cfg.events_max);
+        let (in_tx, in_rx) = sync_channel(cfg.ingest_batches_max);
         let stats = Arc::new(Stats::default());
         let handle = Handle {
             events: ev_tx,

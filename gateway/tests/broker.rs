@@ -469,3 +469,46 @@ fn a_paused_connection_is_not_timed_out() {
     stop.store(true, Ordering::SeqCst);
     gw_thread.join().unwrap();
 }
+
+/// The node-to-gateway event queue holds `events_max` events; past it a
+/// publish is dropped and counted (the node never waits on subscribers).
+/// The gateway's loop is not running here, so nothing drains the queue.
+#[test]
+fn a_full_event_queue_drops_publishes_and_counts_them() {
+    let listener = int_gateway::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let cfg = Config {
+        events_max: 2,
+        ..cfg()
+    };
+    let (_gw, handle, _ingest) = Gateway::new(listener, cfg).unwrap();
+    let msgs = |n: usize| -> Vec<Message> {
+        (0..n)
+            .map(|_| Message {
+                topics: vec!["int/1/blocks".into()],
+                payload: Bytes::from_static(b"header"),
+                retain: false,
+            })
+            .collect()
+    };
+    let dropped = || handle.stats.events_dropped.load(Ordering::Relaxed);
+    handle.publish(msgs(1)).unwrap();
+    handle.publish(msgs(1)).unwrap();
+    assert_eq!(dropped(), 0);
+    // The third event finds the queue full: its three messages are dropped.
+    handle.publish(msgs(3)).unwrap();
+    assert_eq!(dropped(), 3);
+}
+
+/// A bound of 0 would make a channel a rendezvous: refused at start.
+#[test]
+#[should_panic(expected = "ingest_batches_max")]
+fn zero_queue_bounds_are_refused() {
+    let listener = int_gateway::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let _ = Gateway::new(
+        listener,
+        Config {
+            ingest_batches_max: 0,
+            ..cfg()
+        },
+    );
+}
