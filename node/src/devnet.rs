@@ -191,11 +191,20 @@ enum Feedback {
     Head(u64),
 }
 
+/// Feedback messages (inclusions, refusals, new heads) waiting for the
+/// device loop: about one per transaction, so room for a full mempool's
+/// worth. When it is full the block loop and ingress drop the message
+/// rather than wait (they never wait on the simulator); a device whose
+/// feedback was dropped stays in flight until its transaction is
+/// [`RESYNC_AFTER_BLOCKS`] blocks old, then re-reads its committed state.
+const FEEDBACK_QUEUE: usize = 1 << 20;
 const DEVICE_BATCH: usize = 512;
 /// Most simulated devices: each costs a key derivation at start (about
 /// 0.1 ms of a core) and a few hundred bytes, so 10 million is minutes and
 /// gigabytes; a larger count in a hand-edited devnet.json is refused.
 const DEVICES_MAX: usize = 10_000_000;
+/// Blocks after which a device whose transaction's fate it never learned
+/// starts over from its committed state.
 const RESYNC_AFTER_BLOCKS: u64 = 20;
 
 struct Device {
@@ -481,7 +490,7 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
     // The simulators, beside the node: they feed its ingress; the devices
     // learn from `feedback` what became of their transactions.
     let sim_stats = SimStats::default();
-    let (fb_tx, fb_rx) = sync_channel::<Feedback>(1 << 20);
+    let (fb_tx, fb_rx) = sync_channel::<Feedback>(FEEDBACK_QUEUE);
     let mut extras: Vec<node::Extra<'_>> = Vec::new();
     if let Some(sim) = &sim {
         let (validator, fleet, sim_stats) = (&validator, &fleet, &sim_stats);
