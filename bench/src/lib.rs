@@ -1,8 +1,4 @@
-//! INT benchmarks: the simulated devices that load the node (shared by the
-//! devnet and the harness), the throughput harness behind `int bench tps`, the GPU harness
-//! behind `int bench gpu`,
-//! and its reports and plots. The criterion benches live in `benches/`.
-
-pub mod devices;
-pub mod gpu;
-pub mod tps;
+//! INT's criterion benches, in `benches/`: BLS verification, the state
+//! tree, execution of a block, the storage commit, Groth16 batches and the
+//! GPU kernels. The throughput harnesses behind `int bench` are in
+//! `int-node` (`int_node::bench`), so they time the node's own paths.

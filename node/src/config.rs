@@ -114,10 +114,10 @@ impl Default for Config {
             block_txs_max: 50_000,
             accel: None,
             rpc: Listen {
-                addr: crate::rpc::DEFAULT_ADDR.into(),
+                addr: crate::service::rpc::DEFAULT_ADDR.into(),
             },
             mqtt: Listen {
-                addr: crate::mqtt::DEFAULT_ADDR.into(),
+                addr: crate::service::mqtt::DEFAULT_ADDR.into(),
             },
             validator: Validator::default(),
             genesis: GenesisSection::default(),

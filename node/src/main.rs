@@ -1,27 +1,12 @@
 //! `int`: the INT node's daemon and command line.
 //!
 //! The binary's edge: argument parsing, logging, and turning library errors
-//! into messages (`anyhow`). The work is in the library crates.
+//! into messages (`anyhow`). The work is in the `int_node` library.
 
-mod accel;
-mod bench_mqtt;
-mod bpk_sim;
-mod config;
-mod devnet;
-mod gpu;
-mod keys;
-mod keystore;
-mod market;
-mod market_sim;
-mod mqtt;
-mod node;
-mod rpc;
-mod rpc_client;
-mod run;
-mod state;
-mod tx_cmd;
-mod zk;
-
+use int_node::bench::mqtt as bench_mqtt;
+use int_node::cli::{devnet, gpu, keys, market, print, run, state, tx as tx_cmd, zk};
+use int_node::config;
+use int_node::service::{mqtt, rpc};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -181,11 +166,11 @@ enum StateCmd {
 enum BenchCmd {
     /// Throughput: raw BLS bound, signed transfers end to end, and
     /// execution + commit over many accounts.
-    Tps(int_bench::tps::TpsArgs),
+    Tps(int_node::bench::tps::TpsArgs),
     /// GPU kernels beside their CPU references (field, scalar
     /// multiplications and MSM on both curves, hash to G1, Poseidon),
     /// naming the adapter.
-    Gpu(int_bench::gpu::GpuArgs),
+    Gpu(int_node::bench::gpu::GpuArgs),
     /// The MQTT gateway under client load (signed transactions at QoS 1),
     /// with the node's admission, as a bare broker, and mosquitto beside it.
     Mqtt(bench_mqtt::MqttBenchArgs),
@@ -199,20 +184,6 @@ fn addr_or_off(flag: &str, s: &str) -> Result<Option<std::net::SocketAddr>> {
     s.parse()
         .map(Some)
         .with_context(|| format!("--{flag} {s:?} is not HOST:PORT"))
-}
-
-fn print(v: &serde_json::Value, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(v)?);
-    } else if let Some(obj) = v.as_object() {
-        for (k, val) in obj {
-            match val {
-                serde_json::Value::String(s) => println!("{k:<18} {s}"),
-                other => println!("{k:<18} {other}"),
-            }
-        }
-    }
-    Ok(())
 }
 
 fn main() -> Result<ExitCode> {
@@ -279,7 +250,7 @@ fn main() -> Result<ExitCode> {
         }
         Cmd::Bench { cmd } => match cmd {
             BenchCmd::Tps(args) => {
-                let report = int_bench::tps::run(&args)?;
+                let report = int_node::bench::tps::run(&args)?;
                 print(&serde_json::to_value(&report)?, args.json)?;
             }
             BenchCmd::Mqtt(args) => {
@@ -291,7 +262,7 @@ fn main() -> Result<ExitCode> {
                 }
             }
             BenchCmd::Gpu(args) => {
-                let report = int_bench::gpu::run(&args)?;
+                let report = int_node::bench::gpu::run(&args)?;
                 if args.json {
                     println!("{}", serde_json::to_string(&report)?);
                 } else {

@@ -252,7 +252,10 @@ mod tests {
 
     #[test]
     fn the_default_endpoint_is_where_the_node_serves() {
-        assert_eq!(DEFAULT_RPC, format!("http://{}", crate::rpc::DEFAULT_ADDR));
+        assert_eq!(
+            DEFAULT_RPC,
+            format!("http://{}", crate::service::rpc::DEFAULT_ADDR)
+        );
     }
     use std::net::TcpListener;
 

@@ -10,7 +10,7 @@ mod common;
 use common::proof::check_account_proof;
 use common::{devnet_seed, devnet_validator, int, json, p, run, text};
 
-use int_bench::devices::Fleet;
+use int_node::sim::fleet::Fleet;
 
 /// Runs `int ARGS`, expects success, returns stdout.
 fn ok(args: &[&str]) -> String {

@@ -49,7 +49,7 @@ use rayon::prelude::*;
 use super::{
     Accounts, CHAIN_ID, MarketOpCount, MarketReport, StageUs, TpsError, io_write_bytes, per_s,
 };
-use crate::devices::{DEVICE_FEE, now_ms};
+use crate::sim::fleet::{DEVICE_FEE, now_ms};
 
 /// Most SKUs listed per price model.
 pub(super) const SKUS_PER_MODEL: usize = 64;

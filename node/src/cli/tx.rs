@@ -17,7 +17,7 @@ use int_schemas::wire::Token;
 use int_schemas::{AccountId, PayloadSpec, TxBodySpec, build_envelope, build_tx_body, decode_tx};
 use serde_json::{Value, json};
 
-use crate::keys::{self, DEFAULT_DIR};
+use crate::cli::keys::{self, DEFAULT_DIR};
 use crate::rpc_client::{DEFAULT_RPC, RpcClient};
 
 /// `int tx` subcommands.
@@ -131,7 +131,7 @@ fn next_nonce(rpc: &RpcClient, sender: &AccountId, chain: u32) -> Result<u64> {
 /// `int tx transfer`: the fields of the signed transaction and, with
 /// `--send`, the node's answer.
 pub fn transfer(a: &TransferArgs) -> Result<Value> {
-    let to = crate::state::parse_account(&a.to, "--to")?;
+    let to = crate::cli::state::parse_account(&a.to, "--to")?;
     let key = keys::load(&a.keys_dir, &a.key)?;
     let sender = keys::public_key(&key.keystore)
         .with_context(|| format!("{}", key.path.display()))?

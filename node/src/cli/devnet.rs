@@ -13,8 +13,8 @@
 //! the simulated market ([`market_sim`]) lists, buys and reports prices.
 //! Signing, proving and verification share rayon's pool over all cores.
 //!
-//! [`bpk_sim`]: crate::bpk_sim
-//! [`market_sim`]: crate::market_sim
+//! [`bpk_sim`]: crate::sim::bpk
+//! [`market_sim`]: crate::sim::market
 //! [`node`]: crate::node
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
+use crate::sim::fleet::{Fleet, validator_account};
 use anyhow::{Context, Result, bail};
-use int_bench::devices::{Fleet, validator_account};
 use int_engine::chain::BlockResult;
 use int_engine::crypto::bls::SecretKey;
 use int_engine::ingress::VerifiedTx;
@@ -37,9 +37,9 @@ use int_systems::token;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::bpk_sim::{self, Sim, SimStats};
-use crate::market_sim::{self, MarketSim};
-use crate::node::{self, Genesis, Hooks, Node, NodeConfig};
+use crate::service::node::{self, Genesis, Hooks, Node, NodeConfig};
+use crate::sim::bpk::{self as bpk_sim, Sim, SimStats};
+use crate::sim::market::{self as market_sim, MarketSim};
 
 /// Options of `int devnet`.
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ struct DevnetFile {
 pub struct Summary {
     /// Height, transactions, tps, state root, accounts, validator, ….
     #[serde(flatten)]
-    pub node: crate::node::RunSummary,
+    pub node: crate::service::node::RunSummary,
     /// Simulated devices.
     pub devices: usize,
     /// Share of wall time the ingress thread spent in signature checks.
@@ -601,6 +601,6 @@ pub fn run(opts: &DevnetOpts) -> Result<Summary> {
         value_conserved: audited.as_ref().map(|(_, a)| a.balanced()),
         supply: audited
             .as_ref()
-            .map(|(s, _)| crate::state::supply_fields(s)),
+            .map(|(s, _)| crate::cli::state::supply_fields(s)),
     })
 }

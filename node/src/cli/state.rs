@@ -10,7 +10,7 @@ use int_engine::supply::Supply;
 use serde_json::{Value, json};
 
 /// The store in `data_dir`, or a clear error when there is none.
-pub(crate) fn open(data_dir: &Path) -> Result<std::sync::Arc<dyn Storage>> {
+pub fn open(data_dir: &Path) -> Result<std::sync::Arc<dyn Storage>> {
     let dir = data_dir.join("lmdb");
     if !dir.join("data.mdb").exists() {
         bail!(
@@ -176,7 +176,7 @@ fn bpk_summary(store: &dyn StateView, chain_id: u32, height: u64) -> Result<Valu
 
 /// An account id given in hex (64 digits, `0x` allowed); errors name it
 /// as `what` (`account id`, `--owner`, …).
-pub(crate) fn parse_account(text: &str, what: &str) -> Result<int_schemas::AccountId> {
+pub fn parse_account(text: &str, what: &str) -> Result<int_schemas::AccountId> {
     let bytes = hex::decode(text.strip_prefix("0x").unwrap_or(text))
         .with_context(|| format!("{what} {text:?} is not hex"))?;
     bytes
@@ -192,7 +192,7 @@ pub fn account(data_dir: &Path, chain_id: u32, id_hex: &str, proof: bool) -> Res
     account_at_head(&*store.snapshot()?, chain_id, &id, proof)
 }
 
-pub(crate) fn account_at_head(
+pub fn account_at_head(
     store: &dyn StateView,
     chain_id: u32,
     id: &[u8; 32],

@@ -9,13 +9,13 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::sim::fleet::validator_account;
 use anyhow::{Context, Result, anyhow};
-use int_bench::devices::validator_account;
 use int_engine::crypto::bls::SecretKey;
 use int_gpu::{Accelerator, ThresholdPolicy};
 
 use crate::config::Settings;
-use crate::node::{Genesis, Hooks, Node, NodeConfig};
+use crate::service::node::{Genesis, Hooks, Node, NodeConfig};
 
 /// Options of `int run`.
 #[derive(Debug, Clone)]
@@ -27,7 +27,7 @@ pub struct RunOpts {
 }
 
 /// What a run did; printed when it stops, as JSON with `--json`.
-pub type Summary = crate::node::RunSummary;
+pub type Summary = crate::service::node::RunSummary;
 
 /// Opens the validator's keystore (`DIR/NAME.json`) and decrypts it with
 /// the password from `$INT_KEYSTORE_PASSWORD` or the terminal.
@@ -37,10 +37,10 @@ fn unlock_validator(path: &Path) -> Result<SecretKey> {
         .and_then(|s| s.to_str())
         .ok_or_else(|| anyhow!("validator.keystore: {} names no key", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new(""));
-    let key = crate::keys::load(dir, name)
+    let key = crate::cli::keys::load(dir, name)
         .with_context(|| format!("validator.keystore {}", path.display()))?;
-    let password = crate::keys::password(false)?;
-    crate::keys::unlock(&key, &password)
+    let password = crate::cli::keys::password(false)?;
+    crate::cli::keys::unlock(&key, &password)
 }
 
 /// Block 0 of a new chain: the configured accounts and the validator's,
@@ -71,7 +71,7 @@ pub fn run(opts: &RunOpts) -> Result<Summary> {
     };
     let acc = Accelerator::open(accel, ThresholdPolicy::from_env()?)?;
     tracing::info!(accel = %acc.describe(), "batch verification");
-    let stop = crate::node::stop_on_ctrl_c()?;
+    let stop = crate::service::node::stop_on_ctrl_c()?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating {}", settings.data_dir.display()))?;
 

@@ -133,6 +133,11 @@ impl Sim {
     pub fn len(&self) -> usize {
         self.users.len()
     }
+
+    /// Whether there are no users.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
 }
 
 /// 32 hash bytes as a canonical field element (top bits cleared).
@@ -204,7 +209,7 @@ impl Ctx<'_> {
 
 /// A listed SKU sold to BPK clusters, if the market has one.
 fn cluster_sku(ctx: &Ctx<'_>) -> Result<Option<SkuView>> {
-    Ok(crate::market_sim::all_skus(&*ctx.view()?, ctx.chain_id)?
+    Ok(crate::sim::market::all_skus(&*ctx.view()?, ctx.chain_id)?
         .into_iter()
         .find(|v| {
             v.listing.authority == Authority::Clusters

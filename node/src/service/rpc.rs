@@ -244,7 +244,7 @@ fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, Rpc
                     .as_bool()
                     .ok_or_else(|| invalid_params("params[1] (proof): a boolean"))?,
             };
-            crate::state::account_at_head(view, ctx.chain_id, &id, proof).map_err(internal)
+            crate::cli::state::account_at_head(view, ctx.chain_id, &id, proof).map_err(internal)
         }
         "int_getBlock" => {
             let height = uint(arg(params, 0), "params[0] (height)")?;
@@ -350,7 +350,7 @@ fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, Rpc
             let skus = market::query(view, ctx.chain_id, &q).map_err(internal)?;
             let rows = skus
                 .iter()
-                .map(|v| crate::market::view_json(view, ctx.chain_id, v))
+                .map(|v| crate::cli::market::view_json(view, ctx.chain_id, v))
                 .collect::<Result<Vec<_>>>()
                 .map_err(internal)?;
             Ok(json!({"height": h.height, "count": rows.len(), "skus": rows}))

@@ -21,8 +21,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::sim::fleet::now_ms;
 use anyhow::{Context, Result, bail};
-use int_bench::devices::now_ms;
 use int_engine::chain::{BlockResult, Chain, ChainConfig};
 use int_engine::crypto::bls::{BlsG1Backend, SecretKey};
 use int_engine::ingress::{
@@ -63,12 +63,12 @@ const HOT_ACCOUNTS_MIN: usize = 200_000;
 
 /// A batch for ingress: each envelope with the sender its source names
 /// (so refusals can be told to it without decoding).
-pub(crate) type Batch = Vec<(AccountId, Vec<u8>)>;
+pub type Batch = Vec<(AccountId, Vec<u8>)>;
 
 /// What a node is: where it keeps its chain, which chain, its block
 /// cadence and where it serves.
 #[derive(Debug, Clone)]
-pub(crate) struct NodeConfig {
+pub struct NodeConfig {
     /// Data directory; LMDB lives in `DATA_DIR/lmdb`.
     pub data_dir: PathBuf,
     /// The chain produced.
@@ -90,7 +90,7 @@ pub(crate) struct NodeConfig {
 /// Block 0 of a new chain: its accounts (the validator's among them) and
 /// plugin objects.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Genesis {
+pub struct Genesis {
     /// Accounts with their records.
     pub accounts: Vec<(AccountId, AccountRecord)>,
     /// Plugin objects (BPK keys, token oracles, ...).
@@ -98,7 +98,7 @@ pub(crate) struct Genesis {
 }
 
 /// A stop flag that Ctrl-C sets. Once per process.
-pub(crate) fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
+pub fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
@@ -109,7 +109,7 @@ pub(crate) fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
 /// Counters of a running node (ingress, blocks), for the status line and
 /// `/metrics`.
 #[derive(Default)]
-pub(crate) struct Stats {
+pub struct Stats {
     verify_ns: AtomicU64,
     rejected: AtomicU64,
     intents_refused: AtomicU64,
@@ -263,7 +263,7 @@ impl Stats {
 /// (decoding, signatures and intent proofs in batches), admits what passes
 /// to the mempool, and answers, per input, `Ok` or the status that refused
 /// it. Shared by the threads that feed it (the key cache is behind a lock).
-pub(crate) struct Admitter<'a> {
+pub struct Admitter<'a> {
     store: &'a dyn Storage,
     chain_id: u32,
     proofs: Option<&'a dyn ProofVerifier>,
@@ -275,7 +275,7 @@ pub(crate) struct Admitter<'a> {
 
 impl<'a> Admitter<'a> {
     /// Ingress over `store`'s committed state into `mempool`.
-    pub(crate) fn new(
+    pub fn new(
         store: &'a dyn Storage,
         chain_id: u32,
         proofs: Option<&'a dyn ProofVerifier>,
@@ -295,7 +295,7 @@ impl<'a> Admitter<'a> {
     }
 
     /// Checks and admits `batch`; one answer per input, in order.
-    pub(crate) fn admit(&self, batch: Vec<Vec<u8>>) -> Vec<Result<(), TxStatus>> {
+    pub fn admit(&self, batch: Vec<Vec<u8>>) -> Vec<Result<(), TxStatus>> {
         let cfg = IngressConfig {
             chain_id: self.chain_id,
             min_fee: 1,
@@ -376,7 +376,7 @@ fn ingress_loop(
 /// What an [`Extra`] thread gets: the committed state, the node's ingress
 /// and the stop flag (set at Ctrl-C, at the duration's end, or when the
 /// block loop fails).
-pub(crate) struct ExtraCtx<'a> {
+pub struct ExtraCtx<'a> {
     /// The committed state.
     pub store: &'a dyn Storage,
     /// The chain produced.
@@ -389,14 +389,14 @@ pub(crate) struct ExtraCtx<'a> {
 
 /// A thread a caller runs beside the node (the devnet's simulators): its
 /// body, started once the node serves.
-pub(crate) type Extra<'a> = Box<dyn for<'c> FnOnce(ExtraCtx<'c>) + Send + 'a>;
+pub type Extra<'a> = Box<dyn for<'c> FnOnce(ExtraCtx<'c>) + Send + 'a>;
 
 /// Sees each committed block: its transactions and their statuses.
-pub(crate) type OnBlock<'a> = &'a mut dyn FnMut(&[VerifiedTx], &BlockResult);
+pub type OnBlock<'a> = &'a mut dyn FnMut(&[VerifiedTx], &BlockResult);
 
 /// What a caller sees of the node while it runs.
 #[derive(Default)]
-pub(crate) struct Hooks<'a> {
+pub struct Hooks<'a> {
     /// Each committed block's transactions and their statuses, on the
     /// block thread, before the next block.
     pub on_block: Option<OnBlock<'a>>,
@@ -407,7 +407,7 @@ pub(crate) struct Hooks<'a> {
 
 /// What one [`Node::run`] did.
 #[derive(Debug, Default)]
-pub(crate) struct Run {
+pub struct Run {
     /// Blocks committed.
     pub blocks: u64,
     /// Transactions included.
@@ -431,7 +431,7 @@ pub(crate) struct Run {
 /// What a run of the node did: `int run`'s summary, and the part of
 /// `int devnet`'s it shares (flattened into it).
 #[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct RunSummary {
+pub struct RunSummary {
     /// Chain id.
     pub chain_id: u32,
     /// Head height at the end.
@@ -475,7 +475,7 @@ pub(crate) struct RunSummary {
 const PUBLISH_QUEUE_BLOCKS: usize = 64;
 
 /// An open node: its store, its chain (genesis written) and its validator.
-pub(crate) struct Node {
+pub struct Node {
     cfg: NodeConfig,
     store: Arc<dyn Storage>,
     chain: Chain,
@@ -490,7 +490,7 @@ impl Node {
     /// Opens (creating if needed) the chain in `cfg.data_dir` and, when it
     /// holds no chain yet, writes `genesis()` as block 0, sealed by
     /// `validator`. A data dir that holds another chain is an error.
-    pub(crate) fn open(
+    pub fn open(
         cfg: NodeConfig,
         acc: Accelerator,
         validator: SecretKey,
@@ -558,17 +558,17 @@ impl Node {
     }
 
     /// The committed state.
-    pub(crate) fn store(&self) -> &dyn Storage {
+    pub fn store(&self) -> &dyn Storage {
         &*self.store
     }
 
     /// The head when the node was opened.
-    pub(crate) fn start(&self) -> Head {
+    pub fn start(&self) -> Head {
         self.start
     }
 
     /// The summary of a run that lasted `secs` and did `ran`.
-    pub(crate) fn summary(&self, ran: &Run, secs: f64) -> Result<RunSummary> {
+    pub fn summary(&self, ran: &Run, secs: f64) -> Result<RunSummary> {
         let head = self.chain.head().context("no head")?;
         let gpu = self.acc.counts();
         Ok(RunSummary {
@@ -595,7 +595,7 @@ impl Node {
     /// an error of the block loop: binds the RPC and MQTT addresses
     /// (printing them on stderr), starts ingress, the servers and
     /// `extras`, and seals a block every `block_ms` on this thread.
-    pub(crate) fn run(&mut self, extras: Vec<Extra<'_>>, hooks: Hooks<'_>) -> Result<Run> {
+    pub fn run(&mut self, extras: Vec<Extra<'_>>, hooks: Hooks<'_>) -> Result<Run> {
         let Node {
             cfg,
             store,
@@ -614,13 +614,13 @@ impl Node {
             on_refused,
         } = hooks;
 
-        let rpc_listener = cfg.rpc_addr.map(crate::rpc::bind).transpose()?;
+        let rpc_listener = cfg.rpc_addr.map(crate::service::rpc::bind).transpose()?;
         if let Some(l) = &rpc_listener {
             eprintln!("JSON-RPC on http://{}", l.local_addr()?);
         }
         let mqtt = match cfg.mqtt_addr {
             Some(addr) => {
-                let l = crate::rpc::bind_service(addr, "MQTT gateway")?;
+                let l = crate::service::rpc::bind_service(addr, "MQTT gateway")?;
                 l.set_nonblocking(true)?;
                 let (gw, handle, ingest) = int_gateway::Gateway::new(
                     mio::net::TcpListener::from_std(l),
@@ -692,13 +692,13 @@ impl Node {
                     )
                 };
                 s.spawn(move || {
-                    let ctx = crate::rpc::RpcCtx {
+                    let ctx = crate::service::rpc::RpcCtx {
                         store,
                         chain_id,
                         submit: Some(rpc_tx),
                         metrics: Some(&metrics),
                     };
-                    if let Err(err) = crate::rpc::serve(listener, &ctx, stop) {
+                    if let Err(err) = crate::service::rpc::serve(listener, &ctx, stop) {
                         tracing::warn!(%err, "JSON-RPC server stopped");
                     }
                 });
@@ -712,11 +712,13 @@ impl Node {
                 let publisher = handle.clone();
                 s.spawn(move || {
                     let admit = |b: Vec<Vec<u8>>| admitter_ref.admit(b);
-                    crate::mqtt::serve_ingest(&ingest, &handle, chain_id, &admit, stop);
+                    crate::service::mqtt::serve_ingest(&ingest, &handle, chain_id, &admit, stop);
                 });
                 if let Some(heights) = blocks_rx {
                     s.spawn(move || {
-                        crate::mqtt::serve_blocks(&heights, &publisher, store, chain_id, stop)
+                        crate::service::mqtt::serve_blocks(
+                            &heights, &publisher, store, chain_id, stop,
+                        )
                     });
                 }
             }
@@ -820,7 +822,7 @@ impl Node {
 
 /// Market and token transactions of a run, by what they did.
 #[derive(Debug, Default)]
-pub(crate) struct MarketCounts {
+pub struct MarketCounts {
     /// Price-tag purchases that succeeded.
     pub price_tag: u64,
     /// Channel claims that paid a seller.

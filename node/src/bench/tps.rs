@@ -82,7 +82,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::devices::{DEVICE_FEE, Fleet, now_ms, validator_account};
+use crate::sim::fleet::{DEVICE_FEE, Fleet, now_ms, validator_account};
 
 mod market;
 mod plot;

@@ -18,9 +18,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::sim::fleet::{Fleet, now_ms, validator_account};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use int_bench::devices::{Fleet, now_ms, validator_account};
 use int_engine::chain::{Chain, ChainConfig};
 use int_engine::crypto::bls::{CpuG1, SecretKey};
 use int_engine::mempool::Mempool;
@@ -30,7 +30,7 @@ use int_systems::LedgerPlugin;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use crate::node::{Admitter, Stats};
+use crate::service::node::{Admitter, Stats};
 
 /// Arguments of `int bench mqtt`.
 #[derive(Args, Debug, Clone)]
@@ -133,7 +133,7 @@ fn run_gateway(
             }
         });
         let h = handle.clone();
-        s.spawn(move || crate::mqtt::serve_ingest(&ingest, &h, CHAIN_ID, admit, stop));
+        s.spawn(move || crate::service::mqtt::serve_ingest(&ingest, &h, CHAIN_ID, admit, stop));
         let report = load::run(&load_cfg(a, addr), &|i, seq| {
             payloads[i][seq as usize].clone()
         })

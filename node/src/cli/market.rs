@@ -17,7 +17,7 @@ use int_schemas::market::{BUILTIN_KINDS, is_geohash};
 use int_systems::market::{self, PolicyView, SkuQuery, SkuView};
 use serde_json::{Value, json};
 
-use crate::state::open;
+use crate::cli::state::open;
 
 /// `int market` subcommands.
 #[derive(Subcommand)]
@@ -129,7 +129,7 @@ fn list_policies(a: &PoliciesArgs) -> Result<()> {
     let owner = a
         .owner
         .as_deref()
-        .map(|h| crate::state::parse_account(h, "--owner"))
+        .map(|h| crate::cli::state::parse_account(h, "--owner"))
         .transpose()?;
     if a.limit == 0 {
         bail!("--limit must be at least 1");
@@ -205,7 +205,7 @@ fn print_rows(
     Ok(())
 }
 
-pub(crate) fn view_json(store: &dyn StateView, chain_id: u32, v: &SkuView) -> Result<Value> {
+pub fn view_json(store: &dyn StateView, chain_id: u32, v: &SkuView) -> Result<Value> {
     Ok(json!({
         "sku": format!("{}:{}", hex::encode(v.id.seller), v.id.seq),
         "seller": hex::encode(v.id.seller),

@@ -297,7 +297,7 @@ fn write_new(a: NewKeyArgs, sk: &SecretKey) -> Result<()> {
         "file": path.display().to_string(),
         "kdf": kdf.name(),
     });
-    crate::print(&v, a.json)
+    crate::cli::print(&v, a.json)
 }
 
 /// A secret key from hex text (64 digits, `0x` allowed, surrounding

@@ -254,7 +254,7 @@ pub fn run(cmd: GpuCmd) -> Result<std::process::ExitCode> {
             else {
                 return Ok(std::process::ExitCode::from(1));
             };
-            crate::print(&summary_json(ctx.summary()), json)?;
+            crate::cli::print(&summary_json(ctx.summary()), json)?;
             Ok(std::process::ExitCode::SUCCESS)
         }
     }

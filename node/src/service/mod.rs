@@ -1,0 +1,5 @@
+//! The services of a running node.
+
+pub mod mqtt;
+pub mod node;
+pub mod rpc;
