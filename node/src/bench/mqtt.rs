@@ -18,15 +18,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::service::spec::ChainSpec;
 use crate::sim::fleet::{Fleet, now_ms, validator_account};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use int_engine::chain::{Chain, ChainConfig};
+use int_engine::chain::ChainConfig;
 use int_engine::crypto::bls::{CpuG1, SecretKey};
 use int_engine::mempool::Mempool;
 use int_gateway::load::{self, LoadConfig, LoadReport};
 use int_gateway::{Config, Gateway, Version};
-use int_systems::LedgerPlugin;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
@@ -222,14 +222,13 @@ pub fn run(a: &MqttBenchArgs) -> Result<Value> {
     let store = int_engine::storage::open(&dir.0.join("db"))?;
     let validator = SecretKey::from_seed(&[7; 32]);
     let fleet = Fleet::derive(a.connections, &[9; 32]);
-    let mut chain = Chain::open(
+    let mut chain = ChainSpec::cpu().open(
         store.clone(),
         ChainConfig {
             chain_id: CHAIN_ID,
             hot_capacity: 1024.max(a.connections * 2),
             parallel: true,
         },
-        &[&LedgerPlugin],
     )?;
     // Registered at genesis, so every transfer is admissible.
     let mut alloc = fleet.genesis_alloc();

@@ -61,14 +61,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use int_engine::chain::{Chain, ChainConfig, ChainError, Timings};
 use int_engine::crypto::bls::{
-    self, BatchItem, CryptoError, DST_SIG, PublicKey, SecretKey, Signature, tx_message,
+    self, BatchItem, CpuG1, CryptoError, DST_SIG, PublicKey, SecretKey, Signature, tx_message,
 };
-use int_engine::ingress::{self, IngressConfig, IngressError, KeyCache, KeySource, VerifiedTx};
+use int_engine::ingress::{self, IngressConfig, IngressError, KeySource, VerifiedTx};
 use int_engine::mempool::Mempool;
 use int_engine::storage::{AccountRecord, StorageError};
 use int_schemas::wire::{Token, TxStatus};
@@ -76,12 +76,13 @@ use int_schemas::{
     AccountId, DecodeError, PayloadSpec, TxBodySpec, build_envelope, build_tx_body, decode_tx,
 };
 use int_systems::market::MarketError;
-use int_systems::{LedgerPlugin, MarketPlugin};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::service::node::{Admitter, Stats, produce_block};
+use crate::service::spec::ChainSpec;
 use crate::sim::fleet::{DEVICE_FEE, Fleet, now_ms, validator_account};
 
 mod market;
@@ -863,14 +864,13 @@ fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
     let dir = temp_dir("e2e")?;
     let store = int_engine::storage::open(dir.path())?;
     let validator = validator();
-    let mut chain = Chain::open(
+    let mut chain = ChainSpec::cpu().open(
         store.clone(),
         ChainConfig {
             chain_id: CHAIN_ID,
             hot_capacity: args.hot_capacity.max(2 * s.fleet.len()),
             parallel: true,
         },
-        &[&LedgerPlugin],
     )?;
     let mut alloc = s.fleet.genesis_alloc();
     for ((_, rec), pk) in alloc.iter_mut().zip(&s.pks) {
@@ -879,15 +879,20 @@ fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
     alloc.push(validator_account(&validator));
     chain.genesis(&alloc, now_ms(), &validator)?;
 
+    // The node's admission (ingress checks, the key cache, the mempool)
+    // on the CPU, as `int bench mqtt` runs it.
+    let n = s.envelopes.len();
+    let mempool = Mutex::new(Mempool::new(n.max(1)));
+    let stats = Stats::default();
+    let admitter = Admitter::new(&*store, CHAIN_ID, None, &CpuG1, &mempool, &stats);
     // A running node has its senders' keys cached; warm the cache so that
     // the measurement is the steady state, not first contact.
-    let keys = KeyCache::new(&*store, CHAIN_ID, 1 << 20);
     let t = Instant::now();
     let known = s
         .fleet
         .ids
         .par_iter()
-        .filter(|id| keys.public_key(id).is_some())
+        .filter(|id| admitter.keys().public_key(id).is_some())
         .count();
     let key_cache_warm_s = t.elapsed().as_secs_f64();
     if known != s.fleet.len() {
@@ -898,20 +903,12 @@ fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
         )));
     }
 
-    let n = s.envelopes.len();
     let mut batches: Vec<Vec<Vec<u8>>> = Vec::with_capacity(n.div_ceil(args.ingress_batch));
     let mut it = s.envelopes.into_iter().peekable();
     while it.peek().is_some() {
         batches.push(it.by_ref().take(args.ingress_batch).collect());
     }
-    let icfg = IngressConfig {
-        chain_id: CHAIN_ID,
-        min_fee: DEVICE_FEE,
-    };
-    let mempool = Mutex::new(Mempool::new(n.max(1)));
     let done = AtomicBool::new(false);
-    let check_ns = AtomicU64::new(0);
-    let rejected = AtomicU64::new(0);
     let block_ms = Duration::from_millis(args.block_ms);
 
     eprintln!(
@@ -923,26 +920,10 @@ fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
     let began = Instant::now();
     let (ingress_res, producer_res) = std::thread::scope(|scope| {
         let ingress = scope.spawn(|| -> Result<(), TpsError> {
-            let out = (|| {
-                for batch in batches {
-                    let t = Instant::now();
-                    let checked = ingress::check_batch(&icfg, &keys, batch);
-                    check_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    rejected.fetch_add(checked.rejected.len() as u64, Ordering::Relaxed);
-                    let nonces = ingress::committed_nonces(
-                        &*store.snapshot()?,
-                        CHAIN_ID,
-                        &checked.accepted,
-                    )?;
-                    let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
-                    for (tx, committed) in checked.accepted.into_iter().zip(nonces) {
-                        if pool.admit(tx, committed).is_err() {
-                            rejected.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                Ok(())
-            })();
+            for batch in batches {
+                admitter.admit(batch);
+            }
+            let out = Ok(());
             done.store(true, Ordering::Release);
             out
         });
@@ -954,18 +935,13 @@ fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
             let mut last_seal = Instant::now();
             loop {
                 let finished = done.load(Ordering::Acquire);
-                let txs = {
-                    let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
-                    let ready = pool.len() >= args.block_txs
-                        || finished
-                        || (!pool.is_empty() && last_seal.elapsed() >= block_ms);
-                    if ready {
-                        pool.take(args.block_txs)
-                    } else {
-                        Vec::new()
-                    }
-                };
-                if txs.is_empty() {
+                // Pacing: a block when one is full, when ingress is done, or
+                // at the block interval; the block itself is the node's.
+                let waiting = mempool.lock().map_or(0, |p| p.len());
+                let ready = waiting >= args.block_txs
+                    || (finished && waiting > 0)
+                    || (waiting > 0 && last_seal.elapsed() >= block_ms);
+                if !ready {
                     if finished {
                         break;
                     }
@@ -973,7 +949,8 @@ fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
                     continue;
                 }
                 let t = Instant::now();
-                let res = chain.execute_block(&txs, now_ms(), &validator)?;
+                let (_, res) =
+                    produce_block(&mut chain, &mempool, args.block_txs, &validator, &stats)?;
                 exec_time += t.elapsed();
                 last_seal = Instant::now();
                 stages.add(&res.timings);
@@ -999,14 +976,14 @@ fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
     let report = E2eReport {
         txs: n,
         ok,
-        rejected: rejected.load(Ordering::Relaxed),
+        rejected: stats.rejected(),
         failed,
         blocks,
         devices: s.fleet.len(),
         ingress_batch: args.ingress_batch,
         block_txs_max: args.block_txs,
         seconds: seconds.as_secs_f64(),
-        check_batch_s: check_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        check_batch_s: stats.verify_s(),
         execute_block_s: exec_time.as_secs_f64(),
         stage_us: stages.with_wall(exec_time),
         key_cache_warm_s,
@@ -1121,17 +1098,12 @@ fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> 
     let store = int_engine::storage::open(dir.path())?;
     let validator = validator();
     let with_market = args.workload.market();
-    let mut chain = Chain::open(
+    let mut chain = ChainSpec::cpu().open(
         store,
         ChainConfig {
             chain_id: CHAIN_ID,
             hot_capacity: args.hot_capacity,
             parallel: true,
-        },
-        if with_market {
-            &[&LedgerPlugin, &MarketPlugin]
-        } else {
-            &[&LedgerPlugin]
         },
     )?;
     let sig = validator.sign(b"INT/bench/reused-signature").to_bytes();

@@ -3,3 +3,4 @@
 pub mod mqtt;
 pub mod node;
 pub mod rpc;
+pub mod spec;

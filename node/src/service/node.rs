@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::sim::fleet::now_ms;
 use anyhow::{Context, Result, bail};
-use int_engine::chain::{BlockResult, Chain, ChainConfig};
+use int_engine::chain::{BlockResult, Chain, ChainConfig, ChainError};
 use int_engine::crypto::bls::{BlsG1Backend, SecretKey};
 use int_engine::ingress::{
     IngressConfig, IngressError, KeyCache, ProofVerifier, VerifiedTx, check_batch_on,
@@ -35,11 +35,9 @@ use int_gpu::{Accelerator, GpuCounts};
 use int_schemas::wire::TxStatus;
 use int_schemas::{AccountId, BLOCK_TXS_MAX, ClusterBuy, PayloadSpec};
 use int_systems::bpk::Groth16Intents;
-use int_systems::market::MarketPlugin;
-use int_systems::token::TokenPlugin;
-use int_systems::{BpkPlugin, LedgerPlugin};
 
 use crate::accel::{GpuBls, GpuGroth, GpuPoseidon};
+use crate::service::spec::ChainSpec;
 
 /// Transactions the RPC may queue for ingress before it answers "full".
 const RPC_QUEUE: usize = 1024;
@@ -294,6 +292,11 @@ impl<'a> Admitter<'a> {
         }
     }
 
+    /// The key cache in front of the committed state (a bench warms it).
+    pub fn keys(&self) -> &KeyCache<'a> {
+        &self.keys
+    }
+
     /// Checks and admits `batch`; one answer per input, in order.
     pub fn admit(&self, batch: Vec<Vec<u8>>) -> Vec<Result<(), TxStatus>> {
         let cfg = IngressConfig {
@@ -345,6 +348,50 @@ impl<'a> Admitter<'a> {
             }
         }
         out
+    }
+}
+
+/// One turn of the block loop, shared by the node and the benches: takes
+/// up to `block_txs_max` transactions from the mempool (each sender's in
+/// nonce order), executes, seals and commits them as the next block, and
+/// counts it in `stats`. The transactions come back beside the result, in
+/// the order of its statuses.
+pub fn produce_block(
+    chain: &mut Chain,
+    mempool: &Mutex<Mempool>,
+    block_txs_max: usize,
+    validator: &SecretKey,
+    stats: &Stats,
+) -> Result<(Vec<VerifiedTx>, BlockResult), ChainError> {
+    let txs = mempool
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take(block_txs_max);
+    let res = chain.execute_block(&txs, now_ms(), validator)?;
+    debug_assert_eq!(res.statuses.len(), txs.len());
+    stats.blocks.fetch_add(1, Ordering::Relaxed);
+    stats.txs.fetch_add(txs.len() as u64, Ordering::Relaxed);
+    let ok = res.statuses.iter().filter(|s| **s == TxStatus::Ok).count() as u64;
+    stats.txs_ok.fetch_add(ok, Ordering::Relaxed);
+    Ok((txs, res))
+}
+
+impl Stats {
+    /// Seconds ingress spent checking batches (decoding, signatures,
+    /// proofs).
+    pub fn verify_s(&self) -> f64 {
+        self.verify_ns.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// Transactions refused at ingress or by the mempool.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Blocks, transactions and successful transactions committed.
+    pub fn committed(&self) -> (u64, u64, u64) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (get(&self.blocks), get(&self.txs), get(&self.txs_ok))
     }
 }
 
@@ -524,15 +571,14 @@ impl Node {
         // Identity registrations hash the tree's nodes level by level on
         // the GPU (batches the accelerator keeps on the CPU run on all
         // cores), as the Groth16 MSMs below do.
-        let bpk_plugin = BpkPlugin::with_hasher(Arc::new(GpuPoseidon::new(acc.clone())));
-        let mut chain = Chain::open(
+        let spec = ChainSpec::with_hasher(Arc::new(GpuPoseidon::new(acc.clone())));
+        let mut chain = spec.open(
             store.clone(),
             ChainConfig {
                 chain_id,
                 hot_capacity: cfg.hot_capacity.max(HOT_ACCOUNTS_MIN),
                 parallel: true,
             },
-            &[&LedgerPlugin, &bpk_plugin, &MarketPlugin, &TokenPlugin],
         )?;
         if chain.head().is_none() {
             let g = genesis()?;
@@ -745,15 +791,8 @@ impl Node {
                     if next_block < Instant::now() {
                         next_block = Instant::now() + block;
                     }
-                    let txs = mempool
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .take(cfg.block_txs_max);
-                    let res = chain.execute_block(&txs, now_ms(), validator)?;
-                    stats.blocks.fetch_add(1, Ordering::Relaxed);
-                    stats.txs.fetch_add(txs.len() as u64, Ordering::Relaxed);
-                    let ok = res.statuses.iter().filter(|s| **s == TxStatus::Ok).count() as u64;
-                    stats.txs_ok.fetch_add(ok, Ordering::Relaxed);
+                    let (txs, res) =
+                        produce_block(chain, &mempool, cfg.block_txs_max, validator, &stats)?;
                     window.1 += txs.len() as u64;
                     for (tx, st) in txs.iter().zip(&res.statuses) {
                         run.market.count(&tx.payload, *st);
