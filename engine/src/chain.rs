@@ -373,6 +373,7 @@ impl Chain {
         world.insert_resource(Credits::default());
         world.insert_resource(BlockSupply::default());
         world.insert_resource(ExecFault::default());
+        world.insert_resource(SigBackend(Arc::new(bls::CpuG1)));
         let mut schedule = block_schedule(cfg.parallel);
         for p in plugins {
             p.build(&mut world, &mut schedule);
@@ -394,6 +395,12 @@ impl Chain {
     /// does not verify).
     pub fn set_proof_verifier(&mut self, proofs: Arc<dyn ProofVerifier + Send>) {
         self.proofs = Some(proofs);
+    }
+
+    /// Sets where the block's own signature batches do their curve
+    /// arithmetic ([`SigBackend`]; the CPU until set).
+    pub fn set_bls_backend(&mut self, g1: Arc<dyn bls::BlsG1Backend + Send + Sync>) {
+        self.world.insert_resource(SigBackend(g1));
     }
 
     /// The last committed block, or `None` before genesis.

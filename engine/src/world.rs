@@ -13,6 +13,7 @@ use bevy_ecs::schedule::{MultiThreadedExecutor, ScheduleLabel, SingleThreadedExe
 use int_schemas::wire::{DeviceKind, Token, TxStatus};
 use int_schemas::{AccountId, Escrow, Hash32, PayloadSpec, PublicKeyBytes};
 
+use crate::crypto::bls::BlsG1Backend;
 use crate::storage::{AccountRecord, ObjectWrite, StateView};
 use crate::supply::SupplyDelta;
 
@@ -279,6 +280,13 @@ pub struct ObjectWrites(pub Vec<ObjectWrite>);
 /// block executes.
 #[derive(Resource, Clone)]
 pub struct ParentState(pub Arc<dyn StateView>);
+
+/// Where the block's own signature batches (the market's channel receipts
+/// and usage attestations) hash to G1 and sum signatures: the CPU unless
+/// the node sets its accelerator ([`crate::chain::Chain::set_bls_backend`]).
+/// Either gives the same verdict.
+#[derive(Resource, Clone)]
+pub struct SigBackend(pub Arc<dyn BlsG1Backend + Send + Sync>);
 
 /// Set by a system that could not execute the block (a storage read
 /// failed): the chain then abandons the block, commits nothing, and reloads

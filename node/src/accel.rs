@@ -264,6 +264,46 @@ mod tests {
         assert!(c.gpu_batches > 0 && c.gpu_fallbacks == 0, "{c:?}");
     }
 
+    /// The seeded batch the market checks receipts with gives the same
+    /// verdicts on the GPU as on the CPU (the block's seed fixes the
+    /// scalars): a good batch passes on both, one tampered receipt fails it
+    /// on both.
+    #[test]
+    fn seeded_batches_on_the_gpu_match_the_cpu() {
+        use int_engine::crypto::bls::{
+            BatchItem, CpuG1, DST_SIG, SecretKey, batch_verify_seeded_on, tx_message,
+        };
+        let Some(acc) = gpu() else { return };
+        let g1 = GpuBls::new(acc.clone());
+        let keys: Vec<SecretKey> = (0..16u8).map(|i| SecretKey::from_seed(&[i; 32])).collect();
+        let pks: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
+        let mut msgs: Vec<Vec<u8>> = (0..keys.len())
+            .map(|i| tx_message(1, format!("receipt #{i}").as_bytes()))
+            .collect();
+        let sigs: Vec<_> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
+        let verdicts = |msgs: &[Vec<u8>]| {
+            let batch: Vec<BatchItem<'_>> = msgs
+                .iter()
+                .enumerate()
+                .map(|(i, m)| BatchItem {
+                    pk: &pks[i],
+                    msg: m,
+                    sig: &sigs[i],
+                })
+                .collect();
+            let seed = [5; 32];
+            (
+                batch_verify_seeded_on(&batch, DST_SIG, seed, &g1),
+                batch_verify_seeded_on(&batch, DST_SIG, seed, &CpuG1),
+            )
+        };
+        assert_eq!(verdicts(&msgs), (true, true));
+        msgs[9][0] ^= 1;
+        assert_eq!(verdicts(&msgs), (false, false));
+        let c = acc.counts();
+        assert!(c.gpu_batches > 0 && c.gpu_fallbacks == 0, "{c:?}");
+    }
+
     /// Groth16 batches with the GPU's `rᵢ·Aᵢ` pass when good and fail when
     /// one proof is for other inputs, exactly as with the CPU backend.
     #[test]

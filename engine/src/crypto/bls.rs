@@ -354,6 +354,18 @@ pub fn batch_verify_with(items: &[BatchItem<'_>], dst: &[u8], g1: &dyn BlsG1Back
 /// ones pass (`σ₁ + Δ`, `σ₂ − (r₁/r₂)·Δ`); no one can forge a signature of
 /// a key they cannot sign with.
 pub fn batch_verify_seeded(items: &[BatchItem<'_>], dst: &[u8], seed: [u8; 32]) -> bool {
+    batch_verify_seeded_on(items, dst, seed, &CpuG1)
+}
+
+/// [`batch_verify_seeded`] with its hashing to G1 and signature sum on
+/// `g1` (the GPU where the node has one): the same scalars, so the same
+/// verdict.
+pub fn batch_verify_seeded_on(
+    items: &[BatchItem<'_>],
+    dst: &[u8],
+    seed: [u8; 32],
+    g1: &dyn BlsG1Backend,
+) -> bool {
     let mut stream = blake3::Hasher::new_keyed(&seed).finalize_xof();
     let rands: Vec<u64> = items
         .iter()
@@ -363,7 +375,7 @@ pub fn batch_verify_seeded(items: &[BatchItem<'_>], dst: &[u8], seed: [u8; 32]) 
             u64::from_le_bytes(b).max(1)
         })
         .collect();
-    batch_verify_scalars(items, dst, &CpuG1, &rands)
+    batch_verify_scalars(items, dst, g1, &rands)
 }
 
 /// The batch check with the scalars `rands` (one per item, non-zero).

@@ -590,6 +590,9 @@ impl Node {
         if let Some(p) = &proofs {
             chain.set_proof_verifier(p.clone());
         }
+        // The market's receipt and attestation batches, as ingress's
+        // signature batches, hash and sum on the accelerator.
+        chain.set_bls_backend(Arc::new(GpuBls::new(acc.clone())));
         let start = chain.head().context("no head after genesis")?;
         Ok(Self {
             cfg,

@@ -10,12 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bevy_ecs::prelude::*;
-use int_engine::crypto::bls::PublicKey;
+use int_engine::crypto::bls::{BlsG1Backend, PublicKey};
 use int_engine::storage::{KeyValue, ObjectTable, ObjectWrite, StateView};
 use int_engine::supply::SupplyDelta;
 use int_engine::world::{
     BlockContext, BlockSupply, Credit, Credits, DeferredPayloads, ExecConfig, ExecFault,
-    ObjectWrites, Outcomes, ParentState, PayloadVerdicts,
+    ObjectWrites, Outcomes, ParentState, PayloadVerdicts, SigBackend,
 };
 use int_schemas::market::{
     BUILTIN_KINDS, CUSTOM_KIND_FIRST, channel_receipt_message, total, usage_attestation_message,
@@ -128,6 +128,7 @@ pub(crate) fn apply_market(
     ctx: Res<BlockContext>,
     cfg: Res<ExecConfig>,
     store: Res<ParentState>,
+    g1: Res<SigBackend>,
     deferred: Res<DeferredPayloads>,
     outcomes: Res<Outcomes>,
     verdicts: Res<PayloadVerdicts>,
@@ -178,6 +179,7 @@ pub(crate) fn apply_market(
         &mine,
         &verdicts,
         cfg.parallel,
+        &*g1.0,
     ) {
         Ok(out) => {
             if supply.0.merge(&out.delta).is_none() {
@@ -238,6 +240,7 @@ pub(crate) fn execute(
     txs: &[TxWork<'_>],
     verdicts: &PayloadVerdicts,
     parallel: bool,
+    g1: &dyn BlsG1Backend,
 ) -> Result<Output, MarketError> {
     let timers = due_timers(store, chain_id, height, TIMERS_PER_BLOCK)?;
     let due = due_policies(store, chain_id, height)?;
@@ -261,7 +264,7 @@ pub(crate) fn execute(
         height,
         new_kinds,
         verdicts,
-        sigs: precheck(store, chain_id, height, txs, parallel)?,
+        sigs: precheck(store, chain_id, height, txs, parallel, g1)?,
     };
     // Policies: their transactions, then the plan of this block's purchases.
     let mut pol = Policies::new(&env);

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use int_engine::crypto::bls::{self, BatchItem, DST_SIG, PublicKey, Signature};
+use int_engine::crypto::bls::{self, BatchItem, BlsG1Backend, DST_SIG, PublicKey, Signature};
 use int_engine::storage::StateView;
 use int_schemas::market::{channel_receipt_message, usage_attestation_message};
 use int_schemas::{AccountId, PayloadSpec};
@@ -122,6 +122,7 @@ pub(crate) fn precheck(
     height: u64,
     txs: &[TxWork<'_>],
     parallel: bool,
+    g1: &dyn BlsG1Backend,
 ) -> Result<SigChecks, MarketError> {
     let mut items = Vec::new();
     for t in txs {
@@ -149,7 +150,7 @@ pub(crate) fn precheck(
         })
         .collect();
     let verdicts: Vec<bool> =
-        if bls::batch_verify_seeded(&batch, DST_SIG, seed(chain_id, height, &batch)) {
+        if bls::batch_verify_seeded_on(&batch, DST_SIG, seed(chain_id, height, &batch), g1) {
             vec![true; batch.len()]
         } else if parallel {
             batch
@@ -275,7 +276,7 @@ mod tests {
             intent: None,
         });
         for parallel in [true, false] {
-            let checks = precheck(&*store, CHAIN, 5, &txs, parallel).unwrap();
+            let checks = precheck(&*store, CHAIN, 5, &txs, parallel, &bls::CpuG1).unwrap();
             assert_eq!(checks.len(), 5);
             let msg = |i: usize| msg_of(&txs[i]);
             let got: Vec<Option<bool>> =
@@ -295,7 +296,7 @@ mod tests {
             assert_eq!(checks.verdict(9, &msg(0)), None);
         }
         // All good: one batch, all true.
-        let good = precheck(&*store, CHAIN, 5, &[txs[0], txs[2]], true).unwrap();
+        let good = precheck(&*store, CHAIN, 5, &[txs[0], txs[2]], true, &bls::CpuG1).unwrap();
         assert_eq!(good.verdict(0, &msg_of(&txs[0])), Some(true));
         assert_eq!(good.verdict(2, &msg_of(&txs[2])), Some(true));
     }
