@@ -131,7 +131,8 @@ pub trait StateView: Send + Sync {
     /// Calls `f` for every object of `table` whose key starts with
     /// `prefix`, in key order, until `f` returns `Ok(false)` or an error
     /// (returned). Callers use [`scan_prefix`](#method.scan_prefix), which
-    /// takes the caller's error type.
+    /// takes the caller's error type. `f` runs while the snapshot's reader
+    /// is held: it must not read the same snapshot (collect, then read).
     fn scan(
         &self,
         chain_id: u32,
@@ -141,7 +142,8 @@ pub trait StateView: Send + Sync {
     ) -> Result<(), StorageError>;
 
     /// Calls `f` for every account of a chain in id order until it returns
-    /// `false`.
+    /// `false`; as for [`StateView::scan`], `f` must not read the same
+    /// snapshot.
     fn scan_accounts(
         &self,
         chain_id: u32,
