@@ -1,6 +1,7 @@
-//! The INT engine: the ECS world of one chain, the block pipeline and its
-//! stages, LMDB storage, the state commitment, the mempool and the crypto
-//! verification front (batched BLS).
+//! The INT engine: the ECS world of one chain, the block pipeline (execute,
+//! seal, commit, and the check of a received block), storage behind traits
+//! with its LMDB implementation, the state commitment, the mempool and the
+//! crypto verification front (batched BLS).
 //!
 //! Nothing here does I/O other than storage; the node drives it.
 
