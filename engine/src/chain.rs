@@ -150,24 +150,6 @@ pub trait BlockTx: Sync {
     fn payload(&self) -> &PayloadSpec;
 }
 
-impl BlockTx for VerifiedTx {
-    fn hash(&self) -> &Hash32 {
-        &self.hash
-    }
-    fn sender(&self) -> &AccountId {
-        &self.sender
-    }
-    fn nonce(&self) -> u64 {
-        self.nonce
-    }
-    fn fee(&self) -> u128 {
-        self.fee
-    }
-    fn payload(&self) -> &PayloadSpec {
-        &self.payload
-    }
-}
-
 /// A transaction of a received block, decoded from its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyTx {
@@ -183,23 +165,29 @@ pub struct BodyTx {
     pub payload: PayloadSpec,
 }
 
-impl BlockTx for BodyTx {
-    fn hash(&self) -> &Hash32 {
-        &self.hash
-    }
-    fn sender(&self) -> &AccountId {
-        &self.sender
-    }
-    fn nonce(&self) -> u64 {
-        self.nonce
-    }
-    fn fee(&self) -> u128 {
-        self.fee
-    }
-    fn payload(&self) -> &PayloadSpec {
-        &self.payload
-    }
+/// Both kinds of transaction keep the fields under the same names.
+macro_rules! block_tx_by_fields {
+    ($($t:ty),*) => {$(
+        impl BlockTx for $t {
+            fn hash(&self) -> &Hash32 {
+                &self.hash
+            }
+            fn sender(&self) -> &AccountId {
+                &self.sender
+            }
+            fn nonce(&self) -> u64 {
+                self.nonce
+            }
+            fn fee(&self) -> u128 {
+                self.fee
+            }
+            fn payload(&self) -> &PayloadSpec {
+                &self.payload
+            }
+        }
+    )*};
 }
+block_tx_by_fields!(VerifiedTx, BodyTx);
 
 /// What the proposer chooses for a block besides its transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
