@@ -107,7 +107,7 @@ impl M {
         objects: &[int_engine::storage::ObjectWrite],
     ) -> Self {
         let net = Net::with_plugins(&alloc(), cfg, with_market, objects);
-        let genesis = totals(&*net.store.snapshot().unwrap());
+        let genesis = totals(&*net.view());
         Self {
             net,
             nonces: HashMap::new(),

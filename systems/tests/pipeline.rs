@@ -225,13 +225,7 @@ fn one_bad_signature_among_1000() {
     assert_eq!(acct(&net, &k[bad_sender]).nonce, PER - 1);
     assert_eq!(acct(&net, &k[0]).nonce, PER);
     let h = net.head();
-    let block = net
-        .store
-        .snapshot()
-        .unwrap()
-        .block(CHAIN, h.height)
-        .unwrap()
-        .unwrap();
+    let block = net.view().block(CHAIN, h.height).unwrap().unwrap();
     net.chain().verify_block(&block).expect("block re-verifies");
 }
 
@@ -321,13 +315,7 @@ fn registration_and_transfer_in_one_batch() {
     let rec = net2.account(&id(&dev)).unwrap();
     assert_eq!((rec.int, rec.gas, rec.nonce), (0, 6, 2));
     let h = net2.head();
-    let block = net2
-        .store
-        .snapshot()
-        .unwrap()
-        .block(CHAIN, h.height)
-        .unwrap()
-        .unwrap();
+    let block = net2.view().block(CHAIN, h.height).unwrap().unwrap();
     net2.chain()
         .verify_block(&block)
         .expect("block re-verifies");
@@ -343,13 +331,7 @@ fn registration_and_transfer_in_one_batch() {
     assert_eq!(net.account(&id(&poor)), None);
     // The committed block still re-verifies.
     let h = net.head();
-    let block = net
-        .store
-        .snapshot()
-        .unwrap()
-        .block(CHAIN, h.height)
-        .unwrap()
-        .unwrap();
+    let block = net.view().block(CHAIN, h.height).unwrap().unwrap();
     net.chain().verify_block(&block).expect("block re-verifies");
 }
 
@@ -370,13 +352,7 @@ fn transfer_of_a_sender_whose_registration_failed_stays_out_of_the_block() {
     let r2 = net.execute(&checked.accepted[1..]);
     assert_eq!(r2.statuses, vec![TxStatus::UnknownSender]);
     let h = net.head();
-    let block = net
-        .store
-        .snapshot()
-        .unwrap()
-        .block(CHAIN, h.height)
-        .unwrap()
-        .unwrap();
+    let block = net.view().block(CHAIN, h.height).unwrap().unwrap();
     let decoded = int_schemas::decode_block(&block).unwrap();
     assert!(
         decoded.bodies.is_empty(),
@@ -390,7 +366,7 @@ fn transfer_of_a_sender_whose_registration_failed_stays_out_of_the_block() {
 fn fees_go_to_the_proposer_and_value_is_conserved() {
     let (k, mut net) = setup(4);
     let fresh = fresh_id(1);
-    let before = totals(&*net.store.snapshot().unwrap());
+    let before = totals(&*net.view());
     let p = id(&net.proposer);
     let gas_p = net.account(&p).unwrap().gas;
     let st = net.block_ok(vec![
@@ -419,18 +395,18 @@ fn fees_go_to_the_proposer_and_value_is_conserved() {
     assert_eq!(fees, 3 + 5 + 6 + 7);
     assert_eq!(net.account(&p).unwrap().gas, gas_p + fees);
     assert_eq!(net.account(&fresh).unwrap().int, 100);
-    assert_eq!(totals(&*net.store.snapshot().unwrap()), before);
+    assert_eq!(totals(&*net.view()), before);
     // A proposer who also sends pays itself.
     let mut alloc: Vec<(AccountId, AccountRecord)> = vec![];
     let pk = proposer_key();
     alloc.push((id(&pk), registered(&pk, 10, 10)));
     let mut net = Net::new(&alloc);
-    let before = totals(&*net.store.snapshot().unwrap());
+    let before = totals(&*net.view());
     let st = net.block_ok(vec![transfer(&pk, 0, 10, fresh, 10)]);
     assert_eq!(st, vec![TxStatus::Ok]);
     let r = net.account(&id(&pk)).unwrap();
     assert_eq!((r.int, r.gas), (0, 10));
-    assert_eq!(totals(&*net.store.snapshot().unwrap()), before);
+    assert_eq!(totals(&*net.view()), before);
 }
 
 #[test]
@@ -453,7 +429,7 @@ fn locked_amounts_of_payloads_no_plugin_decides_come_back() {
             },
         )
     };
-    let before = totals(&*net.store.snapshot().unwrap());
+    let before = totals(&*net.view());
     // 9 × 10 GAS locks 90 of the 98 left after the fee; 10 × 10 cannot.
     let st = net.block_ok(vec![buy(0, 9), buy(1, 10)]);
     assert_eq!(
@@ -461,7 +437,7 @@ fn locked_amounts_of_payloads_no_plugin_decides_come_back() {
         vec![TxStatus::UnsupportedPayload, TxStatus::InsufficientBalance]
     );
     assert_eq!(acct(&net, &k[0]).gas, GAS - 4);
-    assert_eq!(totals(&*net.store.snapshot().unwrap()), before);
+    assert_eq!(totals(&*net.view()), before);
     let supply = net.chain().supply().unwrap();
     assert_eq!(supply.fees_paid, 4);
     assert_eq!(supply.gas_total, before.1);
@@ -473,12 +449,12 @@ fn zero_fee_transfers_are_committed() {
     // Nonce and debit of a fee-less transaction must reach storage, not
     // only the hot set.
     let (k, mut net) = setup(2);
-    let before = totals(&*net.store.snapshot().unwrap());
+    let before = totals(&*net.view());
     let st = net.block_ok(vec![transfer(&k[0], 0, 0, id(&k[1]), 300)]);
     assert_eq!(st, vec![TxStatus::Ok]);
     let a0 = acct(&net, &k[0]);
     assert_eq!((a0.int, a0.nonce), (INT - 300, 1));
-    assert_eq!(totals(&*net.store.snapshot().unwrap()), before);
+    assert_eq!(totals(&*net.view()), before);
     // After a restart (the hot set is gone) the state is the same.
     net.reopen();
     let st = net.block_ok(vec![transfer(&k[0], 1, 0, id(&k[1]), INT - 300)]);
@@ -520,23 +496,11 @@ fn committed_blocks_reverify_and_tampering_is_caught() {
         st,
         vec![TxStatus::Ok, TxStatus::InsufficientBalance, TxStatus::Ok]
     );
-    let genesis = net
-        .store
-        .snapshot()
-        .unwrap()
-        .block(CHAIN, 0)
-        .unwrap()
-        .unwrap();
+    let genesis = net.view().block(CHAIN, 0).unwrap().unwrap();
     net.chain()
         .verify_block(&genesis)
         .expect("genesis re-verifies");
-    let block = net
-        .store
-        .snapshot()
-        .unwrap()
-        .block(CHAIN, 1)
-        .unwrap()
-        .unwrap();
+    let block = net.view().block(CHAIN, 1).unwrap().unwrap();
     net.chain().verify_block(&block).expect("block re-verifies");
 
     // A byte of a body (the amount of the second transfer).
@@ -582,7 +546,7 @@ fn state_root_matches_a_recomputation() {
         let st = net.block_ok(batch);
         assert!(st.iter().all(|s| *s == TxStatus::Ok));
         let h = net.head();
-        let (root, n) = storage::recompute_root(&*net.store.snapshot().unwrap(), CHAIN).unwrap();
+        let (root, n) = storage::recompute_root(&*net.view(), CHAIN).unwrap();
         assert_eq!(root, h.state_root, "block {b}");
         assert_eq!(n, h.accounts, "block {b}");
     }
@@ -624,7 +588,7 @@ fn hot_set_stays_bounded_and_results_do_not_change() {
         assert_eq!(rs.head, rl.head, "block {b}");
     }
     assert_eq!(small.accounts(), large.accounts());
-    let (root, n) = storage::recompute_root(&*small.store.snapshot().unwrap(), CHAIN).unwrap();
+    let (root, n) = storage::recompute_root(&*small.view(), CHAIN).unwrap();
     assert_eq!((root, n), (small.head().state_root, small.head().accounts));
 }
 
@@ -646,19 +610,13 @@ fn restart_keeps_the_head_and_builds_on_it() {
     assert_eq!(st, vec![TxStatus::Ok, TxStatus::BadNonce]);
     let head2 = net.head();
     assert_eq!(head2.height, head1.height + 1);
-    let block = net
-        .store
-        .snapshot()
-        .unwrap()
-        .block(CHAIN, head2.height)
-        .unwrap()
-        .unwrap();
+    let block = net.view().block(CHAIN, head2.height).unwrap().unwrap();
     let h = HeaderFields::from_wire(&decode_block(&block).unwrap().header);
     assert_eq!(h.parent_hash, head1.hash);
     assert_eq!(h.height, 2);
     assert_eq!(acct(&net, &k[0]).int, INT - 20);
     net.chain().verify_block(&block).expect("block re-verifies");
-    let (root, n) = storage::recompute_root(&*net.store.snapshot().unwrap(), CHAIN).unwrap();
+    let (root, n) = storage::recompute_root(&*net.view(), CHAIN).unwrap();
     assert_eq!((root, n), (head2.state_root, head2.accounts));
 }
 
@@ -679,13 +637,7 @@ fn a_key_with_a_bad_pop_signs_nothing_in_its_batch() {
         vec![(0, IngressError::BadPop), (1, IngressError::UnknownSender)]
     );
     assert!(r.statuses.is_empty());
-    let block = net
-        .store
-        .snapshot()
-        .unwrap()
-        .block(CHAIN, r.head.height)
-        .unwrap()
-        .unwrap();
+    let block = net.view().block(CHAIN, r.head.height).unwrap().unwrap();
     net.chain().verify_block(&block).expect("block re-verifies");
     // A registered key's bad re-registration does not hide its transfers.
     let bad_again = seal(

@@ -468,7 +468,7 @@ proptest! {
         let mut net = Net::with_config(&alloc, config(true, 8));
         let mut model = Model::new(&alloc, id(&net.proposer));
         model.accounts = net.accounts();
-        let genesis = totals(&*net.store.snapshot().unwrap());
+        let genesis = totals(&*net.view());
         prop_assert_eq!(
             genesis,
             (GENESIS_INT * REGISTERED as u128, GENESIS_GAS * REGISTERED as u128)
@@ -479,8 +479,8 @@ proptest! {
             let r = net.execute(&txs);
             let mtxs: Vec<MTx> = txs.iter().map(MTx::from).collect();
             model.apply(&mtxs);
-            prop_assert_eq!(totals(&*net.store.snapshot().unwrap()), genesis);
-            let (root, n) = storage::recompute_root(&*net.store.snapshot().unwrap(), CHAIN).unwrap();
+            prop_assert_eq!(totals(&*net.view()), genesis);
+            let (root, n) = storage::recompute_root(&*net.view(), CHAIN).unwrap();
             prop_assert_eq!((root, n), (r.head.state_root, r.head.accounts));
         }
     }
