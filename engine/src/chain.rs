@@ -578,6 +578,10 @@ impl Chain {
         if let Some(fault) = self.world.resource_mut::<ExecFault>().0.take() {
             return Err(ChainError::Exec(fault));
         }
+        // Plugins' writes arrive in the order bevy ran their Gather
+        // systems; the block's are in key order (the state tree refuses a
+        // key written twice).
+        objects.sort_unstable_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
 
         let mut outcomes = std::mem::take(&mut self.world.resource_mut::<Outcomes>().0);
         let verdicts = std::mem::take(&mut *self.world.resource_mut::<PayloadVerdicts>());

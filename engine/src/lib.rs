@@ -9,6 +9,7 @@ pub mod chain;
 pub mod crypto;
 pub mod ingress;
 pub mod mempool;
+pub mod objects;
 pub mod state;
 pub mod storage;
 pub mod supply;

@@ -336,6 +336,9 @@ pub enum Stage {
     /// Deferred payloads, decided by the plugins that own them (after the
     /// ledger has taken the fees, before the credits).
     Apply,
+    /// Each plugin's [`crate::objects::PluginEffects`] moved into the
+    /// block's writes, credits and supply delta.
+    Gather,
     /// Credits, summed per receiver (receivers in parallel).
     Credit,
     /// Anything that reads the block's final effects.
@@ -361,6 +364,7 @@ pub fn block_schedule(parallel: bool) -> Schedule {
             Stage::Debit,
             Stage::Admit,
             Stage::Apply,
+            Stage::Gather,
             Stage::Credit,
             Stage::Finalize,
         )

@@ -61,7 +61,6 @@
 //! one, else all cores), which skips the hashes of intermediate nodes; an intent is three point reads (centroids once per block);
 //! a block without BPK payloads pays nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ark_bn254::{Bn254, Fr};
@@ -69,10 +68,11 @@ use ark_ff::PrimeField;
 use ark_groth16::{PreparedVerifyingKey, VerifyingKey};
 use bevy_ecs::prelude::*;
 use int_engine::ingress::{ProofRejection, ProofVerifier};
+use int_engine::objects::{Overlay, PluginEffects, add_effects};
 use int_engine::storage::{ObjectTable, ObjectWrite, StateView, StorageError};
 use int_engine::world::{
-    BlockContext, Credit, Credits, DeferredPayloads, DeferredTx, ExecFault, ObjectWrites, Outcomes,
-    ParentState, PayloadVerdicts, Plugin, Stage,
+    BlockContext, Credit, DeferredPayloads, DeferredTx, Outcomes, ParentState, PayloadVerdicts,
+    Plugin, Stage,
 };
 use int_schemas::wire::TxStatus;
 use int_schemas::{AccountId, AnonIntentSpec, ClusterBuy, FieldBytes, PayloadSpec, ProofBytes};
@@ -378,44 +378,37 @@ fn node_key(level: u8, index: u64) -> Vec<u8> {
 }
 
 /// A [`TreeStore`] over the chain's committed tree nodes, with the writes
-/// of the block being executed buffered in memory until it commits.
+/// of the block being executed kept in the block's [`Overlay`] until it
+/// commits.
+///
+/// The tree's nodes are not ECS entities: an append rewrites one node per
+/// level on the path of its leaf (`DEPTH + 1` of them, each a field element
+/// keyed by level and index), and a proof reads a path, so they are read
+/// and written through the overlay by the tree's own algorithm, never
+/// loaded as a set the block declares in advance.
 pub struct ChainTreeStore<'s> {
-    store: &'s dyn StateView,
-    chain_id: u32,
-    pending: BTreeMap<(u8, u64), Fr>,
+    ov: Overlay<'s>,
 }
 
 impl<'s> ChainTreeStore<'s> {
     /// A view of `chain_id`'s committed nodes.
     pub fn new(store: &'s dyn StateView, chain_id: u32) -> Self {
         Self {
-            store,
-            chain_id,
-            pending: BTreeMap::new(),
+            ov: Overlay::new(store, chain_id),
         }
     }
 
-    /// The buffered writes, as objects for the block's commit.
-    fn take_writes(&mut self) -> Vec<ObjectWrite> {
-        std::mem::take(&mut self.pending)
-            .into_iter()
-            .map(|((level, index), v)| ObjectWrite {
-                table: ObjectTable::Derived,
-                key: node_key(level, index),
-                value: Some(fr_to_be_bytes(&v).to_vec()),
-            })
-            .collect()
+    /// The block's writes (the nodes it changed) as an overlay.
+    fn into_overlay(self) -> Overlay<'s> {
+        self.ov
     }
 }
 
 impl TreeStore for ChainTreeStore<'_> {
     fn get(&self, level: u8, index: u64) -> Result<Option<Fr>, ZkError> {
-        if let Some(v) = self.pending.get(&(level, index)) {
-            return Ok(Some(*v));
-        }
         let Some(b) = self
-            .store
-            .object(self.chain_id, ObjectTable::Derived, &node_key(level, index))
+            .ov
+            .get(ObjectTable::Derived, &node_key(level, index))
             .map_err(|e| ZkError::Store(e.to_string()))?
         else {
             return Ok(None);
@@ -430,7 +423,11 @@ impl TreeStore for ChainTreeStore<'_> {
     }
 
     fn put(&mut self, level: u8, index: u64, value: Fr) {
-        self.pending.insert((level, index), value);
+        self.ov.put(
+            ObjectTable::Derived,
+            node_key(level, index),
+            fr_to_be_bytes(&value).to_vec(),
+        );
     }
 }
 
@@ -765,6 +762,7 @@ impl Plugin for BpkPlugin {
     fn build(&self, world: &mut World, schedule: &mut Schedule) {
         world.insert_resource(self.hasher.clone());
         world.insert_resource(AdmittedIntents::default());
+        add_effects::<Self>(world, schedule);
         schedule.add_systems(apply_bpk.in_set(Stage::Admit));
     }
 }
@@ -800,26 +798,20 @@ fn is_bpk(p: &PayloadSpec) -> bool {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 fn apply_bpk(
     ctx: Res<BlockContext>,
     store: Res<ParentState>,
-    deferred: Res<DeferredPayloads>,
-    outcomes: Res<Outcomes>,
-    verdicts: Res<PayloadVerdicts>,
+    (deferred, outcomes, verdicts): (Res<DeferredPayloads>, Res<Outcomes>, Res<PayloadVerdicts>),
     hasher: Res<IdentityHasher>,
-    (mut writes, mut credits, mut admitted, mut fault): (
-        ResMut<ObjectWrites>,
-        ResMut<Credits>,
-        ResMut<AdmittedIntents>,
-        ResMut<ExecFault>,
-    ),
+    mut admitted: ResMut<AdmittedIntents>,
+    mut out: ResMut<PluginEffects<BpkPlugin>>,
 ) {
     admitted.0.clear();
     let mine: Vec<&DeferredTx> = deferred.accepted(&outcomes, is_bpk).collect();
     if mine.is_empty() {
         return;
     }
+    let fx = &mut out.effects;
     match execute(
         &*store.0,
         ctx.chain_id,
@@ -828,12 +820,12 @@ fn apply_bpk(
         &verdicts,
         hasher.0.as_ref(),
     ) {
-        Ok(out) => {
-            writes.0.extend(out.writes);
-            credits.0.extend(out.refunds);
-            admitted.0 = out.admitted;
+        Ok(done) => {
+            fx.writes = done.writes;
+            fx.credits = done.refunds;
+            admitted.0 = done.admitted;
         }
-        Err(e) => fault.0 = Some(format!("bpk: {e}")),
+        Err(e) => fx.fail("bpk", e),
     }
 }
 
@@ -881,11 +873,10 @@ fn execute(
     let epoch = cfg.epoch_of(height);
     let mut tree = open_tree(store, chain_id, &cfg)?;
     let tree_len = tree.len();
-    let mut nullifiers: BTreeSet<FieldBytes> = BTreeSet::new();
-    let mut new_centroids: BTreeMap<u64, CentroidSet> = BTreeMap::new();
+    // Nullifiers and centroids this block sets, over the committed ones.
+    let mut ov = Overlay::new(store, chain_id);
     // The commitment in force this epoch, read once.
     let current = centroids_at(store, chain_id, epoch)?.map(|c| c.commitment);
-    let mut writes = Vec::new();
 
     let mut next = 0;
     while next < txs.len() {
@@ -943,12 +934,7 @@ fn execute(
                     TxStatus::NotGovernance
                 } else if (*dims, *clusters) != (cfg.dims, cfg.clusters) {
                     TxStatus::CentroidShape
-                } else if *from <= epoch
-                    || new_centroids.contains_key(from)
-                    || store
-                        .object(chain_id, ObjectTable::State, &centroid_key(*from))?
-                        .is_some()
-                {
+                } else if *from <= epoch || ov.contains(ObjectTable::State, &centroid_key(*from))? {
                     TxStatus::CentroidsFixed
                 } else {
                     let set = CentroidSet {
@@ -959,7 +945,8 @@ fn execute(
                         coords: coords.clone(),
                     };
                     let commitment = fr_to_be_bytes(&circuit::centroid_commitment(&set.rows())?);
-                    new_centroids.insert(*from, CentroidSet { commitment, ..set });
+                    let set = CentroidSet { commitment, ..set };
+                    ov.put(ObjectTable::State, centroid_key(*from), set.encode());
                     TxStatus::Ok
                 }
             }
@@ -971,12 +958,14 @@ fn execute(
                 } else if current != Some(a.centroid_commitment) || a.cluster >= cfg.clusters as u32
                 {
                     TxStatus::WrongCentroids
-                } else if nullifiers.contains(&a.nullifier)
-                    || nullifier_used(store, chain_id, &a.nullifier)?.is_some()
-                {
+                } else if ov.contains(ObjectTable::State, &nullifier_key(&a.nullifier))? {
                     TxStatus::NullifierUsed
                 } else {
-                    nullifiers.insert(a.nullifier);
+                    ov.put(
+                        ObjectTable::State,
+                        nullifier_key(&a.nullifier),
+                        height.to_le_bytes().to_vec(),
+                    );
                     if let Some(buy) = ClusterBuy::decode(&a.payload) {
                         out.admitted.push(AdmittedIntent {
                             index: *i,
@@ -1003,19 +992,12 @@ fn execute(
             len: tree.len(),
             history: tree.root_history().copied().collect(),
         };
-        writes.push(state_write(TREE_KEY.to_vec(), meta.encode()));
-        writes.extend(tree.into_store().take_writes());
+        ov.put(ObjectTable::State, TREE_KEY.to_vec(), meta.encode());
     }
-    for n in nullifiers {
-        writes.push(state_write(
-            nullifier_key(&n),
-            height.to_le_bytes().to_vec(),
-        ));
-    }
-    for (from, set) in new_centroids {
-        writes.push(state_write(centroid_key(from), set.encode()));
-    }
-    out.writes = writes;
+    // Only appends write nodes.
+    let mut nodes = tree.into_store().into_overlay();
+    nodes.absorb(ov);
+    out.writes = nodes.into_writes();
     Ok(out)
 }
 

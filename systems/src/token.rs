@@ -73,14 +73,13 @@
 //! write; an epoch's first block scans the reports (≤ 64) and the bids
 //! (≤ [`BIDS_PER_EPOCH_MAX`], sorted once).
 
-use std::collections::BTreeMap;
-
 use bevy_ecs::prelude::*;
+use int_engine::objects::{Overlay, PluginEffects, add_effects};
 use int_engine::storage::{ObjectTable, ObjectWrite, StateView, StorageError};
 use int_engine::supply::{SUPPLY_KEY, Supply, SupplyDelta, escrow_add};
 use int_engine::world::{
-    BlockContext, BlockSupply, Credit, Credits, DeferredPayloads, DeferredTx, ExecFault,
-    ObjectWrites, Outcomes, ParentState, PayloadVerdicts, Plugin, Stage,
+    BlockContext, Credit, DeferredPayloads, DeferredTx, Outcomes, ParentState, PayloadVerdicts,
+    Plugin, Stage,
 };
 use int_schemas::market::{GAS_PER_FIAT, total};
 use int_schemas::wire::TxStatus;
@@ -714,7 +713,8 @@ fn stored_bids(
 pub struct TokenPlugin;
 
 impl Plugin for TokenPlugin {
-    fn build(&self, _world: &mut World, schedule: &mut Schedule) {
+    fn build(&self, world: &mut World, schedule: &mut Schedule) {
+        add_effects::<Self>(world, schedule);
         schedule.add_systems(apply_token.in_set(Stage::Apply));
     }
 }
@@ -733,32 +733,27 @@ fn is_token(p: &PayloadSpec) -> bool {
 #[derive(Default)]
 struct ConfigCache(Option<Option<TokenConfig>>);
 
-/// What a block's token work hands back to the chain.
-#[derive(Default)]
-struct Effects {
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+/// What a block's token work does: its object writes over the parent
+/// state, and its credits and supply change.
+struct Effects<'s> {
+    ov: Overlay<'s>,
     credits: Vec<Credit>,
     delta: SupplyDelta,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn apply_token(
     ctx: Res<BlockContext>,
     store: Res<ParentState>,
-    deferred: Res<DeferredPayloads>,
-    outcomes: Res<Outcomes>,
-    verdicts: Res<PayloadVerdicts>,
-    mut credits: ResMut<Credits>,
-    mut supply: ResMut<BlockSupply>,
-    mut writes: ResMut<ObjectWrites>,
-    mut fault: ResMut<ExecFault>,
+    (deferred, outcomes, verdicts): (Res<DeferredPayloads>, Res<Outcomes>, Res<PayloadVerdicts>),
+    mut out: ResMut<PluginEffects<TokenPlugin>>,
     mut cache: Local<ConfigCache>,
 ) {
+    let out = &mut out.effects;
     if cache.0.is_none() {
         match load_config(&*store.0, ctx.chain_id) {
             Ok(c) => cache.0 = Some(c),
             Err(e) => {
-                fault.0 = Some(format!("token: {e}"));
+                out.fail("token", e);
                 return;
             }
         }
@@ -774,18 +769,11 @@ fn apply_token(
     }
     match execute(&*store.0, ctx.chain_id, ctx.height, cfg, &mine, &verdicts) {
         Ok(fx) => {
-            if supply.0.merge(&fx.delta).is_none() {
-                fault.0 = Some("token: block supply delta overflows u128".into());
-                return;
-            }
-            credits.0.extend(fx.credits);
-            writes.0.extend(
-                fx.writes
-                    .into_iter()
-                    .map(|(key, value)| state_write(key, value)),
-            );
+            out.delta = fx.delta;
+            out.credits = fx.credits;
+            out.writes = fx.ov.into_writes();
         }
-        Err(e) => fault.0 = Some(format!("token: {e}")),
+        Err(e) => out.fail("token", e),
     }
 }
 
@@ -819,15 +807,19 @@ impl GasRoom<'_> {
 
 /// The epoch work of a first block and the block's token payloads, in
 /// block order.
-fn execute(
-    store: &dyn StateView,
+fn execute<'s>(
+    store: &'s dyn StateView,
     chain_id: u32,
     height: u64,
     cfg: &TokenConfig,
     txs: &[&DeferredTx],
     verdicts: &PayloadVerdicts,
-) -> Result<Effects, TokenError> {
-    let mut fx = Effects::default();
+) -> Result<Effects<'s>, TokenError> {
+    let mut fx = Effects {
+        ov: Overlay::new(store, chain_id),
+        credits: Vec::new(),
+        delta: SupplyDelta::default(),
+    };
     let mut room = GasRoom {
         store,
         chain_id,
@@ -860,9 +852,10 @@ fn execute(
                 } else if int_per_fiat == 0 {
                     TxStatus::InvalidArgument
                 } else {
-                    fx.writes.insert(
+                    fx.ov.put(
+                        ObjectTable::State,
                         report_key(epoch, &sender),
-                        Some(encode_amount(int_per_fiat)),
+                        encode_amount(int_per_fiat),
                     );
                     TxStatus::Ok
                 }
@@ -884,7 +877,7 @@ fn execute(
                 } else {
                     let r = match round {
                         Some(r) => r,
-                        None => open_round(store, chain_id, epoch)?,
+                        None => open_round(&fx.ov, epoch)?,
                     };
                     if r.bids < BIDS_PER_EPOCH_MAX {
                         let key = BidKey {
@@ -897,7 +890,7 @@ fn execute(
                             lots,
                             int_per_lot,
                         };
-                        fx.writes.insert(key.encode(), Some(bid.encode()));
+                        fx.ov.put(ObjectTable::State, key.encode(), bid.encode());
                         // The locks were taken from accounts, so their sum fits.
                         fx.delta.escrowed = escrow_add(fx.delta.escrowed, locked)
                             .ok_or_else(|| corrupt("ledger/supply", "escrow overflows u128"))?;
@@ -923,18 +916,16 @@ fn execute(
         verdicts.set(i, status);
     }
     if let Some(r) = round {
-        fx.writes.insert(ROUND_KEY.to_vec(), Some(r.encode()));
+        fx.ov
+            .put(ObjectTable::State, ROUND_KEY.to_vec(), r.encode());
     }
     Ok(fx)
 }
 
 /// The bid count of `epoch`'s auction (zero if the stored round is an
 /// older epoch's, which the epoch's first block has cleared).
-fn open_round(store: &dyn StateView, chain_id: u32, epoch: u64) -> Result<Round, TokenError> {
-    let stored = store
-        .object(chain_id, ObjectTable::State, ROUND_KEY)?
-        .map(|b| Round::decode(&b))
-        .transpose()?;
+fn open_round(ov: &Overlay<'_>, epoch: u64) -> Result<Round, TokenError> {
+    let stored = ov.get_as(ObjectTable::State, ROUND_KEY, Round::decode)?;
     Ok(match stored {
         Some(r) if r.epoch == epoch => r,
         Some(r) if r.epoch > epoch => return Err(corrupt("tok/round", "epoch in the future")),
@@ -951,7 +942,7 @@ fn burn(
     price: Option<Price>,
     int_amount: u128,
     sender: AccountId,
-    fx: &mut Effects,
+    fx: &mut Effects<'_>,
 ) -> Result<TxStatus, TokenError> {
     if int_amount == 0 {
         return Ok(TxStatus::InvalidArgument);
@@ -990,7 +981,7 @@ fn fix_price(
     chain_id: u32,
     epoch: u64,
     before: Option<Price>,
-    fx: &mut Effects,
+    fx: &mut Effects<'_>,
 ) -> Result<Option<Price>, TokenError> {
     if before.is_some_and(|b| b.epoch >= epoch) {
         return Err(corrupt("tok/price", "fixed for a later epoch"));
@@ -999,21 +990,26 @@ fn fix_price(
     // the reports it fixes the price from.
     let mut last = Vec::new();
     for (oracle, x) in reports(store, chain_id, epoch - 1)? {
-        fx.writes.insert(report_key(epoch - 1, &oracle), None);
+        fx.ov
+            .del(ObjectTable::State, report_key(epoch - 1, &oracle));
         last.push(x);
     }
     let Some(int_per_fiat) = median(&mut last).or(before.map(|b| b.int_per_fiat)) else {
         return Ok(None);
     };
     if Some(int_per_fiat) != before.map(|b| b.int_per_fiat) {
-        fx.writes
-            .insert(hist_key(epoch), Some(encode_amount(int_per_fiat)));
+        fx.ov.put(
+            ObjectTable::State,
+            hist_key(epoch),
+            encode_amount(int_per_fiat),
+        );
     }
     let p = Price {
         epoch,
         int_per_fiat,
     };
-    fx.writes.insert(PRICE_KEY.to_vec(), Some(p.encode()));
+    fx.ov
+        .put(ObjectTable::State, PRICE_KEY.to_vec(), p.encode());
     Ok(Some(p))
 }
 
@@ -1035,7 +1031,7 @@ fn clear_auctions(
     cfg: &TokenConfig,
     epoch: u64,
     room: &mut GasRoom<'_>,
-    fx: &mut Effects,
+    fx: &mut Effects<'_>,
 ) -> Result<(), TokenError> {
     let bids = stored_bids(store, chain_id)?;
     if bids.is_empty() {
@@ -1058,7 +1054,7 @@ fn clear_auctions(
     if round.is_none_or(|r| r.epoch != closed || r.bids as usize != bids.len()) {
         return Err(corrupt("tok/round", "counter disagrees with the bids"));
     }
-    fx.writes.insert(ROUND_KEY.to_vec(), None);
+    fx.ov.del(ObjectTable::State, ROUND_KEY.to_vec());
     // Never mint past u128::MAX: the capacity shrinks to what fits.
     let fit = room.left(fx.delta.gas_minted)? / GAS_PER_FIAT;
     let capacity = (cfg.auction_lots_per_epoch as u128).min(fit) as u64;
@@ -1091,7 +1087,7 @@ fn clear_auctions(
                 amount,
             });
         }
-        fx.writes.insert(k.encode(), None);
+        fx.ov.del(ObjectTable::State, k.encode());
     }
     let d = &mut fx.delta;
     d.released.int = d.released.int.checked_add(escrow).ok_or_else(overflow)?;
@@ -1105,8 +1101,11 @@ fn clear_auctions(
         bids: bids.len() as u32,
         int_burned: burned,
     };
-    fx.writes
-        .insert(AuctionResult::key(closed), Some(result.encode()));
+    fx.ov.put(
+        ObjectTable::State,
+        AuctionResult::key(closed),
+        result.encode(),
+    );
     Ok(())
 }
 

@@ -11,11 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bevy_ecs::prelude::*;
 use int_engine::crypto::bls::{BlsG1Backend, PublicKey};
-use int_engine::storage::{KeyValue, ObjectTable, ObjectWrite, StateView};
+use int_engine::objects::{Effects, Overlay, PluginEffects};
+use int_engine::storage::{ObjectTable, StateView};
 use int_engine::supply::SupplyDelta;
 use int_engine::world::{
-    BlockContext, BlockSupply, Credit, Credits, DeferredPayloads, ExecConfig, ExecFault,
-    ObjectWrites, Outcomes, ParentState, PayloadVerdicts, SigBackend,
+    BlockContext, Credit, DeferredPayloads, ExecConfig, Outcomes, ParentState, PayloadVerdicts,
+    SigBackend,
 };
 use int_schemas::market::{
     BUILTIN_KINDS, CUSTOM_KIND_FIRST, channel_receipt_message, total, usage_attestation_message,
@@ -24,11 +25,11 @@ use int_schemas::wire::{Authority, PriceModel, TxStatus};
 use int_schemas::{AccountId, DealRef, Escrow, PayloadSpec, SkuListing, SkuRef};
 use rayon::prelude::*;
 
-use super::MarketError;
 use super::policy::{POLICY_DEAL_NONCE_BIT, Policies, PolicyBuy, due_policies};
 use super::receipt::verify;
 use super::records::*;
 use super::sigs::{SigChecks, precheck};
+use super::{MarketError, MarketPlugin};
 use crate::auction::{Bid, clear_uniform};
 use crate::bpk::{AdmittedIntent, AdmittedIntents};
 
@@ -113,33 +114,24 @@ pub(crate) struct Env<'a> {
     pub sigs: SigChecks,
 }
 
-/// The block's market effects, in a deterministic order.
-#[derive(Debug, Default)]
-pub(crate) struct Output {
-    pub writes: Vec<ObjectWrite>,
-    pub credits: Vec<Credit>,
-    pub delta: SupplyDelta,
+/// What one SKU's group did: its writes, and its money.
+pub(crate) struct Output<'a> {
+    pub ov: Overlay<'a>,
+    pub money: Money,
     /// The planned policy purchases: their cost, or `None` when missed.
     pub bought: Vec<(PolicyId, Option<u128>)>,
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_market(
     ctx: Res<BlockContext>,
     cfg: Res<ExecConfig>,
     store: Res<ParentState>,
     g1: Res<SigBackend>,
-    deferred: Res<DeferredPayloads>,
-    outcomes: Res<Outcomes>,
-    verdicts: Res<PayloadVerdicts>,
+    (deferred, outcomes, verdicts): (Res<DeferredPayloads>, Res<Outcomes>, Res<PayloadVerdicts>),
     admitted: Option<Res<AdmittedIntents>>,
-    (mut writes, mut credits, mut supply, mut fault): (
-        ResMut<ObjectWrites>,
-        ResMut<Credits>,
-        ResMut<BlockSupply>,
-        ResMut<ExecFault>,
-    ),
+    mut out: ResMut<PluginEffects<MarketPlugin>>,
 ) {
+    let fx = &mut out.effects;
     let mut mine: Vec<TxWork<'_>> = deferred
         .accepted(&outcomes, is_market)
         .map(|d| TxWork {
@@ -155,10 +147,10 @@ pub(crate) fn apply_market(
     // payloads are in block order too).
     for a in admitted.iter().flat_map(|a| a.0.iter()) {
         let Ok(at) = deferred.0.binary_search_by_key(&a.index, |d| d.index) else {
-            fault.0 = Some(format!(
-                "market: admitted intent {} is not deferred",
-                a.index
-            ));
+            fx.fail(
+                "market",
+                format!("admitted intent {} is not deferred", a.index),
+            );
             return;
         };
         let d = &deferred.0[at];
@@ -172,24 +164,16 @@ pub(crate) fn apply_market(
         });
     }
     mine.sort_by_key(|t| t.index);
-    match execute(
-        &*store.0,
-        ctx.chain_id,
-        ctx.height,
-        &mine,
-        &verdicts,
-        cfg.parallel,
-        &*g1.0,
-    ) {
-        Ok(out) => {
-            if supply.0.merge(&out.delta).is_none() {
-                fault.0 = Some("market: supply delta overflows u128".into());
-                return;
-            }
-            writes.0.extend(out.writes);
-            credits.0.extend(out.credits);
-        }
-        Err(e) => fault.0 = Some(format!("market: {e}")),
+    let env = Env {
+        store: &*store.0,
+        chain_id: ctx.chain_id,
+        height: ctx.height,
+        new_kinds: BTreeSet::new(),
+        verdicts: &verdicts,
+        sigs: SigChecks::default(),
+    };
+    if let Err(e) = execute(env, &mine, cfg.parallel, &*g1.0, fx) {
+        fx.fail("market", e);
     }
 }
 
@@ -232,40 +216,32 @@ where
 }
 
 /// Decides the block's market transactions and runs its due timers (see
-/// the module documentation of `market` for the order).
+/// the module documentation of `market` for the order), adding what they
+/// do to `fx`.
 pub(crate) fn execute(
-    store: &dyn StateView,
-    chain_id: u32,
-    height: u64,
+    mut env: Env<'_>,
     txs: &[TxWork<'_>],
-    verdicts: &PayloadVerdicts,
     parallel: bool,
     g1: &dyn BlsG1Backend,
-) -> Result<Output, MarketError> {
+    fx: &mut Effects,
+) -> Result<(), MarketError> {
+    let (store, chain_id, height) = (env.store, env.chain_id, env.height);
     let timers = due_timers(store, chain_id, height, TIMERS_PER_BLOCK)?;
     let due = due_policies(store, chain_id, height)?;
     if txs.is_empty() && timers.is_empty() && due.is_empty() {
-        return Ok(Output::default());
+        return Ok(());
     }
-    let mut out = Output::default();
+    let mut ov = Overlay::new(store, chain_id);
     // The kind registry is global: registrations first, in block order.
     let regs: Vec<&TxWork<'_>> = txs
         .iter()
         .filter(|t| matches!(t.payload, PayloadSpec::RegisterKind { .. }))
         .collect();
-    let new_kinds = if regs.is_empty() {
-        BTreeSet::new()
-    } else {
-        register_kinds(store, chain_id, &regs, verdicts, &mut out.writes)?
-    };
-    let env = Env {
-        store,
-        chain_id,
-        height,
-        new_kinds,
-        verdicts,
-        sigs: precheck(store, chain_id, height, txs, parallel, g1)?,
-    };
+    if !regs.is_empty() {
+        env.new_kinds = register_kinds(&mut ov, &regs, env.verdicts)?;
+    }
+    env.sigs = precheck(store, chain_id, height, txs, parallel, g1)?;
+    let env = env;
     // Policies: their transactions, then the plan of this block's purchases.
     let mut pol = Policies::new(&env);
     for t in txs.iter().filter(|t| is_policy(t.payload)) {
@@ -286,25 +262,30 @@ pub(crate) fn execute(
     }
     let groups: Vec<(SkuRef, Work<'_, '_>)> = groups.into_iter().collect();
     let run = |(s, w): &(SkuRef, Work<'_, '_>)| run_group(&env, s, w);
-    let results: Vec<Result<Output, MarketError>> = if parallel {
+    let results: Vec<Result<Output<'_>, MarketError>> = if parallel {
         groups.par_iter().map(run).collect()
     } else {
         groups.iter().map(run).collect()
     };
     let overflow = || MarketError::Overflow;
     let mut bought = BTreeMap::new();
+    let mut money = Money::default();
+    // In SKU order: as the sequential run.
     for r in results {
         let g = r?;
-        out.writes.extend(g.writes);
-        out.credits.extend(g.credits);
-        out.delta.merge(&g.delta).ok_or_else(overflow)?;
+        ov.absorb(g.ov);
+        money.absorb(g.money).ok_or_else(overflow)?;
         bought.extend(g.bought);
     }
     pol.settle(&bought)?;
-    out.credits.extend(std::mem::take(&mut pol.money.credits));
-    out.delta.merge(&pol.money.delta).ok_or_else(overflow)?;
-    out.writes.extend(pol.finish());
-    Ok(out)
+    money
+        .absorb(std::mem::take(&mut pol.money))
+        .ok_or_else(overflow)?;
+    pol.finish(&mut ov);
+    fx.delta.merge(&money.delta).ok_or_else(overflow)?;
+    fx.credits.extend(money.credits);
+    fx.writes.extend(ov.into_writes());
+    Ok(())
 }
 
 fn is_policy(p: &PayloadSpec) -> bool {
@@ -325,112 +306,47 @@ struct Work<'a, 'b> {
 /// The registry pre-pass: each name gets the next number from 256, unless
 /// it is built in, taken, or the registry is full (`KindTaken`).
 fn register_kinds(
-    store: &dyn StateView,
-    chain_id: u32,
+    ov: &mut Overlay<'_>,
     regs: &[&TxWork<'_>],
     verdicts: &PayloadVerdicts,
-    writes: &mut Vec<ObjectWrite>,
 ) -> Result<BTreeSet<u16>, MarketError> {
-    let start = stored(store, chain_id, KINDS_KEY, decode_kind_count)?.unwrap_or(0);
+    let start = ov
+        .get_as(ObjectTable::State, KINDS_KEY, decode_kind_count)?
+        .unwrap_or(0);
     let mut count = start;
-    let mut added: BTreeMap<String, u16> = BTreeMap::new();
+    let mut nums = BTreeSet::new();
     for t in regs {
         let PayloadSpec::RegisterKind { name } = t.payload else {
             continue;
         };
         let status = if BUILTIN_KINDS.contains(&name.as_str())
             || count >= KINDS_MAX
-            || added.contains_key(name)
-            || store
-                .object(chain_id, ObjectTable::State, &kind_name_key(name))?
-                .is_some()
+            || ov.contains(ObjectTable::State, &kind_name_key(name))?
         {
             TxStatus::KindTaken
         } else {
             // Below 256 + 4096: fits u16.
             let n = CUSTOM_KIND_FIRST + count as u16;
             count += 1;
-            added.insert(name.clone(), n);
+            ov.put(ObjectTable::State, kind_key(n), encode_kind_name(name));
+            ov.put(
+                ObjectTable::State,
+                kind_name_key(name),
+                encode_kind_number(n),
+            );
+            nums.insert(n);
             TxStatus::Ok
         };
         verdicts.set(t.index, status);
     }
-    let mut nums = BTreeSet::new();
-    for (name, n) in added {
-        writes.push(state_put(kind_key(n), encode_kind_name(&name)));
-        writes.push(state_put(kind_name_key(&name), encode_kind_number(n)));
-        nums.insert(n);
-    }
     if count != start {
-        writes.push(state_put(KINDS_KEY.to_vec(), encode_kind_count(count)));
+        ov.put(
+            ObjectTable::State,
+            KINDS_KEY.to_vec(),
+            encode_kind_count(count),
+        );
     }
     Ok(nums)
-}
-
-fn state_put(key: Vec<u8>, value: Vec<u8>) -> ObjectWrite {
-    ObjectWrite {
-        table: ObjectTable::State,
-        key,
-        value: Some(value),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// A group's view of the store: its own writes over the committed objects.
-// ---------------------------------------------------------------------------
-
-type Slot = (ObjectTable, Vec<u8>);
-
-struct Overlay<'a> {
-    store: &'a dyn StateView,
-    chain_id: u32,
-    map: BTreeMap<Slot, Option<Vec<u8>>>,
-}
-
-impl<'a> Overlay<'a> {
-    fn get(&self, table: ObjectTable, key: &[u8]) -> Result<Option<Vec<u8>>, MarketError> {
-        if let Some(v) = self.map.get(&(table, key.to_vec())) {
-            return Ok(v.clone());
-        }
-        Ok(self.store.object(self.chain_id, table, key)?)
-    }
-
-    fn put(&mut self, table: ObjectTable, key: Vec<u8>, value: Vec<u8>) {
-        self.map.insert((table, key), Some(value));
-    }
-
-    fn del(&mut self, table: ObjectTable, key: Vec<u8>) {
-        self.map.insert((table, key), None);
-    }
-
-    /// The objects under `prefix`, this block's writes included, in key
-    /// order.
-    fn scan(&self, table: ObjectTable, prefix: &[u8]) -> Result<Vec<KeyValue>, MarketError> {
-        let mut m: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        self.store
-            .scan_prefix(self.chain_id, table, prefix, |k, v| {
-                m.insert(k.to_vec(), v.to_vec());
-                Ok::<_, MarketError>(true)
-            })?;
-        for ((t, k), v) in self.map.range((table, prefix.to_vec())..) {
-            if *t != table || !k.starts_with(prefix) {
-                break;
-            }
-            match v {
-                Some(v) => m.insert(k.clone(), v.clone()),
-                None => m.remove(k),
-            };
-        }
-        Ok(m.into_iter().collect())
-    }
-
-    /// The writes, one per key, in key order.
-    fn into_writes(self) -> Vec<ObjectWrite> {
-        self.map
-            .into_iter()
-            .map(|((table, key), value)| ObjectWrite { table, key, value })
-            .collect()
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -496,6 +412,14 @@ impl Money {
         Ok(())
     }
 
+    /// Adds `other`'s credits after these and its supply change to this
+    /// one's; `None` on overflow.
+    pub fn absorb(&mut self, other: Money) -> Option<()> {
+        self.delta.merge(&other.delta)?;
+        self.credits.extend(other.credits);
+        Some(())
+    }
+
     /// Takes `amount` out of an escrow object and credits it to `to`.
     pub fn release(&mut self, to: AccountId, amount: u128) -> Result<(), MarketError> {
         self.delta.released.gas = self
@@ -509,7 +433,7 @@ impl Money {
     }
 }
 
-impl Cx<'_, '_> {
+impl<'a> Cx<'_, 'a> {
     /// Pays `amount` of `lock` to `to`.
     fn pay(&mut self, lock: &mut Lock, to: AccountId, amount: u128) {
         lock.left = lock
@@ -535,7 +459,7 @@ impl Cx<'_, '_> {
     }
 
     fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MarketError> {
-        self.ov.get(ObjectTable::State, key)
+        Ok(self.ov.get(ObjectTable::State, key)?)
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
@@ -583,7 +507,7 @@ impl Cx<'_, '_> {
     }
 
     /// The group's writes: its SKU, once, with its index entry in step.
-    fn finish(mut self) -> Output {
+    fn finish(mut self) -> Output<'a> {
         if let Some(SkuSlot {
             committed_ix,
             now: Some(r),
@@ -602,9 +526,8 @@ impl Cx<'_, '_> {
             self.put(sku_key(&self.s), r.encode());
         }
         Output {
-            writes: self.ov.into_writes(),
-            credits: self.money.credits,
-            delta: self.money.delta,
+            ov: self.ov,
+            money: self.money,
             bought: self.bought,
         }
     }
@@ -734,16 +657,12 @@ fn admits(r: &SkuRecord, buyer: &AccountId, cluster: Option<u32>) -> Result<(), 
     }
 }
 
-fn run_group(env: &Env<'_>, s: &SkuRef, w: &Work<'_, '_>) -> Result<Output, MarketError> {
+fn run_group<'a>(env: &Env<'a>, s: &SkuRef, w: &Work<'_, '_>) -> Result<Output<'a>, MarketError> {
     let mut cx = Cx {
         env,
         s: *s,
         sku: None,
-        ov: Overlay {
-            store: env.store,
-            chain_id: env.chain_id,
-            map: BTreeMap::new(),
-        },
+        ov: Overlay::new(env.store, env.chain_id),
         money: Money::default(),
         bought: Vec::new(),
     };
@@ -1307,12 +1226,20 @@ fn policy_buy(cx: &mut Cx<'_, '_>, s: &SkuRef, b: &PolicyBuy) -> Result<Option<u
 #[cfg(test)]
 mod tests {
     use int_engine::state::smt::NodeBatch;
-    use int_engine::storage::{BlockWrite, Head};
+    use int_engine::storage::{BlockWrite, Head, ObjectWrite};
     use std::sync::Arc;
 
     use super::*;
 
     const CHAIN: u32 = 3;
+
+    fn state_put(key: Vec<u8>, value: Vec<u8>) -> ObjectWrite {
+        ObjectWrite {
+            table: ObjectTable::State,
+            key,
+            value: Some(value),
+        }
+    }
 
     fn store_with(objects: &[ObjectWrite]) -> (tempfile::TempDir, Arc<dyn StateView>) {
         let dir = tempfile::tempdir().unwrap();
@@ -1371,45 +1298,6 @@ mod tests {
     }
 
     #[test]
-    fn overlay_scans_merge_the_blocks_writes_over_the_store() {
-        let (_dir, store) = store_with(&[
-            state_put(b"mkt/t/a1".to_vec(), vec![1]),
-            state_put(b"mkt/t/a2".to_vec(), vec![2]),
-            state_put(b"mkt/t/a3".to_vec(), vec![3]),
-            state_put(b"mkt/t/b1".to_vec(), vec![4]),
-        ]);
-        let mut ov = Overlay {
-            store: &*store,
-            chain_id: CHAIN,
-            map: BTreeMap::new(),
-        };
-        ov.del(ObjectTable::State, b"mkt/t/a2".to_vec());
-        ov.put(ObjectTable::State, b"mkt/t/a3".to_vec(), vec![9]);
-        ov.put(ObjectTable::State, b"mkt/t/a4".to_vec(), vec![5]);
-        ov.put(ObjectTable::State, b"mkt/t/c1".to_vec(), vec![6]);
-        ov.put(ObjectTable::Derived, b"mkt/t/a5".to_vec(), vec![7]);
-        let got = ov.scan(ObjectTable::State, b"mkt/t/a").unwrap();
-        let want: Vec<KeyValue> = vec![
-            (b"mkt/t/a1".to_vec(), vec![1]),
-            (b"mkt/t/a3".to_vec(), vec![9]),
-            (b"mkt/t/a4".to_vec(), vec![5]),
-        ];
-        assert_eq!(got, want);
-        assert_eq!(ov.get(ObjectTable::State, b"mkt/t/a2").unwrap(), None);
-        assert_eq!(
-            ov.get(ObjectTable::State, b"mkt/t/b1").unwrap(),
-            Some(vec![4])
-        );
-        // One write per key, in key order.
-        let w = ov.into_writes();
-        assert_eq!(w.len(), 5);
-        assert!(
-            w.windows(2)
-                .all(|p| (p[0].table, &p[0].key) < (p[1].table, &p[1].key))
-        );
-    }
-
-    #[test]
     fn a_full_registry_takes_no_more_kinds() {
         let reg = |name: &str| PayloadSpec::RegisterKind { name: name.into() };
         let (p0, p1) = (reg("sonar"), reg("lidar"));
@@ -1438,8 +1326,9 @@ mod tests {
             encode_kind_count(KINDS_MAX - 1),
         )]);
         let verdicts = PayloadVerdicts::new(2);
-        let mut writes = Vec::new();
-        let added = register_kinds(&*store, CHAIN, &regs, &verdicts, &mut writes).unwrap();
+        let mut ov = Overlay::new(&*store, CHAIN);
+        let added = register_kinds(&mut ov, &regs, &verdicts).unwrap();
+        let writes = ov.into_writes();
         let last = CUSTOM_KIND_FIRST + KINDS_MAX as u16 - 1;
         assert_eq!(added, BTreeSet::from([last]));
         assert_eq!(

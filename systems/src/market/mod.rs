@@ -120,6 +120,7 @@ mod sigs;
 use std::collections::BTreeSet;
 
 use bevy_ecs::prelude::*;
+use int_engine::objects::add_effects;
 use int_engine::storage::{ObjectTable, StateView, StorageError};
 use int_engine::world::{Plugin, Stage};
 use int_schemas::market::{BUILTIN_KINDS, CUSTOM_KIND_FIRST, KIND_NAME_BYTES_MAX, is_geohash};
@@ -159,7 +160,8 @@ pub enum MarketError {
 pub struct MarketPlugin;
 
 impl Plugin for MarketPlugin {
-    fn build(&self, _world: &mut World, schedule: &mut Schedule) {
+    fn build(&self, world: &mut World, schedule: &mut Schedule) {
+        add_effects::<Self>(world, schedule);
         schedule.add_systems(exec::apply_market.in_set(Stage::Apply));
     }
 }

@@ -44,7 +44,8 @@
 
 use std::collections::BTreeMap;
 
-use int_engine::storage::{ObjectTable, ObjectWrite, StateView};
+use int_engine::objects::Overlay;
+use int_engine::storage::{ObjectTable, StateView};
 use int_schemas::wire::{Preference, PriceModel, TxStatus};
 use int_schemas::{PayloadSpec, PolicySpec, SkuRef};
 
@@ -318,11 +319,11 @@ impl<'e, 'a> Policies<'e, 'a> {
         Ok(())
     }
 
-    /// The pass's writes: each changed policy once, its due entry moved.
-    pub fn finish(self) -> Vec<ObjectWrite> {
-        let mut w: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    /// Writes the pass's changes to `ov`: each changed policy once, its
+    /// due entry moved.
+    pub fn finish(self, ov: &mut Overlay<'_>) {
         for k in self.stale {
-            w.insert(k, None);
+            ov.del(ObjectTable::State, k);
         }
         for (id, slot) in self.slots {
             if !slot.dirty {
@@ -331,21 +332,17 @@ impl<'e, 'a> Policies<'e, 'a> {
             let due = slot.now.as_ref().map(|r| r.next_due);
             if slot.committed_due != due {
                 if let Some(d) = slot.committed_due {
-                    w.insert(policy_due_key(d, &id), None);
+                    ov.del(ObjectTable::State, policy_due_key(d, &id));
                 }
                 if let Some(d) = due {
-                    w.insert(policy_due_key(d, &id), Some(due_value()));
+                    ov.put(ObjectTable::State, policy_due_key(d, &id), due_value());
                 }
             }
-            w.insert(policy_key(&id), slot.now.map(|r| r.encode()));
+            match slot.now {
+                Some(r) => ov.put(ObjectTable::State, policy_key(&id), r.encode()),
+                None => ov.del(ObjectTable::State, policy_key(&id)),
+            }
         }
-        w.into_iter()
-            .map(|(key, value)| ObjectWrite {
-                table: ObjectTable::State,
-                key,
-                value,
-            })
-            .collect()
     }
 }
 
