@@ -101,7 +101,8 @@ pub enum ChainError {
 pub struct ChainConfig {
     /// The chain's id, part of every storage key and signed message.
     pub chain_id: u32,
-    /// Accounts kept in the world between blocks.
+    /// Accounts kept in the world between blocks, and plugin objects of
+    /// each type ([`crate::objects::register_object`]).
     pub hot_capacity: usize,
     /// Execute with parallel systems (false: the sequential reference).
     pub parallel: bool,
@@ -409,6 +410,12 @@ impl Chain {
     /// The ECS world (for inspection and tests).
     pub fn world(&self) -> &World {
         &self.world
+    }
+
+    /// The block schedule (for inspection and tests: which systems may run
+    /// at once is in its graph once a block has run).
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
     /// Accounts currently held in the world.
@@ -1227,9 +1234,10 @@ impl Chain {
         Ok(())
     }
 
-    /// Drops every account from the world (they are reloaded from storage
-    /// when next touched).
+    /// Drops every account and plugin object from the world (they are
+    /// reloaded from storage when next touched).
     fn drop_hot_set(&mut self) {
+        crate::objects::drop_all_objects(&mut self.world);
         let entities: Vec<Entity> = self
             .world
             .resource_mut::<HotSet>()
@@ -1242,9 +1250,11 @@ impl Chain {
         }
     }
 
-    /// Drops the least recently touched accounts from the world when it
-    /// holds more than its capacity (they are all committed).
+    /// Drops the least recently touched accounts and plugin objects from
+    /// the world when it holds more than its capacity (they are all
+    /// committed).
     fn evict(&mut self) {
+        crate::objects::evict_objects(&mut self.world);
         let (len, cap) = {
             let hot = self.world.resource::<HotSet>();
             (hot.index.len(), hot.capacity)

@@ -1,7 +1,8 @@
 //! The INT engine: the ECS world of one chain, the block pipeline (execute,
-//! seal, commit, and the check of a received block), storage behind traits
-//! with its LMDB implementation, the state commitment, the mempool and the
-//! crypto verification front (batched BLS).
+//! seal, commit, and the check of a received block), plugin objects as
+//! entities and the one read-your-writes overlay ([`objects`]), storage
+//! behind traits with its LMDB implementation, the state commitment, the
+//! mempool and the crypto verification front (batched BLS).
 //!
 //! Nothing here does I/O other than storage; the node drives it.
 

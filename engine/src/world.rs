@@ -1,9 +1,11 @@
-//! The ECS world of one chain: accounts as entities, the per-block inputs
-//! and outputs as resources, and the stages systems run in.
+//! The ECS world of one chain: accounts and plugin objects (SKUs, deals,
+//! bids, policies: [`crate::objects::Obj`]) as entities, the per-block
+//! inputs and outputs as resources, and the stages systems run in.
 //!
-//! Only the hot set lives in the world: the accounts the current block
-//! touches and those touched recently. Everything else stays in storage, so
-//! memory is bounded by [`HotSet::capacity`], not by the number of accounts.
+//! Only the hot set lives in the world: the accounts and objects the
+//! current block touches and those touched recently. Everything else stays
+//! in storage, so memory is bounded by [`HotSet::capacity`] per kind of
+//! entity, not by the size of the state.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -326,6 +328,9 @@ pub struct HotSet {
 /// The stages of block execution, run in this order.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
+    /// Plugins load the objects the block names into the hot set (exclusive
+    /// systems: they spawn entities), before anything reads them.
+    Load,
     /// Checks and debits, per sender in block order (senders in parallel).
     Debit,
     /// Deferred payloads that admit others, decided first: the anonymous
@@ -357,10 +362,27 @@ pub trait Plugin {
 
 /// Builds the block schedule with its stages chained, in serial or
 /// parallel executor mode.
+///
+/// Stages run one after another. Inside a stage, bevy's multi-threaded
+/// executor runs at once the systems whose data do not conflict; with the
+/// node's plugins (`tests/schedule.rs` in `int-systems` checks it):
+///
+/// | stage | systems | at once |
+/// |---|---|---|
+/// | Load | the market's load step | alone (exclusive: spawns entities) |
+/// | Debit | the ledger's debits | alone; senders in parallel inside it |
+/// | Admit | the BPK checks | alone |
+/// | Apply | market, token | together (each writes its own [`crate::objects::PluginEffects`]); SKU groups in parallel inside the market |
+/// | Gather | one per plugin | one after another (they share the block's outputs) |
+/// | Credit | credits, then fees | in order; receivers in parallel inside |
+///
+/// The sequential executor runs the same systems one by one: the reference
+/// the parallel run must equal bit for bit.
 pub fn block_schedule(parallel: bool) -> Schedule {
     let mut s = Schedule::new(ExecuteBlock);
     s.configure_sets(
         (
+            Stage::Load,
             Stage::Debit,
             Stage::Admit,
             Stage::Apply,

@@ -54,6 +54,16 @@
 //! are derived data (the committed `bpk/tree` root covers them); they are
 //! stored so provers can read their Merkle paths ([`identity_tree`]).
 //!
+//! None of these are ECS entities, unlike the market's objects: a block
+//! does not name them in advance. An append rewrites the path of its leaf
+//! (one node per level, chosen by the tree's algorithm as it hashes), an
+//! intent asks whether its nullifier was ever used (a point read of a set
+//! that only grows, never loaded again), and the centroids in force are
+//! the first key at or after an epoch (a seek, not a lookup by id). So the
+//! block reads them from its snapshot and keeps its writes in the engine's
+//! one overlay ([`Overlay`]), where a second intent with the same
+//! nullifier, or a second `SetCentroids` for an epoch, sees the first.
+//!
 //! Costs: a registration is 32 Poseidon hashes, about 16 node reads and 33
 //! node writes; consecutive registrations are appended as one batch
 //! (`IdentityTree::append_batch`: one batched call per tree level, on the

@@ -66,6 +66,12 @@
 //! most 64 reports, [`BIDS_PER_EPOCH_MAX`] bids); the price history and the
 //! auction results grow by one small record per epoch at most.
 //!
+//! These records are not ECS entities: they are a few chain-wide singletons
+//! (price, round) and per-epoch sets read whole once an epoch (reports,
+//! bids), never looked up one by one across blocks. A block reads them from
+//! its snapshot and keeps its writes in the engine's one overlay
+//! ([`Overlay`]).
+//!
 //! Costs: a block without token payloads that does not start an epoch pays
 //! nothing (the configuration is read once per chain and not copied per
 //! block). A report is one write, a burn one read of the price and one of

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bevy_ecs::prelude::*;
 use int_engine::crypto::bls::{BlsG1Backend, PublicKey};
-use int_engine::objects::{Effects, Overlay, PluginEffects};
+use int_engine::objects::{
+    Effects, HotObjects, Obj, Objects, Overlay, PluginEffects, preload, spawn_read,
+};
 use int_engine::storage::{ObjectTable, StateView};
 use int_engine::supply::SupplyDelta;
 use int_engine::world::{
@@ -22,7 +24,7 @@ use int_schemas::market::{
     BUILTIN_KINDS, CUSTOM_KIND_FIRST, channel_receipt_message, total, usage_attestation_message,
 };
 use int_schemas::wire::{Authority, PriceModel, TxStatus};
-use int_schemas::{AccountId, DealRef, Escrow, PayloadSpec, SkuListing, SkuRef};
+use int_schemas::{AccountId, ClusterBuy, DealRef, Escrow, PayloadSpec, SkuListing, SkuRef};
 use rayon::prelude::*;
 
 use super::policy::{POLICY_DEAL_NONCE_BIT, Policies, PolicyBuy, due_policies};
@@ -114,14 +116,185 @@ pub(crate) struct Env<'a> {
     pub sigs: SigChecks,
 }
 
-/// What one SKU's group did: its writes, and its money.
+/// What one SKU's group did: its writes, its money, and the objects it
+/// read from the snapshot.
 pub(crate) struct Output<'a> {
     pub ov: Overlay<'a>,
     pub money: Money,
     /// The planned policy purchases: their cost, or `None` when missed.
     pub bought: Vec<(PolicyId, Option<u128>)>,
+    pub read: ReadObjects,
 }
 
+/// The block's handles on the market's objects, one set per type: entities
+/// of the hot set, or objects read from the snapshot on a miss.
+pub(crate) struct MarketObjects<'a> {
+    pub skus: Objects<'a, SkuRecord>,
+    pub chans: Objects<'a, ChannelRecord>,
+    pub orders: Objects<'a, OrderRecord>,
+    pub bids: Objects<'a, BidRecord>,
+}
+
+/// Objects the block read from the snapshot, to enter the hot set.
+#[derive(Default)]
+pub(crate) struct ReadObjects {
+    pub skus: Vec<Obj<SkuRecord>>,
+    pub chans: Vec<Obj<ChannelRecord>>,
+    pub orders: Vec<Obj<OrderRecord>>,
+    pub bids: Vec<Obj<BidRecord>>,
+    pub policies: Vec<Obj<PolicyRecord>>,
+}
+
+impl ReadObjects {
+    fn absorb(&mut self, o: ReadObjects) {
+        self.skus.extend(o.skus);
+        self.chans.extend(o.chans);
+        self.orders.extend(o.orders);
+        self.bids.extend(o.bids);
+        self.policies.extend(o.policies);
+    }
+}
+
+/// The objects a block's market transactions name, and its due timers and
+/// policies: what the load step reads before the market system runs.
+#[derive(Resource, Debug, Default)]
+pub(crate) struct MarketLoad {
+    /// The height these are for.
+    pub height: u64,
+    pub timers: Vec<(u64, Timer)>,
+    pub policies_due: Vec<(u64, PolicyId)>,
+    pub skus: BTreeSet<SkuRef>,
+    pub chans: BTreeSet<DealRef>,
+    pub orders: BTreeSet<DealRef>,
+    pub policies: BTreeSet<PolicyId>,
+}
+
+impl MarketLoad {
+    /// Records what payload `p`, sent by `sender` with `nonce`, names.
+    fn declare(&mut self, sender: AccountId, nonce: u64, p: &PayloadSpec) {
+        let deal = |sku: SkuRef| DealRef {
+            sku,
+            buyer: sender,
+            nonce,
+        };
+        match p {
+            PayloadSpec::ListSku(_) => {
+                self.skus.insert(SkuRef {
+                    seller: sender,
+                    seq: nonce,
+                });
+            }
+            PayloadSpec::UpdateSku { sku, .. }
+            | PayloadSpec::DelistSku { sku }
+            | PayloadSpec::Buy { sku, .. }
+            | PayloadSpec::PlaceBid { sku, .. } => {
+                self.skus.insert(*sku);
+            }
+            PayloadSpec::OpenChannel { sku, .. } => {
+                self.skus.insert(*sku);
+                self.chans.insert(deal(*sku));
+            }
+            PayloadSpec::Order { sku, .. } => {
+                self.skus.insert(*sku);
+                self.orders.insert(deal(*sku));
+            }
+            PayloadSpec::ClaimChannel { channel, .. } => {
+                self.skus.insert(channel.sku);
+                self.chans.insert(*channel);
+            }
+            PayloadSpec::ConfirmUse { order, .. } => {
+                self.skus.insert(order.sku);
+                self.orders.insert(*order);
+            }
+            PayloadSpec::AnonIntent(a) => {
+                if let Some(b) = ClusterBuy::decode(&a.payload) {
+                    self.skus.insert(b.sku);
+                    self.orders.insert(deal(b.sku));
+                }
+            }
+            PayloadSpec::SetPolicy(p) => {
+                self.policies.insert((sender, p.kind));
+            }
+            PayloadSpec::CancelPolicy { kind } => {
+                self.policies.insert((sender, *kind));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The market's load step (an exclusive system, before the Debit stage):
+/// scans the due timers and policies, and loads into the hot set every SKU,
+/// channel, order and policy that the block's transactions, timers and
+/// policies name, reading the snapshot on every core. Policy purchases
+/// choose their SKU only while the block executes; a SKU they reach that
+/// is not loaded is read then (and enters the hot set after the block).
+pub(crate) fn load_market(world: &mut World) {
+    let ctx = *world.resource::<BlockContext>();
+    let view = world.resource::<ParentState>().0.clone();
+    let (chain_id, height) = (ctx.chain_id, ctx.height);
+    let mut load = MarketLoad {
+        height,
+        ..MarketLoad::default()
+    };
+    let r =
+        (|| -> Result<(), MarketError> {
+            load.timers = due_timers(&*view, chain_id, height, TIMERS_PER_BLOCK)?;
+            load.policies_due = due_policies(&*view, chain_id, height)?;
+            for (_, t) in &load.timers {
+                match t {
+                    Timer::ChannelClose(d) => {
+                        load.chans.insert(*d);
+                    }
+                    Timer::OrderTimeout(d) => {
+                        load.orders.insert(*d);
+                    }
+                    Timer::AuctionClose(_) => {}
+                }
+                load.skus.insert(t.sku());
+            }
+            load.policies
+                .extend(load.policies_due.iter().map(|(_, id)| *id));
+            for d in world.resource::<DeferredPayloads>().0.iter().filter(|d| {
+                is_market(&d.payload) || matches!(d.payload, PayloadSpec::AnonIntent(_))
+            }) {
+                load.declare(d.sender, d.nonce, &d.payload);
+            }
+            preload::<SkuRecord>(world, &*view, chain_id, height, &load.skus)?;
+            preload::<ChannelRecord>(world, &*view, chain_id, height, &load.chans)?;
+            preload::<OrderRecord>(world, &*view, chain_id, height, &load.orders)?;
+            preload::<PolicyRecord>(world, &*view, chain_id, height, &load.policies)?;
+            Ok(())
+        })();
+    match r {
+        Ok(()) => world.insert_resource(load),
+        Err(e) => world
+            .resource_mut::<PluginEffects<MarketPlugin>>()
+            .effects
+            .fail("market", e),
+    }
+}
+
+/// The market's objects in the world: one query and one index per type.
+type HotQueries<'w, 's> = (
+    Query<'w, 's, &'static mut Obj<SkuRecord>>,
+    Query<'w, 's, &'static mut Obj<ChannelRecord>>,
+    Query<'w, 's, &'static mut Obj<OrderRecord>>,
+    Query<'w, 's, &'static mut Obj<BidRecord>>,
+    Query<'w, 's, &'static mut Obj<PolicyRecord>>,
+);
+
+type HotIndexes<'w> = (
+    ResMut<'w, HotObjects<SkuRecord>>,
+    ResMut<'w, HotObjects<ChannelRecord>>,
+    ResMut<'w, HotObjects<OrderRecord>>,
+    ResMut<'w, HotObjects<BidRecord>>,
+    ResMut<'w, HotObjects<PolicyRecord>>,
+);
+
+/// The Apply-stage system: decides the block's market payloads and runs its
+/// timers and policies over the objects the load step put in the world.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_market(
     ctx: Res<BlockContext>,
     cfg: Res<ExecConfig>,
@@ -129,9 +302,18 @@ pub(crate) fn apply_market(
     g1: Res<SigBackend>,
     (deferred, outcomes, verdicts): (Res<DeferredPayloads>, Res<Outcomes>, Res<PayloadVerdicts>),
     admitted: Option<Res<AdmittedIntents>>,
+    mut load: ResMut<MarketLoad>,
+    (mut q_sku, mut q_chan, mut q_order, mut q_bid, mut q_pol): HotQueries,
+    (mut hot_sku, mut hot_chan, mut hot_order, mut hot_bid, mut hot_pol): HotIndexes,
+    mut commands: Commands,
     mut out: ResMut<PluginEffects<MarketPlugin>>,
 ) {
     let fx = &mut out.effects;
+    let load = std::mem::take(&mut *load);
+    if fx.fault.is_some() || load.height != ctx.height {
+        // The load step failed (its fault is set).
+        return;
+    }
     let mut mine: Vec<TxWork<'_>> = deferred
         .accepted(&outcomes, is_market)
         .map(|d| TxWork {
@@ -164,16 +346,60 @@ pub(crate) fn apply_market(
         });
     }
     mine.sort_by_key(|t| t.index);
+    let (view, chain_id, height) = (&*store.0, ctx.chain_id, ctx.height);
+    // The bids on the block's SKUs that the world holds.
+    let bid_ids: Vec<BidId> = load
+        .skus
+        .iter()
+        .flat_map(|s| {
+            hot_bid
+                .index
+                .range((*s, 0, [0; 32], 0)..=(*s, u64::MAX, [0xff; 32], u64::MAX))
+                .map(|(id, _)| *id)
+        })
+        .collect();
+    let objs = MarketObjects {
+        skus: Objects::from_hot(&mut q_sku, &hot_sku, &load.skus, view, chain_id, height),
+        chans: Objects::from_hot(&mut q_chan, &hot_chan, &load.chans, view, chain_id, height),
+        orders: Objects::from_hot(
+            &mut q_order,
+            &hot_order,
+            &load.orders,
+            view,
+            chain_id,
+            height,
+        ),
+        bids: Objects::from_hot(&mut q_bid, &hot_bid, &bid_ids, view, chain_id, height),
+    };
+    let policies = Objects::from_hot(&mut q_pol, &hot_pol, &load.policies, view, chain_id, height);
     let env = Env {
-        store: &*store.0,
-        chain_id: ctx.chain_id,
-        height: ctx.height,
+        store: view,
+        chain_id,
+        height,
         new_kinds: BTreeSet::new(),
         verdicts: &verdicts,
         sigs: SigChecks::default(),
     };
-    if let Err(e) = execute(env, &mine, cfg.parallel, &*g1.0, fx) {
-        fx.fail("market", e);
+    let (timers, due) = (load.timers, load.policies_due);
+    match execute(
+        env,
+        &mine,
+        timers,
+        due,
+        objs,
+        policies,
+        cfg.parallel,
+        &*g1.0,
+        fx,
+    ) {
+        Ok(read) => {
+            spawn_read(&mut commands, &mut hot_sku, read.skus);
+            spawn_read(&mut commands, &mut hot_chan, read.chans);
+            spawn_read(&mut commands, &mut hot_order, read.orders);
+            spawn_read(&mut commands, &mut hot_bid, read.bids);
+            spawn_read(&mut commands, &mut hot_pol, read.policies);
+        }
+        Err(e) => fx.fail("market", e),
     }
 }
 
@@ -215,21 +441,25 @@ where
     Ok(out)
 }
 
-/// Decides the block's market transactions and runs its due timers (see
-/// the module documentation of `market` for the order), adding what they
-/// do to `fx`.
-pub(crate) fn execute(
-    mut env: Env<'_>,
+/// Decides the block's market transactions and runs its due timers and
+/// policies (see the module documentation of `market` for the order),
+/// adding what they do to `fx`; returns the objects read from the snapshot.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn execute<'a>(
+    mut env: Env<'a>,
     txs: &[TxWork<'_>],
+    timers: Vec<(u64, Timer)>,
+    due: Vec<(u64, PolicyId)>,
+    objs: MarketObjects<'a>,
+    policies: Objects<'a, PolicyRecord>,
     parallel: bool,
     g1: &dyn BlsG1Backend,
     fx: &mut Effects,
-) -> Result<(), MarketError> {
+) -> Result<ReadObjects, MarketError> {
     let (store, chain_id, height) = (env.store, env.chain_id, env.height);
-    let timers = due_timers(store, chain_id, height, TIMERS_PER_BLOCK)?;
-    let due = due_policies(store, chain_id, height)?;
+    let mut read = ReadObjects::default();
     if txs.is_empty() && timers.is_empty() && due.is_empty() {
-        return Ok(());
+        return Ok(read);
     }
     let mut ov = Overlay::new(store, chain_id);
     // The kind registry is global: registrations first, in block order.
@@ -243,7 +473,7 @@ pub(crate) fn execute(
     env.sigs = precheck(store, chain_id, height, txs, parallel, g1)?;
     let env = env;
     // Policies: their transactions, then the plan of this block's purchases.
-    let mut pol = Policies::new(&env);
+    let mut pol = Policies::new(&env, policies);
     for t in txs.iter().filter(|t| is_policy(t.payload)) {
         pol.decide(t)?;
     }
@@ -260,12 +490,36 @@ pub(crate) fn execute(
     for (s, b) in buys {
         groups.entry(s).or_default().buys.push(b);
     }
-    let groups: Vec<(SkuRef, Work<'_, '_>)> = groups.into_iter().collect();
-    let run = |(s, w): &(SkuRef, Work<'_, '_>)| run_group(&env, s, w);
+    // Each group gets the handles on its own SKU's objects.
+    let mut skus = objs.skus.group_by(|s| *s);
+    let mut chans = objs.chans.group_by(|d| d.sku);
+    let mut orders = objs.orders.group_by(|d| d.sku);
+    let mut bids = objs.bids.group_by(|b| b.0);
+    let none = MarketObjects {
+        skus: Objects::new(store, chain_id, height),
+        chans: Objects::new(store, chain_id, height),
+        orders: Objects::new(store, chain_id, height),
+        bids: Objects::new(store, chain_id, height),
+    };
+    let groups: Vec<(SkuRef, Work<'_, '_>, MarketObjects<'a>)> = groups
+        .into_iter()
+        .map(|(s, w)| {
+            let mine = MarketObjects {
+                skus: skus.remove(&s).unwrap_or_else(|| none.skus.empty_like()),
+                chans: chans.remove(&s).unwrap_or_else(|| none.chans.empty_like()),
+                orders: orders
+                    .remove(&s)
+                    .unwrap_or_else(|| none.orders.empty_like()),
+                bids: bids.remove(&s).unwrap_or_else(|| none.bids.empty_like()),
+            };
+            (s, w, mine)
+        })
+        .collect();
+    let run = |(s, w, o): (SkuRef, Work<'_, '_>, MarketObjects<'a>)| run_group(&env, &s, &w, o);
     let results: Vec<Result<Output<'_>, MarketError>> = if parallel {
-        groups.par_iter().map(run).collect()
+        groups.into_par_iter().map(run).collect()
     } else {
-        groups.iter().map(run).collect()
+        groups.into_iter().map(run).collect()
     };
     let overflow = || MarketError::Overflow;
     let mut bought = BTreeMap::new();
@@ -276,16 +530,17 @@ pub(crate) fn execute(
         ov.absorb(g.ov);
         money.absorb(g.money).ok_or_else(overflow)?;
         bought.extend(g.bought);
+        read.absorb(g.read);
     }
     pol.settle(&bought)?;
     money
         .absorb(std::mem::take(&mut pol.money))
         .ok_or_else(overflow)?;
-    pol.finish(&mut ov);
+    read.policies = pol.finish(&mut ov);
     fx.delta.merge(&money.delta).ok_or_else(overflow)?;
     fx.credits.extend(money.credits);
     fx.writes.extend(ov.into_writes());
-    Ok(())
+    Ok(read)
 }
 
 fn is_policy(p: &PayloadSpec) -> bool {
@@ -357,21 +612,13 @@ struct Cx<'e, 'a> {
     env: &'e Env<'a>,
     /// The group's SKU.
     s: SkuRef,
-    /// The group's SKU record, read and decoded on first use and written
-    /// back once, at the end of the group ([`Cx::finish`]).
-    sku: Option<SkuSlot>,
+    /// The group's SKU, channels, orders and bids: each read once, and
+    /// written back once at the end of the group ([`Cx::finish`]).
+    objs: MarketObjects<'a>,
+    /// The group's due entries and index entries.
     ov: Overlay<'a>,
     money: Money,
     bought: Vec<(PolicyId, Option<u128>)>,
-}
-
-struct SkuSlot {
-    /// The index key of the committed record (`None`: not indexed).
-    committed_ix: Option<Vec<u8>>,
-    /// The record as this block's transactions left it so far.
-    now: Option<SkuRecord>,
-    /// Whether `now` was saved since it was read.
-    dirty: bool,
 }
 
 /// What is left of one transaction's lock while its handler disposes of it.
@@ -458,10 +705,6 @@ impl<'a> Cx<'_, 'a> {
         self.money.escrow(amount)
     }
 
-    fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MarketError> {
-        Ok(self.ov.get(ObjectTable::State, key)?)
-    }
-
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.ov.put(ObjectTable::State, key, value);
     }
@@ -473,20 +716,7 @@ impl<'a> Cx<'_, 'a> {
     /// The group's SKU (`s`) as this block left it so far.
     fn sku(&mut self, s: &SkuRef) -> Result<Option<SkuRecord>, MarketError> {
         debug_assert_eq!(*s, self.s, "a group touches only its own SKU");
-        if self.sku.is_none() {
-            let r = stored(
-                self.env.store,
-                self.env.chain_id,
-                &sku_key(s),
-                SkuRecord::decode,
-            )?;
-            self.sku = Some(SkuSlot {
-                committed_ix: r.as_ref().filter(|r| r.indexed()).map(|r| index_key(s, r)),
-                now: r,
-                dirty: false,
-            });
-        }
-        Ok(self.sku.as_ref().and_then(|x| x.now.clone()))
+        self.objs.skus.get(s)
     }
 
     /// A listed (not delisted) SKU, or `UnknownSku`.
@@ -501,47 +731,59 @@ impl<'a> Cx<'_, 'a> {
     /// and its index entry moved, at the end of the group.
     fn save_sku(&mut self, s: &SkuRef, new: SkuRecord) {
         debug_assert_eq!(*s, self.s, "a group touches only its own SKU");
-        let slot = self.sku.as_mut().expect("a SKU is read before it is saved");
-        slot.now = Some(new);
-        slot.dirty = true;
+        self.objs.skus.replace(s, Some(new));
     }
 
-    /// The group's writes: its SKU, once, with its index entry in step.
+    /// The group's writes: its objects, once each, and its SKU's index
+    /// entry in step with the SKU.
     fn finish(mut self) -> Output<'a> {
-        if let Some(SkuSlot {
-            committed_ix,
-            now: Some(r),
-            dirty: true,
-        }) = self.sku.take()
-        {
-            let ix = r.indexed().then(|| index_key(&self.s, &r));
-            if committed_ix != ix {
-                if let Some(k) = committed_ix {
-                    self.ov.del(ObjectTable::Derived, k);
-                }
-                if let Some(k) = ix {
-                    self.ov.put(ObjectTable::Derived, k, Vec::new());
-                }
+        let s = self.s;
+        let ix = |r: Option<&SkuRecord>| r.filter(|r| r.indexed()).map(|r| index_key(&s, r));
+        // (committed, new) index key of each changed SKU: one at most.
+        let moves: Vec<[Option<Vec<u8>>; 2]> = self
+            .objs
+            .skus
+            .changes()
+            .map(|(_, was, now)| [ix(was), ix(now)])
+            .filter(|[was, now]| was != now)
+            .collect();
+        for [was, now] in moves {
+            if let Some(k) = was {
+                self.ov.del(ObjectTable::Derived, k);
             }
-            self.put(sku_key(&self.s), r.encode());
+            if let Some(k) = now {
+                self.ov.put(ObjectTable::Derived, k, Vec::new());
+            }
         }
+        let read = ReadObjects {
+            skus: self.objs.skus.finish(&mut self.ov),
+            chans: self.objs.chans.finish(&mut self.ov),
+            orders: self.objs.orders.finish(&mut self.ov),
+            bids: self.objs.bids.finish(&mut self.ov),
+            policies: Vec::new(),
+        };
         Output {
             ov: self.ov,
             money: self.money,
             bought: self.bought,
+            read,
         }
     }
 
-    fn channel(&self, d: &DealRef) -> Result<Option<ChannelRecord>, MarketError> {
-        self.state(&chan_key(d))?
-            .map(|b| ChannelRecord::decode(&b))
-            .transpose()
+    fn channel(&mut self, d: &DealRef) -> Result<Option<ChannelRecord>, MarketError> {
+        self.objs.chans.get(d)
     }
 
-    fn order(&self, d: &DealRef) -> Result<Option<OrderRecord>, MarketError> {
-        self.state(&order_key(d))?
-            .map(|b| OrderRecord::decode(&b))
-            .transpose()
+    fn set_channel(&mut self, d: &DealRef, c: Option<ChannelRecord>) -> Result<(), MarketError> {
+        self.objs.chans.set(d, c)
+    }
+
+    fn order(&mut self, d: &DealRef) -> Result<Option<OrderRecord>, MarketError> {
+        self.objs.orders.get(d)
+    }
+
+    fn set_order(&mut self, d: &DealRef, o: Option<OrderRecord>) -> Result<(), MarketError> {
+        self.objs.orders.set(d, o)
     }
 
     /// Whether `sig`, in transaction `t`, is the deal's buyer's signature
@@ -604,14 +846,27 @@ impl<'a> Cx<'_, 'a> {
         s: &SkuRef,
         window_end: u64,
     ) -> Result<Vec<(AccountId, BidRecord)>, MarketError> {
+        let env = self.env;
+        let bids = &mut self.objs.bids;
+        // The committed bids of the window (handles already held keep
+        // this block's changes), then every one that exists now.
+        env.store.scan_prefix(
+            env.chain_id,
+            ObjectTable::State,
+            &bid_window_prefix(s, window_end),
+            |k, v| {
+                let (w, bidder, nonce) = parse_bid_key(k)?;
+                bids.add_scanned((*s, w, bidder, nonce), v)?;
+                Ok::<_, MarketError>(true)
+            },
+        )?;
         let mut out = Vec::new();
-        for (k, v) in self
-            .ov
-            .scan(ObjectTable::State, &bid_window_prefix(s, window_end))?
+        for id in
+            bids.present_in((*s, window_end, [0; 32], 0)..=(*s, window_end, [0xff; 32], u64::MAX))
         {
-            let (_, bidder, _) = parse_bid_key(&k)?;
-            out.push((bidder, BidRecord::decode(&v)?));
-            self.del(k);
+            let b = bids.get(&id)?.expect("present above");
+            bids.replace(&id, None);
+            out.push((id.2, b));
         }
         Ok(out)
     }
@@ -657,11 +912,16 @@ fn admits(r: &SkuRecord, buyer: &AccountId, cluster: Option<u32>) -> Result<(), 
     }
 }
 
-fn run_group<'a>(env: &Env<'a>, s: &SkuRef, w: &Work<'_, '_>) -> Result<Output<'a>, MarketError> {
+fn run_group<'a>(
+    env: &Env<'a>,
+    s: &SkuRef,
+    w: &Work<'_, '_>,
+    objs: MarketObjects<'a>,
+) -> Result<Output<'a>, MarketError> {
     let mut cx = Cx {
         env,
         s: *s,
-        sku: None,
+        objs,
         ov: Overlay::new(env.store, env.chain_id),
         money: Money::default(),
         bought: Vec::new(),
@@ -943,7 +1203,7 @@ fn open_order(
         unit_price: old.listing.terms.unit_price,
         timeout,
     };
-    cx.put(order_key(&d), o.encode());
+    cx.set_order(&d, Some(o))?;
     cx.put(due_key(timeout, &Timer::OrderTimeout(d)), due_value());
     take_units(cx, s, old, qty);
     Ok(Ok(()))
@@ -999,7 +1259,7 @@ fn open_channel(
     let d = t.deal(s);
     ensure!(cx.channel(&d)?.is_none(), S::InvalidArgument);
     cx.hold(lock, deposit)?;
-    cx.put(chan_key(&d), c.encode());
+    cx.set_channel(&d, Some(c))?;
     cx.put(due_key(close, &Timer::ChannelClose(d)), due_value());
     Ok(S::Ok)
 }
@@ -1028,14 +1288,14 @@ fn claim(
         last_sequence: sequence,
         ..c
     };
-    cx.put(chan_key(d), new.encode());
+    cx.set_channel(d, Some(new))?;
     Ok(S::Ok)
 }
 
 fn close_channel(cx: &mut Cx<'_, '_>, d: &DealRef) -> Result<(), MarketError> {
     if let Some(c) = cx.channel(d)? {
         cx.money.release(d.buyer, c.held())?;
-        cx.del(chan_key(d));
+        cx.set_channel(d, None)?;
     }
     Ok(())
 }
@@ -1066,7 +1326,9 @@ fn place_bid(
         height: cx.env.height,
         index: t.index,
     };
-    cx.put(bid_key(s, window_end, &t.sender, t.nonce), b.encode());
+    cx.objs
+        .bids
+        .set(&(*s, window_end, t.sender, t.nonce), Some(b))?;
     Ok(S::Ok)
 }
 
@@ -1167,14 +1429,14 @@ fn confirm(
     }
     cx.money.release(d.sku.seller, qty as u128 * o.unit_price)?;
     if total == o.qty {
-        cx.del(order_key(d));
+        cx.set_order(d, None)?;
         cx.del(due_key(o.timeout, &Timer::OrderTimeout(*d)));
     } else {
         let new = OrderRecord {
             confirmed: total,
             ..o
         };
-        cx.put(order_key(d), new.encode());
+        cx.set_order(d, Some(new))?;
     }
     Ok(S::Ok)
 }
@@ -1186,7 +1448,7 @@ fn time_out_order(cx: &mut Cx<'_, '_>, d: &DealRef) -> Result<(), MarketError> {
         return Ok(());
     };
     cx.money.release(d.buyer, o.held())?;
-    cx.del(order_key(d));
+    cx.set_order(d, None)?;
     if let Some(old) = cx.sku(&d.sku)? {
         let mut new = old;
         new.listing.capacity = new.listing.capacity.saturating_add(o.remaining());

@@ -69,27 +69,39 @@
 //!
 //! # Execution
 //!
-//! One Apply-stage system (after the BPK checks of the Admit stage).
-//! Registrations of custom kinds (a global
-//! registry) run first, in block order; then the policy transactions and
-//! the plan of the block's policy purchases ([`policy`](mod@policy)). Everything else
-//! is grouped by SKU: per SKU, first its timers due at this height (key
-//! order: earliest first), then its transactions in block order, then the
-//! policy purchases planned on it. A group touches only its
-//! SKU's objects, so groups run in parallel (rayon, when
-//! `ExecConfig::parallel`) and their writes, credits and supply deltas are
-//! merged in SKU order: the result equals the sequential run bit for bit.
-//! At most [`TIMERS_PER_BLOCK`] timers run per block; later ones stay due
-//! (every handler checks heights itself, so a late timer changes no
-//! verdict).
+//! Two systems. The **load step** (Load stage, exclusive) scans the timers
+//! and policies due at this height and loads into the hot set, as entities
+//! with an [`Obj`](int_engine::objects::Obj) component, every SKU, channel,
+//! order and policy that the block's transactions, timers and policies
+//! name, reading the snapshot on every core. The **Apply-stage system**
+//! (after the BPK checks of the Admit stage, beside the token system) takes
+//! those entities mutably through its queries and decides the block:
+//! registrations of custom kinds (a global registry) first, in block
+//! order; then the policy transactions and the plan of the block's policy
+//! purchases ([`policy`](mod@policy)). Everything else is grouped by SKU:
+//! per SKU, first its timers due at this height (key order: earliest
+//! first), then its transactions in block order, then the policy purchases
+//! planned on it. A group holds the handles on its own SKU's entities (the
+//! SKU, its channels, orders and bids) and nothing else, so groups run in
+//! parallel (rayon, when `ExecConfig::parallel`); their writes, credits and
+//! supply deltas are merged in SKU order: the result equals the sequential
+//! run bit for bit. An object no entity holds (a SKU a policy chose, the
+//! committed bids of a closing window) is read from the snapshot and enters
+//! the hot set after the block. At most [`TIMERS_PER_BLOCK`] timers run per
+//! block; later ones stay due (every handler checks heights itself, so a
+//! late timer changes no verdict).
 //!
 //! # State
 //!
 //! Objects under `mkt/` ([`records`] lists the keys and layouts): SKUs,
-//! channels, orders and bids in the state table (covered by the state
-//! root), timers (`mkt/due/` ‖ height ‖ kind ‖ id), the kind registry, and
-//! the discovery index in the derived table (`mkt/ix/` ‖ kind ‖ region ‖
-//! price ‖ sku, only listed SKUs with capacity left). Settled objects are
+//! channels, orders, bids and policies in the state table (covered by the
+//! state root; entities of the hot set while in use, evicted like accounts
+//! above the chain's `hot_capacity` per type), timers (`mkt/due/` ‖ height
+//! ‖ kind ‖ id), the kind registry, and the discovery index in the derived
+//! table (`mkt/ix/` ‖ kind ‖ region ‖ price ‖ sku, only listed SKUs with
+//! capacity left). Timers, the registry and the index are indexes, not
+//! objects: the block writes them through its overlay
+//! ([`Overlay`](int_engine::objects::Overlay)). Settled objects are
 //! deleted: channels at close, orders when fully confirmed or timed out,
 //! bids at their window's close, due entries when run.
 //!
@@ -97,8 +109,9 @@
 //!
 //! A block without market transactions, due timers or due policies pays
 //! two B-tree seeks (`mkt/due/`, `mkt/pdue/`). A SKU's group reads and
-//! decodes the SKU once, and writes it and moves its index entry once,
-//! however many of the block's transactions and timers change it. The
+//! decodes the SKU once (not at all while it is hot), and writes it and
+//! moves its index entry once, however many of the block's transactions
+//! and timers change it. The
 //! block's buyer signatures (claims, sellers' confirmations) are checked
 //! together before the groups: one account read each and one BLS batch for
 //! the block (scalars hashed from the batch; one final exponentiation,
@@ -120,7 +133,7 @@ mod sigs;
 use std::collections::BTreeSet;
 
 use bevy_ecs::prelude::*;
-use int_engine::objects::add_effects;
+use int_engine::objects::{add_effects, register_object};
 use int_engine::storage::{ObjectTable, StateView, StorageError};
 use int_engine::world::{Plugin, Stage};
 use int_schemas::market::{BUILTIN_KINDS, CUSTOM_KIND_FIRST, KIND_NAME_BYTES_MAX, is_geohash};
@@ -162,6 +175,13 @@ pub struct MarketPlugin;
 impl Plugin for MarketPlugin {
     fn build(&self, world: &mut World, schedule: &mut Schedule) {
         add_effects::<Self>(world, schedule);
+        register_object::<SkuRecord>(world);
+        register_object::<ChannelRecord>(world);
+        register_object::<OrderRecord>(world);
+        register_object::<BidRecord>(world);
+        register_object::<PolicyRecord>(world);
+        world.init_resource::<exec::MarketLoad>();
+        schedule.add_systems(exec::load_market.in_set(Stage::Load));
         schedule.add_systems(exec::apply_market.in_set(Stage::Apply));
     }
 }

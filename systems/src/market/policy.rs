@@ -44,7 +44,7 @@
 
 use std::collections::BTreeMap;
 
-use int_engine::objects::Overlay;
+use int_engine::objects::{Obj, Objects, Overlay};
 use int_engine::storage::{ObjectTable, StateView};
 use int_schemas::wire::{Preference, PriceModel, TxStatus};
 use int_schemas::{PayloadSpec, PolicySpec, SkuRef};
@@ -78,21 +78,15 @@ pub(crate) struct PolicyBuy {
     pub model: PriceModel,
 }
 
-/// One policy as this block left it so far.
-struct Slot {
-    /// Due height of the committed record (`None`: none committed).
-    committed_due: Option<u64>,
-    now: Option<PolicyRecord>,
-    dirty: bool,
-}
-
 /// One index entry of an area: SKU, region (0x00-padded), price.
 type Entry = (SkuRef, Vec<u8>, u128);
 
 /// The block's policy pass.
 pub(crate) struct Policies<'e, 'a> {
     env: &'e Env<'a>,
-    slots: BTreeMap<PolicyId, Slot>,
+    /// The policies the block touches (entities of the hot set, or read
+    /// on a miss).
+    objs: Objects<'a, PolicyRecord>,
     /// Due entries that no longer match their policy.
     stale: Vec<Vec<u8>>,
     /// Policies planned to buy this block (settled by [`Policies::settle`]).
@@ -102,10 +96,10 @@ pub(crate) struct Policies<'e, 'a> {
 }
 
 impl<'e, 'a> Policies<'e, 'a> {
-    pub fn new(env: &'e Env<'a>) -> Self {
+    pub fn new(env: &'e Env<'a>, objs: Objects<'a, PolicyRecord>) -> Self {
         Self {
             env,
-            slots: BTreeMap::new(),
+            objs,
             stale: Vec::new(),
             planned: Vec::new(),
             money: Money::default(),
@@ -113,33 +107,12 @@ impl<'e, 'a> Policies<'e, 'a> {
     }
 
     fn get(&mut self, id: &PolicyId) -> Result<Option<PolicyRecord>, MarketError> {
-        if !self.slots.contains_key(id) {
-            let r = stored(
-                self.env.store,
-                self.env.chain_id,
-                &policy_key(id),
-                PolicyRecord::decode,
-            )?;
-            self.slots.insert(
-                *id,
-                Slot {
-                    committed_due: r.as_ref().map(|r| r.next_due),
-                    now: r,
-                    dirty: false,
-                },
-            );
-        }
-        Ok(self.slots.get(id).and_then(|s| s.now.clone()))
+        self.objs.get(id)
     }
 
-    /// Saves a policy read first with [`Policies::get`].
-    fn save(&mut self, id: &PolicyId, r: Option<PolicyRecord>) {
-        let slot = self
-            .slots
-            .get_mut(id)
-            .expect("a policy is read before it is saved");
-        slot.now = r;
-        slot.dirty = true;
+    /// Saves a policy.
+    fn save(&mut self, id: &PolicyId, r: Option<PolicyRecord>) -> Result<(), MarketError> {
+        self.objs.set(id, r)
     }
 
     /// Decides one `SetPolicy` or `CancelPolicy` and disposes of its lock.
@@ -205,7 +178,7 @@ impl<'e, 'a> Policies<'e, 'a> {
                 buys,
                 spent_total,
             }),
-        );
+        )?;
         Ok(S::Ok)
     }
 
@@ -215,7 +188,7 @@ impl<'e, 'a> Policies<'e, 'a> {
             return Ok(TxStatus::UnknownPolicy);
         };
         self.money.release(t.sender, old.balance)?;
-        self.save(&id, None);
+        self.save(&id, None)?;
         Ok(TxStatus::Ok)
     }
 
@@ -282,7 +255,7 @@ impl<'e, 'a> Policies<'e, 'a> {
                     };
                 }
             }
-            self.save(&id, Some(r));
+            self.save(&id, Some(r))?;
         }
         Ok(out)
     }
@@ -314,35 +287,30 @@ impl<'e, 'a> Policies<'e, 'a> {
                 }
                 None => r.next_due = height.saturating_add(1),
             }
-            self.save(&id, Some(r));
+            self.save(&id, Some(r))?;
         }
         Ok(())
     }
 
     /// Writes the pass's changes to `ov`: each changed policy once, its
-    /// due entry moved.
-    pub fn finish(self, ov: &mut Overlay<'_>) {
+    /// due entry moved. Returns the policies read from the snapshot, for
+    /// the hot set.
+    pub fn finish(self, ov: &mut Overlay<'_>) -> Vec<Obj<PolicyRecord>> {
         for k in self.stale {
             ov.del(ObjectTable::State, k);
         }
-        for (id, slot) in self.slots {
-            if !slot.dirty {
-                continue;
-            }
-            let due = slot.now.as_ref().map(|r| r.next_due);
-            if slot.committed_due != due {
-                if let Some(d) = slot.committed_due {
-                    ov.del(ObjectTable::State, policy_due_key(d, &id));
+        for (id, committed, now) in self.objs.changes() {
+            let (was, due) = (committed.map(|r| r.next_due), now.map(|r| r.next_due));
+            if was != due {
+                if let Some(d) = was {
+                    ov.del(ObjectTable::State, policy_due_key(d, id));
                 }
                 if let Some(d) = due {
-                    ov.put(ObjectTable::State, policy_due_key(d, &id), due_value());
+                    ov.put(ObjectTable::State, policy_due_key(d, id), due_value());
                 }
             }
-            match slot.now {
-                Some(r) => ov.put(ObjectTable::State, policy_key(&id), r.encode()),
-                None => ov.del(ObjectTable::State, policy_key(&id)),
-            }
         }
+        self.objs.finish(ov)
     }
 }
 

@@ -21,6 +21,7 @@
 //! The longest key is a due entry of a deal, 97 bytes, under the store's
 //! 128.
 
+use int_engine::objects::StateObject;
 use int_engine::storage::{OBJECT_KEY_BYTES_MAX, ObjectTable, StateView};
 use int_schemas::market::{
     ALLOW_MAX, CLUSTERS_MAX, GEOHASH_CHARS_MAX, KIND_NAME_BYTES_MAX, is_geohash, total,
@@ -753,6 +754,84 @@ pub(crate) fn decode_kind_number(b: &[u8]) -> Result<u16, MarketError> {
     let n = r.u16()?;
     r.end()?;
     Ok(n)
+}
+
+// ---------------------------------------------------------------------------
+// The objects that live in the hot set as entities.
+// ---------------------------------------------------------------------------
+
+/// A bid's id: its SKU, its window's close height, the bidder, the nonce
+/// of the bid; ordered as its key.
+pub(crate) type BidId = (SkuRef, u64, AccountId, u64);
+
+impl StateObject for SkuRecord {
+    type Id = SkuRef;
+    type Error = MarketError;
+    fn key(id: &SkuRef) -> Vec<u8> {
+        sku_key(id)
+    }
+    fn encode(&self) -> Vec<u8> {
+        SkuRecord::encode(self)
+    }
+    fn decode(b: &[u8]) -> Result<Self, MarketError> {
+        SkuRecord::decode(b)
+    }
+}
+
+impl StateObject for ChannelRecord {
+    type Id = DealRef;
+    type Error = MarketError;
+    fn key(id: &DealRef) -> Vec<u8> {
+        chan_key(id)
+    }
+    fn encode(&self) -> Vec<u8> {
+        ChannelRecord::encode(self)
+    }
+    fn decode(b: &[u8]) -> Result<Self, MarketError> {
+        ChannelRecord::decode(b)
+    }
+}
+
+impl StateObject for OrderRecord {
+    type Id = DealRef;
+    type Error = MarketError;
+    fn key(id: &DealRef) -> Vec<u8> {
+        order_key(id)
+    }
+    fn encode(&self) -> Vec<u8> {
+        OrderRecord::encode(self)
+    }
+    fn decode(b: &[u8]) -> Result<Self, MarketError> {
+        OrderRecord::decode(b)
+    }
+}
+
+impl StateObject for BidRecord {
+    type Id = BidId;
+    type Error = MarketError;
+    fn key((s, window_end, bidder, nonce): &BidId) -> Vec<u8> {
+        bid_key(s, *window_end, bidder, *nonce)
+    }
+    fn encode(&self) -> Vec<u8> {
+        BidRecord::encode(self)
+    }
+    fn decode(b: &[u8]) -> Result<Self, MarketError> {
+        BidRecord::decode(b)
+    }
+}
+
+impl StateObject for PolicyRecord {
+    type Id = PolicyId;
+    type Error = MarketError;
+    fn key(id: &PolicyId) -> Vec<u8> {
+        policy_key(id)
+    }
+    fn encode(&self) -> Vec<u8> {
+        PolicyRecord::encode(self)
+    }
+    fn decode(b: &[u8]) -> Result<Self, MarketError> {
+        PolicyRecord::decode(b)
+    }
 }
 
 #[cfg(test)]
