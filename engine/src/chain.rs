@@ -102,7 +102,8 @@ pub struct ChainConfig {
     /// The chain's id, part of every storage key and signed message.
     pub chain_id: u32,
     /// Accounts kept in the world between blocks, and plugin objects of
-    /// each type ([`crate::objects::register_object`]).
+    /// each type up to the type's own bound
+    /// ([`crate::objects::StateObject::HOT_MAX`]).
     pub hot_capacity: usize,
     /// Execute with parallel systems (false: the sequential reference).
     pub parallel: bool,
@@ -585,10 +586,6 @@ impl Chain {
         if let Some(fault) = self.world.resource_mut::<ExecFault>().0.take() {
             return Err(ChainError::Exec(fault));
         }
-        // Plugins' writes arrive in the order bevy ran their Gather
-        // systems; the block's are in key order (the state tree refuses a
-        // key written twice).
-        objects.sort_unstable_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
 
         let mut outcomes = std::mem::take(&mut self.world.resource_mut::<Outcomes>().0);
         let verdicts = std::mem::take(&mut *self.world.resource_mut::<PayloadVerdicts>());
@@ -631,6 +628,10 @@ impl Chain {
             height,
             &mut objects,
         )?;
+        // Plugins' writes arrive in the order bevy ran their Gather
+        // systems, the supply's last; the block's are in key order (the
+        // state tree refuses a key written twice).
+        objects.sort_unstable_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
         timings.execute_us = us(t);
         let statuses: Vec<TxStatus> = outcomes
             .iter()
@@ -1262,21 +1263,15 @@ impl Chain {
         if len <= cap {
             return;
         }
-        let keep = cap - cap / 10;
         let mut q = self.world.query::<(Entity, &AccountKey, &HotMeta)>();
-        let mut all: Vec<(u64, AccountId, Entity)> = q
+        let all: Vec<(u64, AccountId, Entity)> = q
             .iter(&self.world)
             .map(|(e, k, m)| {
                 debug_assert!(!m.dirty, "evicting an uncommitted account");
                 (m.last_touched, k.0, e)
             })
             .collect();
-        let drop_n = all.len().saturating_sub(keep);
-        if drop_n == 0 {
-            return;
-        }
-        all.select_nth_unstable_by_key(drop_n - 1, |x| (x.0, x.1));
-        for (_, id, e) in all.into_iter().take(drop_n) {
+        for (id, e) in crate::objects::least_recent(all, cap) {
             self.world.despawn(e);
             self.world.resource_mut::<HotSet>().index.remove(&id);
         }

@@ -4,9 +4,8 @@
 //! Execution never writes the store. A plugin that decides a block's
 //! payloads reads its objects from the parent snapshot ([`ParentState`])
 //! and keeps what it changes in an [`Overlay`]: a later read in the same
-//! block sees the earlier write, a scan merges the block's writes over the
-//! committed keys, and at the end the overlay becomes the block's object
-//! writes, one per key, in key order. Work split across threads (the
+//! block sees the earlier write, and at the end the overlay becomes the
+//! block's object writes, one per key, in key order. Work split across threads (the
 //! market's SKU groups) gives each part its own overlay over disjoint keys
 //! and [`Overlay::absorb`]s them in a fixed order, so the result equals the
 //! sequential run.
@@ -26,7 +25,7 @@ use std::marker::PhantomData;
 use bevy_ecs::prelude::*;
 use rayon::prelude::*;
 
-use crate::storage::{KeyValue, ObjectTable, ObjectWrite, StateView, StorageError};
+use crate::storage::{ObjectTable, ObjectWrite, StateView, StorageError};
 use crate::supply::SupplyDelta;
 use crate::world::{BlockSupply, Credit, Credits, ExecFault, HotSet, ObjectWrites, Stage};
 
@@ -49,17 +48,6 @@ impl<'a> Overlay<'a> {
             chain_id,
             map: BTreeMap::new(),
         }
-    }
-
-    /// The snapshot under the overlay (for reads of committed state that
-    /// the block cannot have changed: accounts, another plugin's objects).
-    pub fn view(&self) -> &'a dyn StateView {
-        self.view
-    }
-
-    /// The chain the overlay reads.
-    pub fn chain_id(&self) -> u32 {
-        self.chain_id
     }
 
     /// The value of `key`, this block's writes first.
@@ -95,32 +83,6 @@ impl<'a> Overlay<'a> {
         self.map.insert((table, key), None);
     }
 
-    /// The objects under `prefix`, this block's writes included, in key
-    /// order. Reads every committed key under the prefix: callers bound
-    /// what a prefix can hold.
-    pub fn scan(&self, table: ObjectTable, prefix: &[u8]) -> Result<Vec<KeyValue>, StorageError> {
-        let mut m: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        self.view.scan(self.chain_id, table, prefix, &mut |k, v| {
-            m.insert(k.to_vec(), v.to_vec());
-            Ok(true)
-        })?;
-        for ((t, k), v) in self.map.range((table, prefix.to_vec())..) {
-            if *t != table || !k.starts_with(prefix) {
-                break;
-            }
-            match v {
-                Some(v) => m.insert(k.clone(), v.clone()),
-                None => m.remove(k),
-            };
-        }
-        Ok(m.into_iter().collect())
-    }
-
-    /// Whether the block wrote nothing here.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// Takes `other`'s writes over this overlay's, as if `other`'s work ran
     /// after this one's. Parts of one block split across threads write
     /// disjoint keys, and absorbing them in a fixed order keeps the result
@@ -146,7 +108,8 @@ impl<'a> Overlay<'a> {
 pub struct Effects {
     /// Object writes, at most one per key across all plugins.
     pub writes: Vec<ObjectWrite>,
-    /// Credits, summed per account in [`Stage::Credit`].
+    /// Credits to accounts, summed per account when the chain settles the
+    /// block (after the schedule).
     pub credits: Vec<Credit>,
     /// Escrow in and out, burns and mints.
     pub delta: SupplyDelta,
@@ -225,21 +188,27 @@ pub trait StateObject: Clone + PartialEq + Send + Sync + 'static {
     fn encode(&self) -> Vec<u8>;
     /// Decodes a stored record; a corrupt one is an error.
     fn decode(b: &[u8]) -> Result<Self, Self::Error>;
+    /// Most objects of this type the world keeps between blocks, whatever
+    /// the chain's `hot_capacity`: the bound on their memory (an object
+    /// costs its value once, plus its index entry).
+    const HOT_MAX: usize;
 }
 
-/// One object of the hot set: as committed at the chain's head, and as the
-/// block being executed leaves it (`None`: absent, or deleted).
+/// One object of the hot set: as the block being executed leaves it
+/// (`None`: absent, or deleted), and, once the block changes it, as it was
+/// committed at the chain's head.
 ///
 /// The world caches the head's state, as it does for accounts: an object
-/// loaded once stays until evicted, and an absent one is remembered as
-/// absent. After a block executes, `committed` is that block's state; a
-/// block that is not committed drops the whole hot set (see
+/// loaded once stays until evicted or deleted. Between blocks it holds one
+/// copy of its value; after a block executes, that value is the block's
+/// state, and a block that is not committed drops the whole hot set (see
 /// [`crate::chain`]).
 #[derive(Component, Debug, Clone)]
 pub struct Obj<T: StateObject> {
     id: T::Id,
-    committed: Option<T>,
     now: Option<T>,
+    /// The committed value, kept from the block's first change on.
+    before: Option<Option<T>>,
     last_touched: u64,
 }
 
@@ -247,8 +216,8 @@ impl<T: StateObject> Obj<T> {
     fn loaded(id: T::Id, r: Option<T>, height: u64) -> Self {
         Self {
             id,
-            committed: r.clone(),
             now: r,
+            before: None,
             last_touched: height,
         }
     }
@@ -265,16 +234,27 @@ impl<T: StateObject> Obj<T> {
 
     /// The object as committed before the current block.
     pub fn committed(&self) -> Option<&T> {
-        self.committed.as_ref()
+        match &self.before {
+            Some(b) => b.as_ref(),
+            None => self.now.as_ref(),
+        }
     }
 
     /// Sets (`Some`) or deletes (`None`) the object in the current block.
     pub fn set(&mut self, v: Option<T>) {
-        self.now = v;
+        let old = std::mem::replace(&mut self.now, v);
+        if self.before.is_none() {
+            self.before = Some(old);
+        }
     }
 
     fn changed(&self) -> bool {
-        self.now != self.committed
+        matches!(&self.before, Some(b) if *b != self.now)
+    }
+
+    /// Makes the block's value the committed one.
+    fn settle(&mut self) {
+        self.before = None;
     }
 }
 
@@ -302,9 +282,9 @@ struct ObjectTypeHooks {
 
 /// Registers `T` as a hot-set object type. As many objects of it are kept
 /// between blocks as accounts ([`HotSet::capacity`], the chain's
-/// `hot_capacity`).
+/// `hot_capacity`), and at most [`StateObject::HOT_MAX`].
 pub fn register_object<T: StateObject>(world: &mut World) {
-    let capacity = world.resource::<HotSet>().capacity;
+    let capacity = world.resource::<HotSet>().capacity.min(T::HOT_MAX);
     assert!(capacity > 0, "a hot set holds at least one object");
     world.insert_resource(HotObjects::<T> {
         index: BTreeMap::new(),
@@ -350,29 +330,45 @@ fn evict<T: StateObject>(world: &mut World) {
     if len <= cap {
         return;
     }
-    // Down to 90 % of the capacity, so eviction runs once per many blocks.
-    let keep = cap - cap / 10;
     let mut q = world.query::<(Entity, &Obj<T>)>();
-    let mut all: Vec<(u64, T::Id, Entity)> = q
+    let all: Vec<(u64, T::Id, Entity)> = q
         .iter(world)
         .map(|(e, o)| {
-            debug_assert!(!o.changed(), "evicting an uncommitted object");
+            debug_assert!(o.before.is_none(), "evicting an uncommitted object");
             (o.last_touched, o.id, e)
         })
         .collect();
-    let drop_n = all.len().saturating_sub(keep);
-    if drop_n == 0 {
-        return;
-    }
-    all.select_nth_unstable_by(drop_n - 1, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    for (_, id, e) in all.into_iter().take(drop_n) {
+    for (id, e) in least_recent(all, cap) {
         world.despawn(e);
         world.resource_mut::<HotObjects<T>>().index.remove(&id);
     }
 }
 
+/// Of the hot entries `(last touched, id, entity)`, the least recently
+/// touched ones (ties by id) that bring them down to `capacity` less its
+/// [`EVICT_FREE_DIVISOR`]th; none while they fit. Accounts and every object
+/// type are evicted by it.
+pub(crate) fn least_recent<I: Ord + Copy>(
+    mut all: Vec<(u64, I, Entity)>,
+    capacity: usize,
+) -> Vec<(I, Entity)> {
+    if all.len() <= capacity {
+        return Vec::new();
+    }
+    let keep = capacity - capacity / EVICT_FREE_DIVISOR;
+    let drop_n = all.len() - keep;
+    all.select_nth_unstable_by(drop_n - 1, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    all.truncate(drop_n);
+    all.into_iter().map(|(_, id, e)| (id, e)).collect()
+}
+
+/// Eviction frees a tenth of the capacity, so that it runs once per many
+/// blocks rather than after each.
+pub(crate) const EVICT_FREE_DIVISOR: usize = 10;
+
 /// Loads the objects `ids` names that the world does not hold yet, reading
-/// the snapshot on every core, and marks all of them touched at `height`.
+/// the snapshot on every core, touched at `height` (the hot ones are
+/// touched when the block takes their handles, [`Objects::from_hot`]).
 /// The block's load step: what a block declares is read before its
 /// systems run, not in the middle of them.
 pub fn preload<T: StateObject>(
@@ -396,11 +392,14 @@ pub fn preload<T: StateObject>(
             .transpose()?;
         Ok(Obj::loaded(*id, r, height))
     };
-    let loaded: Vec<Obj<T>> = if missing.len() >= PRELOAD_PAR_MIN {
-        missing.par_iter().map(read).collect::<Result<_, _>>()?
+    // Every read's result, in id order: the error a block fails with is the
+    // first in id order on every node, whichever thread met it first.
+    let loaded: Vec<Result<Obj<T>, T::Error>> = if missing.len() >= PRELOAD_PAR_MIN {
+        missing.par_iter().map(read).collect()
     } else {
-        missing.iter().map(read).collect::<Result<_, _>>()?
+        missing.iter().map(read).collect()
     };
+    let loaded: Vec<Obj<T>> = loaded.into_iter().collect::<Result<_, _>>()?;
     for o in loaded {
         let id = o.id;
         let e = world.spawn(o).id();
@@ -423,26 +422,65 @@ pub fn hot_entities<'i, T: StateObject>(
         .collect()
 }
 
-/// Puts objects that a block read from the snapshot (no handle on them
-/// was taken from the world) into the hot set, as the block left them:
-/// spawned and indexed, or, where the world holds an entity for the id
-/// after all, replacing its object so the world never keeps a stale one.
-/// They take effect at the schedule's next sync point.
-pub fn spawn_read<T: StateObject>(
+/// What a block leaves for the hot set of one object type: the objects
+/// it read from the snapshot (no handle on them was taken from the world),
+/// as the block left them, and the hot objects it left absent.
+pub struct HotUpdate<T: StateObject> {
+    read: Vec<Obj<T>>,
+    gone: Vec<T::Id>,
+}
+
+impl<T: StateObject> HotUpdate<T> {
+    /// Takes `other`'s objects too (another part of the same block, over
+    /// other ids).
+    pub fn absorb(&mut self, other: HotUpdate<T>) {
+        self.read.extend(other.read);
+        self.gone.extend(other.gone);
+    }
+}
+
+impl<T: StateObject> Default for HotUpdate<T> {
+    fn default() -> Self {
+        Self {
+            read: Vec::new(),
+            gone: Vec::new(),
+        }
+    }
+}
+
+/// Applies a block's [`HotUpdate`] to the world: objects read from the
+/// snapshot are spawned and indexed (or, where the world holds an entity
+/// for the id after all, replace its object, so the world never keeps a
+/// stale one), and objects the block left absent leave the world, so a
+/// deleted bid or order costs no memory after its block (a later block
+/// that names it reads the snapshot's absence again). It takes effect at
+/// the schedule's next sync point.
+pub fn update_hot_set<T: StateObject>(
     commands: &mut Commands,
     hot: &mut HotObjects<T>,
-    objs: Vec<Obj<T>>,
+    update: HotUpdate<T>,
 ) {
-    for o in objs {
+    for o in update.read {
         let id = o.id;
-        match hot.index.get(&id) {
-            Some(e) => {
-                commands.entity(*e).insert(o);
+        match (hot.index.get(&id).copied(), o.now.is_some()) {
+            (Some(e), true) => {
+                commands.entity(e).insert(o);
             }
-            None => {
+            (None, true) => {
                 let e = commands.spawn(o).id();
                 hot.index.insert(id, e);
             }
+            (Some(_), false) => {
+                if let Some(e) = hot.index.remove(&id) {
+                    commands.entity(e).despawn();
+                }
+            }
+            (None, false) => {}
+        }
+    }
+    for id in update.gone {
+        if let Some(e) = hot.index.remove(&id) {
+            commands.entity(e).despawn();
         }
     }
 }
@@ -511,7 +549,7 @@ impl<'w, T: StateObject> Objects<'w, T> {
         let mut o = Self::new(view, chain_id, height);
         for m in q.iter_many_unique_mut(hot_entities(hot, ids)) {
             // Every indexed entity holds its object; were one not to, the
-            // object is read from the snapshot instead, and `spawn_read`
+            // object is read from the snapshot instead, and `update_hot_set`
             // puts it back.
             debug_assert!(m.is_ok(), "an indexed entity without its object");
             if let Ok(m) = m {
@@ -532,11 +570,6 @@ impl<'w, T: StateObject> Objects<'w, T> {
                 .insert(id, slot);
         }
         out
-    }
-
-    /// An empty set over the same snapshot (a part with no hot objects).
-    pub fn empty_like(&self) -> Self {
-        Self::new(self.view, self.chain_id, self.height)
     }
 
     fn slot(&mut self, id: &T::Id) -> Result<&mut Obj<T>, T::Error> {
@@ -603,24 +636,35 @@ impl<'w, T: StateObject> Objects<'w, T> {
     }
 
     /// Writes the block's changes to `ov` (one write per changed object),
-    /// makes them the committed values, and returns the objects read from
-    /// the snapshot, for [`spawn_read`].
-    pub fn finish(self, ov: &mut Overlay<'_>) -> Vec<Obj<T>> {
-        let mut read = Vec::new();
+    /// makes them the committed values, and returns what the hot set keeps
+    /// of them, for [`update_hot_set`].
+    pub fn finish(self, ov: &mut Overlay<'_>) -> HotUpdate<T> {
+        let mut up = HotUpdate::default();
         for (id, mut slot) in self.slots {
             let o = slot.obj_mut();
             if o.changed() {
                 match &o.now {
-                    Some(v) => ov.put(ObjectTable::State, T::key(&id), v.encode()),
+                    Some(v) => {
+                        let bytes = v.encode();
+                        // A warm node keeps `v` and a restarted one decodes
+                        // `bytes`: they must agree.
+                        debug_assert!(
+                            T::decode(&bytes).is_ok_and(|d| d == *v),
+                            "a record that does not survive its encoding"
+                        );
+                        ov.put(ObjectTable::State, T::key(&id), bytes);
+                    }
                     None => ov.del(ObjectTable::State, T::key(&id)),
                 }
-                o.committed = o.now.clone();
             }
-            if let Slot::Read(o) = slot {
-                read.push(o);
+            o.settle();
+            match slot {
+                Slot::Read(o) => up.read.push(o),
+                Slot::Hot(o) if o.now.is_none() => up.gone.push(id),
+                Slot::Hot(_) => {}
             }
         }
-        read
+        up
     }
 }
 
@@ -668,15 +712,13 @@ mod tests {
         ov.put(ObjectTable::State, b"t/a4".to_vec(), vec![5]);
         ov.put(ObjectTable::State, b"t/c1".to_vec(), vec![6]);
         ov.put(ObjectTable::Derived, b"t/a5".to_vec(), vec![7]);
-        let got = ov.scan(ObjectTable::State, b"t/a").unwrap();
+        assert_eq!(ov.get(ObjectTable::State, b"t/a1").unwrap(), Some(vec![1]));
+        assert_eq!(ov.get(ObjectTable::State, b"t/a3").unwrap(), Some(vec![9]));
         assert_eq!(
-            got,
-            vec![
-                (b"t/a1".to_vec(), vec![1]),
-                (b"t/a3".to_vec(), vec![9]),
-                (b"t/a4".to_vec(), vec![5])
-            ]
+            ov.get(ObjectTable::Derived, b"t/a5").unwrap(),
+            Some(vec![7])
         );
+        assert!(!ov.contains(ObjectTable::State, b"t/a5").unwrap());
         assert_eq!(ov.get(ObjectTable::State, b"t/a2").unwrap(), None);
         assert_eq!(ov.get(ObjectTable::State, b"t/b1").unwrap(), Some(vec![3]));
         assert!(!ov.contains(ObjectTable::Derived, b"t/a1").unwrap());
@@ -712,5 +754,143 @@ mod tests {
         merged.absorb(a);
         merged.absorb(b);
         assert_eq!(merged.into_writes(), seq.into_writes());
+    }
+
+    /// A one-byte record under `o/` ‖ id.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Rec(u8);
+
+    impl StateObject for Rec {
+        type Id = u32;
+        type Error = StorageError;
+        const HOT_MAX: usize = 3;
+        fn key(id: &u32) -> Vec<u8> {
+            [b"o/".as_slice(), &id.to_be_bytes()].concat()
+        }
+        fn encode(&self) -> Vec<u8> {
+            vec![self.0]
+        }
+        fn decode(b: &[u8]) -> Result<Self, StorageError> {
+            match b {
+                [v] => Ok(Rec(*v)),
+                _ => Err(StorageError::Backend("corrupt".into())),
+            }
+        }
+    }
+
+    fn rec(id: u32, v: u8) -> ObjectWrite {
+        put(&Rec::key(&id), v)
+    }
+
+    fn hot_ids(world: &mut World) -> Vec<u32> {
+        let mut ids: Vec<u32> = world
+            .query::<&Obj<Rec>>()
+            .iter(world)
+            .map(|o| o.id)
+            .collect();
+        ids.sort();
+        let index: Vec<u32> = world
+            .resource::<HotObjects<Rec>>()
+            .index
+            .keys()
+            .copied()
+            .collect();
+        assert_eq!(ids, index, "the index names exactly the entities");
+        ids
+    }
+
+    #[test]
+    fn a_block_leaves_changed_and_read_objects_hot_and_deleted_ones_gone() {
+        use bevy_ecs::system::SystemState;
+
+        let (_d, v) = store_with(&[rec(1, 10), rec(4, 40), rec(5, 50)]);
+        let mut world = World::new();
+        world.insert_resource(HotSet {
+            capacity: 10,
+            ..Default::default()
+        });
+        register_object::<Rec>(&mut world);
+        // The type's own bound is below the chain's.
+        assert_eq!(world.resource::<HotObjects<Rec>>().capacity, 3);
+
+        // Load: 1 exists, 2 does not; both are in the world for the block.
+        preload::<Rec>(&mut world, &*v, 1, 7, &BTreeSet::from([1, 2])).unwrap();
+        assert_eq!(hot_ids(&mut world), vec![1, 2]);
+
+        let mut state =
+            SystemState::<(Query<&mut Obj<Rec>>, Res<HotObjects<Rec>>)>::new(&mut world);
+        let (mut q, hot) = state.get_mut(&mut world).unwrap();
+        let mut objs = Objects::from_hot(&mut q, &hot, &[1, 2], &*v, 1, 7);
+        assert_eq!(objs.get(&1).unwrap(), Some(Rec(10)));
+        objs.set(&1, None).unwrap();
+        objs.set(&2, Some(Rec(20))).unwrap();
+        // Misses read the snapshot: 3 is absent, 4 is read and kept, 5 is
+        // read and deleted.
+        assert_eq!(objs.get(&3).unwrap(), None);
+        assert_eq!(objs.get(&4).unwrap(), Some(Rec(40)));
+        objs.set(&5, None).unwrap();
+        let changes: Vec<(u32, Option<Rec>, Option<Rec>)> = objs
+            .changes()
+            .map(|(id, was, now)| (*id, was.cloned(), now.cloned()))
+            .collect();
+        assert_eq!(
+            changes,
+            vec![
+                (1, Some(Rec(10)), None),
+                (2, None, Some(Rec(20))),
+                (5, Some(Rec(50)), None)
+            ]
+        );
+        let mut ov = Overlay::new(&*v, 1);
+        let update = objs.finish(&mut ov);
+        let writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = ov
+            .into_writes()
+            .into_iter()
+            .map(|w| (w.key, w.value))
+            .collect();
+        assert_eq!(
+            writes,
+            vec![
+                (Rec::key(&1), None),
+                (Rec::key(&2), Some(vec![20])),
+                (Rec::key(&5), None)
+            ]
+        );
+        let mut after = SystemState::<(Commands, ResMut<HotObjects<Rec>>)>::new(&mut world);
+        let (mut commands, mut hot) = after.get_mut(&mut world).unwrap();
+        update_hot_set(&mut commands, &mut hot, update);
+        after.apply(&mut world);
+        // What exists after the block stays; what does not, leaves.
+        assert_eq!(hot_ids(&mut world), vec![2, 4]);
+        let now: Vec<(u32, Option<Rec>, bool)> = world
+            .query::<&Obj<Rec>>()
+            .iter(&world)
+            .map(|o| (o.id, o.get().cloned(), o.changed()))
+            .collect();
+        assert!(now.contains(&(2, Some(Rec(20)), false)));
+        assert!(now.contains(&(4, Some(Rec(40)), false)));
+    }
+
+    #[test]
+    fn eviction_drops_the_least_recently_touched_down_to_nine_tenths() {
+        let mut world = World::new();
+        let e: Vec<Entity> = (0..25).map(|_| world.spawn_empty().id()).collect();
+        // Touched at heights 24, 23, ..., 0; ids 0..25.
+        let all: Vec<(u64, u32, Entity)> = (0..25u32)
+            .map(|i| (24 - u64::from(i), i, e[i as usize]))
+            .collect();
+        assert!(least_recent(all.clone(), 25).is_empty());
+        let mut gone: Vec<u32> = least_recent(all.clone(), 20)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        gone.sort();
+        // 20 - 20/10 = 18 stay: the 7 touched longest ago go.
+        assert_eq!(gone, (18..25).collect::<Vec<_>>());
+        // Ties in height go by id.
+        let tied: Vec<(u64, u32, Entity)> = (0..5u32).map(|i| (1, i, e[i as usize])).collect();
+        let mut gone: Vec<u32> = least_recent(tied, 2).into_iter().map(|(i, _)| i).collect();
+        gone.sort();
+        assert_eq!(gone, vec![0, 1, 2]);
     }
 }

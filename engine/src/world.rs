@@ -321,7 +321,8 @@ pub struct HotSet {
     /// Account id → entity.
     pub index: HashMap<AccountId, Entity>,
     /// Most accounts kept between blocks; the least recently touched are
-    /// evicted above it (they are already on disk).
+    /// evicted above it (they are already on disk). Plugin objects have
+    /// their own index and bound ([`crate::objects::HotObjects`]).
     pub capacity: usize,
 }
 

@@ -1388,7 +1388,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_market_blocks_agree_in_parallel_cold_and_evicted_and_conserve_value(
+    fn random_market_blocks_agree_in_parallel_cold_evicted_and_after_discards_and_conserve_value(
         blocks in prop::collection::vec(prop::collection::vec(op(), 0..7), 6..16),
     ) {
         let keys = everyone();
@@ -1399,6 +1399,12 @@ proptest! {
         // (and two accounts) so eviction runs every block, agree with both.
         let mut cold = M::with(config(true, 1024));
         let mut tiny = M::with(config(true, 2));
+        // And one that first executes and discards another block on the
+        // same parent (the previous block's transactions again, stale
+        // nonces and all, and this block's in reverse): a block that is
+        // not committed leaves nothing behind in the world.
+        let mut forked = M::with(config(true, 1024));
+        let mut previous: Vec<Vec<u8>> = Vec::new();
         let mut known = Known::default();
         // Statuses per kind of action (MARKET_PROPTEST_STATS=1 prints
         // them, to see what the strategy reaches).
@@ -1440,9 +1446,14 @@ proptest! {
             prop_assert_eq!(par.net.head(), seq.net.head());
             cold.net.reopen();
             prop_assert_eq!(&a, &cold.block(txs.clone()));
-            prop_assert_eq!(&a, &tiny.block(txs));
+            prop_assert_eq!(&a, &tiny.block(txs.clone()));
+            let mut other = std::mem::replace(&mut previous, txs.clone());
+            other.extend(txs.iter().rev().cloned());
+            forked.net.execute_discarded(other);
+            prop_assert_eq!(&a, &forked.block(txs));
             prop_assert_eq!(par.net.head(), cold.net.head());
             prop_assert_eq!(par.net.head(), tiny.net.head());
+            prop_assert_eq!(par.net.head(), forked.net.head());
             for (st, made) in a.iter().zip(opened) {
                 match made {
                     _ if *st != TxStatus::Ok => {}

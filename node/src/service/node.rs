@@ -56,7 +56,8 @@ const MEMPOOL_TXS: usize = BLOCK_TXS_MAX;
 /// passed it (`int_engine::ingress::BoundedKeys`); an evicted key is read
 /// from the store and validated again on its sender's next transaction.
 const KEY_CACHE_KEYS: usize = 1 << 20;
-/// Accounts the chain keeps in memory at least.
+/// Accounts the chain keeps in memory at least (plugin objects are kept up
+/// to this too, within each type's own bound, `StateObject::HOT_MAX`).
 const HOT_ACCOUNTS_MIN: usize = 200_000;
 
 /// A batch for ingress: each envelope with the sender its source names
@@ -81,7 +82,8 @@ pub struct NodeConfig {
     pub rpc_addr: Option<SocketAddr>,
     /// The MQTT gateway's address; `None`: no gateway.
     pub mqtt_addr: Option<SocketAddr>,
-    /// Accounts the chain keeps in memory (at least 200 000).
+    /// Accounts the chain keeps in memory (at least 200 000), and plugin
+    /// objects of each type within the type's own bound.
     pub hot_capacity: usize,
 }
 

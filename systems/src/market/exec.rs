@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bevy_ecs::prelude::*;
 use int_engine::crypto::bls::{BlsG1Backend, PublicKey};
 use int_engine::objects::{
-    Effects, HotObjects, Obj, Objects, Overlay, PluginEffects, preload, spawn_read,
+    Effects, HotObjects, HotUpdate, Obj, Objects, Overlay, PluginEffects, preload, update_hot_set,
 };
 use int_engine::storage::{ObjectTable, StateView};
 use int_engine::supply::SupplyDelta;
@@ -123,7 +123,7 @@ pub(crate) struct Output<'a> {
     pub money: Money,
     /// The planned policy purchases: their cost, or `None` when missed.
     pub bought: Vec<(PolicyId, Option<u128>)>,
-    pub read: ReadObjects,
+    pub hot: HotUpdates,
 }
 
 /// The block's handles on the market's objects, one set per type: entities
@@ -135,23 +135,23 @@ pub(crate) struct MarketObjects<'a> {
     pub bids: Objects<'a, BidRecord>,
 }
 
-/// Objects the block read from the snapshot, to enter the hot set.
+/// What the block leaves for the hot set, per object type.
 #[derive(Default)]
-pub(crate) struct ReadObjects {
-    pub skus: Vec<Obj<SkuRecord>>,
-    pub chans: Vec<Obj<ChannelRecord>>,
-    pub orders: Vec<Obj<OrderRecord>>,
-    pub bids: Vec<Obj<BidRecord>>,
-    pub policies: Vec<Obj<PolicyRecord>>,
+pub(crate) struct HotUpdates {
+    pub skus: HotUpdate<SkuRecord>,
+    pub chans: HotUpdate<ChannelRecord>,
+    pub orders: HotUpdate<OrderRecord>,
+    pub bids: HotUpdate<BidRecord>,
+    pub policies: HotUpdate<PolicyRecord>,
 }
 
-impl ReadObjects {
-    fn absorb(&mut self, o: ReadObjects) {
-        self.skus.extend(o.skus);
-        self.chans.extend(o.chans);
-        self.orders.extend(o.orders);
-        self.bids.extend(o.bids);
-        self.policies.extend(o.policies);
+impl HotUpdates {
+    fn absorb(&mut self, o: HotUpdates) {
+        self.skus.absorb(o.skus);
+        self.chans.absorb(o.chans);
+        self.orders.absorb(o.orders);
+        self.bids.absorb(o.bids);
+        self.policies.absorb(o.policies);
     }
 }
 
@@ -310,8 +310,18 @@ pub(crate) fn apply_market(
 ) {
     let fx = &mut out.effects;
     let load = std::mem::take(&mut *load);
-    if fx.fault.is_some() || load.height != ctx.height {
-        // The load step failed (its fault is set).
+    if fx.fault.is_some() {
+        // The load step failed.
+        return;
+    }
+    if load.height != ctx.height {
+        fx.fail(
+            "market",
+            format!(
+                "the load step ran for height {}, not {}",
+                load.height, ctx.height
+            ),
+        );
         return;
     }
     let mut mine: Vec<TxWork<'_>> = deferred
@@ -392,12 +402,12 @@ pub(crate) fn apply_market(
         &*g1.0,
         fx,
     ) {
-        Ok(read) => {
-            spawn_read(&mut commands, &mut hot_sku, read.skus);
-            spawn_read(&mut commands, &mut hot_chan, read.chans);
-            spawn_read(&mut commands, &mut hot_order, read.orders);
-            spawn_read(&mut commands, &mut hot_bid, read.bids);
-            spawn_read(&mut commands, &mut hot_pol, read.policies);
+        Ok(hot) => {
+            update_hot_set(&mut commands, &mut hot_sku, hot.skus);
+            update_hot_set(&mut commands, &mut hot_chan, hot.chans);
+            update_hot_set(&mut commands, &mut hot_order, hot.orders);
+            update_hot_set(&mut commands, &mut hot_bid, hot.bids);
+            update_hot_set(&mut commands, &mut hot_pol, hot.policies);
         }
         Err(e) => fx.fail("market", e),
     }
@@ -455,11 +465,11 @@ pub(crate) fn execute<'a>(
     parallel: bool,
     g1: &dyn BlsG1Backend,
     fx: &mut Effects,
-) -> Result<ReadObjects, MarketError> {
+) -> Result<HotUpdates, MarketError> {
     let (store, chain_id, height) = (env.store, env.chain_id, env.height);
-    let mut read = ReadObjects::default();
+    let mut hot = HotUpdates::default();
     if txs.is_empty() && timers.is_empty() && due.is_empty() {
-        return Ok(read);
+        return Ok(hot);
     }
     let mut ov = Overlay::new(store, chain_id);
     // The kind registry is global: registrations first, in block order.
@@ -495,22 +505,22 @@ pub(crate) fn execute<'a>(
     let mut chans = objs.chans.group_by(|d| d.sku);
     let mut orders = objs.orders.group_by(|d| d.sku);
     let mut bids = objs.bids.group_by(|b| b.0);
-    let none = MarketObjects {
-        skus: Objects::new(store, chain_id, height),
-        chans: Objects::new(store, chain_id, height),
-        orders: Objects::new(store, chain_id, height),
-        bids: Objects::new(store, chain_id, height),
-    };
     let groups: Vec<(SkuRef, Work<'_, '_>, MarketObjects<'a>)> = groups
         .into_iter()
         .map(|(s, w)| {
             let mine = MarketObjects {
-                skus: skus.remove(&s).unwrap_or_else(|| none.skus.empty_like()),
-                chans: chans.remove(&s).unwrap_or_else(|| none.chans.empty_like()),
+                skus: skus
+                    .remove(&s)
+                    .unwrap_or_else(|| Objects::new(store, chain_id, height)),
+                chans: chans
+                    .remove(&s)
+                    .unwrap_or_else(|| Objects::new(store, chain_id, height)),
                 orders: orders
                     .remove(&s)
-                    .unwrap_or_else(|| none.orders.empty_like()),
-                bids: bids.remove(&s).unwrap_or_else(|| none.bids.empty_like()),
+                    .unwrap_or_else(|| Objects::new(store, chain_id, height)),
+                bids: bids
+                    .remove(&s)
+                    .unwrap_or_else(|| Objects::new(store, chain_id, height)),
             };
             (s, w, mine)
         })
@@ -530,17 +540,17 @@ pub(crate) fn execute<'a>(
         ov.absorb(g.ov);
         money.absorb(g.money).ok_or_else(overflow)?;
         bought.extend(g.bought);
-        read.absorb(g.read);
+        hot.absorb(g.hot);
     }
     pol.settle(&bought)?;
     money
         .absorb(std::mem::take(&mut pol.money))
         .ok_or_else(overflow)?;
-    read.policies = pol.finish(&mut ov);
+    hot.policies = pol.finish(&mut ov);
     fx.delta.merge(&money.delta).ok_or_else(overflow)?;
     fx.credits.extend(money.credits);
     fx.writes.extend(ov.into_writes());
-    Ok(read)
+    Ok(hot)
 }
 
 fn is_policy(p: &PayloadSpec) -> bool {
@@ -755,18 +765,18 @@ impl<'a> Cx<'_, 'a> {
                 self.ov.put(ObjectTable::Derived, k, Vec::new());
             }
         }
-        let read = ReadObjects {
+        let hot = HotUpdates {
             skus: self.objs.skus.finish(&mut self.ov),
             chans: self.objs.chans.finish(&mut self.ov),
             orders: self.objs.orders.finish(&mut self.ov),
             bids: self.objs.bids.finish(&mut self.ov),
-            policies: Vec::new(),
+            policies: HotUpdate::default(),
         };
         Output {
             ov: self.ov,
             money: self.money,
             bought: self.bought,
-            read,
+            hot,
         }
     }
 

@@ -96,7 +96,9 @@
 //! Objects under `mkt/` ([`records`] lists the keys and layouts): SKUs,
 //! channels, orders, bids and policies in the state table (covered by the
 //! state root; entities of the hot set while in use, evicted like accounts
-//! above the chain's `hot_capacity` per type), timers (`mkt/due/` ‖ height
+//! above the chain's `hot_capacity` or the type's own bound,
+//! [`records::HOT_SKUS_MAX`] and its siblings; a deleted object leaves the
+//! world with its block), timers (`mkt/due/` ‖ height
 //! ‖ kind ‖ id), the kind registry, and the discovery index in the derived
 //! table (`mkt/ix/` ‖ kind ‖ region ‖ price ‖ sku, only listed SKUs with
 //! capacity left). Timers, the registry and the index are indexes, not

@@ -44,7 +44,7 @@
 
 use std::collections::BTreeMap;
 
-use int_engine::objects::{Obj, Objects, Overlay};
+use int_engine::objects::{HotUpdate, Objects, Overlay};
 use int_engine::storage::{ObjectTable, StateView};
 use int_schemas::wire::{Preference, PriceModel, TxStatus};
 use int_schemas::{PayloadSpec, PolicySpec, SkuRef};
@@ -293,9 +293,8 @@ impl<'e, 'a> Policies<'e, 'a> {
     }
 
     /// Writes the pass's changes to `ov`: each changed policy once, its
-    /// due entry moved. Returns the policies read from the snapshot, for
-    /// the hot set.
-    pub fn finish(self, ov: &mut Overlay<'_>) -> Vec<Obj<PolicyRecord>> {
+    /// due entry moved. Returns what the hot set keeps of the policies.
+    pub fn finish(self, ov: &mut Overlay<'_>) -> HotUpdate<PolicyRecord> {
         for k in self.stale {
             ov.del(ObjectTable::State, k);
         }

@@ -764,75 +764,48 @@ pub(crate) fn decode_kind_number(b: &[u8]) -> Result<u16, MarketError> {
 /// of the bid; ordered as its key.
 pub(crate) type BidId = (SkuRef, u64, AccountId, u64);
 
-impl StateObject for SkuRecord {
-    type Id = SkuRef;
-    type Error = MarketError;
-    fn key(id: &SkuRef) -> Vec<u8> {
-        sku_key(id)
-    }
-    fn encode(&self) -> Vec<u8> {
-        SkuRecord::encode(self)
-    }
-    fn decode(b: &[u8]) -> Result<Self, MarketError> {
-        SkuRecord::decode(b)
-    }
+fn bid_id_key((s, window_end, bidder, nonce): &BidId) -> Vec<u8> {
+    bid_key(s, *window_end, bidder, *nonce)
 }
 
-impl StateObject for ChannelRecord {
-    type Id = DealRef;
-    type Error = MarketError;
-    fn key(id: &DealRef) -> Vec<u8> {
-        chan_key(id)
-    }
-    fn encode(&self) -> Vec<u8> {
-        ChannelRecord::encode(self)
-    }
-    fn decode(b: &[u8]) -> Result<Self, MarketError> {
-        ChannelRecord::decode(b)
-    }
+/// Most objects of each type the world keeps between blocks (see
+/// [`StateObject::HOT_MAX`]). A SKU record is at most about 2.4 KiB (its
+/// allowlist), the others under 200 bytes, so the market's hot set stays
+/// under about 80 MiB.
+pub const HOT_SKUS_MAX: usize = 16_384;
+/// Channels and orders, each.
+pub const HOT_DEALS_MAX: usize = 65_536;
+/// Bids of open windows.
+pub const HOT_BIDS_MAX: usize = 65_536;
+/// Purchase policies.
+pub const HOT_POLICIES_MAX: usize = 16_384;
+
+/// A record type as a hot-set object: its id, its key function and its
+/// bound; its own `encode`/`decode` are the stored form.
+macro_rules! state_object {
+    ($record:ty, $id:ty, $key:path, $hot_max:expr) => {
+        impl StateObject for $record {
+            type Id = $id;
+            type Error = MarketError;
+            const HOT_MAX: usize = $hot_max;
+            fn key(id: &$id) -> Vec<u8> {
+                $key(id)
+            }
+            fn encode(&self) -> Vec<u8> {
+                <$record>::encode(self)
+            }
+            fn decode(b: &[u8]) -> Result<Self, MarketError> {
+                <$record>::decode(b)
+            }
+        }
+    };
 }
 
-impl StateObject for OrderRecord {
-    type Id = DealRef;
-    type Error = MarketError;
-    fn key(id: &DealRef) -> Vec<u8> {
-        order_key(id)
-    }
-    fn encode(&self) -> Vec<u8> {
-        OrderRecord::encode(self)
-    }
-    fn decode(b: &[u8]) -> Result<Self, MarketError> {
-        OrderRecord::decode(b)
-    }
-}
-
-impl StateObject for BidRecord {
-    type Id = BidId;
-    type Error = MarketError;
-    fn key((s, window_end, bidder, nonce): &BidId) -> Vec<u8> {
-        bid_key(s, *window_end, bidder, *nonce)
-    }
-    fn encode(&self) -> Vec<u8> {
-        BidRecord::encode(self)
-    }
-    fn decode(b: &[u8]) -> Result<Self, MarketError> {
-        BidRecord::decode(b)
-    }
-}
-
-impl StateObject for PolicyRecord {
-    type Id = PolicyId;
-    type Error = MarketError;
-    fn key(id: &PolicyId) -> Vec<u8> {
-        policy_key(id)
-    }
-    fn encode(&self) -> Vec<u8> {
-        PolicyRecord::encode(self)
-    }
-    fn decode(b: &[u8]) -> Result<Self, MarketError> {
-        PolicyRecord::decode(b)
-    }
-}
+state_object!(SkuRecord, SkuRef, sku_key, HOT_SKUS_MAX);
+state_object!(ChannelRecord, DealRef, chan_key, HOT_DEALS_MAX);
+state_object!(OrderRecord, DealRef, order_key, HOT_DEALS_MAX);
+state_object!(BidRecord, BidId, bid_id_key, HOT_BIDS_MAX);
+state_object!(PolicyRecord, PolicyId, policy_key, HOT_POLICIES_MAX);
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use int_engine::chain::{BlockResult, Chain, ChainConfig};
+use int_engine::chain::{BlockFields, BlockResult, Chain, ChainConfig};
 use int_engine::crypto::bls::{PublicKey, SecretKey, Signature, tx_message};
 use int_engine::ingress::{self, CheckedBatch, IngressConfig, KeyCache, VerifiedTx};
 use int_engine::storage::{AccountRecord, Head, ObjectWrite, StateView, Storage};
@@ -276,6 +276,25 @@ impl Net {
         self.chain()
             .execute_block(txs, t, &p)
             .expect("execute block")
+    }
+
+    /// Executes `batch` as the next block and discards it (a proposal
+    /// refused, a fork's block): nothing is committed and the world drops
+    /// what the block did to it. The statuses it would have had.
+    pub fn execute_discarded(&mut self, batch: Vec<Vec<u8>>) -> Vec<TxStatus> {
+        let checked = self.ingress(batch);
+        let parent = self.store.parallel_snapshot().unwrap();
+        let fields = BlockFields {
+            time_ms: self.time_ms + 1000,
+            proposer: id(&self.proposer),
+        };
+        let statuses = self
+            .chain()
+            .execute(&parent, fields, &checked.accepted)
+            .expect("execute block")
+            .statuses;
+        self.chain().discard();
+        statuses
     }
 
     /// Ingress, then a block of everything accepted.
