@@ -7,8 +7,9 @@
 
 mod common;
 
+use common::child::{KillOnDrop, wait_exit};
 use common::proof::check_account_proof;
-use common::{devnet_seed, devnet_validator, int, json, p, run, text};
+use common::{devnet_seed, devnet_validator, int, int_command, json, p, run, text};
 
 use int_node::sim::fleet::Fleet;
 
@@ -369,6 +370,41 @@ fn devnet_writes_a_flamegraph() {
     );
     assert!(body.trim_end().ends_with("</svg>"), "truncated SVG");
     assert!(err.contains("flamegraph written"), "{err}");
+}
+
+#[test]
+fn devnet_with_long_blocks_ends_at_its_duration() {
+    // Blocks every 50 minutes: every simulator sleeps half a block between
+    // steps, and must still wake when the devnet stops after 2 s (a hang
+    // here is the bug: the deadline is a minute, the sleep 25).
+    let dir = tempfile::tempdir().unwrap();
+    let d = p(dir.path());
+    let args = [
+        "devnet",
+        "--data-dir",
+        d,
+        "--devices",
+        "20",
+        "--duration",
+        "2",
+        "--block-ms",
+        "3000000",
+        "--json",
+    ];
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let file = |path: &std::path::Path| std::fs::File::create(path).expect("output file");
+    let mut child = KillOnDrop(
+        int_command(&args)
+            .stdout(file(&out))
+            .stderr(file(&err))
+            .spawn()
+            .expect("starting int devnet"),
+    );
+    let status = wait_exit(&mut child.0, "a devnet with 50-minute blocks");
+    let err = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(status.success(), "devnet failed:\n{err}");
+    let r = json(&std::fs::read_to_string(&out).unwrap_or_default());
+    assert_eq!(r["value_conserved"], true, "{r}");
 }
 
 #[test]

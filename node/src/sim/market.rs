@@ -262,7 +262,7 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
         // One snapshot per step: what the step sees is one committed state.
         let view = ctx.store.snapshot()?;
         let Some(head) = view.head(ctx.chain_id)? else {
-            std::thread::sleep(ctx.step);
+            super::sleep_unless_stopped(ctx.stop, ctx.step);
             continue;
         };
         let height = head.height + 1;
@@ -347,7 +347,7 @@ pub fn run(ctx: &Ctx<'_>, out: &SyncSender<Vec<(AccountId, Vec<u8>)>>) -> Result
         if !batch.is_empty() && out.send(batch).is_err() {
             return Ok(());
         }
-        std::thread::sleep(ctx.step);
+        super::sleep_unless_stopped(ctx.stop, ctx.step);
     }
     Ok(())
 }
