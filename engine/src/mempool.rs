@@ -2,7 +2,13 @@
 //!
 //! Transactions are kept per sender in nonce order. A block takes senders
 //! in the order they first arrived (round robin, so one busy sender cannot
-//! starve the others) and from each the run of consecutive nonces it has.
+//! starve the others) and from each the run of consecutive nonces that
+//! starts at the sender's committed next nonce. A sender whose lowest
+//! waiting nonce is above that waits for the gap to fill (nonces 5, 6, 7
+//! with 5 arriving last are all applied), for at most
+//! [`GAP_WAIT_TAKES_MAX`] blocks; a nonce more than [`NONCE_AHEAD_MAX`]
+//! above the committed one is refused at admission. Both bound what a
+//! sender can park in the pool without ever paying a fee.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -27,7 +33,26 @@ pub enum MempoolError {
         /// The transaction's.
         got: u64,
     },
+    /// The nonce is [`NONCE_AHEAD_MAX`] or more above the sender's
+    /// committed next nonce.
+    #[error("nonce {got} too far ahead, next is {next}")]
+    NonceTooFar {
+        /// The sender's committed next nonce.
+        next: u64,
+        /// The transaction's.
+        got: u64,
+    },
 }
+
+/// A transaction's nonce may be at most this far above its sender's
+/// committed next nonce (the pool holds at most this many of one sender's
+/// transactions behind a gap).
+pub const NONCE_AHEAD_MAX: u64 = 4096;
+
+/// A sender whose lowest waiting nonce is above its committed one keeps its
+/// transactions for this many blocks (takes) at most; then they are
+/// dropped (the missing nonce is not coming).
+pub const GAP_WAIT_TAKES_MAX: u32 = 64;
 
 impl MempoolError {
     /// The stable code a client is told.
@@ -36,17 +61,26 @@ impl MempoolError {
         match self {
             Self::Full(_) => S::MempoolFull,
             Self::Duplicate(_) => S::DuplicateNonce,
-            Self::StaleNonce { .. } => S::BadNonce,
+            Self::StaleNonce { .. } | Self::NonceTooFar { .. } => S::BadNonce,
         }
     }
 }
 
 /// Verified transactions waiting for inclusion.
 pub struct Mempool {
-    by_sender: HashMap<AccountId, BTreeMap<u64, VerifiedTx>>,
+    by_sender: HashMap<AccountId, Waiting>,
     queue: VecDeque<AccountId>,
     len: usize,
     capacity: usize,
+    dropped: u64,
+}
+
+/// One sender's transactions, by nonce, and how many takes in a row found
+/// a gap before them.
+#[derive(Default)]
+struct Waiting {
+    txs: BTreeMap<u64, VerifiedTx>,
+    gap_takes: u32,
 }
 
 impl Mempool {
@@ -58,7 +92,14 @@ impl Mempool {
             queue: VecDeque::new(),
             len: 0,
             capacity,
+            dropped: 0,
         }
+    }
+
+    /// Transactions dropped without reaching a block: below their sender's
+    /// committed nonce when taken, or behind a gap that did not fill.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Transactions waiting.
@@ -78,19 +119,25 @@ impl Mempool {
         tx: VerifiedTx,
         committed_nonce: Option<u64>,
     ) -> Result<(), MempoolError> {
-        if let Some(next) = committed_nonce
-            && tx.nonce < next
-        {
-            return Err(MempoolError::StaleNonce {
-                next,
-                got: tx.nonce,
-            });
+        if let Some(next) = committed_nonce {
+            if tx.nonce < next {
+                return Err(MempoolError::StaleNonce {
+                    next,
+                    got: tx.nonce,
+                });
+            }
+            if tx.nonce - next >= NONCE_AHEAD_MAX {
+                return Err(MempoolError::NonceTooFar {
+                    next,
+                    got: tx.nonce,
+                });
+            }
         }
         if self.len >= self.capacity {
             return Err(MempoolError::Full(self.capacity));
         }
         let sender = tx.sender;
-        let q = self.by_sender.entry(sender).or_default();
+        let q = &mut self.by_sender.entry(sender).or_default().txs;
         if q.contains_key(&tx.nonce) {
             return Err(MempoolError::Duplicate(tx.nonce));
         }
@@ -102,9 +149,18 @@ impl Mempool {
         Ok(())
     }
 
-    /// Takes up to `max` transactions for a block: senders round robin, each
-    /// sender's consecutive nonces in order.
-    pub fn take(&mut self, max: usize) -> Vec<VerifiedTx> {
+    /// Takes up to `max` transactions for a block: senders round robin,
+    /// from each the run of consecutive nonces that starts at
+    /// `next_nonce(sender)`, its committed next nonce (`None`: unknown, and
+    /// the run starts at its lowest nonce; execution judges it). Waiting
+    /// transactions below the committed nonce are dropped: they can only
+    /// fail. A sender with a gap before its lowest nonce keeps its place and
+    /// its transactions, for [`GAP_WAIT_TAKES_MAX`] takes.
+    pub fn take(
+        &mut self,
+        max: usize,
+        mut next_nonce: impl FnMut(&AccountId) -> Option<u64>,
+    ) -> Vec<VerifiedTx> {
         let mut out = Vec::with_capacity(max.min(self.len));
         let mut rounds = self.queue.len();
         while out.len() < max && rounds > 0 {
@@ -112,25 +168,52 @@ impl Mempool {
             let Some(sender) = self.queue.pop_front() else {
                 break;
             };
-            let Some(q) = self.by_sender.get_mut(&sender) else {
+            let Some(w) = self.by_sender.get_mut(&sender) else {
                 continue;
             };
-            let mut expect = None;
+            let committed = next_nonce(&sender);
+            if let Some(next) = committed {
+                // Replaced by a committed transaction with the same nonce.
+                let keep = w.txs.split_off(&next);
+                let stale = std::mem::replace(&mut w.txs, keep).len();
+                self.len -= stale;
+                self.dropped += stale as u64;
+            }
+            let mut expect = committed;
+            let mut taken = 0usize;
             while out.len() < max {
-                let Some(entry) = q.first_entry() else { break };
+                let Some(entry) = w.txs.first_entry() else {
+                    break;
+                };
                 if expect.is_some_and(|e| *entry.key() != e) {
                     break;
                 }
                 expect = Some(entry.key() + 1);
                 out.push(entry.remove());
                 self.len -= 1;
+                taken += 1;
             }
-            if q.is_empty() {
+            if taken > 0 || w.txs.is_empty() {
+                w.gap_takes = 0;
+            } else {
+                // Its lowest nonce is above the committed one.
+                w.gap_takes += 1;
+                if w.gap_takes > GAP_WAIT_TAKES_MAX {
+                    self.len -= w.txs.len();
+                    self.dropped += w.txs.len() as u64;
+                    w.txs.clear();
+                }
+            }
+            if w.txs.is_empty() {
                 self.by_sender.remove(&sender);
             } else {
                 self.queue.push_back(sender);
             }
         }
+        debug_assert_eq!(
+            self.len,
+            self.by_sender.values().map(|w| w.txs.len()).sum::<usize>()
+        );
         out
     }
 }
@@ -178,26 +261,93 @@ mod tests {
         }
         assert_eq!(pool.len(), 5);
         // Sender 1 arrived first: its run 0, 1, 2; then 2, then 3.
-        let got = pool.take(4);
+        let got = pool.take(4, unknown);
         assert_eq!(order(&got), vec![(1, 0), (1, 1), (1, 2), (2, 5)]);
         assert_eq!(pool.len(), 1);
-        assert_eq!(order(&pool.take(10)), vec![(3, 0)]);
+        assert_eq!(order(&pool.take(10, unknown)), vec![(3, 0)]);
         assert!(pool.is_empty());
-        assert!(pool.take(10).is_empty());
+        assert!(pool.take(10, unknown).is_empty());
+    }
+
+    /// No sender's committed nonce is known.
+    fn unknown(_: &AccountId) -> Option<u64> {
+        None
+    }
+
+    /// Committed next nonces, per sender byte.
+    fn committed(next: &[(u8, u64)]) -> impl FnMut(&AccountId) -> Option<u64> + '_ {
+        |a| next.iter().find(|(s, _)| *s == a[0]).map(|(_, n)| *n)
     }
 
     #[test]
     fn a_gap_ends_a_senders_run() {
         let mut pool = Mempool::new(100);
         for n in [0, 1, 3] {
-            pool.admit(tx(1, n), None).unwrap();
+            pool.admit(tx(1, n), Some(0)).unwrap();
         }
-        assert_eq!(order(&pool.take(10)), vec![(1, 0), (1, 1)]);
-        // Nonce 3 is not in this block's run. The pool does not know the
-        // committed nonces when it takes, so the next block gets it, and
-        // execution judges it (`BadNonce` unless 2 came in between).
+        assert_eq!(
+            order(&pool.take(10, committed(&[(1, 0)]))),
+            vec![(1, 0), (1, 1)]
+        );
+        // Nonce 3 waits behind the gap at 2 (the block made 2 the
+        // committed next nonce) until 2 arrives.
+        assert!(pool.take(10, committed(&[(1, 2)])).is_empty());
         assert_eq!(pool.len(), 1);
-        assert_eq!(order(&pool.take(10)), vec![(1, 3)]);
+        pool.admit(tx(1, 2), Some(2)).unwrap();
+        assert_eq!(
+            order(&pool.take(10, committed(&[(1, 2)]))),
+            vec![(1, 2), (1, 3)]
+        );
+        assert_eq!(pool.dropped(), 0);
+    }
+
+    #[test]
+    fn nonces_arriving_in_reverse_are_all_taken_once_the_first_comes() {
+        let mut pool = Mempool::new(100);
+        for n in [7, 6] {
+            pool.admit(tx(1, n), Some(5)).unwrap();
+        }
+        pool.admit(tx(2, 0), Some(0)).unwrap();
+        // Sender 1 waits; sender 2 is not held up by it.
+        let next = [(1, 5), (2, 0)];
+        assert_eq!(order(&pool.take(10, committed(&next))), vec![(2, 0)]);
+        pool.admit(tx(1, 5), Some(5)).unwrap();
+        assert_eq!(
+            order(&pool.take(10, committed(&next))),
+            vec![(1, 5), (1, 6), (1, 7)]
+        );
+        assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn nonces_a_committed_block_used_are_dropped_when_taken() {
+        let mut pool = Mempool::new(100);
+        for n in [0, 1, 2] {
+            pool.admit(tx(1, n), Some(0)).unwrap();
+        }
+        // Another node's block committed nonces 0 and 1 of this sender.
+        assert_eq!(order(&pool.take(10, committed(&[(1, 2)]))), vec![(1, 2)]);
+        assert_eq!((pool.len(), pool.dropped()), (0, 2));
+    }
+
+    #[test]
+    fn a_gap_that_never_fills_is_dropped_and_frees_the_pool() {
+        let mut pool = Mempool::new(3);
+        for n in [1, 2] {
+            pool.admit(tx(1, n), Some(0)).unwrap();
+        }
+        let next = [(1, 0), (2, 0)];
+        for _ in 0..GAP_WAIT_TAKES_MAX {
+            assert!(pool.take(10, committed(&next)).is_empty());
+            assert_eq!(pool.len(), 2);
+        }
+        // One take more and the sender's transactions go.
+        assert!(pool.take(10, committed(&next)).is_empty());
+        assert_eq!((pool.len(), pool.dropped()), (0, 2));
+        for n in 0..3 {
+            pool.admit(tx(2, n), Some(0)).unwrap();
+        }
+        assert_eq!(pool.take(10, committed(&next)).len(), 3);
     }
 
     #[test]
@@ -209,7 +359,14 @@ mod tests {
             pool.admit(tx(2, 1), Some(2)),
             Err(MempoolError::StaleNonce { next: 2, got: 1 })
         );
-        pool.admit(tx(2, 2), Some(2)).unwrap();
+        assert_eq!(
+            pool.admit(tx(2, 2 + NONCE_AHEAD_MAX), Some(2)),
+            Err(MempoolError::NonceTooFar {
+                next: 2,
+                got: 2 + NONCE_AHEAD_MAX
+            })
+        );
+        pool.admit(tx(2, 1 + NONCE_AHEAD_MAX), Some(2)).unwrap();
         assert_eq!(pool.admit(tx(3, 0), None), Err(MempoolError::Full(2)));
         assert_eq!(pool.len(), 2);
     }

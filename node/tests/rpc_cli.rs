@@ -126,6 +126,7 @@ fn devnet_serves_json_rpc() {
     assert_eq!(value("int_gpu_fallbacks_total"), 0.0, "{text}");
     for name in [
         "int_mempool_transactions",
+        "int_mempool_dropped_total",
         "int_verify_seconds_total",
         "int_rejected_total",
         "int_gpu_batches_total",

@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use int_engine::chain::ChainConfig;
 use int_engine::crypto::bls::{CpuG1, SecretKey};
-use int_engine::mempool::Mempool;
+use int_engine::mempool::{Mempool, NONCE_AHEAD_MAX};
 use int_gateway::load::{self, LoadConfig, LoadReport};
 use int_gateway::{Config, Gateway, Version};
 use rayon::prelude::*;
@@ -207,6 +207,13 @@ pub fn run(a: &MqttBenchArgs) -> Result<Value> {
     }
     if a.window >= usize::from(u16::MAX) {
         bail!("--window is at most {} (MQTT packet ids)", u16::MAX - 1);
+    }
+    // No block is committed during the runs: every nonce is ahead of the
+    // committed one, and the mempool refuses those too far ahead.
+    if a.messages > NONCE_AHEAD_MAX {
+        bail!(
+            "--messages is at most {NONCE_AHEAD_MAX}: this bench commits no blocks, and the mempool admits a sender's nonces at most that far ahead of its committed one"
+        );
     }
     // Every transaction is signed before the runs (about 300 bytes each).
     let total = (a.connections as u128) * u128::from(a.messages);

@@ -69,7 +69,7 @@ use int_engine::crypto::bls::{
     self, BatchItem, CpuG1, CryptoError, DST_SIG, PublicKey, SecretKey, Signature, tx_message,
 };
 use int_engine::ingress::{self, IngressConfig, IngressError, KeySource, VerifiedTx};
-use int_engine::mempool::Mempool;
+use int_engine::mempool::{Mempool, NONCE_AHEAD_MAX};
 use int_engine::storage::{AccountRecord, StorageError};
 use int_schemas::wire::{Token, TxStatus};
 use int_schemas::{
@@ -542,6 +542,13 @@ pub fn run(args: &TpsArgs) -> Result<TpsReport, TpsError> {
     }
     if args.accounts < 2 {
         return Err(TpsError::BadArgs("--accounts must be at least 2".into()));
+    }
+    // Each device's transfers are admitted ahead of the blocks that apply
+    // them, at most NONCE_AHEAD_MAX ahead of its committed nonce.
+    if args.sigs.div_ceil(args.devices) as u64 > NONCE_AHEAD_MAX {
+        return Err(TpsError::BadArgs(format!(
+            "--sigs / --devices is at most {NONCE_AHEAD_MAX} (the mempool admits a device's nonces at most that far ahead of its committed one)"
+        )));
     }
     if args.workload.market() {
         market::check_args(args.accounts, args.block_txs)?;

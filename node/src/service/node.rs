@@ -126,7 +126,7 @@ impl Stats {
         &self,
         store: &dyn Storage,
         chain_id: u32,
-        mempool: usize,
+        (mempool, dropped): (usize, u64),
         gpu: GpuCounts,
         mqtt: Option<&int_gateway::Stats>,
     ) -> String {
@@ -172,6 +172,12 @@ impl Stats {
                 "gauge",
                 "Verified transactions waiting for a block.",
                 mempool.to_string(),
+            ),
+            (
+                "int_mempool_dropped_total",
+                "counter",
+                "Admitted transactions dropped without reaching a block: a committed block used their nonce, or the gap before them did not fill.",
+                dropped.to_string(),
             ),
             (
                 "int_verify_seconds_total",
@@ -355,7 +361,7 @@ impl<'a> Admitter<'a> {
 
 /// One turn of the block loop, shared by the node and the benches: takes
 /// up to `block_txs_max` transactions from the mempool (each sender's in
-/// nonce order), executes, seals and commits them as the next block, and
+/// nonce order from its committed next nonce), executes, seals and commits them as the next block, and
 /// counts it in `stats`. The transactions come back beside the result, in
 /// the order of its statuses.
 pub fn produce_block(
@@ -365,10 +371,21 @@ pub fn produce_block(
     validator: &SecretKey,
     stats: &Stats,
 ) -> Result<(Vec<VerifiedTx>, BlockResult), ChainError> {
+    // Each sender's run starts at its committed next nonce (the head's:
+    // this loop commits every block before it takes the next).
+    let head = chain.store().snapshot()?;
+    let chain_id = chain.config().chain_id;
     let txs = mempool
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .take(block_txs_max);
+        .take(block_txs_max, |sender| {
+            // An unreadable account leaves the judgment to execution.
+            head.account(chain_id, sender)
+                .ok()
+                .flatten()
+                .map(|a| a.nonce)
+        });
+    drop(head);
     let res = chain.execute_block(&txs, now_ms(), validator)?;
     debug_assert_eq!(res.statuses.len(), txs.len());
     stats.blocks.fetch_add(1, Ordering::Relaxed);
@@ -733,7 +750,10 @@ impl Node {
                 });
                 let mqtt_stats = mqtt_handle.as_ref().map(|h| h.stats.clone());
                 let metrics = move || {
-                    let waiting = pool_ref.lock().unwrap_or_else(|e| e.into_inner()).len();
+                    let waiting = {
+                        let pool = pool_ref.lock().unwrap_or_else(|e| e.into_inner());
+                        (pool.len(), pool.dropped())
+                    };
                     stats_ref.prometheus(
                         store,
                         chain_id,
