@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use bevy_ecs::prelude::*;
 use int_engine::crypto::bls::{BlsG1Backend, PublicKey};
 use int_engine::objects::{
-    Effects, HotObjects, HotUpdate, Obj, Objects, Overlay, PluginEffects, preload, update_hot_set,
+    Effects, HotObjects, HotUpdate, Obj, Objects, Overlay, PluginEffects, StateObject, preload,
+    update_hot_set,
 };
 use int_engine::storage::{ObjectTable, StateView};
 use int_engine::supply::SupplyDelta;
@@ -413,6 +414,19 @@ pub(crate) fn apply_market(
     }
 }
 
+/// SKU `s`'s handles of one type, or none yet (reads go to `store`).
+fn part<'a, T: StateObject>(
+    parts: &mut BTreeMap<SkuRef, Objects<'a, T>>,
+    s: &SkuRef,
+    store: &'a dyn StateView,
+    chain_id: u32,
+    height: u64,
+) -> Objects<'a, T> {
+    parts
+        .remove(s)
+        .unwrap_or_else(|| Objects::new(store, chain_id, height))
+}
+
 /// The timers due at or before `height`, earliest first, at most `cap`.
 pub(crate) fn due_timers(
     store: &dyn StateView,
@@ -509,18 +523,10 @@ pub(crate) fn execute<'a>(
         .into_iter()
         .map(|(s, w)| {
             let mine = MarketObjects {
-                skus: skus
-                    .remove(&s)
-                    .unwrap_or_else(|| Objects::new(store, chain_id, height)),
-                chans: chans
-                    .remove(&s)
-                    .unwrap_or_else(|| Objects::new(store, chain_id, height)),
-                orders: orders
-                    .remove(&s)
-                    .unwrap_or_else(|| Objects::new(store, chain_id, height)),
-                bids: bids
-                    .remove(&s)
-                    .unwrap_or_else(|| Objects::new(store, chain_id, height)),
+                skus: part(&mut skus, &s, store, chain_id, height),
+                chans: part(&mut chans, &s, store, chain_id, height),
+                orders: part(&mut orders, &s, store, chain_id, height),
+                bids: part(&mut bids, &s, store, chain_id, height),
             };
             (s, w, mine)
         })
