@@ -470,10 +470,9 @@ pub fn update_hot_set<T: StateObject>(
                 let e = commands.spawn(o).id();
                 hot.index.insert(id, e);
             }
-            (Some(_), false) => {
-                if let Some(e) = hot.index.remove(&id) {
-                    commands.entity(e).despawn();
-                }
+            (Some(e), false) => {
+                hot.index.remove(&id);
+                commands.entity(e).despawn();
             }
             (None, false) => {}
         }
