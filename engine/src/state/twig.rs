@@ -1,0 +1,782 @@
+//! The twig log's Merkle commitment, in memory: the part of a QMDB-style
+//! state store (LayerZero's QMDB, arXiv 2501.05262) that computes roots and
+//! proofs, and the rules by which a block's writes become log entries
+//! ([`plan_block`]). The hashes and the proof format are
+//! [`super::twig_proof`]'s; this module keeps what a node needs to produce
+//! them block after block, with no I/O: the log's entries are stored by the
+//! caller, which passes their hashes in ([`TwigTree::append`]), reads for
+//! the planner through [`LogReader`], and passes entry bytes back when it
+//! wants a proof ([`TwigTree::prove`]). Not yet the node's store: the
+//! storage module still commits with [`super::smt`] (issue 16 continues).
+//!
+//! # Why this structure: the spike
+//!
+//! Issue 16 asked for the commitment whose commit cost per block is lowest
+//! and flattest as accounts grow. `spikes/state` (its own workspace, run as
+//! its doc says) drives one stream of blocks of 10 000 random transfers
+//! between existing accounts (≈ 20 000 distinct 171-byte account records
+//! updated per block) through three candidates, each in its own process,
+//! one after another on one quiet machine (2 cores, ext4 on a virtual disk,
+//! 24 GiB; the whole store fits the page cache at 10⁷): the engine's SMT
+//! node by node in LMDB through `smt::update` + `Storage::commit_block`;
+//! the `nomt` crate 1.0.5 (page trie on an io_uring hash table, values in
+//! its B-ε tree; default caches, and with a 4 GiB value cache); and a
+//! minimal twig log of ours (fixed 256-byte entries, hash index, compaction
+//! scanning 2 serials per append from the first block). Every commit is
+//! durable (fsync) before the next block. Medians of 20 blocks (10 for the
+//! SMT); `read` is the block's load of the touched records, `commit` the
+//! new root plus durable write; written bytes from `/proc/self/io`:
+//!
+//! | accounts | store | read ms | commit ms (root + write) | tx/s (read + commit) | MiB written / block | peak RSS MiB |
+//! |---|---|---|---|---|---|---|
+//! | 10⁶ | SMT in LMDB | 14.6 | 742 (149 + 601) | 13 215 | 695 | 1 569 |
+//! | 10⁶ | nomt | 145 | 394 (189 + 194) | 18 552 | 87.6 | 1 345 |
+//! | 10⁶ | nomt, 4 GiB cache | 49 | 419 (218 + 213) | 21 373 | 87.6 | 1 280 |
+//! | 10⁶ | twig log | 18.5 | 51 (41 + 10) | 144 467 | 12.8 | 380 |
+//! | 10⁷ | SMT in LMDB | 25.1 | 1 782 (245 + 1 533) | 5 532 | 3 133 | 6 442 |
+//! | 10⁷ | nomt | 486 | 561 (102 + 458) | 9 547 | 183 | 4 039 |
+//! | 10⁷ | nomt, 4 GiB cache | 88 | 744 (300 + 441) | 12 017 | 183 | 5 596 |
+//! | 10⁷ | twig log | 19.4 | 58 (49 + 9) | 129 271 | 14.4 | 1 247 |
+//!
+//! From 10⁶ to 10⁷ accounts a block's read + commit grows 2.4× with the
+//! SMT, 1.9× with nomt and 1.12× with the twig log, which writes 13–14 MiB
+//! per block sequentially where nomt writes ≈ 1 random 4 KiB page per
+//! update and LMDB rewrites most of the tree. The twig log is chosen. Its
+//! costs are hashing (a block's new entries, the twigs that fill, the bits
+//! of the twigs it touches) and one `pread` per record read; its memory is
+//! the index (the spike's hash map ≈ 27 B per account; peak RSS above also
+//! holds the harness's 305 MiB of ids and the load's buffers).
+//!
+//! What it costs in return: **the root depends on the log's history**, not
+//! on the state alone — the same accounts written in another order, or
+//! compacted at other times, give another root. It is deterministic across
+//! nodes because every node appends the same entries in the same order:
+//! [`plan_block`] is a pure function of the block's sorted writes and the
+//! committed log. A node that joins by state sync must copy the log's live
+//! part, not just the key–value set.
+//!
+//! # What the tree holds
+//!
+//! For a log of `tail` serials whose oldest live twig is `base`: the active
+//! bits of every twig from `base` (256 bytes per 2 048 serials), the entries
+//! root of every full twig from `base` (32 bytes per 2 048), the entry
+//! hashes of the youngest twig (≤ 64 KiB), and the upper tree's nodes over
+//! twigs from `base`: about 0.16 bytes per serial. Twigs below the
+//! compaction head hold no active entry; [`TwigTree::prune`] drops them
+//! (only the upper-tree nodes later paths read stay), so the memory follows
+//! the live log, not the history.
+//!
+//! A block costs: one entry hash per appended entry, 2 047 node hashes per
+//! twig that fills, two hashes per twig whose bits changed (an update in an
+//! old twig does not touch its entries root), and the upper tree's paths
+//! above the changed twigs.
+
+use std::collections::VecDeque;
+
+use super::proof::{Hash32, ProofError};
+use super::twig_proof::{
+    BITS_BYTES, ENTRY_HEADER_BYTES, ENTRY_VERSION, EntryRef, TWIG_ENTRIES, TWIG_LEVELS,
+    VALUE_BYTES_MAX, ZERO, bits_hash, entry_hash, node_hash, state_root, twig_root, twigs_of,
+    upper_depth, verify_twig_proof,
+};
+
+/// 64-bit words of a twig's active bits.
+const TWIG_WORDS: usize = (TWIG_ENTRIES / 64) as usize;
+
+/// Appends the encoding of an entry to `out` (see
+/// [`super::twig_proof`]'s module doc).
+///
+/// # Panics
+/// If `value` is longer than [`VALUE_BYTES_MAX`] (callers bound values).
+pub fn encode_entry(serial: u64, key: &Hash32, next_key: &Hash32, value: &[u8], out: &mut Vec<u8>) {
+    assert!(value.len() <= VALUE_BYTES_MAX, "entry value too long");
+    out.reserve(ENTRY_HEADER_BYTES + value.len());
+    out.push(ENTRY_VERSION);
+    out.extend_from_slice(&serial.to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(next_key);
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value);
+}
+
+/// The Merkle root of `leaves` at the bottom of a tree `levels` high, the
+/// positions past them padding: a subtree of padding only hashes to
+/// [`ZERO`], any other to [`node_hash`] of its children.
+fn padded_root(leaves: &[Hash32], levels: usize) -> Hash32 {
+    assert!(leaves.len() as u128 <= 1u128 << levels);
+    if leaves.is_empty() {
+        return ZERO;
+    }
+    let mut level = leaves.to_vec();
+    for _ in 0..levels {
+        level = level
+            .chunks(2)
+            .map(|p| node_hash(&p[0], p.get(1).unwrap_or(&ZERO)))
+            .collect();
+    }
+    level[0]
+}
+
+/// The siblings of leaf `at` in the padded tree over `leaves`, leaf side
+/// first.
+fn padded_path(leaves: &[Hash32], levels: usize, mut at: usize) -> Vec<Hash32> {
+    assert!(at < leaves.len());
+    let mut out = Vec::with_capacity(levels);
+    let mut level = leaves.to_vec();
+    for _ in 0..levels {
+        out.push(*level.get(at ^ 1).unwrap_or(&ZERO));
+        level = level
+            .chunks(2)
+            .map(|p| node_hash(&p[0], p.get(1).unwrap_or(&ZERO)))
+            .collect();
+        at /= 2;
+    }
+    out
+}
+
+/// One level of the upper tree: the nodes from `offset` on; nodes past
+/// the vector are padding ([`ZERO`]), nodes before `offset` are no longer
+/// needed.
+#[derive(Clone, Debug, Default)]
+struct Level {
+    offset: u64,
+    hashes: Vec<Hash32>,
+}
+
+impl Level {
+    fn get(&self, i: u64) -> Hash32 {
+        assert!(i >= self.offset, "upper-tree node {i} was pruned");
+        self.hashes
+            .get((i - self.offset) as usize)
+            .copied()
+            .unwrap_or(ZERO)
+    }
+
+    fn set(&mut self, i: u64, h: Hash32) {
+        assert!(i >= self.offset, "upper-tree node {i} was pruned");
+        let at = (i - self.offset) as usize;
+        if at >= self.hashes.len() {
+            self.hashes.resize(at + 1, ZERO);
+        }
+        self.hashes[at] = h;
+    }
+
+    /// Drops the nodes before `offset`.
+    fn prune(&mut self, offset: u64) {
+        if offset > self.offset {
+            let drop = ((offset - self.offset) as usize).min(self.hashes.len());
+            self.hashes.drain(..drop);
+            self.offset = offset;
+        }
+    }
+}
+
+/// The twig commitment of a log (see the module doc).
+#[derive(Clone, Debug)]
+pub struct TwigTree {
+    /// Serials written so far.
+    tail: u64,
+    /// The first twig held; every twig below it has no active entry.
+    base: u64,
+    /// Active bits of the twigs from `base` to the youngest.
+    bits: VecDeque<[u64; TWIG_WORDS]>,
+    /// Entries roots of the full twigs from `base`.
+    entry_roots: VecDeque<Hash32>,
+    /// Entry hashes of the youngest twig while it is partial.
+    young: Vec<Hash32>,
+    /// The upper tree, twig roots first; `upper.len() == depth + 1`.
+    upper: Vec<Level>,
+    /// Twigs whose root must be recomputed.
+    dirty: Vec<u64>,
+    /// Active entries.
+    active: u64,
+    /// The root as of the last [`TwigTree::root`], `None` while changed.
+    root: Option<Hash32>,
+}
+
+impl Default for TwigTree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TwigTree {
+    /// The commitment of an empty log.
+    pub fn new() -> Self {
+        Self {
+            tail: 0,
+            base: 0,
+            bits: VecDeque::from([[0; TWIG_WORDS]]),
+            entry_roots: VecDeque::new(),
+            young: Vec::new(),
+            upper: vec![Level::default()],
+            dirty: vec![0],
+            active: 0,
+            root: None,
+        }
+    }
+
+    /// Serials written so far (the next serial).
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Entries that are their key's current one.
+    pub fn active_count(&self) -> u64 {
+        self.active
+    }
+
+    /// The first serial still held (twigs below were pruned).
+    pub fn base_serial(&self) -> u64 {
+        self.base * TWIG_ENTRIES
+    }
+
+    /// Bytes held in memory, for the operator's memory figure.
+    pub fn memory_bytes(&self) -> usize {
+        self.bits.len() * BITS_BYTES
+            + self.entry_roots.len() * 32
+            + self.young.capacity() * 32
+            + self
+                .upper
+                .iter()
+                .map(|l| l.hashes.capacity() * 32)
+                .sum::<usize>()
+    }
+
+    fn bits_of(&self, twig: u64) -> Option<&[u64; TWIG_WORDS]> {
+        twig.checked_sub(self.base)
+            .and_then(|i| self.bits.get(i as usize))
+    }
+
+    /// Whether `serial` is active.
+    pub fn is_active(&self, serial: u64) -> bool {
+        let at = serial % TWIG_ENTRIES;
+        self.bits_of(serial / TWIG_ENTRIES)
+            .is_some_and(|w| w[(at / 64) as usize] >> (at % 64) & 1 == 1)
+    }
+
+    /// Appends entries by their hashes ([`entry_hash`] of their encodings,
+    /// whose serials must be `tail`, `tail + 1`, …); they are active.
+    /// Returns the first serial.
+    pub fn append(&mut self, hashes: &[Hash32]) -> u64 {
+        let first = self.tail;
+        for h in hashes {
+            let serial = self.tail;
+            let (twig, at) = (serial / TWIG_ENTRIES, serial % TWIG_ENTRIES);
+            if at == 0 && twig > 0 {
+                self.bits.push_back([0; TWIG_WORDS]);
+            }
+            debug_assert_eq!(self.base + self.bits.len() as u64 - 1, twig);
+            let words = self.bits.back_mut().expect("the youngest twig");
+            words[(at / 64) as usize] |= 1 << (at % 64);
+            self.young.push(*h);
+            if self.young.len() as u64 == TWIG_ENTRIES {
+                self.entry_roots
+                    .push_back(padded_root(&self.young, TWIG_LEVELS));
+                self.young.clear();
+            }
+            self.tail += 1;
+            self.dirty.push(twig);
+        }
+        self.active += hashes.len() as u64;
+        self.root = None;
+        first
+    }
+
+    /// Clears the active bit of `serial` (its key has a newer entry, or was
+    /// deleted).
+    ///
+    /// # Panics
+    /// If `serial` is not active: the caller's index and this tree disagree.
+    pub fn deactivate(&mut self, serial: u64) {
+        assert!(
+            self.is_active(serial),
+            "deactivating serial {serial}, which is not active"
+        );
+        let (twig, at) = (serial / TWIG_ENTRIES, serial % TWIG_ENTRIES);
+        let words = &mut self.bits[(twig - self.base) as usize];
+        words[(at / 64) as usize] &= !(1 << (at % 64));
+        self.active -= 1;
+        self.dirty.push(twig);
+        self.root = None;
+    }
+
+    fn bits_bytes(words: &[u64; TWIG_WORDS]) -> [u8; BITS_BYTES] {
+        let mut out = [0u8; BITS_BYTES];
+        for (chunk, w) in out.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    fn entries_root(&self, twig: u64) -> Hash32 {
+        let i = (twig - self.base) as usize;
+        match self.entry_roots.get(i) {
+            Some(r) => *r,
+            None => {
+                assert_eq!(i, self.entry_roots.len(), "twig {twig} is not the youngest");
+                padded_root(&self.young, TWIG_LEVELS)
+            }
+        }
+    }
+
+    /// The state root: recomputes the roots of the twigs changed since the
+    /// last call and their paths in the upper tree.
+    pub fn root(&mut self) -> Hash32 {
+        if let Some(r) = self.root {
+            return r;
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        let depth = upper_depth(self.tail);
+        while self.upper.len() < depth + 1 {
+            self.upper.push(Level::default());
+        }
+        assert_eq!(self.upper.len(), depth + 1, "the upper tree never shrinks");
+        // The young twig's entries root is computed once, not per dirty bit.
+        let young_twig = self.base + self.entry_roots.len() as u64;
+        let young_root = padded_root(&self.young, TWIG_LEVELS);
+        for &t in &dirty {
+            assert!(t >= self.base, "twig {t} changed after it was pruned");
+            let er = if t == young_twig {
+                young_root
+            } else {
+                self.entries_root(t)
+            };
+            let bits = self.bits_of(t).expect("a held twig");
+            let r = twig_root(&er, &bits_hash(&Self::bits_bytes(bits)));
+            self.upper[0].set(t, r);
+        }
+        for level in 1..=depth {
+            for t in &mut dirty {
+                *t /= 2;
+            }
+            dirty.dedup();
+            let (below, above) = self.upper.split_at_mut(level);
+            let below = &below[level - 1];
+            for &i in &dirty {
+                above[0].set(i, node_hash(&below.get(2 * i), &below.get(2 * i + 1)));
+            }
+        }
+        let r = state_root(&self.upper[depth].get(0), self.tail);
+        self.root = Some(r);
+        r
+    }
+
+    /// Drops the twigs wholly below `head` (every entry there inactive:
+    /// the compaction moved the live ones to the tail), keeping the
+    /// upper-tree nodes that later paths still read. Only full twigs are
+    /// dropped.
+    ///
+    /// # Panics
+    /// If a twig to drop still has an active entry.
+    pub fn prune(&mut self, head: u64) {
+        self.root();
+        let full = self.base + self.entry_roots.len() as u64;
+        let new_base = (head / TWIG_ENTRIES).min(full);
+        while self.base < new_base {
+            let bits = self.bits.pop_front().expect("a held twig");
+            assert!(
+                bits.iter().all(|w| *w == 0),
+                "pruning twig {} with active entries",
+                self.base
+            );
+            self.entry_roots.pop_front();
+            self.base += 1;
+        }
+        for (level, l) in self.upper.iter_mut().enumerate() {
+            // A path from a twig ≥ base reads, at this level, nodes from
+            // (base >> level) rounded down to even.
+            l.prune((self.base >> level) & !1);
+        }
+    }
+
+    /// The proof of the entry at `serial` (see [`super::twig_proof`]):
+    /// `entry` is its encoding, `twig_hashes` the entry hashes of its whole
+    /// twig up to the tail (the caller re-reads a full twig's entries from
+    /// its log; the youngest twig's are here and may be passed empty).
+    /// Checks what it builds with the verifier before returning it.
+    pub fn prove(&mut self, entry: &[u8], twig_hashes: &[Hash32]) -> Result<Vec<u8>, ProofError> {
+        let e = EntryRef::decode(entry)?;
+        if !self.is_active(e.serial) {
+            return Err(ProofError::Terminal("an inactive entry"));
+        }
+        let out = self.build_proof(entry, twig_hashes)?;
+        let value_hash = *blake3::hash(e.value).as_bytes();
+        verify_twig_proof(&self.root(), e.key, Some(&value_hash), &out)?;
+        Ok(out)
+    }
+
+    /// [`TwigTree::prove`] without its checks (the tests build proofs of
+    /// inactive entries with it, to see the verifier refuse them).
+    fn build_proof(&mut self, entry: &[u8], twig_hashes: &[Hash32]) -> Result<Vec<u8>, ProofError> {
+        self.root();
+        let e = EntryRef::decode(entry)?;
+        let (twig, at) = (e.serial / TWIG_ENTRIES, (e.serial % TWIG_ENTRIES) as usize);
+        let bits = self
+            .bits_of(twig)
+            .ok_or(ProofError::Terminal("an entry of a pruned twig"))?;
+        let young_twig = self.base + self.entry_roots.len() as u64;
+        let leaves = if twig == young_twig {
+            &self.young[..]
+        } else {
+            twig_hashes
+        };
+        if leaves.get(at) != Some(&entry_hash(entry)) {
+            return Err(ProofError::Terminal(
+                "the twig's hashes do not hold the entry",
+            ));
+        }
+        let mut out = Vec::with_capacity(8 + 4 + entry.len() + BITS_BYTES + 32 * 60);
+        out.extend_from_slice(&self.tail.to_le_bytes());
+        out.extend_from_slice(&(entry.len() as u32).to_le_bytes());
+        out.extend_from_slice(entry);
+        out.extend_from_slice(&Self::bits_bytes(bits));
+        for s in padded_path(leaves, TWIG_LEVELS, at) {
+            out.extend_from_slice(&s);
+        }
+        let depth = upper_depth(self.tail);
+        out.push(depth as u8);
+        for (level, l) in self.upper[..depth].iter().enumerate() {
+            out.extend_from_slice(&l.get((twig >> level) ^ 1));
+        }
+        Ok(out)
+    }
+
+    /// The root of a log from scratch: every entry's hash (`None` for a
+    /// serial whose bytes the caller dropped: it must be inactive and its
+    /// whole twig too) and active bit. The audit and the tests' reference.
+    pub fn root_of(entries: &[Option<Hash32>], active: &[bool]) -> Hash32 {
+        assert_eq!(entries.len(), active.len());
+        let tail = entries.len() as u64;
+        let twigs = twigs_of(tail) as usize;
+        let roots: Vec<Hash32> = (0..twigs)
+            .map(|t| {
+                let lo = t * TWIG_ENTRIES as usize;
+                let hi = (lo + TWIG_ENTRIES as usize).min(entries.len());
+                let hashes: Vec<Hash32> = entries[lo..hi]
+                    .iter()
+                    .map(|h| h.expect("a twig's entries"))
+                    .collect();
+                let mut words = [0u64; TWIG_WORDS];
+                for (i, a) in active[lo..hi].iter().enumerate() {
+                    if *a {
+                        words[i / 64] |= 1 << (i % 64);
+                    }
+                }
+                twig_root(
+                    &padded_root(&hashes, TWIG_LEVELS),
+                    &bits_hash(&Self::bits_bytes(&words)),
+                )
+            })
+            .collect();
+        state_root(&padded_root(&roots, upper_depth(tail)), tail)
+    }
+}
+
+/// The smallest key a log may hold: its sentinel entry, written first and
+/// never deleted, is every absent key's lower bracket.
+pub const KEY_MIN: Hash32 = [0; 32];
+/// The `next_key` of the greatest key: above every key a log may hold.
+pub const KEY_END: Hash32 = [0xff; 32];
+
+/// A key's active entry, as a [`LogReader`] returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Current {
+    /// Its serial.
+    pub serial: u64,
+    /// The next key present when it was written.
+    pub next_key: Hash32,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// What the log holds before a block, as [`plan_block`] reads it: the
+/// store's index and entries.
+pub trait LogReader {
+    /// The store's error.
+    type Error;
+    /// `key`'s active entry, if it is present.
+    fn current(&self, key: &Hash32) -> Result<Option<Current>, Self::Error>;
+    /// The greatest key below `key` that is present, with its entry (there
+    /// is always one: [`KEY_MIN`]'s sentinel, for `key > KEY_MIN`).
+    fn predecessor(&self, key: &Hash32) -> Result<(Hash32, Current), Self::Error>;
+    /// The entries at serials `from..to` that are still active, with their
+    /// serials, in serial order (the compaction's scan of the log's old
+    /// end).
+    fn active_between(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, Self::Error>;
+}
+
+/// One entry to append: key, next key, value.
+pub type NewEntry = (Hash32, Hash32, Vec<u8>);
+
+/// What one block does to the log, in the order it must be done: clear
+/// `deactivate`'s bits, then append `append` at the tail in order (its
+/// entries get serials `tail`, `tail + 1`, …), then move the compaction
+/// head to `head`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Serials whose entries stop being current, ascending.
+    pub deactivate: Vec<u64>,
+    /// Entries to append: the block's writes and the predecessors whose
+    /// next key changed, in key order, then the compacted entries in their
+    /// old serial order.
+    pub append: Vec<NewEntry>,
+    /// The new compaction head: every serial below it is inactive after
+    /// the block.
+    pub head: u64,
+}
+
+/// Errors of [`plan_block`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError<E> {
+    /// The store failed.
+    #[error("log: {0}")]
+    Log(E),
+    /// A write names [`KEY_MIN`] or [`KEY_END`], which bracket the key
+    /// space.
+    #[error("key {0:02x?} is reserved")]
+    ReservedKey(Hash32),
+    /// Writes are not sorted by key, or name a key twice.
+    #[error("writes are not sorted and distinct")]
+    Unsorted,
+    /// A value is longer than [`VALUE_BYTES_MAX`].
+    #[error("a value of {0} bytes is over the entry's bound")]
+    ValueTooLong(usize),
+    /// The store's entries contradict each other (a predecessor that is
+    /// not below the key, a compacted entry that does not decode).
+    #[error("log is inconsistent: {0}")]
+    Inconsistent(&'static str),
+}
+
+/// Entries the compaction scans per entry a block appends, once the log
+/// is twice as long as its live entries: in steady state half of what it
+/// scans is live, so the log stays within about twice the live set while
+/// the appends at most double.
+pub const COMPACT_SCAN_PER_APPEND: u64 = 2;
+
+/// Plans one block's writes (`None` deletes; sorted by key, distinct) on
+/// a log with tail `tail`, compaction head `head` and `live` active
+/// entries: a pure function of what `reader` returns, so every node plans
+/// the same appends and reaches the same root.
+///
+/// Rules: a written key gets a new entry (its value, and the next key
+/// present after the block); a deleted key's entry is deactivated; a key
+/// whose next key changes (the predecessor of an inserted or deleted key)
+/// gets a new entry with its old value. Then, when the log holds at least
+/// twice as many serials as live entries, the next
+/// [`COMPACT_SCAN_PER_APPEND`] × appended serials from `head` are scanned
+/// and their still-active entries appended again.
+pub fn plan_block<R: LogReader>(
+    reader: &R,
+    writes: &[(Hash32, Option<Vec<u8>>)],
+    tail: u64,
+    head: u64,
+    live: u64,
+) -> Result<Plan, PlanError<R::Error>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    if !writes.windows(2).all(|w| w[0].0 < w[1].0) {
+        return Err(PlanError::Unsorted);
+    }
+    // Every key the block touches: its entry before (if present) and its
+    // value after (`None`: absent after).
+    struct Touch {
+        old: Option<Current>,
+        new: Option<Vec<u8>>,
+    }
+    let mut touched: BTreeMap<Hash32, Touch> = BTreeMap::new();
+    let mut inserted = BTreeSet::new();
+    let mut deleted = BTreeSet::new();
+    for (k, v) in writes {
+        if *k == KEY_MIN || *k == KEY_END {
+            return Err(PlanError::ReservedKey(*k));
+        }
+        if let Some(v) = v
+            && v.len() > VALUE_BYTES_MAX
+        {
+            return Err(PlanError::ValueTooLong(v.len()));
+        }
+        let old = reader.current(k).map_err(PlanError::Log)?;
+        match (&old, v) {
+            (None, None) => continue,
+            (None, Some(_)) => inserted.insert(*k),
+            (Some(_), None) => deleted.insert(*k),
+            (Some(_), Some(_)) => false,
+        };
+        touched.insert(
+            *k,
+            Touch {
+                old,
+                new: v.clone(),
+            },
+        );
+    }
+    // The predecessor, after the block, of every inserted or deleted key
+    // gets a new next key: the greatest old key below it that survives,
+    // or a greater inserted one.
+    let mut relinked = BTreeSet::new();
+    for k in inserted.iter().chain(&deleted) {
+        let mut q = *k;
+        let pred = loop {
+            let (p, cur) = reader.predecessor(&q).map_err(PlanError::Log)?;
+            if p >= q {
+                return Err(PlanError::Inconsistent("a predecessor not below its key"));
+            }
+            if !deleted.contains(&p) {
+                touched.entry(p).or_insert(Touch {
+                    new: Some(cur.value.clone()),
+                    old: Some(cur),
+                });
+                break p;
+            }
+            q = p;
+        };
+        let pred = inserted
+            .range(..*k)
+            .next_back()
+            .map_or(pred, |i| pred.max(*i));
+        relinked.insert(pred);
+    }
+    // The next key present after the block, for a key present after it.
+    let next_after = |k: &Hash32| -> Result<Hash32, PlanError<R::Error>> {
+        // The old chain's next key above `k`, skipping deleted keys.
+        let mut n = match touched.get(k).and_then(|t| t.old.as_ref()) {
+            Some(cur) => cur.next_key,
+            None => reader.predecessor(k).map_err(PlanError::Log)?.1.next_key,
+        };
+        while deleted.contains(&n) {
+            n = touched[&n]
+                .old
+                .as_ref()
+                .expect("a deleted key was present")
+                .next_key;
+        }
+        use std::ops::Bound::{Excluded, Unbounded};
+        Ok(
+            match inserted.range::<Hash32, _>((Excluded(k), Unbounded)).next() {
+                Some(i) if *i < n => *i,
+                _ => n,
+            },
+        )
+    };
+    let mut plan = Plan::default();
+    for (k, t) in &touched {
+        if let Some(cur) = &t.old {
+            plan.deactivate.push(cur.serial);
+        }
+        if let Some(v) = &t.new {
+            let next = next_after(k)?;
+            let keep = relinked.contains(k) || writes.binary_search_by_key(k, |w| w.0).is_ok();
+            assert!(keep, "a touched key is written or relinked");
+            plan.append.push((*k, next, v.clone()));
+        }
+    }
+    // Compaction of the log's old end.
+    let appended = plan.append.len() as u64;
+    let live_after = live + inserted.len() as u64 - deleted.len() as u64;
+    let mut new_head = head;
+    if tail - head >= 2 * live_after.max(1) {
+        let to = (head + COMPACT_SCAN_PER_APPEND * appended).min(tail);
+        let gone: BTreeSet<u64> = plan.deactivate.iter().copied().collect();
+        for (serial, bytes) in reader.active_between(head, to).map_err(PlanError::Log)? {
+            if gone.contains(&serial) {
+                continue;
+            }
+            let e = EntryRef::decode(&bytes)
+                .map_err(|_| PlanError::Inconsistent("a compacted entry does not decode"))?;
+            if e.serial != serial || serial < head || serial >= to {
+                return Err(PlanError::Inconsistent(
+                    "a compacted entry out of its range",
+                ));
+            }
+            plan.deactivate.push(serial);
+            plan.append.push((*e.key, *e.next_key, e.value.to_vec()));
+        }
+        new_head = to;
+    }
+    plan.deactivate.sort_unstable();
+    plan.head = new_head;
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(serial: u64, key: u8, next: u8, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_entry(serial, &[key; 32], &[next; 32], value, &mut out);
+        out
+    }
+
+    #[test]
+    fn empty_and_one_entry_roots_match_the_reference() {
+        let mut t = TwigTree::new();
+        assert_eq!(t.root(), TwigTree::root_of(&[], &[]));
+        let e = entry(0, 0, 0xff, b"");
+        t.append(&[entry_hash(&e)]);
+        assert_eq!(
+            t.root(),
+            TwigTree::root_of(&[Some(entry_hash(&e))], &[true])
+        );
+        let p = t.prove(&e, &[]).unwrap();
+        // The sentinel brackets every key but itself and the maximum.
+        let root = t.root();
+        assert_eq!(verify_twig_proof(&root, &[7; 32], None, &p), Ok(()));
+        assert!(verify_twig_proof(&root, &[0; 32], None, &p).is_err());
+        assert!(verify_twig_proof(&root, &[0xff; 32], None, &p).is_err());
+    }
+
+    /// A key's old entry, still in the log but inactive, proves nothing:
+    /// not its old value, not the absence of keys it once bracketed.
+    #[test]
+    fn an_inactive_entry_proves_nothing() {
+        let mut t = TwigTree::new();
+        let sentinel = entry(0, 0, 0xff, b"");
+        let old = entry(1, 5, 0xff, b"old");
+        t.append(&[entry_hash(&sentinel), entry_hash(&old)]);
+        let new = entry(2, 5, 0xff, b"new");
+        t.deactivate(1);
+        t.append(&[entry_hash(&new)]);
+        let leaves: Vec<Hash32> = [&sentinel, &old, &new]
+            .iter()
+            .map(|e| entry_hash(e))
+            .collect();
+        let root = t.root();
+        assert!(t.prove(&old, &leaves).is_err());
+        let stale = t.build_proof(&old, &leaves).unwrap();
+        let old_hash = *blake3::hash(b"old").as_bytes();
+        assert_eq!(
+            verify_twig_proof(&root, &[5; 32], Some(&old_hash), &stale),
+            Err(ProofError::Terminal("an inactive entry"))
+        );
+        assert!(verify_twig_proof(&root, &[6; 32], None, &stale).is_err());
+        let fresh = t.prove(&new, &leaves).unwrap();
+        let new_hash = *blake3::hash(b"new").as_bytes();
+        assert_eq!(
+            verify_twig_proof(&root, &[5; 32], Some(&new_hash), &fresh),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn entries_decode_and_refuse_malformed_bytes() {
+        let e = entry(5, 1, 2, b"abc");
+        let r = EntryRef::decode(&e).unwrap();
+        assert_eq!(
+            (r.serial, r.key, r.next_key, r.value),
+            (5, &[1; 32], &[2; 32], &b"abc"[..])
+        );
+        assert!(EntryRef::decode(&e[..e.len() - 1]).is_err());
+        let mut long = e.clone();
+        long.push(0);
+        assert!(EntryRef::decode(&long).is_err());
+        let mut version = e.clone();
+        version[0] = 9;
+        assert!(EntryRef::decode(&version).is_err());
+        let mut huge = e.clone();
+        huge[73..77].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(EntryRef::decode(&huge).is_err());
+    }
+}
