@@ -89,7 +89,6 @@ impl MemLog {
 
     fn apply(&mut self, plan: Plan) {
         for &s in &plan.deactivate {
-            self.tree.deactivate(s);
             self.active[s as usize] = false;
             let key = *EntryRef::decode(&self.entries[s as usize]).unwrap().key;
             if self.index.get(&key) == Some(&s) {
@@ -108,7 +107,15 @@ impl MemLog {
             self.active.push(true);
         }
         self.hashes.extend_from_slice(&hashes);
-        self.tree.append(&hashes);
+        // Staging changes nothing until applied: a discarded stage leaves
+        // the root, and a second stage of the same block stages the same.
+        let root_before = self.tree.root();
+        let discarded = self.tree.stage(&plan.deactivate, &hashes).unwrap();
+        assert_eq!(self.tree.root(), root_before);
+        let staged = self.tree.stage(&plan.deactivate, &hashes).unwrap();
+        assert_eq!(staged, discarded);
+        assert_eq!(staged.first_serial(), tail);
+        self.tree.apply(staged);
         assert!(plan.head >= self.head);
         self.head = plan.head;
         assert!(self.active[..self.head as usize].iter().all(|a| !a));

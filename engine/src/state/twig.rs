@@ -186,12 +186,10 @@ pub struct TwigTree {
     young: Vec<Hash32>,
     /// The upper tree, twig roots first; `upper.len() == depth + 1`.
     upper: Vec<Level>,
-    /// Twigs whose root must be recomputed.
-    dirty: Vec<u64>,
     /// Active entries.
     active: u64,
-    /// The root as of the last [`TwigTree::root`], `None` while changed.
-    root: Option<Hash32>,
+    /// The state root.
+    root: Hash32,
 }
 
 impl Default for TwigTree {
@@ -200,20 +198,71 @@ impl Default for TwigTree {
     }
 }
 
+/// Why a block's changes cannot be staged: the caller's index and the
+/// tree disagree (a corrupt store, or a plan made on another state).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TwigError {
+    /// A serial to deactivate is not active (or not held).
+    #[error("serial {0} is not active")]
+    NotActive(u64),
+}
+
+/// One block's changes to a [`TwigTree`], computed without changing it
+/// ([`TwigTree::stage`]): the new root, and what [`TwigTree::apply`]
+/// writes into the tree when the block commits. A block that is executed
+/// and discarded just drops it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Staged {
+    /// The tail the changes were staged on.
+    from_tail: u64,
+    tail: u64,
+    active: u64,
+    /// New active bits of every changed twig, ascending.
+    bits: Vec<(u64, [u64; TWIG_WORDS])>,
+    /// Entries roots of the twigs that filled, in order.
+    entry_roots: Vec<Hash32>,
+    /// The youngest twig's entry hashes after the block.
+    young: Vec<Hash32>,
+    /// Changed upper-tree nodes per level, ascending.
+    upper: Vec<Vec<(u64, Hash32)>>,
+    /// The state root after the block.
+    root: Hash32,
+}
+
+impl Staged {
+    /// The state root after the block.
+    pub fn root(&self) -> Hash32 {
+        self.root
+    }
+
+    /// The first serial the block's appended entries take.
+    pub fn first_serial(&self) -> u64 {
+        self.from_tail
+    }
+}
+
 impl TwigTree {
     /// The commitment of an empty log.
     pub fn new() -> Self {
+        let empty_twig = twig_root(&ZERO, &bits_hash(&[0; BITS_BYTES]));
         Self {
             tail: 0,
             base: 0,
             bits: VecDeque::from([[0; TWIG_WORDS]]),
             entry_roots: VecDeque::new(),
             young: Vec::new(),
-            upper: vec![Level::default()],
-            dirty: vec![0],
+            upper: vec![Level {
+                offset: 0,
+                hashes: vec![empty_twig],
+            }],
             active: 0,
-            root: None,
+            root: state_root(&empty_twig, 0),
         }
+    }
+
+    /// The state root.
+    pub fn root(&self) -> Hash32 {
+        self.root
     }
 
     /// Serials written so far (the next serial).
@@ -255,50 +304,139 @@ impl TwigTree {
             .is_some_and(|w| w[(at / 64) as usize] >> (at % 64) & 1 == 1)
     }
 
-    /// Appends entries by their hashes ([`entry_hash`] of their encodings,
-    /// whose serials must be `tail`, `tail + 1`, …); they are active.
-    /// Returns the first serial.
-    pub fn append(&mut self, hashes: &[Hash32]) -> u64 {
-        let first = self.tail;
-        for h in hashes {
-            let serial = self.tail;
-            let (twig, at) = (serial / TWIG_ENTRIES, serial % TWIG_ENTRIES);
-            if at == 0 && twig > 0 {
-                self.bits.push_back([0; TWIG_WORDS]);
-            }
-            debug_assert_eq!(self.base + self.bits.len() as u64 - 1, twig);
-            let words = self.bits.back_mut().expect("the youngest twig");
-            words[(at / 64) as usize] |= 1 << (at % 64);
-            self.young.push(*h);
-            if self.young.len() as u64 == TWIG_ENTRIES {
-                self.entry_roots
-                    .push_back(padded_root(&self.young, TWIG_LEVELS));
-                self.young.clear();
-            }
-            self.tail += 1;
-            self.dirty.push(twig);
-        }
-        self.active += hashes.len() as u64;
-        self.root = None;
-        first
+    fn upper_get(&self, level: usize, i: u64) -> Hash32 {
+        self.upper.get(level).map_or(ZERO, |l| l.get(i))
     }
 
-    /// Clears the active bit of `serial` (its key has a newer entry, or was
-    /// deleted).
+    /// Stages one block: clears the active bits of `deactivate` (serials
+    /// whose keys got newer entries or were deleted), then appends entries
+    /// by their hashes ([`entry_hash`] of encodings whose serials are
+    /// `tail`, `tail + 1`, …), and computes the new root: the roots of the
+    /// changed twigs and their paths in the upper tree. The tree is not
+    /// changed; [`TwigTree::apply`] makes it so.
+    pub fn stage(&self, deactivate: &[u64], hashes: &[Hash32]) -> Result<Staged, TwigError> {
+        use rayon::prelude::*;
+        use std::collections::BTreeMap;
+        let mut bits: BTreeMap<u64, [u64; TWIG_WORDS]> = BTreeMap::new();
+        for &s in deactivate {
+            let (t, at) = (s / TWIG_ENTRIES, s % TWIG_ENTRIES);
+            let words = match bits.entry(t) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(*self.bits_of(t).ok_or(TwigError::NotActive(s))?)
+                }
+            };
+            let (w, b) = ((at / 64) as usize, at % 64);
+            if words[w] >> b & 1 != 1 {
+                return Err(TwigError::NotActive(s));
+            }
+            words[w] &= !(1 << b);
+        }
+        let mut young = self.young.clone();
+        let mut entry_roots = Vec::new();
+        for (i, h) in hashes.iter().enumerate() {
+            let serial = self.tail + i as u64;
+            let (t, at) = (serial / TWIG_ENTRIES, serial % TWIG_ENTRIES);
+            let words = bits
+                .entry(t)
+                .or_insert_with(|| self.bits_of(t).copied().unwrap_or([0; TWIG_WORDS]));
+            words[(at / 64) as usize] |= 1 << (at % 64);
+            young.push(*h);
+            if young.len() as u64 == TWIG_ENTRIES {
+                entry_roots.push(young.clone());
+                young.clear();
+            }
+        }
+        let entry_roots: Vec<Hash32> = entry_roots
+            .par_iter()
+            .map(|leaves| padded_root(leaves, TWIG_LEVELS))
+            .collect();
+        let tail = self.tail + hashes.len() as u64;
+        let full_before = self.base + self.entry_roots.len() as u64;
+        let young_root = padded_root(&young, TWIG_LEVELS);
+        let bits: Vec<(u64, [u64; TWIG_WORDS])> = bits.into_iter().collect();
+        let level0: Vec<(u64, Hash32)> = bits
+            .par_iter()
+            .map(|(t, words)| {
+                let er = if *t < full_before {
+                    self.entry_roots[(t - self.base) as usize]
+                } else {
+                    entry_roots
+                        .get((t - full_before) as usize)
+                        .copied()
+                        .unwrap_or(young_root)
+                };
+                (*t, twig_root(&er, &bits_hash(&Self::bits_bytes(words))))
+            })
+            .collect();
+        let depth = upper_depth(tail);
+        let mut upper: Vec<Vec<(u64, Hash32)>> = vec![level0];
+        for level in 1..=depth {
+            let below = &upper[level - 1];
+            let get = |i: u64| match below.binary_search_by_key(&i, |n| n.0) {
+                Ok(at) => below[at].1,
+                Err(_) => self.upper_get(level - 1, i),
+            };
+            let mut parents: Vec<u64> = below.iter().map(|n| n.0 / 2).collect();
+            parents.dedup();
+            let nodes = parents
+                .into_iter()
+                .map(|i| (i, node_hash(&get(2 * i), &get(2 * i + 1))))
+                .collect();
+            upper.push(nodes);
+        }
+        let top = upper[depth]
+            .first()
+            .map_or_else(|| self.upper_get(depth, 0), |n| n.1);
+        let active = self.active + hashes.len() as u64 - deactivate.len() as u64;
+        Ok(Staged {
+            from_tail: self.tail,
+            tail,
+            active,
+            bits,
+            entry_roots,
+            young,
+            upper,
+            root: state_root(&top, tail),
+        })
+    }
+
+    /// Applies staged changes: the tree becomes the block's.
     ///
     /// # Panics
-    /// If `serial` is not active: the caller's index and this tree disagree.
-    pub fn deactivate(&mut self, serial: u64) {
-        assert!(
-            self.is_active(serial),
-            "deactivating serial {serial}, which is not active"
+    /// If `staged` was staged on another state of the tree.
+    pub fn apply(&mut self, staged: Staged) {
+        assert_eq!(
+            staged.from_tail, self.tail,
+            "changes staged on another tree"
         );
-        let (twig, at) = (serial / TWIG_ENTRIES, serial % TWIG_ENTRIES);
-        let words = &mut self.bits[(twig - self.base) as usize];
-        words[(at / 64) as usize] &= !(1 << (at % 64));
-        self.active -= 1;
-        self.dirty.push(twig);
-        self.root = None;
+        for (t, words) in staged.bits {
+            let i = (t - self.base) as usize;
+            match self.bits.get_mut(i) {
+                Some(w) => *w = words,
+                None => {
+                    assert_eq!(i, self.bits.len(), "twigs are added in order");
+                    self.bits.push_back(words);
+                }
+            }
+        }
+        self.entry_roots.extend(staged.entry_roots);
+        self.young = staged.young;
+        while self.upper.len() < staged.upper.len() {
+            let offset = (self.base >> self.upper.len()) & !1;
+            self.upper.push(Level {
+                offset,
+                hashes: Vec::new(),
+            });
+        }
+        for (level, nodes) in staged.upper.into_iter().enumerate() {
+            for (i, h) in nodes {
+                self.upper[level].set(i, h);
+            }
+        }
+        self.tail = staged.tail;
+        self.active = staged.active;
+        self.root = staged.root;
     }
 
     fn bits_bytes(words: &[u64; TWIG_WORDS]) -> [u8; BITS_BYTES] {
@@ -309,61 +447,6 @@ impl TwigTree {
         out
     }
 
-    fn entries_root(&self, twig: u64) -> Hash32 {
-        let i = (twig - self.base) as usize;
-        match self.entry_roots.get(i) {
-            Some(r) => *r,
-            None => {
-                assert_eq!(i, self.entry_roots.len(), "twig {twig} is not the youngest");
-                padded_root(&self.young, TWIG_LEVELS)
-            }
-        }
-    }
-
-    /// The state root: recomputes the roots of the twigs changed since the
-    /// last call and their paths in the upper tree.
-    pub fn root(&mut self) -> Hash32 {
-        if let Some(r) = self.root {
-            return r;
-        }
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
-        dirty.dedup();
-        let depth = upper_depth(self.tail);
-        while self.upper.len() < depth + 1 {
-            self.upper.push(Level::default());
-        }
-        assert_eq!(self.upper.len(), depth + 1, "the upper tree never shrinks");
-        // The young twig's entries root is computed once, not per dirty bit.
-        let young_twig = self.base + self.entry_roots.len() as u64;
-        let young_root = padded_root(&self.young, TWIG_LEVELS);
-        for &t in &dirty {
-            assert!(t >= self.base, "twig {t} changed after it was pruned");
-            let er = if t == young_twig {
-                young_root
-            } else {
-                self.entries_root(t)
-            };
-            let bits = self.bits_of(t).expect("a held twig");
-            let r = twig_root(&er, &bits_hash(&Self::bits_bytes(bits)));
-            self.upper[0].set(t, r);
-        }
-        for level in 1..=depth {
-            for t in &mut dirty {
-                *t /= 2;
-            }
-            dirty.dedup();
-            let (below, above) = self.upper.split_at_mut(level);
-            let below = &below[level - 1];
-            for &i in &dirty {
-                above[0].set(i, node_hash(&below.get(2 * i), &below.get(2 * i + 1)));
-            }
-        }
-        let r = state_root(&self.upper[depth].get(0), self.tail);
-        self.root = Some(r);
-        r
-    }
-
     /// Drops the twigs wholly below `head` (every entry there inactive:
     /// the compaction moved the live ones to the tail), keeping the
     /// upper-tree nodes that later paths still read. Only full twigs are
@@ -372,7 +455,6 @@ impl TwigTree {
     /// # Panics
     /// If a twig to drop still has an active entry.
     pub fn prune(&mut self, head: u64) {
-        self.root();
         let full = self.base + self.entry_roots.len() as u64;
         let new_base = (head / TWIG_ENTRIES).min(full);
         while self.base < new_base {
@@ -404,14 +486,13 @@ impl TwigTree {
         }
         let out = self.build_proof(entry, twig_hashes)?;
         let value_hash = *blake3::hash(e.value).as_bytes();
-        verify_twig_proof(&self.root(), e.key, Some(&value_hash), &out)?;
+        verify_twig_proof(&self.root, e.key, Some(&value_hash), &out)?;
         Ok(out)
     }
 
     /// [`TwigTree::prove`] without its checks (the tests build proofs of
     /// inactive entries with it, to see the verifier refuse them).
-    fn build_proof(&mut self, entry: &[u8], twig_hashes: &[Hash32]) -> Result<Vec<u8>, ProofError> {
-        self.root();
+    fn build_proof(&self, entry: &[u8], twig_hashes: &[Hash32]) -> Result<Vec<u8>, ProofError> {
         let e = EntryRef::decode(entry)?;
         let (twig, at) = (e.serial / TWIG_ENTRIES, (e.serial % TWIG_ENTRIES) as usize);
         let bits = self
@@ -704,6 +785,11 @@ pub fn plan_block<R: LogReader>(
 mod tests {
     use super::*;
 
+    fn step(t: &mut TwigTree, deactivate: &[u64], hashes: &[Hash32]) {
+        let staged = t.stage(deactivate, hashes).unwrap();
+        t.apply(staged);
+    }
+
     fn entry(serial: u64, key: u8, next: u8, value: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         encode_entry(serial, &[key; 32], &[next; 32], value, &mut out);
@@ -715,7 +801,7 @@ mod tests {
         let mut t = TwigTree::new();
         assert_eq!(t.root(), TwigTree::root_of(&[], &[]));
         let e = entry(0, 0, 0xff, b"");
-        t.append(&[entry_hash(&e)]);
+        step(&mut t, &[], &[entry_hash(&e)]);
         assert_eq!(
             t.root(),
             TwigTree::root_of(&[Some(entry_hash(&e))], &[true])
@@ -735,10 +821,12 @@ mod tests {
         let mut t = TwigTree::new();
         let sentinel = entry(0, 0, 0xff, b"");
         let old = entry(1, 5, 0xff, b"old");
-        t.append(&[entry_hash(&sentinel), entry_hash(&old)]);
+        step(&mut t, &[], &[entry_hash(&sentinel), entry_hash(&old)]);
         let new = entry(2, 5, 0xff, b"new");
-        t.deactivate(1);
-        t.append(&[entry_hash(&new)]);
+        // Deactivating what is not active is refused, and changes nothing.
+        assert_eq!(t.stage(&[7], &[]), Err(TwigError::NotActive(7)));
+        assert_eq!(t.stage(&[1, 1], &[]), Err(TwigError::NotActive(1)));
+        step(&mut t, &[1], &[entry_hash(&new)]);
         let leaves: Vec<Hash32> = [&sentinel, &old, &new]
             .iter()
             .map(|e| entry_hash(e))
