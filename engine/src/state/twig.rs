@@ -447,6 +447,109 @@ impl TwigTree {
         out
     }
 
+    /// The upper-tree nodes left of the held twigs that later paths still
+    /// read (at most one per level), as (level, index, hash): with the
+    /// held twigs' entries, all [`TwigTree::restore`] needs.
+    pub fn frontier(&self) -> Vec<(usize, u64, Hash32)> {
+        self.upper
+            .iter()
+            .enumerate()
+            .flat_map(|(level, l)| {
+                let first_live = self.base >> level;
+                (l.offset..first_live).map(move |i| (level, i, l.get(i)))
+            })
+            .collect()
+    }
+
+    /// Rebuilds a tree from what a store keeps: the first held twig
+    /// `base`, the hashes and active bits of every serial from its start
+    /// to the tail, and the [`TwigTree::frontier`] saved with them.
+    /// The caller checks the root against the one it committed.
+    ///
+    /// # Panics
+    /// If `hashes` and `active` differ in length.
+    pub fn restore(
+        base: u64,
+        hashes: &[Hash32],
+        active: &[bool],
+        frontier: &[(usize, u64, Hash32)],
+    ) -> TwigTree {
+        use rayon::prelude::*;
+        assert_eq!(hashes.len(), active.len());
+        let tail = base * TWIG_ENTRIES + hashes.len() as u64;
+        let chunks: Vec<&[Hash32]> = hashes.chunks(TWIG_ENTRIES as usize).collect();
+        let full = hashes.len() / TWIG_ENTRIES as usize;
+        let entry_roots: VecDeque<Hash32> = chunks[..full]
+            .par_iter()
+            .map(|c| padded_root(c, TWIG_LEVELS))
+            .collect();
+        let young = chunks.get(full).map_or_else(Vec::new, |c| c.to_vec());
+        let mut bits: VecDeque<[u64; TWIG_WORDS]> = active
+            .chunks(TWIG_ENTRIES as usize)
+            .map(|c| {
+                let mut w = [0u64; TWIG_WORDS];
+                for (i, a) in c.iter().enumerate() {
+                    if *a {
+                        w[i / 64] |= 1 << (i % 64);
+                    }
+                }
+                w
+            })
+            .collect();
+        if bits.is_empty() && base == 0 {
+            // The empty log's one empty twig, as `new` has it.
+            bits.push_back([0; TWIG_WORDS]);
+        }
+        let depth = upper_depth(tail);
+        let young_root = padded_root(&young, TWIG_LEVELS);
+        let level0: Vec<Hash32> = bits
+            .par_iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let er = entry_roots.get(i).copied().unwrap_or(young_root);
+                twig_root(&er, &bits_hash(&Self::bits_bytes(w)))
+            })
+            .collect();
+        let mut upper: Vec<Level> = Vec::with_capacity(depth + 1);
+        let mut held = level0;
+        for level in 0..=depth {
+            let offset = (base >> level) & !1;
+            let first_live = base >> level;
+            let mut l = Level {
+                offset,
+                hashes: Vec::new(),
+            };
+            for (i, h) in held.iter().enumerate() {
+                l.set(first_live + i as u64, *h);
+            }
+            for &(fl, i, h) in frontier {
+                if fl == level {
+                    l.set(i, h);
+                }
+            }
+            if level < depth {
+                let parent_first = base >> (level + 1);
+                let parent_end = (first_live + held.len() as u64).div_ceil(2);
+                held = (parent_first..parent_end)
+                    .map(|i| node_hash(&l.get(2 * i), &l.get(2 * i + 1)))
+                    .collect();
+            }
+            upper.push(l);
+        }
+        let active_count = active.iter().filter(|a| **a).count() as u64;
+        let root = state_root(&upper[depth].get(0), tail);
+        TwigTree {
+            tail,
+            base,
+            bits,
+            entry_roots,
+            young,
+            upper,
+            active: active_count,
+            root,
+        }
+    }
+
     /// Drops the twigs wholly below `head` (every entry there inactive:
     /// the compaction moved the live ones to the tail), keeping the
     /// upper-tree nodes that later paths still read. Only full twigs are
@@ -479,7 +582,7 @@ impl TwigTree {
     /// twig up to the tail (the caller re-reads a full twig's entries from
     /// its log; the youngest twig's are here and may be passed empty).
     /// Checks what it builds with the verifier before returning it.
-    pub fn prove(&mut self, entry: &[u8], twig_hashes: &[Hash32]) -> Result<Vec<u8>, ProofError> {
+    pub fn prove(&self, entry: &[u8], twig_hashes: &[Hash32]) -> Result<Vec<u8>, ProofError> {
         let e = EntryRef::decode(entry)?;
         if !self.is_active(e.serial) {
             return Err(ProofError::Terminal("an inactive entry"));
@@ -607,6 +710,8 @@ pub struct Plan {
     /// The new compaction head: every serial below it is inactive after
     /// the block.
     pub head: u64,
+    /// Keys the block deletes (present before it), ascending.
+    pub deleted: Vec<Hash32>,
 }
 
 /// Errors of [`plan_block`].
@@ -778,6 +883,7 @@ pub fn plan_block<R: LogReader>(
     }
     plan.deactivate.sort_unstable();
     plan.head = new_head;
+    plan.deleted = deleted.into_iter().collect();
     Ok(plan)
 }
 

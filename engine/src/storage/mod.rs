@@ -27,6 +27,7 @@
 //! identity tree's inner nodes, the market's discovery index).
 
 pub mod lmdb;
+pub mod twig;
 
 use std::path::Path;
 use std::sync::Arc;

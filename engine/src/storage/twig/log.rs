@@ -1,0 +1,405 @@
+//! The twig log's files: one append-only byte log cut into segment files
+//! (`log-NNNNNNNN.seg`, [`SEGMENT_BYTES`] each), addressed by a global
+//! offset (`segment × SEGMENT_BYTES + position`).
+//!
+//! A record is an entry ([`crate::state::twig_proof::EntryRef`]'s
+//! encoding, first byte [`ENTRY_VERSION`]) or a tombstone ([`TOMBSTONE`],
+//! then the deleted key: not in the Merkle tree, it tells a recovery scan
+//! that the key's last entry is no longer active). A record never spans
+//! two segments: one that does not fit the rest of a segment starts the
+//! next one, and a [`SEGMENT_END`] byte marks where the old one stops.
+//!
+//! The log holds no notion of what is committed: the store keeps the
+//! committed tail offset beside the block head (in LMDB), and on open
+//! cuts whatever lies past it ([`SegmentLog::cut_after`]) — the bytes of a
+//! block that was written but never committed.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::state::proof::Hash32;
+use crate::state::twig_proof::{ENTRY_HEADER_BYTES, ENTRY_VERSION, EntryRef, VALUE_BYTES_MAX};
+
+/// Bytes per segment file.
+pub const SEGMENT_BYTES: u64 = 256 << 20;
+/// First byte of a tombstone record.
+pub const TOMBSTONE: u8 = 0xd0;
+/// Bytes of a tombstone record.
+pub const TOMBSTONE_BYTES: usize = 1 + 32;
+/// Marks the end of a segment's records.
+pub const SEGMENT_END: u8 = 0x00;
+/// Bytes an entry read guesses first (an account's entry is 248).
+pub const ENTRY_GUESS_BYTES: usize = 256;
+/// Bytes read at a time by a scan.
+const SCAN_CHUNK_BYTES: usize = 8 << 20;
+
+/// Errors of the log files.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The file system failed.
+    #[error("state log {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Bytes that should be a record are not one.
+    #[error("state log corrupt at offset {offset}: {what}")]
+    Corrupt {
+        /// Where.
+        offset: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
+}
+
+/// One record read back by a scan.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// An entry, decoded, and its bytes.
+    Entry(EntryRef<'a>, &'a [u8]),
+    /// A deleted key.
+    Tombstone(&'a Hash32),
+}
+
+/// The segment files of one log.
+#[derive(Debug)]
+pub struct SegmentLog {
+    dir: PathBuf,
+    segment_bytes: u64,
+    files: BTreeMap<u64, File>,
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("log-{n:08}.seg"))
+}
+
+impl SegmentLog {
+    /// Opens the segments in `dir` (created if absent).
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self, LogError> {
+        assert!(segment_bytes as usize > ENTRY_HEADER_BYTES + VALUE_BYTES_MAX);
+        let io = |source| LogError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut files = BTreeMap::new();
+        for e in std::fs::read_dir(dir).map_err(io)? {
+            let e = e.map_err(io)?;
+            let name = e.file_name();
+            let Some(n) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("log-"))
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            files.insert(n, Self::open_file(&e.path())?);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            files,
+        })
+    }
+
+    fn open_file(path: &Path) -> Result<File, LogError> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| LogError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    fn io(&self, n: u64) -> impl Fn(std::io::Error) -> LogError + '_ {
+        move |source| LogError::Io {
+            path: segment_path(&self.dir, n),
+            source,
+        }
+    }
+
+    fn file(&mut self, n: u64) -> Result<&File, LogError> {
+        if !self.files.contains_key(&n) {
+            let f = Self::open_file(&segment_path(&self.dir, n))?;
+            self.files.insert(n, f);
+        }
+        Ok(&self.files[&n])
+    }
+
+    /// Where a record of `len` bytes written at `tail` goes: `tail`, or
+    /// the next segment's start when it does not fit.
+    pub fn place(&self, tail: u64, len: usize) -> u64 {
+        let room = self.segment_bytes - tail % self.segment_bytes;
+        if len as u64 <= room {
+            tail
+        } else {
+            tail + room
+        }
+    }
+
+    /// Writes `records` (each one record's bytes) from `tail`; returns
+    /// each record's offset and the new tail. Not durable until
+    /// [`SegmentLog::sync`].
+    pub fn append(&mut self, tail: u64, records: &[&[u8]]) -> Result<(Vec<u64>, u64), LogError> {
+        let mut offsets = Vec::with_capacity(records.len());
+        // Records are gathered per segment and written with one call each.
+        let mut at = tail;
+        let mut run_start = tail;
+        let mut run: Vec<u8> = Vec::new();
+        for r in records {
+            let o = self.place(at, r.len());
+            if o != at {
+                run.push(SEGMENT_END);
+                self.write_run(run_start, &run)?;
+                run.clear();
+                run_start = o;
+            }
+            offsets.push(o);
+            run.extend_from_slice(r);
+            at = o + r.len() as u64;
+        }
+        self.write_run(run_start, &run)?;
+        Ok((offsets, at))
+    }
+
+    fn write_run(&mut self, start: u64, bytes: &[u8]) -> Result<(), LogError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let (n, pos) = (start / self.segment_bytes, start % self.segment_bytes);
+        assert!(
+            pos + bytes.len() as u64 <= self.segment_bytes,
+            "a run of records past its segment's end"
+        );
+        self.file(n)?.write_all_at(bytes, pos).map_err(self.io(n))
+    }
+
+    /// Makes everything written in segments `from..=to` (by offset) durable.
+    pub fn sync(&mut self, from: u64, to: u64) -> Result<(), LogError> {
+        for n in from / self.segment_bytes..=to / self.segment_bytes {
+            if let Some(f) = self.files.get(&n) {
+                f.sync_data().map_err(self.io(n))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset`.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), LogError> {
+        let (n, pos) = (offset / self.segment_bytes, offset % self.segment_bytes);
+        if pos + buf.len() as u64 > self.segment_bytes {
+            return Err(LogError::Corrupt {
+                offset,
+                what: "a read across a segment's end",
+            });
+        }
+        let f = self.files.get(&n).ok_or(LogError::Corrupt {
+            offset,
+            what: "the segment is missing",
+        })?;
+        f.read_exact_at(buf, pos).map_err(self.io(n))
+    }
+
+    /// The entry at `offset`, its bytes: one read for entries of up to
+    /// [`ENTRY_GUESS_BYTES`], two for longer ones.
+    pub fn read_entry(&self, offset: u64) -> Result<Vec<u8>, LogError> {
+        let room = (self.segment_bytes - offset % self.segment_bytes) as usize;
+        let mut out = vec![0u8; ENTRY_GUESS_BYTES.min(room)];
+        if out.len() < ENTRY_HEADER_BYTES {
+            return Err(LogError::Corrupt {
+                offset,
+                what: "an entry cut by its segment's end",
+            });
+        }
+        // The guess may run past the file's end: read what is there.
+        let got = self.read_some(offset, &mut out)?;
+        if got < ENTRY_HEADER_BYTES || out[0] != ENTRY_VERSION {
+            return Err(LogError::Corrupt {
+                offset,
+                what: "not an entry",
+            });
+        }
+        let len = u32::from_le_bytes(out[73..77].try_into().expect("4 bytes")) as usize;
+        if len > VALUE_BYTES_MAX {
+            return Err(LogError::Corrupt {
+                offset,
+                what: "an entry value over the bound",
+            });
+        }
+        let total = ENTRY_HEADER_BYTES + len;
+        if total <= got {
+            out.truncate(total);
+        } else {
+            let have = got.min(out.len());
+            out.resize(total, 0);
+            self.read(offset + have as u64, &mut out[have..])?;
+        }
+        Ok(out)
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset` within one segment;
+    /// returns how many the file held.
+    fn read_some(&self, offset: u64, buf: &mut [u8]) -> Result<usize, LogError> {
+        let (n, pos) = (offset / self.segment_bytes, offset % self.segment_bytes);
+        let f = self.files.get(&n).ok_or(LogError::Corrupt {
+            offset,
+            what: "the segment is missing",
+        })?;
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read_at(&mut buf[got..], pos + got as u64) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io(n)(e)),
+            }
+        }
+        Ok(got)
+    }
+
+    /// The key of the entry at `offset` (its header only).
+    pub fn read_key(&self, offset: u64) -> Result<Hash32, LogError> {
+        let mut head = [0u8; 1 + 8 + 32];
+        self.read(offset, &mut head)?;
+        if head[0] != ENTRY_VERSION {
+            return Err(LogError::Corrupt {
+                offset,
+                what: "not an entry",
+            });
+        }
+        Ok(head[9..41].try_into().expect("32 bytes"))
+    }
+
+    /// Calls `f` with every record from `from` to `to` (offsets), in
+    /// order, reading large chunks sequentially, until `f` returns
+    /// `Ok(false)`.
+    pub fn scan(
+        &self,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(u64, Record<'_>) -> Result<bool, LogError>,
+    ) -> Result<(), LogError> {
+        let mut at = from;
+        while at < to {
+            let seg_end = (at / self.segment_bytes + 1) * self.segment_bytes;
+            let chunk_end = to.min(seg_end).min(at + SCAN_CHUNK_BYTES as u64);
+            let mut buf = vec![0u8; (chunk_end - at) as usize];
+            // A segment's file ends at its end marker, before the segment.
+            let got = self.read_some(at, &mut buf)?;
+            buf.truncate(got);
+            let mut pos = 0usize;
+            let mut segment_ends = false;
+            while at + (pos as u64) < to {
+                let rest = &buf[pos..];
+                let offset = at + pos as u64;
+                match rest.first() {
+                    None => break,
+                    Some(&SEGMENT_END) => {
+                        segment_ends = true;
+                        break;
+                    }
+                    Some(&TOMBSTONE) => {
+                        let Some(key) = rest.get(1..TOMBSTONE_BYTES) else {
+                            break;
+                        };
+                        let key: &Hash32 = key.try_into().expect("32 bytes");
+                        if !f(offset, Record::Tombstone(key))? {
+                            return Ok(());
+                        }
+                        pos += TOMBSTONE_BYTES;
+                    }
+                    Some(&ENTRY_VERSION) => {
+                        if rest.len() < ENTRY_HEADER_BYTES {
+                            break;
+                        }
+                        let len =
+                            u32::from_le_bytes(rest[73..77].try_into().expect("4 bytes")) as usize;
+                        if len > VALUE_BYTES_MAX {
+                            return Err(LogError::Corrupt {
+                                offset,
+                                what: "an entry value over the bound",
+                            });
+                        }
+                        let Some(bytes) = rest.get(..ENTRY_HEADER_BYTES + len) else {
+                            break;
+                        };
+                        let e = EntryRef::decode(bytes).map_err(|_| LogError::Corrupt {
+                            offset,
+                            what: "an entry that does not decode",
+                        })?;
+                        if !f(offset, Record::Entry(e, bytes))? {
+                            return Ok(());
+                        }
+                        pos += bytes.len();
+                    }
+                    Some(_) => {
+                        return Err(LogError::Corrupt {
+                            offset,
+                            what: "an unknown record tag",
+                        });
+                    }
+                }
+            }
+            if segment_ends {
+                at = seg_end;
+            } else if pos == 0 {
+                // No whole record in [at, chunk_end): records are far
+                // shorter than a chunk, so one is cut by the tail or by
+                // its segment's end.
+                return Err(LogError::Corrupt {
+                    offset: at,
+                    what: "a record cut short",
+                });
+            } else {
+                at += pos as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the segments that lie wholly below `offset`.
+    pub fn drop_below(&mut self, offset: u64) -> Result<(), LogError> {
+        let keep = offset / self.segment_bytes;
+        let gone: Vec<u64> = self.files.range(..keep).map(|(n, _)| *n).collect();
+        for n in gone {
+            self.files.remove(&n);
+            std::fs::remove_file(segment_path(&self.dir, n)).map_err(self.io(n))?;
+        }
+        Ok(())
+    }
+
+    /// Cuts everything at and past `offset`: bytes a crashed block wrote
+    /// after the last commit.
+    pub fn cut_after(&mut self, offset: u64) -> Result<(), LogError> {
+        let n = offset / self.segment_bytes;
+        let later: Vec<u64> = self.files.range(n + 1..).map(|(n, _)| *n).collect();
+        for m in later {
+            self.files.remove(&m);
+            std::fs::remove_file(segment_path(&self.dir, m)).map_err(self.io(m))?;
+        }
+        if let Some(f) = self.files.get(&n) {
+            f.set_len(offset % self.segment_bytes).map_err(self.io(n))?;
+            f.sync_all().map_err(self.io(n))?;
+        }
+        Ok(())
+    }
+
+    /// Bytes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        self.files
+            .values()
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.blocks() * 512)
+            .sum()
+    }
+}

@@ -1,0 +1,720 @@
+//! The twig log store: state as an append-only log of entries
+//! ([`log`]), an in-memory key index ([`index`]) and the twig commitment
+//! ([`crate::state::twig`]). Issue 16 chose it by measurement (the table
+//! is in `state::twig`'s module doc); it is not yet behind
+//! [`super::Storage`]: this module is the store on its own, with its
+//! commit protocol and its recovery, tested alone.
+//!
+//! # A block's commit, and what a crash leaves
+//!
+//! 1. [`TwigStore::prepare`] plans the block's writes against the
+//!    committed log and stages the new root, changing nothing (a block
+//!    executed and discarded just drops it).
+//! 2. [`TwigStore::write`] appends the block's records after the
+//!    committed tail and `fdatasync`s them, and returns the [`TwigMeta`]
+//!    that describes the log with them: tail, compaction head, the first
+//!    held twig and the upper-tree frontier, the root.
+//! 3. The caller commits that meta in the same LMDB transaction as the
+//!    block and its head: **this is the commit point**. State and block
+//!    become visible together or not at all.
+//! 4. [`TwigStore::apply`] updates the memory (index, tree, pruning) and
+//!    drops the segments below the committed first held twig.
+//!
+//! On open ([`TwigStore::open`]) with the meta of the last committed head,
+//! whatever lies past its tail offset (a block written in step 2 but never
+//! committed in step 3) is cut, and the index and tree are rebuilt by one
+//! sequential scan of the held log; the root must equal the meta's, or the
+//! store refuses to open. A node killed at any instant reopens at the last
+//! height LMDB committed.
+
+pub mod index;
+pub mod log;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::state::proof::Hash32;
+use crate::state::twig::{
+    Current, KEY_END, KEY_MIN, LogReader, Plan, PlanError, Staged, TwigError, TwigTree,
+    encode_entry, plan_block,
+};
+use crate::state::twig_proof::{EntryRef, TWIG_ENTRIES, entry_hash};
+use index::KeyIndex;
+use log::{ENTRY_GUESS_BYTES, LogError, Record, SegmentLog, TOMBSTONE, TOMBSTONE_BYTES};
+
+/// Bytes of entries hashed at once while recovering.
+const RECOVERY_BATCH_BYTES: usize = 16 << 20;
+
+/// The version of the log's format and of [`TwigMeta`]'s encoding.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Errors of the twig log store.
+#[derive(Debug, thiserror::Error)]
+pub enum TwigStoreError {
+    /// The log files failed or are corrupt.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Planning a block failed.
+    #[error("state log: {0}")]
+    Plan(String),
+    /// The tree and the index disagree.
+    #[error("state log: {0}")]
+    Twig(#[from] TwigError),
+    /// The meta record does not decode.
+    #[error("state log meta: {0}")]
+    Meta(&'static str),
+    /// The meta was written by another format.
+    #[error(
+        "the state log is format version {found}; this node reads version {FORMAT_VERSION} \
+         (a data dir of another release: re-sync it, or run the release that wrote it)"
+    )]
+    Version {
+        /// The version found.
+        found: u8,
+    },
+    /// The log does not hold the committed state.
+    #[error("the state log does not match the committed head: {0}")]
+    Mismatch(String),
+}
+
+impl From<PlanError<LogError>> for TwigStoreError {
+    fn from(e: PlanError<LogError>) -> Self {
+        match e {
+            PlanError::Log(e) => TwigStoreError::Log(e),
+            other => TwigStoreError::Plan(other.to_string()),
+        }
+    }
+}
+
+/// What the block store keeps beside each committed head so that the log
+/// can be reopened at it (see the module doc).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TwigMeta {
+    /// Serials written.
+    pub tail: u64,
+    /// Where the next record goes.
+    pub tail_offset: u64,
+    /// The compaction head: serials below it are inactive.
+    pub head: u64,
+    /// Where the entry with serial `head` is (`tail_offset` if none).
+    pub head_offset: u64,
+    /// The first held twig.
+    pub base: u64,
+    /// Where its first entry is.
+    pub base_offset: u64,
+    /// The state root.
+    pub root: Hash32,
+    /// The upper-tree nodes left of `base` that paths read.
+    pub frontier: Vec<(usize, u64, Hash32)>,
+}
+
+impl TwigMeta {
+    /// Encodes the meta, version first.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + 6 * 8 + 32 + 1 + self.frontier.len() * 41);
+        out.push(FORMAT_VERSION);
+        for v in [
+            self.tail,
+            self.tail_offset,
+            self.head,
+            self.head_offset,
+            self.base,
+            self.base_offset,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.root);
+        out.push(self.frontier.len() as u8);
+        for (level, i, h) in &self.frontier {
+            out.push(*level as u8);
+            out.extend_from_slice(&i.to_le_bytes());
+            out.extend_from_slice(h);
+        }
+        out
+    }
+
+    /// Decodes a meta; a version other than [`FORMAT_VERSION`] is
+    /// [`TwigStoreError::Version`], never read as this one.
+    pub fn decode(b: &[u8]) -> Result<Self, TwigStoreError> {
+        let (&version, rest) = b.split_first().ok_or(TwigStoreError::Meta("empty"))?;
+        if version != FORMAT_VERSION {
+            return Err(TwigStoreError::Version { found: version });
+        }
+        let short = TwigStoreError::Meta("truncated");
+        let mut u = [0u64; 6];
+        let mut rest = rest;
+        for v in &mut u {
+            let (x, r) = rest
+                .split_first_chunk::<8>()
+                .ok_or(TwigStoreError::Meta("truncated"))?;
+            *v = u64::from_le_bytes(*x);
+            rest = r;
+        }
+        let (root, rest) = rest.split_first_chunk::<32>().ok_or(short)?;
+        let (&n, mut rest) = rest
+            .split_first()
+            .ok_or(TwigStoreError::Meta("truncated"))?;
+        let mut frontier = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let (&level, r) = rest
+                .split_first()
+                .ok_or(TwigStoreError::Meta("truncated"))?;
+            let (i, r) = r
+                .split_first_chunk::<8>()
+                .ok_or(TwigStoreError::Meta("truncated"))?;
+            let (h, r) = r
+                .split_first_chunk::<32>()
+                .ok_or(TwigStoreError::Meta("truncated"))?;
+            frontier.push((level as usize, u64::from_le_bytes(*i), *h));
+            rest = r;
+        }
+        if !rest.is_empty() {
+            return Err(TwigStoreError::Meta("trailing bytes"));
+        }
+        let [tail, tail_offset, head, head_offset, base, base_offset] = u;
+        if head > tail || base * TWIG_ENTRIES > tail || head_offset > tail_offset {
+            return Err(TwigStoreError::Meta("positions out of order"));
+        }
+        Ok(Self {
+            tail,
+            tail_offset,
+            head,
+            head_offset,
+            base,
+            base_offset,
+            root: *root,
+            frontier,
+        })
+    }
+}
+
+/// One block's changes, prepared against the committed log
+/// ([`TwigStore::prepare`]) without changing it.
+#[derive(Debug)]
+pub struct Prepared {
+    staged: Staged,
+    /// Encoded entries, serials assigned, in append order.
+    entries: Vec<Vec<u8>>,
+    /// Each entry's key and the offset of the key's current entry, if any.
+    moves: Vec<(Hash32, Option<u64>)>,
+    /// Deleted keys and the offsets of their entries.
+    deleted: Vec<(Hash32, u64)>,
+    /// The new compaction head, and its entry's offset when it is an
+    /// entry already in the log.
+    head: u64,
+    head_offset: Option<u64>,
+}
+
+impl Prepared {
+    /// The state root after the block.
+    pub fn root(&self) -> Hash32 {
+        self.staged.root()
+    }
+}
+
+/// A meta written but not yet applied: [`TwigStore::write`]'s result.
+#[derive(Debug)]
+pub struct Written {
+    meta: TwigMeta,
+    /// Offsets of the prepared entries.
+    offsets: Vec<u64>,
+}
+
+impl Written {
+    /// The meta to commit with the block.
+    pub fn meta(&self) -> &TwigMeta {
+        &self.meta
+    }
+}
+
+/// The state log (see the module doc).
+#[derive(Debug)]
+pub struct TwigStore {
+    log: SegmentLog,
+    index: KeyIndex,
+    tree: TwigTree,
+    meta: TwigMeta,
+    /// Offsets of the first entry of every held twig, from the tree's base.
+    twig_offsets: std::collections::VecDeque<u64>,
+}
+
+/// Reads the committed log for [`plan_block`], remembering where each key
+/// it read sits.
+struct Reader<'s> {
+    store: &'s TwigStore,
+    offsets: RefCell<HashMap<Hash32, u64>>,
+    head_offset: RefCell<Option<u64>>,
+}
+
+impl Reader<'_> {
+    fn entry(&self, offset: u64) -> Result<(Hash32, Current), LogError> {
+        let bytes = self.store.log.read_entry(offset)?;
+        let e = EntryRef::decode(&bytes).map_err(|_| LogError::Corrupt {
+            offset,
+            what: "an entry that does not decode",
+        })?;
+        Ok((
+            *e.key,
+            Current {
+                serial: e.serial,
+                next_key: *e.next_key,
+                value: e.value.to_vec(),
+            },
+        ))
+    }
+}
+
+impl LogReader for Reader<'_> {
+    type Error = LogError;
+
+    fn current(&self, key: &Hash32) -> Result<Option<Current>, LogError> {
+        let key_at = |o| self.store.log.read_key(o);
+        let Some(offset) = self.store.index.get(key, &key_at)? else {
+            return Ok(None);
+        };
+        let (k, cur) = self.entry(offset)?;
+        if k != *key {
+            return Ok(None);
+        }
+        self.offsets.borrow_mut().insert(k, offset);
+        Ok(Some(cur))
+    }
+
+    fn predecessor(&self, key: &Hash32) -> Result<(Hash32, Current), LogError> {
+        let key_at = |o| self.store.log.read_key(o);
+        let offset = self
+            .store
+            .index
+            .predecessor(key, &key_at)?
+            .ok_or(LogError::Corrupt {
+                offset: 0,
+                what: "no predecessor: the sentinel entry is missing",
+            })?;
+        let (k, cur) = self.entry(offset)?;
+        self.offsets.borrow_mut().insert(k, offset);
+        Ok((k, cur))
+    }
+
+    fn active_between(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        let m = &self.store.meta;
+        assert_eq!(from, m.head, "compaction starts at the head");
+        let mut out = Vec::new();
+        let mut offsets = self.offsets.borrow_mut();
+        self.store
+            .log
+            .scan(m.head_offset, m.tail_offset, &mut |offset, r| {
+                let Record::Entry(e, bytes) = r else {
+                    return Ok(true);
+                };
+                if e.serial >= to {
+                    *self.head_offset.borrow_mut() = Some(offset);
+                    return Ok(false);
+                }
+                if self.store.tree.is_active(e.serial) {
+                    offsets.insert(*e.key, offset);
+                    out.push((e.serial, bytes.to_vec()));
+                }
+                Ok(true)
+            })?;
+        Ok(out)
+    }
+}
+
+impl TwigStore {
+    /// Opens the log in `dir` at `meta`, the one committed with the last
+    /// head (`None` before the first commit: the log starts empty, with
+    /// its sentinel entry).
+    pub fn open(dir: &Path, meta: Option<&TwigMeta>) -> Result<Self, TwigStoreError> {
+        Self::open_with(dir, meta, log::SEGMENT_BYTES)
+    }
+
+    /// [`TwigStore::open`] with another segment size (tests cut small
+    /// segments to cross their ends).
+    pub fn open_with(
+        dir: &Path,
+        meta: Option<&TwigMeta>,
+        segment_bytes: u64,
+    ) -> Result<Self, TwigStoreError> {
+        let mut log = SegmentLog::open(dir, segment_bytes)?;
+        match meta {
+            None => {
+                log.cut_after(0)?;
+                let mut sentinel = Vec::new();
+                encode_entry(0, &KEY_MIN, &KEY_END, &[], &mut sentinel);
+                let (_, tail_offset) = log.append(0, &[&sentinel])?;
+                log.sync(0, tail_offset)?;
+                let mut tree = TwigTree::new();
+                let staged = tree.stage(&[], &[entry_hash(&sentinel)])?;
+                tree.apply(staged);
+                let mut index = KeyIndex::default();
+                index.push_greatest(&KEY_MIN, 0);
+                let meta = TwigMeta {
+                    tail: 1,
+                    tail_offset,
+                    head: 0,
+                    head_offset: 0,
+                    base: 0,
+                    base_offset: 0,
+                    root: tree.root(),
+                    frontier: vec![],
+                };
+                Ok(Self {
+                    log,
+                    index,
+                    tree,
+                    meta,
+                    twig_offsets: [0].into(),
+                })
+            }
+            Some(m) => Self::recover(log, m),
+        }
+    }
+
+    /// Rebuilds the memory from the held log (see the module doc).
+    fn recover(mut log: SegmentLog, m: &TwigMeta) -> Result<Self, TwigStoreError> {
+        log.cut_after(m.tail_offset)?;
+        let first = m.base * TWIG_ENTRIES;
+        let held = (m.tail - first) as usize;
+        let mut hashes: Vec<Hash32> = Vec::with_capacity(held);
+        // Entries are hashed a batch at a time, on every core.
+        let mut batch: Vec<u8> = Vec::with_capacity(RECOVERY_BATCH_BYTES + 2 * ENTRY_GUESS_BYTES);
+        let mut batch_ends: Vec<usize> = Vec::new();
+        let flush = |batch: &mut Vec<u8>, ends: &mut Vec<usize>, hashes: &mut Vec<Hash32>| {
+            let mut start = 0;
+            let spans: Vec<(usize, usize)> = ends
+                .iter()
+                .map(|&end| {
+                    let s = (start, end);
+                    start = end;
+                    s
+                })
+                .collect();
+            hashes.extend(
+                spans
+                    .par_iter()
+                    .map(|&(a, b)| entry_hash(&batch[a..b]))
+                    .collect::<Vec<_>>(),
+            );
+            batch.clear();
+            ends.clear();
+        };
+        let mut latest: HashMap<Hash32, (u64, u64)> = HashMap::new();
+        let mut active = vec![false; held];
+        let mut twig_offsets = std::collections::VecDeque::new();
+        let mut expect = first;
+        log.scan(m.base_offset, m.tail_offset, &mut |offset, r| {
+            match r {
+                Record::Entry(e, bytes) => {
+                    if e.serial != expect {
+                        return Err(LogError::Corrupt {
+                            offset,
+                            what: "an entry out of serial order",
+                        });
+                    }
+                    expect += 1;
+                    if e.serial % TWIG_ENTRIES == 0 {
+                        twig_offsets.push_back(offset);
+                    }
+                    if e.serial >= m.head {
+                        if let Some((s, _)) = latest.insert(*e.key, (e.serial, offset)) {
+                            active[(s - first) as usize] = false;
+                        }
+                        active[(e.serial - first) as usize] = true;
+                    }
+                    batch.extend_from_slice(bytes);
+                    batch_ends.push(batch.len());
+                    if batch.len() >= RECOVERY_BATCH_BYTES {
+                        flush(&mut batch, &mut batch_ends, &mut hashes);
+                    }
+                }
+                Record::Tombstone(k) => {
+                    if let Some((s, _)) = latest.remove(k) {
+                        active[(s - first) as usize] = false;
+                    }
+                }
+            }
+            Ok(true)
+        })?;
+        if expect != m.tail {
+            return Err(TwigStoreError::Mismatch(format!(
+                "the log holds serials up to {expect}, the head says {}",
+                m.tail
+            )));
+        }
+        flush(&mut batch, &mut batch_ends, &mut hashes);
+        let tree = TwigTree::restore(m.base, &hashes, &active, &m.frontier);
+        if tree.root() != m.root {
+            return Err(TwigStoreError::Mismatch(
+                "the log's root is not the committed root".into(),
+            ));
+        }
+        let mut keys: Vec<(Hash32, u64)> = latest
+            .into_iter()
+            .filter(|(_, (s, _))| active[(s - first) as usize])
+            .map(|(k, (_, o))| (k, o))
+            .collect();
+        keys.par_sort_unstable();
+        let mut index = KeyIndex::with_capacity(keys.len() as u64);
+        for (k, o) in &keys {
+            index.push_greatest(k, *o);
+        }
+        Ok(Self {
+            log,
+            index,
+            tree,
+            meta: m.clone(),
+            twig_offsets,
+        })
+    }
+
+    /// The committed state root.
+    pub fn root(&self) -> Hash32 {
+        self.tree.root()
+    }
+
+    /// The committed meta.
+    pub fn meta(&self) -> &TwigMeta {
+        &self.meta
+    }
+
+    /// Keys present (the sentinel not counted).
+    pub fn len(&self) -> u64 {
+        self.index.len() - 1
+    }
+
+    /// Whether no key is present.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of memory held by the index and the tree.
+    pub fn memory_bytes(&self) -> usize {
+        self.index.memory_bytes() + self.tree.memory_bytes() + self.twig_offsets.len() * 8
+    }
+
+    /// Bytes of the log on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.log.disk_bytes()
+    }
+
+    fn find(&self, key: &Hash32) -> Result<Option<(u64, Vec<u8>)>, TwigStoreError> {
+        let key_at = |o| self.log.read_key(o);
+        let Some(offset) = self.index.get(key, &key_at)? else {
+            return Ok(None);
+        };
+        let bytes = self.log.read_entry(offset)?;
+        let e = EntryRef::decode(&bytes).map_err(|_| LogError::Corrupt {
+            offset,
+            what: "an entry that does not decode",
+        })?;
+        Ok((e.key == key).then_some((offset, bytes)))
+    }
+
+    /// The committed value of `key`.
+    pub fn get(&self, key: &Hash32) -> Result<Option<Vec<u8>>, TwigStoreError> {
+        Ok(self.find(key)?.map(|(_, bytes)| {
+            EntryRef::decode(&bytes)
+                .expect("decoded in find")
+                .value
+                .to_vec()
+        }))
+    }
+
+    /// Plans and stages a block's writes (`None` deletes; sorted by key,
+    /// distinct) against the committed log; changes nothing.
+    pub fn prepare(
+        &self,
+        writes: &[(Hash32, Option<Vec<u8>>)],
+    ) -> Result<Prepared, TwigStoreError> {
+        let reader = Reader {
+            store: self,
+            offsets: RefCell::new(HashMap::new()),
+            head_offset: RefCell::new(None),
+        };
+        let Plan {
+            deactivate,
+            append,
+            head,
+            deleted,
+        } = plan_block(
+            &reader,
+            writes,
+            self.tree.tail(),
+            self.meta.head,
+            self.tree.active_count(),
+        )?;
+        let offsets = reader.offsets.into_inner();
+        let first = self.tree.tail();
+        let entries: Vec<Vec<u8>> = append
+            .par_iter()
+            .enumerate()
+            .map(|(i, (k, n, v))| {
+                let mut e = Vec::new();
+                encode_entry(first + i as u64, k, n, v, &mut e);
+                e
+            })
+            .collect();
+        let hashes: Vec<Hash32> = entries.par_iter().map(|e| entry_hash(e)).collect();
+        let staged = self.tree.stage(&deactivate, &hashes)?;
+        let moves = append
+            .iter()
+            .map(|(k, _, _)| (*k, offsets.get(k).copied()))
+            .collect();
+        let deleted = deleted
+            .into_iter()
+            .map(|k| {
+                offsets
+                    .get(&k)
+                    .map(|o| (k, *o))
+                    .ok_or_else(|| TwigStoreError::Plan("a deleted key was not read".into()))
+            })
+            .collect::<Result<_, _>>()?;
+        let head_offset = if head == self.meta.head {
+            Some(self.meta.head_offset)
+        } else {
+            reader.head_offset.into_inner()
+        };
+        Ok(Prepared {
+            staged,
+            entries,
+            moves,
+            deleted,
+            head,
+            head_offset,
+        })
+    }
+
+    /// Appends a prepared block's records after the committed tail and
+    /// makes them durable; returns the meta to commit with the block. The
+    /// memory is unchanged until [`TwigStore::apply`].
+    pub fn write(&mut self, p: &Prepared) -> Result<Written, TwigStoreError> {
+        let tombstones: Vec<[u8; TOMBSTONE_BYTES]> = p
+            .deleted
+            .iter()
+            .map(|(k, _)| {
+                let mut t = [0u8; TOMBSTONE_BYTES];
+                t[0] = TOMBSTONE;
+                t[1..].copy_from_slice(k);
+                t
+            })
+            .collect();
+        let records: Vec<&[u8]> = tombstones
+            .iter()
+            .map(|t| &t[..])
+            .chain(p.entries.iter().map(|e| &e[..]))
+            .collect();
+        let from = self.meta.tail_offset;
+        let (mut offsets, tail_offset) = self.log.append(from, &records)?;
+        self.log.sync(from, tail_offset)?;
+        let offsets = offsets.split_off(tombstones.len());
+        let head_offset = p
+            .head_offset
+            .or_else(|| offsets.first().copied())
+            .unwrap_or(tail_offset);
+        let meta = TwigMeta {
+            tail: self.tree.tail() + p.entries.len() as u64,
+            tail_offset,
+            head: p.head,
+            head_offset,
+            base: self.tree.base_serial() / TWIG_ENTRIES,
+            base_offset: self
+                .twig_offsets
+                .front()
+                .copied()
+                .unwrap_or(self.meta.tail_offset),
+            root: p.staged.root(),
+            frontier: self.tree.frontier(),
+        };
+        Ok(Written { meta, offsets })
+    }
+
+    /// Makes a written block the store's state in memory, once its meta
+    /// is committed; then prunes the tree and drops the segments below the
+    /// committed first held twig.
+    pub fn apply(&mut self, p: Prepared, w: Written) -> Result<(), TwigStoreError> {
+        for (k, o) in &p.deleted {
+            if !self.index.remove(k, *o) {
+                return Err(TwigStoreError::Plan("a deleted key is not indexed".into()));
+            }
+        }
+        let first = self.tree.tail();
+        for (i, ((k, old), new)) in p.moves.iter().zip(&w.offsets).enumerate() {
+            let moved = match old {
+                Some(o) => self.index.replace(k, *o, *new),
+                None => {
+                    let key_at = |o| self.log.read_key(o);
+                    self.index.insert(k, *new, &key_at)?
+                }
+            };
+            if !moved {
+                return Err(TwigStoreError::Plan(
+                    "an appended key's old entry is not indexed".into(),
+                ));
+            }
+            if (first + i as u64).is_multiple_of(TWIG_ENTRIES) {
+                self.twig_offsets.push_back(*new);
+            }
+        }
+        self.tree.apply(p.staged);
+        let base_before = self.tree.base_serial() / TWIG_ENTRIES;
+        self.tree.prune(p.head);
+        let base_after = self.tree.base_serial() / TWIG_ENTRIES;
+        for _ in base_before..base_after {
+            self.twig_offsets.pop_front();
+        }
+        self.log.drop_below(w.meta.base_offset)?;
+        self.meta = w.meta;
+        Ok(())
+    }
+
+    /// An inclusion proof of `key`, or an exclusion proof when absent
+    /// (see `state::twig_proof`), against [`TwigStore::root`].
+    pub fn prove(&self, key: &Hash32) -> Result<Vec<u8>, TwigStoreError> {
+        let (offset, entry) = match self.find(key)? {
+            Some(found) => found,
+            None => {
+                let key_at = |o| self.log.read_key(o);
+                let o = self
+                    .index
+                    .predecessor(key, &key_at)?
+                    .ok_or(LogError::Corrupt {
+                        offset: 0,
+                        what: "no predecessor: the sentinel entry is missing",
+                    })?;
+                (o, self.log.read_entry(o)?)
+            }
+        };
+        let serial = EntryRef::decode(&entry)
+            .map_err(|_| LogError::Corrupt {
+                offset,
+                what: "an entry that does not decode",
+            })?
+            .serial;
+        let twig = serial / TWIG_ENTRIES;
+        let base = self.tree.base_serial() / TWIG_ENTRIES;
+        let start = twig
+            .checked_sub(base)
+            .and_then(|i| self.twig_offsets.get(i as usize))
+            .copied()
+            .ok_or(TwigStoreError::Plan(
+                "a proof of an entry of a pruned twig".into(),
+            ))?;
+        let mut hashes = Vec::with_capacity(TWIG_ENTRIES as usize);
+        let end = self.meta.tail_offset;
+        self.log.scan(start, end, &mut |_, r| {
+            if let Record::Entry(e, bytes) = r {
+                if e.serial / TWIG_ENTRIES != twig {
+                    return Ok(false);
+                }
+                hashes.push(entry_hash(bytes));
+            }
+            Ok(true)
+        })?;
+        self.tree
+            .prove(&entry, &hashes)
+            .map_err(|e| TwigStoreError::Plan(format!("proof: {e}")))
+    }
+}

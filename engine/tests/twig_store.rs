@@ -1,0 +1,271 @@
+//! The twig log store on disk, against the in-memory reference log: the
+//! same blocks must give the same roots and values; a store reopened from
+//! its committed meta (after every block, after a block written but not
+//! committed, after garbage past the tail) is the same store; a corrupt
+//! log or a meta of another format is refused with an error, never read.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::MemLog;
+use int_engine::state::proof::Hash32;
+use int_engine::state::twig_proof::verify_twig_proof;
+use int_engine::storage::twig::{FORMAT_VERSION, TwigMeta, TwigStore, TwigStoreError};
+use proptest::prelude::*;
+
+/// Small segments (the smallest that holds the longest entry, doubled),
+/// so that blocks cross segment ends and old segments are dropped.
+const SEGMENT_BYTES: u64 = 2 * (77 + (1 << 16));
+
+type Writes = Vec<(Hash32, Option<Vec<u8>>)>;
+
+fn key(i: u16) -> Hash32 {
+    *blake3::hash(&i.to_le_bytes()).as_bytes()
+}
+
+/// One block's writes from (key index, value) pairs, sorted and distinct.
+fn writes(block: &[(u16, Option<Vec<u8>>)]) -> Writes {
+    let mut w: BTreeMap<Hash32, Option<Vec<u8>>> = BTreeMap::new();
+    for (k, v) in block {
+        w.insert(key(*k), v.clone());
+    }
+    w.into_iter().collect()
+}
+
+fn commit(store: &mut TwigStore, w: &Writes) -> TwigMeta {
+    let p = store.prepare(w).expect("prepare");
+    let written = store.write(&p).expect("write");
+    let meta = written.meta().clone();
+    assert_eq!(meta.root, p.root());
+    store.apply(p, written).expect("apply");
+    assert_eq!(store.root(), meta.root);
+    meta
+}
+
+fn check(store: &TwigStore, reference: &MemLog, model: &BTreeMap<Hash32, Vec<u8>>, keys: u16) {
+    assert_eq!(
+        store.root(),
+        reference.tree.root(),
+        "the store's root is the reference's"
+    );
+    assert_eq!(store.len(), model.len() as u64);
+    for i in 0..keys {
+        let k = key(i);
+        assert_eq!(store.get(&k).unwrap().as_ref(), model.get(&k), "key {i}");
+        let proof = store.prove(&k).unwrap();
+        let claim = model.get(&k).map(|v| *blake3::hash(v).as_bytes());
+        assert_eq!(
+            verify_twig_proof(&store.root(), &k, claim.as_ref(), &proof),
+            Ok(()),
+            "proof of key {i}"
+        );
+    }
+}
+
+fn blocks(keys: u16) -> impl Strategy<Value = Vec<Vec<(u16, Option<Vec<u8>>)>>> {
+    let write = (
+        0..keys,
+        prop::option::weighted(0.8, prop::collection::vec(any::<u8>(), 0..300)),
+    );
+    prop::collection::vec(prop::collection::vec(write, 0..40), 1..16)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn the_store_follows_the_reference_and_reopens_to_it(
+        blocks in blocks(200),
+        reopen_every in 1usize..4,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = TwigStore::open_with(dir.path(), None, SEGMENT_BYTES).unwrap();
+        let mut reference = MemLog::new();
+        let mut model = BTreeMap::new();
+        prop_assert_eq!(store.root(), reference.tree.root());
+        for (b, block) in blocks.iter().enumerate() {
+            let w = writes(block);
+            for (k, v) in &w {
+                match v {
+                    Some(v) => model.insert(*k, v.clone()),
+                    None => model.remove(k),
+                };
+            }
+            reference.block(&w);
+            let meta = commit(&mut store, &w);
+            if b % reopen_every == 0 {
+                drop(store);
+                store = TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
+            }
+            check(&store, &reference, &model, 200);
+        }
+    }
+}
+
+/// Many blocks over a fixed population: compaction, pruning and the
+/// dropping of old segments run, and the disk and memory follow the live
+/// state, not the history; a reopen at the end is the same store.
+#[test]
+fn a_long_run_drops_old_segments_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TwigStore::open_with(dir.path(), None, SEGMENT_BYTES).unwrap();
+    let mut reference = MemLog::new();
+    let mut model = BTreeMap::new();
+    let all: Vec<(u16, Option<Vec<u8>>)> = (0..3000).map(|i| (i, Some(vec![1u8; 100]))).collect();
+    let w = writes(&all);
+    for (k, v) in &w {
+        model.insert(*k, v.clone().unwrap());
+    }
+    reference.block(&w);
+    let mut meta = commit(&mut store, &w);
+    let disk_after_load = store.disk_bytes();
+    let mut disk_max = 0;
+    for b in 0..300u32 {
+        let block: Vec<(u16, Option<Vec<u8>>)> = (0..100)
+            .map(|i| {
+                (
+                    ((b * 7919 + i * 104_729) % 3000) as u16,
+                    Some(b.to_le_bytes().repeat(25)),
+                )
+            })
+            .collect();
+        let w = writes(&block);
+        for (k, v) in &w {
+            model.insert(*k, v.clone().unwrap());
+        }
+        reference.block(&w);
+        meta = commit(&mut store, &w);
+        disk_max = disk_max.max(store.disk_bytes());
+    }
+    assert!(meta.base > 0, "twigs were pruned");
+    assert!(
+        disk_max <= 4 * disk_after_load + 4 * SEGMENT_BYTES,
+        "the log on disk ({disk_max} bytes at most) follows the live state ({disk_after_load} after the load)"
+    );
+    check(&store, &reference, &model, 3000);
+    drop(store);
+    let store = TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
+    check(&store, &reference, &model, 3000);
+}
+
+/// A block written but never committed (the node died between the log's
+/// fsync and LMDB's commit), and garbage past the tail: reopening at the
+/// last committed meta gives the committed state, and the next block
+/// commits over what was cut.
+#[test]
+fn an_uncommitted_block_and_a_torn_tail_are_cut_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TwigStore::open_with(dir.path(), None, SEGMENT_BYTES).unwrap();
+    let mut reference = MemLog::new();
+    let mut model = BTreeMap::new();
+    let w1 = writes(
+        &(0..50)
+            .map(|i| (i, Some(vec![i as u8; 40])))
+            .collect::<Vec<_>>(),
+    );
+    for (k, v) in &w1 {
+        model.insert(*k, v.clone().unwrap());
+    }
+    reference.block(&w1);
+    let meta = commit(&mut store, &w1);
+
+    // Written, not committed: the meta is dropped, the store with it.
+    let w2 = writes(&(0..50).map(|i| (i, None)).collect::<Vec<_>>());
+    let p = store.prepare(&w2).unwrap();
+    let _lost = store.write(&p).unwrap();
+    drop(store);
+    let store = TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
+    check(&store, &reference, &model, 60);
+
+    // Garbage past the tail, as a torn write leaves it.
+    drop(store);
+    {
+        use std::io::Write;
+        let seg = dir
+            .path()
+            .join(format!("log-{:08}.seg", meta.tail_offset / SEGMENT_BYTES));
+        let mut f = std::fs::OpenOptions::new().append(true).open(seg).unwrap();
+        f.write_all(&[0xab; 1000]).unwrap();
+    }
+    let mut store = TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
+    check(&store, &reference, &model, 60);
+
+    // The next block commits on top.
+    let w3 = writes(&[(3, None), (55, Some(b"new".to_vec()))]);
+    model.remove(&key(3));
+    model.insert(key(55), b"new".to_vec());
+    reference.block(&w3);
+    let meta = commit(&mut store, &w3);
+    drop(store);
+    let store = TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
+    check(&store, &reference, &model, 60);
+}
+
+/// A log whose bytes changed under the committed meta is refused.
+#[test]
+fn a_corrupt_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TwigStore::open_with(dir.path(), None, SEGMENT_BYTES).unwrap();
+    let w = writes(
+        &(0..20)
+            .map(|i| (i, Some(vec![7u8; 30])))
+            .collect::<Vec<_>>(),
+    );
+    let meta = commit(&mut store, &w);
+    drop(store);
+    let seg = dir.path().join("log-00000000.seg");
+    let clean = std::fs::read(&seg).unwrap();
+    // A value byte of some entry in the middle, and a record tag.
+    for at in [clean.len() / 2, 0] {
+        let mut bytes = clean.clone();
+        bytes[at] ^= 0x5a;
+        std::fs::write(&seg, &bytes).unwrap();
+        let err = TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap_err();
+        assert!(
+            matches!(err, TwigStoreError::Mismatch(_) | TwigStoreError::Log(_)),
+            "{err}"
+        );
+    }
+    // A meta claiming more than the log holds.
+    std::fs::write(&seg, &clean).unwrap();
+    let mut long = meta.clone();
+    long.tail += 1;
+    assert!(TwigStore::open_with(dir.path(), Some(&long), SEGMENT_BYTES).is_err());
+    TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
+}
+
+#[test]
+fn a_meta_of_another_format_is_refused_naming_its_version() {
+    let meta = TwigMeta {
+        tail: 9,
+        tail_offset: 900,
+        head: 2,
+        head_offset: 200,
+        base: 0,
+        base_offset: 0,
+        root: [4; 32],
+        frontier: vec![(3, 1, [5; 32])],
+    };
+    let bytes = meta.encode();
+    assert_eq!(TwigMeta::decode(&bytes).unwrap(), meta);
+    let mut other = bytes.clone();
+    other[0] = FORMAT_VERSION + 1;
+    let err = TwigMeta::decode(&other).unwrap_err();
+    assert!(matches!(err, TwigStoreError::Version { found } if found == FORMAT_VERSION + 1));
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("format version {}", FORMAT_VERSION + 1)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("reads version {FORMAT_VERSION}")),
+        "{text}"
+    );
+    for cut in 0..bytes.len() {
+        assert!(TwigMeta::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut long = bytes.clone();
+    long.push(0);
+    assert!(TwigMeta::decode(&long).is_err());
+}
