@@ -269,3 +269,53 @@ fn a_meta_of_another_format_is_refused_naming_its_version() {
     long.push(0);
     assert!(TwigMeta::decode(&long).is_err());
 }
+
+/// A sorted load in chunks gives a state like any other: values, proofs
+/// of presence and absence, a reopen, blocks on top; loads out of order
+/// are refused.
+#[test]
+fn a_sorted_load_in_chunks_is_a_state_like_any_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TwigStore::open_with(dir.path(), None, SEGMENT_BYTES).unwrap();
+    let mut all: Vec<(Hash32, Vec<u8>)> =
+        (0..5000u16).map(|i| (key(i), vec![i as u8; 64])).collect();
+    all.sort();
+    let mut meta = None;
+    for chunk in all.chunks(1200) {
+        let p = store.prepare_load(chunk).unwrap();
+        let w = store.write(&p).unwrap();
+        meta = Some(w.meta().clone());
+        store.apply(p, w).unwrap();
+    }
+    assert!(
+        store.prepare_load(&all[..1]).is_err(),
+        "below the greatest key"
+    );
+    let mut back = all[4000..4002].to_vec();
+    back.reverse();
+    assert!(store.prepare_load(&back).is_err(), "unsorted");
+    let model: BTreeMap<Hash32, Vec<u8>> = all.iter().cloned().collect();
+    drop(store);
+    let mut store = TwigStore::open_with(dir.path(), meta.as_ref(), SEGMENT_BYTES).unwrap();
+    assert_eq!(store.len(), 5000);
+    for i in (0..5000u16).step_by(37) {
+        let k = key(i);
+        assert_eq!(store.get(&k).unwrap().as_ref(), model.get(&k));
+        let vh = *blake3::hash(&model[&k]).as_bytes();
+        assert_eq!(
+            verify_twig_proof(&store.root(), &k, Some(&vh), &store.prove(&k).unwrap()),
+            Ok(())
+        );
+    }
+    let absent = *blake3::hash(b"absent").as_bytes();
+    assert_eq!(
+        verify_twig_proof(&store.root(), &absent, None, &store.prove(&absent).unwrap()),
+        Ok(())
+    );
+    // Blocks go on over the loaded state.
+    let w = writes(&[(1, None), (2, Some(b"two".to_vec()))]);
+    commit(&mut store, &w);
+    assert_eq!(store.get(&key(1)).unwrap(), None);
+    assert_eq!(store.get(&key(2)).unwrap(), Some(b"two".to_vec()));
+    assert_eq!(store.len(), 4999);
+}

@@ -8,6 +8,9 @@
 //! - `twig`: a QMDB-style twig log of our own ([`twig`]): entries appended
 //!   to a file, a Merkle tree over log positions in memory.
 //! - `nomt`: the `nomt` crate (Thrum), a page-based binary Merkle trie.
+//! - `store`: the engine's twig log store that the spike led to
+//!   (`int_engine::storage::twig`), for the same figures from the real
+//!   code.
 //!
 //! ```text
 //! cargo run --release --manifest-path spikes/state/Cargo.toml -- \
@@ -28,6 +31,7 @@
 
 mod nomt_backend;
 mod smt_lmdb;
+mod store;
 mod twig;
 
 use std::path::{Path, PathBuf};
@@ -201,7 +205,8 @@ fn main() -> anyhow::Result<()> {
         "smt" => Box::new(smt_lmdb::SmtLmdb::open(&dir)?),
         "twig" => Box::new(twig::TwigLog::open(&dir)?),
         "nomt" => Box::new(nomt_backend::NomtBackend::open(&dir)?),
-        other => bail!("--backend smt|twig|nomt, not {other:?}"),
+        "store" => Box::new(store::Store::open(&dir)?),
+        other => bail!("--backend smt|twig|nomt|store, not {other:?}"),
     };
 
     let t = Instant::now();

@@ -243,6 +243,15 @@ impl KeyIndex {
         self.buckets = buckets;
     }
 
+    /// The offset of the greatest key.
+    pub fn last(&self) -> Option<u64> {
+        self.buckets
+            .iter()
+            .rev()
+            .find_map(|b| b.last())
+            .map(|s| s.offset)
+    }
+
     /// Every offset, in key order.
     pub fn offsets(&self) -> impl Iterator<Item = u64> + '_ {
         self.buckets.iter().flat_map(|b| b.iter().map(|s| s.offset))

@@ -271,16 +271,10 @@ impl LogReader for Reader<'_> {
     type Error = LogError;
 
     fn current(&self, key: &Hash32) -> Result<Option<Current>, LogError> {
-        let key_at = |o| self.store.log.read_key(o);
-        let Some(offset) = self.store.index.get(key, &key_at)? else {
-            return Ok(None);
-        };
-        let (k, cur) = self.entry(offset)?;
-        if k != *key {
-            return Ok(None);
-        }
-        self.offsets.borrow_mut().insert(k, offset);
-        Ok(Some(cur))
+        Ok(self.store.current(key)?.map(|(offset, cur)| {
+            self.offsets.borrow_mut().insert(*key, offset);
+            cur
+        }))
     }
 
     fn predecessor(&self, key: &Hash32) -> Result<(Hash32, Current), LogError> {
@@ -500,6 +494,29 @@ impl TwigStore {
         self.log.disk_bytes()
     }
 
+    /// `key`'s current entry and its offset.
+    fn current(&self, key: &Hash32) -> Result<Option<(u64, Current)>, LogError> {
+        let key_at = |o| self.log.read_key(o);
+        let Some(offset) = self.index.get(key, &key_at)? else {
+            return Ok(None);
+        };
+        let bytes = self.log.read_entry(offset)?;
+        let e = EntryRef::decode(&bytes).map_err(|_| LogError::Corrupt {
+            offset,
+            what: "an entry that does not decode",
+        })?;
+        Ok((e.key == key).then(|| {
+            (
+                offset,
+                Current {
+                    serial: e.serial,
+                    next_key: *e.next_key,
+                    value: e.value.to_vec(),
+                },
+            )
+        }))
+    }
+
     fn find(&self, key: &Hash32) -> Result<Option<(u64, Vec<u8>)>, TwigStoreError> {
         let key_at = |o| self.log.read_key(o);
         let Some(offset) = self.index.get(key, &key_at)? else {
@@ -534,19 +551,100 @@ impl TwigStore {
             offsets: RefCell::new(HashMap::new()),
             head_offset: RefCell::new(None),
         };
-        let Plan {
-            deactivate,
-            append,
-            head,
-            deleted,
-        } = plan_block(
+        let plan = plan_block(
             &reader,
             writes,
             self.tree.tail(),
             self.meta.head,
             self.tree.active_count(),
         )?;
-        let offsets = reader.offsets.into_inner();
+        let head_offset = if plan.head == self.meta.head {
+            Some(self.meta.head_offset)
+        } else {
+            reader.head_offset.into_inner()
+        };
+        self.stage_plan(plan, &reader.offsets.into_inner(), head_offset)
+    }
+
+    /// Prepares the bulk load of keys above every key present (a sorted
+    /// genesis, in chunks): strictly ascending, the first above the
+    /// greatest key held. No planner and no reads but the greatest key's
+    /// entry, whose next key becomes the first new one.
+    pub fn prepare_load(&self, sorted: &[(Hash32, Vec<u8>)]) -> Result<Prepared, TwigStoreError> {
+        if !sorted.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(TwigStoreError::Plan(
+                "a load that is not sorted and distinct".into(),
+            ));
+        }
+        let Some((first, _)) = sorted.first() else {
+            return self.stage_plan(
+                Plan {
+                    head: self.meta.head,
+                    ..Plan::default()
+                },
+                &HashMap::new(),
+                Some(self.meta.head_offset),
+            );
+        };
+        if sorted.iter().any(|(k, _)| *k == KEY_END) {
+            return Err(TwigStoreError::Plan("a load of the reserved key".into()));
+        }
+        if let Some((_, v)) = sorted
+            .iter()
+            .find(|(_, v)| v.len() > crate::state::twig_proof::VALUE_BYTES_MAX)
+        {
+            return Err(TwigStoreError::Plan(format!(
+                "a value of {} bytes",
+                v.len()
+            )));
+        }
+        let last = self.index.last().ok_or(LogError::Corrupt {
+            offset: 0,
+            what: "the sentinel entry is missing",
+        })?;
+        let bytes = self.log.read_entry(last)?;
+        let g = EntryRef::decode(&bytes).map_err(|_| LogError::Corrupt {
+            offset: last,
+            what: "an entry that does not decode",
+        })?;
+        if g.key >= first {
+            return Err(TwigStoreError::Plan(
+                "a load below the greatest key held".into(),
+            ));
+        }
+        let mut append = Vec::with_capacity(sorted.len() + 1);
+        append.push((*g.key, *first, g.value.to_vec()));
+        for (i, (k, v)) in sorted.iter().enumerate() {
+            let next = sorted.get(i + 1).map_or(KEY_END, |n| n.0);
+            append.push((*k, next, v.clone()));
+        }
+        let offsets = HashMap::from([(*g.key, last)]);
+        self.stage_plan(
+            Plan {
+                deactivate: vec![g.serial],
+                append,
+                head: self.meta.head,
+                deleted: vec![],
+            },
+            &offsets,
+            Some(self.meta.head_offset),
+        )
+    }
+
+    /// Encodes, hashes and stages a plan; `offsets` holds where the keys
+    /// it rewrites or deletes sit now.
+    fn stage_plan(
+        &self,
+        plan: Plan,
+        offsets: &HashMap<Hash32, u64>,
+        head_offset: Option<u64>,
+    ) -> Result<Prepared, TwigStoreError> {
+        let Plan {
+            deactivate,
+            append,
+            head,
+            deleted,
+        } = plan;
         let first = self.tree.tail();
         let entries: Vec<Vec<u8>> = append
             .par_iter()
@@ -572,11 +670,6 @@ impl TwigStore {
                     .ok_or_else(|| TwigStoreError::Plan("a deleted key was not read".into()))
             })
             .collect::<Result<_, _>>()?;
-        let head_offset = if head == self.meta.head {
-            Some(self.meta.head_offset)
-        } else {
-            reader.head_offset.into_inner()
-        };
         Ok(Prepared {
             staged,
             entries,
