@@ -319,3 +319,48 @@ fn a_sorted_load_in_chunks_is_a_state_like_any_other() {
     assert_eq!(store.get(&key(2)).unwrap(), Some(b"two".to_vec()));
     assert_eq!(store.len(), 4999);
 }
+
+/// One writer at a time; a reader in another process opens at the
+/// committed meta beside it, cuts nothing and writes nothing.
+#[test]
+fn one_writer_and_read_only_openers_beside_it() {
+    use int_engine::storage::twig::log::LogError;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TwigStore::open_with(dir.path(), None, SEGMENT_BYTES).unwrap();
+    let w = writes(
+        &(0..30)
+            .map(|i| (i, Some(vec![9u8; 50])))
+            .collect::<Vec<_>>(),
+    );
+    let meta = commit(&mut store, &w);
+    // A block written past the committed tail, not committed yet.
+    let pending = store
+        .prepare(&writes(&[(1, Some(b"pending".to_vec()))]))
+        .unwrap();
+    let _written = store.write(&pending).unwrap();
+
+    let second = TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap_err();
+    assert!(
+        matches!(second, TwigStoreError::Log(LogError::Locked(_))),
+        "{second}"
+    );
+    let mut reader = TwigStore::open_read_only_with(dir.path(), &meta, SEGMENT_BYTES).unwrap();
+    assert_eq!(reader.root(), store.root());
+    assert_eq!(reader.get(&key(1)).unwrap(), Some(vec![9u8; 50]));
+    let p = reader.prepare(&writes(&[(2, None)])).unwrap();
+    assert!(matches!(
+        reader.write(&p),
+        Err(TwigStoreError::Log(LogError::ReadOnly))
+    ));
+    drop(reader);
+    // The writer's pending records were not cut by the reader.
+    let size = |d: &std::path::Path| std::fs::metadata(d.join("log-00000000.seg")).unwrap().len();
+    assert!(size(dir.path()) > meta.tail_offset);
+    drop(store);
+    TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
+    assert_eq!(
+        size(dir.path()),
+        meta.tail_offset,
+        "the writer's reopen cuts what was not committed"
+    );
+}

@@ -78,6 +78,11 @@ pub trait Backend {
     /// Writes `updates` (sorted by key, distinct, existing keys), computes
     /// the new root and makes it durable before returning.
     fn commit(&mut self, updates: &[(Key, Value)]) -> anyhow::Result<Commit>;
+    /// Closes and reopens the store at its last commit, as after a kill;
+    /// returns the seconds the reopen took (`None` where not measured).
+    fn reopen(&mut self) -> anyhow::Result<Option<f64>> {
+        Ok(None)
+    }
 }
 
 /// The id of account `i`.
@@ -106,6 +111,7 @@ struct Args {
     blocks: usize,
     dir: PathBuf,
     seed: u64,
+    reopen: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -115,16 +121,19 @@ fn parse_args() -> anyhow::Result<Args> {
         blocks: 20,
         dir: PathBuf::from("/tmp/int-state-spike"),
         seed: 16,
+        reopen: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
+        // (`--no-reopen` takes none.)
         match flag.as_str() {
             "--backend" => a.backend = val()?,
             "--accounts" => a.accounts = val()?.parse::<f64>()? as u64,
             "--blocks" => a.blocks = val()?.parse()?,
             "--dir" => a.dir = val()?.into(),
             "--seed" => a.seed = val()?.parse()?,
+            "--no-reopen" => a.reopen = false,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -280,6 +289,7 @@ fn main() -> anyhow::Result<()> {
         bytes.push((io1 - io0) as f64);
         last_root = c.root;
     }
+    let reopen_s = if args.reopen { backend.reopen()? } else { None };
     // Keep `ids` alive to the end: its memory is the harness's, not the
     // backend's, and is reported separately.
     ids.truncate(ids.len());
@@ -291,7 +301,7 @@ fn main() -> anyhow::Result<()> {
 \"root_ms\":{:.1},\"write_ms\":{:.1},\"commit_ms_max\":{:.1},\"tx_per_s\":{:.0},\
 \"updates_per_s\":{:.0},\"mib_written_per_block\":{:.1},\"peak_rss_mib\":{},\
 \"harness_ids_mib\":{ids_mib:.0},\"disk_bytes_per_account_after_load\":{:.0},\
-\"disk_bytes_per_account_end\":{:.0},\"root\":\"{}\"}}",
+\"disk_bytes_per_account_end\":{:.0},\"reopen_s\":{},\"root\":\"{}\"}}",
         args.backend,
         args.accounts,
         args.blocks,
@@ -305,6 +315,7 @@ fn main() -> anyhow::Result<()> {
         status_kib("VmHWM:") / 1024,
         disk_after_load as f64 / args.accounts as f64,
         disk_bytes(&dir) as f64 / args.accounts as f64,
+        reopen_s.map_or("null".to_string(), |s| format!("{s:.2}")),
         hex(&last_root),
     );
     Ok(())

@@ -46,6 +46,12 @@ pub enum LogError {
         /// The error.
         source: std::io::Error,
     },
+    /// Another process holds the log open for writing.
+    #[error("the state log in {0} is open for writing in another process (a running node?)")]
+    Locked(PathBuf),
+    /// A write to a log opened read-only.
+    #[error("the state log was opened read-only")]
+    ReadOnly,
     /// Bytes that should be a record are not one.
     #[error("state log corrupt at offset {offset}: {what}")]
     Corrupt {
@@ -71,6 +77,8 @@ pub struct SegmentLog {
     dir: PathBuf,
     segment_bytes: u64,
     files: BTreeMap<u64, File>,
+    /// The writer's exclusive lock on `LOCK` (`None`: opened read-only).
+    lock: Option<File>,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -78,14 +86,40 @@ fn segment_path(dir: &Path, n: u64) -> PathBuf {
 }
 
 impl SegmentLog {
-    /// Opens the segments in `dir` (created if absent).
+    /// Opens the segments in `dir` (created if absent) for writing: one
+    /// writer at a time, held by an exclusive lock on `dir/LOCK` until the
+    /// log is dropped.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self, LogError> {
-        assert!(segment_bytes as usize > ENTRY_HEADER_BYTES + VALUE_BYTES_MAX);
         let io = |source| LogError::Io {
             path: dir.to_path_buf(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = Self::open_file(&dir.join("LOCK"), true)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Locked(dir.to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        Self::open_segments(dir, segment_bytes, Some(lock))
+    }
+
+    /// Opens the segments in `dir` to read only, beside a writer in
+    /// another process (`int state` beside a running node): nothing is
+    /// created, cut or dropped.
+    pub fn open_read_only(dir: &Path, segment_bytes: u64) -> Result<Self, LogError> {
+        Self::open_segments(dir, segment_bytes, None)
+    }
+
+    fn open_segments(dir: &Path, segment_bytes: u64, lock: Option<File>) -> Result<Self, LogError> {
+        assert!(segment_bytes as usize > ENTRY_HEADER_BYTES + VALUE_BYTES_MAX);
+        let io = |source| LogError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let writable = lock.is_some();
         let mut files = BTreeMap::new();
         for e in std::fs::read_dir(dir).map_err(io)? {
             let e = e.map_err(io)?;
@@ -98,20 +132,21 @@ impl SegmentLog {
             else {
                 continue;
             };
-            files.insert(n, Self::open_file(&e.path())?);
+            files.insert(n, Self::open_file(&e.path(), writable)?);
         }
         Ok(Self {
             dir: dir.to_path_buf(),
             segment_bytes,
             files,
+            lock,
         })
     }
 
-    fn open_file(path: &Path) -> Result<File, LogError> {
+    fn open_file(path: &Path, writable: bool) -> Result<File, LogError> {
         OpenOptions::new()
             .read(true)
-            .write(true)
-            .create(true)
+            .write(writable)
+            .create(writable)
             .truncate(false)
             .open(path)
             .map_err(|source| LogError::Io {
@@ -127,9 +162,22 @@ impl SegmentLog {
         }
     }
 
+    /// Whether this log was opened for writing.
+    pub fn is_writable(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    fn writable(&self) -> Result<(), LogError> {
+        match self.lock {
+            Some(_) => Ok(()),
+            None => Err(LogError::ReadOnly),
+        }
+    }
+
     fn file(&mut self, n: u64) -> Result<&File, LogError> {
+        self.writable()?;
         if !self.files.contains_key(&n) {
-            let f = Self::open_file(&segment_path(&self.dir, n))?;
+            let f = Self::open_file(&segment_path(&self.dir, n), true)?;
             self.files.insert(n, f);
         }
         Ok(&self.files[&n])
@@ -368,6 +416,7 @@ impl SegmentLog {
 
     /// Removes the segments that lie wholly below `offset`.
     pub fn drop_below(&mut self, offset: u64) -> Result<(), LogError> {
+        self.writable()?;
         let keep = offset / self.segment_bytes;
         let gone: Vec<u64> = self.files.range(..keep).map(|(n, _)| *n).collect();
         for n in gone {
@@ -380,6 +429,7 @@ impl SegmentLog {
     /// Cuts everything at and past `offset`: bytes a crashed block wrote
     /// after the last commit.
     pub fn cut_after(&mut self, offset: u64) -> Result<(), LogError> {
+        self.writable()?;
         let n = offset / self.segment_bytes;
         let later: Vec<u64> = self.files.range(n + 1..).map(|(n, _)| *n).collect();
         for m in later {

@@ -325,6 +325,23 @@ impl TwigStore {
         Self::open_with(dir, meta, log::SEGMENT_BYTES)
     }
 
+    /// Opens the log at `meta` to read only, beside the node that writes
+    /// it (another process: `int state`, an audit): nothing is cut or
+    /// written. The writer may drop old segments meanwhile; the open then
+    /// fails and can be retried with a newer meta.
+    pub fn open_read_only(dir: &Path, meta: &TwigMeta) -> Result<Self, TwigStoreError> {
+        Self::open_read_only_with(dir, meta, log::SEGMENT_BYTES)
+    }
+
+    /// [`TwigStore::open_read_only`] with another segment size.
+    pub fn open_read_only_with(
+        dir: &Path,
+        meta: &TwigMeta,
+        segment_bytes: u64,
+    ) -> Result<Self, TwigStoreError> {
+        Self::recover(SegmentLog::open_read_only(dir, segment_bytes)?, meta)
+    }
+
     /// [`TwigStore::open`] with another segment size (tests cut small
     /// segments to cross their ends).
     pub fn open_with(
@@ -369,7 +386,9 @@ impl TwigStore {
 
     /// Rebuilds the memory from the held log (see the module doc).
     fn recover(mut log: SegmentLog, m: &TwigMeta) -> Result<Self, TwigStoreError> {
-        log.cut_after(m.tail_offset)?;
+        if log.is_writable() {
+            log.cut_after(m.tail_offset)?;
+        }
         let first = m.base * TWIG_ENTRIES;
         let held = (m.tail - first) as usize;
         let mut hashes: Vec<Hash32> = Vec::with_capacity(held);
