@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::MemLog;
+use common::{Check, MemLog};
 use int_engine::state::proof::{Hash32, ProofError};
 use int_engine::state::twig::{KEY_END, KEY_MIN, Plan, plan_block};
 use int_engine::state::twig_proof::{TWIG_ENTRIES, verify_twig_proof};
@@ -51,7 +51,7 @@ proptest! {
                 };
             }
             let writes: Vec<_> = writes.into_iter().collect();
-            log.block(&writes);
+            log.block(&writes).unwrap();
             log.check(&model);
         }
         let root = log.tree.root();
@@ -118,7 +118,7 @@ fn a_long_run_at_a_fixed_population_stays_bounded() {
     for (k, v) in &initial {
         model.insert(*k, v.clone().unwrap());
     }
-    log.block(&initial);
+    log.block(&initial).unwrap();
     let mut memory_max_late = 0;
     let mut memory_after_load = 0;
     for b in 0..400u32 {
@@ -129,7 +129,7 @@ fn a_long_run_at_a_fixed_population_stays_bounded() {
             model.insert(k, v.clone());
             writes.insert(k, Some(v));
         }
-        log.block(&writes.into_iter().collect::<Vec<_>>());
+        log.block(&writes.into_iter().collect::<Vec<_>>()).unwrap();
         if b % 50 == 0 {
             log.check(&model);
         }
@@ -180,4 +180,24 @@ fn reserved_unsorted_and_oversized_writes_are_refused() {
     assert!(plan(&[(a, Some(vec![0; (1 << 16) + 1]))]).is_err());
     // Deleting an absent key does nothing.
     assert_eq!(plan(&[(a, None)]).unwrap(), Plan::default());
+}
+
+/// Writing the value a key holds changes nothing: no entry, the same root
+/// (the root follows the state's changes, not the writes that repeat it).
+#[test]
+fn a_write_of_the_value_held_appends_nothing() {
+    let mut log = MemLog::new();
+    let mut w: Vec<(Hash32, Option<Vec<u8>>)> =
+        (0..10u8).map(|i| (key(i), Some(vec![i]))).collect();
+    w.sort();
+    let root = log.block(&w).unwrap();
+    let tail = log.tree.tail();
+    assert_eq!(log.block(&w).unwrap(), root);
+    assert_eq!(log.tree.tail(), tail);
+    // One changed value among the repeats: one entry.
+    let k = w[3].0;
+    w[3].1 = Some(b"changed".to_vec());
+    assert_ne!(log.block(&w).unwrap(), root);
+    assert_eq!(log.tree.tail(), tail + 1);
+    assert_eq!(log.get(&k), Some(&b"changed"[..]));
 }

@@ -92,7 +92,7 @@ proptest! {
                     None => model.remove(k),
                 };
             }
-            reference.block(&w);
+            reference.block(&w).unwrap();
             let meta = commit(&mut store, &w);
             if b % reopen_every == 0 {
                 drop(store);
@@ -117,7 +117,7 @@ fn a_long_run_drops_old_segments_and_reopens() {
     for (k, v) in &w {
         model.insert(*k, v.clone().unwrap());
     }
-    reference.block(&w);
+    reference.block(&w).unwrap();
     let mut meta = commit(&mut store, &w);
     let disk_after_load = store.disk_bytes();
     let mut disk_max = 0;
@@ -134,7 +134,7 @@ fn a_long_run_drops_old_segments_and_reopens() {
         for (k, v) in &w {
             model.insert(*k, v.clone().unwrap());
         }
-        reference.block(&w);
+        reference.block(&w).unwrap();
         meta = commit(&mut store, &w);
         disk_max = disk_max.max(store.disk_bytes());
     }
@@ -167,7 +167,7 @@ fn an_uncommitted_block_and_a_torn_tail_are_cut_on_open() {
     for (k, v) in &w1 {
         model.insert(*k, v.clone().unwrap());
     }
-    reference.block(&w1);
+    reference.block(&w1).unwrap();
     let meta = commit(&mut store, &w1);
 
     // Written, not committed: the meta is dropped, the store with it.
@@ -195,7 +195,7 @@ fn an_uncommitted_block_and_a_torn_tail_are_cut_on_open() {
     let w3 = writes(&[(3, None), (55, Some(b"new".to_vec()))]);
     model.remove(&key(3));
     model.insert(key(55), b"new".to_vec());
-    reference.block(&w3);
+    reference.block(&w3).unwrap();
     let meta = commit(&mut store, &w3);
     drop(store);
     let store = TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();

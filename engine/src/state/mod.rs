@@ -7,4 +7,5 @@
 pub mod proof;
 pub mod smt;
 pub mod twig;
+pub mod twig_memory;
 pub mod twig_proof;

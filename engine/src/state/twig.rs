@@ -4,7 +4,7 @@
 //! ([`plan_block`]). The hashes and the proof format are
 //! [`super::twig_proof`]'s; this module keeps what a node needs to produce
 //! them block after block, with no I/O: the log's entries are stored by the
-//! caller, which passes their hashes in ([`TwigTree::append`]), reads for
+//! caller, which passes their hashes in ([`TwigTree::stage`], [`TwigTree::apply`]), reads for
 //! the planner through [`LogReader`], and passes entry bytes back when it
 //! wants a proof ([`TwigTree::prove`]). Not yet the node's store: the
 //! storage module still commits with [`super::smt`] (issue 16 continues).
@@ -748,7 +748,8 @@ pub const COMPACT_SCAN_PER_APPEND: u64 = 2;
 /// the same appends and reaches the same root.
 ///
 /// Rules: a written key gets a new entry (its value, and the next key
-/// present after the block); a deleted key's entry is deactivated; a key
+/// present after the block), unless the value is the one it holds; a
+/// deleted key's entry is deactivated; a key
 /// whose next key changes (the predecessor of an inserted or deleted key)
 /// gets a new entry with its old value. Then, when the log holds at least
 /// twice as many serials as live entries, the next
@@ -786,6 +787,9 @@ pub fn plan_block<R: LogReader>(
         let old = reader.current(k).map_err(PlanError::Log)?;
         match (&old, v) {
             (None, None) => continue,
+            // A write of the value a key holds changes nothing: no entry,
+            // so the root follows the changes, not the writes.
+            (Some(cur), Some(v)) if cur.value == *v => continue,
             (None, Some(_)) => inserted.insert(*k),
             (Some(_), None) => deleted.insert(*k),
             (Some(_), Some(_)) => false,
