@@ -281,13 +281,18 @@ struct Reader<'s> {
     head_offset: RefCell<Option<u64>>,
 }
 
+/// The entry in `bytes`, read at `offset`.
+fn decode_at(offset: u64, bytes: &[u8]) -> Result<EntryRef<'_>, LogError> {
+    EntryRef::decode(bytes).map_err(|_| LogError::Corrupt {
+        offset,
+        what: "an entry that does not decode",
+    })
+}
+
 impl Reader<'_> {
     fn entry(&self, offset: u64) -> Result<(Hash32, Current), LogError> {
         let bytes = self.store.log.read_entry(offset)?;
-        let e = EntryRef::decode(&bytes).map_err(|_| LogError::Corrupt {
-            offset,
-            what: "an entry that does not decode",
-        })?;
+        let e = decode_at(offset, &bytes)?;
         Ok((
             *e.key,
             Current {
@@ -547,48 +552,34 @@ impl TwigStore {
 
     /// `key`'s current entry and its offset.
     fn current(&self, key: &Hash32) -> Result<Option<(u64, Current)>, LogError> {
-        let key_at = |o| self.log.read_key(o);
-        let Some(offset) = self.index.get(key, &key_at)? else {
+        let Some((offset, bytes)) = self.find(key)? else {
             return Ok(None);
         };
-        let bytes = self.log.read_entry(offset)?;
-        let e = EntryRef::decode(&bytes).map_err(|_| LogError::Corrupt {
+        let e = decode_at(offset, &bytes)?;
+        Ok(Some((
             offset,
-            what: "an entry that does not decode",
-        })?;
-        Ok((e.key == key).then(|| {
-            (
-                offset,
-                Current {
-                    serial: e.serial,
-                    next_key: *e.next_key,
-                    value: e.value.to_vec(),
-                },
-            )
-        }))
+            Current {
+                serial: e.serial,
+                next_key: *e.next_key,
+                value: e.value.to_vec(),
+            },
+        )))
     }
 
-    fn find(&self, key: &Hash32) -> Result<Option<(u64, Vec<u8>)>, TwigStoreError> {
+    /// `key`'s current entry's offset and bytes.
+    fn find(&self, key: &Hash32) -> Result<Option<(u64, Vec<u8>)>, LogError> {
         let key_at = |o| self.log.read_key(o);
         let Some(offset) = self.index.get(key, &key_at)? else {
             return Ok(None);
         };
         let bytes = self.log.read_entry(offset)?;
-        let e = EntryRef::decode(&bytes).map_err(|_| LogError::Corrupt {
-            offset,
-            what: "an entry that does not decode",
-        })?;
-        Ok((e.key == key).then_some((offset, bytes)))
+        let found = decode_at(offset, &bytes)?.key == key;
+        Ok(found.then_some((offset, bytes)))
     }
 
     /// The committed value of `key`.
     pub fn get(&self, key: &Hash32) -> Result<Option<Vec<u8>>, TwigStoreError> {
-        Ok(self.find(key)?.map(|(_, bytes)| {
-            EntryRef::decode(&bytes)
-                .expect("decoded in find")
-                .value
-                .to_vec()
-        }))
+        Ok(self.current(key)?.map(|(_, cur)| cur.value))
     }
 
     /// Plans and stages a block's writes (`None` deletes; sorted by key,
@@ -654,10 +645,7 @@ impl TwigStore {
             what: "the sentinel entry is missing",
         })?;
         let bytes = self.log.read_entry(last)?;
-        let g = EntryRef::decode(&bytes).map_err(|_| LogError::Corrupt {
-            offset: last,
-            what: "an entry that does not decode",
-        })?;
+        let g = decode_at(last, &bytes)?;
         if g.key >= first {
             return Err(TwigStoreError::Plan(
                 "a load below the greatest key held".into(),
@@ -831,12 +819,7 @@ impl TwigStore {
                 (o, self.log.read_entry(o)?)
             }
         };
-        let serial = EntryRef::decode(&entry)
-            .map_err(|_| LogError::Corrupt {
-                offset,
-                what: "an entry that does not decode",
-            })?
-            .serial;
+        let serial = decode_at(offset, &entry)?.serial;
         let twig = serial / TWIG_ENTRIES;
         let base = self.tree.base_serial() / TWIG_ENTRIES;
         let start = twig
