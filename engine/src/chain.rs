@@ -44,10 +44,10 @@ use crate::crypto::bls::{
     self, PublicKey, SecretKey, Signature, header_message, tx_message, verify_pop,
 };
 use crate::ingress::{ProofVerifier, VerifiedTx};
-use crate::state::smt::{self, NodeBatch, SmtError};
+use crate::state::smt::SmtError;
 use crate::storage::{
-    AccountRecord, BlockWrite, Head, ObjectTable, ObjectWrite, StateView, Storage, StorageError,
-    object_leaf,
+    AccountRecord, BlockWrite, Head, ObjectTable, ObjectWrite, StateUpdate, StateView, Storage,
+    StorageError, state_writes,
 };
 use crate::supply::{SUPPLY_KEY, Supply, SupplyDelta, account_totals, escrow_add};
 use crate::world::*;
@@ -222,8 +222,8 @@ pub struct Executed {
     pub accounts: Vec<(AccountId, AccountRecord)>,
     /// Plugin objects written, in the order the block wrote them.
     pub objects: Vec<ObjectWrite>,
-    /// State-tree nodes written and deleted.
-    pub nodes: NodeBatch,
+    /// The state update (the new root, and what the commit writes).
+    pub state: StateUpdate,
     /// Accounts new to the state.
     pub new_accounts: u64,
     /// Where the time went (load, execute, root).
@@ -696,24 +696,8 @@ impl Chain {
         let chain_id = self.cfg.chain_id;
         let mut timings = p.timings;
         let t = Instant::now();
-        let updates: Vec<(Hash32, Option<Hash32>)> = p
-            .accounts
-            .iter()
-            .map(|(id, r)| (*id, Some(r.hash())))
-            .chain(
-                p.objects
-                    .iter()
-                    .filter(|o| o.table == ObjectTable::State)
-                    .map(|o| {
-                        (
-                            object_leaf(&o.key),
-                            o.value.as_ref().map(|v| *blake3::hash(v).as_bytes()),
-                        )
-                    }),
-            )
-            .collect();
-        let (state_root, nodes) =
-            smt::update(&parent.nodes(chain_id), &parent_head.state_root, &updates)?;
+        let state = parent.prepare_state(chain_id, &state_writes(&p.accounts, &p.objects))?;
+        let state_root = state.root();
         timings.root_us = us(t);
         let receipt_hashes: Vec<Hash32> = p.receipts.iter().map(receipt_hash).collect();
         let header = HeaderFields {
@@ -736,7 +720,7 @@ impl Chain {
             tx_hashes: p.tx_hashes,
             accounts: p.accounts,
             objects: p.objects,
-            nodes,
+            state,
             new_accounts: p.new_accounts,
             timings,
         })
@@ -945,7 +929,7 @@ impl Chain {
         self.store.commit_block(&BlockWrite {
             chain_id: self.cfg.chain_id,
             accounts: &e.accounts,
-            nodes: &e.nodes,
+            state: &e.state,
             height: e.header.height,
             block: &sealed.block,
             receipts: &sealed.receipts,

@@ -672,16 +672,20 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::state::smt::NodeBatch;
-    use crate::storage::{self, BlockWrite, Head};
+    use crate::storage::{self, BlockWrite, Head, state_writes};
 
     fn store_with(objects: &[ObjectWrite]) -> (tempfile::TempDir, Arc<dyn StateView>) {
         let dir = tempfile::tempdir().unwrap();
         let s = storage::open(dir.path()).unwrap();
+        let state = s
+            .snapshot()
+            .unwrap()
+            .prepare_state(1, &state_writes(&[], objects))
+            .unwrap();
         s.commit_block(&BlockWrite {
             chain_id: 1,
             accounts: &[],
-            nodes: &NodeBatch::default(),
+            state: &state,
             height: 0,
             block: b"",
             receipts: b"",

@@ -10,8 +10,8 @@ DIR=${DIR:-/tmp/int-state-spike}
 OUT=${OUT:-spike-out}
 mkdir -p "$OUT"
 for n in 1e6 1e7; do
-  for b in twig nomt smt; do
-    blocks=20; [ $b = smt ] && blocks=10
+  for b in twig nomt store; do
+    blocks=20
     $B --backend $b --accounts $n --blocks $blocks --dir "$DIR" > "$OUT/$b-$n.log" 2>&1
     rm -rf "$DIR"/$b-*
   done

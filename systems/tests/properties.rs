@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use common::*;
 use int_engine::crypto::bls::{SecretKey, Signature, account_id};
 use int_engine::ingress::{IngressError, VerifiedTx};
-use int_engine::state::smt;
+use int_engine::state::twig_memory::MemoryLog;
 use int_engine::storage::{self, AccountRecord};
 use int_engine::supply::{SUPPLY_KEY, Supply};
 use int_schemas::PayloadSpec;
@@ -180,6 +180,11 @@ struct Model {
     /// The chain's supply record (a state object, so under the root): the
     /// genesis totals, and the fees paid since.
     supply: Supply,
+    /// The state log the chain's must equal: fed, block by block, the
+    /// records and supply that changed ([`Model::root`]).
+    log: MemoryLog,
+    /// What the log holds: the accounts and supply as of the last root.
+    logged: (BTreeMap<AccountId, AccountRecord>, Option<Supply>),
 }
 
 /// Debit stage of one transaction: its status, the fee it pays, and the
@@ -250,6 +255,8 @@ impl Model {
             accounts: alloc.iter().copied().collect(),
             proposer,
             supply: Supply::genesis(int, gas),
+            log: MemoryLog::new(),
+            logged: (BTreeMap::new(), None),
         }
     }
 
@@ -277,14 +284,28 @@ impl Model {
         statuses
     }
 
-    fn root(&self) -> Hash32 {
-        let mut leaves: Vec<(Hash32, Hash32)> =
-            self.accounts.iter().map(|(a, r)| (*a, r.hash())).collect();
-        leaves.push((
-            storage::object_leaf(SUPPLY_KEY),
-            *blake3::hash(&self.supply.encode()).as_bytes(),
-        ));
-        smt::root_of(&mut leaves)
+    /// The state root after the block just applied: the log takes the
+    /// accounts and the supply that changed since the last root, as the
+    /// chain's block wrote them (a write that repeats a value adds
+    /// nothing, so the model need not know which unchanged records the
+    /// chain wrote).
+    fn root(&mut self) -> Hash32 {
+        let mut writes: Vec<(Hash32, Option<Vec<u8>>)> = self
+            .accounts
+            .iter()
+            .filter(|(a, r)| self.logged.0.get(*a) != Some(*r))
+            .map(|(a, r)| (*a, Some(r.encode().to_vec())))
+            .collect();
+        if self.logged.1.as_ref() != Some(&self.supply) {
+            writes.push((
+                storage::object_leaf(SUPPLY_KEY),
+                Some(self.supply.encode().to_vec()),
+            ));
+        }
+        writes.sort_unstable_by_key(|a| a.0);
+        let root = self.log.block(&writes).expect("the model's writes plan");
+        self.logged = (self.accounts.clone(), Some(self.supply));
+        root
     }
 }
 

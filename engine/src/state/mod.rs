@@ -1,8 +1,8 @@
-//! The state commitment: a sparse Merkle tree over account ids
-//! ([`smt`]: building, updating and proving, over a node store), and the
-//! storage-free check of its proofs ([`proof`]: what a client runs); and
-//! the twig log's commitment that issue 16's spike chose to replace it
-//! ([`twig`], checked by [`twig_proof`]), not yet used by the store.
+//! The state commitment: the twig log's ([`twig`]: tree, block planner;
+//! [`twig_memory`]: the in-memory reference log; [`twig_proof`]: the
+//! storage-free proof check a client runs), which the store commits every
+//! block with; and the sparse Merkle tree it replaced ([`smt`], with its
+//! proof check [`proof`]), kept for its benchmark and its analysis.
 
 pub mod proof;
 pub mod smt;

@@ -1,10 +1,11 @@
 //! The state commitment: a binary sparse Merkle tree (SMT) over 32-byte keys,
 //! stored node by node in LMDB and updated incrementally, one batch per block.
 //!
-//! Being replaced: issue 16's spike measured this tree's commit at 10⁷
-//! accounts at ≈ 1.8 s per block of 10 000 transfers (LMDB rewrites most
-//! of it), against ≈ 60 ms for a twig log; [`super::twig`] has the
-//! comparison and the structure that will take its place in the store.
+//! Replaced as the store's commitment: issue 16's spike measured this
+//! tree's commit at 10⁷ accounts at ≈ 1.8 s per block of 10 000 transfers
+//! (LMDB rewrites most of it), against ≈ 60 ms for a twig log;
+//! [`super::twig`] has the comparison and the structure the store commits
+//! with now. This module stays for its benchmark and its analysis.
 //!
 //! # Why this structure
 //!

@@ -35,8 +35,9 @@
 //! first), the upper tree's depth (u8) and that many siblings (twig side
 //! first). Nothing may follow. It checks that the entry is active, that it
 //! is the key's (inclusion, with the expected value hash) or brackets it
-//! (exclusion: `key < k < next_key`), and that hashing it up gives the
-//! root.
+//! (exclusion: `key < k < next_key`; the reserved [`KEY_MIN`] is proved
+//! absent by its own sentinel entry, and [`KEY_END`] by the last entry),
+//! and that hashing it up gives the root.
 
 use super::proof::{Hash32, ProofError};
 
@@ -54,6 +55,14 @@ pub const ENTRY_HEADER_BYTES: usize = 1 + 8 + 32 + 32 + 4;
 pub const VALUE_BYTES_MAX: usize = 1 << 16;
 /// Deepest upper tree a proof may claim: 2⁴⁸ twigs is far past any log.
 pub const UPPER_DEPTH_MAX: usize = 48;
+
+/// The smallest key: the sentinel entry's, written first and never
+/// deleted, so every absent key has an entry below it. No state value is
+/// ever stored at it.
+pub const KEY_MIN: Hash32 = [0; 32];
+/// The `next_key` of the greatest key: the end of the chain. No state value
+/// is ever stored at it.
+pub const KEY_END: Hash32 = [0xff; 32];
 
 /// The hash of nothing: padding past the tail, at every level.
 pub const ZERO: Hash32 = [0; 32];
@@ -217,12 +226,20 @@ pub fn verify_twig_proof(
             if entry.key != key {
                 return Err(ProofError::Terminal("another key's entry"));
             }
+            if *key == KEY_MIN {
+                return Err(ProofError::Terminal("the sentinel holds no value"));
+            }
             if blake3::hash(entry.value).as_bytes() != want {
                 return Err(ProofError::Terminal("another value hash"));
             }
         }
         None => {
-            if !(entry.key < key && key < entry.next_key) {
+            // The reserved keys never hold a value: the sentinel's own
+            // entry proves `KEY_MIN` absent, and the last entry (next key
+            // `KEY_END`) every key above it, `KEY_END` included.
+            let sentinel = *key == KEY_MIN && *entry.key == KEY_MIN;
+            let above = entry.key < key && (key < entry.next_key || *entry.next_key == KEY_END);
+            if !(sentinel || above) {
                 return Err(ProofError::Terminal(
                     "an entry that does not bracket the key",
                 ));

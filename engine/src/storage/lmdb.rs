@@ -7,19 +7,22 @@
 //! | table      | key                         | value                              |
 //! |------------|-----------------------------|------------------------------------|
 //! | `accounts` | chain ‖ account id          | [`AccountRecord`] (fixed layout)   |
-//! | `smt`      | chain ‖ prefix ‖ depth      | sparse Merkle tree node            |
 //! | `blocks`   | chain ‖ height (u64 BE)     | sealed block (FlatBuffers)         |
 //! | `receipts` | chain ‖ height (u64 BE)     | block receipts (FlatBuffers)       |
-//! | `meta`     | chain ‖ name                | head, chain parameters             |
+//! | `meta`     | chain ‖ name                | head, state log meta, parameters   |
 //! | `objects`  | chain ‖ plugin key          | plugin state the state root covers |
 //! | `derived`  | chain ‖ plugin key          | plugin data recomputable from state|
 //! | `txs`      | chain ‖ transaction hash    | height (u64 LE) ‖ index (u32 LE)   |
 //!
-//! A block is committed in one write transaction holding the dirty
-//! accounts, the tree nodes, the objects, the block, its receipts, the
-//! index and the new head: after a crash the store holds either the whole
-//! block or none of it (LMDB's copy-on-write B-tree with a synced meta
-//! page).
+//! The state commitment is each chain's twig log ([`super::twig`]) under
+//! `state/chain-N/`. A block is committed by appending its state to the
+//! log (synced), then one LMDB write transaction holding the dirty
+//! accounts, the objects, the block, its receipts, the index, the new head
+//! and the log's new meta: that transaction is the commit point. After a
+//! crash LMDB holds the whole block or none of it, and the log is cut back
+//! to the meta LMDB holds when it is opened. `meta` also holds the data
+//! dir's state format ([`super::STATE_FORMAT`]): a data dir with heads and
+//! no format (the sparse Merkle tree of format 1) is refused.
 //!
 //! A snapshot is one LMDB read transaction (MVCC: commits after it began
 //! are invisible to it), or one per rayon worker for a parallel snapshot.
@@ -28,18 +31,20 @@
 //! snapshot are begun under the read side of a lock whose write side each
 //! commit holds, so they all see the same version.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use lmdb::{
     Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags,
 };
 
+use super::twig::log::LogError;
+use super::twig::{TwigMeta, TwigStore, TwigStoreError};
 use super::{
-    AccountRecord, BlockWrite, Head, KeyValue, OBJECT_KEY_BYTES_MAX, ObjectTable, ScanFn,
-    StateView, Storage, StorageError, StoreStats, TableStats,
+    AccountRecord, BlockWrite, Head, KeyValue, OBJECT_KEY_BYTES_MAX, ObjectTable, STATE_FORMAT,
+    ScanFn, StateUpdate, StateView, Storage, StorageError, StoreStats, TableStats, object_leaf,
 };
-use crate::state::smt::{Node, NodeKey, SmtError};
 use int_schemas::{AccountId, Hash32};
 
 impl From<lmdb::Error> for StorageError {
@@ -62,7 +67,6 @@ pub const READERS_MAX: u32 = 256;
 struct Env {
     env: Environment,
     accounts: Database,
-    smt: Database,
     blocks: Database,
     receipts: Database,
     meta: Database,
@@ -74,6 +78,10 @@ struct Env {
     /// Held for writing while a commit becomes visible, for reading while a
     /// parallel snapshot begins its transactions.
     commit_lock: RwLock<()>,
+    /// Where the chains' state logs are.
+    state_dir: PathBuf,
+    /// Each chain's state log, opened on first use.
+    twigs: Mutex<HashMap<u32, Arc<RwLock<TwigStore>>>>,
 }
 
 /// The LMDB store: one environment for every chain.
@@ -101,25 +109,38 @@ fn account_key(chain_id: u32, id: &AccountId) -> [u8; 36] {
     chain_key(chain_id, id)
 }
 
-/// The LMDB key of a tree node: prefix first, then depth. Every subtree is
-/// then one contiguous key range (a node's prefix, zero-padded, is the
-/// smallest of its subtree's), so the nodes a block rewrites along one path
-/// share pages. Depth first would scatter each path over the whole table,
-/// and LMDB's copy-on-write would rewrite nearly every page every block.
-fn node_key(chain_id: u32, key: &NodeKey) -> [u8; 37] {
-    let mut k = [0u8; 37];
-    k[..4].copy_from_slice(&chain_id.to_be_bytes());
-    k[4..36].copy_from_slice(&key.prefix);
-    k[36] = key.depth;
-    k
-}
-
 fn height_key(chain_id: u32, height: u64) -> [u8; 12] {
     chain_key(chain_id, &height.to_be_bytes())
 }
 
 fn head_key(chain_id: u32) -> [u8; 8] {
     chain_key(chain_id, b"head")
+}
+
+fn twig_meta_key(chain_id: u32) -> [u8; 8] {
+    chain_key(chain_id, b"twig")
+}
+
+/// The data dir's state format, in `meta`.
+const STATE_FORMAT_KEY: &[u8] = b"state_format";
+
+/// Whether a state log is at `at`: the meta committed with the snapshot's
+/// head, or (`None`) nothing committed yet.
+fn state_at(store: &TwigStore, at: Option<&TwigMeta>) -> bool {
+    match at {
+        Some(m) => store.meta() == m,
+        None => store.is_initial(),
+    }
+}
+
+fn twig_meta<T: Transaction>(
+    txn: &T,
+    meta: Database,
+    chain_id: u32,
+) -> Result<Option<TwigMeta>, StorageError> {
+    Ok(get_opt(txn, meta, &twig_meta_key(chain_id))?
+        .map(TwigMeta::decode)
+        .transpose()?)
 }
 
 fn get_opt<'t, T: Transaction>(
@@ -135,6 +156,44 @@ fn get_opt<'t, T: Transaction>(
 }
 
 impl Env {
+    fn state_dir_of(&self, chain_id: u32) -> PathBuf {
+        self.state_dir.join(format!("chain-{chain_id}"))
+    }
+
+    /// A chain's state log, opened on first use at the meta LMDB holds
+    /// now (never an older snapshot's: the writer cuts what lies past the
+    /// meta it opens at). When another process writes the log, it is
+    /// opened read-only, and reopened at `at` when it is not there.
+    fn twig(
+        &self,
+        chain_id: u32,
+        at: Option<&TwigMeta>,
+    ) -> Result<Arc<RwLock<TwigStore>>, StorageError> {
+        let mut map = self.twigs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = map.get(&chain_id) {
+            let g = t.read().unwrap_or_else(PoisonError::into_inner);
+            if g.is_writable() || state_at(&g, at) {
+                return Ok(t.clone());
+            }
+        }
+        let latest = {
+            let txn = self.env.begin_ro_txn()?;
+            twig_meta(&txn, self.meta, chain_id)?
+        };
+        let dir = self.state_dir_of(chain_id);
+        let store = match TwigStore::open(&dir, latest.as_ref()) {
+            Ok(s) => s,
+            Err(TwigStoreError::Log(LogError::Locked(_))) => match at.or(latest.as_ref()) {
+                Some(m) => TwigStore::open_read_only(&dir, m)?,
+                None => return Err(StorageError::StaleSnapshot { chain_id }),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        let t = Arc::new(RwLock::new(store));
+        map.insert(chain_id, t.clone());
+        Ok(t)
+    }
+
     fn table(&self, t: ObjectTable) -> Database {
         match t {
             ObjectTable::State => self.objects,
@@ -162,7 +221,6 @@ impl LmdbStore {
         let open = |name| env.create_db(Some(name), DatabaseFlags::empty());
         let env = Env {
             accounts: open("accounts")?,
-            smt: open("smt")?,
             blocks: open("blocks")?,
             receipts: open("receipts")?,
             meta: open("meta")?,
@@ -170,8 +228,11 @@ impl LmdbStore {
             derived: open("derived")?,
             txs: open("txs")?,
             commit_lock: RwLock::new(()),
+            state_dir: dir.join("state"),
+            twigs: Mutex::new(HashMap::new()),
             env,
         };
+        check_format(&env)?;
         Ok(Self { env: Arc::new(env) })
     }
 
@@ -200,6 +261,43 @@ impl LmdbStore {
     }
 }
 
+/// Refuses a data dir of another state format; marks a new one.
+fn check_format(e: &Env) -> Result<(), StorageError> {
+    let (format, heads) = {
+        let txn = e.env.begin_ro_txn()?;
+        let format = get_opt(&txn, e.meta, STATE_FORMAT_KEY)?.map(<[u8]>::to_vec);
+        let mut cur = txn.open_ro_cursor(e.meta)?;
+        let mut heads = false;
+        for item in cur.iter_start() {
+            let (k, _) = item?;
+            heads |= k.len() == 8 && k.ends_with(b"head");
+        }
+        (format, heads)
+    };
+    match (format.as_deref(), heads) {
+        (Some([f]), _) if *f == STATE_FORMAT => Ok(()),
+        (None, false) => {
+            let mut txn = e.env.begin_rw_txn()?;
+            txn.put(
+                e.meta,
+                &STATE_FORMAT_KEY,
+                &[STATE_FORMAT],
+                WriteFlags::empty(),
+            )?;
+            txn.commit()?;
+            Ok(())
+        }
+        (None, true) => Err(StorageError::Format {
+            found: 1,
+            what: "a sparse Merkle tree in LMDB",
+        }),
+        (Some(other), _) => Err(StorageError::Format {
+            found: other.first().copied().unwrap_or(0),
+            what: "unknown to this release",
+        }),
+    }
+}
+
 impl Storage for LmdbStore {
     fn snapshot(&self) -> Result<Arc<dyn StateView>, StorageError> {
         Ok(Arc::new(self.snapshot_of(1)?))
@@ -213,6 +311,22 @@ impl Storage for LmdbStore {
 
     fn commit_block(&self, w: &BlockWrite<'_>) -> Result<(), StorageError> {
         let e = &*self.env;
+        if w.state.chain_id != w.chain_id {
+            return Err(StorageError::Backend(format!(
+                "a state update of chain {} in a block of chain {}",
+                w.state.chain_id, w.chain_id
+            )));
+        }
+        // The state log first (appended and synced past its committed
+        // tail), then LMDB with the log's new meta: the commit point.
+        let twig = e.twig(w.chain_id, w.state.from.as_ref())?;
+        let mut state = twig.write().unwrap_or_else(PoisonError::into_inner);
+        if !state_at(&state, w.state.from.as_ref()) {
+            return Err(StorageError::StaleSnapshot {
+                chain_id: w.chain_id,
+            });
+        }
+        let written = state.write(&w.state.prepared)?;
         let mut txn = e.env.begin_rw_txn()?;
         for (id, rec) in w.accounts {
             txn.put(
@@ -221,29 +335,6 @@ impl Storage for LmdbStore {
                 &rec.encode(),
                 WriteFlags::empty(),
             )?;
-        }
-        // In key order, so consecutive writes land on the same pages.
-        let mut nodes: Vec<([u8; 37], Option<Vec<u8>>)> = w
-            .nodes
-            .puts
-            .iter()
-            .map(|(k, n)| (node_key(w.chain_id, k), Some(n.encode())))
-            .chain(
-                w.nodes
-                    .deletes
-                    .iter()
-                    .map(|k| (node_key(w.chain_id, k), None)),
-            )
-            .collect();
-        nodes.sort_unstable_by_key(|a| a.0);
-        for (k, v) in &nodes {
-            match v {
-                Some(v) => txn.put(e.smt, k, v, WriteFlags::empty())?,
-                None => match txn.del(e.smt, k, None) {
-                    Ok(()) | Err(lmdb::Error::NotFound) => {}
-                    Err(err) => return Err(err.into()),
-                },
-            }
         }
         type Put<'v> = (Database, Vec<u8>, Option<&'v Vec<u8>>);
         let mut objects: Vec<Put<'_>> = w
@@ -283,11 +374,20 @@ impl Storage for LmdbStore {
             &w.head.encode(),
             WriteFlags::empty(),
         )?;
-        let _visible = e
-            .commit_lock
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        txn.commit()?;
+        txn.put(
+            e.meta,
+            &twig_meta_key(w.chain_id),
+            &written.meta().encode(),
+            WriteFlags::empty(),
+        )?;
+        {
+            let _visible = e
+                .commit_lock
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            txn.commit()?;
+        }
+        state.apply(&w.state.prepared, written)?;
         Ok(())
     }
 
@@ -296,7 +396,6 @@ impl Storage for LmdbStore {
         let txn = e.env.begin_ro_txn()?;
         let tables = [
             ("accounts", e.accounts),
-            ("smt", e.smt),
             ("blocks", e.blocks),
             ("receipts", e.receipts),
             ("meta", e.meta),
@@ -328,6 +427,10 @@ impl Storage for LmdbStore {
     fn sync(&self) -> Result<(), StorageError> {
         Ok(self.env.env.sync(true)?)
     }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A read transaction that may move between threads. Sound because the
@@ -482,14 +585,98 @@ impl StateView for LmdbSnapshot {
         })
     }
 
-    fn node(&self, chain_id: u32, key: &NodeKey) -> Result<Option<Node>, SmtError> {
-        self.with(
-            |txn| match txn.get(self.env.smt, &node_key(chain_id, key)) {
-                Ok(v) => Node::decode(v).map(Some),
-                Err(lmdb::Error::NotFound) => Ok(None),
-                Err(e) => Err(SmtError::Store(e.to_string())),
-            },
-        )
+    fn prepare_state(
+        &self,
+        chain_id: u32,
+        writes: &[(Hash32, Option<Vec<u8>>)],
+    ) -> Result<StateUpdate, StorageError> {
+        let at = self.with(|txn| twig_meta(txn, self.env.meta, chain_id))?;
+        let twig = self.env.twig(chain_id, at.as_ref())?;
+        let state = twig.read().unwrap_or_else(PoisonError::into_inner);
+        if !state_at(&state, at.as_ref()) {
+            return Err(StorageError::StaleSnapshot { chain_id });
+        }
+        // A genesis (nothing committed, only inserts) is a sorted bulk load:
+        // the same entries the planner would append, without its lookups.
+        let prepared = if state.is_initial() && writes.iter().all(|w| w.1.is_some()) {
+            let sorted: Vec<(Hash32, Vec<u8>)> = writes
+                .iter()
+                .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
+                .collect();
+            state.prepare_load(&sorted)?
+        } else {
+            state.prepare(writes)?
+        };
+        Ok(StateUpdate {
+            chain_id,
+            from: at,
+            prepared,
+        })
+    }
+
+    fn prove(&self, chain_id: u32, key: &Hash32) -> Result<Vec<u8>, StorageError> {
+        let at = self.with(|txn| twig_meta(txn, self.env.meta, chain_id))?;
+        let twig = self.env.twig(chain_id, at.as_ref())?;
+        let state = twig.read().unwrap_or_else(PoisonError::into_inner);
+        if !state_at(&state, at.as_ref()) {
+            return Err(StorageError::StaleSnapshot { chain_id });
+        }
+        Ok(state.prove(key)?)
+    }
+
+    fn audit_state(&self, chain_id: u32) -> Result<(Hash32, u64), StorageError> {
+        let at = self
+            .with(|txn| twig_meta(txn, self.env.meta, chain_id))?
+            .ok_or(StorageError::Corrupt {
+                table: "meta",
+                what: format!("chain {chain_id} has no state log meta"),
+            })?;
+        // Rebuilt from the log's bytes, not the node's memory.
+        let log = TwigStore::open_read_only(&self.env.state_dir_of(chain_id), &at)?;
+        let corrupt = |what: String| StorageError::Corrupt {
+            table: "state log",
+            what,
+        };
+        let mut accounts = 0u64;
+        let mut failed = None;
+        self.scan_accounts(chain_id, &mut |id, rec| {
+            accounts += 1;
+            match log.get(&id) {
+                Ok(Some(v)) if v == rec.encode() => true,
+                Ok(_) => {
+                    failed = Some(corrupt(format!(
+                        "account {} differs from its entry",
+                        hex_of(&id)
+                    )));
+                    false
+                }
+                Err(e) => {
+                    failed = Some(e.into());
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut objects = 0u64;
+        self.scan(chain_id, ObjectTable::State, &[], &mut |k, v| {
+            objects += 1;
+            match log.get(&object_leaf(k))? {
+                Some(entry) if entry == v => Ok(true),
+                _ => Err(corrupt(format!(
+                    "object {} differs from its entry",
+                    hex_of(k)
+                ))),
+            }
+        })?;
+        if log.len() != accounts + objects {
+            return Err(corrupt(format!(
+                "{} live entries for {accounts} accounts and {objects} objects",
+                log.len()
+            )));
+        }
+        Ok((log.root(), accounts))
     }
 
     fn block(&self, chain_id: u32, height: u64) -> Result<Option<Vec<u8>>, StorageError> {
@@ -526,8 +713,7 @@ impl StateView for LmdbSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::smt;
-    use crate::storage::{ObjectWrite, object_leaf, recompute_root};
+    use crate::storage::{ObjectWrite, recompute_root, state_writes};
 
     #[test]
     fn commit_is_visible_and_counted() {
@@ -541,10 +727,11 @@ mod tests {
                 ..Default::default()
             },
         )];
-        let updates = [(accounts[0].0, Some(accounts[0].1.hash()))];
         let view = store.snapshot().unwrap();
-        let reader = view.nodes(3);
-        let (root, nodes) = smt::update(&reader, &smt::EMPTY, &updates).unwrap();
+        let state = view
+            .prepare_state(3, &state_writes(&accounts, &[]))
+            .unwrap();
+        let root = state.root();
         drop(view);
         let head = Head {
             height: 0,
@@ -556,7 +743,7 @@ mod tests {
             .commit_block(&BlockWrite {
                 chain_id: 3,
                 accounts: &accounts,
-                nodes: &nodes,
+                state: &state,
                 height: 0,
                 block: b"block",
                 receipts: b"receipts",
@@ -584,7 +771,8 @@ mod tests {
         let entries = |n: &str| stats.tables.iter().find(|t| t.name == n).unwrap().entries;
         assert_eq!(entries("accounts"), 1);
         assert_eq!(entries("blocks"), 1);
-        assert_eq!(entries("meta"), 1);
+        // The head, the state log's meta and the data dir's format.
+        assert_eq!(entries("meta"), 3);
         assert!(stats.last_page > 0);
     }
 
@@ -601,14 +789,14 @@ mod tests {
         };
         let receipts = int_schemas::build_receipts(5, &[receipt(0xa, 0), receipt(0xb, 1)]);
         let view = store.snapshot().unwrap();
-        let reader = view.nodes(3);
-        let (root, nodes) = smt::update(&reader, &smt::EMPTY, &[]).unwrap();
+        let state = view.prepare_state(3, &[]).unwrap();
+        let root = state.root();
         drop(view);
         store
             .commit_block(&BlockWrite {
                 chain_id: 3,
                 accounts: &[],
-                nodes: &nodes,
+                state: &state,
                 height: 5,
                 block: b"block",
                 receipts: &receipts,
@@ -671,17 +859,9 @@ mod tests {
             w(ObjectTable::State, b"q/1", Some(b"other")),
             w(ObjectTable::Derived, b"p/\x00\x05", Some(b"derived")),
         ];
-        let leaves: Vec<(Hash32, Option<Hash32>)> = objects
-            .iter()
-            .filter(|o| o.table == ObjectTable::State)
-            .map(|o| {
-                let v = o.value.as_deref().unwrap();
-                (object_leaf(&o.key), Some(*blake3::hash(v).as_bytes()))
-            })
-            .collect();
         let view = store.snapshot().unwrap();
-        let reader = view.nodes(2);
-        let (root, nodes) = smt::update(&reader, &smt::EMPTY, &leaves).unwrap();
+        let state = view.prepare_state(2, &state_writes(&[], &objects)).unwrap();
+        let root = state.root();
         drop(view);
         let head = Head {
             height: 0,
@@ -693,7 +873,7 @@ mod tests {
             .commit_block(&BlockWrite {
                 chain_id: 2,
                 accounts: &[],
-                nodes: &nodes,
+                state: &state,
                 height: 0,
                 block: b"b",
                 receipts: b"r",
@@ -773,14 +953,14 @@ mod tests {
         // Deleting an object takes it out.
         let del = [w(ObjectTable::State, b"q/1", None)];
         let view = store.snapshot().unwrap();
-        let reader = view.nodes(2);
-        let (root2, nodes2) = smt::update(&reader, &root, &[(object_leaf(b"q/1"), None)]).unwrap();
+        let state2 = view.prepare_state(2, &state_writes(&[], &del)).unwrap();
+        let root2 = state2.root();
         drop(view);
         store
             .commit_block(&BlockWrite {
                 chain_id: 2,
                 accounts: &[],
-                nodes: &nodes2,
+                state: &state2,
                 height: 1,
                 block: b"b",
                 receipts: b"r",
@@ -813,11 +993,16 @@ mod tests {
                     ..Default::default()
                 },
             )];
+            let state = store
+                .snapshot()
+                .unwrap()
+                .prepare_state(3, &state_writes(&accounts, &[]))
+                .unwrap();
             store
                 .commit_block(&BlockWrite {
                     chain_id: 3,
                     accounts: &accounts,
-                    nodes: &Default::default(),
+                    state: &state,
                     height,
                     block: b"b",
                     receipts: b"r",
@@ -848,5 +1033,56 @@ mod tests {
         assert_eq!(new.account(3, &[1; 32]).unwrap().unwrap().int, 6);
         assert_eq!(old.block(3, 1).unwrap(), None);
         assert_eq!(new.block(3, 1).unwrap().as_deref(), Some(&b"b"[..]));
+    }
+
+    /// A data dir of the sparse Merkle tree's release (heads, no state
+    /// format) is refused, naming both formats; never read as this one.
+    #[test]
+    fn a_data_dir_of_state_format_1_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = LmdbStore::open(dir.path()).unwrap();
+            let state = store.snapshot().unwrap().prepare_state(1, &[]).unwrap();
+            store
+                .commit_block(&BlockWrite {
+                    chain_id: 1,
+                    accounts: &[],
+                    state: &state,
+                    height: 0,
+                    block: b"b",
+                    receipts: b"r",
+                    tx_hashes: &[],
+                    head: Head::default(),
+                    objects: &[],
+                })
+                .unwrap();
+        }
+        // What the old release leaves: the same tables, no format record.
+        {
+            let env = Environment::new()
+                .set_max_dbs(8)
+                .set_map_size(MAP_SIZE_BYTES)
+                .open(dir.path())
+                .unwrap();
+            let meta = env.open_db(Some("meta")).unwrap();
+            let mut txn = env.begin_rw_txn().unwrap();
+            txn.del(meta, &STATE_FORMAT_KEY, None).unwrap();
+            txn.commit().unwrap();
+        }
+        let err = LmdbStore::open(dir.path()).err().expect("refused");
+        let text = err.to_string();
+        assert!(
+            matches!(err, StorageError::Format { found: 1, .. }),
+            "{text}"
+        );
+        assert!(text.contains("state format 1"), "{text}");
+        assert!(
+            text.contains(&format!("state format {STATE_FORMAT}")),
+            "{text}"
+        );
+        // A new dir is marked with this format and opens again.
+        let fresh = tempfile::tempdir().unwrap();
+        drop(LmdbStore::open(fresh.path()).unwrap());
+        LmdbStore::open(fresh.path()).unwrap();
     }
 }

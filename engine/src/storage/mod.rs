@@ -6,8 +6,9 @@
 //! traits:
 //!
 //! - [`StateView`]: a consistent snapshot of what is committed — every
-//!   chain's head, accounts, plugin objects, state-tree nodes, blocks,
-//!   receipts and the transaction index — as of one instant. A block is
+//!   chain's head, accounts, plugin objects, blocks, receipts and the
+//!   transaction index — as of one instant, and the state commitment at
+//!   that instant (a block's new root, proofs, the audit). A block is
 //!   executed against the snapshot of its parent; an RPC request answers
 //!   from one snapshot. A commit after the snapshot was taken is invisible
 //!   to it.
@@ -18,11 +19,17 @@
 //! Only this module knows which store holds the data: [`open`] is the one
 //! constructor, and nothing outside `storage` names LMDB.
 //!
+//! The state commitment is the twig log ([`twig`], chosen by issue 16's
+//! spike): each chain's log of entries beside LMDB, whose meta LMDB
+//! commits with each block's head (the commit point; see [`twig`]'s doc).
+//! Account records and objects stay in LMDB as well, for reads, scans and
+//! snapshots; the log holds them again as the entries it commits to.
+//!
 //! Plugins (the BPK identity tree, nullifiers, centroids, SKUs, deals,
 //! bids, policies, token records) keep their state as objects in
-//! [`ObjectTable::State`], each under its own key prefix: the state tree
-//! commits to every object at leaf [`object_leaf`]`(key)` with value
-//! `blake3(value)`, beside the accounts. [`ObjectTable::Derived`] holds what
+//! [`ObjectTable::State`], each under its own key prefix: the state log
+//! commits to every object at key [`object_leaf`]`(key)` with its value,
+//! beside the accounts (at their ids, with their encoded records). [`ObjectTable::Derived`] holds what
 //! follows from committed state and is kept only to serve it fast (the
 //! identity tree's inner nodes, the market's discovery index).
 
@@ -32,8 +39,9 @@ pub mod twig;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::state::smt::{self, Node, NodeBatch, NodeKey, NodeReader, SmtError};
+use crate::state::smt::SmtError;
 use int_schemas::{AccountId, Hash32, PublicKeyBytes};
+use twig::{Prepared, TwigMeta, TwigStoreError};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +60,38 @@ pub enum StorageError {
     /// The state tree failed.
     #[error("state tree: {0}")]
     Smt(#[from] SmtError),
+    /// The state log failed.
+    #[error("state log: {0}")]
+    State(#[from] TwigStoreError),
+    /// The snapshot is older than the state log it would read: a block
+    /// committed since it was taken.
+    #[error(
+        "chain {chain_id}: the snapshot's state is no longer the state log's (a block committed since)"
+    )]
+    StaleSnapshot {
+        /// The chain.
+        chain_id: u32,
+    },
+    /// The data dir was written by a release with another state format.
+    #[error(
+        "this data dir holds state format {found} ({what}); this node reads state format \
+         {STATE_FORMAT} (a twig log beside LMDB): start from a new data dir, or run the release \
+         that wrote it"
+    )]
+    Format {
+        /// The format found.
+        found: u8,
+        /// What that format is.
+        what: &'static str,
+    },
     /// Creating the data directory failed.
     #[error("data dir: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// The data dir's state format: 2, the twig log (1 was the sparse Merkle
+/// tree in LMDB's `smt` table, refused on open).
+pub const STATE_FORMAT: u8 = 2;
 
 /// Opens (creating if needed) the store in `dir`.
 pub fn open(dir: &Path) -> Result<Arc<dyn Storage>, StorageError> {
@@ -73,9 +109,10 @@ pub trait Storage: Send + Sync {
     /// without waiting: block execution's loads and the state-root update.
     fn parallel_snapshot(&self) -> Result<Arc<dyn StateView>, StorageError>;
 
-    /// Commits one block: accounts, tree nodes, objects, block, receipts,
-    /// the transaction index and the head. Either all of it is durable or
-    /// none; snapshots taken before see none of it.
+    /// Commits one block: accounts, state, objects, block, receipts, the
+    /// transaction index and the head. Either all of it is durable or
+    /// none; snapshots taken before see none of it. The state update must
+    /// have been prepared on the chain's committed state.
     fn commit_block(&self, w: &BlockWrite<'_>) -> Result<(), StorageError>;
 
     /// Entries and pages per table and the file's high-water mark.
@@ -151,8 +188,28 @@ pub trait StateView: Send + Sync {
         f: &mut dyn FnMut(AccountId, AccountRecord) -> bool,
     ) -> Result<(), StorageError>;
 
-    /// One node of a chain's state tree.
-    fn node(&self, chain_id: u32, key: &NodeKey) -> Result<Option<Node>, SmtError>;
+    /// Plans a block's state writes (sorted by key, distinct; `None`
+    /// deletes; see [`state_writes`]) on this snapshot's state of
+    /// `chain_id` and computes the new root, writing nothing: the update
+    /// [`Storage::commit_block`] takes. [`StorageError::StaleSnapshot`]
+    /// when a block committed since the snapshot.
+    fn prepare_state(
+        &self,
+        chain_id: u32,
+        writes: &[(Hash32, Option<Vec<u8>>)],
+    ) -> Result<StateUpdate, StorageError>;
+
+    /// An inclusion proof of `key` (an account id, or an [`object_leaf`]),
+    /// or an exclusion proof when absent, against this snapshot's state
+    /// root of `chain_id` (checked by `state::twig_proof`).
+    fn prove(&self, chain_id: u32, key: &Hash32) -> Result<Vec<u8>, StorageError>;
+
+    /// The audit behind `int state`'s `root_ok`: rebuilds the state root
+    /// from the state log's bytes at this snapshot (nothing taken from
+    /// memory) and checks that its live entries are exactly the stored
+    /// accounts and state objects. Returns the root and the number of
+    /// accounts.
+    fn audit_state(&self, chain_id: u32) -> Result<(Hash32, u64), StorageError>;
 
     /// A sealed block.
     fn block(&self, chain_id: u32, height: u64) -> Result<Option<Vec<u8>>, StorageError>;
@@ -214,27 +271,6 @@ impl dyn StateView + '_ {
             f(id, r);
             true
         })
-    }
-
-    /// The state tree of a chain in this snapshot, for [`smt::update`] and
-    /// [`smt::prove`].
-    pub fn nodes(&self, chain_id: u32) -> ChainNodes<'_> {
-        ChainNodes {
-            view: self,
-            chain_id,
-        }
-    }
-}
-
-/// One chain's state tree in a snapshot.
-pub struct ChainNodes<'v> {
-    view: &'v dyn StateView,
-    chain_id: u32,
-}
-
-impl NodeReader for ChainNodes<'_> {
-    fn get(&self, key: &NodeKey) -> Result<Option<Node>, SmtError> {
-        self.view.node(self.chain_id, key)
     }
 }
 
@@ -402,14 +438,53 @@ pub fn object_leaf(key: &[u8]) -> Hash32 {
     *h.finalize().as_bytes()
 }
 
+/// A block's state changes, prepared on its parent's state
+/// ([`StateView::prepare_state`]): the new state root, and what the
+/// commit writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateUpdate {
+    chain_id: u32,
+    /// The state log's meta it was prepared on (`None`: before genesis).
+    from: Option<TwigMeta>,
+    prepared: Prepared,
+}
+
+impl StateUpdate {
+    /// The state root after the block.
+    pub fn root(&self) -> Hash32 {
+        self.prepared.root()
+    }
+}
+
+/// A block's state writes as the state log takes them, sorted by key:
+/// each account at its id with its encoded record, each state object at
+/// [`object_leaf`] of its key with its value (`None`: deleted).
+pub fn state_writes(
+    accounts: &[(AccountId, AccountRecord)],
+    objects: &[ObjectWrite],
+) -> Vec<(Hash32, Option<Vec<u8>>)> {
+    let mut w: Vec<(Hash32, Option<Vec<u8>>)> = accounts
+        .iter()
+        .map(|(id, r)| (*id, Some(r.encode().to_vec())))
+        .chain(
+            objects
+                .iter()
+                .filter(|o| o.table == ObjectTable::State)
+                .map(|o| (object_leaf(&o.key), o.value.clone())),
+        )
+        .collect();
+    w.sort_unstable_by_key(|a| a.0);
+    w
+}
+
 /// Everything one block writes, applied in a single write transaction.
 pub struct BlockWrite<'a> {
     /// Chain the block belongs to.
     pub chain_id: u32,
     /// Dirty accounts with their new records.
     pub accounts: &'a [(AccountId, AccountRecord)],
-    /// Tree nodes to write and delete.
-    pub nodes: &'a NodeBatch,
+    /// The state update, prepared on the chain's committed state.
+    pub state: &'a StateUpdate,
     /// Height of the block.
     pub height: u64,
     /// The sealed block.
@@ -454,17 +529,12 @@ pub struct StoreStats {
     pub tables: Vec<TableStats>,
 }
 
-/// Recomputes a chain's state root from every account and state object of
-/// a snapshot, from scratch: the audit behind `int state`'s `root_ok`.
-/// Returns the root and the number of accounts.
+/// Recomputes a chain's state root from the state log's bytes and checks
+/// it holds exactly the stored accounts and objects
+/// ([`StateView::audit_state`]): the audit behind `int state`'s
+/// `root_ok`. Returns the root and the number of accounts.
 pub fn recompute_root(view: &dyn StateView, chain_id: u32) -> Result<(Hash32, u64), StorageError> {
-    let mut leaves = Vec::new();
-    view.for_each_account(chain_id, |id, rec| leaves.push((id, rec.hash())))?;
-    let n = leaves.len() as u64;
-    view.for_each_object(chain_id, ObjectTable::State, |k, v| {
-        leaves.push((object_leaf(k), *blake3::hash(v).as_bytes()))
-    })?;
-    Ok((smt::root_of(&mut leaves), n))
+    view.audit_state(chain_id)
 }
 
 #[cfg(test)]

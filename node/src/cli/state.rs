@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use int_engine::chain::{Chain, ChainConfig};
-use int_engine::state::smt;
+use int_engine::state::twig_proof::verify_twig_proof;
 use int_engine::storage::{StateView, Storage, recompute_root};
 use int_engine::supply::Supply;
 use serde_json::{Value, json};
@@ -218,10 +218,10 @@ pub fn account_at_head(
         v["value_hash"] = json!(hex::encode(r.hash()));
     }
     if proof {
-        let p = smt::prove(&store.nodes(chain_id), &head.state_root, id)?;
+        let p = store.prove(chain_id, id)?;
         let value = rec.map(|r| r.hash());
-        v["proof"] = json!(hex::encode(p.to_bytes()));
-        v["proof_ok"] = json!(p.verify(&head.state_root, id, value.as_ref()));
+        v["proof"] = json!(hex::encode(&p));
+        v["proof_ok"] = json!(verify_twig_proof(&head.state_root, id, value.as_ref(), &p).is_ok());
     }
     Ok(v)
 }

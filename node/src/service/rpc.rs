@@ -216,6 +216,9 @@ fn uint(v: Option<&Value>, what: &str) -> Result<u64, RpcError> {
         .ok_or_else(|| invalid_params(format!("{what}: a non-negative integer")))
 }
 
+/// Times `int_getAccount` reads again when blocks commit under its proof.
+const STALE_RETRIES_MAX: usize = 8;
+
 fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, RpcError> {
     // Every read of this call sees one version of the state, whatever the
     // block loop commits meanwhile.
@@ -244,7 +247,27 @@ fn dispatch(ctx: &RpcCtx<'_>, method: &str, params: &Value) -> Result<Value, Rpc
                     .as_bool()
                     .ok_or_else(|| invalid_params("params[1] (proof): a boolean"))?,
             };
-            crate::cli::state::account_at_head(view, ctx.chain_id, &id, proof).map_err(internal)
+            // A proof comes from the state log as it is now: when a block
+            // commits between this call's snapshot and the proof, the
+            // account is read again from a newer snapshot (a bounded
+            // number of times).
+            let mut answer = crate::cli::state::account_at_head(view, ctx.chain_id, &id, proof);
+            for _ in 0..STALE_RETRIES_MAX {
+                let stale = answer.as_ref().is_err_and(|e| {
+                    e.chain().any(|c| {
+                        matches!(
+                            c.downcast_ref::<int_engine::storage::StorageError>(),
+                            Some(int_engine::storage::StorageError::StaleSnapshot { .. })
+                        )
+                    })
+                });
+                if !stale {
+                    break;
+                }
+                let fresh = ctx.store.snapshot().map_err(internal)?;
+                answer = crate::cli::state::account_at_head(&*fresh, ctx.chain_id, &id, proof);
+            }
+            answer.map_err(internal)
         }
         "int_getBlock" => {
             let height = uint(arg(params, 0), "params[0] (height)")?;

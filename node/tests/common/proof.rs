@@ -1,12 +1,14 @@
 //! Checks the Merkle proofs the node returns (`int state account ID --proof
 //! --json`, the RPC's `int_getAccount` with `proof`) as a client would:
 //! decode the hex bytes, recompute the account's value hash from the fields
-//! shown, and run the storage-free verifier (`int_engine::state::proof`)
-//! against the state root the answer names, never trusting the node's own
-//! `proof_ok`. Tampered proofs (a sibling byte flipped, another value,
-//! another key, the opposite claim) must be refused.
+//! shown, and run the storage-free verifier
+//! (`int_engine::state::twig_proof`) against the state root the answer
+//! names, never trusting the node's own `proof_ok`. Tampered proofs (a
+//! sibling byte flipped, another value, another key, the opposite claim)
+//! must be refused.
 
-use int_engine::state::proof::{Hash32, verify_proof};
+use int_engine::state::proof::Hash32;
+use int_engine::state::twig_proof::verify_twig_proof as verify_proof;
 use int_engine::storage::AccountRecord;
 use serde_json::Value;
 
@@ -80,13 +82,18 @@ pub fn check_account_proof(v: &Value) -> bool {
             "a proof with {what} verified: {v}"
         );
     };
-    // The siblings start after the 2-byte count; flip a byte of the first.
-    let siblings = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
-    if siblings > 0 {
-        let mut m = bytes.clone();
-        m[2] ^= 0x01;
-        refused("a sibling byte flipped", &root, &key, value.as_ref(), &m);
-    }
+    // The twig's siblings start after the tail (8 bytes), the entry's
+    // length (4) and bytes, and its twig's 256 bytes of active bits: flip
+    // a byte of the first.
+    let entry_len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let first_sibling = 12 + entry_len + 256;
+    let mut m = bytes.clone();
+    m[first_sibling] ^= 0x01;
+    refused("a sibling byte flipped", &root, &key, value.as_ref(), &m);
+    // And a byte of the entry's value (its last byte).
+    let mut m = bytes.clone();
+    m[12 + entry_len - 1] ^= 0x01;
+    refused("an entry byte flipped", &root, &key, value.as_ref(), &m);
     // Another value, and the opposite claim.
     match value {
         Some(h) => {
@@ -97,12 +104,13 @@ pub fn check_account_proof(v: &Value) -> bool {
         }
         None => refused("the claim 'present'", &root, &key, Some(&[7; 32]), &bytes),
     }
-    // Another key: its first bit flipped leaves the proof's path at the root
-    // (an exclusion proof also proves absent the absent keys on its path,
-    // so an exclusion proof with no siblings proves every absent key).
-    if value.is_some() || siblings > 0 {
-        let mut other = key;
-        other[0] ^= 0x80;
+    // Another key: its first bit flipped takes it out of the entry (an
+    // inclusion) or out of the bracket (an exclusion proves absent only
+    // the keys between its entry's key and next key).
+    let mut other = key;
+    other[0] ^= 0x80;
+    let (entry_key, next_key) = (&bytes[21..53], &bytes[53..85]);
+    if value.is_some() || !(entry_key < &other[..] && &other[..] < next_key) {
         refused("another key", &root, &other, value.as_ref(), &bytes);
     }
     // Another root.

@@ -43,7 +43,7 @@ impl Backend for Store {
                 chunk.iter().map(|k| (*k, value(k).to_vec())).collect();
             let p = self.s().prepare_load(&sorted)?;
             let w = self.s().write(&p)?;
-            self.s().apply(p, w)?;
+            self.s().apply(&p, w)?;
         }
         eprintln!(
             "store: {} MiB of index and tree in memory",
@@ -75,7 +75,7 @@ impl Backend for Store {
         let t1 = Instant::now();
         let root = p.root();
         let w = self.s().write(&p)?;
-        self.s().apply(p, w)?;
+        self.s().apply(&p, w)?;
         let t2 = Instant::now();
         Ok(Commit {
             root,

@@ -1503,8 +1503,7 @@ fn policy_buy(cx: &mut Cx<'_, '_>, s: &SkuRef, b: &PolicyBuy) -> Result<Option<u
 
 #[cfg(test)]
 mod tests {
-    use int_engine::state::smt::NodeBatch;
-    use int_engine::storage::{BlockWrite, Head, ObjectWrite};
+    use int_engine::storage::{BlockWrite, Head, ObjectWrite, state_writes};
     use std::sync::Arc;
 
     use super::*;
@@ -1522,11 +1521,16 @@ mod tests {
     fn store_with(objects: &[ObjectWrite]) -> (tempfile::TempDir, Arc<dyn StateView>) {
         let dir = tempfile::tempdir().unwrap();
         let store = int_engine::storage::open(dir.path()).unwrap();
+        let state = store
+            .snapshot()
+            .unwrap()
+            .prepare_state(CHAIN, &state_writes(&[], objects))
+            .unwrap();
         store
             .commit_block(&BlockWrite {
                 chain_id: CHAIN,
                 accounts: &[],
-                nodes: &NodeBatch::default(),
+                state: &state,
                 height: 0,
                 block: b"",
                 receipts: b"",

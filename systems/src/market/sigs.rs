@@ -176,8 +176,7 @@ pub(crate) fn precheck(
 #[cfg(test)]
 mod tests {
     use int_engine::crypto::bls::SecretKey;
-    use int_engine::state::smt::NodeBatch;
-    use int_engine::storage::{AccountRecord, BlockWrite, Head};
+    use int_engine::storage::{AccountRecord, BlockWrite, Head, state_writes};
     use int_schemas::{DealRef, SkuRef};
 
     use super::*;
@@ -217,11 +216,16 @@ mod tests {
                 )
             })
             .collect();
+        let state = storage
+            .snapshot()
+            .unwrap()
+            .prepare_state(CHAIN, &state_writes(&accounts, &[]))
+            .unwrap();
         storage
             .commit_block(&BlockWrite {
                 chain_id: CHAIN,
                 accounts: &accounts,
-                nodes: &NodeBatch::default(),
+                state: &state,
                 height: 0,
                 block: b"",
                 receipts: b"",

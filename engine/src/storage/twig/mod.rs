@@ -1,9 +1,9 @@
 //! The twig log store: state as an append-only log of entries
 //! ([`log`]), an in-memory key index ([`index`]) and the twig commitment
 //! ([`crate::state::twig`]). Issue 16 chose it by measurement (the table
-//! is in `state::twig`'s module doc). It is the store on its own, with its
-//! commit protocol and its recovery, tested alone: not yet behind
-//! [`super::Storage`] (see the end of this doc).
+//! is in `state::twig`'s module doc). The LMDB store keeps one per chain
+//! and commits every block through it (`storage::lmdb`); what is left to
+//! do is at the end of this doc.
 //!
 //! # A block's commit, and what a crash leaves
 //!
@@ -38,26 +38,27 @@
 //! entry (171-byte record + 77-byte header), times the log's slack (the
 //! compaction keeps it under about twice the live entries).
 //!
-//! # Making it the node's store (what is left of issue 16)
+//! # What is left (issue 16)
 //!
-//! 1. `Storage` keeps a `TwigStore` per chain under the data dir; LMDB's
-//!    meta table holds each chain's [`TwigMeta`] beside its head and a
-//!    state-format record. A data dir with a head and no format record
-//!    (the SMT's) is refused with both format versions named.
-//! 2. `BlockWrite`'s tree-node batch becomes the [`Prepared`] block;
-//!    `commit_block` is write → LMDB transaction → apply, as above.
-//! 3. `StateView::node` becomes `prepare_state` (refusing a snapshot whose
-//!    head is not the store's) and `prove`.
-//! 4. First step: account and object values stay in LMDB as well (reads,
-//!    scans, snapshots and other processes' readers unchanged). Second:
-//!    account values only here, read through the index, with reads at a
-//!    snapshot's height served from the serial ranges of recent blocks and
-//!    the offsets they overwrote — which removes LMDB's random page
-//!    writes, the cost that remains at 10⁸.
-//! 5. `int state`'s `root_ok`: a read-only open rebuilds the root from the
-//!    log's bytes, and every live entry is checked against LMDB's values.
-//! 6. `int bench scale`: populations by [`TwigStore::prepare_load`]
-//!    through `Storage`, then the block loop of `int bench tps`.
+//! Done: `Storage` keeps a `TwigStore` per chain under `state/chain-N/`;
+//! LMDB's meta table holds each chain's [`TwigMeta`] beside its head (the
+//! commit point) and the data dir's state format (a format-1 dir, the
+//! SMT's, is refused naming both); `BlockWrite` carries the prepared
+//! block; `StateView` prepares, proves and audits; a genesis is a sorted
+//! load. Left:
+//!
+//! 1. Account values live in LMDB too (reads, scans, snapshots and other
+//!    processes' readers unchanged), so LMDB's random page writes for the
+//!    account table remain. Next: account values only here, read through
+//!    the index, with reads at a snapshot's height served from the serial
+//!    ranges of recent blocks and the offsets they overwrote.
+//! 2. The planner re-reads, one at a time, the entries execution just
+//!    read; reads should come from execution's loads and be issued in
+//!    parallel (the cost at 10⁸, where the log leaves the page cache).
+//! 3. Recovery holds a hash map of every scanned key: checkpoints of the
+//!    index and the twigs would bound it and shorten the scan.
+//! 4. `int bench scale`, with populations by [`TwigStore::prepare_load`]
+//!    in chunks through `Storage`, and the kill-during-commit test.
 
 pub mod index;
 pub mod log;
@@ -225,7 +226,7 @@ impl TwigMeta {
 
 /// One block's changes, prepared against the committed log
 /// ([`TwigStore::prepare`]) without changing it.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
     staged: Staged,
     /// Encoded entries, serials assigned, in append order.
@@ -530,6 +531,17 @@ impl TwigStore {
         &self.meta
     }
 
+    /// Whether this store may write (it holds the log's lock).
+    pub fn is_writable(&self) -> bool {
+        self.log.is_writable()
+    }
+
+    /// Whether nothing was ever committed: the log holds its sentinel only
+    /// (the state of a chain before its genesis).
+    pub fn is_initial(&self) -> bool {
+        self.meta.tail == 1 && self.meta.head == 0 && self.meta.base == 0
+    }
+
     /// Keys present (the sentinel not counted).
     pub fn len(&self) -> u64 {
         self.index.len() - 1
@@ -766,7 +778,7 @@ impl TwigStore {
     /// Makes a written block the store's state in memory, once its meta
     /// is committed; then prunes the tree and drops the segments below the
     /// committed first held twig.
-    pub fn apply(&mut self, p: Prepared, w: Written) -> Result<(), TwigStoreError> {
+    pub fn apply(&mut self, p: &Prepared, w: Written) -> Result<(), TwigStoreError> {
         for (k, o) in &p.deleted {
             if !self.index.remove(k, *o) {
                 return Err(TwigStoreError::Plan("a deleted key is not indexed".into()));
@@ -790,7 +802,7 @@ impl TwigStore {
                 self.twig_offsets.push_back(*new);
             }
         }
-        self.tree.apply(p.staged);
+        self.tree.apply(p.staged.clone());
         let base_before = self.tree.base_serial() / TWIG_ENTRIES;
         self.tree.prune(p.head);
         let base_after = self.tree.base_serial() / TWIG_ENTRIES;
