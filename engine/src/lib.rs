@@ -8,6 +8,7 @@
 
 pub mod chain;
 pub mod crypto;
+pub mod fault;
 pub mod ingress;
 pub mod mempool;
 pub mod objects;

@@ -327,6 +327,7 @@ impl Storage for LmdbStore {
             });
         }
         let written = state.write(&w.state.prepared)?;
+        crate::fault::point("state_log_synced");
         let mut txn = e.env.begin_rw_txn()?;
         for (id, rec) in w.accounts {
             txn.put(
@@ -387,6 +388,7 @@ impl Storage for LmdbStore {
                 .unwrap_or_else(PoisonError::into_inner);
             txn.commit()?;
         }
+        crate::fault::point("lmdb_committed");
         state.apply(&w.state.prepared, written)?;
         Ok(())
     }

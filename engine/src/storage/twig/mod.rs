@@ -751,7 +751,12 @@ impl TwigStore {
             .chain(p.entries.iter().map(|e| &e[..]))
             .collect();
         let from = self.meta.tail_offset;
-        let (mut offsets, tail_offset) = self.log.append(from, &records)?;
+        // In two halves, so that a crash point can fall between them.
+        let (first, second) = records.split_at(records.len() / 2);
+        let (mut offsets, mid) = self.log.append(from, first)?;
+        crate::fault::point("state_log_half_written");
+        let (rest, tail_offset) = self.log.append(mid, second)?;
+        offsets.extend(rest);
         self.log.sync(from, tail_offset)?;
         let offsets = offsets.split_off(tombstones.len());
         let head_offset = p
