@@ -167,6 +167,9 @@ enum BenchCmd {
     /// Throughput: raw BLS bound, signed transfers end to end, and
     /// execution + commit over many accounts.
     Tps(int_node::bench::tps::TpsArgs),
+    /// The state at growing populations: for each `--accounts`, a bulk
+    /// genesis, blocks of random transfers, a reopen as after a kill.
+    Scale(int_node::bench::scale::ScaleArgs),
     /// GPU kernels beside their CPU references (field, scalar
     /// multiplications and MSM on both curves, hash to G1, Poseidon),
     /// naming the adapter.
@@ -251,6 +254,10 @@ fn main() -> Result<ExitCode> {
         Cmd::Bench { cmd } => match cmd {
             BenchCmd::Tps(args) => {
                 let report = int_node::bench::tps::run(&args)?;
+                print(&serde_json::to_value(&report)?, args.json)?;
+            }
+            BenchCmd::Scale(args) => {
+                let report = int_node::bench::scale::run(&args)?;
                 print(&serde_json::to_value(&report)?, args.json)?;
             }
             BenchCmd::Mqtt(args) => {

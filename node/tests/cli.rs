@@ -535,6 +535,70 @@ fn bench_tps_smoke() {
     assert_eq!(written["sigs"], 128);
 }
 
+/// `int bench scale` at toy sizes: a row per population with the keys the
+/// issue names, the report and the plot written, and a population this
+/// machine cannot hold skipped with a reason instead of tried.
+#[test]
+fn bench_scale_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let stdout = ok(&[
+        "bench",
+        "scale",
+        "--accounts",
+        "3000,1e3,1e12",
+        "--blocks",
+        "2",
+        "--block-txs",
+        "200",
+        "--json",
+        "--out",
+        p(&out),
+    ]);
+    let r = json(&stdout);
+    let rows = r["populations"].as_array().expect("populations");
+    let accounts: Vec<u64> = rows
+        .iter()
+        .map(|row| row["accounts"].as_u64().unwrap())
+        .collect();
+    assert_eq!(accounts, [1000, 3000], "ascending, one row each: {r}");
+    for row in rows {
+        for key in [
+            "exec_commit_tx_per_s",
+            "block_ms",
+            "updates_per_s",
+            "bytes_written_per_block",
+            "peak_rss_mib",
+            "disk_bytes_per_account",
+            "recovery_s",
+        ] {
+            assert_positive(row, key);
+        }
+    }
+    let skipped = r["skipped"].as_array().expect("skipped");
+    assert_eq!(skipped.len(), 1, "{r}");
+    assert!(
+        skipped[0]
+            .as_str()
+            .unwrap()
+            .starts_with("1000000000000 accounts"),
+        "{r}"
+    );
+    let svg = std::fs::read_to_string(out.join("scale.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+    let written = json(&std::fs::read_to_string(out.join("scale.json")).unwrap());
+    assert_eq!(written["populations"], r["populations"]);
+    // Nonsense is refused with a message, not a panic.
+    let args = ["bench", "scale", "--accounts", "lots"];
+    let bad = int(&args);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("not a number"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
 /// `int bench tps --workload market` at toy sizes: transfer blocks and
 /// market blocks (price tag, auction bids across a window's close, CPP
 /// orders and confirmations, metering channels and claims with receipts the

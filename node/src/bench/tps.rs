@@ -476,7 +476,7 @@ fn per_s(n: usize, d: Duration) -> f64 {
 }
 
 /// A line of `/proc/self/status` in kB, as MiB (Linux only).
-fn proc_status_mib(field: &str) -> Option<f64> {
+pub(crate) fn proc_status_mib(field: &str) -> Option<f64> {
     let text = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -495,7 +495,7 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn cpu_model() -> Option<String> {
+pub(crate) fn cpu_model() -> Option<String> {
     let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("model name"))?;
     Some(line.split_once(':')?.1.trim().to_string())
@@ -604,7 +604,7 @@ pub fn run(args: &TpsArgs) -> Result<TpsReport, TpsError> {
     };
 
     // 3. Execution + commit over many accounts (and the market blocks).
-    let exec = exec_commit(args, &sizes)?;
+    let exec = exec_commit(args, &sizes, false)?;
     let exec_commit_tx_per_s = per_s(exec.report.ok as usize, exec_wall(&exec.report));
     let market_ops_per_s = exec
         .market
@@ -1008,15 +1008,26 @@ fn end_to_end(args: &TpsArgs, s: Signed) -> Result<E2eReport, TpsError> {
     Ok(report)
 }
 
-struct ExecResult {
-    genesis_s: f64,
-    genesis_peak_rss_mib: Option<f64>,
+pub(crate) struct ExecResult {
+    pub(crate) genesis_s: f64,
+    pub(crate) genesis_peak_rss_mib: Option<f64>,
     genesis_db_mib: f64,
-    report: ExecReport,
-    stage_us: StageUs,
+    pub(crate) report: ExecReport,
+    pub(crate) stage_us: StageUs,
     market: Option<MarketReport>,
     /// (block size, tx/s, blocks).
     sweep: Vec<(usize, f64, usize)>,
+    /// The state updates of the measured blocks: distinct accounts each
+    /// block touched, summed (the supply record not counted).
+    pub(crate) updates: u64,
+    /// Peak resident memory from the measured blocks on, MiB (Linux).
+    pub(crate) blocks_peak_rss_mib: Option<f64>,
+    /// The store on disk after the measured blocks, bytes.
+    pub(crate) disk_bytes: u64,
+    /// Reopening the store after the blocks as after a kill, until a block
+    /// could be prepared (the state log rebuilt), seconds; measured when
+    /// asked for.
+    pub(crate) recovery_s: Option<f64>,
 }
 
 /// The accounts of the execution phase: ids and the next nonce of each.
@@ -1099,7 +1110,13 @@ fn run_blocks(
     Ok((wall, ok, stages.with_wall(wall)))
 }
 
-fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> {
+/// Execution + commit over `args.accounts` accounts; with `recovery`, the
+/// store is then reopened as after a kill and timed (`int bench scale`).
+pub(crate) fn exec_commit(
+    args: &TpsArgs,
+    sizes: &[usize],
+    recovery: bool,
+) -> Result<ExecResult, TpsError> {
     let n = args.accounts;
     let dir = temp_dir("exec")?;
     let store = int_engine::storage::open(dir.path())?;
@@ -1179,6 +1196,24 @@ fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> 
         "    {} blocks of {} transfers built in {build_s:.2} s; executing ...",
         args.blocks, args.block_txs
     );
+    let updates: u64 = blocks
+        .iter()
+        .map(|b| {
+            let touched: std::collections::HashSet<AccountId> = b
+                .iter()
+                .flat_map(|tx| {
+                    let to = match &tx.payload {
+                        PayloadSpec::Transfer { to, .. } => Some(*to),
+                        _ => None,
+                    };
+                    [Some(tx.sender), to]
+                })
+                .flatten()
+                .collect();
+            touched.len() as u64 + 1
+        })
+        .sum();
+    reset_peak_rss();
     let written_before = io_write_bytes();
     let (wall, ok, stage_us) = run_blocks(&mut chain, &validator, &blocks)?;
     let written_mib_per_block = written_before
@@ -1242,6 +1277,19 @@ fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> 
         sweep.push((size, rate, nblocks));
     }
     let accounts_after = chain.head().map_or(0, |h| h.accounts);
+    let disk_bytes = disk_usage(dir.path());
+    let recovery_s = if recovery {
+        drop(chain);
+        let t = Instant::now();
+        let store = int_engine::storage::open(dir.path())?;
+        store.snapshot()?.prepare_state(CHAIN_ID, &[])?;
+        let s = t.elapsed().as_secs_f64();
+        eprintln!("    reopened as after a kill in {s:.2} s");
+        Some(s)
+    } else {
+        None
+    };
+    let blocks_peak_rss_mib = proc_status_mib("VmHWM:");
     Ok(ExecResult {
         genesis_s: genesis.as_secs_f64(),
         genesis_peak_rss_mib,
@@ -1274,5 +1322,9 @@ fn exec_commit(args: &TpsArgs, sizes: &[usize]) -> Result<ExecResult, TpsError> 
         stage_us,
         market,
         sweep,
+        updates,
+        blocks_peak_rss_mib,
+        disk_bytes,
+        recovery_s,
     })
 }
