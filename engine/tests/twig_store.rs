@@ -238,14 +238,14 @@ fn a_corrupt_log_is_refused() {
 #[test]
 fn a_meta_of_another_format_is_refused_naming_its_version() {
     let meta = TwigMeta {
-        tail: 9,
-        tail_offset: 900,
-        head: 2,
-        head_offset: 200,
-        base: 0,
-        base_offset: 0,
+        tail: 7000,
+        tail_offset: 700_000,
+        head: 6500,
+        head_offset: 650_000,
+        base: 3,
+        base_offset: 600_000,
         root: [4; 32],
-        frontier: vec![(3, 1, [5; 32])],
+        frontier: vec![(0, 2, [5; 32])],
     };
     let bytes = meta.encode();
     assert_eq!(TwigMeta::decode(&bytes).unwrap(), meta);
@@ -380,4 +380,36 @@ fn a_load_into_an_empty_log_is_the_planners_block() {
     let w: Writes = all.iter().map(|(k, v)| (*k, Some(v.clone()))).collect();
     assert_eq!(reference.block(&w).unwrap(), loaded.root());
     assert_eq!(store.prepare(&w).unwrap().root(), loaded.root());
+}
+
+/// A meta whose numbers a corrupt disk changed is refused before anything
+/// is sized or indexed by it: a first twig past the tail or overflowing, a
+/// frontier node out of place, more entries than the log's bytes can hold.
+#[test]
+fn a_meta_with_impossible_numbers_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TwigStore::open_with(dir.path(), None, SEGMENT_BYTES).unwrap();
+    let w = writes(
+        &(0..20)
+            .map(|i| (i, Some(vec![1u8; 30])))
+            .collect::<Vec<_>>(),
+    );
+    let meta = commit(&mut store, &w);
+    drop(store);
+    let decode = |m: &TwigMeta| TwigMeta::decode(&m.encode());
+    let mut m = meta.clone();
+    m.base = u64::MAX / 2;
+    assert!(decode(&m).is_err(), "base overflows");
+    let mut m = meta.clone();
+    m.frontier = vec![(0, 5, [1; 32])];
+    assert!(
+        decode(&m).is_err(),
+        "a frontier node right of the held twigs"
+    );
+    let mut m = meta.clone();
+    m.tail = meta.tail_offset;
+    assert!(decode(&m).is_ok());
+    let err = TwigStore::open_with(dir.path(), Some(&m), SEGMENT_BYTES).unwrap_err();
+    assert!(matches!(err, TwigStoreError::Mismatch(_)), "{err}");
+    TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
 }

@@ -655,3 +655,31 @@ fn a_key_with_a_bad_pop_signs_nothing_in_its_batch() {
     assert_eq!(c.rejected, vec![(0, IngressError::BadPop)]);
     assert_eq!(r.statuses, vec![TxStatus::Ok]);
 }
+
+/// A sender picks a transfer's recipient freely: the reserved keys of the
+/// state log (all zeros, all ones) and the key of a state object (the
+/// supply record, which every block with fees rewrites) are accounts like
+/// any other, in the same block as the supply's write. The blocks commit,
+/// the recipients hold the amounts, and the state audits clean (its root
+/// rebuilt from the log, every entry the store's).
+#[test]
+fn transfers_to_reserved_and_object_keys_are_ordinary_accounts() {
+    let (k, mut net) = setup(1);
+    let supply_leaf = storage::object_leaf(int_engine::supply::SUPPLY_KEY);
+    let to = [[0u8; 32], [0xff; 32], supply_leaf];
+    let batch: Vec<Vec<u8>> = to
+        .iter()
+        .enumerate()
+        .map(|(n, t)| transfer(&k[0], n as u64, 5, *t, 7))
+        .collect();
+    assert_eq!(net.block_ok(batch), vec![TxStatus::Ok; 3]);
+    for t in &to {
+        assert_eq!(net.account(t).expect("recipient").int, 7);
+    }
+    let head = net.head();
+    let (root, accounts) = storage::recompute_root(&*net.view(), common::CHAIN).unwrap();
+    assert_eq!(root, head.state_root);
+    assert_eq!(accounts, head.accounts);
+    // And the supply record is still the supply record.
+    assert!(net.chain().supply().is_ok());
+}

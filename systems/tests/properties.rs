@@ -294,7 +294,7 @@ impl Model {
             .accounts
             .iter()
             .filter(|(a, r)| self.logged.0.get(*a) != Some(*r))
-            .map(|(a, r)| (*a, Some(r.encode().to_vec())))
+            .map(|(a, r)| (storage::account_leaf(a), Some(r.encode().to_vec())))
             .collect();
         if self.logged.1.as_ref() != Some(&self.supply) {
             writes.push((

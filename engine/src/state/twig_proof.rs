@@ -132,6 +132,18 @@ impl<'a> EntryRef<'a> {
     }
 }
 
+/// The state key of an account: `blake3("INT/acct/v1" ‖ id)`. Accounts
+/// are not keyed by their raw ids, which a transfer's sender chooses
+/// freely: hashed under their own tag, they can never land on a plugin
+/// object's key (tagged `INT/obj/v1`) or on [`KEY_MIN`] / [`KEY_END`].
+/// A client proving an account checks the proof at this key.
+pub fn account_key(id: &Hash32) -> Hash32 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"INT/acct/v1");
+    h.update(id);
+    h.finalize().into()
+}
+
 /// Hash of an entry's encoding.
 pub fn entry_hash(entry_bytes: &[u8]) -> Hash32 {
     let mut h = blake3::Hasher::new();

@@ -39,11 +39,11 @@ use lmdb::{
     Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags,
 };
 
-use super::twig::log::LogError;
-use super::twig::{TwigMeta, TwigStore, TwigStoreError};
+use super::twig::{TwigMeta, TwigStore};
 use super::{
     AccountRecord, BlockWrite, Head, KeyValue, OBJECT_KEY_BYTES_MAX, ObjectTable, STATE_FORMAT,
-    ScanFn, StateUpdate, StateView, Storage, StorageError, StoreStats, TableStats, object_leaf,
+    ScanFn, StateUpdate, StateView, Storage, StorageError, StoreStats, TableStats, account_leaf,
+    object_leaf,
 };
 use int_schemas::{AccountId, Hash32};
 
@@ -82,6 +82,9 @@ struct Env {
     state_dir: PathBuf,
     /// Each chain's state log, opened on first use.
     twigs: Mutex<HashMap<u32, Arc<RwLock<TwigStore>>>>,
+    /// Whether the state logs are opened read-only (a reader beside the
+    /// node).
+    read_only_state: bool,
 }
 
 /// The LMDB store: one environment for every chain.
@@ -171,23 +174,33 @@ impl Env {
     ) -> Result<Arc<RwLock<TwigStore>>, StorageError> {
         let mut map = self.twigs.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(t) = map.get(&chain_id) {
-            let g = t.read().unwrap_or_else(PoisonError::into_inner);
-            if g.is_writable() || state_at(&g, at) {
-                return Ok(t.clone());
+            // A store a panic left half-updated is not used again: it is
+            // reopened from LMDB's meta below.
+            if !t.is_poisoned() {
+                let g = t.read().unwrap_or_else(PoisonError::into_inner);
+                if g.is_writable() || state_at(&g, at) {
+                    return Ok(t.clone());
+                }
             }
+            map.remove(&chain_id);
         }
         let latest = {
             let txn = self.env.begin_ro_txn()?;
             twig_meta(&txn, self.meta, chain_id)?
         };
         let dir = self.state_dir_of(chain_id);
-        let store = match TwigStore::open(&dir, latest.as_ref()) {
-            Ok(s) => s,
-            Err(TwigStoreError::Log(LogError::Locked(_))) => match at.or(latest.as_ref()) {
+        let store = if self.read_only_state {
+            match at.or(latest.as_ref()) {
                 Some(m) => TwigStore::open_read_only(&dir, m)?,
-                None => return Err(StorageError::StaleSnapshot { chain_id }),
-            },
-            Err(e) => return Err(e.into()),
+                None => {
+                    return Err(StorageError::Corrupt {
+                        table: "meta",
+                        what: format!("chain {chain_id} has no committed state to read"),
+                    });
+                }
+            }
+        } else {
+            TwigStore::open(&dir, latest.as_ref())?
         };
         let t = Arc::new(RwLock::new(store));
         map.insert(chain_id, t.clone());
@@ -203,8 +216,21 @@ impl Env {
 }
 
 impl LmdbStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir` for the node that
+    /// commits to it: each chain's state log is opened for writing, and a
+    /// log another process writes is an error, not a silent read-only open.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        Self::open_as(dir, false)
+    }
+
+    /// Opens the store in `dir` to read it beside the node that writes it
+    /// (`int state`, `int market`): the state logs are opened read-only at
+    /// the metas LMDB holds, never cut, and commits are refused.
+    pub fn open_read_only(dir: &Path) -> Result<Self, StorageError> {
+        Self::open_as(dir, true)
+    }
+
+    fn open_as(dir: &Path, read_only_state: bool) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)?;
         // NO_TLS: read transactions are not bound to the thread that began
         // them, so a snapshot can move between threads and a parallel one
@@ -230,6 +256,7 @@ impl LmdbStore {
             commit_lock: RwLock::new(()),
             state_dir: dir.join("state"),
             twigs: Mutex::new(HashMap::new()),
+            read_only_state,
             env,
         };
         check_format(&env)?;
@@ -389,7 +416,20 @@ impl Storage for LmdbStore {
             txn.commit()?;
         }
         crate::fault::point("lmdb_committed");
-        state.apply(&w.state.prepared, written)?;
+        // The block is durable now: nothing after this point may report
+        // it as not committed. A failure to update the log's memory drops
+        // the store, which reopens from the meta LMDB just committed.
+        if let Err(err) = state.apply(&w.state.prepared, written) {
+            tracing::warn!(
+                chain_id = w.chain_id,
+                "state log memory not updated after a commit ({err}); reopening it"
+            );
+            drop(state);
+            e.twigs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&w.chain_id);
+        }
         Ok(())
     }
 
@@ -643,7 +683,7 @@ impl StateView for LmdbSnapshot {
         let mut failed = None;
         self.scan_accounts(chain_id, &mut |id, rec| {
             accounts += 1;
-            match log.get(&id) {
+            match log.get(&account_leaf(&id)) {
                 Ok(Some(v)) if v == rec.encode() => true,
                 Ok(_) => {
                     failed = Some(corrupt(format!(

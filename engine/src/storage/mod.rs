@@ -29,7 +29,9 @@
 //! bids, policies, token records) keep their state as objects in
 //! [`ObjectTable::State`], each under its own key prefix: the state log
 //! commits to every object at key [`object_leaf`]`(key)` with its value,
-//! beside the accounts (at their ids, with their encoded records). [`ObjectTable::Derived`] holds what
+//! beside the accounts (at [`account_leaf`]`(id)`, with their encoded
+//! records). Both are hashes under their own tags, so no account id a
+//! sender picks can reach an object's key or the log's reserved keys. [`ObjectTable::Derived`] holds what
 //! follows from committed state and is kept only to serve it fast (the
 //! identity tree's inner nodes, the market's discovery index).
 
@@ -93,9 +95,16 @@ pub enum StorageError {
 /// tree in LMDB's `smt` table, refused on open).
 pub const STATE_FORMAT: u8 = 2;
 
-/// Opens (creating if needed) the store in `dir`.
+/// Opens (creating if needed) the store in `dir`, for the node that
+/// commits to it (one process per data dir).
 pub fn open(dir: &Path) -> Result<Arc<dyn Storage>, StorageError> {
     Ok(Arc::new(lmdb::LmdbStore::open(dir)?))
+}
+
+/// Opens the store in `dir` to read it, beside a node that may be writing
+/// it: commits are refused.
+pub fn open_read_only(dir: &Path) -> Result<Arc<dyn Storage>, StorageError> {
+    Ok(Arc::new(lmdb::LmdbStore::open_read_only(dir)?))
 }
 
 /// The committed store: snapshots to read, one atomic commit per block.
@@ -199,7 +208,8 @@ pub trait StateView: Send + Sync {
         writes: &[(Hash32, Option<Vec<u8>>)],
     ) -> Result<StateUpdate, StorageError>;
 
-    /// An inclusion proof of `key` (an account id, or an [`object_leaf`]),
+    /// An inclusion proof of `key` (an [`account_leaf`] or an
+    /// [`object_leaf`]),
     /// or an exclusion proof when absent, against this snapshot's state
     /// root of `chain_id` (checked by `state::twig_proof`).
     fn prove(&self, chain_id: u32, key: &Hash32) -> Result<Vec<u8>, StorageError>;
@@ -429,8 +439,11 @@ pub struct ObjectWrite {
     pub value: Option<Vec<u8>>,
 }
 
-/// The state-tree key of an object: `blake3("INT/obj/v1" ‖ key)`, so
-/// objects and accounts (whose keys are account ids) never collide.
+/// The state key of an account (see `state::twig_proof::account_key`).
+pub use crate::state::twig_proof::account_key as account_leaf;
+
+/// The state key of an object: `blake3("INT/obj/v1" ‖ key)`; accounts are
+/// at [`account_leaf`], under another tag, so the two never collide.
 pub fn object_leaf(key: &[u8]) -> Hash32 {
     let mut h = blake3::Hasher::new();
     h.update(b"INT/obj/v1");
@@ -457,15 +470,16 @@ impl StateUpdate {
 }
 
 /// A block's state writes as the state log takes them, sorted by key:
-/// each account at its id with its encoded record, each state object at
-/// [`object_leaf`] of its key with its value (`None`: deleted).
+/// each account at [`account_leaf`] of its id with its encoded record,
+/// each state object at [`object_leaf`] of its key with its value
+/// (`None`: deleted).
 pub fn state_writes(
     accounts: &[(AccountId, AccountRecord)],
     objects: &[ObjectWrite],
 ) -> Vec<(Hash32, Option<Vec<u8>>)> {
     let mut w: Vec<(Hash32, Option<Vec<u8>>)> = accounts
         .iter()
-        .map(|(id, r)| (*id, Some(r.encode().to_vec())))
+        .map(|(id, r)| (account_leaf(id), Some(r.encode().to_vec())))
         .chain(
             objects
                 .iter()

@@ -4,12 +4,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use int_engine::chain::{Chain, ChainConfig};
-use int_engine::state::twig_proof::verify_twig_proof;
+use int_engine::state::twig_proof::{account_key, verify_twig_proof};
 use int_engine::storage::{StateView, Storage, recompute_root};
 use int_engine::supply::Supply;
 use serde_json::{Value, json};
 
-/// The store in `data_dir`, or a clear error when there is none.
+/// The store in `data_dir`, opened to read beside a running node, or a
+/// clear error when there is none.
 pub fn open(data_dir: &Path) -> Result<std::sync::Arc<dyn Storage>> {
     let dir = data_dir.join("lmdb");
     if !dir.join("data.mdb").exists() {
@@ -18,7 +19,8 @@ pub fn open(data_dir: &Path) -> Result<std::sync::Arc<dyn Storage>> {
             data_dir.display()
         );
     }
-    int_engine::storage::open(&dir).with_context(|| format!("opening {}", dir.display()))
+    // A reader: the node may be running and writing the state log.
+    int_engine::storage::open_read_only(&dir).with_context(|| format!("opening {}", dir.display()))
 }
 
 /// The head, the state root, and the audit: the root recomputed from every
@@ -218,10 +220,14 @@ pub fn account_at_head(
         v["value_hash"] = json!(hex::encode(r.hash()));
     }
     if proof {
-        let p = store.prove(chain_id, id)?;
+        // The account's state key is its id hashed under the account tag.
+        let key = account_key(id);
+        let p = store.prove(chain_id, &key)?;
         let value = rec.map(|r| r.hash());
+        v["state_key"] = json!(hex::encode(key));
         v["proof"] = json!(hex::encode(&p));
-        v["proof_ok"] = json!(verify_twig_proof(&head.state_root, id, value.as_ref(), &p).is_ok());
+        v["proof_ok"] =
+            json!(verify_twig_proof(&head.state_root, &key, value.as_ref(), &p).is_ok());
     }
     Ok(v)
 }

@@ -8,7 +8,7 @@
 //! must be refused.
 
 use int_engine::state::proof::Hash32;
-use int_engine::state::twig_proof::verify_twig_proof as verify_proof;
+use int_engine::state::twig_proof::{account_key, verify_twig_proof as verify_proof};
 use int_engine::storage::AccountRecord;
 use serde_json::Value;
 
@@ -69,7 +69,14 @@ fn value_hash(v: &Value) -> Option<Hash32> {
 /// was an inclusion proof.
 pub fn check_account_proof(v: &Value) -> bool {
     let root = hash_at(v, "state_root");
-    let key = hash_at(v, "id");
+    // The key the log proves is the id under the account tag, computed
+    // here, not taken from the answer.
+    let key = account_key(&hash_at(v, "id"));
+    assert_eq!(
+        hex::encode(key),
+        v["state_key"].as_str().unwrap_or(""),
+        "{v}"
+    );
     let value = value_hash(v);
     let bytes = hex::decode(v["proof"].as_str().unwrap_or_else(|| panic!("proof: {v}")))
         .unwrap_or_else(|e| panic!("proof is not hex ({e}): {v}"));

@@ -95,6 +95,10 @@ impl SegmentLog {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
+        if let Some(parent) = dir.parent() {
+            // The directory's own name, when it was just created.
+            File::open(parent).and_then(|d| d.sync_all()).map_err(io)?;
+        }
         let lock = Self::open_file(&dir.join("LOCK"), true)?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -178,9 +182,22 @@ impl SegmentLog {
         self.writable()?;
         if !self.files.contains_key(&n) {
             let f = Self::open_file(&segment_path(&self.dir, n), true)?;
+            // The new file's name must survive a power loss before the
+            // block that starts it commits.
+            self.sync_dir()?;
             self.files.insert(n, f);
         }
         Ok(&self.files[&n])
+    }
+
+    /// Makes the directory's entries (created and removed segments)
+    /// durable.
+    fn sync_dir(&self) -> Result<(), LogError> {
+        let io = |source| LogError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        File::open(&self.dir).map_err(io)?.sync_all().map_err(io)
     }
 
     /// Where a record of `len` bytes written at `tail` goes: `tail`, or
@@ -419,9 +436,13 @@ impl SegmentLog {
         self.writable()?;
         let keep = offset / self.segment_bytes;
         let gone: Vec<u64> = self.files.range(..keep).map(|(n, _)| *n).collect();
+        let dropped = !gone.is_empty();
         for n in gone {
             self.files.remove(&n);
             std::fs::remove_file(segment_path(&self.dir, n)).map_err(self.io(n))?;
+        }
+        if dropped {
+            self.sync_dir()?;
         }
         Ok(())
     }
@@ -432,9 +453,13 @@ impl SegmentLog {
         self.writable()?;
         let n = offset / self.segment_bytes;
         let later: Vec<u64> = self.files.range(n + 1..).map(|(n, _)| *n).collect();
+        let cut = !later.is_empty();
         for m in later {
             self.files.remove(&m);
             std::fs::remove_file(segment_path(&self.dir, m)).map_err(self.io(m))?;
+        }
+        if cut {
+            self.sync_dir()?;
         }
         if let Some(f) = self.files.get(&n) {
             f.set_len(offset % self.segment_bytes).map_err(self.io(n))?;
