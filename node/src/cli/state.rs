@@ -29,6 +29,10 @@ pub fn open(data_dir: &Path) -> Result<std::sync::Arc<dyn Storage>> {
 /// (`head_block_ok`: aggregate signature and proposer signature), and
 /// every account's balances plus every escrow must equal the stored INT
 /// and GAS totals (`value_conserved`).
+/// Times `int state` redoes its audit on a newer snapshot when the node
+/// dropped the state log's segments under it.
+const AUDIT_RETRIES_MAX: usize = 4;
+
 pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
     let store = open(data_dir)?;
     // One snapshot for every read: a node may commit blocks meanwhile.
@@ -36,7 +40,24 @@ pub fn summary(data_dir: &Path, chain_id: u32) -> Result<Value> {
     let head = view
         .head(chain_id)?
         .with_context(|| format!("chain {chain_id} has no blocks"))?;
-    let (root, count) = recompute_root(&*view, chain_id)?;
+    // The audit rebuilds the root from the state log at this snapshot's
+    // meta; a running node may drop the log's old segments meanwhile, and
+    // then the audit is redone on a newer snapshot (a bounded number of
+    // times).
+    let mut audited_root = recompute_root(&*view, chain_id);
+    let mut view = view;
+    let mut head = head;
+    for _ in 0..AUDIT_RETRIES_MAX {
+        if audited_root.is_ok() {
+            break;
+        }
+        view = store.snapshot()?;
+        head = view
+            .head(chain_id)?
+            .with_context(|| format!("chain {chain_id} has no blocks"))?;
+        audited_root = recompute_root(&*view, chain_id);
+    }
+    let (root, count) = audited_root?;
     let block = view
         .block(chain_id, head.height)?
         .context("head block missing")?;
