@@ -153,50 +153,34 @@ impl Devnet {
     /// height it reported and all its stderr lines.
     fn kill(mut self) -> (Option<u64>, Vec<String>) {
         self.child.0.kill().expect("SIGKILL");
-        let status = self.child.0.wait().expect("reaping the devnet");
-        let lines = self.reader.take().unwrap().join().expect("stderr reader");
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::ExitStatusExt;
-            // 9 = SIGKILL; anything else means it died before the kill.
-            assert_eq!(
-                status.signal(),
-                Some(9),
-                "devnet exited on its own ({status}):\n{}",
-                lines.join("\n")
-            );
-        }
-        #[cfg(not(unix))]
-        let _ = status;
-        let max = self
-            .events
-            .try_iter()
-            .filter_map(|e| match e {
-                Event::Status(h) => Some(h),
-                _ => None,
-            })
-            .max();
-        (max, lines)
+        // 9 = SIGKILL; anything else means it died before the kill.
+        self.reap(9, "devnet exited on its own")
     }
 
     /// Waits for the node to die on its own (an armed crash point);
     /// returns the highest height it reported and its stderr lines.
-    fn wait_crash(mut self) -> (Option<u64>, Vec<String>) {
+    fn wait_crash(self) -> (Option<u64>, Vec<String>) {
+        // 6 = SIGABRT: the crash point's abort.
+        self.reap(6, "devnet did not abort at its crash point")
+    }
+
+    /// Reaps the node, which must have died of `signal`; reads stderr to
+    /// its end and returns the highest height it reported and its lines.
+    fn reap(mut self, signal: i32, otherwise: &str) -> (Option<u64>, Vec<String>) {
         let status = self.child.0.wait().expect("reaping the devnet");
         let lines = self.reader.take().unwrap().join().expect("stderr reader");
         #[cfg(unix)]
         {
             use std::os::unix::process::ExitStatusExt;
-            // 6 = SIGABRT: the crash point's abort.
             assert_eq!(
                 status.signal(),
-                Some(6),
-                "devnet did not abort at its crash point ({status}):\n{}",
+                Some(signal),
+                "{otherwise} ({status}):\n{}",
                 lines.join("\n")
             );
         }
         #[cfg(not(unix))]
-        let _ = status;
+        let _ = (status, signal, otherwise);
         let max = self
             .events
             .try_iter()
@@ -207,6 +191,18 @@ impl Devnet {
             .max();
         (max, lines)
     }
+}
+
+/// `int state` audits `data_dir` clean (root, count, head block, value)
+/// at a height of at least `height`, with the genesis accounts.
+fn audits_clean(data_dir: &Path, height: u64) {
+    let st = int_state(data_dir);
+    assert_eq!(st["root_ok"], true, "{st}");
+    assert_eq!(st["accounts_ok"], true, "{st}");
+    assert_eq!(st["head_block_ok"], true, "{st}");
+    assert!(st["height"].as_u64().unwrap() >= height, "{st}");
+    assert_eq!(st["accounts"], GENESIS_ACCOUNTS, "{st}");
+    assert_eq!(st["value_conserved"], true, "{st}");
 }
 
 /// `int state --json` of `data_dir`: it must succeed, without a panic.
@@ -247,13 +243,7 @@ fn devnet_survives_sigkill_during_startup() {
         "{}",
         lines.join("\n")
     );
-    let st = int_state(&data);
-    assert_eq!(st["root_ok"], true, "{st}");
-    assert_eq!(st["accounts_ok"], true, "{st}");
-    assert_eq!(st["head_block_ok"], true, "{st}");
-    assert!(st["height"].as_u64().unwrap() >= max.unwrap_or(h), "{st}");
-    assert_eq!(st["accounts"], GENESIS_ACCOUNTS, "{st}");
-    assert_eq!(st["value_conserved"], true, "{st}");
+    audits_clean(&data, max.unwrap_or(h));
 }
 
 fn is_hex32(s: &str) -> bool {
@@ -444,11 +434,5 @@ fn devnet_crashed_inside_commits_restarts_at_a_committed_height() {
         "no block after the crashes: start {start}, status {h}"
     );
     let (max, _) = node.kill();
-    let st = int_state(&data);
-    assert_eq!(st["root_ok"], true, "{st}");
-    assert_eq!(st["accounts_ok"], true, "{st}");
-    assert_eq!(st["head_block_ok"], true, "{st}");
-    assert!(st["height"].as_u64().unwrap() >= max.unwrap_or(h), "{st}");
-    assert_eq!(st["accounts"], GENESIS_ACCOUNTS, "{st}");
-    assert_eq!(st["value_conserved"], true, "{st}");
+    audits_clean(&data, max.unwrap_or(h));
 }

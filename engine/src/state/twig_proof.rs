@@ -125,11 +125,6 @@ impl<'a> EntryRef<'a> {
             rest,
         ))
     }
-
-    /// Bytes of the encoding.
-    pub fn encoded_len(&self) -> usize {
-        ENTRY_HEADER_BYTES + self.value.len()
-    }
 }
 
 /// The state key of an account: `blake3("INT/acct/v1" ‖ id)`. Accounts
@@ -144,38 +139,41 @@ pub fn account_key(id: &Hash32) -> Hash32 {
     h.finalize().into()
 }
 
-/// Hash of an entry's encoding.
-pub fn entry_hash(entry_bytes: &[u8]) -> Hash32 {
+/// `blake3(tag ‖ bytes)`.
+fn tagged(tag: u8, bytes: &[u8]) -> Hash32 {
     let mut h = blake3::Hasher::new();
-    h.update(&[ENTRY_TAG]);
-    h.update(entry_bytes);
+    h.update(&[tag]);
+    h.update(bytes);
     h.finalize().into()
 }
 
-/// Hash of two children, in a twig and in the upper tree.
-pub fn node_hash(left: &Hash32, right: &Hash32) -> Hash32 {
+/// `blake3(tag ‖ left ‖ right)`.
+fn tagged_pair(tag: u8, left: &Hash32, right: &Hash32) -> Hash32 {
     let mut buf = [0u8; 65];
-    buf[0] = NODE_TAG;
+    buf[0] = tag;
     buf[1..33].copy_from_slice(left);
     buf[33..].copy_from_slice(right);
     blake3::hash(&buf).into()
 }
 
+/// Hash of an entry's encoding.
+pub fn entry_hash(entry_bytes: &[u8]) -> Hash32 {
+    tagged(ENTRY_TAG, entry_bytes)
+}
+
+/// Hash of two children, in a twig and in the upper tree.
+pub fn node_hash(left: &Hash32, right: &Hash32) -> Hash32 {
+    tagged_pair(NODE_TAG, left, right)
+}
+
 /// Hash of a twig's active bits.
 pub fn bits_hash(bits: &[u8; BITS_BYTES]) -> Hash32 {
-    let mut h = blake3::Hasher::new();
-    h.update(&[BITS_TAG]);
-    h.update(bits);
-    h.finalize().into()
+    tagged(BITS_TAG, bits)
 }
 
 /// A twig's root from its entries root and bits hash.
 pub fn twig_root(entries_root: &Hash32, bits_hash: &Hash32) -> Hash32 {
-    let mut buf = [0u8; 65];
-    buf[0] = TWIG_TAG;
-    buf[1..33].copy_from_slice(entries_root);
-    buf[33..].copy_from_slice(bits_hash);
-    blake3::hash(&buf).into()
+    tagged_pair(TWIG_TAG, entries_root, bits_hash)
 }
 
 /// The state root from the upper tree's root and the log's tail.

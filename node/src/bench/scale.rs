@@ -20,7 +20,7 @@ use std::time::Instant;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::tps::{Machine, StageUs, TpsArgs, TpsError, Workload, cpu_model, exec_commit};
+use super::tps::{Machine, StageUs, TpsArgs, TpsError, Workload, exec_commit, out_dir};
 
 /// Memory a one-block genesis takes per account, measured at 10⁶ (peak
 /// RSS 1.57 GiB): the accounts list, LMDB's dirty pages and the state
@@ -140,14 +140,7 @@ pub fn run(args: &ScaleArgs) -> Result<ScaleReport, TpsError> {
         .collect::<Result<Vec<_>, _>>()?;
     counts.sort_unstable();
     counts.dedup();
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("bench-out"));
-    std::fs::create_dir_all(&out_dir).map_err(|source| TpsError::Io {
-        path: out_dir.clone(),
-        source,
-    })?;
+    let out_dir = out_dir(args.out.as_deref())?;
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     for &n in &counts {
@@ -224,11 +217,7 @@ pub fn run(args: &ScaleArgs) -> Result<ScaleReport, TpsError> {
     let json_path = out_dir.join("scale.json");
     let svg_path = out_dir.join("scale.svg");
     let report = ScaleReport {
-        machine: Machine {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu: cpu_model(),
-            rayon_threads: rayon::current_num_threads(),
-        },
+        machine: Machine::current(),
         block_txs: args.block_txs,
         blocks: args.blocks,
         populations: rows,

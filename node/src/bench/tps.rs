@@ -230,6 +230,17 @@ pub struct Machine {
     pub rayon_threads: usize,
 }
 
+impl Machine {
+    /// The machine this process runs on.
+    pub fn current() -> Self {
+        Self {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu: cpu_model(),
+            rayon_threads: rayon::current_num_threads(),
+        }
+    }
+}
+
 /// Microseconds per stage of the block pipeline, summed over blocks.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct StageUs {
@@ -495,7 +506,7 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-pub(crate) fn cpu_model() -> Option<String> {
+fn cpu_model() -> Option<String> {
     let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("model name"))?;
     Some(line.split_once(':')?.1.trim().to_string())
@@ -512,6 +523,16 @@ fn disk_usage(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// The report's directory (`--out`, default `bench-out`), created.
+pub(crate) fn out_dir(out: Option<&Path>) -> Result<PathBuf, TpsError> {
+    let dir = out.map_or_else(|| PathBuf::from("bench-out"), Path::to_path_buf);
+    std::fs::create_dir_all(&dir).map_err(|source| TpsError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
 }
 
 fn temp_dir(what: &str) -> Result<tempfile::TempDir, TpsError> {
@@ -553,20 +574,9 @@ pub fn run(args: &TpsArgs) -> Result<TpsReport, TpsError> {
     if args.workload.market() {
         market::check_args(args.accounts, args.block_txs)?;
     }
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("bench-out"));
-    std::fs::create_dir_all(&out_dir).map_err(|source| TpsError::Io {
-        path: out_dir.clone(),
-        source,
-    })?;
+    let out_dir = out_dir(args.out.as_deref())?;
     let began = Instant::now();
-    let machine = Machine {
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        cpu: cpu_model(),
-        rayon_threads: rayon::current_num_threads(),
-    };
+    let machine = Machine::current();
     let mut sizes: Vec<usize> = args.sizes.iter().copied().filter(|&s| s > 0).collect();
     sizes.sort_unstable();
     sizes.dedup();

@@ -436,12 +436,16 @@ impl SegmentLog {
         self.writable()?;
         let keep = offset / self.segment_bytes;
         let gone: Vec<u64> = self.files.range(..keep).map(|(n, _)| *n).collect();
-        let dropped = !gone.is_empty();
-        for n in gone {
+        self.remove_segments(&gone)
+    }
+
+    /// Deletes segment files, then makes their removal durable.
+    fn remove_segments(&mut self, segments: &[u64]) -> Result<(), LogError> {
+        for &n in segments {
             self.files.remove(&n);
             std::fs::remove_file(segment_path(&self.dir, n)).map_err(self.io(n))?;
         }
-        if dropped {
+        if !segments.is_empty() {
             self.sync_dir()?;
         }
         Ok(())
@@ -453,14 +457,7 @@ impl SegmentLog {
         self.writable()?;
         let n = offset / self.segment_bytes;
         let later: Vec<u64> = self.files.range(n + 1..).map(|(n, _)| *n).collect();
-        let cut = !later.is_empty();
-        for m in later {
-            self.files.remove(&m);
-            std::fs::remove_file(segment_path(&self.dir, m)).map_err(self.io(m))?;
-        }
-        if cut {
-            self.sync_dir()?;
-        }
+        self.remove_segments(&later)?;
         if let Some(f) = self.files.get(&n) {
             f.set_len(offset % self.segment_bytes).map_err(self.io(n))?;
             f.sync_all().map_err(self.io(n))?;

@@ -335,15 +335,7 @@ impl LogReader for Reader<'_> {
     }
 
     fn predecessor(&self, key: &Hash32) -> Result<(Hash32, Current), LogError> {
-        let key_at = |o| self.store.log.read_key(o);
-        let offset = self
-            .store
-            .index
-            .predecessor(key, &key_at)?
-            .ok_or(LogError::Corrupt {
-                offset: 0,
-                what: "no predecessor: the sentinel entry is missing",
-            })?;
+        let offset = self.store.predecessor_offset(key)?;
         let (k, cur) = self.entry(offset)?;
         self.offsets.borrow_mut().insert(k, offset);
         Ok((k, cur))
@@ -606,6 +598,18 @@ impl TwigStore {
         )))
     }
 
+    /// The offset of the entry of the greatest key below `key` (there is
+    /// always one: the sentinel's, unless the log is corrupt).
+    fn predecessor_offset(&self, key: &Hash32) -> Result<u64, LogError> {
+        let key_at = |o| self.log.read_key(o);
+        self.index
+            .predecessor(key, &key_at)?
+            .ok_or(LogError::Corrupt {
+                offset: 0,
+                what: "no predecessor: the sentinel entry is missing",
+            })
+    }
+
     /// `key`'s current entry's offset and bytes.
     fn find(&self, key: &Hash32) -> Result<Option<(u64, Vec<u8>)>, LogError> {
         let key_at = |o| self.log.read_key(o);
@@ -857,14 +861,7 @@ impl TwigStore {
         let (offset, entry) = match self.find(key)? {
             Some(found) => found,
             None => {
-                let key_at = |o| self.log.read_key(o);
-                let o = self
-                    .index
-                    .predecessor(key, &key_at)?
-                    .ok_or(LogError::Corrupt {
-                        offset: 0,
-                        what: "no predecessor: the sentinel entry is missing",
-                    })?;
+                let o = self.predecessor_offset(key)?;
                 (o, self.log.read_entry(o)?)
             }
         };
