@@ -638,17 +638,7 @@ impl StateView for LmdbSnapshot {
         if !state_at(&state, at.as_ref()) {
             return Err(StorageError::StaleSnapshot { chain_id });
         }
-        // A genesis (nothing committed, only inserts) is a sorted bulk load:
-        // the same entries the planner would append, without its lookups.
-        let prepared = if state.is_initial() && writes.iter().all(|w| w.1.is_some()) {
-            let sorted: Vec<(Hash32, Vec<u8>)> = writes
-                .iter()
-                .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
-                .collect();
-            state.prepare_load(&sorted)?
-        } else {
-            state.prepare(writes)?
-        };
+        let prepared = state.prepare(writes)?;
         Ok(StateUpdate {
             chain_id,
             from: at,

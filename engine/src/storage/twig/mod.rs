@@ -627,11 +627,22 @@ impl TwigStore {
     }
 
     /// Plans and stages a block's writes (`None` deletes; sorted by key,
-    /// distinct) against the committed log; changes nothing.
+    /// distinct) against the committed log; changes nothing. Into an empty
+    /// log, inserts only, it is [`TwigStore::prepare_load`].
     pub fn prepare(
         &self,
         writes: &[(Hash32, Option<Vec<u8>>)],
     ) -> Result<Prepared, TwigStoreError> {
+        // A genesis (nothing committed, only inserts) is a sorted bulk
+        // load: the same entries the planner would append (tested), without
+        // its lookups.
+        if self.is_initial() && !writes.is_empty() && writes.iter().all(|w| w.1.is_some()) {
+            let sorted: Vec<(Hash32, Vec<u8>)> = writes
+                .iter()
+                .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
+                .collect();
+            return self.prepare_load(&sorted);
+        }
         let reader = Reader {
             store: self,
             offsets: RefCell::new(HashMap::new()),
