@@ -47,7 +47,7 @@ use crate::ingress::{ProofVerifier, VerifiedTx};
 use crate::state::smt::SmtError;
 use crate::storage::{
     AccountRecord, BlockWrite, Head, ObjectTable, ObjectWrite, StateUpdate, StateView, Storage,
-    StorageError, state_writes,
+    StorageError, account_leaf, state_writes,
 };
 use crate::supply::{SUPPLY_KEY, Supply, SupplyDelta, account_totals, escrow_add};
 use crate::world::*;
@@ -434,8 +434,9 @@ impl Chain {
         self.genesis_with_objects(alloc, &[], time_ms, proposer)
     }
 
-    /// Writes block 0 with the given accounts and plugin objects (a
-    /// plugin's genesis parameters, such as the BPK verifying key).
+    /// Writes block 0 with the given accounts (any order) and plugin
+    /// objects (a plugin's genesis parameters, such as the BPK verifying
+    /// key): a [`GenesisLoader`] fed the accounts sorted.
     pub fn genesis_with_objects(
         &mut self,
         alloc: &[(AccountId, AccountRecord)],
@@ -443,55 +444,43 @@ impl Chain {
         time_ms: u64,
         proposer: &SecretKey,
     ) -> Result<Head, ChainError> {
-        if self.head.is_some() {
-            return Err(ChainError::GenesisExists(self.cfg.chain_id));
-        }
-        let (mut int, mut gas) = (0u128, 0u128);
-        for (_, r) in alloc {
-            int = int.checked_add(r.int).ok_or(ChainError::SupplyOverflow)?;
-            gas = gas.checked_add(r.gas).ok_or(ChainError::SupplyOverflow)?;
-        }
-        let mut accounts = alloc.to_vec();
-        accounts.sort_by_key(|a| a.0);
-        if let Some(w) = accounts.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(ChainError::DuplicateGenesisAccount(hex_id(&w[0].0)));
-        }
+        use rayon::prelude::*;
         if objects.iter().any(|o| o.key == SUPPLY_KEY) {
             return Err(ChainError::Exec(
                 "genesis objects may not set the supply: the chain computes it".into(),
             ));
         }
-        let mut objects = objects.to_vec();
-        objects.push(ObjectWrite {
-            table: ObjectTable::State,
-            key: SUPPLY_KEY.to_vec(),
-            value: Some(Supply::genesis(int, gas).encode().to_vec()),
-        });
-        let view = self.store.parallel_snapshot()?;
-        let new_accounts = accounts.len() as u64;
-        let fields = BlockFields {
-            time_ms,
-            proposer: proposer.public_key().account_id(),
-        };
-        let executed = self.finish(
-            &*view,
-            Head::default(),
-            0,
-            fields,
-            Partial {
-                statuses: Vec::new(),
-                included: Vec::new(),
-                receipts: Vec::new(),
-                tx_hashes: Vec::new(),
-                accounts,
-                objects,
-                new_accounts,
-                timings: Timings::default(),
-            },
-        )?;
-        drop(view);
-        let sealed = self.seal_on(executed, &[], proposer)?;
-        self.write(sealed)
+        let mut keyed: Vec<(Hash32, usize)> = alloc
+            .par_iter()
+            .enumerate()
+            .map(|(i, (id, _))| (account_leaf(id), i))
+            .collect();
+        keyed.par_sort_unstable();
+        let mut loader = self.begin_genesis()?;
+        for chunk in keyed.chunks(GENESIS_CHUNK_ACCOUNTS) {
+            let accounts: Vec<(AccountId, AccountRecord)> =
+                chunk.iter().map(|&(_, i)| alloc[i]).collect();
+            loader.add(&accounts)?;
+        }
+        loader.finish(objects, time_ms, proposer)
+    }
+
+    /// Starts the genesis of a chain that has none: accounts go in through
+    /// [`GenesisLoader::add`], in order, as many as the disk holds, and
+    /// [`GenesisLoader::finish`] writes block 0.
+    pub fn begin_genesis(&mut self) -> Result<GenesisLoader<'_>, ChainError> {
+        if self.head.is_some() {
+            return Err(ChainError::GenesisExists(self.cfg.chain_id));
+        }
+        self.store.begin_genesis(self.cfg.chain_id)?;
+        Ok(GenesisLoader {
+            chain: self,
+            pending: Vec::new(),
+            last: None,
+            int: 0,
+            gas: 0,
+            accounts: 0,
+        })
     }
 
     /// Executes `txs` (already verified at ingress) as the next block,
@@ -1374,6 +1363,131 @@ struct Partial {
 
 fn hex_id(id: &AccountId) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Accounts loaded per chunk of a genesis. Part of what a genesis is:
+/// each chunk boundary re-appends one entry to the state log, so the
+/// genesis root depends on this size (the same on every node).
+pub const GENESIS_CHUNK_ACCOUNTS: usize = 1 << 20;
+
+/// A genesis being written ([`Chain::begin_genesis`]): accounts in
+/// ascending order of their state key ([`account_leaf`]), loaded into
+/// storage a chunk of [`GENESIS_CHUNK_ACCOUNTS`] at a time, so a
+/// population of any size needs the memory of one chunk; then block 0
+/// ([`GenesisLoader::finish`]) with the supply and the plugin objects. The
+/// chain has no head until block 0 commits: a genesis dropped or
+/// interrupted before is redone from the start.
+pub struct GenesisLoader<'c> {
+    chain: &'c mut Chain,
+    pending: Vec<(AccountId, AccountRecord)>,
+    last: Option<Hash32>,
+    int: u128,
+    gas: u128,
+    accounts: u64,
+}
+
+impl GenesisLoader<'_> {
+    /// Adds accounts: strictly ascending by [`account_leaf`], above every
+    /// account added before (an id twice is a
+    /// [`ChainError::DuplicateGenesisAccount`]).
+    pub fn add(&mut self, accounts: &[(AccountId, AccountRecord)]) -> Result<(), ChainError> {
+        use rayon::prelude::*;
+        let leaves: Vec<Hash32> = accounts
+            .par_iter()
+            .map(|(id, _)| account_leaf(id))
+            .collect();
+        for ((id, rec), leaf) in accounts.iter().zip(&leaves) {
+            match self.last {
+                Some(last) if last == *leaf => {
+                    return Err(ChainError::DuplicateGenesisAccount(hex_id(id)));
+                }
+                Some(last) if last > *leaf => {
+                    return Err(ChainError::Exec(
+                        "genesis accounts out of state-key order".into(),
+                    ));
+                }
+                _ => {}
+            }
+            self.last = Some(*leaf);
+            self.int = self
+                .int
+                .checked_add(rec.int)
+                .ok_or(ChainError::SupplyOverflow)?;
+            self.gas = self
+                .gas
+                .checked_add(rec.gas)
+                .ok_or(ChainError::SupplyOverflow)?;
+            self.pending.push((*id, *rec));
+            if self.pending.len() == GENESIS_CHUNK_ACCOUNTS {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ChainError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.chain
+            .store
+            .load_genesis_accounts(self.chain.cfg.chain_id, &self.pending)?;
+        self.accounts += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Accounts added so far.
+    pub fn accounts(&self) -> u64 {
+        self.accounts + self.pending.len() as u64
+    }
+
+    /// Loads what is left and writes block 0: the supply of the accounts
+    /// added, and `objects`.
+    pub fn finish(
+        mut self,
+        objects: &[ObjectWrite],
+        time_ms: u64,
+        proposer: &SecretKey,
+    ) -> Result<Head, ChainError> {
+        if objects.iter().any(|o| o.key == SUPPLY_KEY) {
+            return Err(ChainError::Exec(
+                "genesis objects may not set the supply: the chain computes it".into(),
+            ));
+        }
+        self.flush()?;
+        let mut objects = objects.to_vec();
+        objects.push(ObjectWrite {
+            table: ObjectTable::State,
+            key: SUPPLY_KEY.to_vec(),
+            value: Some(Supply::genesis(self.int, self.gas).encode().to_vec()),
+        });
+        let chain = self.chain;
+        let view = chain.store.parallel_snapshot()?;
+        let fields = BlockFields {
+            time_ms,
+            proposer: proposer.public_key().account_id(),
+        };
+        let executed = chain.finish(
+            &*view,
+            Head::default(),
+            0,
+            fields,
+            Partial {
+                statuses: Vec::new(),
+                included: Vec::new(),
+                receipts: Vec::new(),
+                tx_hashes: Vec::new(),
+                accounts: Vec::new(),
+                objects,
+                new_accounts: self.accounts,
+                timings: Timings::default(),
+            },
+        )?;
+        drop(view);
+        let sealed = chain.seal_on(executed, &[], proposer)?;
+        chain.write(sealed)
+    }
 }
 
 #[cfg(test)]

@@ -296,6 +296,14 @@ impl Model {
             .filter(|(a, r)| self.logged.0.get(*a) != Some(*r))
             .map(|(a, r)| (storage::account_leaf(a), Some(r.encode().to_vec())))
             .collect();
+        if self.logged.1.is_none() {
+            // The genesis: its accounts are loaded first, in one chunk
+            // here (`GENESIS_CHUNK_ACCOUNTS`), then block 0 writes the
+            // supply.
+            writes.sort_unstable_by_key(|a| a.0);
+            self.log.block(&writes).expect("the genesis accounts load");
+            writes.clear();
+        }
         if self.logged.1.as_ref() != Some(&self.supply) {
             writes.push((
                 storage::object_leaf(SUPPLY_KEY),

@@ -77,7 +77,7 @@ pub enum StorageError {
     /// The data dir was written by a release with another state format.
     #[error(
         "this data dir holds state format {found} ({what}); this node reads state format \
-         {STATE_FORMAT} (a twig log beside LMDB): start from a new data dir, or run the release \
+         {STATE_FORMAT} (a twig log beside LMDB, accounts keyed by state key): start from a new data dir, or run the release \
          that wrote it"
     )]
     Format {
@@ -91,9 +91,10 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
 }
 
-/// The data dir's state format: 2, the twig log (1 was the sparse Merkle
-/// tree in LMDB's `smt` table, refused on open).
-pub const STATE_FORMAT: u8 = 2;
+/// The data dir's state format: 3, the twig log beside LMDB, accounts
+/// keyed by their state key (1 was the sparse Merkle tree in LMDB's `smt`
+/// table, 2 the twig log with accounts keyed by id: both refused on open).
+pub const STATE_FORMAT: u8 = 3;
 
 /// Opens (creating if needed) the store in `dir`, for the node that
 /// commits to it (one process per data dir).
@@ -123,6 +124,24 @@ pub trait Storage: Send + Sync {
     /// none; snapshots taken before see none of it. The state update must
     /// have been prepared on the chain's committed state.
     fn commit_block(&self, w: &BlockWrite<'_>) -> Result<(), StorageError>;
+
+    /// Starts loading the genesis of a chain that has no head: whatever an
+    /// earlier load left (interrupted, or dropped before its block) goes.
+    fn begin_genesis(&self, chain_id: u32) -> Result<(), StorageError>;
+
+    /// Loads accounts of a chain's genesis ahead of its genesis block, for
+    /// populations no one block holds: after [`Storage::begin_genesis`],
+    /// strictly ascending by [`account_leaf`], every call above the last.
+    /// They are durable in the state log and in LMDB but belong to no
+    /// head: the chain's genesis block, committed next through
+    /// [`Storage::commit_block`], prepares its state on them and commits
+    /// them. A crash before it leaves no head (the log is cut back on
+    /// open; the next [`Storage::begin_genesis`] deletes the rows).
+    fn load_genesis_accounts(
+        &self,
+        chain_id: u32,
+        accounts: &[(AccountId, AccountRecord)],
+    ) -> Result<(), StorageError>;
 
     /// Entries and pages per table and the file's high-water mark.
     fn stats(&self) -> Result<StoreStats, StorageError>;
@@ -188,8 +207,8 @@ pub trait StateView: Send + Sync {
         f: &mut ScanFn<'_>,
     ) -> Result<(), StorageError>;
 
-    /// Calls `f` for every account of a chain in id order until it returns
-    /// `false`; as for [`StateView::scan`], `f` must not read the same
+    /// Calls `f` for every account of a chain in the order of their state
+    /// keys ([`account_leaf`]) until it returns `false`; as for [`StateView::scan`], `f` must not read the same
     /// snapshot.
     fn scan_accounts(
         &self,
@@ -271,7 +290,8 @@ impl dyn StateView + '_ {
         })
     }
 
-    /// Calls `f` for every account of a chain, in id order.
+    /// Calls `f` for every account of a chain, in the order of their state
+    /// keys.
     pub fn for_each_account(
         &self,
         chain_id: u32,

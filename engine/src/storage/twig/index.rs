@@ -195,6 +195,38 @@ impl KeyIndex {
         Ok(true)
     }
 
+    /// Sets `key`'s entry to `offset`, inserting it when absent; returns
+    /// the offset it had. Reads keys back where slots share `key`'s first
+    /// 64 bits (one read when `key` is present: its old entry's key).
+    pub fn upsert<E>(
+        &mut self,
+        key: &Hash32,
+        offset: u64,
+        key_at: &KeyAt<'_, E>,
+    ) -> Result<Option<u64>, E> {
+        let b = self.bucket_of(frag_of(key));
+        if let Ok(i) = self.search(b, key, key_at)? {
+            let old = self.buckets[b][i].offset;
+            self.buckets[b][i].offset = offset;
+            return Ok(Some(old));
+        }
+        self.insert(key, offset, key_at)?;
+        Ok(None)
+    }
+
+    /// Removes `key` wherever its entry is; returns that offset.
+    pub fn remove_key<E>(&mut self, key: &Hash32, key_at: &KeyAt<'_, E>) -> Result<Option<u64>, E> {
+        let b = self.bucket_of(frag_of(key));
+        match self.search(b, key, key_at)? {
+            Ok(i) => {
+                let offset = self.buckets[b][i].offset;
+                self.remove(key, offset);
+                Ok(Some(offset))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Removes `key`, whose entry is at `offset`: no read. `false` when
     /// `key` is not at `offset`.
     pub fn remove(&mut self, key: &Hash32, offset: u64) -> bool {
@@ -285,6 +317,8 @@ mod tests {
         Set(Hash32),
         Remove(Hash32),
         Pred(Hash32),
+        Upsert(Hash32),
+        RemoveKey(Hash32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -292,6 +326,8 @@ mod tests {
             3 => key().prop_map(Op::Set),
             1 => key().prop_map(Op::Remove),
             1 => key().prop_map(Op::Pred),
+            2 => key().prop_map(Op::Upsert),
+            1 => key().prop_map(Op::RemoveKey),
         ]
     }
 
@@ -322,6 +358,16 @@ mod tests {
                             prop_assert!(index.remove(&k, o));
                             prop_assert!(!index.remove(&k, o), "removed twice");
                         }
+                    }
+                    Op::Upsert(k) => {
+                        let o = log.len() as u64;
+                        log.push(k);
+                        let key_at = |o: u64| -> Result<Hash32, Infallible> { Ok(log[o as usize]) };
+                        prop_assert_eq!(index.upsert(&k, o, &key_at).unwrap(), model.insert(k, o));
+                    }
+                    Op::RemoveKey(k) => {
+                        let key_at = |o: u64| -> Result<Hash32, Infallible> { Ok(log[o as usize]) };
+                        prop_assert_eq!(index.remove_key(&k, &key_at).unwrap(), model.remove(&k));
                     }
                     Op::Pred(k) => {
                         let key_at = |o: u64| -> Result<Hash32, Infallible> { Ok(log[o as usize]) };

@@ -66,14 +66,14 @@ pub mod index;
 pub mod log;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
 use rayon::prelude::*;
 
 use crate::state::proof::Hash32;
 use crate::state::twig::{
-    Current, KEY_END, KEY_MIN, LogReader, Plan, PlanError, Staged, TwigError, TwigTree,
+    Current, KEY_END, KEY_MIN, LogReader, Plan, PlanError, Staged, TwigBits, TwigError, TwigTree,
     encode_entry, plan_block,
 };
 use crate::state::twig_proof::{ENTRY_HEADER_BYTES, EntryRef, TWIG_ENTRIES, entry_hash};
@@ -291,6 +291,9 @@ pub struct TwigStore {
     meta: TwigMeta,
     /// Offsets of the first entry of every held twig, from the tree's base.
     twig_offsets: std::collections::VecDeque<u64>,
+    /// A genesis load wrote the log past its sentinel and no meta commits
+    /// it yet ([`TwigStore::load`]): the genesis block will.
+    loading: bool,
 }
 
 /// Reads the committed log for [`plan_block`], remembering where each key
@@ -427,6 +430,7 @@ impl TwigStore {
                     tree,
                     meta,
                     twig_offsets: [0].into(),
+                    loading: false,
                 })
             }
             Some(m) => Self::recover(log, m),
@@ -449,11 +453,23 @@ impl TwigStore {
             )));
         }
         let held = held as usize;
-        let mut hashes: Vec<Hash32> = Vec::with_capacity(held);
+        // What the scan keeps, ≈ 4.2 bytes per held entry beside the
+        // index: each full twig's entries root, the youngest twig's entry
+        // hashes, every twig's active bits, and each entry's offset from
+        // its twig's first (to find the serial of a key's older entry).
+        let mut entry_roots: Vec<Hash32> = Vec::with_capacity(held / TWIG_ENTRIES as usize + 1);
+        let mut young: Vec<Hash32> = Vec::with_capacity(2 * TWIG_ENTRIES as usize);
+        let mut bits: Vec<TwigBits> = Vec::with_capacity(held / TWIG_ENTRIES as usize + 1);
+        let mut rel: Vec<u32> = Vec::with_capacity(held);
+        let mut twig_offsets: VecDeque<u64> = VecDeque::new();
+        let mut index = KeyIndex::with_capacity(held as u64);
         // Entries are hashed a batch at a time, on every core.
         let mut batch: Vec<u8> = Vec::with_capacity(RECOVERY_BATCH_BYTES + 2 * ENTRY_GUESS_BYTES);
         let mut batch_ends: Vec<usize> = Vec::new();
-        let flush = |batch: &mut Vec<u8>, ends: &mut Vec<usize>, hashes: &mut Vec<Hash32>| {
+        let flush = |batch: &mut Vec<u8>,
+                     ends: &mut Vec<usize>,
+                     young: &mut Vec<Hash32>,
+                     entry_roots: &mut Vec<Hash32>| {
             let mut start = 0;
             let spans: Vec<(usize, usize)> = ends
                 .iter()
@@ -463,7 +479,7 @@ impl TwigStore {
                     s
                 })
                 .collect();
-            hashes.extend(
+            young.extend(
                 spans
                     .par_iter()
                     .map(|&(a, b)| entry_hash(&batch[a..b]))
@@ -471,11 +487,38 @@ impl TwigStore {
             );
             batch.clear();
             ends.clear();
+            let full = young.len() / TWIG_ENTRIES as usize * TWIG_ENTRIES as usize;
+            entry_roots.extend(
+                young[..full]
+                    .par_chunks_exact(TWIG_ENTRIES as usize)
+                    .map(TwigTree::entries_root)
+                    .collect::<Vec<_>>(),
+            );
+            young.drain(..full);
         };
-        let mut latest: HashMap<Hash32, (u64, u64)> = HashMap::new();
-        let mut active = vec![false; held];
-        let mut twig_offsets = std::collections::VecDeque::new();
+        // The serial of the entry at `offset`, one that was scanned.
+        let serial_at = |twig_offsets: &VecDeque<u64>, rel: &[u32], offset: u64| -> Option<u64> {
+            let t = twig_offsets
+                .partition_point(|&o| o <= offset)
+                .checked_sub(1)?;
+            let from = t * TWIG_ENTRIES as usize;
+            let to = rel.len().min(from + TWIG_ENTRIES as usize);
+            let within = u32::try_from(offset - twig_offsets[t]).ok()?;
+            let i = rel.get(from..to)?.binary_search(&within).ok()?;
+            Some(first + (from + i) as u64)
+        };
+        let deactivate = |bits: &mut [TwigBits], serial: u64| {
+            let i = (serial - first) as usize;
+            let tw = i / TWIG_ENTRIES as usize;
+            let at = i % TWIG_ENTRIES as usize;
+            bits[tw][at / 64] &= !(1u64 << (at % 64));
+        };
+        let lost = |offset| LogError::Corrupt {
+            offset,
+            what: "a key's older entry is not where the index says",
+        };
         let mut expect = first;
+        let key_at = |o| log.read_key(o);
         log.scan(m.base_offset, m.tail_offset, &mut |offset, r| {
             match r {
                 Record::Entry(e, bytes) => {
@@ -488,22 +531,35 @@ impl TwigStore {
                     expect += 1;
                     if e.serial % TWIG_ENTRIES == 0 {
                         twig_offsets.push_back(offset);
+                        bits.push(TwigBits::default());
                     }
-                    if e.serial >= m.head {
-                        if let Some((s, _)) = latest.insert(*e.key, (e.serial, offset)) {
-                            active[(s - first) as usize] = false;
+                    let twig_start = twig_offsets.back().copied().unwrap_or(offset);
+                    rel.push(u32::try_from(offset - twig_start).map_err(|_| {
+                        LogError::Corrupt {
+                            offset,
+                            what: "a twig spans more than 4 GiB of log",
                         }
-                        active[(e.serial - first) as usize] = true;
+                    })?);
+                    if e.serial >= m.head {
+                        if let Some(old) = index.upsert(e.key, offset, &key_at)? {
+                            let s = serial_at(&twig_offsets, &rel, old).ok_or(lost(old))?;
+                            deactivate(&mut bits, s);
+                        }
+                        let at = ((e.serial - first) % TWIG_ENTRIES) as usize;
+                        if let Some(w) = bits.last_mut() {
+                            w[at / 64] |= 1 << (at % 64);
+                        }
                     }
                     batch.extend_from_slice(bytes);
                     batch_ends.push(batch.len());
                     if batch.len() >= RECOVERY_BATCH_BYTES {
-                        flush(&mut batch, &mut batch_ends, &mut hashes);
+                        flush(&mut batch, &mut batch_ends, &mut young, &mut entry_roots);
                     }
                 }
                 Record::Tombstone(k) => {
-                    if let Some((s, _)) = latest.remove(k) {
-                        active[(s - first) as usize] = false;
+                    if let Some(old) = index.remove_key(k, &key_at)? {
+                        let s = serial_at(&twig_offsets, &rel, old).ok_or(lost(old))?;
+                        deactivate(&mut bits, s);
                     }
                 }
             }
@@ -515,22 +571,13 @@ impl TwigStore {
                 m.tail
             )));
         }
-        flush(&mut batch, &mut batch_ends, &mut hashes);
-        let tree = TwigTree::restore(m.base, &hashes, &active, &m.frontier);
+        flush(&mut batch, &mut batch_ends, &mut young, &mut entry_roots);
+        drop(rel);
+        let tree = TwigTree::restore_twigs(m.base, entry_roots, young, bits, &m.frontier);
         if tree.root() != m.root {
             return Err(TwigStoreError::Mismatch(
                 "the log's root is not the committed root".into(),
             ));
-        }
-        let mut keys: Vec<(Hash32, u64)> = latest
-            .into_iter()
-            .filter(|(_, (s, _))| active[(s - first) as usize])
-            .map(|(k, (_, o))| (k, o))
-            .collect();
-        keys.par_sort_unstable();
-        let mut index = KeyIndex::with_capacity(keys.len() as u64);
-        for (k, o) in &keys {
-            index.push_greatest(k, *o);
         }
         Ok(Self {
             log,
@@ -538,6 +585,7 @@ impl TwigStore {
             tree,
             meta: m.clone(),
             twig_offsets,
+            loading: false,
         })
     }
 
@@ -560,6 +608,31 @@ impl TwigStore {
     /// (the state of a chain before its genesis).
     pub fn is_initial(&self) -> bool {
         self.meta.tail == 1 && self.meta.head == 0 && self.meta.base == 0
+    }
+
+    /// Whether a genesis load ([`TwigStore::load`]) holds entries that no
+    /// committed meta covers yet: the genesis block prepares on them.
+    pub fn is_loading(&self) -> bool {
+        self.loading
+    }
+
+    /// Loads one chunk of a chain's genesis: keys strictly ascending and
+    /// above every key held ([`TwigStore::prepare_load`]), appended,
+    /// synced and applied at once, but committed by no meta: the genesis
+    /// block that follows commits them all with its own. A crash before
+    /// that leaves entries past the committed (empty) log, which
+    /// [`TwigStore::open`] cuts.
+    pub fn load(&mut self, sorted: &[(Hash32, Vec<u8>)]) -> Result<(), TwigStoreError> {
+        if !(self.is_initial() || self.loading) {
+            return Err(TwigStoreError::Plan(
+                "a genesis load into a log that holds committed blocks".into(),
+            ));
+        }
+        let p = self.prepare_load(sorted)?;
+        let w = self.write(&p)?;
+        self.apply(&p, w)?;
+        self.loading = true;
+        Ok(())
     }
 
     /// Keys present (the sentinel not counted).
@@ -851,6 +924,7 @@ impl TwigStore {
             }
         }
         self.tree.apply(p.staged.clone());
+        self.loading = false;
         let base_before = self.tree.base_serial() / TWIG_ENTRIES;
         self.tree.prune(p.head);
         let base_after = self.tree.base_serial() / TWIG_ENTRIES;
