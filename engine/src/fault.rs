@@ -8,7 +8,10 @@
 //! Points: `state_log_half_written` (half of a block's records written to
 //! the state log, not synced), `state_log_synced` (the log synced, LMDB
 //! not committed: the window the commit protocol must survive),
-//! `lmdb_committed` (LMDB committed, the log's memory not updated).
+//! `lmdb_committed` (LMDB committed, the log's memory not updated),
+//! `genesis_chunk_loaded` (a genesis chunk in the log and in LMDB, no
+//! head yet). A genesis chunk's log write passes `state_log_half_written`
+//! too.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,7 +5,8 @@
 
 use int_engine::chain::{Chain, ChainConfig, ChainError};
 use int_engine::crypto::bls::SecretKey;
-use int_engine::storage::{self, AccountRecord, Head, account_leaf};
+use int_engine::state::twig_proof::verify_twig_proof;
+use int_engine::storage::{self, AccountRecord, BlockWrite, Head, account_leaf};
 use int_schemas::AccountId;
 
 const CHAIN: u32 = 3;
@@ -107,7 +108,7 @@ fn out_of_order_and_repeated_accounts_are_refused() {
     chain.store().begin_genesis(CHAIN).unwrap();
     chain
         .store()
-        .load_genesis_accounts(CHAIN, &accounts[..4])
+        .load_genesis_accounts(CHAIN, 0, &accounts[..4])
         .unwrap();
     let mut repeated = accounts.clone();
     repeated.push(accounts[3]);
@@ -126,20 +127,119 @@ fn out_of_order_and_repeated_accounts_are_refused() {
 }
 
 #[test]
+fn a_genesis_across_many_chunks_is_the_same_however_it_is_fed() {
+    let accounts = alloc(1000, 5);
+    let mut heads = Vec::new();
+    for sizes in [&[1000usize][..], &[1, 63, 64, 65, 200]] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = open(dir.path());
+        let mut loader = chain.begin_genesis_in_chunks(64).unwrap();
+        let mut rest = &accounts[..];
+        for &size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, more) = rest.split_at(size.min(rest.len()));
+            loader.add(chunk).unwrap();
+            rest = more;
+        }
+        let head = loader.finish(&[], 1, &proposer()).unwrap();
+        assert_eq!(audited(&chain), head);
+        let view = chain.store().snapshot().unwrap();
+        for (id, rec) in &accounts {
+            assert_eq!(view.account(CHAIN, id).unwrap(), Some(*rec));
+        }
+        // Block 0's planner ran on the loaded log: a proof of every
+        // account checks against the root.
+        for (id, rec) in accounts.iter().step_by(97) {
+            let key = account_leaf(id);
+            let proof = view.prove(CHAIN, &key).unwrap();
+            let value = blake3::hash(&rec.encode());
+            verify_twig_proof(&head.state_root, &key, Some(value.as_bytes()), &proof).unwrap();
+        }
+        heads.push(head);
+    }
+    assert_eq!(heads[0], heads[1]);
+    // Chunks are part of what a genesis is: the constant's root differs.
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = open(dir.path());
+    let whole = chain.genesis(&accounts, 1, &proposer()).unwrap();
+    assert_ne!(whole.state_root, heads[0].state_root);
+    assert_eq!(whole.accounts, heads[0].accounts);
+}
+
+#[test]
+fn a_failed_genesis_refuses_to_go_on() {
+    let accounts = alloc(200, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = open(dir.path());
+    let mut loader = chain.begin_genesis_in_chunks(16).unwrap();
+    loader.add(&accounts[100..]).unwrap();
+    loader.add(&accounts[..50]).expect_err("out of order");
+    let err = loader.add(&accounts[50..60]).expect_err("failed before");
+    assert!(err.to_string().contains("begin it again"), "{err}");
+    loader
+        .finish(&[], 1, &proposer())
+        .expect_err("failed before");
+    // Storage refuses a load that does not continue the one it holds.
+    chain.store().begin_genesis(CHAIN).unwrap();
+    chain
+        .store()
+        .load_genesis_accounts(CHAIN, 0, &accounts[..10])
+        .unwrap();
+    chain
+        .store()
+        .load_genesis_accounts(CHAIN, 0, &accounts[10..20])
+        .expect_err("10 loaded, not 0");
+    // A block 0 prepared before the next chunk loaded is stale.
+    let stale = chain
+        .store()
+        .snapshot()
+        .unwrap()
+        .prepare_state(CHAIN, &[])
+        .unwrap();
+    chain
+        .store()
+        .load_genesis_accounts(CHAIN, 10, &accounts[10..20])
+        .unwrap();
+    let err = chain
+        .store()
+        .commit_block(&BlockWrite {
+            chain_id: CHAIN,
+            accounts: &[],
+            state: &stale,
+            height: 0,
+            block: b"b",
+            receipts: b"r",
+            tx_hashes: &[],
+            head: Head::default(),
+            objects: &[],
+        })
+        .expect_err("prepared on a shorter log");
+    assert!(err.to_string().contains("prepared at serial"), "{err}");
+    let head = chain.genesis(&accounts, 1, &proposer()).unwrap();
+    assert_eq!(audited(&chain), head);
+}
+
+#[test]
 fn an_interrupted_genesis_is_redone_from_the_start() {
     let first = alloc(300, 3);
     let second = alloc(200, 4);
     let dir = tempfile::tempdir().unwrap();
     {
         let mut chain = open(dir.path());
-        let mut loader = chain.begin_genesis().unwrap();
+        let mut loader = chain.begin_genesis_in_chunks(64).unwrap();
         loader.add(&first).unwrap();
-        // Dropped before block 0, as a process killed here would be.
+        // Dropped before block 0, as a process killed here would be: four
+        // chunks are in the log and in LMDB.
     }
     let mut chain = open(dir.path());
     assert_eq!(chain.head(), None);
     let view = chain.store().snapshot().unwrap();
     assert_eq!(view.head(CHAIN).unwrap(), None);
+    let mut left = 0;
+    view.for_each_account(CHAIN, |_, _| left += 1).unwrap();
+    assert_eq!(left, 256, "the rows of the loaded chunks");
     drop(view);
     let head = chain.genesis(&second, 1, &proposer()).unwrap();
     assert_eq!(head.accounts, 200);

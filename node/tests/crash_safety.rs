@@ -382,11 +382,27 @@ fn devnet_survives_sigkill_at_random_moments() {
 /// each holds all the devices' transactions of that second. The node
 /// aborts there, restarts on
 /// the same data dir at a height never below one it reported, and at the
-/// end the state audits clean.
+/// end the state audits clean. First, two crashes inside the genesis.
 #[test]
 fn devnet_crashed_inside_commits_restarts_at_a_committed_height() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    // Crashes inside the genesis (its accounts half written to the state
+    // log; its accounts in the log and in LMDB, no head): no height was
+    // reported, and the next start redoes the genesis.
+    for point in ["state_log_half_written", "genesis_chunk_loaded"] {
+        let fault = format!("{point}:1");
+        let node = Devnet::start_with(&data, "1000", &[], &[("INT_FAULT", &fault)]);
+        let (max, lines) = node.wait_crash();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("aborting at {point}"))),
+            "genesis ({fault}): no abort at {point}:\n{}",
+            lines.join("\n")
+        );
+        assert_eq!(max, None, "genesis ({fault}): a height reported");
+    }
     let mut reported: u64 = 0;
     let points = [
         ("state_log_half_written", 3),

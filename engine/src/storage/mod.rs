@@ -23,7 +23,10 @@
 //! spike): each chain's log of entries beside LMDB, whose meta LMDB
 //! commits with each block's head (the commit point; see [`twig`]'s doc).
 //! Account records and objects stay in LMDB as well, for reads, scans and
-//! snapshots; the log holds them again as the entries it commits to.
+//! snapshots; the log holds them again as the entries it commits to. LMDB
+//! keys accounts by their state key ([`account_leaf`]), so both hold them
+//! in one order and a genesis loads both by appending
+//! ([`Storage::load_genesis_accounts`]).
 //!
 //! Plugins (the BPK identity tree, nullifiers, centroids, SKUs, deals,
 //! bids, policies, token records) keep their state as objects in
@@ -137,9 +140,12 @@ pub trait Storage: Send + Sync {
     /// [`Storage::commit_block`], prepares its state on them and commits
     /// them. A crash before it leaves no head (the log is cut back on
     /// open; the next [`Storage::begin_genesis`] deletes the rows).
+    /// `loaded` is how many accounts the caller loaded before: a load
+    /// that does not continue the one in storage is refused.
     fn load_genesis_accounts(
         &self,
         chain_id: u32,
+        loaded: u64,
         accounts: &[(AccountId, AccountRecord)],
     ) -> Result<(), StorageError>;
 

@@ -81,6 +81,17 @@ pub struct SegmentLog {
     lock: Option<File>,
 }
 
+/// Tells the kernel that reads of `f` are random: an entry read past the
+/// page cache then reads its pages, not the default 128 KiB after them
+/// (at 10⁸ accounts, readahead turned 20 000 entry reads a block into
+/// gigabytes read). Scans read in large chunks and do not need it. Best
+/// effort: a kernel without the advice reads ahead as before.
+fn no_readahead(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; the call reads nothing of ours.
+    let _ = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+}
+
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("log-{n:08}.seg"))
 }
@@ -147,7 +158,7 @@ impl SegmentLog {
     }
 
     fn open_file(path: &Path, writable: bool) -> Result<File, LogError> {
-        OpenOptions::new()
+        let f = OpenOptions::new()
             .read(true)
             .write(writable)
             .create(writable)
@@ -156,7 +167,9 @@ impl SegmentLog {
             .map_err(|source| LogError::Io {
                 path: path.to_path_buf(),
                 source,
-            })
+            })?;
+        no_readahead(&f);
+        Ok(f)
     }
 
     fn io(&self, n: u64) -> impl Fn(std::io::Error) -> LogError + '_ {

@@ -32,20 +32,33 @@
 //!
 //! Memory: the index's 16 bytes per key plus its buckets, and the tree's
 //! ≈ 0.16 bytes per serial: 158 MiB at 10⁷ accounts (≈ 16.6 bytes per
-//! account, measured by `spikes/state --backend store`). Recovery holds
-//! more while it scans (a hash map of the scanned keys): to be replaced by
-//! checkpoints of the index and the twigs. Disk: ≈ 248 bytes per account
-//! entry (171-byte record + 77-byte header), times the log's slack (the
-//! compaction keeps it under about twice the live entries).
+//! account, measured by `spikes/state --backend store`). Recovery adds,
+//! while it scans, ≈ 4.2 bytes per held entry (each entry's offset within
+//! its twig, to find the serial of a key's older entry; the twigs' roots
+//! and bits as the tree keeps them), and one read per key that appears
+//! twice in the held log (its older entry's key, to confirm the index's
+//! match). Disk: ≈ 248 bytes per account entry (171-byte record + 77-byte
+//! header), times the log's slack (the compaction keeps it under about
+//! twice the live entries).
+//!
+//! # A genesis
+//!
+//! A genesis of any size is loaded in chunks ([`TwigStore::load`]: keys
+//! ascending, each chunk above the last) that are written and synced but
+//! committed by no meta, so the chain has no state until its genesis
+//! block commits the meta of the loaded log and the block's own writes. A
+//! crash in between leaves entries past the committed (empty) log, which
+//! [`TwigStore::open`] cuts.
 //!
 //! # What is left (issue 16)
 //!
 //! Done: `Storage` keeps a `TwigStore` per chain under `state/chain-N/`;
 //! LMDB's meta table holds each chain's [`TwigMeta`] beside its head (the
-//! commit point) and the data dir's state format (a format-1 dir, the
-//! SMT's, is refused naming both); `BlockWrite` carries the prepared
+//! commit point) and the data dir's state format (format-1 and format-2
+//! dirs are refused naming theirs); `BlockWrite` carries the prepared
 //! block; `StateView` prepares, proves and audits; a genesis is a sorted
-//! load; `int bench scale` measures populations through the node. Left:
+//! load in chunks; recovery keeps twigs, not entries; `int bench scale`
+//! measures populations through the node. Left:
 //!
 //! 1. Account values live in LMDB too (reads, scans, snapshots and other
 //!    processes' readers unchanged), so LMDB's random page writes for the
@@ -56,11 +69,8 @@
 //! 2. The planner re-reads, one at a time, the entries execution just
 //!    read; reads should come from execution's loads and be issued in
 //!    parallel (the cost at 10⁸, where the log leaves the page cache).
-//! 3. Recovery holds a hash map of every scanned key: checkpoints of the
-//!    index and the twigs would bound it and shorten the scan.
-//! 4. A genesis in chunks through `Storage` ([`TwigStore::prepare_load`]
-//!    can; the node's one-block genesis cannot), for `int bench scale` at
-//!    10⁸ on a machine of this size.
+//! 3. Recovery scans the whole held log: checkpoints of the index and the
+//!    twigs would make it read only what followed the last one.
 
 pub mod index;
 pub mod log;
@@ -82,6 +92,9 @@ use log::{ENTRY_GUESS_BYTES, LogError, Record, SegmentLog, TOMBSTONE, TOMBSTONE_
 
 /// Bytes of entries hashed at once while recovering.
 const RECOVERY_BATCH_BYTES: usize = 16 << 20;
+
+/// Most entries recovery sizes its buffers for before it has read them.
+const RECOVERY_PRESIZE_ENTRIES_MAX: usize = 1 << 24;
 
 /// The version of the log's format and of [`TwigMeta`]'s encoding.
 pub const FORMAT_VERSION: u8 = 1;
@@ -296,10 +309,23 @@ pub struct TwigStore {
     loading: bool,
 }
 
+/// Threads that read a block's entries at once before it is planned:
+/// past the page cache a read waits on the disk, not a core, so more
+/// readers than cores keep the disk's queue full (an NVMe wants dozens).
+pub const READ_THREADS: usize = 16;
+
+/// Keys read by one thread at least (fewer are not worth a thread).
+const READ_KEYS_PER_THREAD_MIN: usize = 256;
+
+/// A key's current entry as the planner reads it: its offset and entry.
+type Found = Option<(u64, Current)>;
+
 /// Reads the committed log for [`plan_block`], remembering where each key
 /// it read sits.
 struct Reader<'s> {
     store: &'s TwigStore,
+    /// The block's keys, read before planning ([`TwigStore::read_current`]).
+    prefetched: RefCell<HashMap<Hash32, Found>>,
     offsets: RefCell<HashMap<Hash32, u64>>,
     head_offset: RefCell<Option<u64>>,
 }
@@ -331,7 +357,11 @@ impl LogReader for Reader<'_> {
     type Error = LogError;
 
     fn current(&self, key: &Hash32) -> Result<Option<Current>, LogError> {
-        Ok(self.store.current(key)?.map(|(offset, cur)| {
+        let found = match self.prefetched.borrow_mut().remove(key) {
+            Some(found) => found,
+            None => self.store.current(key)?,
+        };
+        Ok(found.map(|(offset, cur)| {
             self.offsets.borrow_mut().insert(*key, offset);
             cur
         }))
@@ -457,12 +487,15 @@ impl TwigStore {
         // index: each full twig's entries root, the youngest twig's entry
         // hashes, every twig's active bits, and each entry's offset from
         // its twig's first (to find the serial of a key's older entry).
-        let mut entry_roots: Vec<Hash32> = Vec::with_capacity(held / TWIG_ENTRIES as usize + 1);
+        // Sized from the meta up to a bound (a corrupt meta must not
+        // allocate gigabytes before the scan finds it out); they grow past.
+        let presize = held.min(RECOVERY_PRESIZE_ENTRIES_MAX);
+        let mut entry_roots: Vec<Hash32> = Vec::with_capacity(presize / TWIG_ENTRIES as usize + 1);
         let mut young: Vec<Hash32> = Vec::with_capacity(2 * TWIG_ENTRIES as usize);
-        let mut bits: Vec<TwigBits> = Vec::with_capacity(held / TWIG_ENTRIES as usize + 1);
-        let mut rel: Vec<u32> = Vec::with_capacity(held);
+        let mut bits: Vec<TwigBits> = Vec::with_capacity(presize / TWIG_ENTRIES as usize + 1);
+        let mut rel: Vec<u32> = Vec::with_capacity(presize);
         let mut twig_offsets: VecDeque<u64> = VecDeque::new();
-        let mut index = KeyIndex::with_capacity(held as u64);
+        let mut index = KeyIndex::with_capacity(presize as u64);
         // Entries are hashed a batch at a time, on every core.
         let mut batch: Vec<u8> = Vec::with_capacity(RECOVERY_BATCH_BYTES + 2 * ENTRY_GUESS_BYTES);
         let mut batch_ends: Vec<usize> = Vec::new();
@@ -671,6 +704,32 @@ impl TwigStore {
         )))
     }
 
+    /// The current entries of `keys`, read by up to [`READ_THREADS`]
+    /// threads at once (the planner then reads them from memory).
+    fn read_current(&self, keys: &[Hash32]) -> Result<HashMap<Hash32, Found>, LogError> {
+        let per = keys
+            .len()
+            .div_ceil(READ_THREADS)
+            .max(READ_KEYS_PER_THREAD_MIN);
+        let read = |chunk: &[Hash32]| -> Result<Vec<(Hash32, Found)>, LogError> {
+            chunk.iter().map(|k| Ok((*k, self.current(k)?))).collect()
+        };
+        if keys.len() <= per {
+            return Ok(read(keys)?.into_iter().collect());
+        }
+        std::thread::scope(|s| {
+            let threads: Vec<_> = keys.chunks(per).map(|c| s.spawn(move || read(c))).collect();
+            let mut out = HashMap::with_capacity(keys.len());
+            for t in threads {
+                match t.join() {
+                    Ok(found) => out.extend(found?),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// The offset of the entry of the greatest key below `key` (there is
     /// always one: the sentinel's, unless the log is corrupt).
     fn predecessor_offset(&self, key: &Hash32) -> Result<u64, LogError> {
@@ -716,8 +775,10 @@ impl TwigStore {
                 .collect();
             return self.prepare_load(&sorted);
         }
+        let keys: Vec<Hash32> = writes.iter().map(|(k, _)| *k).collect();
         let reader = Reader {
             store: self,
+            prefetched: RefCell::new(self.read_current(&keys)?),
             offsets: RefCell::new(HashMap::new()),
             head_offset: RefCell::new(None),
         };
@@ -851,6 +912,15 @@ impl TwigStore {
     /// makes them durable; returns the meta to commit with the block. The
     /// memory is unchanged until [`TwigStore::apply`].
     pub fn write(&mut self, p: &Prepared) -> Result<Written, TwigStoreError> {
+        // A block prepared before another write (a genesis chunk loaded
+        // since, say) would append at stale serials.
+        if p.staged.first_serial() != self.tree.tail() {
+            return Err(TwigStoreError::Plan(format!(
+                "a block prepared at serial {} written at serial {}",
+                p.staged.first_serial(),
+                self.tree.tail()
+            )));
+        }
         let tombstones: Vec<[u8; TOMBSTONE_BYTES]> = p
             .deleted
             .iter()

@@ -37,8 +37,7 @@ use int_engine::crypto::bls::SecretKey;
 use int_engine::ingress::{self, IngressConfig, VerifiedTx};
 use int_schemas::wire::{Authority, PriceModel, TxStatus, Unit};
 use int_schemas::{
-    AccountId, DealRef, PayloadSpec, SkuListing, SkuRef, Terms, TxBodySpec, build_envelope,
-    build_tx_body,
+    DealRef, PayloadSpec, SkuListing, SkuRef, Terms, TxBodySpec, build_envelope, build_tx_body,
 };
 use int_systems::market::{self, receipt};
 use rand::rngs::StdRng;
@@ -197,17 +196,15 @@ struct Market {
 }
 
 fn next_nonce(accts: &mut Accounts, i: usize) -> u64 {
-    let n = accts.nonces[i];
-    accts.nonces[i] += 1;
-    n
+    accts.next_nonce(i)
 }
 
 /// The deal account `buyer`'s next transaction opens on `sku`.
 fn next_deal(accts: &Accounts, sku: SkuRef, buyer: usize) -> DealRef {
     DealRef {
         sku,
-        buyer: accts.ids[buyer],
-        nonce: accts.nonces[buyer],
+        buyer: accts.id(buyer),
+        nonce: accts.nonce(buyer),
     }
 }
 
@@ -231,7 +228,7 @@ impl Market {
         height: u64,
         counts: &[(Op, usize)],
     ) -> Result<(Vec<Plan>, Vec<Op>), TpsError> {
-        let n = accts.ids.len();
+        let n = accts.len();
         let mut ops: Vec<Op> = counts
             .iter()
             .flat_map(|&(op, c)| std::iter::repeat_n(op, c))
@@ -342,7 +339,7 @@ impl Market {
     /// keys (in parallel).
     fn envelopes(
         &self,
-        ids: &[AccountId],
+        accts: &Accounts,
         plans: Vec<Plan>,
         sig: &[u8; 48],
     ) -> Result<Vec<VerifiedTx>, TpsError> {
@@ -373,7 +370,7 @@ impl Market {
                 };
                 let body = build_tx_body(&TxBodySpec {
                     chain_id: CHAIN_ID,
-                    sender: ids[p.sender],
+                    sender: accts.id(p.sender),
                     nonce: p.nonce,
                     fee: DEVICE_FEE,
                     payload,
@@ -418,7 +415,7 @@ pub(super) fn measure(
     size: usize,
     sig: &[u8; 48],
 ) -> Result<MarketReport, TpsError> {
-    let n = accts.ids.len();
+    let n = accts.len();
     check_args(n, size)?;
     let per_model = skus_per_model(n);
     let sellers = 4 * per_model;
@@ -440,7 +437,7 @@ pub(super) fn measure(
         let nonce = next_nonce(accts, j);
         m.skus[model].push((
             SkuRef {
-                seller: accts.ids[j],
+                seller: accts.id(j),
                 seq: nonce,
             },
             j,
@@ -472,7 +469,7 @@ pub(super) fn measure(
             what: Planned::Payload(PayloadSpec::ListSku(Box::new(listing))),
         });
     }
-    let txs = m.envelopes(&accts.ids, plans, sig)?;
+    let txs = m.envelopes(accts, plans, sig)?;
     setup_block(chain, validator, &txs, "listing")?;
     let auction = m.skus[2][0].0;
     let view = market::sku(&*chain.store().snapshot()?, CHAIN_ID, &auction)?
@@ -498,7 +495,7 @@ pub(super) fn measure(
         warm_height,
         &[(Op::OpenChannel, per), (Op::Order, per)],
     )?;
-    let warm = m.envelopes(&accts.ids, plans, sig)?;
+    let warm = m.envelopes(accts, plans, sig)?;
     let counts: Vec<(Op, usize)> = OPS
         .iter()
         .map(|&op| (op, if op == Op::Buy { size - 5 * per } else { per }))
@@ -508,7 +505,7 @@ pub(super) fn measure(
     for k in 0..blocks {
         let (plans, ops) = m.block(&mut rng, accts, warm_height + 1 + k as u64, &counts)?;
         receipts += ops.iter().filter(|o| **o == Op::ClaimChannel).count();
-        built.push((m.envelopes(&accts.ids, plans, sig)?, ops));
+        built.push((m.envelopes(accts, plans, sig)?, ops));
     }
     let build_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
@@ -553,7 +550,7 @@ pub(super) fn measure(
             what: Planned::Payload(PayloadSpec::DelistSku { sku }),
         })
         .collect();
-    let txs = m.envelopes(&accts.ids, plans, sig)?;
+    let txs = m.envelopes(accts, plans, sig)?;
     setup_block(chain, validator, &txs, "delisting")?;
 
     let total: u64 = by_op.iter().map(|c| c.0).sum();
