@@ -66,9 +66,10 @@
 //!    time. Next: account values only here, read through the index, with
 //!    reads at a snapshot's height served from the serial ranges of recent
 //!    blocks and the offsets they overwrote.
-//! 2. The planner re-reads, one at a time, the entries execution just
-//!    read; reads should come from execution's loads and be issued in
-//!    parallel (the cost at 10⁸, where the log leaves the page cache).
+//! 2. The planner reads again, from the log, the entries whose values
+//!    execution just read from LMDB (16 threads at once since
+//!    [`READ_THREADS`], so the disk's queue is kept full): with the values
+//!    only here, one read would serve both.
 //! 3. Recovery scans the whole held log: checkpoints of the index and the
 //!    twigs would make it read only what followed the last one.
 
