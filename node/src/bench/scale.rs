@@ -74,8 +74,11 @@ pub struct ScaleRow {
     /// State updates (distinct accounts written, and the supply record)
     /// per second.
     pub updates_per_s: f64,
-    /// Bytes the process wrote to storage per block.
+    /// Bytes the process wrote to storage per block: the page cache it
+    /// dirtied (`/proc/self/io` `write_bytes`), counted by whole folio.
     pub bytes_written_per_block: Option<f64>,
+    /// Bytes it passed to write calls per block (`wchar`).
+    pub bytes_to_write_calls_per_block: Option<f64>,
     /// Peak resident memory from the measured blocks on (recovery
     /// included), MiB: the process's own memory and the pages of LMDB's
     /// map it touched (page cache the kernel may take back).
@@ -234,6 +237,10 @@ pub fn run(args: &ScaleArgs) -> Result<ScaleReport, TpsError> {
             commit_ms: ms(commit),
             updates_per_s: r.updates as f64 / r.report.seconds.max(1e-9),
             bytes_written_per_block: r.report.written_mib_per_block.map(|m| m * 1048576.0),
+            bytes_to_write_calls_per_block: r
+                .report
+                .write_calls_mib_per_block
+                .map(|m| m * 1048576.0),
             peak_rss_mib: r.blocks_peak_rss_mib,
             peak_anon_mib: r.blocks_peak_anon_mib,
             genesis_peak_rss_mib: r.genesis_peak_rss_mib,

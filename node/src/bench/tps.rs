@@ -328,8 +328,10 @@ pub struct ExecReport {
     pub build_s: f64,
     /// Bytes the process wrote to storage per block (`/proc/self/io`
     /// `write_bytes`, Linux), MiB: LMDB copies on write every page a block
-    /// touches.
+    /// touches. The kernel counts the page cache dirtied by whole folio.
     pub written_mib_per_block: Option<f64>,
+    /// Bytes the process passed to write calls per block (`wchar`), MiB.
+    pub write_calls_mib_per_block: Option<f64>,
     /// LMDB pages per table after the measured blocks: `[name, entries,
     /// leaf pages, branch pages, overflow pages]`, and the file's
     /// high-water mark in pages.
@@ -494,10 +496,22 @@ pub(crate) fn proc_status_mib(field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Bytes this process caused to be written to storage (Linux).
+/// Bytes this process caused to be written to storage (Linux): the page
+/// cache it dirtied, counted by whole folio, so a 4 KiB write into a
+/// large folio counts the folio.
 fn io_write_bytes() -> Option<u64> {
+    io_counter("write_bytes:")
+}
+
+/// Bytes this process passed to write calls (Linux `wchar`): what it asked
+/// to write, before the page cache.
+fn io_wchar() -> Option<u64> {
+    io_counter("wchar:")
+}
+
+fn io_counter(field: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/io").ok()?;
-    let line = text.lines().find(|l| l.starts_with("write_bytes:"))?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -1334,10 +1348,16 @@ pub(crate) fn exec_commit(
     reset_peak_rss();
     let anon = AnonPeak::start();
     let written_before = io_write_bytes();
+    let wchar_before = io_wchar();
     let (wall, ok, stage_us) = run_blocks(&mut chain, &validator, &blocks)?;
+    let per_block_mib =
+        |a: u64, b: u64| b.saturating_sub(a) as f64 / 1048576.0 / args.blocks as f64;
     let written_mib_per_block = written_before
         .zip(io_write_bytes())
-        .map(|(a, b)| b.saturating_sub(a) as f64 / (1024.0 * 1024.0) / args.blocks as f64);
+        .map(|(a, b)| per_block_mib(a, b));
+    let write_calls_mib_per_block = wchar_before
+        .zip(io_wchar())
+        .map(|(a, b)| per_block_mib(a, b));
     drop(blocks);
     let stats = chain.store().stats()?;
     for t in &stats.tables {
@@ -1363,7 +1383,10 @@ pub(crate) fn exec_commit(
         stage_us.other / 1000,
     );
     if let Some(w) = written_mib_per_block {
-        eprintln!("    {w:.0} MiB written to storage per block");
+        eprintln!(
+            "    {w:.0} MiB written to storage per block (page cache dirtied), {} MiB passed to write calls",
+            write_calls_mib_per_block.map_or("?".into(), |c| format!("{c:.0}"))
+        );
     }
     if ok as usize != txs {
         eprintln!(
@@ -1429,6 +1452,7 @@ pub(crate) fn exec_commit(
             hot_capacity: args.hot_capacity,
             build_s,
             written_mib_per_block,
+            write_calls_mib_per_block,
             storage_tables: stats
                 .tables
                 .iter()
