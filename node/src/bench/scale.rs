@@ -74,10 +74,12 @@ pub struct ScaleRow {
     /// State updates (distinct accounts written, and the supply record)
     /// per second.
     pub updates_per_s: f64,
-    /// Bytes the process wrote to storage per block: the page cache it
-    /// dirtied (`/proc/self/io` `write_bytes`), counted by whole folio.
+    /// Bytes the process wrote to storage per block as the kernel counts
+    /// them (`/proc/self/io` `write_bytes`): page cache dirtied, by whole
+    /// folio, so several times what reaches the disk.
     pub bytes_written_per_block: Option<f64>,
-    /// Bytes it passed to write calls per block (`wchar`).
+    /// Bytes it passed to write calls per block (`wchar`): what reaches
+    /// the disk (at 10⁷ it matched `/proc/diskstats`' sectors written).
     pub bytes_to_write_calls_per_block: Option<f64>,
     /// Peak resident memory from the measured blocks on (recovery
     /// included), MiB: the process's own memory and the pages of LMDB's
