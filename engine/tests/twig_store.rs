@@ -413,3 +413,40 @@ fn a_meta_with_impossible_numbers_is_refused() {
     assert!(matches!(err, TwigStoreError::Mismatch(_)), "{err}");
     TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
 }
+
+/// Blocks of thousands of writes, whose current entries the store reads
+/// with several threads before planning, plan as the reference does:
+/// updates, inserts and deletes, across a reopen.
+#[test]
+fn large_blocks_read_by_many_threads_follow_the_reference() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let dir = tempfile::tempdir().unwrap();
+    let keys: u16 = 6000;
+    let mut store = TwigStore::open(dir.path(), None).unwrap();
+    let mut reference = MemLog::new();
+    let mut model: BTreeMap<Hash32, Vec<u8>> = BTreeMap::new();
+    let mut meta = None;
+    for b in 0..6u8 {
+        let block: Vec<(u16, Option<Vec<u8>>)> = (0..3000)
+            .map(|_| {
+                let k = rng.gen_range(0..keys);
+                let v = (rng.gen_range(0..8) != 0).then(|| vec![b; 1 + k as usize % 40]);
+                (k, v)
+            })
+            .collect();
+        let w = writes(&block);
+        for (k, v) in &w {
+            match v {
+                Some(v) => model.insert(*k, v.clone()),
+                None => model.remove(k),
+            };
+        }
+        reference.block(&w).unwrap();
+        meta = Some(commit(&mut store, &w));
+        assert_eq!(store.root(), reference.tree.root(), "block {b}");
+    }
+    drop(store);
+    let store = TwigStore::open(dir.path(), meta.as_ref()).unwrap();
+    check(&store, &reference, &model, keys);
+}

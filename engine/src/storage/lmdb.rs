@@ -716,33 +716,33 @@ impl StateView for LmdbSnapshot {
         chain_id: u32,
         ids: &[AccountId],
     ) -> Result<Vec<Option<AccountRecord>>, StorageError> {
-        // One thread per transaction of the snapshot (a parallel one has
-        // READ_THREADS + 1): past the page cache a read waits on the disk,
-        // so more readers than cores keep its queue full.
-        let read = |slot: usize, chunk: &[AccountId]| -> Result<Vec<_>, StorageError> {
-            self.with_slot(slot, |txn| {
-                chunk
-                    .iter()
-                    .map(|id| {
-                        get_opt(txn, self.env.accounts, &account_key(chain_id, id))?
-                            .map(|v| account_of(id, v))
-                            .transpose()
-                    })
-                    .collect()
-            })
+        // One thread per worker transaction of the snapshot (a parallel
+        // one has READ_THREADS beside the first, which other threads
+        // share): past the page cache a read waits on the disk, so more
+        // readers than cores keep its queue full.
+        let get = |txn: &lmdb::RoTransaction<'static>, chunk: &[AccountId]| {
+            chunk
+                .iter()
+                .map(|id| {
+                    get_opt(txn, self.env.accounts, &account_key(chain_id, id))?
+                        .map(|v| account_of(id, v))
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>, StorageError>>()
         };
+        let workers = self.txns.len() - 1;
         let per = ids
             .len()
-            .div_ceil(self.txns.len())
+            .div_ceil(workers.max(1))
             .max(READ_KEYS_PER_THREAD_MIN);
-        if ids.len() <= per {
-            return read(0, ids);
+        if workers == 0 || ids.len() <= per {
+            return self.with(|txn| get(txn, ids));
         }
         std::thread::scope(|s| {
             let threads: Vec<_> = ids
                 .chunks(per)
                 .enumerate()
-                .map(|(slot, c)| s.spawn(move || read(slot, c)))
+                .map(|(i, c)| s.spawn(move || self.with_slot(i + 1, |txn| get(txn, c))))
                 .collect();
             let mut out = Vec::with_capacity(ids.len());
             for t in threads {
@@ -1267,6 +1267,20 @@ mod tests {
             })
             .collect();
         assert!(seen.iter().all(|s| *s == (0, 5)), "{seen:?}");
+        // Many accounts at once are read by the snapshot's reader threads,
+        // in order, missing ones as `None`.
+        let ids: Vec<AccountId> = (0..5000u32)
+            .map(|i| {
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&i.to_le_bytes());
+                if i % 3 == 0 { [1; 32] } else { id }
+            })
+            .collect();
+        let got = old.accounts(3, &ids).unwrap();
+        assert_eq!(got.len(), ids.len());
+        for (id, r) in ids.iter().zip(&got) {
+            assert_eq!(r.map(|r| r.int), (*id == [1; 32]).then_some(5));
+        }
         assert_eq!(new.head(3).unwrap().unwrap().height, 1);
         assert_eq!(new.account(3, &[1; 32]).unwrap().unwrap().int, 6);
         assert_eq!(old.block(3, 1).unwrap(), None);
