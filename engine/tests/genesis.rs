@@ -3,7 +3,7 @@
 //! duplicates are refused; an interrupted genesis leaves no head and is
 //! redone from the start, its accounts gone.
 
-use int_engine::chain::{Chain, ChainConfig, ChainError};
+use int_engine::chain::{Chain, ChainConfig, ChainError, GenesisLoader};
 use int_engine::crypto::bls::SecretKey;
 use int_engine::state::twig_proof::verify_twig_proof;
 use int_engine::storage::{self, AccountRecord, BlockWrite, Head, account_leaf};
@@ -48,6 +48,19 @@ fn open(dir: &std::path::Path) -> Chain {
     Chain::open(store, config(), &[]).unwrap()
 }
 
+/// Adds `accounts` to `loader` in calls of `sizes`, cycled.
+fn feed(loader: &mut GenesisLoader<'_>, accounts: &[(AccountId, AccountRecord)], sizes: &[usize]) {
+    let mut rest = accounts;
+    for &size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, more) = rest.split_at(size.min(rest.len()));
+        loader.add(chunk).unwrap();
+        rest = more;
+    }
+}
+
 /// Audits the committed state and returns the head.
 fn audited(chain: &Chain) -> Head {
     let view = chain.store().snapshot().unwrap();
@@ -72,15 +85,7 @@ fn a_genesis_fed_in_any_call_sizes_is_the_genesis_of_the_list() {
         let dir = tempfile::tempdir().unwrap();
         let mut chain = open(dir.path());
         let mut loader = chain.begin_genesis().unwrap();
-        let mut rest = &accounts[..];
-        for &size in sizes.iter().cycle() {
-            if rest.is_empty() {
-                break;
-            }
-            let (chunk, more) = rest.split_at(size.min(rest.len()));
-            loader.add(chunk).unwrap();
-            rest = more;
-        }
+        feed(&mut loader, &accounts, sizes);
         assert_eq!(loader.accounts(), 500);
         let head = loader.finish(&[], 1, &proposer()).unwrap();
         assert_eq!(head, whole, "fed in calls of {sizes:?}");
@@ -134,15 +139,7 @@ fn a_genesis_across_many_chunks_is_the_same_however_it_is_fed() {
         let dir = tempfile::tempdir().unwrap();
         let mut chain = open(dir.path());
         let mut loader = chain.begin_genesis_in_chunks(64).unwrap();
-        let mut rest = &accounts[..];
-        for &size in sizes.iter().cycle() {
-            if rest.is_empty() {
-                break;
-            }
-            let (chunk, more) = rest.split_at(size.min(rest.len()));
-            loader.add(chunk).unwrap();
-            rest = more;
-        }
+        feed(&mut loader, &accounts, sizes);
         let head = loader.finish(&[], 1, &proposer()).unwrap();
         assert_eq!(audited(&chain), head);
         let view = chain.store().snapshot().unwrap();

@@ -1309,8 +1309,8 @@ mod tests {
                 })
                 .unwrap();
         }
-        // What the old release leaves: the same tables, no format record.
-        {
+        // Marks the dir as a release of `format` (`None`: none recorded).
+        let mark = |format: Option<u8>| {
             let env = Environment::new()
                 .set_max_dbs(8)
                 .set_map_size(MAP_SIZE_BYTES)
@@ -1318,40 +1318,30 @@ mod tests {
                 .unwrap();
             let meta = env.open_db(Some("meta")).unwrap();
             let mut txn = env.begin_rw_txn().unwrap();
-            txn.del(meta, &STATE_FORMAT_KEY, None).unwrap();
+            match format {
+                None => txn.del(meta, &STATE_FORMAT_KEY, None).unwrap(),
+                Some(f) => txn
+                    .put(meta, &STATE_FORMAT_KEY, &[f], WriteFlags::empty())
+                    .unwrap(),
+            }
             txn.commit().unwrap();
+        };
+        // What the old releases leave: the same tables, no format record
+        // (1), or format 2 (accounts keyed by id).
+        for (format, found, named) in [(None, 1, "state format 1"), (Some(2), 2, "keyed by id")] {
+            mark(format);
+            let err = LmdbStore::open(dir.path()).err().expect("refused");
+            let text = err.to_string();
+            assert!(
+                matches!(err, StorageError::Format { found: f, .. } if f == found),
+                "{text}"
+            );
+            assert!(text.contains(named), "{text}");
+            assert!(
+                text.contains(&format!("state format {STATE_FORMAT}")),
+                "{text}"
+            );
         }
-        let err = LmdbStore::open(dir.path()).err().expect("refused");
-        let text = err.to_string();
-        assert!(
-            matches!(err, StorageError::Format { found: 1, .. }),
-            "{text}"
-        );
-        assert!(text.contains("state format 1"), "{text}");
-        assert!(
-            text.contains(&format!("state format {STATE_FORMAT}")),
-            "{text}"
-        );
-        // Format 2 (accounts keyed by id) is refused as well, named.
-        {
-            let env = Environment::new()
-                .set_max_dbs(8)
-                .set_map_size(MAP_SIZE_BYTES)
-                .open(dir.path())
-                .unwrap();
-            let meta = env.open_db(Some("meta")).unwrap();
-            let mut txn = env.begin_rw_txn().unwrap();
-            txn.put(meta, &STATE_FORMAT_KEY, &[2u8], WriteFlags::empty())
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        let err = LmdbStore::open(dir.path()).err().expect("refused");
-        let text = err.to_string();
-        assert!(
-            matches!(err, StorageError::Format { found: 2, .. }),
-            "{text}"
-        );
-        assert!(text.contains("accounts keyed by id"), "{text}");
         // A new dir is marked with this format and opens again.
         let fresh = tempfile::tempdir().unwrap();
         drop(LmdbStore::open(fresh.path()).unwrap());
