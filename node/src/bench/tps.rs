@@ -24,7 +24,9 @@
 //!    wall time from the first ingress batch to the last commit, and its
 //!    ratio to the raw bound.
 //! 3. **Execution + commit.** A genesis of `--accounts` accounts (each with
-//!    a key, so each can send) through [`Chain::genesis`], timed on its own;
+//!    a key, so each can send) through the chain's genesis loader
+//!    ([`Chain::begin_genesis`], in state-key order, a chunk at a time),
+//!    timed on its own;
 //!    then `--blocks` blocks of `--block-txs` random transfers (random sender
 //!    to random receiver, nonces tracked per sender) built without signing
 //!    and admitted with [`ingress::assume_verified`] (one real signature
