@@ -49,11 +49,11 @@ use lmdb::{
     Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags,
 };
 
-use super::twig::{READ_THREADS, TwigMeta, TwigStore};
+use super::twig::{TwigMeta, TwigStore};
 use super::{
     ACCOUNT_RECORD_BYTES, AccountRecord, BlockWrite, Head, KeyValue, OBJECT_KEY_BYTES_MAX,
-    ObjectTable, STATE_FORMAT, ScanFn, StateUpdate, StateView, Storage, StorageError, StoreStats,
-    TableStats, account_leaf, object_leaf,
+    ObjectTable, READ_THREADS, STATE_FORMAT, ScanFn, StateUpdate, StateView, Storage, StorageError,
+    StoreStats, TableStats, account_leaf, object_leaf, read_in_threads,
 };
 use int_schemas::{AccountId, Hash32};
 
@@ -73,9 +73,6 @@ pub const MAP_SIZE_BYTES: usize = 1 << 40;
 /// At the bound, beginning a snapshot fails with LMDB's `MDB_READERS_FULL`
 /// (an error to the caller, never a wait).
 pub const READERS_MAX: u32 = 256;
-
-/// Accounts read by one thread at least (fewer are not worth a thread).
-const READ_KEYS_PER_THREAD_MIN: usize = 256;
 
 /// Accounts of an interrupted genesis deleted per write transaction.
 const GENESIS_DELETE_BATCH: usize = 100_000;
@@ -718,8 +715,7 @@ impl StateView for LmdbSnapshot {
     ) -> Result<Vec<Option<AccountRecord>>, StorageError> {
         // One thread per worker transaction of the snapshot (a parallel
         // one has READ_THREADS beside the first, which other threads
-        // share): past the page cache a read waits on the disk, so more
-        // readers than cores keep its queue full.
+        // share); few accounts are read on the caller's own.
         let get = |txn: &lmdb::RoTransaction<'static>, chunk: &[AccountId]| {
             chunk
                 .iter()
@@ -730,28 +726,9 @@ impl StateView for LmdbSnapshot {
                 })
                 .collect::<Result<Vec<_>, StorageError>>()
         };
-        let workers = self.txns.len() - 1;
-        let per = ids
-            .len()
-            .div_ceil(workers.max(1))
-            .max(READ_KEYS_PER_THREAD_MIN);
-        if workers == 0 || ids.len() <= per {
-            return self.with(|txn| get(txn, ids));
-        }
-        std::thread::scope(|s| {
-            let threads: Vec<_> = ids
-                .chunks(per)
-                .enumerate()
-                .map(|(i, c)| s.spawn(move || self.with_slot(i + 1, |txn| get(txn, c))))
-                .collect();
-            let mut out = Vec::with_capacity(ids.len());
-            for t in threads {
-                match t.join() {
-                    Ok(part) => out.extend(part?),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            Ok(out)
+        read_in_threads(ids, self.txns.len() - 1, |worker, chunk| match worker {
+            Some(i) => self.with_slot(i + 1, |txn| get(txn, chunk)),
+            None => self.with(|txn| get(txn, chunk)),
         })
     }
 

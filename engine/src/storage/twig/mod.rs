@@ -82,6 +82,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
+use super::{READ_THREADS, read_in_threads};
 use crate::state::proof::Hash32;
 use crate::state::twig::{
     Current, KEY_END, KEY_MIN, LogReader, Plan, PlanError, Staged, TwigBits, TwigError, TwigTree,
@@ -309,14 +310,6 @@ pub struct TwigStore {
     /// it yet ([`TwigStore::load`]): the genesis block will.
     loading: bool,
 }
-
-/// Threads that read a block's entries at once before it is planned:
-/// past the page cache a read waits on the disk, not a core, so more
-/// readers than cores keep the disk's queue full (an NVMe wants dozens).
-pub const READ_THREADS: usize = 16;
-
-/// Keys read by one thread at least (fewer are not worth a thread).
-const READ_KEYS_PER_THREAD_MIN: usize = 256;
 
 /// A key's current entry as the planner reads it: its offset and entry.
 type Found = Option<(u64, Current)>;
@@ -708,27 +701,10 @@ impl TwigStore {
     /// The current entries of `keys`, read by up to [`READ_THREADS`]
     /// threads at once (the planner then reads them from memory).
     fn read_current(&self, keys: &[Hash32]) -> Result<HashMap<Hash32, Found>, LogError> {
-        let per = keys
-            .len()
-            .div_ceil(READ_THREADS)
-            .max(READ_KEYS_PER_THREAD_MIN);
-        let read = |chunk: &[Hash32]| -> Result<Vec<(Hash32, Found)>, LogError> {
+        let found = read_in_threads(keys, READ_THREADS, |_, chunk| {
             chunk.iter().map(|k| Ok((*k, self.current(k)?))).collect()
-        };
-        if keys.len() <= per {
-            return Ok(read(keys)?.into_iter().collect());
-        }
-        std::thread::scope(|s| {
-            let threads: Vec<_> = keys.chunks(per).map(|c| s.spawn(move || read(c))).collect();
-            let mut out = HashMap::with_capacity(keys.len());
-            for t in threads {
-                match t.join() {
-                    Ok(found) => out.extend(found?),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            Ok(out)
-        })
+        })?;
+        Ok(found.into_iter().collect())
     }
 
     /// The offset of the entry of the greatest key below `key` (there is
@@ -760,22 +736,13 @@ impl TwigStore {
     }
 
     /// Plans and stages a block's writes (`None` deletes; sorted by key,
-    /// distinct) against the committed log; changes nothing. Into an empty
-    /// log, inserts only, it is [`TwigStore::prepare_load`].
+    /// distinct) against the committed log; changes nothing. (A genesis's
+    /// accounts are loaded by [`TwigStore::load`] instead; into an empty
+    /// log both append the same entries, tested.)
     pub fn prepare(
         &self,
         writes: &[(Hash32, Option<Vec<u8>>)],
     ) -> Result<Prepared, TwigStoreError> {
-        // A genesis (nothing committed, only inserts) is a sorted bulk
-        // load: the same entries the planner would append (tested), without
-        // its lookups.
-        if self.is_initial() && !writes.is_empty() && writes.iter().all(|w| w.1.is_some()) {
-            let sorted: Vec<(Hash32, Vec<u8>)> = writes
-                .iter()
-                .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
-                .collect();
-            return self.prepare_load(&sorted);
-        }
         let keys: Vec<Hash32> = writes.iter().map(|(k, _)| *k).collect();
         let reader = Reader {
             store: self,
