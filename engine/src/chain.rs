@@ -445,11 +445,8 @@ impl Chain {
         proposer: &SecretKey,
     ) -> Result<Head, ChainError> {
         use rayon::prelude::*;
-        if objects.iter().any(|o| o.key == SUPPLY_KEY) {
-            return Err(ChainError::Exec(
-                "genesis objects may not set the supply: the chain computes it".into(),
-            ));
-        }
+        // Refused before any account is loaded, not after.
+        check_genesis_objects(objects)?;
         let mut keyed: Vec<(Hash32, usize)> = alloc
             .par_iter()
             .enumerate()
@@ -1382,6 +1379,17 @@ fn hex_id(id: &AccountId) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Genesis objects may set anything but the supply, which the chain
+/// computes from the accounts.
+fn check_genesis_objects(objects: &[ObjectWrite]) -> Result<(), ChainError> {
+    if objects.iter().any(|o| o.key == SUPPLY_KEY) {
+        return Err(ChainError::Exec(
+            "genesis objects may not set the supply: the chain computes it".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Accounts loaded per chunk of a genesis. Part of what a genesis is:
 /// each chunk boundary re-appends one entry to the state log, so the
 /// genesis root depends on this size (the same on every node).
@@ -1492,11 +1500,7 @@ impl GenesisLoader<'_> {
         proposer: &SecretKey,
     ) -> Result<Head, ChainError> {
         self.live()?;
-        if objects.iter().any(|o| o.key == SUPPLY_KEY) {
-            return Err(ChainError::Exec(
-                "genesis objects may not set the supply: the chain computes it".into(),
-            ));
-        }
+        check_genesis_objects(objects)?;
         self.flush()?;
         let mut objects = objects.to_vec();
         objects.push(ObjectWrite {

@@ -469,7 +469,7 @@ impl TwigTree {
 
     /// The upper-tree nodes left of the held twigs that later paths still
     /// read (at most one per level), as (level, index, hash): with the
-    /// held twigs' entries, all [`TwigTree::restore`] needs.
+    /// held twigs' entries, all [`TwigTree::restore_twigs`] needs.
     pub fn frontier(&self) -> Vec<(usize, u64, Hash32)> {
         self.upper
             .iter()
@@ -481,42 +481,6 @@ impl TwigTree {
             .collect()
     }
 
-    /// Rebuilds a tree from what a store keeps: the first held twig
-    /// `base`, the hashes and active bits of every serial from its start
-    /// to the tail, and the [`TwigTree::frontier`] saved with them.
-    /// The caller checks the root against the one it committed.
-    ///
-    /// # Panics
-    /// If `hashes` and `active` differ in length.
-    pub fn restore(
-        base: u64,
-        hashes: &[Hash32],
-        active: &[bool],
-        frontier: &[(usize, u64, Hash32)],
-    ) -> TwigTree {
-        use rayon::prelude::*;
-        assert_eq!(hashes.len(), active.len());
-        let full = hashes.len() / TWIG_ENTRIES as usize;
-        let entry_roots: Vec<Hash32> = hashes
-            .par_chunks_exact(TWIG_ENTRIES as usize)
-            .map(|c| padded_root(c, TWIG_LEVELS))
-            .collect();
-        let young = hashes[full * TWIG_ENTRIES as usize..].to_vec();
-        let bits: Vec<TwigBits> = active
-            .chunks(TWIG_ENTRIES as usize)
-            .map(|c| {
-                let mut w = [0u64; TWIG_WORDS];
-                for (i, a) in c.iter().enumerate() {
-                    if *a {
-                        w[i / 64] |= 1 << (i % 64);
-                    }
-                }
-                w
-            })
-            .collect();
-        Self::restore_twigs(base, entry_roots, young, bits, frontier)
-    }
-
     /// The entries root of a full twig: what [`TwigTree::restore_twigs`]
     /// takes for each, from its 2048 entry hashes.
     pub fn entries_root(hashes: &[Hash32]) -> Hash32 {
@@ -524,8 +488,9 @@ impl TwigTree {
         padded_root(hashes, TWIG_LEVELS)
     }
 
-    /// [`TwigTree::restore`] from what a scan keeps per twig, so that a
-    /// store recovers in ≈ 0.14 bytes per entry: the entries root of each
+    /// Rebuilds a tree from what a store keeps, as a scan of its held log
+    /// collects it (≈ 0.14 bytes per entry), and the [`TwigTree::frontier`]
+    /// saved with it: the first held twig `base`, the entries root of each
     /// full held twig ([`TwigTree::entries_root`]), the entry hashes of
     /// the youngest (partial) one, and every held twig's active bits
     /// (bit `i % 64` of word `i / 64` for its entry `i`).

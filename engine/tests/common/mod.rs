@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 pub use int_engine::state::twig_memory::MemoryLog as MemLog;
 
 use int_engine::state::proof::Hash32;
-use int_engine::state::twig::{KEY_END, KEY_MIN, TwigTree};
+use int_engine::state::twig::{KEY_END, KEY_MIN, TwigBits, TwigTree};
 use int_engine::state::twig_proof::{EntryRef, TWIG_ENTRIES};
 
 /// The checks of a reference log against a plain map.
@@ -55,7 +55,7 @@ impl Check for MemLog {
         // What a store keeps (the held twigs' entries and the frontier)
         // rebuilds the same tree; the run goes on with the rebuilt one.
         let base = self.tree.base_serial();
-        let restored = TwigTree::restore(
+        let restored = restore(
             base / TWIG_ENTRIES,
             &self.hashes[base as usize..],
             &self.active[base as usize..],
@@ -65,4 +65,37 @@ impl Check for MemLog {
         assert_eq!(restored.active_count(), self.tree.active_count());
         self.tree = restored;
     }
+}
+
+/// A tree rebuilt from the hashes and active flags of every held serial,
+/// through the twig-level form a store's scan collects.
+fn restore(
+    base: u64,
+    hashes: &[Hash32],
+    active: &[bool],
+    frontier: &[(usize, u64, Hash32)],
+) -> TwigTree {
+    let n = TWIG_ENTRIES as usize;
+    let full = hashes.len() / n;
+    let entry_roots = hashes[..full * n]
+        .chunks_exact(n)
+        .map(TwigTree::entries_root)
+        .collect();
+    let bits = active
+        .chunks(n)
+        .map(|c| {
+            let mut w = TwigBits::default();
+            for (i, _) in c.iter().enumerate().filter(|(_, a)| **a) {
+                w[i / 64] |= 1 << (i % 64);
+            }
+            w
+        })
+        .collect();
+    TwigTree::restore_twigs(
+        base,
+        entry_roots,
+        hashes[full * n..].to_vec(),
+        bits,
+        frontier,
+    )
 }
