@@ -24,9 +24,8 @@
 //!    wall time from the first ingress batch to the last commit, and its
 //!    ratio to the raw bound.
 //! 3. **Execution + commit.** A genesis of `--accounts` accounts (each with
-//!    a key, so each can send) through the chain's genesis loader
-//!    ([`Chain::begin_genesis`], in state-key order, a chunk at a time),
-//!    timed on its own;
+//!    a key, so each can send) through [`Chain::genesis_of`] (sorted, then
+//!    loaded a chunk at a time, never held as a list), timed on its own;
 //!    then `--blocks` blocks of `--block-txs` random transfers (random sender
 //!    to random receiver, nonces tracked per sender) built without signing
 //!    and admitted with [`ingress::assume_verified`] (one real signature
@@ -66,13 +65,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use int_engine::chain::{Chain, ChainConfig, ChainError, GENESIS_CHUNK_ACCOUNTS, Timings};
+use int_engine::chain::{Chain, ChainConfig, ChainError, Timings};
 use int_engine::crypto::bls::{
     self, BatchItem, CpuG1, CryptoError, DST_SIG, PublicKey, SecretKey, Signature, tx_message,
 };
 use int_engine::ingress::{self, IngressConfig, IngressError, KeySource, VerifiedTx};
 use int_engine::mempool::{Mempool, NONCE_AHEAD_MAX};
-use int_engine::storage::{AccountRecord, Head, StorageError, account_leaf};
+use int_engine::storage::{AccountRecord, StorageError};
 use int_schemas::wire::{Token, TxStatus};
 use int_schemas::{
     AccountId, DecodeError, PayloadSpec, TxBodySpec, build_envelope, build_tx_body, decode_tx,
@@ -1141,56 +1140,6 @@ fn exec_account_id(i: usize) -> AccountId {
     *h.finalize().as_bytes()
 }
 
-/// The genesis of `n` bench accounts and `extra` (the validator), fed to
-/// the chain's genesis loader ([`Chain::begin_genesis`]) in state-key order a chunk at a time: the
-/// memory of the sort (16 bytes an account) and of one chunk, not of the
-/// whole list (≈ 200 bytes an account).
-fn bench_genesis(
-    chain: &mut Chain,
-    n: usize,
-    record: &(dyn Fn(usize) -> AccountRecord + Sync),
-    extra: (AccountId, AccountRecord),
-    proposer: &SecretKey,
-) -> Result<Head, TpsError> {
-    const EXTRA: u32 = u32::MAX;
-    let n32 = u32::try_from(n)
-        .ok()
-        .filter(|&n| n < EXTRA)
-        .ok_or_else(|| TpsError::BadArgs(format!("{n} accounts: at most {} here", EXTRA - 1)))?;
-    let id_of = |i: u32| {
-        if i == EXTRA {
-            extra.0
-        } else {
-            exec_account_id(i as usize)
-        }
-    };
-    let leaf = |i: u32| account_leaf(&id_of(i));
-    let frag = |i: u32| u64::from_be_bytes(leaf(i)[..8].try_into().expect("8 bytes"));
-    let mut order: Vec<(u64, u32)> = (0..n32)
-        .into_par_iter()
-        .chain(rayon::iter::once(EXTRA))
-        .map(|i| (frag(i), i))
-        .collect();
-    // Ties of the first 64 bits (about one in 3 700 at 10⁸) by whole key.
-    order.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| leaf(a.1).cmp(&leaf(b.1))));
-    let mut loader = chain.begin_genesis()?;
-    for chunk in order.chunks(GENESIS_CHUNK_ACCOUNTS) {
-        let accounts: Vec<(AccountId, AccountRecord)> = chunk
-            .par_iter()
-            .map(|&(_, i)| {
-                if i == EXTRA {
-                    extra
-                } else {
-                    (id_of(i), record(i as usize))
-                }
-            })
-            .collect();
-        loader.add(&accounts)?;
-    }
-    drop(order);
-    Ok(loader.finish(&[], now_ms(), proposer)?)
-}
-
 /// Builds `blocks` blocks of `size` random transfers as verified
 /// transactions (no signing: one signature reused).
 fn build_blocks(
@@ -1303,11 +1252,20 @@ pub(crate) fn exec_commit(
     };
     reset_peak_rss();
     let t = Instant::now();
-    let head = bench_genesis(
-        &mut chain,
-        n,
-        &record,
-        validator_account(&validator),
+    // Accounts 0..n, then the validator; computed as the loader takes
+    // them, never held as a list (3.2 GB of ids alone at 10⁸).
+    let extra = validator_account(&validator);
+    let head = chain.genesis_of(
+        n as u64 + 1,
+        &|i| {
+            if i == n as u64 {
+                extra
+            } else {
+                (exec_account_id(i as usize), record(i as usize))
+            }
+        },
+        &[],
+        now_ms(),
         &validator,
     )?;
     let genesis = t.elapsed();
