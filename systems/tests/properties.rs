@@ -294,7 +294,7 @@ impl Model {
             .accounts
             .iter()
             .filter(|(a, r)| self.logged.0.get(*a) != Some(*r))
-            .map(|(a, r)| (storage::account_leaf(a), Some(r.encode().to_vec())))
+            .map(|(a, r)| (storage::account_leaf(a), Some(r.state_value(a).to_vec())))
             .collect();
         if self.logged.1.is_none() {
             // The genesis: its accounts are loaded first, in one chunk

@@ -6,7 +6,6 @@
 //!
 //! | table      | key                         | value                              |
 //! |------------|-----------------------------|------------------------------------|
-//! | `accounts` | chain ‖ [`account_leaf`]`(id)` | account id ‖ [`AccountRecord`]  |
 //! | `blocks`   | chain ‖ height (u64 BE)     | sealed block (FlatBuffers)         |
 //! | `receipts` | chain ‖ height (u64 BE)     | block receipts (FlatBuffers)       |
 //! | `meta`     | chain ‖ name                | head, state log meta, parameters   |
@@ -14,46 +13,45 @@
 //! | `derived`  | chain ‖ plugin key          | plugin data recomputable from state|
 //! | `txs`      | chain ‖ transaction hash    | height (u64 LE) ‖ index (u32 LE)   |
 //!
-//! The state commitment is each chain's twig log ([`super::twig`]) under
-//! `state/chain-N/`. A block is committed by appending its state to the
-//! log (synced), then one LMDB write transaction holding the dirty
-//! accounts, the objects, the block, its receipts, the index, the new head
-//! and the log's new meta: that transaction is the commit point. After a
-//! crash LMDB holds the whole block or none of it, and the log is cut back
-//! to the meta LMDB holds when it is opened. `meta` also holds the data
-//! dir's state format ([`super::STATE_FORMAT`]): a data dir with heads and
-//! no format (the sparse Merkle tree of format 1) is refused, and so is
-//! format 2 (accounts keyed by id).
+//! The state is each chain's twig log ([`super::twig`]) under
+//! `state/chain-N/`: accounts live there only (value: id ‖ record), state
+//! objects there and in `objects` (for prefix scans). A block is committed
+//! by appending its state to the log (synced), then one LMDB write
+//! transaction holding the objects, the block, its receipts, the index,
+//! the new head and the log's new meta: that transaction is the commit
+//! point. After a crash LMDB holds the whole block or none of it, and the
+//! log is cut back to the meta LMDB holds when it is opened. `meta` also
+//! holds the data dir's state format ([`super::STATE_FORMAT`]): a data dir
+//! with heads and no format (the sparse Merkle tree of format 1) is
+//! refused, and so are formats 2 and 3 (accounts in LMDB too).
 //!
-//! Accounts are keyed by their state key, not their id, so that LMDB and
-//! the state log hold them in one order: a genesis loads both in one
-//! sorted pass, appending to each (`load_genesis_accounts`), which at
-//! 10⁸ accounts is the difference between minutes and hours. A read
-//! hashes the id once (≈ 0.1 µs); the value carries the id back for
-//! scans, and a read checks it.
+//! Accounts left LMDB because their random page writes were most of a
+//! block's time (at 10⁶ accounts, 210 of a 217 ms commit, measured by
+//! `int bench scale`): the log appends them, and its index finds them.
 //!
 //! A snapshot is one LMDB read transaction (MVCC: commits after it began
-//! are invisible to it), or one per rayon worker (or per reader thread of
-//! a block's account loads, [`READ_THREADS`], where those are more) for a
-//! parallel snapshot.
-//! LMDB allows a read transaction one user at a time, so each sits behind a
-//! mutex and a worker uses its own; the transactions of one parallel
-//! snapshot are begun under the read side of a lock whose write side each
-//! commit holds, so they all see the same version.
+//! are invisible to it), or one per rayon worker for a parallel snapshot,
+//! and each chain's state log [`Version`] of the same instant: account
+//! reads at a version are served by the offsets the blocks since it
+//! overwrote, and the log keeps the segments they are in. LMDB allows a
+//! read transaction one user at a time, so each sits behind a mutex and a
+//! worker uses its own; a snapshot begins under the read side of a lock
+//! whose write side each commit holds (log, LMDB, the log's memory), so
+//! its transactions and versions all see the same block.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use lmdb::{
     Cursor, Database, DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags,
 };
 
-use super::twig::{TwigMeta, TwigStore};
+use super::twig::{TwigMeta, TwigStore, Version};
 use super::{
-    ACCOUNT_RECORD_BYTES, AccountRecord, BlockWrite, Head, KeyValue, OBJECT_KEY_BYTES_MAX,
-    ObjectTable, READ_THREADS, STATE_FORMAT, ScanFn, StateUpdate, StateView, Storage, StorageError,
-    StoreStats, TableStats, account_leaf, object_leaf, read_in_threads,
+    AccountRecord, BlockWrite, Head, KeyValue, OBJECT_KEY_BYTES_MAX, ObjectTable, STATE_FORMAT,
+    ScanFn, StateUpdate, StateView, Storage, StorageError, StoreStats, TableStats, account_leaf,
+    decode_account_value, object_leaf,
 };
 use int_schemas::{AccountId, Hash32};
 
@@ -68,19 +66,15 @@ impl From<lmdb::Error> for StorageError {
 pub const MAP_SIZE_BYTES: usize = 1 << 40;
 
 /// Most read transactions open at once (LMDB's reader table): a parallel
-/// snapshot takes one per rayon worker or per [`READ_THREADS`] reader,
-/// whichever are more, plus one; every other snapshot one.
+/// snapshot takes one per rayon worker plus one; every other snapshot
+/// one.
 /// At the bound, beginning a snapshot fails with LMDB's `MDB_READERS_FULL`
 /// (an error to the caller, never a wait).
 pub const READERS_MAX: u32 = 256;
 
-/// Accounts of an interrupted genesis deleted per write transaction.
-const GENESIS_DELETE_BATCH: usize = 100_000;
-
 /// The environment and its tables.
 struct Env {
     env: Environment,
-    accounts: Database,
     blocks: Database,
     receipts: Database,
     meta: Database,
@@ -89,8 +83,10 @@ struct Env {
     /// Transaction hash → (height, index): where each included transaction
     /// is, for receipts by hash. Derived from the receipts, not in the root.
     txs: Database,
-    /// Held for writing while a commit becomes visible, for reading while a
-    /// parallel snapshot begins its transactions.
+    /// Held for writing while a commit writes and becomes visible (log,
+    /// LMDB, the log's memory), for reading while a snapshot begins its
+    /// transactions and takes the state logs' versions. Taken before a
+    /// state log's lock, never after.
     commit_lock: RwLock<()>,
     /// Where the chains' state logs are.
     state_dir: PathBuf,
@@ -120,43 +116,6 @@ fn chain_key<const N: usize>(chain_id: u32, rest: &[u8]) -> [u8; N] {
     k[..4].copy_from_slice(&chain_id.to_be_bytes());
     k[4..].copy_from_slice(rest);
     k
-}
-
-fn account_key(chain_id: u32, id: &AccountId) -> [u8; 36] {
-    chain_key(chain_id, &account_leaf(id))
-}
-
-/// An account's LMDB value: its id, then its record.
-fn account_value(id: &AccountId, rec: &AccountRecord) -> [u8; 32 + ACCOUNT_RECORD_BYTES] {
-    let mut v = [0u8; 32 + ACCOUNT_RECORD_BYTES];
-    v[..32].copy_from_slice(id);
-    v[32..].copy_from_slice(&rec.encode());
-    v
-}
-
-/// Splits an account's LMDB value; corrupt when it is not one.
-fn decode_account_value(v: &[u8]) -> Result<(AccountId, AccountRecord), StorageError> {
-    if v.len() != 32 + ACCOUNT_RECORD_BYTES {
-        return Err(StorageError::Corrupt {
-            table: "accounts",
-            what: format!("a value of {} bytes", v.len()),
-        });
-    }
-    let mut id = [0u8; 32];
-    id.copy_from_slice(&v[..32]);
-    Ok((id, AccountRecord::decode(&v[32..])?))
-}
-
-/// The record of `id` from its LMDB value, which must carry `id`.
-fn account_of(id: &AccountId, v: &[u8]) -> Result<AccountRecord, StorageError> {
-    let (stored, rec) = decode_account_value(v)?;
-    if stored != *id {
-        return Err(StorageError::Corrupt {
-            table: "accounts",
-            what: format!("the entry of {} holds {}", hex_of(id), hex_of(&stored)),
-        });
-    }
-    Ok(rec)
 }
 
 fn height_key(chain_id: u32, height: u64) -> [u8; 12] {
@@ -296,7 +255,6 @@ impl LmdbStore {
             .open(dir)?;
         let open = |name| env.create_db(Some(name), DatabaseFlags::empty());
         let env = Env {
-            accounts: open("accounts")?,
             blocks: open("blocks")?,
             receipts: open("receipts")?,
             meta: open("meta")?,
@@ -331,8 +289,37 @@ impl LmdbStore {
                 Ok(Mutex::new(SendRo(txn)))
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
+        // The open state logs' versions, under the same lock as the
+        // transactions: each one is at the meta they read, unless a
+        // genesis is loading (no meta yet) or a reader's log was opened at
+        // another snapshot's; those are looked up on first use.
+        let mut states = HashMap::new();
+        let open: Vec<(u32, Arc<RwLock<TwigStore>>)> = self
+            .env
+            .twigs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(c, t)| (*c, t.clone()))
+            .collect();
+        if let Some(first) = txns.first() {
+            let txn = first.lock().unwrap_or_else(PoisonError::into_inner);
+            for (chain_id, twig) in open {
+                let Some(at) = twig_meta(&txn.0, self.env.meta, chain_id)? else {
+                    continue;
+                };
+                let version = {
+                    let g = twig.read().unwrap_or_else(PoisonError::into_inner);
+                    (g.meta() == &at).then(|| g.version())
+                };
+                if let Some(v) = version {
+                    states.insert(chain_id, Some((Arc::downgrade(&twig), v)));
+                }
+            }
+        }
         Ok(LmdbSnapshot {
             txns,
+            states: Mutex::new(states),
             env: self.env.clone(),
         })
     }
@@ -372,6 +359,10 @@ fn check_format(e: &Env) -> Result<(), StorageError> {
             found: 2,
             what: "a twig log beside LMDB, accounts keyed by id",
         }),
+        (Some([3]), _) => Err(StorageError::Format {
+            found: 3,
+            what: "a twig log beside LMDB, accounts in LMDB too",
+        }),
         (Some(other), _) => Err(StorageError::Format {
             found: other.first().copied().unwrap_or(0),
             what: "unknown to this release",
@@ -385,9 +376,9 @@ impl Storage for LmdbStore {
     }
 
     fn parallel_snapshot(&self) -> Result<Arc<dyn StateView>, StorageError> {
-        Ok(Arc::new(self.snapshot_of(
-            rayon::current_num_threads().max(READ_THREADS) + 1,
-        )?))
+        Ok(Arc::new(
+            self.snapshot_of(rayon::current_num_threads() + 1)?,
+        ))
     }
 
     fn commit_block(&self, w: &BlockWrite<'_>) -> Result<(), StorageError> {
@@ -399,8 +390,13 @@ impl Storage for LmdbStore {
             )));
         }
         // The state log first (appended and synced past its committed
-        // tail), then LMDB with the log's new meta: the commit point.
+        // tail), then LMDB with the log's new meta: the commit point; then
+        // the log's memory. Snapshots begin before or after all three.
         let twig = e.twig(w.chain_id, w.state.from.as_ref())?;
+        let _visible = e
+            .commit_lock
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut state = twig.write().unwrap_or_else(PoisonError::into_inner);
         if !state_at(&state, w.state.from.as_ref()) {
             return Err(StorageError::StaleSnapshot {
@@ -411,15 +407,6 @@ impl Storage for LmdbStore {
         crate::fault::point("state_log_synced");
         let mut txn = e.env.begin_rw_txn()?;
         // In key order: neighbours share their B-tree path and pages.
-        let mut accounts: Vec<([u8; 36], &AccountId, &AccountRecord)> = w
-            .accounts
-            .iter()
-            .map(|(id, rec)| (account_key(w.chain_id, id), id, rec))
-            .collect();
-        accounts.sort_unstable_by_key(|a| a.0);
-        for (k, id, rec) in &accounts {
-            txn.put(e.accounts, k, &account_value(id, rec), WriteFlags::empty())?;
-        }
         type Put<'v> = (Database, Vec<u8>, Option<&'v Vec<u8>>);
         let mut objects: Vec<Put<'_>> = w
             .objects
@@ -464,13 +451,7 @@ impl Storage for LmdbStore {
             &written.meta().encode(),
             WriteFlags::empty(),
         )?;
-        {
-            let _visible = e
-                .commit_lock
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            txn.commit()?;
-        }
+        txn.commit()?;
         crate::fault::point("lmdb_committed");
         // The block is durable now: nothing after this point may report
         // it as not committed. A failure to update the log's memory drops
@@ -505,44 +486,11 @@ impl Storage for LmdbStore {
             }
         }
         // A load begun before (in this process or one that died) is
-        // dropped: the log reopens at its committed, empty state, and the
-        // accounts the load put in LMDB go, a bounded batch per
-        // transaction (with no head, no reader depends on them).
+        // dropped: the log reopens at its committed, empty state.
         e.twigs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&chain_id);
-        let prefix = chain_id.to_be_bytes();
-        let mut deleted = 0usize;
-        loop {
-            let mut txn = e.env.begin_rw_txn()?;
-            let stale: Vec<Vec<u8>> = {
-                let mut cur = txn.open_ro_cursor(e.accounts)?;
-                cur.iter_from(prefix)
-                    .take(GENESIS_DELETE_BATCH)
-                    .map_while(|item| match item {
-                        Ok((k, _)) if k.starts_with(&prefix) => Some(Ok(k.to_vec())),
-                        Ok(_) => None,
-                        Err(err) => Some(Err(err)),
-                    })
-                    .collect::<Result<_, _>>()?
-            };
-            for k in &stale {
-                txn.del(e.accounts, k, None)?;
-            }
-            txn.commit()?;
-            deleted += stale.len();
-            if stale.len() < GENESIS_DELETE_BATCH {
-                break;
-            }
-        }
-        if deleted > 0 {
-            tracing::warn!(
-                chain_id,
-                accounts = deleted,
-                "deleted the accounts of an interrupted genesis"
-            );
-        }
         let twig = e.twig(chain_id, None)?;
         let state = twig.read().unwrap_or_else(PoisonError::into_inner);
         if !state.is_initial() {
@@ -579,10 +527,8 @@ impl Storage for LmdbStore {
         }
         let entries: Vec<(Hash32, Vec<u8>)> = accounts
             .par_iter()
-            .map(|(id, rec)| (account_leaf(id), rec.encode().to_vec()))
+            .map(|(id, rec)| (account_leaf(id), rec.state_value(id).to_vec()))
             .collect();
-        // The log first: LMDB's rows without their entries would be
-        // deleted by the next load; entries without rows are cut on open.
         if let Err(err) = state.load(&entries) {
             drop(state);
             e.twigs
@@ -591,18 +537,6 @@ impl Storage for LmdbStore {
                 .remove(&chain_id);
             return Err(err.into());
         }
-        let mut txn = e.env.begin_rw_txn()?;
-        for ((id, rec), (leaf, _)) in accounts.iter().zip(&entries) {
-            let k: [u8; 36] = chain_key(chain_id, leaf);
-            let v = account_value(id, rec);
-            // In key order: appended to the table's last page where the
-            // chain's keys are the greatest (no page splits).
-            match txn.put(e.accounts, &k, &v, WriteFlags::APPEND) {
-                Err(lmdb::Error::KeyExist) => txn.put(e.accounts, &k, &v, WriteFlags::empty())?,
-                other => other?,
-            }
-        }
-        txn.commit()?;
         crate::fault::point("genesis_chunk_loaded");
         Ok(())
     }
@@ -611,7 +545,6 @@ impl Storage for LmdbStore {
         let e = &*self.env;
         let txn = e.env.begin_ro_txn()?;
         let tables = [
-            ("accounts", e.accounts),
             ("blocks", e.blocks),
             ("receipts", e.receipts),
             ("meta", e.meta),
@@ -656,12 +589,21 @@ struct SendRo(lmdb::RoTransaction<'static>);
 // SAFETY: see the type's comment: MDB_NOTLS and exclusive use via Mutex.
 unsafe impl Send for SendRo {}
 
+/// A chain's state log and the version of it a snapshot reads. The log
+/// is not kept open by snapshots: one dropped (to be reopened after a
+/// failure) makes theirs stale.
+type ChainState = (Weak<RwLock<TwigStore>>, Arc<Version>);
+
 /// A snapshot: one read transaction, or one per worker plus one for
-/// other threads, all of the same version.
+/// other threads, all of the same version, and the state logs' versions
+/// of that instant.
 struct LmdbSnapshot {
     // Declared before `env`: the transactions end before the environment
     // they borrow can be dropped.
     txns: Vec<Mutex<SendRo>>,
+    /// Each chain's state, `None` before its genesis: taken with the
+    /// transactions for the logs open then, on first use for the others.
+    states: Mutex<HashMap<u32, Option<ChainState>>>,
     env: Arc<Env>,
 }
 
@@ -685,6 +627,54 @@ impl LmdbSnapshot {
     fn get(&self, db: Database, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.with(|txn| Ok(get_opt(txn, db, key)?.map(<[u8]>::to_vec)))
     }
+
+    /// `chain_id`'s state log at this snapshot, `None` before its
+    /// genesis; [`StorageError::StaleSnapshot`] when it moved on before
+    /// this snapshot first read it, or was reopened since.
+    fn state(&self, chain_id: u32) -> Result<Option<ChainState>, StorageError> {
+        let cached = self
+            .states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&chain_id)
+            .cloned();
+        if let Some(state) = cached {
+            return Ok(state);
+        }
+        let state = match self.with(|txn| twig_meta(txn, self.env.meta, chain_id))? {
+            None => None,
+            Some(at) => {
+                let twig = self.env.twig(chain_id, Some(&at))?;
+                let g = twig.read().unwrap_or_else(PoisonError::into_inner);
+                if g.meta() != &at {
+                    return Err(StorageError::StaleSnapshot { chain_id });
+                }
+                Some((Arc::downgrade(&twig), g.version()))
+            }
+        };
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(chain_id, state.clone());
+        Ok(state)
+    }
+
+    /// Runs `f` on `chain_id`'s state log and this snapshot's version of
+    /// it; `None` before the chain's genesis.
+    fn with_state<T>(
+        &self,
+        chain_id: u32,
+        f: impl FnOnce(&TwigStore, &Version) -> Result<T, StorageError>,
+    ) -> Result<Option<T>, StorageError> {
+        let Some((twig, version)) = self.state(chain_id)? else {
+            return Ok(None);
+        };
+        let twig = twig
+            .upgrade()
+            .ok_or(StorageError::StaleSnapshot { chain_id })?;
+        let g = twig.read().unwrap_or_else(PoisonError::into_inner);
+        f(&g, &version).map(Some)
+    }
 }
 
 impl StateView for LmdbSnapshot {
@@ -701,11 +691,10 @@ impl StateView for LmdbSnapshot {
         chain_id: u32,
         id: &AccountId,
     ) -> Result<Option<AccountRecord>, StorageError> {
-        self.with(|txn| {
-            get_opt(txn, self.env.accounts, &account_key(chain_id, id))?
-                .map(|v| account_of(id, v))
-                .transpose()
-        })
+        Ok(self
+            .accounts(chain_id, std::slice::from_ref(id))?
+            .pop()
+            .flatten())
     }
 
     fn accounts(
@@ -713,23 +702,18 @@ impl StateView for LmdbSnapshot {
         chain_id: u32,
         ids: &[AccountId],
     ) -> Result<Vec<Option<AccountRecord>>, StorageError> {
-        // One thread per worker transaction of the snapshot (a parallel
-        // one has READ_THREADS beside the first, which other threads
-        // share); few accounts are read on the caller's own.
-        let get = |txn: &lmdb::RoTransaction<'static>, chunk: &[AccountId]| {
-            chunk
-                .iter()
-                .map(|id| {
-                    get_opt(txn, self.env.accounts, &account_key(chain_id, id))?
-                        .map(|v| account_of(id, v))
-                        .transpose()
-                })
-                .collect::<Result<Vec<_>, StorageError>>()
+        let keys: Vec<Hash32> = ids.iter().map(account_leaf).collect();
+        let values = self.with_state(chain_id, |log, at| Ok(log.values_at(at, &keys)?))?;
+        let Some(values) = values else {
+            return Ok(vec![None; ids.len()]);
         };
-        read_in_threads(ids, self.txns.len() - 1, |worker, chunk| match worker {
-            Some(i) => self.with_slot(i + 1, |txn| get(txn, chunk)),
-            None => self.with(|txn| get(txn, chunk)),
-        })
+        keys.iter()
+            .zip(values)
+            .map(|(k, v)| {
+                v.map(|v| decode_account_value(k, &v).map(|(_, rec)| rec))
+                    .transpose()
+            })
+            .collect()
     }
 
     fn object(
@@ -787,27 +771,29 @@ impl StateView for LmdbSnapshot {
         chain_id: u32,
         f: &mut dyn FnMut(AccountId, AccountRecord) -> bool,
     ) -> Result<(), StorageError> {
-        self.with(|txn| {
-            let mut cur = txn.open_ro_cursor(self.env.accounts)?;
-            let prefix = chain_id.to_be_bytes();
-            for item in cur.iter_from(prefix) {
-                let (k, v) = item?;
-                if k.len() != 36 || k[..4] != prefix {
-                    break;
+        // The log holds the state objects too: their keys, from LMDB.
+        let mut objects = std::collections::HashSet::new();
+        self.scan(chain_id, ObjectTable::State, &[], &mut |k, _| {
+            objects.insert(object_leaf(k));
+            Ok(true)
+        })?;
+        self.with_state(chain_id, |log, at| {
+            let mut failed = None;
+            log.scan_at(at, &mut |k, v| {
+                if objects.contains(k) {
+                    return true;
                 }
-                let (id, rec) = decode_account_value(v)?;
-                if k[4..] != account_leaf(&id) {
-                    return Err(StorageError::Corrupt {
-                        table: "accounts",
-                        what: format!("account {} under another key", hex_of(&id)),
-                    });
+                match decode_account_value(k, v) {
+                    Ok((id, rec)) => f(id, rec),
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
                 }
-                if !f(id, rec) {
-                    break;
-                }
-            }
-            Ok(())
-        })
+            })?;
+            failed.map_or(Ok(()), Err)
+        })?;
+        Ok(())
     }
 
     fn prepare_state(
@@ -852,32 +838,12 @@ impl StateView for LmdbSnapshot {
             table: "state log",
             what,
         };
-        let mut accounts = 0u64;
-        let mut failed = None;
-        self.scan_accounts(chain_id, &mut |id, rec| {
-            accounts += 1;
-            match log.get(&account_leaf(&id)) {
-                Ok(Some(v)) if v == rec.encode() => true,
-                Ok(_) => {
-                    failed = Some(corrupt(format!(
-                        "account {} differs from its entry",
-                        hex_of(&id)
-                    )));
-                    false
-                }
-                Err(e) => {
-                    failed = Some(e.into());
-                    false
-                }
-            }
-        })?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let mut objects = 0u64;
+        // Every state object in LMDB is its entry in the log.
+        let mut object_keys = std::collections::HashSet::new();
         self.scan(chain_id, ObjectTable::State, &[], &mut |k, v| {
-            objects += 1;
-            match log.get(&object_leaf(k))? {
+            let key = object_leaf(k);
+            object_keys.insert(key);
+            match log.get(&key)? {
                 Some(entry) if entry == v => Ok(true),
                 _ => Err(corrupt(format!(
                     "object {} differs from its entry",
@@ -885,6 +851,26 @@ impl StateView for LmdbSnapshot {
                 ))),
             }
         })?;
+        let objects = object_keys.len() as u64;
+        // Every other live entry is an account under its own key.
+        let mut accounts = 0u64;
+        let mut failed = None;
+        log.scan_at(&log.version(), &mut |k, v| {
+            if object_keys.contains(k) {
+                return true;
+            }
+            accounts += 1;
+            match decode_account_value(k, v) {
+                Ok(_) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         if log.len() != accounts + objects {
             return Err(corrupt(format!(
                 "{} live entries for {accounts} accounts and {objects} objects",
@@ -984,11 +970,118 @@ mod tests {
         );
         let stats = store.stats().unwrap();
         let entries = |n: &str| stats.tables.iter().find(|t| t.name == n).unwrap().entries;
-        assert_eq!(entries("accounts"), 1);
+        assert!(stats.tables.iter().all(|t| t.name != "accounts"));
         assert_eq!(entries("blocks"), 1);
         // The head, the state log's meta and the data dir's format.
         assert_eq!(entries("meta"), 3);
         assert!(stats.last_page > 0);
+    }
+
+    /// Commits `accounts` as block `height` of chain 3.
+    fn commit(store: &LmdbStore, height: u64, accounts: &[(AccountId, AccountRecord)]) {
+        let view = store.snapshot().unwrap();
+        let state = view.prepare_state(3, &state_writes(accounts, &[])).unwrap();
+        drop(view);
+        let head = Head {
+            height,
+            hash: [height as u8; 32],
+            state_root: state.root(),
+            accounts: 0,
+        };
+        store
+            .commit_block(&BlockWrite {
+                chain_id: 3,
+                accounts,
+                state: &state,
+                height,
+                block: b"block",
+                receipts: b"receipts",
+                tx_hashes: &[],
+                head,
+                objects: &[],
+            })
+            .unwrap();
+    }
+
+    fn record(int: u128) -> AccountRecord {
+        AccountRecord {
+            int,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_snapshot_reads_its_block_whatever_commits_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LmdbStore::open(dir.path()).unwrap();
+        let ids: Vec<AccountId> = (0..40u8).map(|i| [i; 32]).collect();
+        commit(
+            &store,
+            0,
+            &ids[..20]
+                .iter()
+                .map(|id| (*id, record(1)))
+                .collect::<Vec<_>>(),
+        );
+        let at0 = store.snapshot().unwrap();
+        let par0 = store.parallel_snapshot().unwrap();
+        // Block 1 rewrites half of them and creates others; block 2
+        // rewrites some again.
+        commit(
+            &store,
+            1,
+            &ids[10..30]
+                .iter()
+                .map(|id| (*id, record(2)))
+                .collect::<Vec<_>>(),
+        );
+        let at1 = store.snapshot().unwrap();
+        commit(
+            &store,
+            2,
+            &ids[15..35]
+                .iter()
+                .map(|id| (*id, record(3)))
+                .collect::<Vec<_>>(),
+        );
+        let at2 = store.snapshot().unwrap();
+        let want = |upto: [usize; 3]| -> Vec<Option<AccountRecord>> {
+            (0..40)
+                .map(|i| match i {
+                    i if (15..35).contains(&i) && upto[2] > 0 => Some(record(3)),
+                    i if (10..30).contains(&i) && upto[1] > 0 => Some(record(2)),
+                    i if i < 20 && upto[0] > 0 => Some(record(1)),
+                    _ => None,
+                })
+                .collect()
+        };
+        for (view, w) in [
+            (&at0, want([1, 0, 0])),
+            (&par0, want([1, 0, 0])),
+            (&at1, want([1, 1, 0])),
+            (&at2, want([1, 1, 1])),
+        ] {
+            assert_eq!(view.accounts(3, &ids).unwrap(), w);
+            for (id, rec) in ids.iter().zip(&w) {
+                assert_eq!(view.account(3, id).unwrap(), *rec);
+            }
+            let mut scanned = std::collections::BTreeMap::new();
+            view.for_each_account(3, |id, rec| {
+                scanned.insert(id, rec);
+            })
+            .unwrap();
+            let listed: std::collections::BTreeMap<_, _> = ids
+                .iter()
+                .zip(&w)
+                .filter_map(|(id, r)| r.map(|r| (*id, r)))
+                .collect();
+            assert_eq!(scanned, listed);
+        }
+        // An old snapshot prepares nothing: its chain moved on.
+        assert!(matches!(
+            at0.prepare_state(3, &[]),
+            Err(StorageError::StaleSnapshot { chain_id: 3 })
+        ));
     }
 
     #[test]

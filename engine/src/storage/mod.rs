@@ -80,7 +80,7 @@ pub enum StorageError {
     /// The data dir was written by a release with another state format.
     #[error(
         "this data dir holds state format {found} ({what}); this node reads state format \
-         {STATE_FORMAT} (a twig log beside LMDB, accounts keyed by state key): start from a new data dir, or run the release \
+         {STATE_FORMAT} (accounts only in the twig log, beside LMDB): start from a new data dir, or run the release \
          that wrote it"
     )]
     Format {
@@ -140,10 +140,12 @@ where
     })
 }
 
-/// The data dir's state format: 3, the twig log beside LMDB, accounts
-/// keyed by their state key (1 was the sparse Merkle tree in LMDB's `smt`
-/// table, 2 the twig log with accounts keyed by id: both refused on open).
-pub const STATE_FORMAT: u8 = 3;
+/// The data dir's state format: 4, accounts only in the twig log (their
+/// value: id ‖ record), LMDB beside it for blocks, objects and the head.
+/// Refused on open: 1 (the sparse Merkle tree in LMDB's `smt` table), 2
+/// (the twig log with accounts also in LMDB, keyed by id) and 3 (the same,
+/// keyed by state key).
+pub const STATE_FORMAT: u8 = 4;
 
 /// Opens (creating if needed) the store in `dir`, for the node that
 /// commits to it (one process per data dir).
@@ -259,9 +261,11 @@ pub trait StateView: Send + Sync {
         f: &mut ScanFn<'_>,
     ) -> Result<(), StorageError>;
 
-    /// Calls `f` for every account of a chain in the order of their state
-    /// keys ([`account_leaf`]) until it returns `false`; as for [`StateView::scan`], `f` must not read the same
-    /// snapshot.
+    /// Calls `f` for every account of a chain, in the state log's order
+    /// (one sequential read of it), until it returns `false`. It holds the
+    /// chain's state for reading throughout, so a commit waits for it: an
+    /// audit's walk, not a request's. As for [`StateView::scan`], `f` must
+    /// not read the same snapshot.
     fn scan_accounts(
         &self,
         chain_id: u32,
@@ -342,8 +346,7 @@ impl dyn StateView + '_ {
         })
     }
 
-    /// Calls `f` for every account of a chain, in the order of their state
-    /// keys.
+    /// Calls `f` for every account of a chain, in the state log's order.
     pub fn for_each_account(
         &self,
         chain_id: u32,
@@ -436,10 +439,47 @@ impl AccountRecord {
         })
     }
 
-    /// The value the state tree commits to for this account.
-    pub fn hash(&self) -> Hash32 {
-        *blake3::hash(&self.encode()).as_bytes()
+    /// The value the state log holds for account `id`, which the state
+    /// root commits to: the id (so that a scan of the state names its
+    /// accounts), then the record.
+    pub fn state_value(&self, id: &AccountId) -> [u8; ACCOUNT_VALUE_BYTES] {
+        let mut v = [0u8; ACCOUNT_VALUE_BYTES];
+        v[..32].copy_from_slice(id);
+        v[32..].copy_from_slice(&self.encode());
+        v
     }
+
+    /// The hash of [`AccountRecord::state_value`]: what a state proof of
+    /// account `id` claims.
+    pub fn state_hash(&self, id: &AccountId) -> Hash32 {
+        *blake3::hash(&self.state_value(id)).as_bytes()
+    }
+}
+
+/// The encoded size of an account's state value: id, then record.
+pub const ACCOUNT_VALUE_BYTES: usize = 32 + ACCOUNT_RECORD_BYTES;
+
+/// Decodes the state value found at state key `key`: corrupt when it is
+/// not an account's or names an account of another key.
+pub fn decode_account_value(
+    key: &Hash32,
+    v: &[u8],
+) -> Result<(AccountId, AccountRecord), StorageError> {
+    let (Some(id), Some(rec)) = (v.get(..32), v.get(32..)) else {
+        return Err(StorageError::Corrupt {
+            table: "state log",
+            what: format!("an account value of {} bytes", v.len()),
+        });
+    };
+    let mut stored = [0u8; 32];
+    stored.copy_from_slice(id);
+    if account_leaf(&stored) != *key {
+        return Err(StorageError::Corrupt {
+            table: "state log",
+            what: "an account value under another account's key".into(),
+        });
+    }
+    Ok((stored, AccountRecord::decode(rec)?))
 }
 
 /// The head of a chain: the last committed block.
@@ -542,7 +582,8 @@ impl StateUpdate {
 }
 
 /// A block's state writes as the state log takes them, sorted by key:
-/// each account at [`account_leaf`] of its id with its encoded record,
+/// each account at [`account_leaf`] of its id with its
+/// [`AccountRecord::state_value`],
 /// each state object at [`object_leaf`] of its key with its value
 /// (`None`: deleted).
 pub fn state_writes(
@@ -551,7 +592,7 @@ pub fn state_writes(
 ) -> Vec<(Hash32, Option<Vec<u8>>)> {
     let mut w: Vec<(Hash32, Option<Vec<u8>>)> = accounts
         .iter()
-        .map(|(id, r)| (account_leaf(id), Some(r.encode().to_vec())))
+        .map(|(id, r)| (account_leaf(id), Some(r.state_value(id).to_vec())))
         .chain(
             objects
                 .iter()

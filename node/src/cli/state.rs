@@ -238,13 +238,13 @@ pub fn account_at_head(
         v["public_key"] = json!(r.public_key.map(hex::encode));
         v["device_kind"] = json!(r.device_kind);
         v["metadata_hash"] = json!(hex::encode(r.metadata_hash));
-        v["value_hash"] = json!(hex::encode(r.hash()));
+        v["value_hash"] = json!(hex::encode(r.state_hash(id)));
     }
     if proof {
         // The account's state key is its id hashed under the account tag.
         let key = account_key(id);
         let p = store.prove(chain_id, &key)?;
-        let value = rec.map(|r| r.hash());
+        let value = rec.map(|r| r.state_hash(id));
         v["state_key"] = json!(hex::encode(key));
         v["proof"] = json!(hex::encode(&p));
         v["proof_ok"] =

@@ -21,7 +21,7 @@ fn hash_at(v: &Value, key: &str) -> Hash32 {
 }
 
 /// The value hash the state commits to for the account `v` shows, computed
-/// from its fields (nonce, balances, key, device kind, metadata hash), or
+/// from its id and fields (nonce, balances, key, device kind, metadata hash), or
 /// `None` for an absent account.
 fn value_hash(v: &Value) -> Option<Hash32> {
     if v["exists"] != true {
@@ -55,7 +55,7 @@ fn value_hash(v: &Value) -> Option<Hash32> {
             .unwrap_or_else(|| panic!("device_kind: {v}")),
         metadata_hash: hash_at(v, "metadata_hash"),
     };
-    let h = rec.hash();
+    let h = rec.state_hash(&hash_at(v, "id"));
     assert_eq!(
         hex::encode(h),
         v["value_hash"].as_str().unwrap_or(""),
