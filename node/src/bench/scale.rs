@@ -24,8 +24,12 @@ use serde::Serialize;
 use super::tps::{Machine, StageUs, TpsArgs, TpsError, Workload, exec_commit, out_dir};
 
 /// Disk a population takes per account, with room: the state log's entry
-/// (248 bytes) and LMDB's row (≈ 250 bytes), measured ≈ 510 bytes at 10⁷.
-const DISK_BYTES_PER_ACCOUNT: f64 = 560.0;
+/// (280 bytes); measured ≈ 290 bytes at 10⁷ after 10 blocks.
+const DISK_BYTES_PER_ACCOUNT: f64 = 320.0;
+/// Disk each measured transfer adds, with room: two entries in the state
+/// log (560 bytes; compaction later takes the old ones back) and its share
+/// of the block, its receipts and the transaction index.
+const DISK_BYTES_PER_TRANSFER: f64 = 1000.0;
 /// Memory a genesis takes per account, with room: the bench's sort (16
 /// bytes) and the state log's index (16 bytes); recovery adds ≈ 4.2 bytes
 /// per held entry.
@@ -152,10 +156,11 @@ fn free_disk_bytes(dir: &std::path::Path) -> Option<f64> {
     Some(st.f_bavail as f64 * st.f_frsize as f64)
 }
 
-/// Why a population of `n` does not fit, if it does not.
-fn does_not_fit(n: u64) -> Option<String> {
+/// Why a population of `n` and `transfers` measured transfers does not
+/// fit, if it does not.
+fn does_not_fit(n: u64, transfers: u64) -> Option<String> {
     let gib = |b: f64| b / f64::from(1 << 30);
-    let disk = n as f64 * DISK_BYTES_PER_ACCOUNT;
+    let disk = n as f64 * DISK_BYTES_PER_ACCOUNT + transfers as f64 * DISK_BYTES_PER_TRANSFER;
     let tmp = std::env::temp_dir();
     if let Some(free) = free_disk_bytes(&tmp)
         && disk > free
@@ -198,7 +203,7 @@ pub fn run(args: &ScaleArgs) -> Result<ScaleReport, TpsError> {
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     for &n in &counts {
-        if let Some(why) = does_not_fit(n) {
+        if let Some(why) = does_not_fit(n, (args.blocks * args.block_txs) as u64) {
             eprintln!("int bench scale: skipped: {why}");
             skipped.push(why);
             continue;
