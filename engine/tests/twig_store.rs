@@ -185,8 +185,8 @@ fn a_held_version_reads_its_block_while_later_blocks_compact() {
     };
     let mut held = vec![(store.version(), model.clone())];
     let mut disk_held = 0;
-    for b in 0..200u32 {
-        let block: Vec<(u16, Option<Vec<u8>>)> = (0..60)
+    for b in 0..120u32 {
+        let block: Vec<(u16, Option<Vec<u8>>)> = (0..100)
             .map(|i| {
                 let k = ((b * 7919 + i * 104_729) % 2100) as u16;
                 // Some deletes, some new keys, mostly rewrites.
@@ -202,7 +202,7 @@ fn a_held_version_reads_its_block_while_later_blocks_compact() {
             };
         }
         commit(&mut store, &w);
-        if b % 50 == 49 {
+        if b % 30 == 29 {
             held.push((store.version(), model.clone()));
         }
         disk_held = disk_held.max(store.disk_bytes());
@@ -214,6 +214,17 @@ fn a_held_version_reads_its_block_while_later_blocks_compact() {
     for (v, m) in &held {
         assert_eq!(store.values_at(v, &keys).unwrap(), values(m));
         assert_eq!(&scanned(&store, v), m);
+    }
+    // Held past 128 blocks, a version is cut off: its reads fail (stale),
+    // and the younger ones still read theirs.
+    for b in 0..10u32 {
+        let w = writes(&[((b % 2000) as u16, Some(vec![3; 100]))]);
+        model.insert(w[0].0, vec![3; 100]);
+        commit(&mut store, &w);
+    }
+    assert!(store.values_at(&held[0].0, &keys).is_err(), "cut off");
+    for (v, m) in &held[1..] {
+        assert_eq!(store.values_at(v, &keys).unwrap(), values(m));
     }
     // Dropped, the versions keep nothing: the next blocks drop the
     // segments only they read.

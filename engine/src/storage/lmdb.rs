@@ -36,8 +36,8 @@
 //! overwrote, and the log keeps the segments they are in. LMDB allows a
 //! read transaction one user at a time, so each sits behind a mutex and a
 //! worker uses its own; a snapshot begins under the read side of a lock
-//! whose write side each commit holds (log, LMDB, the log's memory), so
-//! its transactions and versions all see the same block.
+//! whose write side each commit holds while LMDB's commit and the log's
+//! memory change, so its transactions and versions all see the same block.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,18 +83,29 @@ struct Env {
     /// Transaction hash → (height, index): where each included transaction
     /// is, for receipts by hash. Derived from the receipts, not in the root.
     txs: Database,
-    /// Held for writing while a commit writes and becomes visible (log,
-    /// LMDB, the log's memory), for reading while a snapshot begins its
-    /// transactions and takes the state logs' versions. Taken before a
-    /// state log's lock, never after.
+    /// Held for writing while a commit becomes visible (LMDB's commit and
+    /// the state log's memory), for reading while a snapshot begins its
+    /// transactions and takes the state logs' versions. A commit takes it
+    /// after its state log's lock; nothing takes a log's lock under it.
     commit_lock: RwLock<()>,
     /// Where the chains' state logs are.
     state_dir: PathBuf,
-    /// Each chain's state log, opened on first use.
-    twigs: Mutex<HashMap<u32, Arc<RwLock<TwigStore>>>>,
+    /// Each chain's state log, opened on first use. Never held while
+    /// waiting for a log's lock (see [`Env::twig`]).
+    twigs: Mutex<HashMap<u32, OpenLog>>,
+    /// Held while a state log is opened (one writer per log file).
+    open_lock: Mutex<()>,
     /// Whether the state logs are opened read-only (a reader beside the
     /// node).
     read_only_state: bool,
+}
+
+/// An open state log and its current version, which snapshots take
+/// without the log's lock (a commit holds that lock while it waits for the
+/// commit lock, under which snapshots begin).
+struct OpenLog {
+    store: Arc<RwLock<TwigStore>>,
+    current: Arc<Mutex<Arc<Version>>>,
 }
 
 /// The LMDB store: one environment for every chain.
@@ -179,18 +190,42 @@ impl Env {
         chain_id: u32,
         at: Option<&TwigMeta>,
     ) -> Result<Arc<RwLock<TwigStore>>, StorageError> {
-        let mut map = self.twigs.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(t) = map.get(&chain_id) {
-            // A store a panic left half-updated is not used again: it is
-            // reopened from LMDB's meta below.
-            if !t.is_poisoned() {
+        // The map is never held while a log's lock is awaited: a commit
+        // holds its log's lock while it waits for the commit lock, under
+        // which a snapshot takes the map.
+        let open = |map: &Mutex<HashMap<u32, OpenLog>>| {
+            map.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&chain_id)
+                .map(|o| o.store.clone())
+        };
+        // A store a panic left half-updated is not used again: it is
+        // reopened from LMDB's meta below.
+        let usable = |t: &Arc<RwLock<TwigStore>>| {
+            !t.is_poisoned() && {
                 let g = t.read().unwrap_or_else(PoisonError::into_inner);
-                if g.is_writable() || state_at(&g, at) {
-                    return Ok(t.clone());
-                }
+                g.is_writable() || state_at(&g, at)
             }
-            map.remove(&chain_id);
+        };
+        if let Some(t) = open(&self.twigs)
+            && usable(&t)
+        {
+            return Ok(t);
         }
+        let _opening = self
+            .open_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Another thread may have opened it meanwhile.
+        if let Some(t) = open(&self.twigs)
+            && usable(&t)
+        {
+            return Ok(t);
+        }
+        self.twigs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&chain_id);
         let latest = {
             let txn = self.env.begin_ro_txn()?;
             twig_meta(&txn, self.meta, chain_id)?
@@ -209,8 +244,18 @@ impl Env {
         } else {
             TwigStore::open(&dir, latest.as_ref())?
         };
+        let current = store.version_handle();
         let t = Arc::new(RwLock::new(store));
-        map.insert(chain_id, t.clone());
+        self.twigs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                chain_id,
+                OpenLog {
+                    store: t.clone(),
+                    current,
+                },
+            );
         Ok(t)
     }
 
@@ -264,6 +309,7 @@ impl LmdbStore {
             commit_lock: RwLock::new(()),
             state_dir: dir.join("state"),
             twigs: Mutex::new(HashMap::new()),
+            open_lock: Mutex::new(()),
             read_only_state,
             env,
         };
@@ -294,25 +340,25 @@ impl LmdbStore {
         // genesis is loading (no meta yet) or a reader's log was opened at
         // another snapshot's; those are looked up on first use.
         let mut states = HashMap::new();
-        let open: Vec<(u32, Arc<RwLock<TwigStore>>)> = self
+        let open: Vec<(u32, Arc<RwLock<TwigStore>>, Arc<Version>)> = self
             .env
             .twigs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|(c, t)| (*c, t.clone()))
+            .map(|(c, o)| {
+                let v = o
+                    .current
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                (*c, o.store.clone(), v)
+            })
             .collect();
         if let Some(first) = txns.first() {
             let txn = first.lock().unwrap_or_else(PoisonError::into_inner);
-            for (chain_id, twig) in open {
-                let Some(at) = twig_meta(&txn.0, self.env.meta, chain_id)? else {
-                    continue;
-                };
-                let version = {
-                    let g = twig.read().unwrap_or_else(PoisonError::into_inner);
-                    (g.meta() == &at).then(|| g.version())
-                };
-                if let Some(v) = version {
+            for (chain_id, twig, v) in open {
+                if twig_meta(&txn.0, self.env.meta, chain_id)?.as_ref() == Some(v.meta()) {
                     states.insert(chain_id, Some((Arc::downgrade(&twig), v)));
                 }
             }
@@ -393,10 +439,6 @@ impl Storage for LmdbStore {
         // tail), then LMDB with the log's new meta: the commit point; then
         // the log's memory. Snapshots begin before or after all three.
         let twig = e.twig(w.chain_id, w.state.from.as_ref())?;
-        let _visible = e
-            .commit_lock
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
         let mut state = twig.write().unwrap_or_else(PoisonError::into_inner);
         if !state_at(&state, w.state.from.as_ref()) {
             return Err(StorageError::StaleSnapshot {
@@ -451,6 +493,13 @@ impl Storage for LmdbStore {
             &written.meta().encode(),
             WriteFlags::empty(),
         )?;
+        // Under the commit lock (taken after the log's, never before):
+        // LMDB's commit and the log's memory change together for
+        // snapshots, which begin under its read side.
+        let _visible = e
+            .commit_lock
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         txn.commit()?;
         crate::fault::point("lmdb_committed");
         // The block is durable now: nothing after this point may report
@@ -771,27 +820,17 @@ impl StateView for LmdbSnapshot {
         chain_id: u32,
         f: &mut dyn FnMut(AccountId, AccountRecord) -> bool,
     ) -> Result<(), StorageError> {
-        // The log holds the state objects too: their keys, from LMDB.
-        let mut objects = std::collections::HashSet::new();
-        self.scan(chain_id, ObjectTable::State, &[], &mut |k, _| {
-            objects.insert(object_leaf(k));
-            Ok(true)
-        })?;
+        // The log holds the state objects too. An account's value names
+        // the id its key hashes, which no object's value can (short of a
+        // hash collision): what does not decode so is an object. The
+        // audit (`audit_state`) checks each entry against LMDB's objects.
         self.with_state(chain_id, |log, at| {
-            let mut failed = None;
-            log.scan_at(at, &mut |k, v| {
-                if objects.contains(k) {
-                    return true;
-                }
-                match decode_account_value(k, v) {
+            Ok(
+                log.scan_at(at, &mut |k, v| match decode_account_value(k, v) {
                     Ok((id, rec)) => f(id, rec),
-                    Err(e) => {
-                        failed = Some(e);
-                        false
-                    }
-                }
-            })?;
-            failed.map_or(Ok(()), Err)
+                    Err(_) => true,
+                })?,
+            )
         })?;
         Ok(())
     }

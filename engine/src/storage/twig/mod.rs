@@ -78,8 +78,8 @@
 //!    it read only what followed the last one, and `int state` beside a
 //!    running node would open at once.
 //! 2. Past the page cache a block's account reads go to the disk,
-//!    [`READ_THREADS`] at a time (131 ms a block at 10⁸ against 54 at
-//!    10⁷); a deeper queue (io_uring) is the next step there.
+//!    [`READ_THREADS`](super::READ_THREADS) at a time (113–131 ms a block at 10⁸ against 54
+//!    at 10⁷); io_uring would keep a deeper queue without the threads.
 //! 3. Outside this module: LMDB's transaction index takes 10 000 random
 //!    puts a block, a cost that grows with the chain's history.
 
@@ -89,11 +89,11 @@ pub mod log;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use rayon::prelude::*;
 
-use super::{READ_THREADS, read_in_threads};
+use super::read_in_threads;
 use crate::state::proof::Hash32;
 use crate::state::twig::{
     Current, KEY_END, KEY_MIN, LogReader, Plan, PlanError, Staged, TwigBits, TwigError, TwigTree,
@@ -103,10 +103,11 @@ use crate::state::twig_proof::{ENTRY_HEADER_BYTES, EntryRef, TWIG_ENTRIES, entry
 use index::KeyIndex;
 use log::{ENTRY_GUESS_BYTES, LogError, Record, SegmentLog, TOMBSTONE, TOMBSTONE_BYTES};
 
-/// Versions that snapshots hold ([`Version`]) beyond which each commit
-/// warns: a snapshot held that long keeps every block's changed offsets
-/// since it, and the log's segments it can read, alive.
-const VERSIONS_HELD_WARN: usize = 64;
+/// Blocks a snapshot may stay behind the committed state ([`Version`]):
+/// each keeps its changed offsets (≈ 1 MB for 10 000 transfers) and the
+/// log's segments in memory and on disk, so an older snapshot is cut off
+/// (its reads fail as stale) rather than let them grow.
+const VERSIONS_HELD_MAX: usize = 128;
 
 /// Most entries [`TwigStore::values_at`] keeps for the next block's
 /// planner (a block of 10 000 transfers reads ≈ 20 000).
@@ -327,24 +328,56 @@ impl Written {
 #[derive(Debug)]
 pub struct Version {
     meta: TwigMeta,
-    next: OnceLock<(Changed, Arc<Version>)>,
+    /// Set when the next block applies while this version is held; taken
+    /// back when held past [`VERSIONS_HELD_MAX`] blocks.
+    next: RwLock<Option<Link>>,
 }
 
 /// The keys one block changed, each with the offset of its entry before
 /// the block (`None`: absent before).
 type Changed = HashMap<Hash32, Option<u64>>;
 
+/// A version's link to the one after it.
+type Link = (Arc<Changed>, Arc<Version>);
+
 impl Version {
     fn new(meta: TwigMeta) -> Arc<Self> {
         Arc::new(Self {
             meta,
-            next: OnceLock::new(),
+            next: RwLock::new(None),
         })
     }
 
     /// The committed meta this version reads.
     pub fn meta(&self) -> &TwigMeta {
         &self.meta
+    }
+
+    fn next(&self) -> Option<Link> {
+        self.next
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for Version {
+    // A long chain is dropped in a loop, not by recursion (one frame per
+    // block would overflow a thread's stack).
+    fn drop(&mut self) {
+        let mut next = self
+            .next
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        while let Some((_, v)) = next {
+            next = Arc::into_inner(v).and_then(|mut v| {
+                v.next
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+            });
+        }
     }
 }
 
@@ -370,6 +403,12 @@ pub struct TwigStore {
     /// planner takes them from here instead of reading the log again.
     /// Emptied when a block applies; at most [`READ_CACHE_ENTRIES_MAX`].
     read_cache: Mutex<ReadCache>,
+    /// The current version, shared with whoever begins snapshots without
+    /// this store's lock ([`TwigStore::version_handle`]).
+    current: Arc<Mutex<Arc<Version>>>,
+    /// An apply failed or panicked part way: the memory is not the log's
+    /// and nothing reads it (the store must be reopened).
+    broken: bool,
 }
 
 /// See [`TwigStore`]'s `read_cache`.
@@ -522,11 +561,14 @@ impl TwigStore {
                     root: tree.root(),
                     frontier: vec![],
                 };
+                let version = Version::new(meta.clone());
                 Ok(Self {
                     log,
                     index,
                     tree,
-                    version: Version::new(meta.clone()),
+                    current: Arc::new(Mutex::new(version.clone())),
+                    version,
+                    broken: false,
                     held: VecDeque::new(),
                     read_cache: Mutex::default(),
                     meta,
@@ -683,12 +725,15 @@ impl TwigStore {
                 "the log's root is not the committed root".into(),
             ));
         }
+        let version = Version::new(m.clone());
         Ok(Self {
             log,
             index,
             tree,
             meta: m.clone(),
-            version: Version::new(m.clone()),
+            current: Arc::new(Mutex::new(version.clone())),
+            version,
+            broken: false,
             held: VecDeque::new(),
             read_cache: Mutex::default(),
             twig_offsets,
@@ -770,7 +815,7 @@ impl TwigStore {
         Ok(Some((offset, current_of(offset, &bytes)?)))
     }
 
-    /// The current entries of `keys`, read by up to [`READ_THREADS`]
+    /// The current entries of `keys`, read by up to [`READ_THREADS`](super::READ_THREADS)
     /// threads at once (the planner then reads them from memory).
     /// Those the block's account loads read already come from
     /// `read_cache`.
@@ -794,7 +839,7 @@ impl TwigStore {
                 }
             }
         }
-        let found = read_in_threads(&missing, READ_THREADS, |_, chunk| {
+        let found = read_in_threads(&missing, |chunk| {
             chunk.iter().map(|k| Ok((*k, self.current(k)?))).collect()
         })?;
         out.extend(found);
@@ -837,6 +882,11 @@ impl TwigStore {
         &self,
         writes: &[(Hash32, Option<Vec<u8>>)],
     ) -> Result<Prepared, TwigStoreError> {
+        if self.broken {
+            return Err(TwigStoreError::Mismatch(
+                "the state log's memory was left half updated".into(),
+            ));
+        }
         let keys: Vec<Hash32> = writes.iter().map(|(k, _)| *k).collect();
         let reader = Reader {
             store: self,
@@ -1032,6 +1082,9 @@ impl TwigStore {
     /// is committed; then prunes the tree and drops the segments below the
     /// committed first held twig.
     pub fn apply(&mut self, p: &Prepared, w: Written) -> Result<(), TwigStoreError> {
+        // Cleared at the end: an error or a panic on the way leaves the
+        // memory half updated, and reads refuse it.
+        self.broken = true;
         for (k, o) in &p.deleted {
             if !self.index.remove(k, *o) {
                 return Err(TwigStoreError::Plan("a deleted key is not indexed".into()));
@@ -1069,7 +1122,8 @@ impl TwigStore {
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
         let before = std::mem::replace(&mut self.version, Version::new(self.meta.clone()));
-        // Only the store holds the version before: no reader can reach it.
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = self.version.clone();
+        // Held here only (`current` moved on): no reader can reach it.
         if Arc::strong_count(&before) > 1 {
             let mut changed = HashMap::with_capacity(p.moves.len() + p.deleted.len());
             for (k, o) in &p.deleted {
@@ -1078,32 +1132,39 @@ impl TwigStore {
             for (k, o) in &p.moves {
                 changed.entry(*k).or_insert(*o);
             }
-            let linked = before.next.set((changed, self.version.clone())).is_ok();
-            assert!(linked, "a version is followed by one block");
+            let mut next = before.next.write().unwrap_or_else(PoisonError::into_inner);
+            assert!(next.is_none(), "a version is followed by one block");
+            *next = Some((Arc::new(changed), self.version.clone()));
+            drop(next);
             self.held.push_back(Arc::downgrade(&before));
         }
-        while self.held.front().is_some_and(|v| v.strong_count() == 0) {
-            self.held.pop_front();
-        }
-        if self.held.len() > VERSIONS_HELD_WARN {
-            tracing::warn!(
-                versions = self.held.len(),
-                "state log: a snapshot held across many blocks keeps their changes in memory"
-            );
+        drop(before);
+        while self.held.len() > VERSIONS_HELD_MAX {
+            if let Some(old) = self.held.pop_front().and_then(|v| v.upgrade()) {
+                tracing::warn!(
+                    "state log: a snapshot {VERSIONS_HELD_MAX} blocks old is cut off (its reads fail as stale)"
+                );
+                *old.next.write().unwrap_or_else(PoisonError::into_inner) = None;
+            }
         }
         // Old segments are only space: a failure to delete one is retried
         // at the next block, never the block's failure. Those a snapshot
         // may still read stay.
+        // (Cutting one off may have freed those after it.)
+        while self.held.front().is_some_and(|v| v.strong_count() == 0) {
+            self.held.pop_front();
+        }
         let keep_from = self
             .held
-            .front()
-            .and_then(Weak::upgrade)
+            .iter()
+            .find_map(Weak::upgrade)
             .map_or(self.meta.base_offset, |v| {
                 v.meta.base_offset.min(self.meta.base_offset)
             });
         if let Err(e) = self.log.drop_below(keep_from) {
             tracing::warn!("state log: old segments not dropped yet: {e}");
         }
+        self.broken = false;
         Ok(())
     }
 
@@ -1113,18 +1174,32 @@ impl TwigStore {
         self.version.clone()
     }
 
-    /// Refuses a version this store did not hand out (a snapshot of a
-    /// store reopened since).
+    /// The current version as a shared handle, for beginning snapshots
+    /// without this store's lock: it changes when a block applies.
+    pub fn version_handle(&self) -> Arc<Mutex<Arc<Version>>> {
+        self.current.clone()
+    }
+
+    /// Refuses a version this store did not hand out or no longer serves
+    /// (a snapshot of a store reopened since, or cut off as too old), and
+    /// any read of a store an apply left half done.
     fn check_version(&self, v: &Version) -> Result<(), TwigStoreError> {
-        let mut at = v;
-        while let Some((_, next)) = at.next.get() {
-            at = next;
+        if self.broken {
+            return Err(TwigStoreError::Mismatch(
+                "the state log's memory was left half updated".into(),
+            ));
         }
-        if std::ptr::eq(at, Arc::as_ptr(&self.version)) {
+        let mut last: *const Version = v;
+        let mut next = v.next();
+        while let Some((_, n)) = next {
+            last = Arc::as_ptr(&n);
+            next = n.next();
+        }
+        if std::ptr::eq(last, Arc::as_ptr(&self.version)) {
             Ok(())
         } else {
             Err(TwigStoreError::Mismatch(
-                "a snapshot of a state log reopened since".into(),
+                "a snapshot of a state log reopened since, or too old".into(),
             ))
         }
     }
@@ -1132,12 +1207,12 @@ impl TwigStore {
     /// Where `key`'s entry is at version `v` (checked), unverified as
     /// [`KeyIndex::get`]'s when it comes from the index.
     fn offset_at(&self, v: &Version, key: &Hash32) -> Result<Option<u64>, LogError> {
-        let mut at = v;
-        while let Some((changed, next)) = at.next.get() {
+        let mut next = v.next();
+        while let Some((changed, n)) = next {
             if let Some(o) = changed.get(key) {
                 return Ok(*o);
             }
-            at = next;
+            next = n.next();
         }
         self.index.get(key, &|o| self.log.read_key(o))
     }
@@ -1153,7 +1228,7 @@ impl TwigStore {
     }
 
     /// The values of `keys` at version `v` (one this store handed out), in
-    /// order, read by up to [`READ_THREADS`] threads at once: one log read
+    /// order, read by up to [`READ_THREADS`](super::READ_THREADS) threads at once: one log read
     /// each. At the current version the entries are kept for the next
     /// block's planner, which would read the same ones.
     pub fn values_at(
@@ -1162,7 +1237,7 @@ impl TwigStore {
         keys: &[Hash32],
     ) -> Result<Vec<Option<Vec<u8>>>, TwigStoreError> {
         self.check_version(v)?;
-        let found = read_in_threads(keys, READ_THREADS, |_, chunk| {
+        let found = read_in_threads(keys, |chunk| {
             chunk.iter().map(|k| self.entry_at(v, k)).collect()
         })?;
         let values = found
