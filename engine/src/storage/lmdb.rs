@@ -1436,8 +1436,13 @@ mod tests {
             txn.commit().unwrap();
         };
         // What the old releases leave: the same tables, no format record
-        // (1), or format 2 (accounts keyed by id).
-        for (format, found, named) in [(None, 1, "state format 1"), (Some(2), 2, "keyed by id")] {
+        // (1), format 2 (accounts keyed by id), format 3 (accounts in LMDB
+        // too).
+        for (format, found, named) in [
+            (None, 1, "state format 1"),
+            (Some(2), 2, "keyed by id"),
+            (Some(3), 3, "accounts in LMDB too"),
+        ] {
             mark(format);
             let err = LmdbStore::open(dir.path()).err().expect("refused");
             let text = err.to_string();
