@@ -179,6 +179,11 @@ impl SegmentLog {
         }
     }
 
+    /// The directory of the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Whether this log was opened for writing.
     pub fn is_writable(&self) -> bool {
         self.lock.is_some()
@@ -237,6 +242,12 @@ impl SegmentLog {
             let o = self.place(at, r.len());
             if o != at {
                 run.push(SEGMENT_END);
+                self.write_run(run_start, &run)?;
+                run.clear();
+                run_start = o;
+            } else if o.is_multiple_of(self.segment_bytes) && o != run_start {
+                // The last record filled its segment to the byte: the run
+                // goes on in the next file (no end marker is needed).
                 self.write_run(run_start, &run)?;
                 run.clear();
                 run_start = o;
@@ -486,5 +497,46 @@ impl SegmentLog {
             .filter_map(|f| f.metadata().ok())
             .map(|m| m.blocks() * 512)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::twig::encode_entry;
+
+    /// A record that fills its segment to the byte, followed by more in
+    /// the same append: the rest go to the next segment's file (this
+    /// panicked before: the run crossed into the next segment).
+    #[test]
+    fn a_record_that_fills_its_segment_to_the_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 2 * (ENTRY_HEADER_BYTES + VALUE_BYTES_MAX) as u64;
+        let mut log = SegmentLog::open(dir.path(), seg).unwrap();
+        let entry = |serial: u64, len: usize| {
+            let mut e = Vec::new();
+            encode_entry(serial, &[1; 32], &[2; 32], &vec![7; len], &mut e);
+            e
+        };
+        let first = entry(0, VALUE_BYTES_MAX);
+        let second = entry(1, seg as usize - first.len() - ENTRY_HEADER_BYTES);
+        let third = entry(2, 10);
+        let records = [&first[..], &second[..], &third[..]];
+        let (offsets, tail) = log.append(0, &records).unwrap();
+        assert_eq!(offsets, [0, first.len() as u64, seg]);
+        assert_eq!(tail, seg + third.len() as u64);
+        log.sync(0, tail).unwrap();
+        let mut seen = Vec::new();
+        log.scan(0, tail, &mut |o, r| {
+            if let Record::Entry(e, _) = r {
+                seen.push((o, e.serial));
+            }
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(seen, [(0, 0), (first.len() as u64, 1), (seg, 2)]);
+        for (o, r) in offsets.iter().zip(records) {
+            assert_eq!(log.read_entry(*o).unwrap(), r);
+        }
     }
 }
