@@ -251,6 +251,115 @@ fn a_held_version_reads_its_block_while_later_blocks_compact() {
     assert_eq!(scanned(&store, &store.version()), model);
 }
 
+/// Copies a log's directory (segments and checkpoint), not its lock.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "LOCK" {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A checkpoint reopens to the store a scan reopens to: same root,
+/// values and proofs, and the same metas for the blocks after; it is read
+/// once (a writer deletes it), a reader may use it and leave it, and one
+/// that is damaged or stale is not used.
+#[test]
+fn a_checkpoint_reopens_to_the_store_the_scan_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TwigStore::open_with(dir.path(), None, SEGMENT_BYTES).unwrap();
+    let mut reference = MemLog::new();
+    let mut model = BTreeMap::new();
+    let block_of = |b: u32| -> Writes {
+        writes(
+            &(0..80)
+                .map(|i| {
+                    let k = ((b * 7919 + i * 104_729) % 1500) as u16;
+                    (k, (i % 7 != 0).then(|| b.to_le_bytes().repeat(10)))
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let run = |store: &mut TwigStore,
+               reference: &mut MemLog,
+               model: &mut BTreeMap<Hash32, Vec<u8>>,
+               b: u32| {
+        let w = block_of(b);
+        for (k, v) in &w {
+            match v {
+                Some(v) => model.insert(*k, v.clone()),
+                None => model.remove(k),
+            };
+        }
+        reference.block(&w).unwrap();
+        commit(store, &w)
+    };
+    let mut meta = store.meta().clone();
+    for b in 0..150 {
+        meta = run(&mut store, &mut reference, &mut model, b);
+    }
+    assert!(meta.base > 0 && meta.head > 0, "compaction and pruning ran");
+    store.save_checkpoint().unwrap();
+    drop(store);
+    let ckpt = dir.path().join("checkpoint");
+    assert!(ckpt.exists());
+
+    // A reader uses it and leaves it.
+    let reader = TwigStore::open_read_only_with(dir.path(), &meta, SEGMENT_BYTES).unwrap();
+    check(&reader, &reference, &model, 1500);
+    drop(reader);
+    assert!(ckpt.exists());
+
+    // The same log without it, for the scan.
+    let scanned_dir = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), scanned_dir.path());
+    std::fs::remove_file(scanned_dir.path().join("checkpoint")).unwrap();
+    let mut from_ckpt = TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
+    assert!(!ckpt.exists(), "a writer deletes the checkpoint it read");
+    let mut scanned = TwigStore::open_with(scanned_dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
+    check(&from_ckpt, &reference, &model, 1500);
+    assert_eq!(from_ckpt.len(), scanned.len());
+    let mut other = (reference.clone(), model.clone());
+    for b in 150..200 {
+        let a = run(&mut from_ckpt, &mut reference, &mut model, b);
+        let s = run(&mut scanned, &mut other.0, &mut other.1, b);
+        assert_eq!(a, s, "block {b} after the checkpoint");
+    }
+    check(&from_ckpt, &reference, &model, 1500);
+
+    // Damaged: a byte flipped anywhere, or cut short, and the scan runs.
+    let meta = from_ckpt.meta().clone();
+    from_ckpt.save_checkpoint().unwrap();
+    drop(from_ckpt);
+    let good = std::fs::read(&ckpt).unwrap();
+    for (i, damage) in [(0usize, 0u8), (good.len() / 3, 1), (good.len() - 1, 2)]
+        .into_iter()
+        .chain([(good.len() / 2, 3)])
+    {
+        let mut bad = good.clone();
+        if damage == 3 {
+            bad.truncate(i);
+        } else {
+            bad[i] ^= 0x40;
+        }
+        std::fs::write(&ckpt, &bad).unwrap();
+        let store = TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
+        assert!(!ckpt.exists());
+        check(&store, &reference, &model, 1500);
+    }
+
+    // Stale: a block committed after it.
+    let mut store = TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
+    store.save_checkpoint().unwrap();
+    let meta = run(&mut store, &mut reference, &mut model, 200);
+    drop(store);
+    assert!(ckpt.exists());
+    let store = TwigStore::open_with(dir.path(), Some(&meta), SEGMENT_BYTES).unwrap();
+    assert!(!ckpt.exists());
+    check(&store, &reference, &model, 1500);
+}
+
 /// A block written but never committed (the node died between the log's
 /// fsync and LMDB's commit), and garbage past the tail: reopening at the
 /// last committed meta gives the committed state, and the next block

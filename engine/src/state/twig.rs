@@ -290,6 +290,13 @@ impl TwigTree {
         self.tail
     }
 
+    /// What [`TwigTree::restore_twigs`] takes back (with the base and the
+    /// meta's frontier): the full twigs' entries roots, the youngest
+    /// twig's entry hashes, every held twig's active bits.
+    pub fn parts(&self) -> (&VecDeque<Hash32>, &[Hash32], &VecDeque<TwigBits>) {
+        (&self.entry_roots, &self.young, &self.bits)
+    }
+
     /// Entries that are their key's current one.
     pub fn active_count(&self) -> u64 {
         self.active

@@ -625,6 +625,25 @@ impl Storage for LmdbStore {
     fn sync(&self) -> Result<(), StorageError> {
         Ok(self.env.env.sync(true)?)
     }
+
+    fn checkpoint(&self) -> Result<u64, StorageError> {
+        let open: Vec<Arc<RwLock<TwigStore>>> = self
+            .env
+            .twigs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|o| o.store.clone())
+            .collect();
+        let mut bytes = 0;
+        for t in open {
+            let g = t.read().unwrap_or_else(PoisonError::into_inner);
+            if g.is_writable() && !g.is_loading() {
+                bytes += g.save_checkpoint()?;
+            }
+        }
+        Ok(bytes)
+    }
 }
 
 fn hex_of(b: &[u8]) -> String {

@@ -262,6 +262,69 @@ impl KeyIndex {
         }
     }
 
+    /// Writes the index for [`KeyIndex::read_from`] (a state log's
+    /// checkpoint): bucket bits, then each bucket's count and slots.
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        w.write_all(&self.bits.to_le_bytes())?;
+        w.write_all(&self.len.to_le_bytes())?;
+        for b in &self.buckets {
+            w.write_all(&(b.len() as u32).to_le_bytes())?;
+            for s in b.iter() {
+                w.write_all(&s.frag.to_le_bytes())?;
+                w.write_all(&s.offset.to_le_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads an index [`KeyIndex::write_to`] wrote, refusing one that is
+    /// not well formed (bits out of range, slots out of order or in the
+    /// wrong bucket, a count past `slots_max` or not the sum): the bytes
+    /// may be damaged. Offsets are not checked against a log here.
+    pub fn read_from(r: &mut dyn std::io::Read, slots_max: u64) -> Result<Self, &'static str> {
+        let mut b4 = [0u8; 4];
+        let mut b8 = [0u8; 8];
+        let short = "truncated";
+        r.read_exact(&mut b4).map_err(|_| short)?;
+        let bits = u32::from_le_bytes(b4);
+        if !(BUCKET_BITS_MIN..=BUCKET_BITS_MAX).contains(&bits) {
+            return Err("bucket bits out of range");
+        }
+        r.read_exact(&mut b8).map_err(|_| short)?;
+        let len = u64::from_le_bytes(b8);
+        if len > slots_max {
+            return Err("more keys than the bytes hold");
+        }
+        let mut buckets = Vec::with_capacity(1 << bits);
+        let mut seen = 0u64;
+        let mut last = 0u64;
+        for b in 0..1u64 << bits {
+            r.read_exact(&mut b4).map_err(|_| short)?;
+            let n = u64::from(u32::from_le_bytes(b4));
+            seen += n;
+            if seen > len {
+                return Err("buckets hold more keys than the count");
+            }
+            let mut slots = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                r.read_exact(&mut b8).map_err(|_| short)?;
+                let frag = u64::from_le_bytes(b8);
+                r.read_exact(&mut b8).map_err(|_| short)?;
+                let offset = u64::from_le_bytes(b8);
+                if frag >> (64 - bits) != b || frag < last {
+                    return Err("a key out of order or out of its bucket");
+                }
+                last = frag;
+                slots.push(Slot { frag, offset });
+            }
+            buckets.push(slots.into_boxed_slice());
+        }
+        if seen != len {
+            return Err("buckets hold fewer keys than the count");
+        }
+        Ok(Self { bits, buckets, len })
+    }
+
     /// Doubles the buckets: each splits by its next bit, order kept.
     fn grow(&mut self) {
         let bits = self.bits + 1;

@@ -83,6 +83,7 @@
 //! 3. Outside this module: LMDB's transaction index takes 10 000 random
 //!    puts a block, a cost that grows with the chain's history.
 
+mod checkpoint;
 pub mod index;
 pub mod log;
 
@@ -414,6 +415,33 @@ pub struct TwigStore {
 /// See [`TwigStore`]'s `read_cache`.
 type ReadCache = HashMap<Hash32, Option<(u64, Vec<u8>)>>;
 
+/// A store restored from a checkpoint, before its log is put in.
+struct Partial {
+    index: KeyIndex,
+    tree: TwigTree,
+    twig_offsets: VecDeque<u64>,
+    meta: TwigMeta,
+}
+
+impl Partial {
+    fn with_log(self, log: SegmentLog) -> TwigStore {
+        let version = Version::new(self.meta.clone());
+        TwigStore {
+            log,
+            index: self.index,
+            tree: self.tree,
+            meta: self.meta,
+            twig_offsets: self.twig_offsets,
+            loading: false,
+            current: Arc::new(Mutex::new(version.clone())),
+            version,
+            broken: false,
+            held: VecDeque::new(),
+            read_cache: Mutex::default(),
+        }
+    }
+}
+
 /// A key's current entry as the planner reads it: its offset and entry.
 type Found = Option<(u64, Current)>;
 
@@ -528,7 +556,11 @@ impl TwigStore {
         meta: &TwigMeta,
         segment_bytes: u64,
     ) -> Result<Self, TwigStoreError> {
-        Self::recover(SegmentLog::open_read_only(dir, segment_bytes)?, meta)
+        let log = SegmentLog::open_read_only(dir, segment_bytes)?;
+        if let Some(store) = Self::from_checkpoint(dir, &log, meta) {
+            return Ok(store.with_log(log));
+        }
+        Self::recover(log, meta)
     }
 
     /// [`TwigStore::open`] with another segment size (tests cut small
@@ -576,8 +608,58 @@ impl TwigStore {
                     loading: false,
                 })
             }
-            Some(m) => Self::recover(log, m),
+            Some(m) => {
+                if let Some(store) = Self::from_checkpoint(dir, &log, m) {
+                    log.cut_after(m.tail_offset)?;
+                    return Ok(store.with_log(log));
+                }
+                Self::recover(log, m)
+            }
         }
+    }
+
+    /// The store a checkpoint of `meta` in `dir` holds (with an empty log
+    /// in place of `log`, for [`TwigStore::with_log`]), or `None` to scan.
+    /// A writer deletes the checkpoint whatever it held: once blocks
+    /// commit it is stale.
+    fn from_checkpoint(dir: &Path, log: &SegmentLog, meta: &TwigMeta) -> Option<Partial> {
+        let loaded = checkpoint::load(dir, meta);
+        if log.is_writable() {
+            let file = checkpoint::path(dir);
+            if file.exists()
+                && let Err(e) = std::fs::remove_file(&file)
+            {
+                tracing::warn!("state log: checkpoint {} not deleted: {e}", file.display());
+            }
+        }
+        match loaded {
+            Ok(Some(r)) => Some(Partial {
+                index: r.index,
+                tree: r.tree,
+                twig_offsets: r.twig_offsets,
+                meta: meta.clone(),
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(
+                    "state log: checkpoint in {} not used ({e}); scanning the log",
+                    dir.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Writes the memory to a checkpoint beside the log, which the next
+    /// open at the same committed meta reads instead of scanning the log
+    /// (see `checkpoint`): for a node that stops. Returns its bytes.
+    pub fn save_checkpoint(&self) -> Result<u64, TwigStoreError> {
+        if !self.log.is_writable() || self.loading || self.broken {
+            return Err(TwigStoreError::Plan(
+                "a checkpoint of a store that is not a writer's committed state".into(),
+            ));
+        }
+        checkpoint::save(self, self.log.dir())
     }
 
     /// Rebuilds the memory from the held log (see the module doc).
