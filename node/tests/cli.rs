@@ -571,6 +571,8 @@ fn bench_scale_smoke() {
             "peak_rss_mib",
             "disk_bytes_per_account",
             "recovery_s",
+            "checkpoint_s",
+            "restart_s",
         ] {
             assert_positive(row, key);
         }

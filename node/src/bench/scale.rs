@@ -3,10 +3,11 @@
 //! block; the state log takes it as a sorted bulk load), then the same
 //! stream of blocks of random transfers through the node's block loop
 //! (`int bench tps`'s execution + commit: the same code), then the store
-//! reopened as after a kill. One row per population: execution + commit
-//! tx/s, block time and its split (load, execute, root, commit), state
-//! updates per second, bytes written per block, peak memory, disk bytes per
-//! account, recovery time. `OUT/scale.json` holds the report and
+//! reopened as after a kill, then stopped as a node stops (a checkpoint)
+//! and reopened again. One row per population: execution + commit tx/s,
+//! block time and its split (load, execute, root, commit), state updates
+//! per second, bytes written per block, peak memory, disk bytes per
+//! account, recovery time, checkpoint and restart time. `OUT/scale.json` holds the report and
 //! `OUT/scale.svg` plots block time against accounts (log scale).
 //!
 //! The genesis goes through the chain's genesis loader a chunk at a time
@@ -101,6 +102,10 @@ pub struct ScaleRow {
     /// Reopening the store as after a kill, until a block can be
     /// prepared, seconds.
     pub recovery_s: Option<f64>,
+    /// Writing the checkpoint a stopping node writes, seconds.
+    pub checkpoint_s: Option<f64>,
+    /// Reopening the store after that checkpoint (a restart), seconds.
+    pub restart_s: Option<f64>,
 }
 
 /// The report of `int bench scale`.
@@ -254,9 +259,11 @@ pub fn run(args: &ScaleArgs) -> Result<ScaleReport, TpsError> {
             genesis_s: r.genesis_s,
             disk_bytes_per_account: r.disk_bytes as f64 / n as f64,
             recovery_s: r.recovery_s,
+            checkpoint_s: r.restart.map(|r| r.0),
+            restart_s: r.restart.map(|r| r.1),
         };
         eprintln!(
-            "  {n} accounts: {:.0} tx/s, {:.1} ms per block (load {:.1}, execute {:.1}, root {:.1}, commit {:.1}), {:.0} updates/s, {:.0} B on disk per account, recovery {:.2} s ({:.0} s in all)",
+            "  {n} accounts: {:.0} tx/s, {:.1} ms per block (load {:.1}, execute {:.1}, root {:.1}, commit {:.1}), {:.0} updates/s, {:.0} B on disk per account, recovery {:.2} s, restart after a checkpoint {:.2} s ({:.0} s in all)",
             row.exec_commit_tx_per_s,
             row.block_ms,
             row.load_ms,
@@ -266,6 +273,7 @@ pub fn run(args: &ScaleArgs) -> Result<ScaleReport, TpsError> {
             row.updates_per_s,
             row.disk_bytes_per_account,
             row.recovery_s.unwrap_or(f64::NAN),
+            row.restart_s.unwrap_or(f64::NAN),
             t.elapsed().as_secs_f64()
         );
         rows.push(row);

@@ -1094,6 +1094,9 @@ pub(crate) struct ExecResult {
     /// could be prepared (the state log rebuilt), seconds; measured when
     /// asked for.
     pub(crate) recovery_s: Option<f64>,
+    /// Then a checkpoint written as a node stops and the reopen that reads
+    /// it, seconds each; measured with `recovery_s`.
+    pub(crate) restart: Option<(f64, f64)>,
 }
 
 /// The accounts of the execution phase: account `i`'s id is
@@ -1380,16 +1383,29 @@ pub(crate) fn exec_commit(
     }
     let accounts_after = chain.head().map_or(0, |h| h.accounts);
     let disk_bytes = disk_usage(dir.path());
-    let recovery_s = if recovery {
+    let (recovery_s, restart) = if recovery {
         drop(chain);
         let t = Instant::now();
         let store = int_engine::storage::open(dir.path())?;
         store.snapshot()?.prepare_state(CHAIN_ID, &[])?;
         let s = t.elapsed().as_secs_f64();
         eprintln!("    reopened as after a kill in {s:.2} s");
-        Some(s)
+        // Then as a node that stops and starts again: a checkpoint.
+        let t = Instant::now();
+        let bytes = store.checkpoint()?;
+        let checkpoint_s = t.elapsed().as_secs_f64();
+        drop(store);
+        let t = Instant::now();
+        let store = int_engine::storage::open(dir.path())?;
+        store.snapshot()?.prepare_state(CHAIN_ID, &[])?;
+        let restart_s = t.elapsed().as_secs_f64();
+        eprintln!(
+            "    stopped (checkpoint of {} MiB in {checkpoint_s:.2} s) and reopened in {restart_s:.2} s",
+            bytes >> 20
+        );
+        (Some(s), Some((checkpoint_s, restart_s)))
     } else {
-        None
+        (None, None)
     };
     let blocks_peak_rss_mib = proc_status_mib("VmHWM:");
     let blocks_peak_anon_mib = anon.stop();
@@ -1436,5 +1452,6 @@ pub(crate) fn exec_commit(
         blocks_peak_anon_mib,
         disk_bytes,
         recovery_s,
+        restart,
     })
 }
