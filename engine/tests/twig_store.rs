@@ -33,6 +33,16 @@ fn writes(block: &[(u16, Option<Vec<u8>>)]) -> Writes {
     w.into_iter().collect()
 }
 
+/// Applies a block's writes to the model.
+fn apply(model: &mut BTreeMap<Hash32, Vec<u8>>, w: &Writes) {
+    for (k, v) in w {
+        match v {
+            Some(v) => model.insert(*k, v.clone()),
+            None => model.remove(k),
+        };
+    }
+}
+
 fn commit(store: &mut TwigStore, w: &Writes) -> TwigMeta {
     let p = store.prepare(w).expect("prepare");
     let written = store.write(&p).expect("write");
@@ -93,12 +103,7 @@ proptest! {
                 let want: Vec<Option<Vec<u8>>> = keys.iter().map(|k| model.get(k).cloned()).collect();
                 prop_assert_eq!(store.values_at(&store.version(), &keys).unwrap(), want);
             }
-            for (k, v) in &w {
-                match v {
-                    Some(v) => model.insert(*k, v.clone()),
-                    None => model.remove(k),
-                };
-            }
+            apply(&mut model, &w);
             reference.block(&w).unwrap();
             let meta = commit(&mut store, &w);
             if b % reopen_every == 0 {
@@ -195,12 +200,7 @@ fn a_held_version_reads_its_block_while_later_blocks_compact() {
             })
             .collect();
         let w = writes(&block);
-        for (k, v) in &w {
-            match v {
-                Some(v) => model.insert(*k, v.clone()),
-                None => model.remove(k),
-            };
-        }
+        apply(&mut model, &w);
         commit(&mut store, &w);
         if b % 30 == 29 {
             held.push((store.version(), model.clone()));
@@ -286,12 +286,7 @@ fn a_checkpoint_reopens_to_the_store_the_scan_does() {
                model: &mut BTreeMap<Hash32, Vec<u8>>,
                b: u32| {
         let w = block_of(b);
-        for (k, v) in &w {
-            match v {
-                Some(v) => model.insert(*k, v.clone()),
-                None => model.remove(k),
-            };
-        }
+        apply(model, &w);
         reference.block(&w).unwrap();
         commit(store, &w)
     };
@@ -647,12 +642,7 @@ fn large_blocks_read_by_many_threads_follow_the_reference() {
             })
             .collect();
         let w = writes(&block);
-        for (k, v) in &w {
-            match v {
-                Some(v) => model.insert(*k, v.clone()),
-                None => model.remove(k),
-            };
-        }
+        apply(&mut model, &w);
         reference.block(&w).unwrap();
         meta = Some(commit(&mut store, &w));
         assert_eq!(store.root(), reference.tree.root(), "block {b}");

@@ -1073,36 +1073,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LmdbStore::open(dir.path()).unwrap();
         let ids: Vec<AccountId> = (0..40u8).map(|i| [i; 32]).collect();
-        commit(
-            &store,
-            0,
-            &ids[..20]
-                .iter()
-                .map(|id| (*id, record(1)))
-                .collect::<Vec<_>>(),
-        );
-        let at0 = store.snapshot().unwrap();
-        let par0 = store.parallel_snapshot().unwrap();
-        // Block 1 rewrites half of them and creates others; block 2
-        // rewrites some again.
-        commit(
-            &store,
-            1,
-            &ids[10..30]
-                .iter()
-                .map(|id| (*id, record(2)))
-                .collect::<Vec<_>>(),
-        );
-        let at1 = store.snapshot().unwrap();
-        commit(
-            &store,
-            2,
-            &ids[15..35]
-                .iter()
-                .map(|id| (*id, record(3)))
-                .collect::<Vec<_>>(),
-        );
-        let at2 = store.snapshot().unwrap();
+        // Block 0 writes the first 20; block 1 rewrites half of them and
+        // creates others; block 2 rewrites some again. A snapshot after
+        // each (two after the first).
+        let mut views = Vec::new();
+        for (height, range, int) in [(0, 0..20, 1), (1, 10..30, 2), (2, 15..35, 3)] {
+            let block: Vec<_> = ids[range].iter().map(|id| (*id, record(int))).collect();
+            commit(&store, height, &block);
+            views.push(store.snapshot().unwrap());
+            if height == 0 {
+                views.push(store.parallel_snapshot().unwrap());
+            }
+        }
+        let [at0, par0, at1, at2] = <[_; 4]>::try_from(views).unwrap_or_else(|_| unreachable!());
         let want = |upto: [usize; 3]| -> Vec<Option<AccountRecord>> {
             (0..40)
                 .map(|i| match i {
