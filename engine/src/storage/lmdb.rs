@@ -986,31 +986,8 @@ mod tests {
                 ..Default::default()
             },
         )];
-        let view = store.snapshot().unwrap();
-        let state = view
-            .prepare_state(3, &state_writes(&accounts, &[]))
-            .unwrap();
-        let root = state.root();
-        drop(view);
-        let head = Head {
-            height: 0,
-            hash: [7; 32],
-            state_root: root,
-            accounts: 1,
-        };
-        store
-            .commit_block(&BlockWrite {
-                chain_id: 3,
-                accounts: &accounts,
-                state: &state,
-                height: 0,
-                block: b"block",
-                receipts: b"receipts",
-                tx_hashes: &[],
-                head,
-                objects: &[],
-            })
-            .unwrap();
+        let head = commit(&store, 0, &accounts);
+        let root = head.state_root;
         assert_eq!(store.snapshot().unwrap().head(3).unwrap(), Some(head));
         // Another chain in the same store sees nothing.
         assert_eq!(store.snapshot().unwrap().head(4).unwrap(), None);
@@ -1035,8 +1012,8 @@ mod tests {
         assert!(stats.last_page > 0);
     }
 
-    /// Commits `accounts` as block `height` of chain 3.
-    fn commit(store: &LmdbStore, height: u64, accounts: &[(AccountId, AccountRecord)]) {
+    /// Commits `accounts` as block `height` of chain 3; returns its head.
+    fn commit(store: &LmdbStore, height: u64, accounts: &[(AccountId, AccountRecord)]) -> Head {
         let view = store.snapshot().unwrap();
         let state = view.prepare_state(3, &state_writes(accounts, &[])).unwrap();
         drop(view);
@@ -1059,6 +1036,7 @@ mod tests {
                 objects: &[],
             })
             .unwrap();
+        head
     }
 
     fn record(int: u128) -> AccountRecord {
