@@ -890,8 +890,9 @@ impl StateView for LmdbSnapshot {
                 table: "meta",
                 what: format!("chain {chain_id} has no state log meta"),
             })?;
-        // Rebuilt from the log's bytes, not the node's memory.
-        let log = TwigStore::open_read_only(&self.env.state_dir_of(chain_id), &at)?;
+        // Rebuilt from the log's bytes, not the node's memory (nor a
+        // checkpoint of it).
+        let log = TwigStore::open_read_only_scanning(&self.env.state_dir_of(chain_id), &at)?;
         let corrupt = |what: String| StorageError::Corrupt {
             table: "state log",
             what,
@@ -1044,6 +1045,35 @@ mod tests {
             int,
             ..Default::default()
         }
+    }
+
+    /// The audit rebuilds the root from the log's bytes even where a
+    /// checkpoint of the log's memory would open it faster: a damaged
+    /// entry is found.
+    #[test]
+    fn the_audit_reads_the_log_not_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LmdbStore::open(dir.path()).unwrap();
+        let id = [9u8; 32];
+        commit(&store, 0, &[(id, record(5))]);
+        assert!(recompute_root(&*store.snapshot().unwrap(), 3).is_ok());
+        assert!(store.checkpoint().unwrap() > 0);
+        drop(store);
+        let segment = dir.path().join("state/chain-3/log-00000000.seg");
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let at = bytes
+            .windows(33)
+            .position(|w| w[..32] == id && w[32] == 1)
+            .expect("the account's value in the log");
+        // A bit of its INT balance.
+        bytes[at + 32 + 9] ^= 1;
+        std::fs::write(&segment, &bytes).unwrap();
+        let reader = LmdbStore::open_read_only(dir.path()).unwrap();
+        assert!(recompute_root(&*reader.snapshot().unwrap(), 3).is_err());
+        assert!(
+            dir.path().join("state/chain-3/checkpoint").exists(),
+            "a reader leaves the checkpoint"
+        );
     }
 
     #[test]

@@ -568,6 +568,13 @@ impl TwigStore {
         Self::recover(log, meta)
     }
 
+    /// Opens the log at `meta` to read only by scanning it, never from a
+    /// checkpoint: an audit rebuilds the root from the log's bytes, not
+    /// from a saved memory.
+    pub fn open_read_only_scanning(dir: &Path, meta: &TwigMeta) -> Result<Self, TwigStoreError> {
+        Self::recover(SegmentLog::open_read_only(dir, log::SEGMENT_BYTES)?, meta)
+    }
+
     /// [`TwigStore::open`] with another segment size (tests cut small
     /// segments to cross their ends).
     pub fn open_with(
