@@ -9,8 +9,7 @@
 //! the state log, not synced), `state_log_synced` (the log synced, LMDB
 //! not committed: the window the commit protocol must survive),
 //! `lmdb_committed` (LMDB committed, the log's memory not updated),
-//! `genesis_chunk_loaded` (a genesis chunk in the log and in LMDB, no
-//! head yet). A genesis chunk's log write passes `state_log_half_written`
+//! `genesis_chunk_loaded` (a genesis chunk in the log, no head yet). A genesis chunk's log write passes `state_log_half_written`
 //! too.
 
 use std::sync::OnceLock;

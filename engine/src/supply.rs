@@ -221,7 +221,7 @@ pub struct SupplyDelta {
 }
 
 /// The INT and GAS of every stored account of a chain, summed (one pass
-/// over the accounts table); `None` when a sum exceeds u128, which a chain
+/// over the state log's accounts); `None` when a sum exceeds u128, which a chain
 /// whose totals fit cannot reach.
 pub fn account_totals(
     store: &dyn StateView,

@@ -22,17 +22,17 @@
 //! The state commitment is the twig log ([`twig`], chosen by issue 16's
 //! spike): each chain's log of entries beside LMDB, whose meta LMDB
 //! commits with each block's head (the commit point; see [`twig`]'s doc).
-//! Account records and objects stay in LMDB as well, for reads, scans and
-//! snapshots; the log holds them again as the entries it commits to. LMDB
-//! keys accounts by their state key ([`account_leaf`]), so both hold them
-//! in one order and a genesis loads both by appending
-//! ([`Storage::load_genesis_accounts`]).
+//! Accounts live only in the log (their value: id ‖ record), read through
+//! its index at a snapshot's own block; a genesis appends them to it in
+//! key order ([`Storage::load_genesis_accounts`]). Objects stay in LMDB
+//! too, for prefix scans; the log holds them again as the entries it
+//! commits to.
 //!
 //! Plugins (the BPK identity tree, nullifiers, centroids, SKUs, deals,
 //! bids, policies, token records) keep their state as objects in
 //! [`ObjectTable::State`], each under its own key prefix: the state log
 //! commits to every object at key [`object_leaf`]`(key)` with its value,
-//! beside the accounts (at [`account_leaf`]`(id)`, with their encoded
+//! beside the accounts (at [`account_leaf`]`(id)`, with their id and
 //! records). Both are hashes under their own tags, so no account id a
 //! sender picks can reach an object's key or the log's reserved keys. [`ObjectTable::Derived`] holds what
 //! follows from committed state and is kept only to serve it fast (the
@@ -216,11 +216,11 @@ pub trait Storage: Send + Sync {
     /// Loads accounts of a chain's genesis ahead of its genesis block, for
     /// populations no one block holds: after [`Storage::begin_genesis`],
     /// strictly ascending by [`account_leaf`], every call above the last.
-    /// They are durable in the state log and in LMDB but belong to no
-    /// head: the chain's genesis block, committed next through
-    /// [`Storage::commit_block`], prepares its state on them and commits
-    /// them. A crash before it leaves no head (the log is cut back on
-    /// open; the next [`Storage::begin_genesis`] deletes the rows).
+    /// They are durable in the state log but belong to no head (no
+    /// snapshot reads them): the chain's genesis block, committed next
+    /// through [`Storage::commit_block`], prepares its state on them and
+    /// commits them. A crash before it leaves no head (the log is cut back
+    /// on open).
     /// `loaded` is how many accounts the caller loaded before: a load
     /// that does not continue the one in storage is refused.
     fn load_genesis_accounts(

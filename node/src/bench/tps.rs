@@ -245,7 +245,7 @@ impl Machine {
 /// Microseconds per stage of the block pipeline, summed over blocks.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct StageUs {
-    /// Loading the touched accounts from LMDB into the world.
+    /// Loading the touched accounts from the state log into the world.
     pub load: u64,
     /// Running the execution systems.
     pub execute: u64,
