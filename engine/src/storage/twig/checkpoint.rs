@@ -224,7 +224,7 @@ pub(super) fn load(dir: &Path, meta: &TwigMeta) -> Result<Option<Restored>, Stri
         r.read_exact(&mut b8).map_err(short)?;
         twig_offsets.push_back(u64::from_le_bytes(b8));
     }
-    let index = KeyIndex::read_from(&mut r, body / 16).map_err(|e| format!("its index: {e}"))?;
+    let index = KeyIndex::read_from(&mut r, body).map_err(|e| format!("its index: {e}"))?;
     let mut rest = [0u8; 1];
     if r.read(&mut rest).map_err(|e| e.to_string())? != 0 {
         return Err("bytes after its index".into());

@@ -277,11 +277,13 @@ impl KeyIndex {
         Ok(())
     }
 
-    /// Reads an index [`KeyIndex::write_to`] wrote, refusing one that is
-    /// not well formed (bits out of range, slots out of order or in the
-    /// wrong bucket, a count past `slots_max` or not the sum): the bytes
-    /// may be damaged. Offsets are not checked against a log here.
-    pub fn read_from(r: &mut dyn std::io::Read, slots_max: u64) -> Result<Self, &'static str> {
+    /// Reads an index [`KeyIndex::write_to`] wrote in at most `bytes_max`
+    /// bytes, refusing one that is not well formed (bits out of range,
+    /// more buckets or keys than those bytes hold, slots out of order or
+    /// in the wrong bucket, a count not the sum): the bytes may be
+    /// damaged, and nothing is sized by them past what they can hold.
+    /// Offsets are not checked against a log here.
+    pub fn read_from(r: &mut dyn std::io::Read, bytes_max: u64) -> Result<Self, &'static str> {
         let mut b4 = [0u8; 4];
         let mut b8 = [0u8; 8];
         let short = "truncated";
@@ -290,9 +292,13 @@ impl KeyIndex {
         if !(BUCKET_BITS_MIN..=BUCKET_BITS_MAX).contains(&bits) {
             return Err("bucket bits out of range");
         }
+        // Each bucket takes 4 bytes of count, each key 16.
+        if (4u64 << bits) > bytes_max {
+            return Err("more buckets than the bytes hold");
+        }
         r.read_exact(&mut b8).map_err(|_| short)?;
         let len = u64::from_le_bytes(b8);
-        if len > slots_max {
+        if len > bytes_max / 16 {
             return Err("more keys than the bytes hold");
         }
         let mut buckets = Vec::with_capacity(1 << bits);
@@ -451,6 +457,43 @@ mod tests {
             let want: Vec<u64> = model.values().copied().collect();
             prop_assert_eq!(order, want);
         }
+    }
+
+    /// What `write_to` wrote reads back; damaged counts are refused before
+    /// anything is sized by them (31 bucket bits would ask for 32 GiB).
+    #[test]
+    fn a_written_index_reads_back_and_damaged_counts_are_refused() {
+        let keys: Vec<Hash32> = (0u32..3000)
+            .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
+            .collect();
+        let key_at = |o: u64| -> Result<Hash32, Infallible> { Ok(keys[o as usize]) };
+        let mut index = KeyIndex::with_capacity(0);
+        for (o, k) in keys.iter().enumerate() {
+            index.insert(k, o as u64, &key_at).unwrap();
+        }
+        let mut bytes = Vec::new();
+        index.write_to(&mut bytes).unwrap();
+        let read = KeyIndex::read_from(&mut &bytes[..], bytes.len() as u64).unwrap();
+        assert_eq!(
+            read.offsets().collect::<Vec<_>>(),
+            index.offsets().collect::<Vec<_>>()
+        );
+        let damaged = |at: usize, v: &[u8]| {
+            let mut b = bytes.clone();
+            b[at..at + v.len()].copy_from_slice(v);
+            KeyIndex::read_from(&mut &b[..], b.len() as u64)
+        };
+        assert!(damaged(0, &31u32.to_le_bytes()).is_err(), "bucket bits");
+        assert!(
+            damaged(0, &99u32.to_le_bytes()).is_err(),
+            "bits out of range"
+        );
+        assert!(damaged(4, &u64::MAX.to_le_bytes()).is_err(), "key count");
+        assert!(
+            damaged(4, &2999u64.to_le_bytes()).is_err(),
+            "count not the sum"
+        );
+        assert!(KeyIndex::read_from(&mut &bytes[..bytes.len() - 1], bytes.len() as u64).is_err());
     }
 
     #[test]
