@@ -51,7 +51,7 @@ use super::twig::{TwigMeta, TwigStore, Version};
 use super::{
     AccountRecord, BlockWrite, Head, KeyValue, OBJECT_KEY_BYTES_MAX, ObjectTable, STATE_FORMAT,
     ScanFn, StateUpdate, StateView, Storage, StorageError, StoreStats, TableStats, account_leaf,
-    decode_account_value, object_leaf,
+    account_of_value, decode_account_value, object_leaf,
 };
 use int_schemas::{AccountId, Hash32};
 
@@ -775,12 +775,9 @@ impl StateView for LmdbSnapshot {
         let Some(values) = values else {
             return Ok(vec![None; ids.len()]);
         };
-        keys.iter()
+        ids.iter()
             .zip(values)
-            .map(|(k, v)| {
-                v.map(|v| decode_account_value(k, &v).map(|(_, rec)| rec))
-                    .transpose()
-            })
+            .map(|(id, v)| v.map(|v| account_of_value(id, &v)).transpose())
             .collect()
     }
 

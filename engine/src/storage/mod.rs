@@ -498,12 +498,8 @@ impl AccountRecord {
 /// The encoded size of an account's state value: id, then record.
 pub const ACCOUNT_VALUE_BYTES: usize = 32 + ACCOUNT_RECORD_BYTES;
 
-/// Decodes the state value found at state key `key`: corrupt when it is
-/// not an account's or names an account of another key.
-pub fn decode_account_value(
-    key: &Hash32,
-    v: &[u8],
-) -> Result<(AccountId, AccountRecord), StorageError> {
+/// Splits an account's state value into its id and record.
+fn split_account_value(v: &[u8]) -> Result<(AccountId, AccountRecord), StorageError> {
     let (Some(id), Some(rec)) = (v.get(..32), v.get(32..)) else {
         return Err(StorageError::Corrupt {
             table: "state log",
@@ -512,13 +508,38 @@ pub fn decode_account_value(
     };
     let mut stored = [0u8; 32];
     stored.copy_from_slice(id);
-    if account_leaf(&stored) != *key {
+    Ok((stored, AccountRecord::decode(rec)?))
+}
+
+/// Decodes the state value found at state key `key` (a scan's, which
+/// knows no id): corrupt when it is not an account's or names an account
+/// of another key.
+pub fn decode_account_value(
+    key: &Hash32,
+    v: &[u8],
+) -> Result<(AccountId, AccountRecord), StorageError> {
+    let (id, rec) = split_account_value(v)?;
+    if account_leaf(&id) != *key {
         return Err(StorageError::Corrupt {
             table: "state log",
             what: "an account value under another account's key".into(),
         });
     }
-    Ok((stored, AccountRecord::decode(rec)?))
+    Ok((id, rec))
+}
+
+/// The record of account `id` from the state value read at its key:
+/// corrupt when the value names another account (no hash: the key was
+/// hashed from `id` to find it).
+pub fn account_of_value(id: &AccountId, v: &[u8]) -> Result<AccountRecord, StorageError> {
+    let (stored, rec) = split_account_value(v)?;
+    if stored != *id {
+        return Err(StorageError::Corrupt {
+            table: "state log",
+            what: "an account value under another account's key".into(),
+        });
+    }
+    Ok(rec)
 }
 
 /// The head of a chain: the last committed block.
@@ -720,6 +741,22 @@ mod tests {
         assert_eq!(AccountRecord::decode(&r.encode()).unwrap(), r);
         let empty = AccountRecord::default();
         assert_eq!(AccountRecord::decode(&empty.encode()).unwrap(), empty);
+    }
+
+    #[test]
+    fn account_values_name_their_account() {
+        let rec = AccountRecord {
+            int: 7,
+            ..Default::default()
+        };
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let v = rec.state_value(&a);
+        assert_eq!(account_of_value(&a, &v).unwrap(), rec);
+        assert_eq!(decode_account_value(&account_leaf(&a), &v).unwrap(), (a, rec));
+        assert!(account_of_value(&b, &v).is_err(), "another account's value");
+        assert!(decode_account_value(&account_leaf(&b), &v).is_err());
+        assert!(account_of_value(&a, &v[..31]).is_err(), "short");
+        assert!(account_of_value(&a, &v[..v.len() - 1]).is_err(), "cut record");
     }
 
     #[test]
