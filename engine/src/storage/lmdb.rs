@@ -679,13 +679,10 @@ impl LmdbSnapshot {
     /// Runs `f` with this thread's transaction: a rayon worker's own one
     /// when the snapshot has one per worker, the first otherwise.
     fn with<T>(&self, f: impl FnOnce(&lmdb::RoTransaction<'static>) -> T) -> T {
-        let slot = rayon::current_thread_index().map(|i| i + 1).unwrap_or(0);
-        self.with_slot(slot, f)
-    }
-
-    /// Runs `f` with transaction `slot` (the first when there are fewer).
-    fn with_slot<T>(&self, slot: usize, f: impl FnOnce(&lmdb::RoTransaction<'static>) -> T) -> T {
-        let slot = if slot < self.txns.len() { slot } else { 0 };
+        let slot = rayon::current_thread_index()
+            .map(|i| i + 1)
+            .filter(|&i| i < self.txns.len())
+            .unwrap_or(0);
         let guard = self.txns[slot]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);

@@ -752,11 +752,17 @@ mod tests {
         let (a, b) = ([1u8; 32], [2u8; 32]);
         let v = rec.state_value(&a);
         assert_eq!(account_of_value(&a, &v).unwrap(), rec);
-        assert_eq!(decode_account_value(&account_leaf(&a), &v).unwrap(), (a, rec));
+        assert_eq!(
+            decode_account_value(&account_leaf(&a), &v).unwrap(),
+            (a, rec)
+        );
         assert!(account_of_value(&b, &v).is_err(), "another account's value");
         assert!(decode_account_value(&account_leaf(&b), &v).is_err());
         assert!(account_of_value(&a, &v[..31]).is_err(), "short");
-        assert!(account_of_value(&a, &v[..v.len() - 1]).is_err(), "cut record");
+        assert!(
+            account_of_value(&a, &v[..v.len() - 1]).is_err(),
+            "cut record"
+        );
     }
 
     #[test]

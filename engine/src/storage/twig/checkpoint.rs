@@ -101,7 +101,7 @@ pub(super) fn save(store: &TwigStore, dir: &Path) -> Result<u64, TwigStoreError>
     };
     let write = |w: &mut Hashing<BufWriter<File>>| -> std::io::Result<()> {
         w.write_all(MAGIC)?;
-        let meta = store.meta.encode();
+        let meta = store.meta().encode();
         w.write_all(&(meta.len() as u32).to_le_bytes())?;
         w.write_all(&meta)?;
         w.write_all(&(entry_roots.len() as u64).to_le_bytes())?;

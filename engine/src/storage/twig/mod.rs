@@ -393,13 +393,13 @@ pub struct TwigStore {
     log: SegmentLog,
     index: KeyIndex,
     tree: TwigTree,
-    meta: TwigMeta,
     /// Offsets of the first entry of every held twig, from the tree's base.
     twig_offsets: std::collections::VecDeque<u64>,
     /// A genesis load wrote the log past its sentinel and no meta commits
     /// it yet ([`TwigStore::load`]): the genesis block will.
     loading: bool,
-    /// The committed state, as snapshots take it.
+    /// The committed state (its meta is the store's), as snapshots take
+    /// it.
     version: Arc<Version>,
     /// Versions that snapshots took, oldest first: the log keeps the
     /// segments the oldest live one reads.
@@ -429,13 +429,13 @@ struct Partial {
 }
 
 impl Partial {
+    /// The store over `log`: the one place a store is put together.
     fn with_log(self, log: SegmentLog) -> TwigStore {
-        let version = Version::new(self.meta.clone());
+        let version = Version::new(self.meta);
         TwigStore {
             log,
             index: self.index,
             tree: self.tree,
-            meta: self.meta,
             twig_offsets: self.twig_offsets,
             loading: false,
             current: Arc::new(Mutex::new(version.clone())),
@@ -515,7 +515,7 @@ impl LogReader for Reader<'_> {
     }
 
     fn active_between(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
-        let m = &self.store.meta;
+        let m = self.store.meta();
         assert_eq!(from, m.head, "compaction starts at the head");
         let mut out = Vec::new();
         let mut offsets = self.offsets.borrow_mut();
@@ -605,20 +605,13 @@ impl TwigStore {
                     root: tree.root(),
                     frontier: vec![],
                 };
-                let version = Version::new(meta.clone());
-                Ok(Self {
-                    log,
+                Ok(Partial {
                     index,
                     tree,
-                    current: Arc::new(Mutex::new(version.clone())),
-                    version,
-                    broken: false,
-                    held: VecDeque::new(),
-                    read_cache: Mutex::default(),
-                    meta,
                     twig_offsets: [0].into(),
-                    loading: false,
-                })
+                    meta,
+                }
+                .with_log(log))
             }
             Some(m) => {
                 if let Some(store) = Self::from_checkpoint(dir, &log, m) {
@@ -819,20 +812,13 @@ impl TwigStore {
                 "the log's root is not the committed root".into(),
             ));
         }
-        let version = Version::new(m.clone());
-        Ok(Self {
-            log,
+        Ok(Partial {
             index,
             tree,
-            meta: m.clone(),
-            current: Arc::new(Mutex::new(version.clone())),
-            version,
-            broken: false,
-            held: VecDeque::new(),
-            read_cache: Mutex::default(),
             twig_offsets,
-            loading: false,
-        })
+            meta: m.clone(),
+        }
+        .with_log(log))
     }
 
     /// The committed state root.
@@ -840,9 +826,9 @@ impl TwigStore {
         self.tree.root()
     }
 
-    /// The committed meta.
+    /// The committed meta (the current version's).
     pub fn meta(&self) -> &TwigMeta {
-        &self.meta
+        &self.version.meta
     }
 
     /// Whether this store may write (it holds the log's lock).
@@ -853,7 +839,7 @@ impl TwigStore {
     /// Whether nothing was ever committed: the log holds its sentinel only
     /// (the state of a chain before its genesis).
     pub fn is_initial(&self) -> bool {
-        self.meta.tail == 1 && self.meta.head == 0 && self.meta.base == 0
+        self.meta().tail == 1 && self.meta().head == 0 && self.meta().base == 0
     }
 
     /// Whether a genesis load ([`TwigStore::load`]) holds entries that no
@@ -992,11 +978,11 @@ impl TwigStore {
             &reader,
             writes,
             self.tree.tail(),
-            self.meta.head,
+            self.meta().head,
             self.tree.active_count(),
         )?;
-        let head_offset = if plan.head == self.meta.head {
-            Some(self.meta.head_offset)
+        let head_offset = if plan.head == self.meta().head {
+            Some(self.meta().head_offset)
         } else {
             reader.head_offset.into_inner()
         };
@@ -1016,11 +1002,11 @@ impl TwigStore {
         let Some((first, _)) = sorted.first() else {
             return self.stage_plan(
                 Plan {
-                    head: self.meta.head,
+                    head: self.meta().head,
                     ..Plan::default()
                 },
                 &HashMap::new(),
-                Some(self.meta.head_offset),
+                Some(self.meta().head_offset),
             );
         };
         if sorted.iter().any(|(k, _)| *k == KEY_END) {
@@ -1057,11 +1043,11 @@ impl TwigStore {
             Plan {
                 deactivate: vec![g.serial],
                 append,
-                head: self.meta.head,
+                head: self.meta().head,
                 deleted: vec![],
             },
             &offsets,
-            Some(self.meta.head_offset),
+            Some(self.meta().head_offset),
         )
     }
 
@@ -1142,7 +1128,7 @@ impl TwigStore {
             .map(|t| &t[..])
             .chain(p.entries.iter().map(|e| &e[..]))
             .collect();
-        let from = self.meta.tail_offset;
+        let from = self.meta().tail_offset;
         // In two halves, so that a crash point can fall between them.
         let (first, second) = records.split_at(records.len() / 2);
         let (mut offsets, mid) = self.log.append(from, first)?;
@@ -1165,7 +1151,7 @@ impl TwigStore {
                 .twig_offsets
                 .front()
                 .copied()
-                .unwrap_or(self.meta.tail_offset),
+                .unwrap_or(self.meta().tail_offset),
             root: p.staged.root(),
             frontier: self.tree.frontier(),
         };
@@ -1210,12 +1196,11 @@ impl TwigStore {
         for _ in base_before..base_after {
             self.twig_offsets.pop_front();
         }
-        self.meta = w.meta;
         self.read_cache
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-        let before = std::mem::replace(&mut self.version, Version::new(self.meta.clone()));
+        let before = std::mem::replace(&mut self.version, Version::new(w.meta));
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = self.version.clone();
         // Held here only (`current` moved on): no reader can reach it.
         if Arc::strong_count(&before) > 1 {
@@ -1252,8 +1237,8 @@ impl TwigStore {
             .held
             .iter()
             .find_map(Weak::upgrade)
-            .map_or(self.meta.base_offset, |v| {
-                v.meta.base_offset.min(self.meta.base_offset)
+            .map_or(self.meta().base_offset, |v| {
+                v.meta.base_offset.min(self.meta().base_offset)
             });
         if let Err(e) = self.log.drop_below(keep_from) {
             tracing::warn!("state log: old segments not dropped yet: {e}");
@@ -1396,7 +1381,7 @@ impl TwigStore {
                 "a proof of an entry of a pruned twig".into(),
             ))?;
         let mut hashes = Vec::with_capacity(TWIG_ENTRIES as usize);
-        let end = self.meta.tail_offset;
+        let end = self.meta().tail_offset;
         self.log.scan(start, end, &mut |_, r| {
             if let Record::Entry(e, bytes) = r {
                 if e.serial / TWIG_ENTRIES != twig {
