@@ -790,19 +790,17 @@ pub fn plan_block<R: LogReader>(
     head: u64,
     live: u64,
 ) -> Result<Plan, PlanError<R::Error>> {
-    use std::collections::{BTreeMap, BTreeSet};
     if !writes.windows(2).all(|w| w[0].0 < w[1].0) {
         return Err(PlanError::Unsorted);
     }
-    // Every key the block touches: its entry before (if present) and its
-    // value after (`None`: absent after).
-    struct Touch {
-        old: Option<Current>,
-        new: Option<Vec<u8>>,
-    }
-    let mut touched: BTreeMap<Hash32, Touch> = BTreeMap::new();
-    let mut inserted = BTreeSet::new();
-    let mut deleted = BTreeSet::new();
+    // Every key the block touches, in key order: its entry before (if
+    // present) and its value after (`None`: absent after). Sorted vectors
+    // and binary searches, not trees: the writes come sorted, and a block
+    // of transfers inserts and deletes nothing, so its touched keys are
+    // its writes.
+    let mut touched: Vec<(Hash32, Touch)> = Vec::with_capacity(writes.len());
+    let mut inserted = Vec::new();
+    let mut deleted = Vec::new();
     for (k, v) in writes {
         if *k == KEY_MIN || *k == KEY_END {
             return Err(PlanError::ReservedKey(*k));
@@ -818,22 +816,24 @@ pub fn plan_block<R: LogReader>(
             // A write of the value a key holds changes nothing: no entry,
             // so the root follows the changes, not the writes.
             (Some(cur), Some(v)) if cur.value == *v => continue,
-            (None, Some(_)) => inserted.insert(*k),
-            (Some(_), None) => deleted.insert(*k),
-            (Some(_), Some(_)) => false,
-        };
-        touched.insert(
+            (None, Some(_)) => inserted.push(*k),
+            (Some(_), None) => deleted.push(*k),
+            (Some(_), Some(_)) => {}
+        }
+        touched.push((
             *k,
             Touch {
                 old,
                 new: v.clone(),
+                written: true,
             },
-        );
+        ));
     }
     // The predecessor, after the block, of every inserted or deleted key
     // gets a new next key: the greatest old key below it that survives,
     // or a greater inserted one.
-    let mut relinked = BTreeSet::new();
+    let mut relinked = Vec::new();
+    let mut preds: Vec<(Hash32, Touch)> = Vec::new();
     for k in inserted.iter().chain(&deleted) {
         let mut q = *k;
         let pred = loop {
@@ -841,54 +841,83 @@ pub fn plan_block<R: LogReader>(
             if p >= q {
                 return Err(PlanError::Inconsistent("a predecessor not below its key"));
             }
-            if !deleted.contains(&p) {
-                touched.entry(p).or_insert(Touch {
-                    new: Some(cur.value.clone()),
-                    old: Some(cur),
-                });
+            if deleted.binary_search(&p).is_err() {
+                preds.push((
+                    p,
+                    Touch {
+                        new: Some(cur.value.clone()),
+                        old: Some(cur),
+                        written: writes.binary_search_by(|w| w.0.cmp(&p)).is_ok(),
+                    },
+                ));
                 break p;
             }
             q = p;
         };
-        let pred = inserted
-            .range(..*k)
-            .next_back()
-            .map_or(pred, |i| pred.max(*i));
-        relinked.insert(pred);
+        let below = inserted.partition_point(|i| i < k);
+        let pred = match below {
+            0 => pred,
+            b => pred.max(inserted[b - 1]),
+        };
+        relinked.push(pred);
     }
+    relinked.sort_unstable();
+    relinked.dedup();
+    if !preds.is_empty() {
+        // A predecessor that the block writes keeps its write; each other
+        // one is touched once (every read of it returned the same entry).
+        preds.sort_by_key(|p| p.0);
+        preds.dedup_by(|a, b| a.0 == b.0);
+        preds.retain(|(p, _)| touched.binary_search_by(|t| t.0.cmp(p)).is_err());
+        touched.extend(preds);
+        touched.sort_by_key(|t| t.0);
+    }
+    let touch_of = |k: &Hash32| {
+        touched
+            .binary_search_by(|t| t.0.cmp(k))
+            .ok()
+            .map(|i| &touched[i].1)
+    };
     // The next key present after the block, for a key present after it.
-    let next_after = |k: &Hash32| -> Result<Hash32, PlanError<R::Error>> {
+    let next_after = |k: &Hash32, t: &Touch| -> Result<Hash32, PlanError<R::Error>> {
         // The old chain's next key above `k`, skipping deleted keys.
-        let mut n = match touched.get(k).and_then(|t| t.old.as_ref()) {
+        let mut n = match &t.old {
             Some(cur) => cur.next_key,
             None => reader.predecessor(k).map_err(PlanError::Log)?.1.next_key,
         };
-        while deleted.contains(&n) {
-            n = touched[&n]
-                .old
-                .as_ref()
+        while deleted.binary_search(&n).is_ok() {
+            n = touch_of(&n)
+                .and_then(|t| t.old.as_ref())
                 .expect("a deleted key was present")
                 .next_key;
         }
-        use std::ops::Bound::{Excluded, Unbounded};
-        Ok(
-            match inserted.range::<Hash32, _>((Excluded(k), Unbounded)).next() {
-                Some(i) if *i < n => *i,
-                _ => n,
-            },
-        )
+        let above = inserted.partition_point(|i| i <= k);
+        Ok(match inserted.get(above) {
+            Some(i) if *i < n => *i,
+            _ => n,
+        })
     };
     let mut plan = Plan::default();
+    plan.append.reserve(touched.len());
+    let mut nexts = Vec::with_capacity(touched.len());
     for (k, t) in &touched {
         if let Some(cur) = &t.old {
             plan.deactivate.push(cur.serial);
         }
-        if let Some(v) = &t.new {
-            let next = next_after(k)?;
-            let keep = relinked.contains(k) || writes.binary_search_by_key(k, |w| w.0).is_ok();
-            assert!(keep, "a touched key is written or relinked");
-            plan.append.push((*k, next, v.clone()));
+        if t.new.is_some() {
+            assert!(
+                t.written || relinked.binary_search(k).is_ok(),
+                "a touched key is written or relinked"
+            );
+            nexts.push(next_after(k, t)?);
         }
+    }
+    for ((k, t), next) in touched
+        .into_iter()
+        .filter_map(|(k, t)| t.new.map(|v| (k, v)))
+        .zip(nexts)
+    {
+        plan.append.push((k, next, t));
     }
     // Compaction of the log's old end.
     let appended = plan.append.len() as u64;
@@ -896,9 +925,10 @@ pub fn plan_block<R: LogReader>(
     let mut new_head = head;
     if tail - head >= 2 * live_after.max(1) {
         let to = (head + COMPACT_SCAN_PER_APPEND * appended).min(tail);
-        let gone: BTreeSet<u64> = plan.deactivate.iter().copied().collect();
+        let mut gone = plan.deactivate.clone();
+        gone.sort_unstable();
         for (serial, bytes) in reader.active_between(head, to).map_err(PlanError::Log)? {
-            if gone.contains(&serial) {
+            if gone.binary_search(&serial).is_ok() {
                 continue;
             }
             let e = EntryRef::decode(&bytes)
@@ -915,13 +945,202 @@ pub fn plan_block<R: LogReader>(
     }
     plan.deactivate.sort_unstable();
     plan.head = new_head;
-    plan.deleted = deleted.into_iter().collect();
+    plan.deleted = deleted;
     Ok(plan)
+}
+
+/// A key a block touches, as [`plan_block`] plans it.
+struct Touch {
+    /// Its entry before the block, if it was present.
+    old: Option<Current>,
+    /// Its value after the block (`None`: absent).
+    new: Option<Vec<u8>>,
+    /// Whether the block writes it (else it is a relinked predecessor).
+    written: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The planner as it was written first, with ordered sets: the
+    /// reference [`plan_block`] must match plan for plan.
+    fn plan_block_reference<R: LogReader>(
+        reader: &R,
+        writes: &[(Hash32, Option<Vec<u8>>)],
+        tail: u64,
+        head: u64,
+        live: u64,
+    ) -> Result<Plan, PlanError<R::Error>> {
+        use std::collections::{BTreeMap, BTreeSet};
+        if !writes.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(PlanError::Unsorted);
+        }
+        // Every key the block touches: its entry before (if present) and its
+        // value after (`None`: absent after).
+        struct Touch {
+            old: Option<Current>,
+            new: Option<Vec<u8>>,
+        }
+        let mut touched: BTreeMap<Hash32, Touch> = BTreeMap::new();
+        let mut inserted = BTreeSet::new();
+        let mut deleted = BTreeSet::new();
+        for (k, v) in writes {
+            if *k == KEY_MIN || *k == KEY_END {
+                return Err(PlanError::ReservedKey(*k));
+            }
+            if let Some(v) = v
+                && v.len() > VALUE_BYTES_MAX
+            {
+                return Err(PlanError::ValueTooLong(v.len()));
+            }
+            let old = reader.current(k).map_err(PlanError::Log)?;
+            match (&old, v) {
+                (None, None) => continue,
+                // A write of the value a key holds changes nothing: no entry,
+                // so the root follows the changes, not the writes.
+                (Some(cur), Some(v)) if cur.value == *v => continue,
+                (None, Some(_)) => inserted.insert(*k),
+                (Some(_), None) => deleted.insert(*k),
+                (Some(_), Some(_)) => false,
+            };
+            touched.insert(
+                *k,
+                Touch {
+                    old,
+                    new: v.clone(),
+                },
+            );
+        }
+        // The predecessor, after the block, of every inserted or deleted key
+        // gets a new next key: the greatest old key below it that survives,
+        // or a greater inserted one.
+        let mut relinked = BTreeSet::new();
+        for k in inserted.iter().chain(&deleted) {
+            let mut q = *k;
+            let pred = loop {
+                let (p, cur) = reader.predecessor(&q).map_err(PlanError::Log)?;
+                if p >= q {
+                    return Err(PlanError::Inconsistent("a predecessor not below its key"));
+                }
+                if !deleted.contains(&p) {
+                    touched.entry(p).or_insert(Touch {
+                        new: Some(cur.value.clone()),
+                        old: Some(cur),
+                    });
+                    break p;
+                }
+                q = p;
+            };
+            let pred = inserted
+                .range(..*k)
+                .next_back()
+                .map_or(pred, |i| pred.max(*i));
+            relinked.insert(pred);
+        }
+        // The next key present after the block, for a key present after it.
+        let next_after = |k: &Hash32| -> Result<Hash32, PlanError<R::Error>> {
+            // The old chain's next key above `k`, skipping deleted keys.
+            let mut n = match touched.get(k).and_then(|t| t.old.as_ref()) {
+                Some(cur) => cur.next_key,
+                None => reader.predecessor(k).map_err(PlanError::Log)?.1.next_key,
+            };
+            while deleted.contains(&n) {
+                n = touched[&n]
+                    .old
+                    .as_ref()
+                    .expect("a deleted key was present")
+                    .next_key;
+            }
+            use std::ops::Bound::{Excluded, Unbounded};
+            Ok(
+                match inserted.range::<Hash32, _>((Excluded(k), Unbounded)).next() {
+                    Some(i) if *i < n => *i,
+                    _ => n,
+                },
+            )
+        };
+        let mut plan = Plan::default();
+        for (k, t) in &touched {
+            if let Some(cur) = &t.old {
+                plan.deactivate.push(cur.serial);
+            }
+            if let Some(v) = &t.new {
+                let next = next_after(k)?;
+                let keep = relinked.contains(k) || writes.binary_search_by_key(k, |w| w.0).is_ok();
+                assert!(keep, "a touched key is written or relinked");
+                plan.append.push((*k, next, v.clone()));
+            }
+        }
+        // Compaction of the log's old end.
+        let appended = plan.append.len() as u64;
+        let live_after = live + inserted.len() as u64 - deleted.len() as u64;
+        let mut new_head = head;
+        if tail - head >= 2 * live_after.max(1) {
+            let to = (head + COMPACT_SCAN_PER_APPEND * appended).min(tail);
+            let gone: BTreeSet<u64> = plan.deactivate.iter().copied().collect();
+            for (serial, bytes) in reader.active_between(head, to).map_err(PlanError::Log)? {
+                if gone.contains(&serial) {
+                    continue;
+                }
+                let e = EntryRef::decode(&bytes)
+                    .map_err(|_| PlanError::Inconsistent("a compacted entry does not decode"))?;
+                if e.serial != serial || serial < head || serial >= to {
+                    return Err(PlanError::Inconsistent(
+                        "a compacted entry out of its range",
+                    ));
+                }
+                plan.deactivate.push(serial);
+                plan.append.push((*e.key, *e.next_key, e.value.to_vec()));
+            }
+            new_head = to;
+        }
+        plan.deactivate.sort_unstable();
+        plan.head = new_head;
+        plan.deleted = deleted.into_iter().collect();
+        Ok(plan)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+        /// The planner plans exactly what the reference plans (the same
+        /// plan is the same root on every node), block after block of
+        /// inserts, updates, deletes, writes of the value held and, once
+        /// the log is twice its live entries, compaction.
+        #[test]
+        fn plans_match_the_reference_planner(
+            blocks in proptest::collection::vec(
+                proptest::collection::btree_map(
+                    0u8..24,
+                    proptest::option::weighted(0.7, proptest::collection::vec(0u8..3, 0..3)),
+                    0..16,
+                ),
+                1..24,
+            ),
+        ) {
+            use crate::state::twig_memory::MemoryLog;
+            let mut log = MemoryLog::new();
+            let mut compacted = false;
+            // The random blocks, then blocks that rewrite every key until
+            // the log is twice its live entries and compacts.
+            let churn = (0..6u8).map(|round| (0..24u8).map(|k| (k, Some(vec![round, k]))).collect());
+            for block in blocks.into_iter().chain(churn) {
+                let mut writes: Vec<(Hash32, Option<Vec<u8>>)> = block
+                    .into_iter()
+                    .map(|(k, v)| (*blake3::hash(&[k]).as_bytes(), v))
+                    .collect();
+                writes.sort_by_key(|w| w.0);
+                let (tail, live) = (log.tree.tail(), log.tree.active_count());
+                let plan = plan_block(&log, &writes, tail, log.head, live).unwrap();
+                let reference = plan_block_reference(&log, &writes, tail, log.head, live).unwrap();
+                proptest::prop_assert_eq!(&plan, &reference);
+                compacted |= plan.head > log.head;
+                log.apply(plan);
+            }
+            proptest::prop_assert!(compacted, "the blocks never compacted");
+        }
+    }
 
     fn step(t: &mut TwigTree, deactivate: &[u64], hashes: &[Hash32]) {
         let staged = t.stage(deactivate, hashes).unwrap();
