@@ -454,8 +454,15 @@ type Found = Option<(u64, Current)>;
 /// it read sits.
 struct Reader<'s> {
     store: &'s TwigStore,
-    /// The block's keys, read before planning ([`TwigStore::read_current`]).
-    prefetched: RefCell<HashMap<Hash32, Found>>,
+    /// The block's keys (sorted, distinct).
+    keys: &'s [Hash32],
+    /// Their entries, read before planning ([`TwigStore::read_current`]);
+    /// the planner takes each once.
+    prefetched: RefCell<Vec<Option<Found>>>,
+    /// Where each of `keys`' entries sits (`None`: absent).
+    key_offsets: Vec<Option<u64>>,
+    /// Where the other entries the planner read sit (predecessors,
+    /// compacted entries).
     offsets: RefCell<HashMap<Hash32, u64>>,
     head_offset: RefCell<Option<u64>>,
 }
@@ -497,12 +504,18 @@ impl LogReader for Reader<'_> {
     type Error = LogError;
 
     fn current(&self, key: &Hash32) -> Result<Option<Current>, LogError> {
-        let found = match self.prefetched.borrow_mut().remove(key) {
+        let prefetched = match self.keys.binary_search(key) {
+            Ok(i) => self.prefetched.borrow_mut()[i].take(),
+            Err(_) => None,
+        };
+        let found = match prefetched {
             Some(found) => found,
             None => self.store.current(key)?,
         };
         Ok(found.map(|(offset, cur)| {
-            self.offsets.borrow_mut().insert(*key, offset);
+            if self.keys.binary_search(key).is_err() {
+                self.offsets.borrow_mut().insert(*key, offset);
+            }
             cur
         }))
     }
@@ -899,30 +912,31 @@ impl TwigStore {
     /// threads at once (the planner then reads them from memory).
     /// Those the block's account loads read already come from
     /// `read_cache`.
-    fn read_current(&self, keys: &[Hash32]) -> Result<HashMap<Hash32, Found>, LogError> {
-        let mut out = HashMap::with_capacity(keys.len());
+    fn read_current(&self, keys: &[Hash32]) -> Result<Vec<Found>, LogError> {
+        let mut out = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
         {
             let cache = self
                 .read_cache
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            for k in keys {
-                match cache.get(k) {
-                    Some(None) => {
-                        out.insert(*k, None);
+            for (i, k) in keys.iter().enumerate() {
+                out.push(match cache.get(k) {
+                    Some(None) => None,
+                    Some(Some((offset, bytes))) => Some((*offset, current_of(*offset, bytes)?)),
+                    None => {
+                        missing.push(i);
+                        None
                     }
-                    Some(Some((offset, bytes))) => {
-                        out.insert(*k, Some((*offset, current_of(*offset, bytes)?)));
-                    }
-                    None => missing.push(*k),
-                }
+                });
             }
         }
         let found = read_in_threads(&missing, |chunk| {
-            chunk.iter().map(|k| Ok((*k, self.current(k)?))).collect()
+            chunk.iter().map(|&i| self.current(&keys[i])).collect()
         })?;
-        out.extend(found);
+        for (i, f) in missing.into_iter().zip(found) {
+            out[i] = f;
+        }
         Ok(out)
     }
 
@@ -968,9 +982,13 @@ impl TwigStore {
             ));
         }
         let keys: Vec<Hash32> = writes.iter().map(|(k, _)| *k).collect();
+        // Unsorted writes are refused by the planner before it reads.
+        let prefetched = self.read_current(&keys)?;
         let reader = Reader {
             store: self,
-            prefetched: RefCell::new(self.read_current(&keys)?),
+            keys: &keys,
+            key_offsets: prefetched.iter().map(|f| f.as_ref().map(|f| f.0)).collect(),
+            prefetched: RefCell::new(prefetched.into_iter().map(Some).collect()),
             offsets: RefCell::new(HashMap::new()),
             head_offset: RefCell::new(None),
         };
@@ -986,7 +1004,12 @@ impl TwigStore {
         } else {
             reader.head_offset.into_inner()
         };
-        self.stage_plan(plan, &reader.offsets.into_inner(), head_offset)
+        let others = reader.offsets.into_inner();
+        let offset_of = |k: &Hash32| match keys.binary_search(k) {
+            Ok(i) => reader.key_offsets[i],
+            Err(_) => others.get(k).copied(),
+        };
+        self.stage_plan(plan, &offset_of, head_offset)
     }
 
     /// Prepares the bulk load of keys above every key present (a sorted
@@ -1005,7 +1028,7 @@ impl TwigStore {
                     head: self.meta().head,
                     ..Plan::default()
                 },
-                &HashMap::new(),
+                &|_| None,
                 Some(self.meta().head_offset),
             );
         };
@@ -1038,7 +1061,7 @@ impl TwigStore {
             let next = sorted.get(i + 1).map_or(KEY_END, |n| n.0);
             append.push((*k, next, v.clone()));
         }
-        let offsets = HashMap::from([(*g.key, last)]);
+        let offsets = |k: &Hash32| (*k == *g.key).then_some(last);
         self.stage_plan(
             Plan {
                 deactivate: vec![g.serial],
@@ -1051,12 +1074,12 @@ impl TwigStore {
         )
     }
 
-    /// Encodes, hashes and stages a plan; `offsets` holds where the keys
+    /// Encodes, hashes and stages a plan; `offsets` says where the keys
     /// it rewrites or deletes sit now.
     fn stage_plan(
         &self,
         plan: Plan,
-        offsets: &HashMap<Hash32, u64>,
+        offsets: &dyn Fn(&Hash32) -> Option<u64>,
         head_offset: Option<u64>,
     ) -> Result<Prepared, TwigStoreError> {
         let Plan {
@@ -1077,16 +1100,12 @@ impl TwigStore {
             .collect();
         let hashes: Vec<Hash32> = entries.par_iter().map(|e| entry_hash(e)).collect();
         let staged = self.tree.stage(&deactivate, &hashes)?;
-        let moves = append
-            .iter()
-            .map(|(k, _, _)| (*k, offsets.get(k).copied()))
-            .collect();
+        let moves = append.iter().map(|(k, _, _)| (*k, offsets(k))).collect();
         let deleted = deleted
             .into_iter()
             .map(|k| {
-                offsets
-                    .get(&k)
-                    .map(|o| (k, *o))
+                offsets(&k)
+                    .map(|o| (k, o))
                     .ok_or_else(|| TwigStoreError::Plan("a deleted key was not read".into()))
             })
             .collect::<Result<_, _>>()?;
