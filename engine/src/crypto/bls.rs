@@ -586,14 +586,18 @@ pub fn aggregate(sigs: &[Signature]) -> Result<Signature, CryptoError> {
 /// of the cost of verifying it) would be wasted. The aggregate of no
 /// signatures is the identity. Given an unverified signature outside G1, the
 /// aggregate is outside G1 too and never verifies: garbage in, rejection out.
+///
+/// The sum is blst's bulk addition (`blst_p1s_add`: affine additions
+/// that share one inversion per batch, on blst's threads), not one
+/// projective addition per signature: sealing a block of 10 000 took
+/// ≈ 6.5 ms instead of ≈ 11 on 2 cores (`int bench scale`'s seal time).
 pub fn aggregate_verified(sigs: &[Signature]) -> Result<Signature, CryptoError> {
+    use blst::MultiPoint;
     if sigs.is_empty() {
         return Ok(Signature::identity());
     }
-    let refs: Vec<&bls::Signature> = sigs.iter().map(|s| &s.0).collect();
-    bls::AggregateSignature::aggregate(&refs, false)
-        .map(|a| Signature(a.to_signature()))
-        .map_err(|_| CryptoError::BadSignature)
+    let points: Vec<bls::Signature> = sigs.iter().map(|s| s.0).collect();
+    Ok(Signature(points.add().to_signature()))
 }
 
 /// Verifies an aggregate signature over `msgs[i]` signed by `pks[i]` under
@@ -1084,6 +1088,18 @@ mod tests {
         let checked = aggregate(&sigs).unwrap();
         assert_eq!(aggregate_verified(&sigs).unwrap(), checked);
         assert_eq!(aggregate_verified(&[]).unwrap(), Signature::identity());
+        // Repeats (doublings in the bulk addition) and the identity: the
+        // same sum as one by one, at sizes below and above the size where
+        // blst's bulk addition goes to its threads.
+        for n in [1usize, 2, 3, 383, 384, 1000] {
+            let mut many: Vec<Signature> = (0..n).map(|i| sigs[i % 3]).collect();
+            many.push(Signature::identity());
+            assert_eq!(
+                aggregate_verified(&many).unwrap(),
+                aggregate(&many[..n]).unwrap(),
+                "{n}"
+            );
+        }
         let pks: Vec<PublicKey> = sks.iter().map(SecretKey::public_key).collect();
         let m: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
         let p: Vec<&PublicKey> = pks.iter().collect();

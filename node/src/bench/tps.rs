@@ -430,7 +430,8 @@ pub struct TpsReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sign_sigs_per_s: Option<f64>,
     /// Aggregating the signatures into one as sealing does
-    /// (`aggregate_verified`, no subgroup checks), per second, one core.
+    /// (`aggregate_verified`, no subgroup checks: blst's bulk addition
+    /// on its own threads), per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aggregate_sigs_per_s: Option<f64>,
     /// Signed transfers through ingress, mempool, execution and commit.
