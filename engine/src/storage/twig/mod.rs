@@ -461,6 +461,9 @@ struct Reader<'s> {
     prefetched: RefCell<Vec<Option<Found>>>,
     /// Where each of `keys`' entries sits (`None`: absent).
     key_offsets: Vec<Option<u64>>,
+    /// The position in `keys` after the last one asked for: the planner
+    /// asks for the block's keys in order, so most lookups are this one.
+    cursor: std::cell::Cell<usize>,
     /// Where the other entries the planner read sit (predecessors,
     /// compacted entries).
     offsets: RefCell<HashMap<Hash32, u64>>,
@@ -486,6 +489,28 @@ fn decode_at(offset: u64, bytes: &[u8]) -> Result<EntryRef<'_>, LogError> {
 }
 
 impl Reader<'_> {
+    /// `key`'s position in the block's keys.
+    fn position(&self, key: &Hash32) -> Option<usize> {
+        let next = self.cursor.get();
+        let at = if self.keys.get(next) == Some(key) {
+            Some(next)
+        } else {
+            self.keys.binary_search(key).ok()
+        };
+        if let Some(i) = at {
+            self.cursor.set(i + 1);
+        }
+        at
+    }
+
+    /// Where `key`'s entry sits now, if the planner read it.
+    fn offset_of(&self, key: &Hash32) -> Option<u64> {
+        match self.position(key) {
+            Some(i) => self.key_offsets[i],
+            None => self.offsets.borrow().get(key).copied(),
+        }
+    }
+
     fn entry(&self, offset: u64) -> Result<(Hash32, Current), LogError> {
         let bytes = self.store.log.read_entry(offset)?;
         let e = decode_at(offset, &bytes)?;
@@ -504,16 +529,14 @@ impl LogReader for Reader<'_> {
     type Error = LogError;
 
     fn current(&self, key: &Hash32) -> Result<Option<Current>, LogError> {
-        let prefetched = match self.keys.binary_search(key) {
-            Ok(i) => self.prefetched.borrow_mut()[i].take(),
-            Err(_) => None,
-        };
+        let at = self.position(key);
+        let prefetched = at.and_then(|i| self.prefetched.borrow_mut()[i].take());
         let found = match prefetched {
             Some(found) => found,
             None => self.store.current(key)?,
         };
         Ok(found.map(|(offset, cur)| {
-            if self.keys.binary_search(key).is_err() {
+            if at.is_none() {
                 self.offsets.borrow_mut().insert(*key, offset);
             }
             cur
@@ -989,6 +1012,7 @@ impl TwigStore {
             keys: &keys,
             key_offsets: prefetched.iter().map(|f| f.as_ref().map(|f| f.0)).collect(),
             prefetched: RefCell::new(prefetched.into_iter().map(Some).collect()),
+            cursor: std::cell::Cell::new(0),
             offsets: RefCell::new(HashMap::new()),
             head_offset: RefCell::new(None),
         };
@@ -1002,14 +1026,10 @@ impl TwigStore {
         let head_offset = if plan.head == self.meta().head {
             Some(self.meta().head_offset)
         } else {
-            reader.head_offset.into_inner()
+            reader.head_offset.take()
         };
-        let others = reader.offsets.into_inner();
-        let offset_of = |k: &Hash32| match keys.binary_search(k) {
-            Ok(i) => reader.key_offsets[i],
-            Err(_) => others.get(k).copied(),
-        };
-        self.stage_plan(plan, &offset_of, head_offset)
+        reader.cursor.set(0);
+        self.stage_plan(plan, &|k| reader.offset_of(k), head_offset)
     }
 
     /// Prepares the bulk load of keys above every key present (a sorted
