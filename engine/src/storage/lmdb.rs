@@ -472,12 +472,20 @@ impl Storage for LmdbStore {
             }
         }
         let hk = height_key(w.chain_id, w.height);
-        for (index, hash) in (0u32..).zip(w.tx_hashes) {
-            let mut at = [0u8; 12];
-            at[..8].copy_from_slice(&w.height.to_le_bytes());
-            at[8..].copy_from_slice(&index.to_le_bytes());
-            let k: [u8; 36] = chain_key(w.chain_id, hash);
-            txn.put(e.txs, &k, &at, WriteFlags::empty())?;
+        // The transaction index in key order too (hashes come in block
+        // order, which is random in the table's).
+        let mut txs: Vec<([u8; 36], [u8; 12])> = (0u32..)
+            .zip(w.tx_hashes)
+            .map(|(index, hash)| {
+                let mut at = [0u8; 12];
+                at[..8].copy_from_slice(&w.height.to_le_bytes());
+                at[8..].copy_from_slice(&index.to_le_bytes());
+                (chain_key(w.chain_id, hash), at)
+            })
+            .collect();
+        txs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (k, at) in &txs {
+            txn.put(e.txs, k, at, WriteFlags::empty())?;
         }
         txn.put(e.blocks, &hk, &w.block, WriteFlags::empty())?;
         txn.put(e.receipts, &hk, &w.receipts, WriteFlags::empty())?;
