@@ -282,6 +282,51 @@ pub struct Chain {
     proofs: Option<Arc<dyn ProofVerifier + Send>>,
 }
 
+/// Commits a sealed block of chain `chain_id`: its writes, the block, its
+/// receipts, the transaction index and the new head, in one atomic
+/// storage commit.
+fn write(store: &dyn Storage, chain_id: u32, sealed: &Sealed) -> Result<(), ChainError> {
+    let e = &sealed.executed;
+    store.commit_block(&BlockWrite {
+        chain_id,
+        accounts: &e.accounts,
+        state: &e.state,
+        height: e.header.height,
+        block: &sealed.block,
+        receipts: &sealed.receipts,
+        tx_hashes: &e.tx_hashes,
+        head: sealed.head,
+        objects: &e.objects,
+    })?;
+    Ok(())
+}
+
+/// Drops the least recently touched accounts and plugin objects from
+/// the world when it holds more than its capacity (they are all
+/// committed).
+fn evict(world: &mut World) {
+    crate::objects::evict_objects(world);
+    let (len, cap) = {
+        let hot = world.resource::<HotSet>();
+        (hot.index.len(), hot.capacity)
+    };
+    if len <= cap {
+        return;
+    }
+    let mut q = world.query::<(Entity, &AccountKey, &HotMeta)>();
+    let all: Vec<(u64, AccountId, Entity)> = q
+        .iter(world)
+        .map(|(e, k, m)| {
+            debug_assert!(!m.dirty, "evicting an uncommitted account");
+            (m.last_touched, k.0, e)
+        })
+        .collect();
+    for (id, e) in crate::objects::least_recent(all, cap) {
+        world.despawn(e);
+        world.resource_mut::<HotSet>().index.remove(&id);
+    }
+}
+
 fn us(t: Instant) -> u64 {
     t.elapsed().as_micros() as u64
 }
@@ -940,31 +985,23 @@ impl Chain {
             // The world holds another execution's effects, or none.
             self.drop_hot_set();
         }
-        let head = match self.write(sealed) {
-            Ok(h) => h,
-            Err(err) => {
-                // The world holds this block's effects, storage does not.
-                self.drop_hot_set();
-                return Err(err);
+        // The world's accounts are all clean now (execution took the
+        // block's writes): the least recent leave it on another thread
+        // while storage commits, which does not touch the world.
+        let (store, world, chain_id) = (&self.store, &mut self.world, self.cfg.chain_id);
+        let written = std::thread::scope(|s| {
+            let evicting = s.spawn(|| evict(world));
+            let written = write(&**store, chain_id, &sealed);
+            if let Err(panic) = evicting.join() {
+                std::panic::resume_unwind(panic);
             }
-        };
-        self.evict();
-        Ok(head)
-    }
-
-    fn write(&mut self, sealed: Sealed) -> Result<Head, ChainError> {
-        let e = &sealed.executed;
-        self.store.commit_block(&BlockWrite {
-            chain_id: self.cfg.chain_id,
-            accounts: &e.accounts,
-            state: &e.state,
-            height: e.header.height,
-            block: &sealed.block,
-            receipts: &sealed.receipts,
-            tx_hashes: &e.tx_hashes,
-            head: sealed.head,
-            objects: &e.objects,
-        })?;
+            written
+        });
+        if let Err(err) = written {
+            // The world holds this block's effects, storage does not.
+            self.drop_hot_set();
+            return Err(err);
+        }
         self.head = Some(sealed.head);
         Ok(sealed.head)
     }
@@ -1263,32 +1300,6 @@ impl Chain {
         }
     }
 
-    /// Drops the least recently touched accounts and plugin objects from
-    /// the world when it holds more than its capacity (they are all
-    /// committed).
-    fn evict(&mut self) {
-        crate::objects::evict_objects(&mut self.world);
-        let (len, cap) = {
-            let hot = self.world.resource::<HotSet>();
-            (hot.index.len(), hot.capacity)
-        };
-        if len <= cap {
-            return;
-        }
-        let mut q = self.world.query::<(Entity, &AccountKey, &HotMeta)>();
-        let all: Vec<(u64, AccountId, Entity)> = q
-            .iter(&self.world)
-            .map(|(e, k, m)| {
-                debug_assert!(!m.dirty, "evicting an uncommitted account");
-                (m.last_touched, k.0, e)
-            })
-            .collect();
-        for (id, e) in crate::objects::least_recent(all, cap) {
-            self.world.despawn(e);
-            self.world.resource_mut::<HotSet>().index.remove(&id);
-        }
-    }
-
     /// Re-verifies a stored or received block of this chain: its structure,
     /// the aggregate signature of its transactions (`aggregate_verify` over
     /// each sender's key and message) and the proposer's signature.
@@ -1557,7 +1568,9 @@ impl GenesisLoader<'_> {
         )?;
         drop(view);
         let sealed = chain.seal_on(executed, &[], proposer)?;
-        chain.write(sealed)
+        write(&*chain.store, chain.cfg.chain_id, &sealed)?;
+        chain.head = Some(sealed.head);
+        Ok(sealed.head)
     }
 }
 
