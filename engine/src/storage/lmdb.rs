@@ -445,56 +445,72 @@ impl Storage for LmdbStore {
                 chain_id: w.chain_id,
             });
         }
-        let written = state.write(&w.state.prepared)?;
+        // The log's append and sync on a second thread while this one
+        // puts the block into LMDB's transaction (LMDB's writer stays on
+        // the thread that began it); the commit waits for both.
+        let (written, txn) = std::thread::scope(|s| {
+            let log = &mut *state;
+            let writing = s.spawn(move || log.write(&w.state.prepared));
+            let stage = || {
+                let mut txn = e.env.begin_rw_txn()?;
+                // In key order: neighbours share their B-tree path and pages.
+                type Put<'v> = (Database, Vec<u8>, Option<&'v Vec<u8>>);
+                let mut objects: Vec<Put<'_>> = w
+                    .objects
+                    .iter()
+                    .map(|o| {
+                        (
+                            e.table(o.table),
+                            object_key(w.chain_id, &o.key),
+                            o.value.as_ref(),
+                        )
+                    })
+                    .collect();
+                objects.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+                for (db, k, v) in &objects {
+                    match v {
+                        Some(v) => txn.put(*db, k, v, WriteFlags::empty())?,
+                        None => match txn.del(*db, k, None) {
+                            Ok(()) | Err(lmdb::Error::NotFound) => {}
+                            Err(err) => return Err(err.into()),
+                        },
+                    }
+                }
+                let hk = height_key(w.chain_id, w.height);
+                // The transaction index in key order too (hashes come in block
+                // order, which is random in the table's).
+                let mut txs: Vec<([u8; 36], [u8; 12])> = (0u32..)
+                    .zip(w.tx_hashes)
+                    .map(|(index, hash)| {
+                        let mut at = [0u8; 12];
+                        at[..8].copy_from_slice(&w.height.to_le_bytes());
+                        at[8..].copy_from_slice(&index.to_le_bytes());
+                        (chain_key(w.chain_id, hash), at)
+                    })
+                    .collect();
+                txs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                for (k, at) in &txs {
+                    txn.put(e.txs, k, at, WriteFlags::empty())?;
+                }
+                txn.put(e.blocks, &hk, &w.block, WriteFlags::empty())?;
+                txn.put(e.receipts, &hk, &w.receipts, WriteFlags::empty())?;
+                txn.put(
+                    e.meta,
+                    &head_key(w.chain_id),
+                    &w.head.encode(),
+                    WriteFlags::empty(),
+                )?;
+                Ok::<_, StorageError>(txn)
+            };
+            let txn = stage();
+            let written = writing
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (written, txn)
+        });
+        let written = written?;
         crate::fault::point("state_log_synced");
-        let mut txn = e.env.begin_rw_txn()?;
-        // In key order: neighbours share their B-tree path and pages.
-        type Put<'v> = (Database, Vec<u8>, Option<&'v Vec<u8>>);
-        let mut objects: Vec<Put<'_>> = w
-            .objects
-            .iter()
-            .map(|o| {
-                (
-                    e.table(o.table),
-                    object_key(w.chain_id, &o.key),
-                    o.value.as_ref(),
-                )
-            })
-            .collect();
-        objects.sort_unstable_by(|a, b| a.1.cmp(&b.1));
-        for (db, k, v) in &objects {
-            match v {
-                Some(v) => txn.put(*db, k, v, WriteFlags::empty())?,
-                None => match txn.del(*db, k, None) {
-                    Ok(()) | Err(lmdb::Error::NotFound) => {}
-                    Err(err) => return Err(err.into()),
-                },
-            }
-        }
-        let hk = height_key(w.chain_id, w.height);
-        // The transaction index in key order too (hashes come in block
-        // order, which is random in the table's).
-        let mut txs: Vec<([u8; 36], [u8; 12])> = (0u32..)
-            .zip(w.tx_hashes)
-            .map(|(index, hash)| {
-                let mut at = [0u8; 12];
-                at[..8].copy_from_slice(&w.height.to_le_bytes());
-                at[8..].copy_from_slice(&index.to_le_bytes());
-                (chain_key(w.chain_id, hash), at)
-            })
-            .collect();
-        txs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (k, at) in &txs {
-            txn.put(e.txs, k, at, WriteFlags::empty())?;
-        }
-        txn.put(e.blocks, &hk, &w.block, WriteFlags::empty())?;
-        txn.put(e.receipts, &hk, &w.receipts, WriteFlags::empty())?;
-        txn.put(
-            e.meta,
-            &head_key(w.chain_id),
-            &w.head.encode(),
-            WriteFlags::empty(),
-        )?;
+        let mut txn = txn?;
         txn.put(
             e.meta,
             &twig_meta_key(w.chain_id),
