@@ -9,15 +9,6 @@
 //! two segments: one that does not fit the rest of a segment starts the
 //! next one, and a [`SEGMENT_END`] byte marks where the old one stops.
 //!
-//! Point reads (an entry, a key) copy from a read-only mapping of each
-//! segment, not through a system call: at 10⁶ accounts a block's 20 000
-//! entry reads took ≈ 2.3 µs of CPU each by `pread` (the call, the
-//! copy, 64 threads switching on 2 cores). A mapped page past a file's end
-//! faults, so every read is checked against the bytes the file holds
-//! (known to the writer, measured on open) and refused past them. Scans
-//! read large chunks by `pread`, which reads ahead where the mapping,
-//! advised random, would fault page by page.
-//!
 //! The log holds no notion of what is committed: the store keeps the
 //! committed tail offset beside the block head (in LMDB), and on open
 //! cuts whatever lies past it ([`SegmentLog::cut_after`]) — the bytes of a
@@ -85,7 +76,7 @@ pub enum Record<'a> {
 pub struct SegmentLog {
     dir: PathBuf,
     segment_bytes: u64,
-    files: BTreeMap<u64, Segment>,
+    files: BTreeMap<u64, File>,
     /// The writer's exclusive lock on `LOCK` (`None`: opened read-only).
     lock: Option<File>,
 }
@@ -99,53 +90,6 @@ fn no_readahead(f: &File) {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid open descriptor; the call reads nothing of ours.
     let _ = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
-}
-
-/// One segment file and its bytes, mapped.
-#[derive(Debug)]
-struct Segment {
-    file: File,
-    /// The segment's whole span, mapped read-only and shared (it sees the
-    /// writer's appends as they reach the page cache).
-    map: memmap2::Mmap,
-    /// Bytes the file holds: the mapping is read below this only.
-    len: u64,
-}
-
-impl Segment {
-    fn open(path: &Path, writable: bool, segment_bytes: u64) -> Result<Self, LogError> {
-        let io = |source| LogError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .create(writable)
-            .truncate(false)
-            .open(path)
-            .map_err(io)?;
-        no_readahead(&file);
-        let len = file.metadata().map_err(io)?.len().min(segment_bytes);
-        let span = usize::try_from(segment_bytes).expect("a segment fits the address space");
-        // SAFETY: the mapping is only read, and only below `len`, the
-        // bytes the file holds: this process's writer only appends, and
-        // only a writer's `cut_after` shortens a file (below every
-        // committed offset, before any read, updating `len`). A file cut
-        // by someone else under a running reader faults it, as LMDB's map
-        // does.
-        let map = unsafe { memmap2::MmapOptions::new().len(span).map(&file) }.map_err(io)?;
-        // An entry read needs its page only, not the pages after it.
-        map.advise(memmap2::Advice::Random).map_err(io)?;
-        Ok(Self { file, map, len })
-    }
-
-    /// The bytes at `pos..pos + len` of the segment, those the file holds.
-    fn bytes(&self, pos: u64, len: usize) -> &[u8] {
-        let from = pos.min(self.len) as usize;
-        let to = (pos.saturating_add(len as u64)).min(self.len) as usize;
-        &self.map[from..to]
-    }
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -203,7 +147,7 @@ impl SegmentLog {
             else {
                 continue;
             };
-            files.insert(n, Segment::open(&e.path(), writable, segment_bytes)?);
+            files.insert(n, Self::open_file(&e.path(), writable)?);
         }
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -224,6 +168,7 @@ impl SegmentLog {
                 path: path.to_path_buf(),
                 source,
             })?;
+        no_readahead(&f);
         Ok(f)
     }
 
@@ -251,16 +196,16 @@ impl SegmentLog {
         }
     }
 
-    fn segment(&mut self, n: u64) -> Result<&mut Segment, LogError> {
+    fn file(&mut self, n: u64) -> Result<&File, LogError> {
         self.writable()?;
         if !self.files.contains_key(&n) {
-            let f = Segment::open(&segment_path(&self.dir, n), true, self.segment_bytes)?;
+            let f = Self::open_file(&segment_path(&self.dir, n), true)?;
             // The new file's name must survive a power loss before the
             // block that starts it commits.
             self.sync_dir()?;
             self.files.insert(n, f);
         }
-        Ok(self.files.get_mut(&n).expect("just inserted"))
+        Ok(&self.files[&n])
     }
 
     /// Makes the directory's entries (created and removed segments)
@@ -324,19 +269,14 @@ impl SegmentLog {
             pos + bytes.len() as u64 <= self.segment_bytes,
             "a run of records past its segment's end"
         );
-        let segment = self.segment(n)?;
-        let written = segment.file.write_all_at(bytes, pos);
-        if written.is_ok() {
-            segment.len = segment.len.max(pos + bytes.len() as u64);
-        }
-        written.map_err(self.io(n))
+        self.file(n)?.write_all_at(bytes, pos).map_err(self.io(n))
     }
 
     /// Makes everything written in segments `from..=to` (by offset) durable.
     pub fn sync(&mut self, from: u64, to: u64) -> Result<(), LogError> {
         for n in from / self.segment_bytes..=to / self.segment_bytes {
             if let Some(f) = self.files.get(&n) {
-                f.file.sync_data().map_err(self.io(n))?;
+                f.sync_data().map_err(self.io(n))?;
             }
         }
         Ok(())
@@ -355,15 +295,7 @@ impl SegmentLog {
             offset,
             what: "the segment is missing",
         })?;
-        let bytes = f.bytes(pos, buf.len());
-        if bytes.len() < buf.len() {
-            return Err(LogError::Corrupt {
-                offset,
-                what: "a read past the segment's written end",
-            });
-        }
-        buf.copy_from_slice(bytes);
-        Ok(())
+        f.read_exact_at(buf, pos).map_err(self.io(n))
     }
 
     /// The entry at `offset`, its bytes: one read for entries of up to
@@ -378,7 +310,7 @@ impl SegmentLog {
             });
         }
         // The guess may run past the file's end: read what is there.
-        let got = self.read_mapped(offset, &mut out)?;
+        let got = self.read_some(offset, &mut out)?;
         if got < ENTRY_HEADER_BYTES || out[0] != ENTRY_VERSION {
             return Err(LogError::Corrupt {
                 offset,
@@ -403,21 +335,8 @@ impl SegmentLog {
         Ok(out)
     }
 
-    /// Copies up to `buf.len()` bytes at `offset` within one segment from
-    /// its mapping; returns how many the file holds.
-    fn read_mapped(&self, offset: u64, buf: &mut [u8]) -> Result<usize, LogError> {
-        let (n, pos) = (offset / self.segment_bytes, offset % self.segment_bytes);
-        let f = self.files.get(&n).ok_or(LogError::Corrupt {
-            offset,
-            what: "the segment is missing",
-        })?;
-        let bytes = f.bytes(pos, buf.len());
-        buf[..bytes.len()].copy_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    /// Reads up to `buf.len()` bytes at `offset` within one segment by
-    /// `pread` (a scan's large chunks); returns how many the file held.
+    /// Reads up to `buf.len()` bytes at `offset` within one segment;
+    /// returns how many the file held.
     fn read_some(&self, offset: u64, buf: &mut [u8]) -> Result<usize, LogError> {
         let (n, pos) = (offset / self.segment_bytes, offset % self.segment_bytes);
         let f = self.files.get(&n).ok_or(LogError::Corrupt {
@@ -426,7 +345,7 @@ impl SegmentLog {
         })?;
         let mut got = 0;
         while got < buf.len() {
-            match f.file.read_at(&mut buf[got..], pos + got as u64) {
+            match f.read_at(&mut buf[got..], pos + got as u64) {
                 Ok(0) => break,
                 Ok(k) => got += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -563,17 +482,9 @@ impl SegmentLog {
         let n = offset / self.segment_bytes;
         let later: Vec<u64> = self.files.range(n + 1..).map(|(n, _)| *n).collect();
         self.remove_segments(&later)?;
-        if let Some(f) = self.files.get_mut(&n) {
-            let len = offset % self.segment_bytes;
-            f.file.set_len(len).map_err(|source| LogError::Io {
-                path: segment_path(&self.dir, n),
-                source,
-            })?;
-            f.len = len;
-            f.file.sync_all().map_err(|source| LogError::Io {
-                path: segment_path(&self.dir, n),
-                source,
-            })?;
+        if let Some(f) = self.files.get(&n) {
+            f.set_len(offset % self.segment_bytes).map_err(self.io(n))?;
+            f.sync_all().map_err(self.io(n))?;
         }
         Ok(())
     }
@@ -583,7 +494,7 @@ impl SegmentLog {
         use std::os::unix::fs::MetadataExt;
         self.files
             .values()
-            .filter_map(|f| f.file.metadata().ok())
+            .filter_map(|f| f.metadata().ok())
             .map(|m| m.blocks() * 512)
             .sum()
     }
@@ -627,38 +538,5 @@ mod tests {
         for (o, r) in offsets.iter().zip(records) {
             assert_eq!(log.read_entry(*o).unwrap(), r);
         }
-    }
-
-    /// Reads through the mapping stop at the bytes the file holds: past
-    /// them (where a mapped page would fault the process), after a cut,
-    /// in a segment that is not there, and by a reader that opened the
-    /// log before the writer's later appends, each is an error.
-    #[test]
-    fn reads_past_the_written_bytes_are_errors_not_faults() {
-        let dir = tempfile::tempdir().unwrap();
-        let seg = 1 << 20;
-        let mut log = SegmentLog::open(dir.path(), seg).unwrap();
-        let mut e = Vec::new();
-        encode_entry(0, &[1; 32], &[2; 32], &[7; 100], &mut e);
-        let (_, tail) = log.append(0, &[&e, &e]).unwrap();
-        log.sync(0, tail).unwrap();
-        let reader = SegmentLog::open_read_only(dir.path(), seg).unwrap();
-        let (_, later) = log.append(tail, &[&e]).unwrap();
-        assert_eq!(log.read_entry(tail).unwrap(), e);
-        for l in [&log, &reader] {
-            assert_eq!(l.read_entry(0).unwrap(), e);
-            assert!(l.read_entry(later).is_err());
-            assert!(l.read_entry(later + 4096).is_err());
-            assert!(l.read_entry(seg - 1).is_err());
-            assert!(l.read_entry(seg).is_err());
-            assert!(l.read_key(later).is_err());
-        }
-        // The reader opened before the third entry was written.
-        assert!(reader.read_entry(tail).is_err());
-        assert!(reader.read_key(tail + 1).is_err());
-        log.cut_after(e.len() as u64).unwrap();
-        assert_eq!(log.read_entry(0).unwrap(), e);
-        assert!(log.read_entry(e.len() as u64).is_err());
-        assert!(log.read_key(e.len() as u64).is_err());
     }
 }
