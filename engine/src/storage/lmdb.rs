@@ -488,7 +488,7 @@ impl Storage for LmdbStore {
                         (chain_key(w.chain_id, hash), at)
                     })
                     .collect();
-                txs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                txs.sort_unstable_by_key(|t| t.0);
                 for (k, at) in &txs {
                     txn.put(e.txs, k, at, WriteFlags::empty())?;
                 }
