@@ -94,11 +94,15 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
 }
 
-/// Threads that read a block's accounts and state entries at once: past
-/// the page cache a read waits on the disk, not a core, so more readers
-/// than cores keep the disk's queue full (an NVMe wants dozens). At 10⁸
-/// accounts on the development VM, 64 loaded a block's accounts in 113 ms
-/// where 16 took 131 (`int bench scale`, one run each).
+/// Threads that read a block's accounts and state entries at once where
+/// the kernel gives no io_uring ring (with rings, one thread per core
+/// keeps [`twig::log::RING_DEPTH`] reads in flight each, and a read from
+/// the page cache costs no thread switch: at 10⁷ accounts 55 800 → 77 700
+/// tx/s, `int bench scale`, two alternated runs each). Past the page cache
+/// a read waits on the disk, not a core, so more readers than cores keep
+/// the disk's queue full (an NVMe wants dozens). At 10⁸ accounts on the
+/// development VM, 64 loaded a block's accounts in 113 ms where 16 took
+/// 131 (`int bench scale`, one run each).
 pub const READ_THREADS: usize = 64;
 
 /// Items one reader thread takes at least (fewer are not worth a thread).
@@ -171,6 +175,45 @@ where
         out.extend(part);
     }
     Ok(out)
+}
+
+/// Reads `items` with `read`, in order, in one part per core (of at least
+/// `READ_ITEMS_PER_THREAD_MIN` items), the calling thread taking the
+/// first, the others on scoped threads: for reads that keep many
+/// requests in flight themselves (an io_uring ring each), where more
+/// threads than cores would only wait.
+pub(crate) fn read_in_parts<I, T, E>(
+    items: &[I],
+    read: impl Fn(&[I]) -> Result<Vec<T>, E> + Sync,
+) -> Result<Vec<T>, E>
+where
+    I: Sync,
+    T: Send,
+    E: Send,
+{
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let parts = items
+        .len()
+        .div_ceil(READ_ITEMS_PER_THREAD_MIN)
+        .clamp(1, cores);
+    if parts == 1 {
+        return read(items);
+    }
+    let mut chunks = items.chunks(items.len().div_ceil(parts));
+    let first = chunks.next().unwrap_or(&[]);
+    std::thread::scope(|s| {
+        let read = &read;
+        let others: Vec<_> = chunks.map(|c| s.spawn(move || read(c))).collect();
+        let mut out = read(first);
+        for t in others {
+            let part = t.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            if let Ok(out) = &mut out {
+                out.extend(part?);
+            }
+        }
+        out
+    })
 }
 
 /// The data dir's state format: 4, accounts only in the twig log (their

@@ -92,6 +92,62 @@ fn no_readahead(f: &File) {
     let _ = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
 }
 
+/// Reads one io_uring ring keeps in flight.
+pub const RING_DEPTH: u32 = 256;
+
+/// Whether this kernel gives io_uring rings: 0 not asked yet, 1 yes, 2 no
+/// (asked once per process; `INT_IO_URING=0` in the environment says no
+/// without asking, for kernels where rings are a policy question).
+static RINGS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// A ring for [`SegmentLog::read_entries`], or `None` when the kernel
+/// gives none.
+fn ring() -> Option<io_uring::IoUring> {
+    use std::sync::atomic::Ordering;
+    match RINGS.load(Ordering::Relaxed) {
+        2 => return None,
+        0 if std::env::var("INT_IO_URING").is_ok_and(|v| v == "0" || v == "off") => {
+            RINGS.store(2, Ordering::Relaxed);
+            tracing::info!("io_uring off (INT_IO_URING): state reads go one system call each");
+            return None;
+        }
+        _ => {}
+    }
+    match io_uring::IoUring::new(RING_DEPTH) {
+        Ok(r) => {
+            RINGS.store(1, Ordering::Relaxed);
+            Some(r)
+        }
+        Err(e) => {
+            // Refused from the start: never asked again. Refused after
+            // working (a resource limit): this batch only.
+            if RINGS
+                .compare_exchange(0, 2, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                tracing::info!("no io_uring ({e}): state reads go one system call each");
+            }
+            None
+        }
+    }
+}
+
+/// Reads go one system call each from now on, in this process: what
+/// `INT_IO_URING=0` does, for a process that cannot set its environment
+/// before its first read (a test of that path).
+pub fn disable_rings() {
+    RINGS.store(2, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`SegmentLog::read_entries`] reads through io_uring here.
+pub fn rings_work() -> bool {
+    match RINGS.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => ring().is_some(),
+    }
+}
+
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("log-{n:08}.seg"))
 }
@@ -301,16 +357,30 @@ impl SegmentLog {
     /// The entry at `offset`, its bytes: one read for entries of up to
     /// [`ENTRY_GUESS_BYTES`], two for longer ones.
     pub fn read_entry(&self, offset: u64) -> Result<Vec<u8>, LogError> {
+        let mut out = self.entry_buffer(offset)?;
+        // The guess may run past the file's end: read what is there.
+        let got = self.read_some(offset, &mut out)?;
+        self.finish_entry(offset, out, got)
+    }
+
+    /// The buffer a first read of the entry at `offset` fills: the guess,
+    /// cut at the segment's end.
+    fn entry_buffer(&self, offset: u64) -> Result<Vec<u8>, LogError> {
         let room = (self.segment_bytes - offset % self.segment_bytes) as usize;
-        let mut out = vec![0u8; ENTRY_GUESS_BYTES.min(room)];
+        let out = vec![0u8; ENTRY_GUESS_BYTES.min(room)];
         if out.len() < ENTRY_HEADER_BYTES {
             return Err(LogError::Corrupt {
                 offset,
                 what: "an entry cut by its segment's end",
             });
         }
-        // The guess may run past the file's end: read what is there.
-        let got = self.read_some(offset, &mut out)?;
+        Ok(out)
+    }
+
+    /// The entry at `offset` from the first `got` bytes of its
+    /// [`SegmentLog::entry_buffer`] (all the file held there): checked,
+    /// cut to its length, or completed by a second read.
+    fn finish_entry(&self, offset: u64, mut out: Vec<u8>, got: usize) -> Result<Vec<u8>, LogError> {
         if got < ENTRY_HEADER_BYTES || out[0] != ENTRY_VERSION {
             return Err(LogError::Corrupt {
                 offset,
@@ -333,6 +403,103 @@ impl SegmentLog {
             self.read(offset + have as u64, &mut out[have..])?;
         }
         Ok(out)
+    }
+
+    /// The entries at `offsets`, as [`SegmentLog::read_entry`] reads each,
+    /// through one io_uring ring that keeps up to [`RING_DEPTH`] reads in
+    /// flight: one system call per batch instead of one per entry, and no
+    /// threads waiting in the kernel. `None` when this kernel gives no
+    /// ring (too old, or refused by a sandbox): read them one by one then.
+    pub fn read_entries(&self, offsets: &[u64]) -> Result<Option<Vec<Vec<u8>>>, LogError> {
+        use std::os::fd::AsRawFd;
+        let Some(mut ring) = ring() else {
+            return Ok(None);
+        };
+        let mut bufs = offsets
+            .iter()
+            .map(|&o| self.entry_buffer(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut got = vec![0usize; offsets.len()];
+        let mut failed: Option<LogError> = None;
+        let (mut next, mut in_flight) = (0usize, 0usize);
+        loop {
+            {
+                let mut sq = ring.submission();
+                while next < offsets.len() && in_flight < RING_DEPTH as usize && failed.is_none() {
+                    let (n, pos) = (
+                        offsets[next] / self.segment_bytes,
+                        offsets[next] % self.segment_bytes,
+                    );
+                    let Some(f) = self.files.get(&n) else {
+                        failed = Some(LogError::Corrupt {
+                            offset: offsets[next],
+                            what: "the segment is missing",
+                        });
+                        break;
+                    };
+                    let buf = &mut bufs[next];
+                    let read = io_uring::opcode::Read::new(
+                        io_uring::types::Fd(f.as_raw_fd()),
+                        buf.as_mut_ptr(),
+                        buf.len() as u32,
+                    )
+                    .offset(pos)
+                    .build()
+                    .user_data(next as u64);
+                    // SAFETY: the read writes into `bufs[next]`'s heap
+                    // bytes, which stay allocated and unmoved until it
+                    // completes: this function reaps every read it
+                    // submitted before it returns, and leaks the buffers
+                    // when it cannot (below); `f` stays open as `self`
+                    // is borrowed.
+                    if unsafe { sq.push(&read) }.is_err() {
+                        break;
+                    }
+                    next += 1;
+                    in_flight += 1;
+                }
+            }
+            if in_flight == 0 {
+                break;
+            }
+            match ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Reads may still land in the buffers: never free them.
+                    std::mem::forget(bufs);
+                    return Err(LogError::Io {
+                        path: self.dir.clone(),
+                        source: e,
+                    });
+                }
+            }
+            for done in ring.completion() {
+                in_flight -= 1;
+                let i = done.user_data() as usize;
+                match usize::try_from(done.result()) {
+                    Ok(n) => got[i] = n,
+                    Err(_) => {
+                        let n = offsets[i] / self.segment_bytes;
+                        failed.get_or_insert(self.io(n)(std::io::Error::from_raw_os_error(
+                            -done.result(),
+                        )));
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut out = Vec::with_capacity(offsets.len());
+        for ((&offset, mut buf), mut got) in offsets.iter().zip(bufs).zip(got) {
+            if got < buf.len() {
+                // Short: the file's end, or a read the kernel cut.
+                got += self.read_some(offset + got as u64, &mut buf[got..])?;
+            }
+            out.push(self.finish_entry(offset, buf, got)?);
+        }
+        Ok(Some(out))
     }
 
     /// Reads up to `buf.len()` bytes at `offset` within one segment;
@@ -504,6 +671,49 @@ impl SegmentLog {
 mod tests {
     use super::*;
     use crate::state::twig::encode_entry;
+
+    /// A batch read through a ring gives what one read each gives: short
+    /// and long entries (a second read past the guess), entries cut by
+    /// their segment's end, the last entry of the file, repeats, any
+    /// order; an offset in a segment that is not there is an error.
+    #[test]
+    fn batch_reads_match_single_reads() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 3 * (ENTRY_HEADER_BYTES + VALUE_BYTES_MAX) as u64;
+        let mut log = SegmentLog::open(dir.path(), seg).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let entries: Vec<Vec<u8>> = (0..400u64)
+            .map(|serial| {
+                let len = match serial % 4 {
+                    0 => 0,
+                    1 => ENTRY_GUESS_BYTES - ENTRY_HEADER_BYTES,
+                    2 => rng.gen_range(0..VALUE_BYTES_MAX),
+                    _ => VALUE_BYTES_MAX,
+                };
+                let mut e = Vec::new();
+                encode_entry(serial, &[serial as u8; 32], &[2; 32], &vec![7; len], &mut e);
+                e
+            })
+            .collect();
+        let records: Vec<&[u8]> = entries.iter().map(|e| &e[..]).collect();
+        let (offsets, tail) = log.append(0, &records).unwrap();
+        log.sync(0, tail).unwrap();
+        let mut asked: Vec<u64> = (0..1000)
+            .map(|_| offsets[rng.gen_range(0..offsets.len())])
+            .collect();
+        asked.push(*offsets.last().unwrap());
+        let Some(batch) = log.read_entries(&asked).unwrap() else {
+            assert!(!rings_work());
+            eprintln!("no io_uring on this kernel: the batch path is not tested here");
+            return;
+        };
+        for (o, got) in asked.iter().zip(&batch) {
+            assert_eq!(*got, log.read_entry(*o).unwrap(), "offset {o}");
+        }
+        assert!(log.read_entries(&[offsets[0], tail + 10 * seg]).is_err());
+        assert!(log.read_entries(&[offsets[0], 1]).is_err());
+    }
 
     /// A record that fills its segment to the byte, followed by more in
     /// the same append: the rest go to the next segment's file (this

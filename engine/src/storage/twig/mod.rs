@@ -99,7 +99,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use rayon::prelude::*;
 
-use super::read_in_threads;
+use super::{read_in_parts, read_in_threads};
 use crate::state::proof::Hash32;
 use crate::state::twig::{
     Current, KEY_END, KEY_MIN, LogReader, Plan, PlanError, Staged, TwigBits, TwigError, TwigTree,
@@ -449,6 +449,9 @@ impl Partial {
 
 /// A key's current entry as the planner reads it: its offset and entry.
 type Found = Option<(u64, Current)>;
+
+/// A key's entry at a version, as read: its offset and bytes.
+type EntryAt = Option<(u64, Vec<u8>)>;
 
 /// Reads the committed log for [`plan_block`], remembering where each key
 /// it read sits.
@@ -954,11 +957,13 @@ impl TwigStore {
                 });
             }
         }
-        let found = read_in_threads(&missing, |chunk| {
-            chunk.iter().map(|&i| self.current(&keys[i])).collect()
-        })?;
+        let missing_keys: Vec<Hash32> = missing.iter().map(|&i| keys[i]).collect();
+        let found = self.entries_at(&self.version, &missing_keys)?;
         for (i, f) in missing.into_iter().zip(found) {
-            out[i] = f;
+            out[i] = match f {
+                Some((offset, bytes)) => Some((offset, current_of(offset, &bytes)?)),
+                None => None,
+            };
         }
         Ok(out)
     }
@@ -1345,19 +1350,50 @@ impl TwigStore {
         Ok(found.then_some((offset, bytes)))
     }
 
+    /// [`TwigStore::entry_at`] of each of `keys`, in order: through one
+    /// io_uring ring per core where the kernel gives rings (each keeps up
+    /// to [`RING_DEPTH`](log::RING_DEPTH) reads in flight), else by up to
+    /// [`READ_THREADS`](super::READ_THREADS) threads, one read each.
+    fn entries_at(&self, v: &Version, keys: &[Hash32]) -> Result<Vec<EntryAt>, LogError> {
+        if !log::rings_work() {
+            return read_in_threads(keys, |chunk| {
+                chunk.iter().map(|k| self.entry_at(v, k)).collect()
+            });
+        }
+        read_in_parts(keys, |chunk| {
+            let offsets = chunk
+                .iter()
+                .map(|k| self.offset_at(v, k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let present: Vec<u64> = offsets.iter().flatten().copied().collect();
+            let Some(read) = self.log.read_entries(&present)? else {
+                return chunk.iter().map(|k| self.entry_at(v, k)).collect();
+            };
+            let mut read = read.into_iter();
+            chunk
+                .iter()
+                .zip(offsets)
+                .map(|(k, o)| {
+                    let Some(o) = o else { return Ok(None) };
+                    let bytes = read.next().expect("one entry read per offset");
+                    let found = decode_at(o, &bytes)?.key == k;
+                    Ok(found.then_some((o, bytes)))
+                })
+                .collect()
+        })
+    }
+
     /// The values of `keys` at version `v` (one this store handed out), in
-    /// order, read by up to [`READ_THREADS`](super::READ_THREADS) threads at once: one log read
-    /// each. At the current version the entries are kept for the next
-    /// block's planner, which would read the same ones.
+    /// order, read as [`TwigStore::entries_at`] reads: one log read each.
+    /// At the current version the entries are kept for the next block's
+    /// planner, which would read the same ones.
     pub fn values_at(
         &self,
         v: &Version,
         keys: &[Hash32],
     ) -> Result<Vec<Option<Vec<u8>>>, TwigStoreError> {
         self.check_version(v)?;
-        let found = read_in_threads(keys, |chunk| {
-            chunk.iter().map(|k| self.entry_at(v, k)).collect()
-        })?;
+        let found = self.entries_at(v, keys)?;
         let values = found
             .iter()
             .map(|f| match f {
