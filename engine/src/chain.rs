@@ -523,7 +523,10 @@ impl Chain {
         // whole key; equal keys end side by side, for the loader to refuse.
         order.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| leaf(a.1).cmp(&leaf(b.1))));
         let mut loader = self.begin_genesis()?;
-        for chunk in order.chunks(GENESIS_CHUNK_ACCOUNTS) {
+        // Handed to the loader in small batches: it cuts its chunks by
+        // count, so the batches change nothing but the memory (a chunk's
+        // accounts are not held twice).
+        for chunk in order.chunks(GENESIS_ADD_ACCOUNTS) {
             let accounts: Vec<(AccountId, AccountRecord)> =
                 chunk.par_iter().map(|&(_, i)| account(i)).collect();
             loader.add(&accounts)?;
@@ -1425,6 +1428,9 @@ fn check_genesis_objects(objects: &[ObjectWrite]) -> Result<(), ChainError> {
     }
     Ok(())
 }
+
+/// Accounts [`Chain::genesis_of`] computes and hands to the loader at once.
+const GENESIS_ADD_ACCOUNTS: usize = 1 << 16;
 
 /// Accounts loaded per chunk of a genesis. Part of what a genesis is:
 /// each chunk boundary re-appends one entry to the state log, so the

@@ -488,18 +488,18 @@ fn a_sorted_load_in_chunks_is_a_state_like_any_other() {
     all.sort();
     let mut meta = None;
     for chunk in all.chunks(1200) {
-        let p = store.prepare_load(chunk).unwrap();
+        let p = store.prepare_load(chunk.to_vec()).unwrap();
         let w = store.write(&p).unwrap();
         meta = Some(w.meta().clone());
         store.apply(&p, w).unwrap();
     }
     assert!(
-        store.prepare_load(&all[..1]).is_err(),
+        store.prepare_load(all[..1].to_vec()).is_err(),
         "below the greatest key"
     );
     let mut back = all[4000..4002].to_vec();
     back.reverse();
-    assert!(store.prepare_load(&back).is_err(), "unsorted");
+    assert!(store.prepare_load(back.clone()).is_err(), "unsorted");
     let model: BTreeMap<Hash32, Vec<u8>> = all.iter().cloned().collect();
     drop(store);
     let mut store = TwigStore::open_with(dir.path(), meta.as_ref(), SEGMENT_BYTES).unwrap();
@@ -581,7 +581,7 @@ fn a_load_into_an_empty_log_is_the_planners_block() {
     let mut all: Vec<(Hash32, Vec<u8>)> =
         (0..3000u16).map(|i| (key(i), vec![i as u8; 20])).collect();
     all.sort();
-    let loaded = store.prepare_load(&all).unwrap();
+    let loaded = store.prepare_load(all.clone()).unwrap();
     let mut reference = MemLog::new();
     let w: Writes = all.iter().map(|(k, v)| (*k, Some(v.clone()))).collect();
     assert_eq!(reference.block(&w).unwrap(), loaded.root());

@@ -602,7 +602,7 @@ impl Storage for LmdbStore {
             .par_iter()
             .map(|(id, rec)| (account_leaf(id), rec.state_value(id).to_vec()))
             .collect();
-        if let Err(err) = state.load(&entries) {
+        if let Err(err) = state.load(entries) {
             drop(state);
             e.twigs
                 .lock()

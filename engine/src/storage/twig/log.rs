@@ -32,6 +32,8 @@ pub const TOMBSTONE_BYTES: usize = 1 + 32;
 pub const SEGMENT_END: u8 = 0x00;
 /// Bytes an entry read guesses first (an account's entry is 248).
 pub const ENTRY_GUESS_BYTES: usize = 256;
+/// Bytes gathered for one write call at most.
+const RUN_BYTES_MAX: usize = 8 << 20;
 /// Bytes read at a time by a scan.
 const SCAN_CHUNK_BYTES: usize = 8 << 20;
 
@@ -301,9 +303,13 @@ impl SegmentLog {
                 self.write_run(run_start, &run)?;
                 run.clear();
                 run_start = o;
-            } else if o.is_multiple_of(self.segment_bytes) && o != run_start {
+            } else if (o.is_multiple_of(self.segment_bytes) && o != run_start)
+                || run.len() >= RUN_BYTES_MAX
+            {
                 // The last record filled its segment to the byte: the run
-                // goes on in the next file (no end marker is needed).
+                // goes on in the next file (no end marker is needed). Or
+                // the run is long enough for one call (a genesis chunk
+                // would otherwise gather a whole segment in memory).
                 self.write_run(run_start, &run)?;
                 run.clear();
                 run_start = o;
