@@ -30,8 +30,11 @@ pub const TOMBSTONE: u8 = 0xd0;
 pub const TOMBSTONE_BYTES: usize = 1 + 32;
 /// Marks the end of a segment's records.
 pub const SEGMENT_END: u8 = 0x00;
-/// Bytes an entry read guesses first (an account's entry is 248).
-pub const ENTRY_GUESS_BYTES: usize = 256;
+/// Bytes an entry read guesses first: an account's entry, header and
+/// value (`id ‖ record`), so that an account is one read. (It was 256
+/// while accounts' entries grew to 280 with their id: every account read
+/// then took a second call for its last 24 bytes.)
+pub const ENTRY_GUESS_BYTES: usize = ENTRY_HEADER_BYTES + crate::storage::ACCOUNT_VALUE_BYTES;
 /// Bytes gathered for one write call at most.
 const RUN_BYTES_MAX: usize = 8 << 20;
 /// Bytes read at a time by a scan.
