@@ -418,7 +418,8 @@ impl SegmentLog {
     /// through one io_uring ring that keeps up to [`RING_DEPTH`] reads in
     /// flight: one system call per batch instead of one per entry, and no
     /// threads waiting in the kernel. `None` when this kernel gives no
-    /// ring (too old, or refused by a sandbox): read them one by one then.
+    /// ring, or one that fails (too old, or refused by a sandbox): read
+    /// them one by one then.
     pub fn read_entries(&self, offsets: &[u64]) -> Result<Option<Vec<Vec<u8>>>, LogError> {
         use std::os::fd::AsRawFd;
         let Some(mut ring) = ring() else {
@@ -475,12 +476,17 @@ impl SegmentLog {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Reads may still land in the buffers: never free them.
+                    // Reads may still land in the buffers: never free
+                    // them. A ring that cannot be entered (a sandbox that
+                    // allows setting one up but not using it) is not used
+                    // again: these reads go one call each.
                     std::mem::forget(bufs);
-                    return Err(LogError::Io {
-                        path: self.dir.clone(),
-                        source: e,
-                    });
+                    if RINGS.swap(2, std::sync::atomic::Ordering::Relaxed) != 2 {
+                        tracing::warn!(
+                            "io_uring failed ({e}): state reads go one system call each"
+                        );
+                    }
+                    return Ok(None);
                 }
             }
             for done in ring.completion() {
