@@ -97,8 +97,11 @@ pub enum StorageError {
 /// Threads that read a block's accounts and state entries at once where
 /// the kernel gives no io_uring ring (with rings, one thread per core
 /// keeps [`twig::log::RING_DEPTH`] reads in flight each, and a read from
-/// the page cache costs no thread switch: at 10⁷ accounts 55 800 → 77 700
-/// tx/s, `int bench scale`, two alternated runs each). Past the page cache
+/// the page cache costs no thread switch. Measured with `int bench
+/// scale`, noisy: at 10⁷ accounts 55 800 → 77 700 tx/s in one alternated
+/// pair of runs and no difference in a later pair, both while an account
+/// read still took two calls; at 10⁸ after that fix 34 569 → 37 137
+/// tx/s, one run each, `INT_IO_URING=0` against rings). Past the page cache
 /// a read waits on the disk, not a core, so more readers than cores keep
 /// the disk's queue full (an NVMe wants dozens). At 10⁸ accounts on the
 /// development VM, 64 loaded a block's accounts in 113 ms where 16 took
