@@ -161,17 +161,7 @@ where
                 .map(&read)
                 .collect::<Result<Vec<Vec<T>>, E>>()
         })?,
-        _ => std::thread::scope(|s| {
-            let read = &read;
-            let running: Vec<_> = items
-                .chunks(per)
-                .map(|c| s.spawn(move || read(c)))
-                .collect();
-            running
-                .into_iter()
-                .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect::<Result<Vec<Vec<T>>, E>>()
-        })?,
+        _ => return in_scoped_threads(items, per, &read),
     };
     let mut out = Vec::with_capacity(items.len());
     for part in parts {
@@ -203,10 +193,25 @@ where
     if parts == 1 {
         return read(items);
     }
-    let mut chunks = items.chunks(items.len().div_ceil(parts));
+    in_scoped_threads(items, items.len().div_ceil(parts), &read)
+}
+
+/// `read` over `items` in chunks of `per`, in order: the first chunk on
+/// the calling thread, each other on a scoped thread of its own; the
+/// first error in chunk order, once every chunk is done.
+fn in_scoped_threads<I, T, E>(
+    items: &[I],
+    per: usize,
+    read: &(impl Fn(&[I]) -> Result<Vec<T>, E> + Sync),
+) -> Result<Vec<T>, E>
+where
+    I: Sync,
+    T: Send,
+    E: Send,
+{
+    let mut chunks = items.chunks(per.max(1));
     let first = chunks.next().unwrap_or(&[]);
     std::thread::scope(|s| {
-        let read = &read;
         let others: Vec<_> = chunks.map(|c| s.spawn(move || read(c))).collect();
         let mut out = read(first);
         for t in others {
