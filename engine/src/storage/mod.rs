@@ -40,6 +40,7 @@
 
 pub mod lmdb;
 pub mod twig;
+mod tx_index;
 
 use std::path::Path;
 use std::sync::Arc;
