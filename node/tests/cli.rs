@@ -573,6 +573,7 @@ fn bench_scale_smoke() {
             "recovery_s",
             "checkpoint_s",
             "restart_s",
+            "tx_lookup_us",
         ] {
             assert_positive(row, key);
         }

@@ -385,6 +385,7 @@ pub fn index_block(
 ) -> Result<(), StorageError> {
     assert!(params.fanout >= 2 && params.chunk_entries >= 1 && params.step_entries_min >= 1);
     let mut dir = Directory::load(store, chain_id)?;
+    let before = dir.clone();
     if !tx_hashes.is_empty() {
         let mut entries: Vec<[u8; ENTRY_BYTES]> = (0u32..)
             .zip(tx_hashes)
@@ -429,6 +430,11 @@ pub fn index_block(
         }
     }
     dir.runs.sort_unstable_by_key(|r| r.id);
+    if dir == before {
+        // A block without transactions and no merge to take: nothing to
+        // write.
+        return Ok(());
+    }
     store.put_directory(chain_id, &dir.encode())
 }
 

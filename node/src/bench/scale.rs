@@ -7,8 +7,10 @@
 //! and reopened again. One row per population: execution + commit tx/s,
 //! block time and its split (load, execute, root, commit), state updates
 //! per second, bytes written per block, peak memory, disk bytes per
-//! account, recovery time, checkpoint and restart time. `OUT/scale.json` holds the report and
-//! `OUT/scale.svg` plots block time against accounts (log scale).
+//! account, recovery time, checkpoint and restart time, and the time to
+//! find a transaction by hash after the blocks. `OUT/scale.json` holds the
+//! report and `OUT/scale.svg` plots block time against accounts (log
+//! scale).
 //!
 //! The genesis goes through the chain's genesis loader a chunk at a time
 //! (`Chain::begin_genesis`), so a population needs the disk of its state
@@ -106,6 +108,9 @@ pub struct ScaleRow {
     pub checkpoint_s: Option<f64>,
     /// Reopening the store after that checkpoint (a restart), seconds.
     pub restart_s: Option<f64>,
+    /// A transaction found by hash after the blocks (the RPC's receipt
+    /// lookup), mean µs.
+    pub tx_lookup_us: f64,
 }
 
 /// The report of `int bench scale`.
@@ -261,6 +266,7 @@ pub fn run(args: &ScaleArgs) -> Result<ScaleReport, TpsError> {
             recovery_s: r.recovery_s,
             checkpoint_s: r.restart.map(|r| r.0),
             restart_s: r.restart.map(|r| r.1),
+            tx_lookup_us: r.tx_lookup_us,
         };
         eprintln!(
             "  {n} accounts: {:.0} tx/s, {:.1} ms per block (load {:.1}, execute {:.1}, root {:.1}, commit {:.1}), {:.0} updates/s, {:.0} B on disk per account, recovery {:.2} s, restart after a checkpoint {:.2} s ({:.0} s in all)",

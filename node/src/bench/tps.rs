@@ -74,7 +74,8 @@ use int_engine::mempool::{Mempool, NONCE_AHEAD_MAX};
 use int_engine::storage::{AccountRecord, StorageError};
 use int_schemas::wire::{Token, TxStatus};
 use int_schemas::{
-    AccountId, DecodeError, PayloadSpec, TxBodySpec, build_envelope, build_tx_body, decode_tx,
+    AccountId, DecodeError, Hash32, PayloadSpec, TxBodySpec, build_envelope, build_tx_body,
+    decode_tx,
 };
 use int_systems::market::MarketError;
 use rand::rngs::StdRng;
@@ -1098,6 +1099,46 @@ pub(crate) struct ExecResult {
     /// Then a checkpoint written as a node stops and the reopen that reads
     /// it, seconds each; measured with `recovery_s`.
     pub(crate) restart: Option<(f64, f64)>,
+    /// A transaction's location by hash after the measured blocks (the
+    /// RPC's receipt lookup), mean µs.
+    pub(crate) tx_lookup_us: f64,
+}
+
+/// Lookups timed by [`time_tx_lookups`].
+const TX_LOOKUPS: usize = 1000;
+
+/// Looks up [`TX_LOOKUPS`] transactions of `blocks` (spread over them)
+/// by hash after they committed, checking each location; mean µs.
+fn time_tx_lookups(chain: &Chain, blocks: &[Vec<VerifiedTx>]) -> Result<f64, TpsError> {
+    let head = chain
+        .head()
+        .ok_or_else(|| TpsError::Failed("no head after the blocks".into()))?;
+    let first = head.height + 1 - blocks.len() as u64;
+    let per_block = TX_LOOKUPS.div_ceil(blocks.len().max(1));
+    let picks: Vec<(Hash32, u64, u32)> = (first..)
+        .zip(blocks)
+        .flat_map(|(height, b)| {
+            let step = (b.len() / per_block).max(1);
+            (0..b.len())
+                .step_by(step)
+                .take(per_block)
+                .map(move |i| (b[i].hash, height, i as u32))
+        })
+        .take(TX_LOOKUPS)
+        .collect();
+    let view = chain.store().snapshot()?;
+    let t = Instant::now();
+    for (hash, height, index) in &picks {
+        // Every sender of the stream has a key, so every transaction is
+        // in its block, at its place in the stream.
+        let at = view.tx_location(CHAIN_ID, hash)?;
+        if at != Some((*height, *index)) {
+            return Err(TpsError::Failed(format!(
+                "transaction {index} of block {height} found at {at:?}"
+            )));
+        }
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e6 / picks.len().max(1) as f64)
 }
 
 /// The accounts of the execution phase: account `i`'s id is
@@ -1314,6 +1355,7 @@ pub(crate) fn exec_commit(
     let written_before = io_write_bytes();
     let wchar_before = io_wchar();
     let (wall, ok, stage_us) = run_blocks(&mut chain, &validator, &blocks)?;
+    let tx_lookup_us = time_tx_lookups(&chain, &blocks)?;
     let per_block_mib =
         |a: u64, b: u64| b.saturating_sub(a) as f64 / 1048576.0 / args.blocks as f64;
     let written_mib_per_block = written_before
@@ -1345,6 +1387,10 @@ pub(crate) fn exec_commit(
         stage_us.seal / 1000,
         stage_us.commit / 1000,
         stage_us.other / 1000,
+    );
+    eprintln!(
+        "    a transaction found by hash in {:.1} µs (mean of {TX_LOOKUPS} lookups, one snapshot)",
+        tx_lookup_us
     );
     if let Some(w) = written_mib_per_block {
         eprintln!(
@@ -1454,5 +1500,6 @@ pub(crate) fn exec_commit(
         disk_bytes,
         recovery_s,
         restart,
+        tx_lookup_us,
     })
 }
