@@ -751,12 +751,21 @@ impl tx_index::RunWrite for TxRuns<&mut lmdb::RwTransaction<'_>> {
         last: &Hash32,
         entries: &[u8],
     ) -> Result<(), StorageError> {
-        Ok(self.txn.put(
+        // A chunk is written once: a key already there is a directory
+        // that reused a run id.
+        match self.txn.put(
             self.runs,
             &tx_chunk_key(chain_id, run, last),
             &entries,
-            WriteFlags::empty(),
-        )?)
+            WriteFlags::NO_OVERWRITE,
+        ) {
+            Ok(()) => Ok(()),
+            Err(lmdb::Error::KeyExist) => Err(StorageError::Corrupt {
+                table: "txruns",
+                what: format!("chunk of run {run} written twice"),
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn delete_chunk(&mut self, chain_id: u32, run: u64, last: &Hash32) -> Result<(), StorageError> {
@@ -1398,6 +1407,67 @@ mod tests {
             .unwrap()
             .entries;
         assert_eq!(chunks, 2 + 6, "chunks left after the merges");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+
+        /// The index's runs through LMDB's own transactions and cursors,
+        /// with steps small enough that merges span many commits, for two
+        /// chains at once: every lookup answers as a map of latest
+        /// locations.
+        #[test]
+        fn tx_runs_in_lmdb_match_a_map(
+            blocks in proptest::collection::vec(
+                (0u32..2, proptest::collection::vec(0u8..120, 0..10)),
+                1..40
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = LmdbStore::open(dir.path()).unwrap();
+            let e = &*store.env;
+            let params = tx_index::Params {
+                fanout: 2,
+                chunk_entries: 3,
+                step_entries_min: 2,
+            };
+            let hash = |n: u8| {
+                let mut h = [n.wrapping_mul(53); 32];
+                h[31] = n;
+                h
+            };
+            let mut want: HashMap<(u32, Hash32), (u64, u32)> = HashMap::new();
+            let mut heights = [0u64; 2];
+            for (chain, txs) in &blocks {
+                heights[*chain as usize] += 1;
+                let height = heights[*chain as usize];
+                let hashes: Vec<Hash32> = txs.iter().map(|n| hash(*n)).collect();
+                let mut txn = e.env.begin_rw_txn().unwrap();
+                tx_index::index_block(
+                    &mut TxRuns { txn: &mut txn, meta: e.meta, runs: e.txruns },
+                    *chain,
+                    height,
+                    &hashes,
+                    params,
+                )
+                .unwrap();
+                txn.commit().unwrap();
+                for (i, h) in (0u32..).zip(&hashes) {
+                    want.insert((*chain, *h), (height, i));
+                }
+                let txn = e.env.begin_ro_txn().unwrap();
+                let runs = TxRuns { txn: &txn, meta: e.meta, runs: e.txruns };
+                for chain in 0..2u32 {
+                    for n in 0..120u8 {
+                        proptest::prop_assert_eq!(
+                            tx_index::locate(&runs, chain, &hash(n)).unwrap(),
+                            want.get(&(chain, hash(n))).copied(),
+                            "chain {}, hash {}", chain, n
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// A data dir whose transactions an older release indexed in `txs`

@@ -22,7 +22,9 @@
 //! search in it, ≈ 8 runs a level. A merge deletes the chunks of its
 //! inputs as it passes them, so a hash is always in an input or in the
 //! output, and the lookup takes the latest location among those it finds
-//! (a hash indexed twice answers as the B-tree, which overwrote, did).
+//! (a hash indexed twice answers as the B-tree, which overwrote, did,
+//! because a chain's blocks are indexed at heights that only grow: each
+//! commit is on the head).
 //!
 //! The store is behind [`RunRead`] and [`RunWrite`]: LMDB's transactions
 //! in the node (`storage::lmdb`), a map in the tests.
@@ -50,13 +52,14 @@ pub struct Params {
 }
 
 impl Params {
-    /// The node's: merges of 8 runs, chunks of 2 048 entries (88 KiB:
-    /// LMDB writes a value this size as contiguous overflow pages; larger
-    /// values need longer free runs in its file), steps of at least 16 384
-    /// entries.
+    /// The node's: merges of 8 runs, chunks of 2 047 entries (LMDB
+    /// writes a value this size as 22 contiguous 4 KiB overflow pages,
+    /// their 16-byte header included: 2 048 would take a 23rd for 16
+    /// bytes; larger values need longer free runs in its file), steps of
+    /// at least 16 384 entries.
     pub const NODE: Params = Params {
         fanout: 8,
-        chunk_entries: 2048,
+        chunk_entries: 2047,
         step_entries_min: 16_384,
     };
 }
@@ -254,6 +257,21 @@ impl Directory {
         if ids.windows(2).any(|w| w[0] == w[1]) || ids.last().is_some_and(|&l| l >= next_run) {
             return Err(corrupt("a run named twice, or past the next run id"));
         }
+        // A merge's inputs are live runs, each some one merge's.
+        let mut inputs: Vec<u64> = merges
+            .iter()
+            .flat_map(|m| m.inputs.iter().copied())
+            .collect();
+        inputs.sort_unstable();
+        let mut live: Vec<u64> = runs.iter().map(|r| r.id).collect();
+        live.sort_unstable();
+        if inputs.windows(2).any(|w| w[0] == w[1])
+            || inputs.iter().any(|i| live.binary_search(i).is_err())
+        {
+            return Err(corrupt(
+                "a merge input that is no live run, or merged twice",
+            ));
+        }
         Ok(Self {
             next_run,
             runs,
@@ -268,10 +286,12 @@ impl Directory {
         }
     }
 
-    fn new_run(&mut self) -> u64 {
+    fn new_run(&mut self) -> Result<u64, StorageError> {
         let id = self.next_run;
-        self.next_run += 1;
-        id
+        self.next_run = id
+            .checked_add(1)
+            .ok_or_else(|| corrupt("run ids exhausted"))?;
+        Ok(id)
     }
 
     /// Every run a lookup asks: the live ones and merges' outputs.
@@ -324,11 +344,18 @@ fn successor(h: &Hash32) -> Option<Hash32> {
     None
 }
 
-fn check_chunk(run: u64, bytes: &[u8]) -> Result<(), StorageError> {
+/// Refuses a chunk that is not whole entries, or whose key is not its
+/// last entry's hash (the key is what seeks find it by).
+fn check_chunk(run: u64, last: &Hash32, bytes: &[u8]) -> Result<(), StorageError> {
     if bytes.is_empty() || !bytes.len().is_multiple_of(ENTRY_BYTES) {
         return Err(corrupt(format!(
             "a chunk of run {run} of {} bytes, not a positive multiple of {ENTRY_BYTES}",
             bytes.len()
+        )));
+    }
+    if last_hash(bytes) != *last {
+        return Err(corrupt(format!(
+            "a chunk of run {run} whose key is not its last hash"
         )));
     }
     Ok(())
@@ -344,8 +371,8 @@ pub fn locate(
     let dir = Directory::load(store, chain_id)?;
     let mut best = None;
     for run in dir.searched() {
-        let found = store.with_chunk_from(chain_id, run, hash, |_, bytes| {
-            check_chunk(run, bytes)?;
+        let found = store.with_chunk_from(chain_id, run, hash, |last, bytes| {
+            check_chunk(run, last, bytes)?;
             let n = bytes.len() / ENTRY_BYTES;
             let at = |i: usize| &bytes[i * ENTRY_BYTES..(i + 1) * ENTRY_BYTES];
             let i = partition(n, |i| hash_of(at(i)) < &hash[..]);
@@ -400,7 +427,7 @@ pub fn index_block(
             }
             same
         });
-        let id = dir.new_run();
+        let id = dir.new_run()?;
         let mut out = Vec::with_capacity(entries.len() * ENTRY_BYTES);
         for e in &entries {
             out.extend_from_slice(e);
@@ -412,7 +439,7 @@ pub fn index_block(
             entries: entries.len() as u64,
         });
     }
-    begin_merges(&mut dir, params.fanout);
+    begin_merges(&mut dir, params.fanout)?;
     let budget = params.step_entries_min.max(2 * tx_hashes.len());
     for mut m in std::mem::take(&mut dir.merges) {
         if step(store, chain_id, &mut m, budget, params.chunk_entries)? {
@@ -440,7 +467,7 @@ pub fn index_block(
 
 /// Begins a merge of the oldest `fanout` runs of each level that has as
 /// many no merge takes.
-fn begin_merges(dir: &mut Directory, fanout: usize) {
+fn begin_merges(dir: &mut Directory, fanout: usize) -> Result<(), StorageError> {
     let mut levels: Vec<u8> = dir.runs.iter().map(|r| r.level).collect();
     levels.sort_unstable();
     levels.dedup();
@@ -457,7 +484,7 @@ fn begin_merges(dir: &mut Directory, fanout: usize) {
             if free.len() < fanout {
                 break;
             }
-            let output = dir.new_run();
+            let output = dir.new_run()?;
             dir.merges.push(Merge {
                 output,
                 level: level.saturating_add(1),
@@ -467,6 +494,7 @@ fn begin_merges(dir: &mut Directory, fanout: usize) {
             });
         }
     }
+    Ok(())
 }
 
 fn write_chunks(
@@ -499,7 +527,7 @@ impl Head {
         from: &Hash32,
     ) -> Result<Option<Head>, StorageError> {
         let found = store.with_chunk_from(chain_id, run, from, |last, bytes| {
-            check_chunk(run, bytes)?;
+            check_chunk(run, last, bytes)?;
             let n = bytes.len() / ENTRY_BYTES;
             let i = partition(n, |i| {
                 hash_of(&bytes[i * ENTRY_BYTES..(i + 1) * ENTRY_BYTES]) < &from[..]
@@ -564,7 +592,11 @@ fn step(
             .filter_map(|(_, h)| h.as_ref()?.current())
             .map(hash_of)
             .min()
-            .map(<[u8]>::to_vec)
+            .map(|h| {
+                let mut a = [0u8; 32];
+                a.copy_from_slice(h);
+                a
+            })
         else {
             break;
         };
@@ -587,7 +619,10 @@ fn step(
         out.extend_from_slice(&best);
         m.after = Some(last_hash(&best));
     }
-    m.emitted += (out.len() / ENTRY_BYTES) as u64;
+    m.emitted = m
+        .emitted
+        .checked_add((out.len() / ENTRY_BYTES) as u64)
+        .ok_or_else(|| corrupt(format!("merge into run {} past 2^64 entries", m.output)))?;
     if !out.is_empty() {
         write_chunks(store, chain_id, m.output, &out, chunk_entries)?;
     }
@@ -658,6 +693,12 @@ mod tests {
     }
 
     fn hash(n: u16) -> Hash32 {
+        // The key space's ends too (a merge past the last hash).
+        match n {
+            0 => return [0xff; 32],
+            1 => return [0; 32],
+            _ => {}
+        }
         let mut h = [0u8; 32];
         // Spread over the key space, with neighbours that share a prefix.
         h[0] = (n as u8).wrapping_mul(37);
@@ -750,15 +791,17 @@ mod tests {
         ) {
             let mut dir = Directory::default();
             for (level, entries) in runs {
-                let id = dir.new_run();
+                let id = dir.new_run().unwrap();
                 dir.runs.push(Run { id, level, entries });
             }
+            // Each merge takes the next live runs nobody merges.
+            let mut free = dir.runs.iter().map(|r| r.id).collect::<Vec<_>>().into_iter();
             for (level, after, emitted, inputs) in merges {
-                let output = dir.new_run();
+                let output = dir.new_run().unwrap();
                 dir.merges.push(Merge {
                     output,
                     level,
-                    inputs: (0..inputs as u64).collect(),
+                    inputs: free.by_ref().take(inputs).collect(),
                     after,
                     emitted,
                 });
@@ -774,9 +817,29 @@ mod tests {
             prop_assert!(Directory::decode(&longer).is_err());
         }
 
+        /// Bytes past the version byte, random or a valid directory's
+        /// with bytes changed: a directory or an error, never a panic.
         #[test]
-        fn directories_of_any_bytes_decode_or_fail(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        fn directories_of_any_bytes_decode_or_fail(
+            mut bytes in prop::collection::vec(any::<u8>(), 1..200),
+            runs in 0u64..12,
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            bytes[0] = DIRECTORY_VERSION;
             let _ = Directory::decode(&bytes);
+            let mut dir = Directory::default();
+            for level in 0..runs {
+                let id = dir.new_run().unwrap();
+                dir.runs.push(Run { id, level: level as u8 % 3, entries: level + 1 });
+            }
+            begin_merges(&mut dir, 2).unwrap();
+            let mut valid = dir.encode();
+            prop_assert_eq!(Directory::decode(&valid).unwrap(), dir);
+            for (at, b) in flips {
+                let i = at.index(valid.len());
+                valid[i] ^= b | 1;
+            }
+            let _ = Directory::decode(&valid);
         }
     }
 
@@ -837,6 +900,27 @@ mod tests {
         ));
         store.dirs.insert(1, vec![9]);
         assert!(locate(&store, 1, &hash(1)).is_err());
+
+        // A merge reading a chunk whose key is not its last hash.
+        let mut store = MapStore::default();
+        let params = Params {
+            fanout: 2,
+            chunk_entries: 4,
+            step_entries_min: 1,
+        };
+        index_block(&mut store, 1, 1, &[hash(5), hash(6)], params).unwrap();
+        let (key, v) = store.chunks.pop_first().unwrap();
+        store.chunks.insert((key.0, key.1, [0xee; 32]), v);
+        assert!(matches!(
+            index_block(&mut store, 1, 2, &[hash(7)], params),
+            Err(StorageError::Corrupt { .. })
+        ));
+        // A directory whose run ids are spent.
+        let mut dir = Directory {
+            next_run: u64::MAX,
+            ..Directory::default()
+        };
+        assert!(dir.new_run().is_err());
     }
 
     #[test]
