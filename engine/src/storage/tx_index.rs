@@ -28,6 +28,16 @@
 //!
 //! The store is behind [`RunRead`] and [`RunWrite`]: LMDB's transactions
 //! in the node (`storage::lmdb`), a map in the tests.
+//!
+//! Measured (`int bench scale`, 2-core VM, one run each against the
+//! B-tree): at 10⁵ accounts over 1 000 blocks of 5 000 transfers, commit
+//! 84.8 → 10.2 ms a block (9.5 over the first 100: flat) and page cache
+//! dirtied 297 → 9 MiB a block; a lookup 22.7 µs after the 1 000 blocks
+//! with a warm cache (8.1 after 100). Left: a lookup of a hash nobody
+//! indexed pays a seek in every run (≈ 8 a level) and then the old table;
+//! a filter per run (Bloom, or fence keys) would make it one probe. How
+//! LMDB's free list holds up under 10⁴ and more blocks of freed and
+//! allocated 22-page chunks is not measured.
 
 use super::StorageError;
 use int_schemas::Hash32;
