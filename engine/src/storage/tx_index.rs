@@ -35,9 +35,12 @@
 //! dirtied 297 → 9 MiB a block; a lookup 22.7 µs after the 1 000 blocks
 //! with a warm cache (8.1 after 100). Left: a lookup of a hash nobody
 //! indexed pays a seek in every run (≈ 8 a level) and then the old table;
-//! a filter per run (Bloom, or fence keys) would make it one probe. How
-//! LMDB's free list holds up under 10⁴ and more blocks of freed and
-//! allocated 22-page chunks is not measured.
+//! a filter per run (Bloom, or fence keys) would make it one probe.
+//! LMDB's free list under the merges' freed and allocated 22-page chunks:
+//! after 3 000 blocks of 1 000 (`--accounts 1e5 --blocks 3000 --block-txs
+//! 1000`) the file's high-water mark (216 709 pages) is within 1 % of the
+//! pages its tables use, the runs' 32 230 overflow pages exactly their 3
+//! million entries; 10⁴ blocks and more are not measured.
 
 use super::StorageError;
 use int_schemas::Hash32;
