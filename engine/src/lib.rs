@@ -6,6 +6,7 @@
 //!
 //! Nothing here does I/O other than storage; the node drives it.
 
+pub mod bytes;
 pub mod chain;
 pub mod crypto;
 pub mod fault;

@@ -139,60 +139,11 @@ fn corrupt(key: &'static str, what: impl ToString) -> TokenError {
 // ---------------------------------------------------------------------------
 
 /// Reads fixed-size little-endian fields off a record, front to back.
-struct Reader<'a> {
-    key: &'static str,
-    b: &'a [u8],
-}
+type Reader<'a> = int_engine::bytes::FieldReader<'a, TokenError, false>;
 
-impl<'a> Reader<'a> {
-    /// A reader over `b` after checking its version byte.
-    fn new(key: &'static str, b: &'a [u8]) -> Result<Self, TokenError> {
-        match b.split_first() {
-            Some((&VERSION, rest)) => Ok(Self { key, b: rest }),
-            Some(_) => Err(corrupt(key, "unknown version")),
-            None => Err(corrupt(key, "empty")),
-        }
-    }
-
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], TokenError> {
-        if self.b.len() < N {
-            return Err(corrupt(self.key, "too short"));
-        }
-        let (head, rest) = self.b.split_at(N);
-        self.b = rest;
-        let mut a = [0u8; N];
-        a.copy_from_slice(head);
-        Ok(a)
-    }
-
-    fn u8(&mut self) -> Result<u8, TokenError> {
-        Ok(self.take::<1>()?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, TokenError> {
-        Ok(u32::from_le_bytes(self.take()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, TokenError> {
-        Ok(u64::from_le_bytes(self.take()?))
-    }
-
-    fn u128(&mut self) -> Result<u128, TokenError> {
-        Ok(u128::from_le_bytes(self.take()?))
-    }
-
-    fn id(&mut self) -> Result<AccountId, TokenError> {
-        self.take()
-    }
-
-    /// Fails unless every byte was read.
-    fn end(self) -> Result<(), TokenError> {
-        if self.b.is_empty() {
-            Ok(())
-        } else {
-            Err(corrupt(self.key, "trailing bytes"))
-        }
-    }
+/// A reader over `b` after checking its version byte.
+fn reader<'a>(key: &'static str, b: &'a [u8]) -> Result<Reader<'a>, TokenError> {
+    Reader::versioned(b, key, VERSION, corrupt)
 }
 
 /// Calls `f` on every stored state object under `prefix`, in key order,
@@ -326,13 +277,13 @@ impl TokenConfig {
 
     fn decode(b: &[u8]) -> Result<Self, TokenError> {
         const KEY: &str = "tok/config";
-        let mut r = Reader::new(KEY, b)?;
+        let mut r = reader(KEY, b)?;
         let epoch_blocks = r.u64()?;
         let initial_int_per_fiat = r.u128()?;
         let auction_lots_per_epoch = r.u64()?;
         let auction_reserve_int_per_lot = r.u128()?;
         let n = r.u8()? as usize;
-        let oracles = (0..n).map(|_| r.id()).collect::<Result<_, _>>()?;
+        let oracles = (0..n).map(|_| r.arr()).collect::<Result<_, _>>()?;
         r.end()?;
         let cfg = Self {
             epoch_blocks,
@@ -395,7 +346,7 @@ impl Price {
 
     fn decode(b: &[u8]) -> Result<Self, TokenError> {
         const KEY: &str = "tok/price";
-        let mut r = Reader::new(KEY, b)?;
+        let mut r = reader(KEY, b)?;
         let p = Self {
             epoch: r.u64()?,
             int_per_fiat: r.u128()?,
@@ -417,7 +368,7 @@ fn encode_amount(x: u128) -> Vec<u8> {
 }
 
 fn decode_amount(key: &'static str, b: &[u8]) -> Result<u128, TokenError> {
-    let mut r = Reader::new(key, b)?;
+    let mut r = reader(key, b)?;
     let x = r.u128()?;
     r.end()?;
     if x == 0 {
@@ -458,7 +409,7 @@ impl Round {
 
     fn decode(b: &[u8]) -> Result<Self, TokenError> {
         const KEY: &str = "tok/round";
-        let mut r = Reader::new(KEY, b)?;
+        let mut r = reader(KEY, b)?;
         let round = Self {
             epoch: r.u64()?,
             bids: r.u32()?,
@@ -528,9 +479,9 @@ impl StoredBid {
 
     fn decode(b: &[u8]) -> Result<Self, TokenError> {
         const KEY: &str = "tok/bid";
-        let mut r = Reader::new(KEY, b)?;
+        let mut r = reader(KEY, b)?;
         let bid = Self {
-            bidder: r.id()?,
+            bidder: r.arr()?,
             lots: r.u64()?,
             int_per_lot: r.u128()?,
         };
@@ -585,7 +536,7 @@ impl AuctionResult {
 
     fn decode(b: &[u8]) -> Result<Self, TokenError> {
         const KEY: &str = "tok/auction";
-        let mut r = Reader::new(KEY, b)?;
+        let mut r = reader(KEY, b)?;
         let epoch = r.u64()?;
         let price = r.u128()?;
         let a = Self {

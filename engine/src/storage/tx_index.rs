@@ -149,31 +149,11 @@ fn corrupt(what: impl Into<String>) -> StorageError {
     }
 }
 
-/// A cursor over an encoded directory, every read checked.
-struct Reader<'a>(&'a [u8]);
+/// The directory's fields, big-endian, every read checked.
+type Reader<'a> = crate::bytes::FieldReader<'a, StorageError, true>;
 
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], StorageError> {
-        let (Some(head), Some(rest)) = (self.0.get(..N), self.0.get(N..)) else {
-            return Err(corrupt("directory ends early"));
-        };
-        let mut b = [0u8; N];
-        b.copy_from_slice(head);
-        self.0 = rest;
-        Ok(b)
-    }
-
-    fn u8(&mut self) -> Result<u8, StorageError> {
-        Ok(self.take::<1>()?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, StorageError> {
-        Ok(u32::from_be_bytes(self.take()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, StorageError> {
-        Ok(u64::from_be_bytes(self.take()?))
-    }
+fn directory_error(key: &'static str, what: &'static str) -> StorageError {
+    corrupt(format!("{key}: {what}"))
 }
 
 impl Directory {
@@ -209,16 +189,12 @@ impl Directory {
     /// Decodes a directory, refusing one that is cut, has bytes past its
     /// end, names a run twice or counts more runs than its bytes hold.
     fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
-        let mut r = Reader(bytes);
-        let version = r.u8()?;
-        if version != DIRECTORY_VERSION {
-            return Err(corrupt(format!("directory version {version}")));
-        }
+        let mut r = Reader::versioned(bytes, "directory", DIRECTORY_VERSION, directory_error)?;
         let next_run = r.u64()?;
         // Each count is checked against the bytes left before anything
         // is allocated for it.
         let runs_len = r.u32()? as usize;
-        if runs_len > r.0.len() / 17 {
+        if runs_len > r.remaining() / 17 {
             return Err(corrupt(format!("{runs_len} runs in a short directory")));
         }
         let mut runs = Vec::with_capacity(runs_len);
@@ -230,7 +206,7 @@ impl Directory {
             });
         }
         let merges_len = r.u32()? as usize;
-        if merges_len > r.0.len() / 22 {
+        if merges_len > r.remaining() / 22 {
             return Err(corrupt(format!("{merges_len} merges in a short directory")));
         }
         let mut merges = Vec::with_capacity(merges_len);
@@ -239,12 +215,12 @@ impl Directory {
             let level = r.u8()?;
             let after = match r.u8()? {
                 0 => None,
-                1 => Some(r.take::<32>()?),
+                1 => Some(r.arr::<32>()?),
                 other => return Err(corrupt(format!("merge position tag {other}"))),
             };
             let emitted = r.u64()?;
             let inputs_len = r.u32()? as usize;
-            if inputs_len > r.0.len() / 8 {
+            if inputs_len > r.remaining() / 8 {
                 return Err(corrupt(format!("{inputs_len} inputs in a short directory")));
             }
             let inputs = (0..inputs_len)
@@ -258,9 +234,7 @@ impl Directory {
                 emitted,
             });
         }
-        if !r.0.is_empty() {
-            return Err(corrupt(format!("{} bytes past the directory", r.0.len())));
-        }
+        r.end()?;
         let mut ids: Vec<u64> = runs
             .iter()
             .map(|r| r.id)

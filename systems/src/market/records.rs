@@ -233,70 +233,12 @@ pub(crate) fn due_value() -> Vec<u8> {
 // A reader that refuses short and trailing bytes.
 // ---------------------------------------------------------------------------
 
-struct Reader<'a> {
-    b: &'a [u8],
-    key: &'static str,
-}
+/// Big-endian fields off a record, front to back.
+type Reader<'a> = int_engine::bytes::FieldReader<'a, MarketError, true>;
 
-impl<'a> Reader<'a> {
-    fn new(b: &'a [u8], key: &'static str) -> Result<Self, MarketError> {
-        let mut r = Self { b, key };
-        if r.u8()? != VERSION {
-            return Err(corrupt(key, "unknown version"));
-        }
-        Ok(r)
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], MarketError> {
-        if self.b.len() < n {
-            return Err(corrupt(self.key, "too short"));
-        }
-        let (h, t) = self.b.split_at(n);
-        self.b = t;
-        Ok(h)
-    }
-
-    fn arr<const N: usize>(&mut self) -> Result<[u8; N], MarketError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-
-    fn u8(&mut self) -> Result<u8, MarketError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, MarketError> {
-        Ok(u16::from_be_bytes(self.arr()?))
-    }
-
-    fn u32(&mut self) -> Result<u32, MarketError> {
-        Ok(u32::from_be_bytes(self.arr()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, MarketError> {
-        Ok(u64::from_be_bytes(self.arr()?))
-    }
-
-    fn u128(&mut self) -> Result<u128, MarketError> {
-        Ok(u128::from_be_bytes(self.arr()?))
-    }
-
-    fn flag(&mut self) -> Result<bool, MarketError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(corrupt(self.key, "bad flag")),
-        }
-    }
-
-    fn end(self) -> Result<(), MarketError> {
-        if self.b.is_empty() {
-            Ok(())
-        } else {
-            Err(corrupt(self.key, "trailing bytes"))
-        }
-    }
+/// A reader over `b` after checking its version byte.
+fn reader<'a>(b: &'a [u8], key: &'static str) -> Result<Reader<'a>, MarketError> {
+    Reader::versioned(b, key, VERSION, corrupt)
 }
 
 // ---------------------------------------------------------------------------
@@ -348,7 +290,7 @@ impl SkuRecord {
 
     pub fn decode(b: &[u8]) -> Result<Self, MarketError> {
         const KEY: &str = "mkt/sku";
-        let mut r = Reader::new(b, KEY)?;
+        let mut r = reader(b, KEY)?;
         let kind = r.u16()?;
         let unit = Unit(r.u8()?);
         let model = PriceModel(r.u8()?);
@@ -438,7 +380,7 @@ impl ChannelRecord {
 
     pub fn decode(b: &[u8]) -> Result<Self, MarketError> {
         const KEY: &str = "mkt/chan";
-        let mut r = Reader::new(b, KEY)?;
+        let mut r = reader(b, KEY)?;
         let c = Self {
             deposit: r.u128()?,
             paid: r.u128()?,
@@ -489,7 +431,7 @@ impl OrderRecord {
 
     pub fn decode(b: &[u8]) -> Result<Self, MarketError> {
         const KEY: &str = "mkt/order";
-        let mut r = Reader::new(b, KEY)?;
+        let mut r = reader(b, KEY)?;
         let o = Self {
             qty: r.u64()?,
             confirmed: r.u64()?,
@@ -538,7 +480,7 @@ impl BidRecord {
 
     pub fn decode(b: &[u8]) -> Result<Self, MarketError> {
         const KEY: &str = "mkt/bid";
-        let mut r = Reader::new(b, KEY)?;
+        let mut r = reader(b, KEY)?;
         let x = Self {
             qty: r.u64()?,
             unit_price: r.u128()?,
@@ -617,7 +559,7 @@ impl PolicyRecord {
     /// node never writes.
     pub fn decode(b: &[u8]) -> Result<Self, MarketError> {
         const KEY: &str = "mkt/pol";
-        let mut r = Reader::new(b, KEY)?;
+        let mut r = reader(b, KEY)?;
         let max_unit_price = r.u128()?;
         let budget_per_epoch = r.u128()?;
         let n = r.u8()? as usize;
@@ -714,7 +656,7 @@ pub(crate) fn encode_kind_count(n: u32) -> Vec<u8> {
 }
 
 pub(crate) fn decode_kind_count(b: &[u8]) -> Result<u32, MarketError> {
-    let mut r = Reader::new(b, "mkt/kinds")?;
+    let mut r = reader(b, "mkt/kinds")?;
     let n = r.u32()?;
     r.end()?;
     if n > KINDS_MAX {
@@ -732,8 +674,8 @@ pub(crate) fn encode_kind_name(name: &str) -> Vec<u8> {
 
 pub(crate) fn decode_kind_name(b: &[u8]) -> Result<String, MarketError> {
     const KEY: &str = "mkt/kind";
-    let mut r = Reader::new(b, KEY)?;
-    let rest = r.take(r.b.len())?;
+    let mut r = reader(b, KEY)?;
+    let rest = r.take(r.remaining())?;
     r.end()?;
     std::str::from_utf8(rest)
         .ok()
@@ -750,7 +692,7 @@ pub(crate) fn encode_kind_number(n: u16) -> Vec<u8> {
 }
 
 pub(crate) fn decode_kind_number(b: &[u8]) -> Result<u16, MarketError> {
-    let mut r = Reader::new(b, "mkt/kindname")?;
+    let mut r = reader(b, "mkt/kindname")?;
     let n = r.u16()?;
     r.end()?;
     Ok(n)

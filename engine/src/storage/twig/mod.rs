@@ -83,7 +83,7 @@
 //!    (one 41-byte read each, [`KeyIndex::upsert`](index::KeyIndex::upsert)).
 //! 2. Past the page cache a block's account reads go to the disk: one
 //!    io_uring ring per core keeps up to [`RING_DEPTH`](log::RING_DEPTH)
-//!    in flight (135–183 ms a block at 10⁸ against ≈ 50 at 10⁷, the disk's
+//!    in flight (110–183 ms a block at 10⁸ against ≈ 50 at 10⁷, the disk's
 //!    speed varying between runs). The index lookups before them are
 //!    cache misses in 1.6 GB at 10⁸.
 //! 3. The block loop is serial on one thread between its parallel parts
