@@ -7,7 +7,6 @@
 //! in storage, so memory is bounded by [`HotSet::capacity`] per kind of
 //! entity, not by the size of the state.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use bevy_ecs::prelude::*;
@@ -15,6 +14,7 @@ use bevy_ecs::schedule::{MultiThreadedExecutor, ScheduleLabel, SingleThreadedExe
 use int_schemas::wire::{DeviceKind, Token, TxStatus};
 use int_schemas::{AccountId, Escrow, Hash32, PayloadSpec, PublicKeyBytes};
 
+use crate::KeyMap;
 use crate::crypto::bls::BlsG1Backend;
 use crate::storage::{AccountRecord, ObjectWrite, StateView};
 use crate::supply::SupplyDelta;
@@ -319,7 +319,7 @@ pub struct ExecConfig {
 #[derive(Resource, Debug, Default)]
 pub struct HotSet {
     /// Account id → entity.
-    pub index: HashMap<AccountId, Entity>,
+    pub index: KeyMap<AccountId, Entity>,
     /// Most accounts kept between blocks; the least recently touched are
     /// evicted above it (they are already on disk). Plugin objects have
     /// their own index and bound ([`crate::objects::HotObjects`]).

@@ -101,13 +101,14 @@ pub mod index;
 pub mod log;
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use rayon::prelude::*;
 
 use super::{read_in_parts, read_in_threads};
+use crate::KeyMap;
 use crate::state::proof::Hash32;
 use crate::state::twig::{
     Current, KEY_END, KEY_MIN, LogReader, Plan, PlanError, Staged, TwigBits, TwigError, TwigTree,
@@ -349,7 +350,7 @@ pub struct Version {
 
 /// The keys one block changed, each with the offset of its entry before
 /// the block (`None`: absent before).
-type Changed = HashMap<Hash32, Option<u64>>;
+type Changed = KeyMap<Hash32, Option<u64>>;
 
 /// A version's link to the one after it.
 type Link = (Arc<Changed>, Arc<Version>);
@@ -426,7 +427,7 @@ pub struct TwigStore {
 }
 
 /// See [`TwigStore`]'s `read_cache`.
-type ReadCache = HashMap<Hash32, Option<(u64, Vec<u8>)>>;
+type ReadCache = KeyMap<Hash32, Option<(u64, Vec<u8>)>>;
 
 /// A store restored from a checkpoint, before its log is put in.
 struct Partial {
@@ -477,7 +478,7 @@ struct Reader<'s> {
     cursor: std::cell::Cell<usize>,
     /// Where the other entries the planner read sit (predecessors,
     /// compacted entries).
-    offsets: RefCell<HashMap<Hash32, u64>>,
+    offsets: RefCell<KeyMap<Hash32, u64>>,
     head_offset: RefCell<Option<u64>>,
 }
 
@@ -1025,7 +1026,7 @@ impl TwigStore {
             key_offsets: prefetched.iter().map(|f| f.as_ref().map(|f| f.0)).collect(),
             prefetched: RefCell::new(prefetched.into_iter().map(Some).collect()),
             cursor: std::cell::Cell::new(0),
-            offsets: RefCell::new(HashMap::new()),
+            offsets: RefCell::new(KeyMap::default()),
             head_offset: RefCell::new(None),
         };
         let plan = plan_block(
@@ -1264,7 +1265,10 @@ impl TwigStore {
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = self.version.clone();
         // Held here only (`current` moved on): no reader can reach it.
         if Arc::strong_count(&before) > 1 {
-            let mut changed = HashMap::with_capacity(p.moves.len() + p.deleted.len());
+            let mut changed = Changed::with_capacity_and_hasher(
+                p.moves.len() + p.deleted.len(),
+                Default::default(),
+            );
             for (k, o) in &p.deleted {
                 changed.entry(*k).or_insert(Some(*o));
             }
