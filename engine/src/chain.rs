@@ -337,10 +337,12 @@ pub fn merkle_root(leaves: &[Hash32]) -> Hash32 {
     if leaves.is_empty() {
         return [0; 32];
     }
+    use rayon::prelude::*;
     let mut level = leaves.to_vec();
     while level.len() > 1 {
         let next = level
-            .chunks(2)
+            .par_chunks(2)
+            .with_min_len(crate::PAR_ITEMS_MIN)
             .map(|p| match p {
                 [l, r] => {
                     let mut h = blake3::Hasher::new();
@@ -775,7 +777,14 @@ impl Chain {
         let state = parent.prepare_state(chain_id, &state_writes(&p.accounts, &p.objects))?;
         let state_root = state.root();
         timings.root_us = us(t);
-        let receipt_hashes: Vec<Hash32> = p.receipts.iter().map(receipt_hash).collect();
+        let receipt_hashes: Vec<Hash32> = {
+            use rayon::prelude::*;
+            p.receipts
+                .par_iter()
+                .with_min_len(crate::PAR_ITEMS_MIN)
+                .map(receipt_hash)
+                .collect()
+        };
         let header = HeaderFields {
             chain_id,
             height,
@@ -1069,7 +1078,10 @@ impl Chain {
                 ids.push(*to);
             }
         }
-        ids.sort_unstable();
+        {
+            use rayon::prelude::*;
+            ids.par_sort_unstable();
+        }
         ids.dedup();
         self.load_accounts(parent, &ids, height)?;
         // Every id of the block is in the index now (spawned just above).

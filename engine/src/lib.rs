@@ -24,3 +24,8 @@ pub mod world;
 /// std's SipHash was 3 % of a block's CPU. Iteration order is the seed's:
 /// nothing consensus reads may depend on it.
 pub type KeyMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+
+/// Items per rayon task in the block path's data-parallel maps (keys,
+/// decodes, hashes): below it a split costs more than the work it shares,
+/// so a devnet's small blocks stay on one thread.
+pub const PAR_ITEMS_MIN: usize = 512;

@@ -534,21 +534,43 @@ impl Storage for LmdbStore {
             .commit_lock
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        txn.commit()?;
-        crate::fault::point("lmdb_committed");
-        // The block is durable now: nothing after this point may report
-        // it as not committed. A failure to update the log's memory drops
-        // the store, which reopens from the meta LMDB just committed.
-        if let Err(err) = state.apply(&w.state.prepared, written) {
-            tracing::warn!(
-                chain_id = w.chain_id,
-                "state log memory not updated after a commit ({err}); reopening it"
-            );
-            drop(state);
+        // The log's memory is updated on a second thread while LMDB
+        // commits (its pages written and synced): nothing reads either
+        // until both are done, under the two locks held here.
+        let (committed, applied) = std::thread::scope(|s| {
+            let log = &mut *state;
+            let applying = s.spawn(move || log.apply(&w.state.prepared, written));
+            let committed = txn.commit();
+            if committed.is_ok() {
+                crate::fault::point("lmdb_committed");
+            }
+            let applied = applying
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (committed, applied)
+        });
+        // A failure to update the log's memory, or a commit that failed
+        // after the memory moved on, drops the store, which reopens from
+        // the meta LMDB holds.
+        let reopen = |why: String| {
+            tracing::warn!(chain_id = w.chain_id, "{why}; reopening the state log");
             e.twigs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&w.chain_id);
+        };
+        if let Err(err) = committed {
+            drop(state);
+            reopen(format!("LMDB's commit failed ({err})"));
+            return Err(err.into());
+        }
+        // The block is durable now: nothing after this point may report
+        // it as not committed.
+        if let Err(err) = applied {
+            drop(state);
+            reopen(format!(
+                "state log memory not updated after a commit ({err})"
+            ));
         }
         Ok(())
     }
@@ -896,12 +918,18 @@ impl StateView for LmdbSnapshot {
         chain_id: u32,
         ids: &[AccountId],
     ) -> Result<Vec<Option<AccountRecord>>, StorageError> {
-        let keys: Vec<Hash32> = ids.iter().map(account_leaf).collect();
+        use rayon::prelude::*;
+        let keys: Vec<Hash32> = ids
+            .par_iter()
+            .with_min_len(crate::PAR_ITEMS_MIN)
+            .map(account_leaf)
+            .collect();
         let values = self.with_state(chain_id, |log, at| Ok(log.values_at(at, &keys)?))?;
         let Some(values) = values else {
             return Ok(vec![None; ids.len()]);
         };
-        ids.iter()
+        ids.par_iter()
+            .with_min_len(crate::PAR_ITEMS_MIN)
             .zip(values)
             .map(|(id, v)| v.map(|v| account_of_value(id, &v)).transpose())
             .collect()

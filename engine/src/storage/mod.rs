@@ -702,17 +702,19 @@ pub fn state_writes(
     accounts: &[(AccountId, AccountRecord)],
     objects: &[ObjectWrite],
 ) -> Vec<(Hash32, Option<Vec<u8>>)> {
+    use rayon::prelude::*;
     let mut w: Vec<(Hash32, Option<Vec<u8>>)> = accounts
-        .iter()
+        .par_iter()
+        .with_min_len(crate::PAR_ITEMS_MIN)
         .map(|(id, r)| (account_leaf(id), Some(r.state_value(id).to_vec())))
-        .chain(
-            objects
-                .iter()
-                .filter(|o| o.table == ObjectTable::State)
-                .map(|o| (object_leaf(&o.key), o.value.clone())),
-        )
         .collect();
-    w.sort_unstable_by_key(|a| a.0);
+    w.extend(
+        objects
+            .iter()
+            .filter(|o| o.table == ObjectTable::State)
+            .map(|o| (object_leaf(&o.key), o.value.clone())),
+    );
+    w.par_sort_unstable_by_key(|a| a.0);
     w
 }
 

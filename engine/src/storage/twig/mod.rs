@@ -947,33 +947,36 @@ impl TwigStore {
     /// reads (the planner then reads them from memory). Those the block's
     /// account loads read already come from `read_cache`.
     fn read_current(&self, keys: &[Hash32]) -> Result<Vec<Found>, LogError> {
-        let mut out = Vec::with_capacity(keys.len());
-        let mut missing = Vec::new();
-        {
+        // `None` for a key the cache does not hold: read below.
+        let mut out: Vec<Option<Found>> = {
             let cache = self
                 .read_cache
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            for (i, k) in keys.iter().enumerate() {
-                out.push(match cache.get(k) {
-                    Some(None) => None,
-                    Some(Some((offset, bytes))) => Some((*offset, current_of(*offset, bytes)?)),
-                    None => {
-                        missing.push(i);
-                        None
+            keys.par_iter()
+                .with_min_len(crate::PAR_ITEMS_MIN)
+                .map(|k| match cache.get(k) {
+                    Some(None) => Ok(Some(None)),
+                    Some(Some((offset, bytes))) => {
+                        Ok(Some(Some((*offset, current_of(*offset, bytes)?))))
                     }
-                });
-            }
-        }
+                    None => Ok(None),
+                })
+                .collect::<Result<_, LogError>>()?
+        };
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
         let missing_keys: Vec<Hash32> = missing.iter().map(|&i| keys[i]).collect();
         let found = self.entries_at(&self.version, &missing_keys)?;
         for (i, f) in missing.into_iter().zip(found) {
-            out[i] = match f {
+            out[i] = Some(match f {
                 Some((offset, bytes)) => Some((offset, current_of(offset, &bytes)?)),
                 None => None,
-            };
+            });
         }
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|f| f.expect("every key found in the cache or read"))
+            .collect())
     }
 
     /// The offset of the entry of the greatest key below `key` (there is
@@ -1416,7 +1419,8 @@ impl TwigStore {
         self.check_version(v)?;
         let found = self.entries_at(v, keys)?;
         let values = found
-            .iter()
+            .par_iter()
+            .with_min_len(crate::PAR_ITEMS_MIN)
             .map(|f| match f {
                 Some((offset, bytes)) => Ok(Some(decode_at(*offset, bytes)?.value.to_vec())),
                 None => Ok(None),
