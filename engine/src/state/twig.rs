@@ -343,16 +343,19 @@ impl TwigTree {
     /// changed; [`TwigTree::apply`] makes it so.
     pub fn stage(&self, deactivate: &[u64], hashes: &[Hash32]) -> Result<Staged, TwigError> {
         use rayon::prelude::*;
-        use std::collections::BTreeMap;
-        let mut bits: BTreeMap<u64, [u64; TWIG_WORDS]> = BTreeMap::new();
-        for &s in deactivate {
+        // The changed twigs' bits, in twig order: the deactivated serials
+        // sorted (each active, so below the tail), then the appended ones
+        // from the tail up. A vector, not a tree: a block of 10⁴ transfers
+        // touches thousands of twigs.
+        let mut bits: Vec<(u64, [u64; TWIG_WORDS])> = Vec::new();
+        let mut gone = deactivate.to_vec();
+        gone.sort_unstable();
+        for s in gone {
             let (t, at) = (s / TWIG_ENTRIES, s % TWIG_ENTRIES);
-            let words = match bits.entry(t) {
-                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::btree_map::Entry::Vacant(v) => {
-                    v.insert(*self.bits_of(t).ok_or(TwigError::NotActive(s))?)
-                }
-            };
+            if bits.last().map(|b| b.0) != Some(t) {
+                bits.push((t, *self.bits_of(t).ok_or(TwigError::NotActive(s))?));
+            }
+            let words = &mut bits.last_mut().expect("pushed above").1;
             let (w, b) = ((at / 64) as usize, at % 64);
             if words[w] >> b & 1 != 1 {
                 return Err(TwigError::NotActive(s));
@@ -364,9 +367,11 @@ impl TwigTree {
         for (i, h) in hashes.iter().enumerate() {
             let serial = self.tail + i as u64;
             let (t, at) = (serial / TWIG_ENTRIES, serial % TWIG_ENTRIES);
-            let words = bits
-                .entry(t)
-                .or_insert_with(|| self.bits_of(t).copied().unwrap_or([0; TWIG_WORDS]));
+            debug_assert!(bits.last().is_none_or(|b| b.0 <= t));
+            if bits.last().map(|b| b.0) != Some(t) {
+                bits.push((t, self.bits_of(t).copied().unwrap_or([0; TWIG_WORDS])));
+            }
+            let words = &mut bits.last_mut().expect("pushed above").1;
             words[(at / 64) as usize] |= 1 << (at % 64);
             young.push(*h);
             if young.len() as u64 == TWIG_ENTRIES {
@@ -381,7 +386,6 @@ impl TwigTree {
         let tail = self.tail + hashes.len() as u64;
         let full_before = self.base + self.entry_roots.len() as u64;
         let young_root = padded_root(&young, TWIG_LEVELS);
-        let bits: Vec<(u64, [u64; TWIG_WORDS])> = bits.into_iter().collect();
         let level0: Vec<(u64, Hash32)> = bits
             .par_iter()
             .map(|(t, words)| {

@@ -36,6 +36,50 @@ fn frag_of(key: &Hash32) -> u64 {
     u64::from_be_bytes(key[..8].try_into().expect("8 bytes"))
 }
 
+/// `slots.partition_point(|s| s.frag < frag)` for a sorted bucket whose
+/// slots all share their top `64 - shift` bits with `frag`: from the slot
+/// where `frag` would sit were the bucket's keys evenly spread, steps of
+/// 1, 2, 4, … towards the answer, then a binary search in the last step.
+fn lower_bound(slots: &[Slot], frag: u64, shift: u32) -> usize {
+    let n = slots.len();
+    if n == 0 {
+        return 0;
+    }
+    debug_assert!((1..64).contains(&shift));
+    let below = |s: &Slot| s.frag < frag;
+    let rel = frag & ((1u64 << shift) - 1);
+    // rel < 2^shift, so the guess is below n.
+    let guess = ((u128::from(rel) * n as u128) >> shift) as usize;
+    if below(&slots[guess]) {
+        // The answer is in (guess, n]; every slot before `lo` is below.
+        let (mut lo, mut step) = (guess + 1, 1);
+        loop {
+            let probe = lo + step - 1;
+            if probe >= n {
+                return lo + slots[lo..].partition_point(below);
+            }
+            if !below(&slots[probe]) {
+                return lo + slots[lo..probe].partition_point(below);
+            }
+            lo = probe + 1;
+            step *= 2;
+        }
+    }
+    // The answer is in [0, hi]; slots[hi] is not below.
+    let (mut hi, mut step) = (guess, 1);
+    loop {
+        if hi < step {
+            return slots[..hi].partition_point(below);
+        }
+        let probe = hi - step;
+        if below(&slots[probe]) {
+            return probe + 1 + slots[probe + 1..hi].partition_point(below);
+        }
+        hi = probe;
+        step *= 2;
+    }
+}
+
 /// Keys in order, each with its entry's offset (see the module doc).
 #[derive(Debug)]
 pub struct KeyIndex {
@@ -89,6 +133,18 @@ impl KeyIndex {
         (frag >> (64 - self.bits)) as usize
     }
 
+    /// The first slot of `slots`, a bucket of this index, whose first 64
+    /// bits are not below `frag`, and the first above them: where `frag`
+    /// falls in the bucket's range guesses the slot (keys are hashes,
+    /// spread evenly), and an exponential search from the guess finds it
+    /// in O(log distance) reads. A binary search over the bucket missed
+    /// the cache at each of its ≈ 6 steps: it was 6 % of a block's CPU.
+    fn frag_range(&self, slots: &[Slot], frag: u64) -> (usize, usize) {
+        let lo = lower_bound(slots, frag, 64 - self.bits);
+        let equal = slots[lo..].iter().take_while(|s| s.frag == frag).count();
+        (lo, lo + equal)
+    }
+
     /// Where `key` is, or would go, in its bucket: `Ok(i)` when the slot
     /// holds `key`, `Err(i)` for the first slot above it. Reads keys back
     /// only where slots share `key`'s first 64 bits.
@@ -100,8 +156,7 @@ impl KeyIndex {
     ) -> Result<Result<usize, usize>, E> {
         let slots = &self.buckets[bucket];
         let frag = frag_of(key);
-        let lo = slots.partition_point(|s| s.frag < frag);
-        let hi = slots.partition_point(|s| s.frag <= frag);
+        let (lo, hi) = self.frag_range(slots, frag);
         for (i, s) in slots.iter().enumerate().take(hi).skip(lo) {
             match key_at(s.offset)?.cmp(key) {
                 std::cmp::Ordering::Equal => return Ok(Ok(i)),
@@ -117,7 +172,7 @@ impl KeyIndex {
         let frag = frag_of(key);
         let b = self.bucket_of(frag);
         let slots = &self.buckets[b];
-        let lo = slots.partition_point(|s| s.frag < frag);
+        let (lo, _) = self.frag_range(slots, frag);
         slots[lo..]
             .iter()
             .take_while(|s| s.frag == frag)
@@ -134,8 +189,7 @@ impl KeyIndex {
         let frag = frag_of(key);
         let b = self.bucket_of(frag);
         let slots = &self.buckets[b];
-        let lo = slots.partition_point(|s| s.frag < frag);
-        let hi = slots.partition_point(|s| s.frag <= frag);
+        let (lo, hi) = self.frag_range(slots, frag);
         match hi - lo {
             0 => Ok(None),
             1 => Ok(Some(slots[lo].offset)),
@@ -456,6 +510,43 @@ mod tests {
             let order: Vec<u64> = index.offsets().collect();
             let want: Vec<u64> = model.values().copied().collect();
             prop_assert_eq!(order, want);
+        }
+    }
+
+    proptest! {
+        /// The guessed and galloping search finds what a binary search
+        /// finds, in evenly spread buckets and in clumped ones (all at one
+        /// end, runs of equal first bits).
+        #[test]
+        fn lower_bound_is_the_partition_point(
+            shift in 1u32..64,
+            mut rels in prop::collection::vec(any::<u64>(), 0..300),
+            clump in 0u8..3,
+            probes in prop::collection::vec(any::<u64>(), 1..40),
+        ) {
+            let mask = (1u64 << shift) - 1;
+            let top = !mask & 0xA5A5_A5A5_A5A5_A5A5;
+            for r in &mut rels {
+                *r = match clump {
+                    0 => *r & mask,
+                    1 => (*r & mask) >> (shift / 2),
+                    _ => (*r & mask) & !0xFF,
+                };
+            }
+            rels.sort_unstable();
+            let slots: Vec<Slot> = rels
+                .iter()
+                .map(|r| Slot { frag: top | r, offset: 0 })
+                .collect();
+            let mut targets: Vec<u64> = probes.iter().map(|p| top | (p & mask)).collect();
+            targets.extend(slots.iter().map(|s| s.frag));
+            targets.extend([top, top | mask]);
+            for frag in targets {
+                prop_assert_eq!(
+                    lower_bound(&slots, frag, shift),
+                    slots.partition_point(|s| s.frag < frag)
+                );
+            }
         }
     }
 
