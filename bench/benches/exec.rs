@@ -15,7 +15,6 @@
 //! Run with `cargo bench -p int-bench --bench exec`; `-- --test` runs each
 //! bench once as a smoke test.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bevy_ecs::prelude::*;
@@ -50,7 +49,8 @@ impl Bench {
         let mut schedule = block_schedule(parallel);
         LedgerPlugin.build(&mut world, &mut schedule);
 
-        let mut index = HashMap::with_capacity(ACCOUNTS + 1);
+        let mut index =
+            int_engine::KeyMap::with_capacity_and_hasher(ACCOUNTS + 1, Default::default());
         let entities: Vec<Entity> = (0..=ACCOUNTS)
             .map(|i| {
                 let id = *blake3::hash(&(i as u64).to_le_bytes()).as_bytes();
