@@ -14,11 +14,6 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc, not glibc's malloc: a block allocates per account and per
-/// state entry, and the allocator was 12 % of its CPU.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// INT: a ledger and market for machines.
 #[derive(Parser)]
 #[command(name = "int", version, about, long_about = None)]

@@ -84,12 +84,19 @@
 //! 2. Past the page cache a block's account reads go to the disk: one
 //!    io_uring ring per core keeps up to [`RING_DEPTH`](log::RING_DEPTH)
 //!    in flight (110–183 ms a block at 10⁸ against ≈ 50 at 10⁷, the disk's
-//!    speed varying between runs). The index lookups before them are
-//!    cache misses in 1.6 GB at 10⁸.
-//! 3. The block loop is serial on one thread between its parallel parts
-//!    (loading, planning, committing: ≈ 70 ms of a 130 ms block at 10⁷);
-//!    executing block n + 1 while block n commits is the next step past
-//!    ≈ 75 000 transfers/s on 2 cores.
+//!    speed varying between runs). The index lookups before them miss
+//!    the cache in 1.6 GB at 10⁸ (one or two lines each since they guess
+//!    the slot; ≈ 6 with the binary search before).
+//! 3. A block at 10⁷ takes ≈ 120 ms and ≈ 170 ms of CPU over both cores
+//!    (30-block `perf` profiles, after the parallel maps, mimalloc and
+//!    ahash): the main thread is busy ≈ 55 % of it (loading's ECS spawns
+//!    and the kernel's copies of ≈ 20 000 page-cache reads, the planner,
+//!    `take_dirty`) and eviction's despawns are ≈ 20 ms on the second
+//!    core. 200 000 transfers/s on 2 cores needs 100 ms of CPU a block,
+//!    so the work itself must shrink, not only overlap: executing block
+//!    n + 1 while block n commits, reads without a system call each where
+//!    the log is in the page cache, and entities reused rather than
+//!    despawned are the next steps.
 //! 4. Past 50 blocks at 10⁶ accounts (500 at 10⁷) the compaction
 //!    re-appends about one live entry per new one: the commit at 10⁶ is
 //!    ≈ 43 ms a block over 100 and 300 blocks against ≈ 25 over 10. (The
