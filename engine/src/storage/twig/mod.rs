@@ -88,8 +88,8 @@
 //!    the cache in 1.6 GB at 10⁸ (one or two lines each since they guess
 //!    the slot; ≈ 6 with the binary search before).
 //! 3. A block at 10⁷ takes ≈ 120 ms and ≈ 170 ms of CPU over both cores
-//!    (30-block `perf` profiles, after the parallel maps, mimalloc and
-//!    ahash): the main thread is busy ≈ 55 % of it (loading's ECS spawns
+//!    (30-block `perf` profiles after the parallel maps and ahash, run
+//!    with mimalloc, which the binary no longer uses): the main thread is busy ≈ 55 % of it (loading's ECS spawns
 //!    and the kernel's copies of ≈ 20 000 page-cache reads, the planner,
 //!    `take_dirty`) and eviction's despawns are ≈ 20 ms on the second
 //!    core. 200 000 transfers/s on 2 cores needs 100 ms of CPU a block,
