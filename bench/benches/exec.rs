@@ -70,6 +70,7 @@ impl Bench {
                             dirty: false,
                             stored: true,
                             last_touched: 0,
+                            evicted: false,
                         },
                         Outbox::default(),
                         Inbox::default(),
@@ -118,6 +119,7 @@ impl Bench {
         world.insert_resource(HotSet {
             index,
             capacity: ACCOUNTS * 2,
+            free: Vec::new(),
         });
         world.insert_resource(BlockContext {
             chain_id: 1,

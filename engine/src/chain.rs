@@ -303,7 +303,8 @@ fn write(store: &dyn Storage, chain_id: u32, sealed: &Sealed) -> Result<(), Chai
 
 /// Drops the least recently touched accounts and plugin objects from
 /// the world when it holds more than its capacity (they are all
-/// committed).
+/// committed). An account's entity is kept for the next load to reuse
+/// ([`HotSet::free`]); objects are despawned.
 fn evict(world: &mut World) {
     crate::objects::evict_objects(world);
     let (len, cap) = {
@@ -316,14 +317,25 @@ fn evict(world: &mut World) {
     let mut q = world.query::<(Entity, &AccountKey, &HotMeta)>();
     let all: Vec<(u64, AccountId, Entity)> = q
         .iter(world)
+        .filter(|(_, _, m)| !m.evicted)
         .map(|(e, k, m)| {
             debug_assert!(!m.dirty, "evicting an uncommitted account");
             (m.last_touched, k.0, e)
         })
         .collect();
-    for (id, e) in crate::objects::least_recent(all, cap) {
-        world.despawn(e);
-        world.resource_mut::<HotSet>().index.remove(&id);
+    debug_assert_eq!(all.len(), len, "the index names every held account");
+    let victims = crate::objects::least_recent(all, cap);
+    let mut metas = world.query::<(&mut HotMeta, &Outbox, &Inbox)>();
+    for &(_, e) in &victims {
+        let (mut meta, outbox, inbox) = metas.get_mut(world, e).expect("the query found it above");
+        debug_assert!(outbox.0.is_empty() && inbox.0.is_empty());
+        meta.evicted = true;
+    }
+    let mut hot = world.resource_mut::<HotSet>();
+    hot.free.reserve(victims.len());
+    for (id, e) in victims {
+        hot.index.remove(&id);
+        hot.free.push(e);
     }
 }
 
@@ -399,8 +411,8 @@ impl Chain {
             parallel: cfg.parallel,
         });
         world.insert_resource(HotSet {
-            index: Default::default(),
             capacity: cfg.hot_capacity,
+            ..Default::default()
         });
         world.insert_resource(BlockTxs::default());
         world.insert_resource(Outcomes::default());
@@ -1037,25 +1049,49 @@ impl Chain {
                 .collect()
         };
         let records = parent.accounts(self.cfg.chain_id, &missing)?;
-        let bundles = missing.iter().zip(&records).map(|(id, rec)| {
+        let account = |id: &AccountId, rec: &Option<AccountRecord>| {
             let (b, n, d) = rec.unwrap_or_default().components();
-            (
-                AccountKey(*id),
-                b,
-                n,
-                d,
-                HotMeta {
-                    dirty: false,
-                    stored: rec.is_some(),
-                    last_touched: height,
-                },
-                Outbox::default(),
-                Inbox::default(),
+            let meta = HotMeta {
+                dirty: false,
+                stored: rec.is_some(),
+                last_touched: height,
+                evicted: false,
+            };
+            (AccountKey(*id), b, n, d, meta)
+        };
+        // Evicted entities first, then new ones for the rest.
+        let reused = {
+            let mut hot = self.world.resource_mut::<HotSet>();
+            let at = hot.free.len().saturating_sub(missing.len());
+            hot.free.split_off(at)
+        };
+        let mut q = self.world.query::<(
+            &mut AccountKey,
+            &mut Balances,
+            &mut Nonce,
+            &mut DeviceProfile,
+            &mut HotMeta,
+        )>();
+        for ((id, rec), &e) in missing.iter().zip(&records).zip(&reused) {
+            let (mut k, mut b, mut n, mut d, mut m) =
+                q.get_mut(&mut self.world, e).expect("free entities live");
+            debug_assert!(m.evicted);
+            (*k, *b, *n, *d, *m) = account(id, rec);
+        }
+        let spawned: Vec<Entity> = self
+            .world
+            .spawn_batch(
+                missing[reused.len()..]
+                    .iter()
+                    .zip(&records[reused.len()..])
+                    .map(|(id, rec)| {
+                        let (k, b, n, d, m) = account(id, rec);
+                        (k, b, n, d, m, Outbox::default(), Inbox::default())
+                    }),
             )
-        });
-        let spawned: Vec<Entity> = self.world.spawn_batch(bundles).collect();
+            .collect();
         let mut hot = self.world.resource_mut::<HotSet>();
-        for (id, e) in missing.iter().zip(spawned) {
+        for (id, e) in missing.iter().zip(reused.into_iter().chain(spawned)) {
             hot.index.insert(*id, e);
         }
         Ok(())
@@ -1202,6 +1238,7 @@ impl Chain {
                     dirty: false,
                     stored: true,
                     last_touched: height,
+                    evicted: false,
                 };
             }
         }
@@ -1303,13 +1340,12 @@ impl Chain {
     /// reloaded from storage when next touched).
     fn drop_hot_set(&mut self) {
         crate::objects::drop_all_objects(&mut self.world);
-        let entities: Vec<Entity> = self
-            .world
-            .resource_mut::<HotSet>()
-            .index
-            .drain()
-            .map(|(_, e)| e)
-            .collect();
+        let entities: Vec<Entity> = {
+            let mut hot = self.world.resource_mut::<HotSet>();
+            let mut all = std::mem::take(&mut hot.free);
+            all.extend(hot.index.drain().map(|(_, e)| e));
+            all
+        };
         for e in entities {
             self.world.despawn(e);
         }

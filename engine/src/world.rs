@@ -19,7 +19,8 @@ use crate::crypto::bls::BlsG1Backend;
 use crate::storage::{AccountRecord, ObjectWrite, StateView};
 use crate::supply::SupplyDelta;
 
-/// The account id of an entity; never changes while it lives.
+/// The account id of an entity. An evicted entity keeps its last id, stale,
+/// until a load gives it to another account ([`HotSet::free`]).
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountKey(pub AccountId);
 
@@ -57,6 +58,10 @@ pub struct HotMeta {
     pub stored: bool,
     /// Height of the last block that touched it.
     pub last_touched: u64,
+    /// Holds no account: evicted, its components stale, waiting in
+    /// [`HotSet::free`] for the next load to reuse it (its `Outbox` and
+    /// `Inbox` are empty, so the ledger's systems pass it by).
+    pub evicted: bool,
 }
 
 /// Indices (into [`BlockTxs`]) of the current block's transactions sent by
@@ -320,6 +325,10 @@ pub struct ExecConfig {
 pub struct HotSet {
     /// Account id → entity.
     pub index: KeyMap<AccountId, Entity>,
+    /// Entities of evicted accounts, which the next loads fill with the
+    /// accounts they bring in: an entity is reused, not despawned and
+    /// spawned again, which moved every column's row twice per account.
+    pub free: Vec<Entity>,
     /// Most accounts kept between blocks; the least recently touched are
     /// evicted above it (they are already on disk). Plugin objects have
     /// their own index and bound ([`crate::objects::HotObjects`]).

@@ -3,12 +3,14 @@
 
 mod common;
 
+use bevy_ecs::world::World;
 use common::*;
 use int_engine::chain::ChainError;
 use int_engine::crypto::bls::{SecretKey, tx_message};
 use int_engine::ingress::IngressError;
 use int_engine::mempool::{Mempool, MempoolError};
 use int_engine::storage::{self, AccountRecord};
+use int_engine::world::{AccountKey, HotMeta, HotSet, Inbox, Outbox};
 use int_schemas::wire::{DeviceKind, Token, TxStatus};
 use int_schemas::{AccountId, HeaderFields, PayloadSpec, SkuRef, build_envelope, decode_block};
 
@@ -554,6 +556,28 @@ fn state_root_matches_a_recomputation() {
     assert_eq!(net.head().accounts, 7 + 4 * 3);
 }
 
+/// Checks the hot set's bookkeeping and returns how many account
+/// entities the world holds: each indexed entity holds its id and is not
+/// evicted, each free one is evicted, and no other entity is an account.
+fn hot_set_entities(world: &World) -> usize {
+    let hot = world.resource::<HotSet>();
+    for (id, &e) in &hot.index {
+        assert_eq!(world.get::<AccountKey>(e).map(|k| k.0), Some(*id));
+        assert!(!world.get::<HotMeta>(e).expect("an account").evicted);
+    }
+    for &e in &hot.free {
+        assert!(world.get::<HotMeta>(e).expect("an account").evicted);
+        assert!(world.get::<Outbox>(e).expect("an account").0.is_empty());
+        assert!(world.get::<Inbox>(e).expect("an account").0.is_empty());
+    }
+    let all = world
+        .iter_entities()
+        .filter(|e| e.contains::<HotMeta>())
+        .count();
+    assert_eq!(all, hot.index.len() + hot.free.len(), "a lost entity");
+    all
+}
+
 #[test]
 fn hot_set_stays_bounded_and_results_do_not_change() {
     const N: u32 = 40;
@@ -583,6 +607,10 @@ fn hot_set_stays_bounded_and_results_do_not_change() {
             "hot set holds {}",
             small.chain().hot_accounts()
         );
+        // Evicted entities wait to be reused: the world never holds more
+        // account entities than the capacity and one block's accounts.
+        let held = hot_set_entities(small.chain().world());
+        assert!(held <= 8 + 2 * N as usize + 1, "{held} account entities");
         assert!(large.chain().hot_accounts() > 8);
         assert_eq!(rs.statuses, rl.statuses);
         assert_eq!(rs.head, rl.head, "block {b}");
