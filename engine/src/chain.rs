@@ -1165,17 +1165,22 @@ impl Chain {
                 .collect();
             (touched, calls, entity(&proposer))
         };
+        // One query for the three: `World::get_mut` looks each component
+        // up by type on every call.
+        let mut q = self
+            .world
+            .query::<(&mut HotMeta, &mut Outbox, &mut Inbox)>();
         for &e in &touched {
-            if let Some(mut m) = self.world.get_mut::<HotMeta>(e) {
+            if let Ok((mut m, _, _)) = q.get_mut(&mut self.world, e) {
                 m.last_touched = height;
             }
         }
         for (i, c) in calls.iter().enumerate() {
-            if let Some(mut o) = self.world.get_mut::<Outbox>(c.sender) {
+            if let Ok((_, mut o, _)) = q.get_mut(&mut self.world, c.sender) {
                 o.0.push(i as u32);
             }
             if let Call::Transfer { to, .. } = c.call
-                && let Some(mut inbox) = self.world.get_mut::<Inbox>(to)
+                && let Ok((_, _, mut inbox)) = q.get_mut(&mut self.world, to)
             {
                 inbox.0.push(i as u32);
             }
@@ -1205,42 +1210,35 @@ impl Chain {
     ) -> (Vec<(AccountId, AccountRecord)>, u64) {
         let mut dirty = Vec::new();
         let mut new_accounts = 0u64;
+        let mut q = self.world.query::<(
+            &AccountKey,
+            &Balances,
+            &Nonce,
+            &DeviceProfile,
+            &mut HotMeta,
+            &mut Outbox,
+            &mut Inbox,
+        )>();
         for &e in touched {
-            let Ok(mut ent) = self.world.get_entity_mut(e) else {
+            let Ok((k, b, n, d, mut meta, mut outbox, mut inbox)) = q.get_mut(&mut self.world, e)
+            else {
                 continue;
             };
-            if let Some(mut o) = ent.get_mut::<Outbox>() {
-                o.0.clear();
-            }
-            if let Some(mut i) = ent.get_mut::<Inbox>() {
-                i.0.clear();
-            }
-            let Some(meta) = ent.get::<HotMeta>().copied() else {
-                continue;
-            };
+            outbox.0.clear();
+            inbox.0.clear();
             if !meta.dirty {
                 continue;
             }
-            let (Some(k), Some(b), Some(n), Some(d)) = (
-                ent.get::<AccountKey>(),
-                ent.get::<Balances>(),
-                ent.get::<Nonce>(),
-                ent.get::<DeviceProfile>(),
-            ) else {
-                continue;
-            };
             dirty.push((k.0, AccountRecord::from_components(b, n, d)));
             if !meta.stored {
                 new_accounts += 1;
             }
-            if let Some(mut m) = ent.get_mut::<HotMeta>() {
-                *m = HotMeta {
-                    dirty: false,
-                    stored: true,
-                    last_touched: height,
-                    evicted: false,
-                };
-            }
+            *meta = HotMeta {
+                dirty: false,
+                stored: true,
+                last_touched: height,
+                evicted: false,
+            };
         }
         dirty.sort_unstable_by_key(|a| a.0);
         (dirty, new_accounts)

@@ -78,6 +78,10 @@ pub struct ScaleRow {
     pub root_ms: f64,
     /// The commit (log append and sync, LMDB's transaction).
     pub commit_ms: f64,
+    /// CPU time of the process per block (user + system, every thread),
+    /// ms: how much of the cores a block keeps busy, and the figure that
+    /// moves least on a shared machine.
+    pub cpu_ms_per_block: Option<f64>,
     /// State updates (distinct accounts written, and the supply record)
     /// per second.
     pub updates_per_s: f64,
@@ -252,6 +256,7 @@ pub fn run(args: &ScaleArgs) -> Result<ScaleReport, TpsError> {
             execute_ms: ms(execute),
             root_ms: ms(root),
             commit_ms: ms(commit),
+            cpu_ms_per_block: r.report.cpu_ms_per_block,
             updates_per_s: r.updates as f64 / r.report.seconds.max(1e-9),
             bytes_written_per_block: r.report.written_mib_per_block.map(|m| m * 1048576.0),
             bytes_to_write_calls_per_block: r
@@ -269,13 +274,14 @@ pub fn run(args: &ScaleArgs) -> Result<ScaleReport, TpsError> {
             tx_lookup_us: r.tx_lookup_us,
         };
         eprintln!(
-            "  {n} accounts: {:.0} tx/s, {:.1} ms per block (load {:.1}, execute {:.1}, root {:.1}, commit {:.1}), {:.0} updates/s, {:.0} B on disk per account, recovery {:.2} s, restart after a checkpoint {:.2} s ({:.0} s in all)",
+            "  {n} accounts: {:.0} tx/s, {:.1} ms per block (load {:.1}, execute {:.1}, root {:.1}, commit {:.1}; {:.1} ms of CPU), {:.0} updates/s, {:.0} B on disk per account, recovery {:.2} s, restart after a checkpoint {:.2} s ({:.0} s in all)",
             row.exec_commit_tx_per_s,
             row.block_ms,
             row.load_ms,
             row.execute_ms,
             row.root_ms,
             row.commit_ms,
+            row.cpu_ms_per_block.unwrap_or(f64::NAN),
             row.updates_per_s,
             row.disk_bytes_per_account,
             row.recovery_s.unwrap_or(f64::NAN),

@@ -334,6 +334,11 @@ pub struct ExecReport {
     pub written_mib_per_block: Option<f64>,
     /// Bytes the process passed to write calls per block (`wchar`), MiB.
     pub write_calls_mib_per_block: Option<f64>,
+    /// CPU time of the process (user + system, every thread) per measured
+    /// block, ms. Against the block's wall time it says how much of the
+    /// cores a block keeps busy; on a shared machine it moves less than
+    /// wall time, so it is the figure to compare two builds by.
+    pub cpu_ms_per_block: Option<f64>,
     /// LMDB pages per table after the measured blocks: `[name, entries,
     /// leaf pages, branch pages, overflow pages]`, and the file's
     /// high-water mark in pages.
@@ -497,6 +502,22 @@ pub(crate) fn proc_status_mib(field: &str) -> Option<f64> {
     let line = text.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// CPU time this process has used, user and system, every thread,
+/// seconds (`getrusage`).
+fn process_cpu_s() -> Option<f64> {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `getrusage` fills the struct it is given; RUSAGE_SELF is
+    // always valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: initialised by the successful call above.
+    let ru = unsafe { ru.assume_init() };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(s(ru.ru_utime) + s(ru.ru_stime))
 }
 
 /// Bytes this process caused to be written to storage (Linux): the page
@@ -1354,7 +1375,11 @@ pub(crate) fn exec_commit(
     let anon = AnonPeak::start();
     let written_before = io_write_bytes();
     let wchar_before = io_wchar();
+    let cpu_before = process_cpu_s();
     let (wall, ok, stage_us) = run_blocks(&mut chain, &validator, &blocks)?;
+    let cpu_ms_per_block = cpu_before
+        .zip(process_cpu_s())
+        .map(|(a, b)| (b - a) * 1e3 / args.blocks as f64);
     let tx_lookup_us = time_tx_lookups(&chain, &blocks)?;
     let per_block_mib =
         |a: u64, b: u64| b.saturating_sub(a) as f64 / 1048576.0 / args.blocks as f64;
@@ -1388,6 +1413,12 @@ pub(crate) fn exec_commit(
         stage_us.commit / 1000,
         stage_us.other / 1000,
     );
+    if let Some(cpu) = cpu_ms_per_block {
+        eprintln!(
+            "    {cpu:.1} ms of CPU per block ({:.2} cores busy)",
+            cpu / (wall.as_secs_f64() * 1e3 / args.blocks as f64)
+        );
+    }
     eprintln!(
         "    a transaction found by hash in {:.1} µs (mean of {TX_LOOKUPS} lookups, one snapshot)",
         tx_lookup_us
@@ -1476,6 +1507,7 @@ pub(crate) fn exec_commit(
             build_s,
             written_mib_per_block,
             write_calls_mib_per_block,
+            cpu_ms_per_block,
             storage_tables: stats
                 .tables
                 .iter()
