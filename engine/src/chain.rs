@@ -150,6 +150,12 @@ pub trait BlockTx: Sync {
     fn fee(&self) -> u128;
     /// What it does.
     fn payload(&self) -> &PayloadSpec;
+    /// Its signature, where execution has it (a proposal's transactions,
+    /// not a received block's): the block's aggregate signature is then
+    /// summed while the state root is computed.
+    fn signature(&self) -> Option<&Signature> {
+        None
+    }
 }
 
 /// A transaction of a received block, decoded from its body.
@@ -169,8 +175,12 @@ pub struct BodyTx {
 
 /// Both kinds of transaction keep the fields under the same names.
 macro_rules! block_tx_by_fields {
-    ($($t:ty),*) => {$(
+    ($($t:ty => |$tx:ident| $sig:expr),*) => {$(
         impl BlockTx for $t {
+            fn signature(&self) -> Option<&Signature> {
+                let $tx = self;
+                $sig
+            }
             fn hash(&self) -> &Hash32 {
                 &self.hash
             }
@@ -189,7 +199,7 @@ macro_rules! block_tx_by_fields {
         }
     )*};
 }
-block_tx_by_fields!(VerifiedTx, BodyTx);
+block_tx_by_fields!(VerifiedTx => |tx| Some(&tx.signature), BodyTx => |_tx| None);
 
 /// What the proposer chooses for a block besides its transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +238,9 @@ pub struct Executed {
     pub new_accounts: u64,
     /// Where the time went (load, execute, root).
     pub timings: Timings,
+    /// The included transactions' aggregate signature, when execution had
+    /// their signatures ([`BlockTx::signature`]).
+    aggregate: Option<Signature>,
 }
 
 impl Executed {
@@ -753,6 +766,16 @@ impl Chain {
             tx_hashes.push(*tx.hash());
         }
 
+        // The aggregate signature of the included transactions is summed
+        // on blst's threads while the state root is computed (whose
+        // planner leaves a core idle); the proposer's seal takes it.
+        let sigs: Vec<Signature> = included
+            .iter()
+            .filter_map(|&i| txs[i as usize].signature().copied())
+            .collect();
+        let summing = (!sigs.is_empty() && sigs.len() == included.len())
+            .then(|| std::thread::spawn(move || bls::aggregate_verified(&sigs)));
+
         // Collect the dirty state and compute the root.
         let (accounts, new_accounts) = self.take_dirty(&touched, height);
         self.finish(
@@ -769,6 +792,7 @@ impl Chain {
                 objects,
                 new_accounts,
                 timings,
+                summing,
             },
         )
     }
@@ -786,24 +810,36 @@ impl Chain {
         let chain_id = self.cfg.chain_id;
         let mut timings = p.timings;
         let t = Instant::now();
-        let state = parent.prepare_state(chain_id, &state_writes(&p.accounts, &p.objects))?;
+        // The receipts' and transactions' roots beside the state's, whose
+        // planner leaves a core idle.
+        let (state, (tx_root, receipts_root)) = rayon::join(
+            || parent.prepare_state(chain_id, &state_writes(&p.accounts, &p.objects)),
+            || {
+                use rayon::prelude::*;
+                let receipt_hashes: Vec<Hash32> = p
+                    .receipts
+                    .par_iter()
+                    .with_min_len(crate::PAR_ITEMS_MIN)
+                    .map(receipt_hash)
+                    .collect();
+                (merkle_root(&p.tx_hashes), merkle_root(&receipt_hashes))
+            },
+        );
+        let state = state?;
         let state_root = state.root();
         timings.root_us = us(t);
-        let receipt_hashes: Vec<Hash32> = {
-            use rayon::prelude::*;
-            p.receipts
-                .par_iter()
-                .with_min_len(crate::PAR_ITEMS_MIN)
-                .map(receipt_hash)
-                .collect()
-        };
+        // A failed sum is summed again, and reported, by the seal.
+        let aggregate = p.summing.and_then(|h| match h.join() {
+            Ok(sum) => sum.ok(),
+            Err(panic) => std::panic::resume_unwind(panic),
+        });
         let header = HeaderFields {
             chain_id,
             height,
             parent_hash: parent_head.hash,
             state_root,
-            tx_root: merkle_root(&p.tx_hashes),
-            receipts_root: merkle_root(&receipt_hashes),
+            tx_root,
+            receipts_root,
             time_ms: fields.time_ms,
             proposer: fields.proposer,
             tx_count: p.tx_hashes.len() as u32,
@@ -820,6 +856,7 @@ impl Chain {
             state,
             new_accounts: p.new_accounts,
             timings,
+            aggregate,
         })
     }
 
@@ -870,10 +907,18 @@ impl Chain {
         }
         let t = Instant::now();
         let header = build_header(&executed.header);
-        let sigs: Vec<Signature> = txs.iter().map(|t| t.signature).collect();
         // Verified at ingress (subgroup-checked there): no second check.
-        let agg = bls::aggregate_verified(&sigs)
-            .map_err(|e| ChainError::InvalidBlock(format!("aggregate: {e}")))?;
+        // Summed during execution when it had the signatures (the same
+        // transactions: `seal` checked their hashes, and a key signs a
+        // body one way only).
+        let agg = match executed.aggregate.take() {
+            Some(agg) => agg,
+            None => {
+                let sigs: Vec<Signature> = txs.iter().map(|t| t.signature).collect();
+                bls::aggregate_verified(&sigs)
+                    .map_err(|e| ChainError::InvalidBlock(format!("aggregate: {e}")))?
+            }
+        };
         let proposer_sig = proposer.sign(&header_message(chain_id, &header));
         let block = build_block(
             &header,
@@ -1458,7 +1503,13 @@ struct Partial {
     objects: Vec<ObjectWrite>,
     new_accounts: u64,
     timings: Timings,
+    /// The included transactions' signatures being summed, on their own
+    /// thread, when execution has them.
+    summing: Option<Summing>,
 }
+
+/// A thread summing signatures.
+type Summing = std::thread::JoinHandle<Result<Signature, bls::CryptoError>>;
 
 fn hex_id(id: &AccountId) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
@@ -1616,6 +1667,7 @@ impl GenesisLoader<'_> {
                 objects,
                 new_accounts: self.accounts,
                 timings: Timings::default(),
+                summing: None,
             },
         )?;
         drop(view);
