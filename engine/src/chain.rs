@@ -1253,7 +1253,7 @@ impl Chain {
         touched: &[Entity],
         height: u64,
     ) -> (Vec<(AccountId, AccountRecord)>, u64) {
-        let mut dirty = Vec::new();
+        let mut dirty = Vec::with_capacity(touched.len());
         let mut new_accounts = 0u64;
         let mut q = self.world.query::<(
             &AccountKey,
