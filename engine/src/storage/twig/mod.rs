@@ -87,16 +87,18 @@
 //!    speed varying between runs). The index lookups before them miss
 //!    the cache in 1.6 GB at 10⁸ (one or two lines each since they guess
 //!    the slot; ≈ 6 with the binary search before).
-//! 3. A block at 10⁷ takes ≈ 120 ms and ≈ 170 ms of CPU over both cores
-//!    (30-block `perf` profiles after the parallel maps and ahash, run
-//!    with mimalloc, which the binary no longer uses): the main thread is busy ≈ 55 % of it (loading's ECS spawns
-//!    and the kernel's copies of ≈ 20 000 page-cache reads, the planner,
-//!    `take_dirty`) and eviction's despawns are ≈ 20 ms on the second
-//!    core. 200 000 transfers/s on 2 cores needs 100 ms of CPU a block,
-//!    so the work itself must shrink, not only overlap: executing block
-//!    n + 1 while block n commits, reads without a system call each where
-//!    the log is in the page cache, and entities reused rather than
-//!    despawned are the next steps.
+//! 3. A block at 10⁷ takes ≈ 100–110 ms and 138–155 ms of CPU over both
+//!    cores (`int bench scale`'s `cpu_ms_per_block`, 30 blocks), 1.4
+//!    cores busy: entities are reused rather than despawned now, and the
+//!    block's aggregate signature and receipt roots fill the planner's
+//!    idle core. What keeps a core idle is serial work on one thread
+//!    (after the load's reads its bookkeeping, ≈ 6 ms; `take_dirty`, ≈ 4;
+//!    the planner, ≈ 10, which compares and copies each written value;
+//!    the seal's block encoding) and the commit's two `fdatasync`s.
+//!    200 000 transfers/s on 2 cores needs 100 ms of CPU a block with
+//!    both cores busy: executing block n + 1 while block n commits, reads
+//!    without a system call each where the log is in the page cache, and
+//!    a planner that runs on both cores are the next steps.
 //! 4. Past 50 blocks at 10⁶ accounts (500 at 10⁷) the compaction
 //!    re-appends about one live entry per new one: the commit at 10⁶ is
 //!    ≈ 43 ms a block over 100 and 300 blocks against ≈ 25 over 10. (The
