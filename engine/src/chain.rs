@@ -1085,14 +1085,18 @@ impl Chain {
         parent: &dyn StateView,
         ids: &[AccountId],
         height: u64,
-    ) -> Result<(), ChainError> {
-        let missing: Vec<AccountId> = {
+    ) -> Result<Vec<Entity>, ChainError> {
+        // Each id's entity; `None` for those to load.
+        let mut entities: Vec<Option<Entity>> = {
             let hot = self.world.resource::<HotSet>();
-            ids.iter()
-                .filter(|id| !hot.index.contains_key(*id))
-                .copied()
-                .collect()
+            ids.iter().map(|id| hot.index.get(id).copied()).collect()
         };
+        let missing: Vec<AccountId> = ids
+            .iter()
+            .zip(&entities)
+            .filter(|(_, e)| e.is_none())
+            .map(|(id, _)| *id)
+            .collect();
         let records = parent.accounts(self.cfg.chain_id, &missing)?;
         let account = |id: &AccountId, rec: &Option<AccountRecord>| {
             let (b, n, d) = rec.unwrap_or_default().components();
@@ -1136,10 +1140,14 @@ impl Chain {
             )
             .collect();
         let mut hot = self.world.resource_mut::<HotSet>();
-        for (id, e) in missing.iter().zip(reused.into_iter().chain(spawned)) {
+        let mut loaded = missing.iter().zip(reused.into_iter().chain(spawned));
+        for slot in entities.iter_mut().filter(|e| e.is_none()) {
+            let (id, e) = loaded.next().expect("an entity for every missing id");
             hot.index.insert(*id, e);
+            *slot = Some(e);
         }
-        Ok(())
+        debug_assert!(loaded.next().is_none());
+        Ok(entities.into_iter().flatten().collect())
     }
 
     /// Brings every account the block touches into the world and fills the
@@ -1164,13 +1172,12 @@ impl Chain {
             ids.par_sort_unstable();
         }
         ids.dedup();
-        self.load_accounts(parent, &ids, height)?;
-        // Every id of the block is in the index now (spawned just above).
+        let touched = self.load_accounts(parent, &ids, height)?;
+        // Every id of the block is in the index now (loaded just above).
         let mut deferred = Vec::new();
-        let (touched, calls, proposer_entity) = {
+        let (calls, proposer_entity) = {
             let hot = self.world.resource::<HotSet>();
             let entity = |id: &AccountId| hot.index[id];
-            let touched: Vec<Entity> = ids.iter().map(entity).collect();
             let calls: Vec<TxCall> = txs
                 .iter()
                 .enumerate()
@@ -1208,25 +1215,27 @@ impl Chain {
                     },
                 })
                 .collect();
-            (touched, calls, entity(&proposer))
+            (calls, entity(&proposer))
         };
         // One query for the three: `World::get_mut` looks each component
         // up by type on every call.
         let mut q = self
             .world
             .query::<(&mut HotMeta, &mut Outbox, &mut Inbox)>();
-        for &e in &touched {
-            if let Ok((mut m, _, _)) = q.get_mut(&mut self.world, e) {
-                m.last_touched = height;
-            }
+        // Every touched account is the proposer, a sender or a receiver:
+        // each is marked touched where its transactions are listed.
+        if let Ok((mut m, _, _)) = q.get_mut(&mut self.world, proposer_entity) {
+            m.last_touched = height;
         }
         for (i, c) in calls.iter().enumerate() {
-            if let Ok((_, mut o, _)) = q.get_mut(&mut self.world, c.sender) {
+            if let Ok((mut m, mut o, _)) = q.get_mut(&mut self.world, c.sender) {
+                m.last_touched = height;
                 o.0.push(i as u32);
             }
             if let Call::Transfer { to, .. } = c.call
-                && let Ok((_, _, mut inbox)) = q.get_mut(&mut self.world, to)
+                && let Ok((mut m, _, mut inbox)) = q.get_mut(&mut self.world, to)
             {
+                m.last_touched = height;
                 inbox.0.push(i as u32);
             }
         }
@@ -1358,9 +1367,8 @@ impl Chain {
             return Ok(());
         }
         let ids: Vec<AccountId> = per_account.keys().copied().collect();
-        self.load_accounts(parent, &ids, height)?;
-        for (id, amount) in per_account {
-            let e = self.world.resource::<HotSet>().index[&id];
+        let entities = self.load_accounts(parent, &ids, height)?;
+        for (amount, e) in per_account.into_values().zip(entities) {
             let mut ent = self.world.entity_mut(e);
             let mut bal = ent.get_mut::<Balances>().expect("accounts have balances");
             // Every balance is bounded by its token's total, which the

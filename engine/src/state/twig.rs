@@ -802,9 +802,6 @@ pub fn plan_block<R: LogReader>(
     // and binary searches, not trees: the writes come sorted, and a block
     // of transfers inserts and deletes nothing, so its touched keys are
     // its writes.
-    let mut touched: Vec<(Hash32, Touch)> = Vec::with_capacity(writes.len());
-    let mut inserted = Vec::new();
-    let mut deleted = Vec::new();
     for (k, v) in writes {
         if *k == KEY_MIN || *k == KEY_END {
             return Err(PlanError::ReservedKey(*k));
@@ -814,24 +811,54 @@ pub fn plan_block<R: LogReader>(
         {
             return Err(PlanError::ValueTooLong(v.len()));
         }
-        let old = reader.current(k).map_err(PlanError::Log)?;
-        match (&old, v) {
-            (None, None) => continue,
-            // A write of the value a key holds changes nothing: no entry,
-            // so the root follows the changes, not the writes.
-            (Some(cur), Some(v)) if cur.value == *v => continue,
-            (None, Some(_)) => inserted.push(*k),
-            (Some(_), None) => deleted.push(*k),
+    }
+    // The reads one at a time, in key order (the reader is the store's);
+    // then each write against its entry before the block on every core:
+    // comparing and copying the values was most of a block's planning,
+    // on one core while the other idled.
+    let olds = writes
+        .iter()
+        .map(|(k, _)| reader.current(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(PlanError::Log)?;
+    let decided: Vec<Option<(Hash32, Touch)>> = {
+        use rayon::prelude::*;
+        writes
+            .par_iter()
+            .zip(olds)
+            .with_min_len(crate::PAR_ITEMS_MIN)
+            .map(|((k, v), mut old)| {
+                match (&mut old, v) {
+                    (None, None) => return None,
+                    // A write of the value a key holds changes nothing:
+                    // no entry, so the root follows the changes, not the
+                    // writes.
+                    (Some(cur), Some(v)) if cur.value == *v => return None,
+                    // Nothing reads a written key's old value after this
+                    // (its serial and next key stay): freed here, on this
+                    // core.
+                    (Some(cur), _) => drop(std::mem::take(&mut cur.value)),
+                    (None, Some(_)) => {}
+                }
+                let touch = Touch {
+                    old,
+                    new: v.clone(),
+                    written: true,
+                };
+                Some((*k, touch))
+            })
+            .collect()
+    };
+    let mut touched: Vec<(Hash32, Touch)> = Vec::with_capacity(writes.len());
+    let mut inserted = Vec::new();
+    let mut deleted = Vec::new();
+    for (k, t) in decided.into_iter().flatten() {
+        match (&t.old, &t.new) {
+            (None, _) => inserted.push(k),
+            (Some(_), None) => deleted.push(k),
             (Some(_), Some(_)) => {}
         }
-        touched.push((
-            *k,
-            Touch {
-                old,
-                new: v.clone(),
-                written: true,
-            },
-        ));
+        touched.push((k, t));
     }
     // The predecessor, after the block, of every inserted or deleted key
     // gets a new next key: the greatest old key below it that survives,
@@ -955,7 +982,8 @@ pub fn plan_block<R: LogReader>(
 
 /// A key a block touches, as [`plan_block`] plans it.
 struct Touch {
-    /// Its entry before the block, if it was present.
+    /// Its entry before the block, if it was present (a written key's
+    /// without its value, which nothing reads once compared).
     old: Option<Current>,
     /// Its value after the block (`None`: absent).
     new: Option<Vec<u8>>,
