@@ -91,14 +91,15 @@
 //!    cores (`int bench scale`'s `cpu_ms_per_block`, 30 blocks), 1.4
 //!    cores busy: entities are reused rather than despawned now, and the
 //!    block's aggregate signature and receipt roots fill the planner's
-//!    idle core. What keeps a core idle is serial work on one thread
-//!    (after the load's reads its bookkeeping, ≈ 6 ms; `take_dirty`, ≈ 4;
-//!    the planner, ≈ 10, which compares and copies each written value;
-//!    the seal's block encoding) and the commit's two `fdatasync`s.
+//!    idle core, and the planner compares and copies the written values
+//!    on both. What keeps a core idle is serial work on one thread (the
+//!    load's bookkeeping after its reads, `take_dirty`, the planner's
+//!    reads from its prefetch, the seal's block encoding; a few ms each)
+//!    and the commit's two `fdatasync`s.
 //!    200 000 transfers/s on 2 cores needs 100 ms of CPU a block with
 //!    both cores busy: executing block n + 1 while block n commits, reads
 //!    without a system call each where the log is in the page cache, and
-//!    a planner that runs on both cores are the next steps.
+//!    the serial steps above on both cores are the next ones.
 //! 4. Past 50 blocks at 10⁶ accounts (500 at 10⁷) the compaction
 //!    re-appends about one live entry per new one: the commit at 10⁶ is
 //!    ≈ 43 ms a block over 100 and 300 blocks against ≈ 25 over 10. (The
