@@ -773,8 +773,15 @@ impl Chain {
             .iter()
             .filter_map(|&i| txs[i as usize].signature().copied())
             .collect();
+        // A thread that cannot start leaves the sum to the seal.
         let summing = (!sigs.is_empty() && sigs.len() == included.len())
-            .then(|| std::thread::spawn(move || bls::aggregate_verified(&sigs)));
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("sum-signatures".into())
+                    .spawn(move || bls::aggregate_verified(&sigs))
+                    .ok()
+            })
+            .flatten();
 
         // Collect the dirty state and compute the root.
         let (accounts, new_accounts) = self.take_dirty(&touched, height);
