@@ -958,10 +958,15 @@ impl TwigStore {
     /// account loads read already come from `read_cache`.
     fn read_current(&self, keys: &[Hash32]) -> Result<Vec<Found>, LogError> {
         // `None` for a key the cache does not hold: read below. The lock
-        // is held across the parallel decode: safe while no rayon worker
-        // ever takes it (`values_at` takes it on its caller's thread, after
-        // its own parallel part, and is called from the block loop, the
-        // ingress thread and RPC threads). Taking the entries out under
+        // is held across the parallel decode. This runs on a rayon worker
+        // (the chain's `finish` joins it with the receipts' roots), and
+        // while the decode waits that worker may run other rayon jobs:
+        // safe while no job takes this lock. The only other taker,
+        // `values_at`, takes it on its caller's thread after its own
+        // parallel part and starts no rayon work while holding it, and is
+        // called from the block loop, the ingress thread and RPC threads,
+        // never from a rayon job; a chain's blocks are prepared one at a
+        // time. Taking the entries out under
         // the lock and decoding after it measured slower: root 33 → 38 ms
         // a block at 10⁷, the buffers then freed on the block's path.
         let mut out: Vec<Option<Found>> = {
