@@ -79,8 +79,7 @@ pub struct ScaleRow {
     /// The commit (log append and sync, LMDB's transaction).
     pub commit_ms: f64,
     /// CPU time of the process per block (user + system, every thread),
-    /// ms: how much of the cores a block keeps busy, and the figure that
-    /// moves least on a shared machine.
+    /// ms: against `block_ms`, how much of the cores a block keeps busy.
     pub cpu_ms_per_block: Option<f64>,
     /// State updates (distinct accounts written, and the supply record)
     /// per second.

@@ -336,8 +336,9 @@ pub struct ExecReport {
     pub write_calls_mib_per_block: Option<f64>,
     /// CPU time of the process (user + system, every thread) per measured
     /// block, ms. Against the block's wall time it says how much of the
-    /// cores a block keeps busy; on a shared machine it moves less than
-    /// wall time, so it is the figure to compare two builds by.
+    /// cores a block keeps busy. It moves with the machine's speed as wall
+    /// time does (a VM's stolen time counts in it), so two builds are
+    /// compared by alternated runs, not by this figure alone.
     pub cpu_ms_per_block: Option<f64>,
     /// LMDB pages per table after the measured blocks: `[name, entries,
     /// leaf pages, branch pages, overflow pages]`, and the file's
