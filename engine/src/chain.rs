@@ -175,12 +175,9 @@ pub struct BodyTx {
 
 /// Both kinds of transaction keep the fields under the same names.
 macro_rules! block_tx_by_fields {
-    ($($t:ty => |$tx:ident| $sig:expr),*) => {$(
+    ($($t:ty { $($more:tt)* }),*) => {$(
         impl BlockTx for $t {
-            fn signature(&self) -> Option<&Signature> {
-                let $tx = self;
-                $sig
-            }
+            $($more)*
             fn hash(&self) -> &Hash32 {
                 &self.hash
             }
@@ -199,7 +196,14 @@ macro_rules! block_tx_by_fields {
         }
     )*};
 }
-block_tx_by_fields!(VerifiedTx => |tx| Some(&tx.signature), BodyTx => |_tx| None);
+block_tx_by_fields!(
+    VerifiedTx {
+        fn signature(&self) -> Option<&Signature> {
+            Some(&self.signature)
+        }
+    },
+    BodyTx {}
+);
 
 /// What the proposer chooses for a block besides its transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -774,14 +778,14 @@ impl Chain {
             .filter_map(|&i| txs[i as usize].signature().copied())
             .collect();
         // A thread that cannot start leaves the sum to the seal.
-        let summing = (!sigs.is_empty() && sigs.len() == included.len())
-            .then(|| {
-                std::thread::Builder::new()
-                    .name("sum-signatures".into())
-                    .spawn(move || bls::aggregate_verified(&sigs))
-                    .ok()
-            })
-            .flatten();
+        let summing = if !sigs.is_empty() && sigs.len() == included.len() {
+            std::thread::Builder::new()
+                .name("sum-signatures".into())
+                .spawn(move || bls::aggregate_verified(&sigs))
+                .ok()
+        } else {
+            None
+        };
 
         // Collect the dirty state and compute the root.
         let (accounts, new_accounts) = self.take_dirty(&touched, height);
